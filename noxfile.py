@@ -1,0 +1,71 @@
+"""nox sessions, generated from matrix.toml. Thin: each calls the vllm-matrix CLI.
+
+Sessions run in the current environment (`pip install -e '.[dev]'` once): the cells'
+own toolchains and torch envs are created by the library in its cache, not by nox.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["matrix"]
+
+HERE = Path(__file__).parent
+MATRIX = HERE / "matrix.toml"
+
+
+def _versions() -> list[str]:
+    try:
+        cells = tomllib.loads(MATRIX.read_text()).get("cell", [])
+    except (OSError, tomllib.TOMLDecodeError):
+        return []  # the CLI reports a broken matrix properly
+    return list(dict.fromkeys(str(c.get("vllm")) for c in cells if c.get("vllm")))
+
+
+def _cli(session: nox.Session, *args: str) -> None:
+    session.run("python", "-m", "vllm_matrix", *args, external=True)
+
+
+@nox.session(python=False)
+def matrix(session: nox.Session) -> None:
+    """Every cell of matrix.toml up to --depth (default: what fits here), then the report.
+
+    nox -s matrix -- --depth preflight --cell vllm0.8.5
+    """
+    _cli(session, "run", "--matrix", str(MATRIX), *session.posargs)
+
+
+@nox.session(python=False)
+def report(session: nox.Session) -> None:
+    """Re-render reports/compat.{md,json} from results/."""
+    _cli(session, "report", "--matrix", str(MATRIX))
+
+
+@nox.session(python=False)
+def tests(session: nox.Session) -> None:
+    """ruff, mypy (strict on src/) and pytest; extra args go to pytest."""
+    session.run("ruff", "check", "src", "tests", "noxfile.py", "tasks.py", external=True)
+    session.run("mypy", external=True)
+    session.run("python", "-m", "pytest", "-n", "2", *session.posargs, external=True)
+
+
+def _build(session: nox.Session, version: str) -> None:
+    _cli(
+        session,
+        "run",
+        "--matrix",
+        str(MATRIX),
+        "--cell",
+        f"vllm{version}-",
+        "--depth",
+        "build",
+        *session.posargs,
+    )
+
+
+for _v in _versions():
+    nox.session(python=False, name=f"build-{_v}")(lambda session, _v=_v: _build(session, _v))

@@ -1,0 +1,172 @@
+"""Command line: `vllm-matrix <command>` (also what tasks.py and noxfile.py call)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from packaging.version import Version
+
+from . import config, facts, index, pins, report, runner, source, torchwheel
+from .cache import atomic_write_text
+from .errors import MatrixError
+
+
+def _matrix(args: argparse.Namespace) -> tuple[config.Matrix, runner.Workspace]:
+    path = Path(args.matrix).resolve()
+    m = config.load_matrix(path)
+    return m, runner.Workspace(path.parent)
+
+
+def cmd_facts(args: argparse.Namespace) -> int:
+    tree = source.get_tree(args.version)
+    f = facts.read_facts(tree.root, tree.version)
+    d = f.to_json() | {"origin": tree.origin}
+    if args.json:
+        print(json.dumps(d, indent=1))
+    else:
+        for k, v in d.items():
+            print(f"{k:16} {v}")
+    return 0
+
+
+def cmd_cells(args: argparse.Namespace) -> int:
+    m, _ = _matrix(args)
+    for c in m.cells:
+        print(c.id)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    m, ws = _matrix(args)
+    done = runner.run_matrix(m, ws, args.depth, args.cell)
+    _, md = report.write(m, ws.results, ws.reports)
+    if getattr(args, "json", False):
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": c.id,
+                        "verdict": v.verdict,
+                        "depth": v.depth,
+                        "cause": v.cause,
+                        "fix": v.fix,
+                        "evidence": list(v.evidence),
+                    }
+                    for c, v in done
+                ],
+                indent=1,
+            )
+        )
+    else:
+        for c, v in done:
+            print(f"{v.verdict:15} {c.id}" + (f"\n{'':15} {v.cause}" if v.cause else ""))
+        print(f"report: {md}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    m, ws = _matrix(args)
+    _, md = report.write(m, ws.results, ws.reports)
+    print(md)
+    return 0
+
+
+def cmd_derive_torch(args: argparse.Namespace) -> int:
+    for v in args.versions:
+        print(torchwheel.toml_entry(torchwheel.read_facts(v)))
+    return 0
+
+
+def cmd_derive_pins(args: argparse.Namespace) -> int:
+    rows: dict[str, tuple[str | None, str]] = {}
+    vs = sorted(
+        {
+            f.version
+            for f in index.project_files("vllm")
+            if f.kind == "sdist"
+            and not f.version.is_prerelease
+            and f.version >= Version(args.since)
+        }
+    )
+    for n, v in enumerate(vs, 1):
+        tree = source.sdist_tree(str(v))
+        f = facts.read_facts(tree.root, tree.version)
+        rows[str(v)] = (f.torch, f.torch_evidence or "")
+        print(f"[{n}/{len(vs)}] {v}: torch {f.torch}", file=sys.stderr, flush=True)
+    text = pins.render(rows)
+    if args.write:
+        atomic_write_text(pins.data_path(), text)
+        print(f"wrote {pins.data_path()}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vllm-matrix", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def with_matrix(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument(
+            "--matrix", default="matrix.toml", help="matrix file (default ./matrix.toml)"
+        )
+        return sp
+
+    s = sub.add_parser("facts", help="pins and facts read from a vLLM source tree")
+    s.add_argument("version", help="release (0.8.5), path:DIR or git:URL@TAG")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_facts)
+
+    s = with_matrix(sub.add_parser("cells", help="list the matrix's cell ids"))
+    s.set_defaults(fn=cmd_cells)
+
+    s = with_matrix(sub.add_parser("run", help="run cells up to a depth, then render the report"))
+    s.add_argument("--depth", default=runner.DEFAULT_DEPTH, help="|".join(runner.DEPTHS))
+    s.add_argument("--cell", help="only cells whose id contains this")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_run)
+
+    s = with_matrix(sub.add_parser("preflight", help="run = --depth preflight"))
+    s.add_argument("--cell", help="only cells whose id contains this")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_run, depth="preflight")
+
+    s = with_matrix(sub.add_parser("report", help="re-render reports/ from results/"))
+    s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("derive-torch", help="torch wheel facts as TOML (from the real wheels)")
+    s.add_argument("versions", nargs="+")
+    s.set_defaults(fn=cmd_derive_torch)
+
+    s = sub.add_parser("derive-pins", help="regenerate data/vllm_pins.toml from real sdists")
+    s.add_argument("--since", default="0.4.0")
+    s.add_argument("--write", action="store_true")
+    s.set_defaults(fn=cmd_derive_pins)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        rc: int = args.fn(args)
+        return rc
+    except MatrixError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.fix:
+            print(f"  fix: {exc.fix}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: results written so far are valid; rerun to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

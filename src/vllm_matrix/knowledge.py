@@ -1,0 +1,174 @@
+"""Toolchain knowledge: data files under vllm_matrix/data/, each fact with its source.
+
+- toolchains.toml: what each nvcc can target and which host gcc it accepts; what
+  each torch wheel was built with (CUDA, SASS/PTX arches, Pythons); which toolkit
+  versions each provider can supply on this kind of machine.
+- api.toml: C++ symbols vLLM uses and the torch release that introduced them.
+
+Tests re-derive the facts from real tools and wheels (tests/integration/test_knowledge_sync.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from packaging.version import Version
+
+from . import tomlfile
+from .config import arch_number, normalize_arch
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class NvccFacts:
+    version: str
+    archs: tuple[str, ...]
+    max_gcc: int | None
+    source: str
+
+    def can_target(self, arch: str) -> bool:
+        return arch.rstrip("af") in self.archs
+
+
+@dataclass(frozen=True)
+class TorchFacts:
+    version: str
+    local: str
+    cuda: str
+    sass: tuple[str, ...]
+    ptx: tuple[str, ...]
+    pythons: tuple[str, ...]
+    source: str
+
+    def runs_on(self, arch: str) -> bool:
+        """Whether this wheel has code a GPU of ``arch`` can run.
+
+        SASS runs on the same major with an equal or higher minor; PTX JIT-compiles
+        for any equal or newer arch (CUDA binary compatibility rules).
+        """
+        major, minor = divmod(arch_number(arch), 10)
+        for s in self.sass:
+            smaj, smin = divmod(arch_number(s), 10)
+            if smaj == major and smin <= minor:
+                return True
+        return any(arch_number(p) <= arch_number(arch) for p in self.ptx)
+
+
+@dataclass(frozen=True)
+class ProviderFacts:
+    name: str
+    versions: dict[str, str]  # version -> what supplies it here
+    note: str
+
+
+@dataclass(frozen=True)
+class ApiSymbol:
+    name: str
+    pattern: str
+    torch: str  # first torch release that has it
+    header: str  # the header that declares it, relative to torch/include
+    source: str
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    nvcc: dict[str, NvccFacts]
+    torch: dict[str, TorchFacts]
+    providers: dict[str, ProviderFacts]
+    api: tuple[ApiSymbol, ...]
+
+    def nvcc_for(self, version: str) -> NvccFacts | None:
+        return self.nvcc.get(_major_minor(version))
+
+    def min_nvcc_for(self, arch: str) -> str | None:
+        ok = [v for v, f in self.nvcc.items() if f.can_target(arch)]
+        return min(ok, key=Version) if ok else None
+
+    def min_torch_for(self, arch: str) -> TorchFacts | None:
+        ok = [f for f in self.torch.values() if f.runs_on(arch)]
+        return min(ok, key=lambda f: Version(f.version)) if ok else None
+
+
+def _major_minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def _data(name: str) -> Path:
+    return Path(str(resources.files("vllm_matrix") / "data" / name))
+
+
+def _arches(doc: tomlfile.TomlDoc, value: object, key: str, ctx: str) -> tuple[str, ...]:
+    out = []
+    for a in tomlfile.str_list(doc, value, key, ctx):
+        try:
+            out.append(normalize_arch(a))
+        except ValueError:
+            raise ConfigError(
+                f"{doc.where(key)}: bad arch {a!r} in {ctx}", fix='write arches like "9.0"'
+            ) from None
+    return tuple(out)
+
+
+def load_toolchains(
+    path: Path,
+) -> tuple[dict[str, NvccFacts], dict[str, TorchFacts], dict[str, ProviderFacts]]:
+    doc = tomlfile.load(path)
+    tomlfile.check_keys(doc, doc.data, ("nvcc", "torch", "provider"), "the top level")
+    nvcc: dict[str, NvccFacts] = {}
+    for ver, t in doc.data.get("nvcc", {}).items():
+        ctx = f'[nvcc."{ver}"]'
+        tomlfile.check_keys(doc, t, ("archs", "max_gcc", "source"), ctx)
+        nvcc[ver] = NvccFacts(
+            ver,
+            _arches(doc, t.get("archs", []), "archs", ctx),
+            tomlfile.expect(doc, t["max_gcc"], "max_gcc", int, ctx) if "max_gcc" in t else None,
+            tomlfile.require(doc, t, "source", str, ctx),
+        )
+    torch: dict[str, TorchFacts] = {}
+    for ver, t in doc.data.get("torch", {}).items():
+        ctx = f'[torch."{ver}"]'
+        tomlfile.check_keys(doc, t, ("local", "cuda", "sass", "ptx", "pythons", "source"), ctx)
+        torch[ver] = TorchFacts(
+            ver,
+            tomlfile.require(doc, t, "local", str, ctx),
+            tomlfile.require(doc, t, "cuda", str, ctx),
+            _arches(doc, t.get("sass", []), "sass", ctx),
+            _arches(doc, t.get("ptx", []), "ptx", ctx),
+            tomlfile.str_list(doc, t.get("pythons", []), "pythons", ctx),
+            tomlfile.require(doc, t, "source", str, ctx),
+        )
+    providers: dict[str, ProviderFacts] = {}
+    for name, t in doc.data.get("provider", {}).items():
+        ctx = f"[provider.{name}]"
+        tomlfile.check_keys(doc, t, ("versions", "note"), ctx)
+        versions = tomlfile.expect(doc, t.get("versions", {}), "versions", dict, ctx)
+        providers[name] = ProviderFacts(name, dict(versions), str(t.get("note", "")))
+    return nvcc, torch, providers
+
+
+def load_api(path: Path) -> tuple[ApiSymbol, ...]:
+    doc = tomlfile.load(path)
+    tomlfile.check_keys(doc, doc.data, ("symbol",), "the top level")
+    out = []
+    for n, t in enumerate(doc.data.get("symbol", [])):
+        ctx = f"[[symbol]] #{n + 1}"
+        tomlfile.check_keys(doc, t, ("name", "pattern", "torch", "header", "source"), ctx)
+        out.append(
+            ApiSymbol(
+                tomlfile.require(doc, t, "name", str, ctx),
+                str(t.get("pattern", t.get("name"))),
+                tomlfile.require(doc, t, "torch", str, ctx),
+                tomlfile.require(doc, t, "header", str, ctx),
+                tomlfile.require(doc, t, "source", str, ctx),
+            )
+        )
+    return tuple(out)
+
+
+@cache
+def load() -> Knowledge:
+    nvcc, torch, providers = load_toolchains(_data("toolchains.toml"))
+    return Knowledge(nvcc, torch, providers, load_api(_data("api.toml")))

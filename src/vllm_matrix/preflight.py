@@ -1,0 +1,331 @@
+"""Preflight: rules over source facts + toolchain knowledge → a predicted verdict.
+
+Every rule returns Findings with a message, a fix naming the nearest working
+alternative, and the evidence (file:line in the vLLM tree, or the data-file
+source) it rests on. Nothing is compiled here; this takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from packaging.version import Version
+
+from . import apiscan
+from .config import Cell, arch_number, arch_tag
+from .facts import SourceFacts
+from .knowledge import Knowledge, TorchFacts
+from .results import PASS, PREDICTED_FAIL, SKIP, WARN, Finding
+
+CUDA_ROOTS = Path("/usr/local")
+
+
+@dataclass(frozen=True)
+class Host:
+    """The machine-side facts preflight needs (injected in tests)."""
+
+    gcc_major: int | None
+    system_cuda: dict[str, Path]  # "13.0" -> root
+    conda_prefix: Path | None
+
+
+@cache
+def detect_host() -> Host:
+    gcc = None
+    cc = os.environ.get("CC") or shutil.which("gcc")
+    if cc:
+        try:
+            out = subprocess.run(
+                [cc, "-dumpversion"], capture_output=True, text=True, timeout=30, check=False
+            ).stdout
+            gcc = int(out.strip().split(".")[0]) if out.strip() else None
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            gcc = None
+    roots: dict[str, Path] = {}
+    candidates = [Path(os.environ["CUDA_HOME"])] if os.environ.get("CUDA_HOME") else []
+    candidates += sorted(CUDA_ROOTS.glob("cuda*"))
+    for root in candidates:
+        v = _cuda_version(root)
+        if v and (root / "bin" / "nvcc").exists():
+            roots.setdefault(v, root)
+    prefix = os.environ.get("CONDA_PREFIX")
+    return Host(gcc, roots, Path(prefix) if prefix else None)
+
+
+def _cuda_version(root: Path) -> str | None:
+    vj = root / "version.json"
+    if vj.is_file():
+        m = re.search(r'"cuda"\s*:\s*\{[^}]*"version"\s*:\s*"(\d+\.\d+)', vj.read_text())
+        if m:
+            return m.group(1)
+    m = re.search(r"cuda-(\d+\.\d+)$", root.name)
+    return m.group(1) if m else None
+
+
+def _torch_hint(k: Knowledge, arch: str) -> str:
+    t = k.min_torch_for(arch)
+    return f"torch ≥ {t.version}+{t.local}" if t else "a torch built for it (none known)"
+
+
+def _vllm_hint(k: Knowledge, pins: dict[str, str], arch: str) -> str:
+    t = k.min_torch_for(arch)
+    if not t or not pins:
+        return ""
+    ok = [v for v, p in pins.items() if Version(p) >= Version(t.version)]
+    return f", i.e. vLLM ≥ {min(ok, key=Version)}" if ok else ""
+
+
+def check(
+    cell: Cell,
+    facts: SourceFacts,
+    know: Knowledge,
+    tree: Path,
+    host: Host,
+    pins: dict[str, str] | None = None,
+) -> list[Finding]:
+    pins = pins or {}
+    out: list[Finding] = []
+    add = out.append
+    nv = know.nvcc_for(cell.cuda)
+    tf: TorchFacts | None = know.torch.get(cell.torch)
+    ver = f"vLLM {facts.vllm}"
+
+    # --- Python -------------------------------------------------------------
+    if facts.python and cell.python not in facts.python:
+        add(
+            Finding(
+                "python-cmake",
+                "fail",
+                f"{ver}'s CMake accepts Python {', '.join(facts.python)}, not {cell.python}",
+                f"use Python {facts.python[-1]}",
+                (facts.python_evidence or "CMakeLists.txt: PYTHON_SUPPORTED_VERSIONS",),
+            )
+        )
+    if tf and tf.pythons and cell.python not in tf.pythons:
+        add(
+            Finding(
+                "python-torch",
+                "fail",
+                f"torch {cell.torch} has no wheel for Python {cell.python} "
+                f"(has {', '.join(tf.pythons)})",
+                f"use Python {tf.pythons[-1]}",
+                (tf.source,),
+            )
+        )
+
+    # --- torch pin ----------------------------------------------------------
+    if facts.torch and Version(facts.torch) != Version(cell.torch):
+        add(
+            Finding(
+                "torch-pin",
+                "warn",
+                f"{ver} pins torch {facts.torch}, the cell uses {cell.torch} "
+                "(vLLM's CMake only warns)",
+                "build with --no-build-isolation and the pins neutralised (use_existing_torch)",
+                (facts.torch_evidence or "",),
+                "https://github.com/vllm-project/vllm/issues/21745",
+            )
+        )
+    if tf is None:
+        add(
+            Finding(
+                "torch-known",
+                "warn",
+                f"no wheel facts for torch {cell.torch}: arch/CUDA rules not checked",
+                f"run `inv derive-torch {cell.torch}` and add it to data/toolchains.toml",
+            )
+        )
+    if nv is None:
+        add(
+            Finding(
+                "nvcc-known",
+                "warn",
+                f"no facts for nvcc {cell.cuda}: arch/gcc rules not checked",
+                "add it to data/toolchains.toml from `nvcc --list-gpu-arch`",
+            )
+        )
+
+    # --- arches ---------------------------------------------------------------
+    vllm_archs = facts.archs_for(cell.cuda)
+    for arch in cell.arch:
+        sm = arch_tag(arch).replace("sm", "sm_")
+        if nv and not nv.can_target(arch):
+            need = know.min_nvcc_for(arch)
+            alt = f"use CUDA ≥ {need} and {_torch_hint(know, arch)}{_vllm_hint(know, pins, arch)}"
+            add(
+                Finding(
+                    "nvcc-arch",
+                    "fail",
+                    f"nvcc {cell.cuda} cannot target {sm} (its archs end at "
+                    f"compute_{arch_number(nv.archs[-1])})",
+                    alt if need else "no known nvcc targets it",
+                    (nv.source,),
+                    "https://github.com/vllm-project/vllm/issues/8665",
+                )
+            )
+        base = arch.rstrip("af")
+        if vllm_archs and base not in vllm_archs:
+            rule = next((r for r in facts.cuda_archs if r.archs == vllm_archs), None)
+            add(
+                Finding(
+                    "vllm-arch",
+                    "fail",
+                    f"{ver} with nvcc {cell.cuda} builds no kernels for {sm} "
+                    f"(CUDA_SUPPORTED_ARCHS {';'.join(vllm_archs)})",
+                    "pick a vLLM (and nvcc) whose CUDA_SUPPORTED_ARCHS include it",
+                    (f"CMakeLists.txt:{rule.line}" if rule else "CMakeLists.txt",),
+                )
+            )
+        if tf and not tf.runs_on(arch):
+            ptx = f"PTX {', '.join(tf.ptx)}" if tf.ptx else "no PTX"
+            add(
+                Finding(
+                    "torch-arch",
+                    "fail",
+                    f"torch {cell.torch}+{tf.local} has no kernels for {sm} "
+                    f"(SASS {', '.join('sm_' + str(arch_number(a)) for a in tf.sass)}; {ptx})",
+                    f"use {_torch_hint(know, arch)}{_vllm_hint(know, pins, arch)}",
+                    (tf.source,),
+                    "https://github.com/vllm-project/vllm/issues/13306",
+                )
+            )
+
+    # --- CUDA versions ----------------------------------------------------------
+    if tf and tf.cuda:
+        tmaj, cmaj = Version(tf.cuda).major, Version(cell.cuda).major
+        if tmaj != cmaj:
+            add(
+                Finding(
+                    "cuda-major",
+                    "fail",
+                    f"nvcc {cell.cuda} vs torch {cell.torch} built with CUDA {tf.cuda}: "
+                    "major versions differ",
+                    f"use a CUDA {tmaj}.x toolkit (torch's own is {tf.cuda})",
+                    (tf.source,),
+                    "https://github.com/vllm-project/vllm/issues/2219",
+                )
+            )
+        elif Version(cell.cuda) < Version(tf.cuda):
+            add(
+                Finding(
+                    "cuda-minor",
+                    "warn",
+                    f"nvcc {cell.cuda} is older than torch's CUDA {tf.cuda} (same major: "
+                    "compiles; the wheel needs a driver for CUDA ≥ "
+                    f"{tf.cuda} at run time anyway)",
+                    f"CUDA {tf.cuda} if you can get it",
+                    (tf.source,),
+                )
+            )
+
+    # --- API scan ---------------------------------------------------------------
+    newer = tuple(s for s in know.api if Version(s.torch) > Version(cell.torch))
+    for sym in newer:
+        hits = [h for h in apiscan.scan(tree, (sym,))]
+        if hits:
+            first = hits[0]
+            add(
+                Finding(
+                    "api-" + sym.name,
+                    "fail",
+                    f"{first.where} uses {sym.name}, introduced in torch {sym.torch}: "
+                    f"`{first.text[:100]}`",
+                    f"torch ≥ {sym.torch} (or a vLLM older than this use)",
+                    tuple(h.where for h in hits),
+                    sym.source,
+                )
+            )
+
+    # --- host compiler ------------------------------------------------------------
+    if nv and nv.max_gcc and host.gcc_major and host.gcc_major > nv.max_gcc:
+        add(
+            Finding(
+                "host-gcc",
+                "fail",
+                f"host gcc {host.gcc_major} is newer than nvcc {cell.cuda} accepts "
+                f"(≤ {nv.max_gcc})",
+                f"install gcc-{nv.max_gcc} and set CC/CXX/CUDAHOSTCXX, "
+                "or pass -allow-unsupported-compiler",
+                (nv.source,),
+                "https://github.com/instructlab/instructlab/issues/2169",
+            )
+        )
+
+    # --- obtainability (SKIPPED, not FAIL) ---------------------------------------
+    reason = toolkit_unavailable(cell, know, host)
+    if reason:
+        add(Finding("toolkit-obtainable", "skip", reason[0], reason[1]))
+    return out
+
+
+def toolkit_unavailable(cell: Cell, know: Knowledge, host: Host) -> tuple[str, str] | None:
+    """Why the cell's toolkit can't be had on this machine, with the fix; None if it can."""
+    p = cell.provider
+    if p == "system":
+        if cell.cuda in host.system_cuda:
+            return None
+        have = ", ".join(f"{v} ({r})" for v, r in sorted(host.system_cuda.items())) or "none"
+        return (
+            f"no system CUDA {cell.cuda} on this machine (found: {have})",
+            f"install CUDA {cell.cuda} or point CUDA_HOME at it",
+        )
+    if p == "conda-prefix":
+        if host.conda_prefix and (host.conda_prefix / "bin" / "nvcc").exists():
+            return None
+        return (
+            "no conda/pixi env with nvcc is active (CONDA_PREFIX)",
+            "run inside the env: pixi run inv ...",
+        )
+    pf = know.providers.get(p)
+    if pf is None:
+        return (f"provider {p} has no facts", "add it to data/toolchains.toml")
+    if cell.cuda not in pf.versions:
+        return (
+            f"provider {p} cannot supply CUDA {cell.cuda} here "
+            f"(it can: {', '.join(pf.versions)}){'; ' + pf.note if pf.note else ''}",
+            f"use CUDA {' or '.join(pf.versions)} with provider {p}, or a system install",
+        )
+    return None
+
+
+def status_of(findings: list[Finding]) -> str:
+    levels = {f.level for f in findings}
+    if "fail" in levels:
+        return PREDICTED_FAIL
+    if "skip" in levels:
+        return SKIP
+    if "warn" in levels:
+        return WARN
+    return PASS
+
+
+def summary_of(findings: list[Finding]) -> str:
+    fails = [f for f in findings if f.level == "fail"]
+    if fails:
+        return f"{len(fails)} rule(s) predict failure: " + ", ".join(f.rule for f in fails)
+    skips = [f for f in findings if f.level == "skip"]
+    if skips:
+        return skips[0].message
+    warns = [f for f in findings if f.level == "warn"]
+    return f"go ({len(warns)} warning(s))" if warns else "go"
+
+
+def modelopt_column(cell: Cell, facts: SourceFacts) -> tuple[str, str]:
+    """The 'ModelOpt FP8' column (short answer) and the file:line it rests on."""
+    mo = facts.modelopt
+    ev = mo.evidence or ""
+    if not mo.supported:
+        return "no (not in this vLLM)", ev
+    cap = mo.fp8_min_capability
+    if cap is None:
+        return "yes (no capability floor found)", ev
+    low = [a for a in cell.arch if arch_number(a) < cap]
+    if low:
+        return f"no: {', '.join(arch_tag(a) for a in low)} < sm{cap}", ev
+    return f"yes (sm{cap}+)", ev

@@ -1,0 +1,108 @@
+"""The one subprocess wrapper: argument lists only, logged, teed, typed errors."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CommandError
+
+TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    output: str
+    seconds: float
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    log: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+    on_line: Callable[[str], None] | None = None,
+    capture: bool = True,
+) -> Completed:
+    """Run ``argv`` (never a shell string), stdout+stderr merged.
+
+    The command line is written to ``log`` first, then every output line as it
+    arrives, so a killed run still leaves a readable log. ``on_line`` sees each
+    line (progress bars). On failure with ``check`` a CommandError carries the
+    last lines of output.
+    """
+    args = tuple(os.fspath(a) for a in argv)
+    full_env = dict(os.environ)
+    if env is not None:
+        full_env.update(env)
+    start = time.monotonic()
+    kept: list[str] = []
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    logf = None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        logf = log.open("a", encoding="utf-8")
+        logf.write(f"$ {shlex.join(args)}\n")
+        if cwd is not None:
+            logf.write(f"# cwd: {cwd}\n")
+        logf.flush()
+    try:
+        with subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            cwd=cwd,
+            text=True,
+            errors="replace",
+            bufsize=1,
+        ) as proc:
+            assert proc.stdout is not None
+            deadline = None if timeout is None else start + timeout
+            for line in proc.stdout:
+                tail.append(line)
+                if capture:
+                    kept.append(line)
+                if logf is not None:
+                    logf.write(line)
+                if on_line is not None:
+                    on_line(line)
+                if deadline is not None and time.monotonic() > deadline:
+                    proc.kill()
+                    break
+            rc = proc.wait()
+    except FileNotFoundError as exc:
+        raise CommandError(
+            f"command not found: {args[0]}",
+            127,
+            "",
+            fix=f"install {Path(args[0]).name} or fix PATH",
+        ) from exc
+    finally:
+        if logf is not None:
+            logf.close()
+    seconds = time.monotonic() - start
+    if logf is not None and log is not None:
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(f"# exit {rc} after {seconds:.1f}s\n")
+    done = Completed(args, rc, "".join(kept), seconds)
+    if check and rc != 0:
+        where = f" (log: {log})" if log else ""
+        raise CommandError(
+            f"{Path(args[0]).name} exited with {rc}{where}",
+            rc,
+            "".join(tail),
+        )
+    return done

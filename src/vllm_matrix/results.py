@@ -1,0 +1,205 @@
+"""Results: one versioned JSON envelope per cell, written atomically.
+
+results/<cell-id>.json = {schema, version, cell, machine, stages: [StageResult...], verdict}
+The report is rendered from these files only (reports/compat.{json,md}).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cache import atomic_write_text
+from .config import Cell
+
+SCHEMA = "vllm-matrix/cell-result"
+SCHEMA_VERSION = 1
+
+# Stage statuses
+PASS, FAIL, WARN, SKIP, PREDICTED_FAIL, INTERRUPTED = (
+    "pass",
+    "fail",
+    "warn",
+    "skip",
+    "predicted-fail",
+    "interrupted",
+)
+STATUSES = (PASS, FAIL, WARN, SKIP, PREDICTED_FAIL, INTERRUPTED)
+
+# Cell verdicts (design.md), plus PREFLIGHT-OK: every rule passed, nothing compiled yet.
+VERDICTS = ("PASS", "FAIL", "PREDICTED-FAIL", "PREFLIGHT-OK", "SKIPPED", "UNKNOWN")
+
+STAGE_ORDER = (
+    "source",
+    "facts",
+    "preflight",
+    "toolkit",
+    "env",
+    "patches",
+    "probe",
+    "build",
+    "audit",
+    "smoke",
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One preflight rule's outcome (or one classified failure)."""
+
+    rule: str
+    level: str  # "fail" | "warn" | "skip" | "info"
+    message: str
+    fix: str = ""
+    evidence: tuple[str, ...] = ()
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    status: str
+    seconds: float
+    summary: str
+    findings: tuple[Finding, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+    log: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["findings"] = [asdict(f) for f in self.findings]
+        return d
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> StageResult:
+        findings = tuple(
+            Finding(**{**f, "evidence": tuple(f.get("evidence", ()))})
+            for f in d.get("findings", ())
+        )
+        return StageResult(
+            stage=d["stage"],
+            status=d["status"],
+            seconds=d["seconds"],
+            summary=d["summary"],
+            findings=findings,
+            details=d.get("details", {}),
+            log=d.get("log"),
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str
+    depth: str  # furthest stage reached
+    cause: str
+    fix: str
+    evidence: tuple[str, ...]
+
+
+def verdict_of(stages: list[StageResult]) -> Verdict:
+    """The cell's verdict: the first stage that stopped it decides; else how far it got."""
+    if not stages:
+        return Verdict("UNKNOWN", "none", "not run yet", "", ())
+    depth = stages[-1].stage
+    for s in stages:
+        if s.status in (FAIL, PREDICTED_FAIL, SKIP, INTERRUPTED):
+            # The cause is the findings of the level that decided the status.
+            level = "skip" if s.status == SKIP else "fail"
+            bad = [f for f in s.findings if f.level == level]
+            cause = "; ".join(f.message for f in bad) or s.summary
+            fix = "; ".join(dict.fromkeys(f.fix for f in bad if f.fix))
+            ev = tuple(e for f in bad for e in f.evidence)
+            name = {
+                FAIL: "FAIL",
+                PREDICTED_FAIL: "PREDICTED-FAIL",
+                SKIP: "SKIPPED",
+                INTERRUPTED: "UNKNOWN",
+            }[s.status]
+            return Verdict(name, s.stage, cause, fix, ev)
+    warns = [f for s in stages for f in s.findings if f.level == "warn"]
+    cause = "; ".join(f.message for f in warns)
+    fix = "; ".join(dict.fromkeys(f.fix for f in warns if f.fix))
+    built = {"probe", "build", "audit", "smoke"}
+    name = "PASS" if depth in built else "PREFLIGHT-OK"
+    return Verdict(name, depth, cause, fix, tuple(e for f in warns for e in f.evidence))
+
+
+def machine() -> dict[str, Any]:
+    """What ran it: enough to say "on what machine" in the report."""
+    gpu = None
+    if shutil.which("nvidia-smi"):
+        try:
+            gpu = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                    check=False,
+                ).stdout.strip()
+                or None
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            gpu = None
+    mem = 0
+    with contextlib.suppress(ValueError, OSError):
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {
+        "arch": platform.machine(),
+        "cpus": os.cpu_count(),
+        "mem_gib": round(mem / 2**30),
+        "gpu": gpu,
+        "os": platform.freedesktop_os_release().get("PRETTY_NAME", platform.system())
+        if hasattr(platform, "freedesktop_os_release")
+        else platform.system(),
+        "python": platform.python_version(),
+    }
+
+
+def machine_label(m: dict[str, Any]) -> str:
+    gpu = m.get("gpu") or "no GPU"
+    return f"{m.get('arch')} {m.get('cpus')} cores {m.get('mem_gib')} GiB, {gpu}"
+
+
+def envelope(cell: Cell, stages: list[StageResult], mach: dict[str, Any]) -> dict[str, Any]:
+    v = verdict_of(stages)
+    return {
+        "schema": SCHEMA,
+        "version": SCHEMA_VERSION,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cell": cell.to_json(),
+        "machine": mach,
+        "stages": [s.to_json() for s in stages],
+        "verdict": asdict(v) | {"evidence": list(v.evidence)},
+    }
+
+
+def write(
+    results_dir: Path, cell: Cell, stages: list[StageResult], mach: dict[str, Any] | None = None
+) -> Path:
+    path = results_dir / f"{cell.id}.json"
+    atomic_write_text(path, json.dumps(envelope(cell, stages, mach or machine()), indent=1) + "\n")
+    return path
+
+
+class ResultFormatError(ValueError):
+    pass
+
+
+def read(path: Path) -> dict[str, Any]:
+    d: dict[str, Any] = json.loads(path.read_text())
+    if d.get("schema") != SCHEMA:
+        raise ResultFormatError(f"{path}: not a vllm-matrix result (schema {d.get('schema')!r})")
+    if d.get("version") != SCHEMA_VERSION:
+        raise ResultFormatError(
+            f"{path}: result version {d.get('version')}, expected {SCHEMA_VERSION}; rerun the cell"
+        )
+    return d

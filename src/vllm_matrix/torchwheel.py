@@ -1,0 +1,126 @@
+"""Facts about a torch wheel, read from the real wheel on the index without
+downloading it whole: HTTP range requests give zipfile the central directory and
+just the members we ask for (~10 MB of an ~800 MB wheel).
+
+What we read: ``torch/version.py`` (the CUDA version it was built with) and the
+``CUDA_ARCH_FLAGS`` string compiled into ``torch/lib/libtorch_python.so`` (what
+``torch._C._cuda_getArchFlags()`` returns: the SASS / PTX arches of the wheel).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+
+from packaging.version import Version
+
+from . import index
+from .errors import SourceError
+
+_FLAGS = re.compile(rb"(?:sm|compute)_\d+[af]?(?: (?:sm|compute)_\d+[af]?)+")
+
+
+@dataclass(frozen=True)
+class TorchWheelFacts:
+    torch: str  # "2.6.0"
+    local: str  # "cu124" (the default wheel's local version label)
+    cuda: str  # "12.4"
+    sass: tuple[str, ...]  # ("5.0", ..., "9.0")
+    ptx: tuple[str, ...]
+    pythons: tuple[str, ...]  # CPython versions with a linux x86_64 wheel
+    wheel: str  # the file the facts were read from
+
+
+def _arch(token: str) -> str:
+    num = token.split("_", 1)[1]
+    suffix = num[-1] if num[-1] in "af" else ""
+    num = num.rstrip("af")
+    return f"{int(num[:-1])}.{num[-1]}{suffix}"
+
+
+def parse_arch_flags(flags: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    sass = tuple(_arch(t) for t in flags.split() if t.startswith("sm_"))
+    ptx = tuple(_arch(t) for t in flags.split() if t.startswith("compute_"))
+    return sass, ptx
+
+
+@cache
+def linux_wheels(version: str) -> tuple[index.IndexFile, ...]:
+    want = Version(version)
+    return tuple(
+        f
+        for f in index.project_files("torch")
+        if f.kind == "wheel"
+        and f.version == want
+        and "linux" in f.filename
+        and "x86_64" in f.filename
+    )
+
+
+def _pick(wheels: tuple[index.IndexFile, ...]) -> index.IndexFile:
+    """Any wheel carries the same facts; prefer cp312 so sources read alike."""
+    return sorted(wheels, key=lambda f: ("-cp312-cp312-" not in f.filename, f.filename))[0]
+
+
+def toml_entry(f: TorchWheelFacts) -> str:
+    def q(xs: tuple[str, ...]) -> str:
+        return "[" + ", ".join(f'"{x}"' for x in xs) + "]"
+
+    src = f"{f.wheel}: torch/version.py + CUDA_ARCH_FLAGS in torch/lib/libtorch_python.so"
+    return (
+        f'[torch."{f.torch}"]\n'
+        f'local = "{f.local}"\n'
+        f'cuda = "{f.cuda}"\n'
+        f"sass = {q(f.sass)}\n"
+        f"ptx = {q(f.ptx)}\n"
+        f"pythons = {q(f.pythons)}\n"
+        f'source = "{src}"\n'
+    )
+
+
+def read_facts(version: str) -> TorchWheelFacts:
+    wheels = linux_wheels(version)
+    if not wheels:
+        raise SourceError(
+            f"torch {version} has no linux x86_64 wheel on the index",
+            fix="pick a torch release that the index serves (`pip index versions torch`)",
+        )
+    pythons = sorted(
+        {m.group(1) for f in wheels if (m := re.search(r"-cp3(\d+)-", f.filename))}, key=int
+    )
+    wheel = _pick(wheels)
+    got = index.zip_members(wheel.url, ("torch/version.py", "torch/lib/libtorch_python.so"))
+    ver_py, libpy = got["torch/version.py"], got["torch/lib/libtorch_python.so"]
+    if ver_py is None or libpy is None:
+        raise SourceError(
+            f"{wheel.filename}: not a torch wheel layout I know",
+            fix="report this wheel; the reader needs updating",
+        )
+    text = ver_py.decode()
+    mv = re.search(r"__version__ = '([^']+)'", text)
+    mc = re.search(r"cuda(?:: Optional\[str\])? = '([^']+)'", text)
+    local = mv.group(1).partition("+")[2] if mv else ""
+    flags = max((m.decode() for m in _FLAGS.findall(libpy)), key=len, default="")
+    sass, ptx = parse_arch_flags(flags)
+    return TorchWheelFacts(
+        torch=version,
+        local=local,
+        cuda=mc.group(1) if mc else "",
+        sass=sass,
+        ptx=ptx,
+        pythons=tuple(f"3.{p}" for p in pythons),
+        wheel=wheel.filename,
+    )
+
+
+def has_member(version: str, member: str) -> bool:
+    """Whether the torch wheel contains ``member`` (e.g. a header introduced later)."""
+    wheels = linux_wheels(version)
+    if not wheels:
+        raise SourceError(
+            f"torch {version} has no linux x86_64 wheel on the index",
+            fix="pick a torch release that the index serves",
+        )
+    wheel = _pick(wheels)
+    return index.zip_members(wheel.url, (member,))[member] is not None

@@ -1,0 +1,74 @@
+"""invoke tasks: the stages, callable one by one (`inv --list`). Thin: parse, call the library."""
+
+from __future__ import annotations
+
+import sys
+
+from invoke import task
+from invoke.context import Context
+
+from vllm_matrix.cli import main
+
+
+def _run(argv: list[str]) -> None:
+    rc = main(argv)
+    if rc:
+        sys.exit(rc)
+
+
+@task(help={"version": "release (0.8.5), path:DIR or git:URL@TAG", "json": "print JSON"})
+def facts(c: Context, version: str, json: bool = False) -> None:
+    """Pins and facts read from a vLLM source tree."""
+    _run(["facts", version] + (["--json"] if json else []))
+
+
+@task(
+    help={
+        "matrix": "matrix file",
+        "cell": "only cells whose id contains this",
+        "json": "print JSON",
+    }
+)
+def preflight(c: Context, matrix: str = "matrix.toml", cell: str = "", json: bool = False) -> None:
+    """Predict each cell's verdict from source facts and toolchain knowledge (no compile)."""
+    _run(
+        ["preflight", "--matrix", matrix]
+        + (["--cell", cell] if cell else [])
+        + (["--json"] if json else [])
+    )
+
+
+@task(
+    help={
+        "matrix": "matrix file",
+        "depth": "preflight|toolkit|probe|build",
+        "cell": "only cells whose id contains this",
+    }
+)
+def run(c: Context, matrix: str = "matrix.toml", depth: str = "preflight", cell: str = "") -> None:
+    """Run cells up to a depth and render reports/."""
+    _run(["run", "--matrix", matrix, "--depth", depth] + (["--cell", cell] if cell else []))
+
+
+@task(help={"matrix": "matrix file"})
+def cells(c: Context, matrix: str = "matrix.toml") -> None:
+    """List the matrix's cell ids."""
+    _run(["cells", "--matrix", matrix])
+
+
+@task(help={"matrix": "matrix file"})
+def report(c: Context, matrix: str = "matrix.toml") -> None:
+    """Re-render reports/compat.{json,md} from results/."""
+    _run(["report", "--matrix", matrix])
+
+
+@task(iterable=["version"], help={"version": "torch version (repeatable)"})
+def derive_torch(c: Context, version: list[str]) -> None:
+    """Torch wheel facts (CUDA, SASS/PTX arches, Pythons) as TOML, read from the real wheels."""
+    _run(["derive-torch", *version])
+
+
+@task(help={"write": "write data/vllm_pins.toml instead of printing"})
+def derive_pins(c: Context, write: bool = False) -> None:
+    """vLLM release → torch pin for every sdist on the index."""
+    _run(["derive-pins"] + (["--write"] if write else []))

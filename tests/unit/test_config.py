@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vllm_matrix.config import arch_tag, load_matrix, normalize_arch
+from vllm_matrix.errors import ConfigError
+
+GOOD = """
+[defaults]
+provider = "debian"
+python = "3.12"
+
+[[cell]]
+vllm = "0.8.5"
+torch = "2.6.0"
+cuda = "12.4"
+arch = ["9.0"]
+
+[[cell]]
+vllm = "0.4.2"
+torch = "2.3.0"
+cuda = "12.4"
+python = "3.11"
+arch = ["sm_80", "90a"]
+options = { max_jobs = 2 }
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "matrix.toml"
+    p.write_text(text)
+    return p
+
+
+def test_loads_cells_with_defaults_and_stable_ids(tmp_path: Path) -> None:
+    m = load_matrix(write(tmp_path, GOOD))
+    assert [c.id for c in m.cells] == [
+        "vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm90",
+        "vllm0.4.2-torch2.3.0-cu12.4-py3.11-sm80+sm90a",
+    ]
+    c = m.cells[1]
+    assert c.provider == "debian" and c.arch == ("8.0", "9.0a") and c.options.max_jobs == 2
+    assert m.versions() == ("0.8.5", "0.4.2")
+
+
+def test_cells_are_frozen(tmp_path: Path) -> None:
+    c = load_matrix(write(tmp_path, GOOD)).cells[0]
+    with pytest.raises(AttributeError):
+        c.vllm = "0.9.0"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("sm_90", "9.0"),
+        ("90", "9.0"),
+        ("9.0", "9.0"),
+        ("sm_90a", "9.0a"),
+        ("12.0f", "12.0f"),
+        ("120", "12.0"),
+        ("compute_100", "10.0"),
+    ],
+)
+def test_normalize_arch(text: str, expect: str) -> None:
+    assert normalize_arch(text) == expect
+
+
+def test_arch_tag() -> None:
+    assert arch_tag("12.0f") == "sm120f" and arch_tag("9.0") == "sm90"
+
+
+@pytest.mark.parametrize(
+    ("bad", "needle"),
+    [
+        (GOOD.replace('torch = "2.6.0"', 'tourch = "2.6.0"'), "did you mean 'torch'"),
+        (GOOD.replace('provider = "debian"', 'provider = "debain"'), "did you mean 'debian'"),
+        (
+            GOOD.replace('cuda = "12.4"\narch = ["9.0"]', 'cuda = 12.4\narch = ["9.0"]'),
+            "must be a str",
+        ),
+        (GOOD.replace('arch = ["9.0"]', 'arch = ["hopper"]'), "is not a GPU arch"),
+        (GOOD.replace("max_jobs", "max_job"), "did you mean 'max_jobs'"),
+        (GOOD.replace("[defaults]", "[default]"), "did you mean 'defaults'"),
+        (
+            GOOD + '\n[[cell]]\nvllm = "0.8.5"\ntorch = "2.6.0"\ncuda = "12.4"\narch = ["9.0"]\n',
+            "repeats the cell",
+        ),
+        ("[[cell]\n", "not valid TOML"),
+    ],
+)
+def test_bad_files_give_one_clear_line(tmp_path: Path, bad: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        load_matrix(write(tmp_path, bad))
+    assert needle in str(ei.value)
+    assert str(tmp_path / "matrix.toml") in str(ei.value) or "not valid" in str(ei.value)
+
+
+def test_error_names_the_line(tmp_path: Path) -> None:
+    bad = GOOD.replace('torch = "2.3.0"', 'torhc = "2.3.0"')
+    with pytest.raises(ConfigError) as ei:
+        load_matrix(write(tmp_path, bad))
+    lineno = bad.splitlines().index('torhc = "2.3.0"') + 1
+    assert f"matrix.toml:{lineno}:" in str(ei.value)
+
+
+def test_select_unknown_suggests(tmp_path: Path) -> None:
+    m = load_matrix(write(tmp_path, GOOD))
+    assert len(m.select("vllm0.8.5")) == 1
+    with pytest.raises(ConfigError, match="no cell"):
+        m.select("vllm9.9")
+
+
+def test_shipped_matrix_loads() -> None:
+    m = load_matrix(Path(__file__).parents[2] / "matrix.toml")
+    ids = [c.id for c in m.cells]
+    assert "vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm90" in ids
+    assert "vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm120" in ids
+    assert "vllm0.4.2-torch2.3.0-cu12.4-py3.11-sm80" in ids

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from vllm_matrix import knowledge, preflight
+from vllm_matrix.config import Cell
+from vllm_matrix.facts import ArchRule, ModelOptFacts, SourceFacts
+
+K = knowledge.load()
+HOST = preflight.Host(gcc_major=12, system_cuda={}, conda_prefix=None)
+
+
+def facts(
+    torch: str = "2.6.0",
+    python: tuple[str, ...] = ("3.9", "3.10", "3.11", "3.12"),
+    archs: tuple[ArchRule, ...] | None = None,
+    modelopt: int | None = 89,
+) -> SourceFacts:
+    return SourceFacts(
+        vllm="0.8.5",
+        torch=torch,
+        torch_evidence="CMakeLists.txt:49",
+        cutlass="v3.9.0",
+        external=(),
+        cuda_archs=archs
+        or (ArchRule(None, ("7.0", "7.5", "8.0", "8.6", "8.9", "9.0", "10.0", "12.0"), 34),),
+        python=python,
+        requires_python=">=3.9",
+        cmake="3.26",
+        modelopt=ModelOptFacts(
+            modelopt is not None,
+            modelopt,
+            "vllm/model_executor/layers/quantization/modelopt.py:54" if modelopt else None,
+        ),
+    )
+
+
+def cell(
+    arch: str = "9.0",
+    torch: str = "2.6.0",
+    cuda: str = "12.4",
+    python: str = "3.12",
+    provider: str = "debian",
+) -> Cell:
+    return Cell("0.8.5", torch, cuda, provider, python, (arch,))
+
+
+def rules(found: list[preflight.Finding], level: str) -> set[str]:
+    return {f.rule for f in found if f.level == level}
+
+
+def tree(tmp_path: Path, code: str = "") -> Path:
+    (tmp_path / "csrc").mkdir(exist_ok=True)
+    (tmp_path / "csrc" / "k.cu").write_text(code)
+    return tmp_path
+
+
+def test_seed_target_goes(tmp_path: Path) -> None:
+    found = preflight.check(cell(), facts(), K, tree(tmp_path), HOST)
+    assert preflight.status_of(found) == "pass", found
+
+
+def test_sm120_refused_for_both_reasons(tmp_path: Path) -> None:
+    found = preflight.check(
+        cell("12.0"),
+        facts(),
+        K,
+        tree(tmp_path),
+        HOST,
+        {"0.9.2": "2.7.1", "0.10.2": "2.8.0", "0.11.0": "2.8.0"},
+    )
+    assert rules(found, "fail") == {"nvcc-arch", "torch-arch"}
+    nv = next(f for f in found if f.rule == "nvcc-arch")
+    assert "nvcc 12.4 cannot target sm_120" in nv.message
+    assert "CUDA ≥ 12.8" in nv.fix and "torch ≥ 2.8.0+cu128" in nv.fix
+    assert "vLLM ≥ 0.10.2" in nv.fix
+    t = next(f for f in found if f.rule == "torch-arch")
+    assert "sm_90" in t.message and "no PTX" in t.message
+    assert preflight.status_of(found) == "predicted-fail"
+
+
+def test_api_scan_quotes_file_and_line(tmp_path: Path) -> None:
+    code = "int x;\nauto p = t.data_ptr<at::Float8_e8m0fnu>();\n"
+    found = preflight.check(cell(), facts(torch="2.7.1"), K, tree(tmp_path, code), HOST)
+    api = next(f for f in found if f.rule == "api-Float8_e8m0fnu")
+    assert api.level == "fail" and api.evidence == ("csrc/k.cu:2",)
+    assert "torch 2.7.0" in api.message and "csrc/k.cu:2" in api.message
+    assert "torch-pin" in rules(found, "warn")  # 2.6.0 vs pinned 2.7.1 only warns
+    ok = preflight.check(cell(torch="2.7.1"), facts(torch="2.7.1"), K, tree(tmp_path, code), HOST)
+    assert not rules(ok, "fail")
+
+
+def test_python_outside_cmake_list(tmp_path: Path) -> None:
+    found = preflight.check(cell(python="3.13"), facts(), K, tree(tmp_path), HOST)
+    assert "python-cmake" in rules(found, "fail")
+
+
+def test_cuda_major_mismatch_and_minor_warning(tmp_path: Path) -> None:
+    found = preflight.check(cell(cuda="13.0", provider="pypi"), facts(), K, tree(tmp_path), HOST)
+    assert "cuda-major" in rules(found, "fail")
+    found = preflight.check(
+        cell(torch="2.7.1", cuda="12.4"), facts(torch="2.7.1"), K, tree(tmp_path), HOST
+    )
+    assert "cuda-minor" in rules(found, "warn") and not rules(found, "fail")
+
+
+def test_vllm_arch_list_depends_on_nvcc(tmp_path: Path) -> None:
+    archs = (ArchRule("12.8", ("9.0", "10.0", "12.0"), 86), ArchRule(None, ("8.0", "9.0"), 88))
+    found = preflight.check(
+        cell("10.0", torch="2.8.0", cuda="12.4"),
+        facts("2.8.0", archs=archs),
+        K,
+        tree(tmp_path),
+        HOST,
+    )
+    assert "vllm-arch" in rules(found, "fail")
+    assert next(f for f in found if f.rule == "vllm-arch").evidence == ("CMakeLists.txt:88",)
+
+
+def test_host_gcc_too_new(tmp_path: Path) -> None:
+    host = preflight.Host(gcc_major=14, system_cuda={}, conda_prefix=None)
+    found = preflight.check(cell(), facts(), K, tree(tmp_path), host)
+    assert "host-gcc" in rules(found, "fail")
+
+
+def test_unobtainable_toolkit_is_skipped_not_failed(tmp_path: Path) -> None:
+    found = preflight.check(
+        cell("12.0", "2.8.0", "12.8", provider="system"), facts("2.8.0"), K, tree(tmp_path), HOST
+    )
+    assert rules(found, "skip") == {"toolkit-obtainable"} and not rules(found, "fail")
+    assert preflight.status_of(found) == "skip"
+    host = preflight.Host(12, {"12.8": Path("/opt/cuda-12.8")}, None)
+    found = preflight.check(
+        cell("12.0", "2.8.0", "12.8", provider="system"), facts("2.8.0"), K, tree(tmp_path), host
+    )
+    assert preflight.status_of(found) == "pass"
+    found = preflight.check(cell(cuda="12.6"), facts(), K, tree(tmp_path), HOST)
+    assert "provider debian cannot supply CUDA 12.6" in " ".join(f.message for f in found)
+
+
+def test_modelopt_column() -> None:
+    assert preflight.modelopt_column(cell(), facts()) == (
+        "yes (sm89+)",
+        "vllm/model_executor/layers/quantization/modelopt.py:54",
+    )
+    assert preflight.modelopt_column(cell("8.0"), facts())[0] == "no: sm80 < sm89"
+    assert preflight.modelopt_column(cell(), facts(modelopt=None))[0] == "no (not in this vLLM)"

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vllm_matrix import results
+from vllm_matrix.config import Cell
+from vllm_matrix.results import Finding, StageResult
+
+CELL = Cell("0.8.5", "2.6.0", "12.4", "debian", "3.12", ("9.0",))
+MACH = {"arch": "x86_64", "cpus": 2, "mem_gib": 23, "gpu": None, "os": "Debian", "python": "3.11"}
+
+
+def st(stage: str, status: str, *findings: Finding) -> StageResult:
+    return StageResult(stage, status, 0.1, f"{stage} {status}", findings)
+
+
+def test_envelope_contract(tmp_path: Path) -> None:
+    """The JSON contract the report (and any consumer) relies on."""
+    f = Finding("torch-pin", "warn", "pins 2.6.0", "use it", ("CMakeLists.txt:49",), "url")
+    path = results.write(tmp_path, CELL, [st("source", "pass"), st("preflight", "warn", f)], MACH)
+    assert path.name == f"{CELL.id}.json"
+    d = results.read(path)
+    assert set(d) == {"schema", "version", "written", "cell", "machine", "stages", "verdict"}
+    assert d["schema"] == "vllm-matrix/cell-result" and d["version"] == 1
+    assert d["cell"]["id"] == CELL.id and d["cell"]["arch"] == ["9.0"]
+    s = d["stages"][1]
+    assert set(s) == {"stage", "status", "seconds", "summary", "findings", "details", "log"}
+    assert set(s["findings"][0]) == {"rule", "level", "message", "fix", "evidence", "source"}
+    assert d["verdict"] == {
+        "verdict": "PREFLIGHT-OK",
+        "depth": "preflight",
+        "cause": "pins 2.6.0",
+        "fix": "use it",
+        "evidence": ["CMakeLists.txt:49"],
+    }
+    assert StageResult.from_json(s) == st("preflight", "warn", f)
+    assert not list(tmp_path.glob(".*.tmp")), "atomic write left a temp file"
+
+
+def test_read_rejects_other_versions(tmp_path: Path) -> None:
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"schema": "vllm-matrix/cell-result", "version": 99}))
+    with pytest.raises(results.ResultFormatError, match="rerun"):
+        results.read(p)
+
+
+def test_verdicts() -> None:
+    fail = Finding("nvcc-arch", "fail", "nvcc 12.4 cannot target sm_120", "CUDA ≥ 12.8", ("x",))
+    skip = Finding("toolkit-obtainable", "skip", "no CUDA 12.8 here", "install it")
+    v = results.verdict_of([st("source", "pass"), st("preflight", "predicted-fail", fail, skip)])
+    assert (v.verdict, v.depth, v.cause, v.fix) == (
+        "PREDICTED-FAIL",
+        "preflight",
+        "nvcc 12.4 cannot target sm_120",
+        "CUDA ≥ 12.8",
+    )
+    v = results.verdict_of([st("source", "pass"), st("preflight", "skip", skip)])
+    assert v.verdict == "SKIPPED" and v.cause == "no CUDA 12.8 here"
+    v = results.verdict_of([st("source", "fail", Finding("source", "fail", "no sdist", "use git"))])
+    assert v.verdict == "FAIL" and v.depth == "source"
+    assert results.verdict_of([]).verdict == "UNKNOWN"
+    v = results.verdict_of([st("source", "pass"), st("probe", "pass")])
+    assert v.verdict == "PASS"
+    v = results.verdict_of([st("source", "pass"), st("facts", "interrupted")])
+    assert v.verdict == "UNKNOWN" and v.depth == "facts"
