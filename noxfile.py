@@ -50,7 +50,8 @@ def tests(session: nox.Session) -> None:
     """ruff, mypy (strict on src/) and pytest; extra args go to pytest."""
     session.run("ruff", "check", "src", "tests", "noxfile.py", "tasks.py", external=True)
     session.run("mypy", external=True)
-    session.run("python", "-m", "pytest", "-n", "2", *session.posargs, external=True)
+    args = session.posargs or ["-m", "not heavy"]
+    session.run("python", "-m", "pytest", "-n", "2", *args, external=True)
 
 
 def _build(session: nox.Session, version: str) -> None:

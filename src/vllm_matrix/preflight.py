@@ -81,6 +81,13 @@ def _vllm_hint(k: Knowledge, pins: dict[str, str], arch: str) -> str:
     return f", i.e. vLLM ≥ {min(ok, key=Version)}" if ok else ""
 
 
+def _same_torch_hint(pins: dict[str, str], torch: str) -> str:
+    same = [v for v, p in pins.items() if Version(p) == Version(torch)]
+    return (
+        f", or vLLM {max(same, key=Version)} (the newest pinned to torch {torch})" if same else ""
+    )
+
+
 def check(
     cell: Cell,
     facts: SourceFacts,
@@ -236,7 +243,8 @@ def check(
                     "fail",
                     f"{first.where} uses {sym.name}, introduced in torch {sym.torch}: "
                     f"`{first.text[:100]}`",
-                    f"torch ≥ {sym.torch} (or a vLLM older than this use)",
+                    f"torch ≥ {sym.torch} (vLLM {facts.vllm} pins {facts.torch})"
+                    + _same_torch_hint(pins, cell.torch),
                     tuple(h.where for h in hits),
                     sym.source,
                 )

@@ -1,0 +1,208 @@
+"""Real toolkits: assembled from Debian's archive and PyPI, the system one, a conda layout.
+
+Each is provided once per module (the cache makes later sessions instant) and must
+compile AND link a CUDA program for sm_90 that uses libcu++ (nv/target) and CUB.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vllm_matrix import proc, toolkit
+from vllm_matrix.errors import NotAvailable
+
+pytestmark = pytest.mark.integration
+
+PROGRAM = r"""
+#include <cstdio>
+#include <nv/target>
+#include <cuda/std/atomic>
+#include <cub/cub.cuh>
+
+__global__ void bump(int *x) {
+  NV_IF_TARGET(NV_PROVIDES_SM_90, (atomicAdd(x, 1);))
+}
+
+int main() {
+  int *d = nullptr;
+  cudaError_t err = cudaMalloc(&d, sizeof(int));
+  bump<<<1, 1>>>(d);
+  std::printf("%s\n", cudaGetErrorString(err));
+  return 0;
+}
+"""
+
+
+def _provide(provider: str, version: str) -> toolkit.Toolkit:
+    try:
+        return toolkit.provide(provider, version)
+    except NotAvailable as exc:
+        pytest.skip(f"{provider} {version} not available here: {exc}")
+
+
+@pytest.fixture(scope="module")
+def debian_124() -> toolkit.Toolkit:
+    return _provide("debian", "12.4")
+
+
+@pytest.fixture(scope="module")
+def pypi_130() -> toolkit.Toolkit:
+    return _provide("pypi", "13.0")
+
+
+@pytest.fixture(scope="module")
+def system_130() -> toolkit.Toolkit:
+    if not Path("/usr/local/cuda/bin/nvcc").exists():
+        pytest.skip("no /usr/local/cuda on this machine")
+    return _provide("system", "13.0")
+
+
+def cuobjdump_for(tk: toolkit.Toolkit, request: pytest.FixtureRequest) -> Path:
+    """The toolkit's own cuobjdump, else Debian 12.4's (it reads 13.0 binaries too)."""
+    own = tk.root / "bin" / "cuobjdump"
+    if own.exists():
+        return own
+    found = shutil.which("cuobjdump")
+    if found:
+        return Path(found)
+    debian = request.getfixturevalue("debian_124")
+    assert isinstance(debian, toolkit.Toolkit)
+    return debian.root / "bin" / "cuobjdump"
+
+
+def compile_link_check(tk: toolkit.Toolkit, work: Path, request: pytest.FixtureRequest) -> None:
+    src = work / "bump.cu"
+    src.write_text(PROGRAM)
+    exe = work / "bump"
+    proc.run(
+        [tk.nvcc, "-gencode", "arch=compute_90,code=sm_90", src, "-o", exe],
+        cwd=work,
+        log=work / "nvcc.log",
+    )
+    assert os.access(exe, os.X_OK)
+    listing = proc.run([cuobjdump_for(tk, request), "--list-elf", exe]).output
+    assert "sm_90" in listing, listing
+
+
+def check_version(tk: toolkit.Toolkit, version: str) -> None:
+    out = proc.run([tk.nvcc, "--version"]).output
+    assert f"release {version}," in out
+    assert tk.version == version and tk.full_version.startswith(version + ".")
+    assert toolkit.layout_problems(tk.root) == []
+
+
+# --------------------------------------------------------------------------- debian
+
+
+def test_debian_124_version_archs(debian_124: toolkit.Toolkit) -> None:
+    check_version(debian_124, "12.4")
+    assert debian_124.archs[-1] == "9.0" and "5.0" in debian_124.archs
+    assert debian_124.max_gcc == 13
+    assert toolkit.profile_is_relocatable((debian_124.root / "bin" / "nvcc.profile").read_text())
+
+
+def test_debian_124_compiles_and_links_sm90(
+    debian_124: toolkit.Toolkit, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    compile_link_check(debian_124, tmp_path, request)
+
+
+def test_debian_124_warm_is_the_same(debian_124: toolkit.Toolkit) -> None:
+    assert toolkit.provide("debian", "12.4") == debian_124
+
+
+# --------------------------------------------------------------------------- pypi
+
+
+def test_pypi_130_version_archs(pypi_130: toolkit.Toolkit) -> None:
+    check_version(pypi_130, "13.0")
+    assert pypi_130.archs[0] == "7.5" and "12.0" in pypi_130.archs
+    assert (pypi_130.root / "lib64").is_symlink()
+
+
+def test_pypi_130_compiles_and_links_sm90(
+    pypi_130: toolkit.Toolkit, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    compile_link_check(pypi_130, tmp_path, request)
+
+
+# --------------------------------------------------------------------------- system
+
+
+def test_system_130_version_archs(system_130: toolkit.Toolkit) -> None:
+    check_version(system_130, "13.0")
+    assert system_130.archs[0] == "7.5"
+
+
+def test_system_130_compiles_and_links_sm90(
+    system_130: toolkit.Toolkit, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    compile_link_check(system_130, tmp_path, request)
+
+
+# --------------------------------------------------------------------------- conda
+
+
+def _link_or_copy(src: str, dst: str) -> object:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+CONDA_PROFILE = """\
+TOP              = $(_HERE_)/..
+NVVMIR_LIBRARY_DIR = $(TOP)/nvvm/libdevice
+LD_LIBRARY_PATH += $(TOP)/lib:
+PATH            += $(TOP)/nvvm/bin:$(_HERE_):
+INCLUDES        +=  "-I$(TOP)/targets/x86_64-linux/include" $(_SPACE_)
+LIBRARIES        =+ $(_SPACE_) "-L$(TOP)/targets/x86_64-linux/lib/stubs" \
+"-L$(TOP)/targets/x86_64-linux/lib"
+CUDAFE_FLAGS    +=
+PTXAS_FLAGS     +=
+"""
+
+
+def conda_layout(src: Path, prefix: Path) -> Path:
+    """A conda-forge style env built from a real toolkit's files (hard links)."""
+    target = prefix / "targets" / "x86_64-linux"
+    (prefix / "bin").mkdir(parents=True)
+    for tool in toolkit.CUDA_BIN_TOOLS:
+        s = src / "bin" / tool
+        if s.is_dir():
+            shutil.copytree(s, prefix / "bin" / tool, copy_function=_link_or_copy)
+        elif s.exists():
+            _link_or_copy(str(s), str(prefix / "bin" / tool))
+    (prefix / "bin" / "nvcc.profile").write_text(CONDA_PROFILE)
+    (prefix / "bin" / "python3").write_text("#!/bin/sh\n")
+    shutil.copytree(src / "nvvm", prefix / "nvvm", copy_function=_link_or_copy)
+    shutil.copytree(src / "include", target / "include", copy_function=_link_or_copy)
+    shutil.copytree(src / "lib64", target / "lib", symlinks=True, copy_function=_link_or_copy)
+    (prefix / "lib").mkdir()
+    (prefix / "lib" / "libcudart.so").symlink_to("../targets/x86_64-linux/lib/libcudart.so")
+    return prefix
+
+
+def test_conda_layout_view_compiles_and_links_sm90(
+    debian_124: toolkit.Toolkit, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    prefix = conda_layout(debian_124.root, tmp_path / "env")
+    before = {p: p.stat().st_mtime_ns for p in prefix.rglob("*") if not p.is_symlink()}
+    tk = toolkit.provide("conda-prefix", "12.4", path=prefix, cache=tmp_path / "cache")
+    assert tk.root != prefix and tk.root.is_relative_to(tmp_path / "cache")
+    assert (tk.root / "include" / "cuda_runtime.h").exists()
+    assert (tk.root / "lib64" / "libcudart.so").exists()
+    assert tk.archs == debian_124.archs and tk.max_gcc == 13
+    work = tmp_path / "work"
+    work.mkdir()
+    compile_link_check(tk, work, request)
+    # nvcc reads the profile beside the path it was started as: the view's, not the env's.
+    dry = proc.run([tk.nvcc, "--dryrun", "-c", work / "bump.cu"], cwd=work).output
+    assert f'INCLUDES="-I{tk.root}/bin/../include"' in dry, dry
+    after = {p: p.stat().st_mtime_ns for p in prefix.rglob("*") if not p.is_symlink()}
+    assert after == before  # the env is not modified
