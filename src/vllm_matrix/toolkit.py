@@ -51,7 +51,7 @@ from .tomlfile import did_you_mean
 PROVIDERS = ("debian", "pypi", "system", "conda-prefix")
 MARKER = ".vllm-matrix-toolkit.json"
 # Bump when the assembled layout changes: older cached roots are then rebuilt.
-ASSEMBLY_FORMAT = 1
+ASSEMBLY_FORMAT = 2
 
 # Debian: which release of the archive carries which toolkit (non-free component).
 DEBIAN_SUITES = {"12.4": "trixie", "11.8": "bookworm"}
@@ -80,6 +80,8 @@ PYPI_COMPONENTS = (
     "nvidia-cuda-runtime",
     "nvidia-cuda-cccl",
     "nvidia-nvtx",
+    # torch's CMake links CUDA::nvrtc: without it generate fails (CUDA_nvrtc_LIBRARY NOTFOUND)
+    "nvidia-cuda-nvrtc",
 )
 PYPI_OPTIONAL = ("nvidia-cuda-cuobjdump",)
 PYPI_MIN_MAJOR = 13

@@ -1,0 +1,168 @@
+"""Python + torch environments per (Python, torch, variant), shared by cells.
+
+Variants (what a stage needs, measured in the integration tests):
+- ``headers``: ``torch==X --no-deps`` + cmake/ninja from PyPI. torch's headers and
+  CMake package are all an nvcc probe or a ``find_package(Torch)`` configure needs;
+  ``import torch`` fails (no CUDA runtime wheels), which these stages never do.
+- ``full``: torch with its nvidia-* dependencies + vLLM's build requirements: what
+  vLLM's setup.py needs (it imports torch).
+
+Venvs are not relocatable, so one is built in place under a lock and marked complete
+last; a directory without the marker is a leftover of an interrupted run and is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import index, proc
+from .cache import atomic_write_text, cache_root, locked
+from .errors import ConfigError, NotAvailable
+from .tomlfile import did_you_mean
+
+VARIANTS = ("headers", "full")
+MARKER = ".vllm-matrix-env.json"
+# What the headers variant adds beside torch: CMake ≥ 3.26 (vLLM 0.8+; the system has
+# 3.25) and ninja, both from PyPI.
+HEADERS_EXTRA = ("cmake>=3.26", "ninja")
+# vLLM's own build requirements (requirements/build.txt across releases) minus torch.
+FULL_EXTRA = (
+    "cmake>=3.26", "ninja", "packaging", "setuptools>=61", "setuptools-scm>=8", "wheel",
+    "jinja2", "regex", "numpy",
+)
+
+
+@dataclass(frozen=True)
+class TorchEnv:
+    python: str
+    torch: str
+    variant: str
+    root: Path
+    python_exe: Path
+    site: Path
+    torch_version: str  # the installed version, e.g. "2.6.0+cu124"
+    torch_cuda: str | None
+
+    @property
+    def torch_dir(self) -> Path:
+        return self.site / "torch"
+
+    @property
+    def torch_cmake_prefix(self) -> Path:
+        return self.torch_dir / "share" / "cmake"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "python": self.python, "torch": self.torch, "variant": self.variant,
+            "root": str(self.root), "python_exe": str(self.python_exe), "site": str(self.site),
+            "torch_version": self.torch_version, "torch_cuda": self.torch_cuda,
+        }
+
+
+def find_python(version: str) -> Path:
+    """An interpreter for ``version`` (e.g. "3.12"): pyenv's, then PATH, then uv's."""
+    cands: list[Path] = []
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    if pyenv.is_dir():
+        cands += sorted(pyenv.glob(f"{version}.*/bin/python{version}"), reverse=True)
+    which = shutil.which(f"python{version}")
+    if which:
+        cands.append(Path(which))
+    for c in cands:
+        if _python_version(c) == version:
+            return c
+    uv = shutil.which("uv")
+    if uv:
+        out = subprocess.run([uv, "python", "find", "--no-python-downloads", version],
+                             capture_output=True, text=True, check=False, timeout=60)
+        p = Path(out.stdout.strip())
+        if out.returncode == 0 and _python_version(p) == version:
+            return p
+    raise NotAvailable(
+        f"no Python {version} interpreter on this machine",
+        fix=f"install it (e.g. `pyenv install {version}` or `uv python install {version}`) "
+        "or pick a cell python that is installed",
+    )
+
+
+def _python_version(exe: Path) -> str | None:
+    try:
+        out = subprocess.run([exe, "-c", "import sys;print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=60, check=False)
+    except OSError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _uv() -> list[str]:
+    uv = shutil.which("uv")
+    if uv:
+        return [uv]
+    return [sys.executable, "-m", "uv"]
+
+
+def env_dir(python: str, torch: str, variant: str, root: Path | None = None) -> Path:
+    return (root or cache_root()) / "envs" / f"py{python}-torch{torch}-{variant}"
+
+
+def _read_marker(path: Path) -> TorchEnv | None:
+    m = path / MARKER
+    if not m.is_file():
+        return None
+    d = json.loads(m.read_text())
+    return TorchEnv(d["python"], d["torch"], d["variant"], Path(d["root"]),
+                    Path(d["python_exe"]), Path(d["site"]), d["torch_version"], d["torch_cuda"])
+
+
+def provide(python: str, torch: str, variant: str = "headers", *, cache: Path | None = None,
+            log: Path | None = None) -> TorchEnv:
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown env variant '{variant}'", fix=did_you_mean(variant, VARIANTS))
+    path = env_dir(python, torch, variant, cache)
+    env = _read_marker(path)
+    if env is not None:
+        return env
+    interpreter = find_python(python)
+    with locked(path):
+        env = _read_marker(path)
+        if env is not None:
+            return env
+        if path.exists():  # an interrupted earlier build: never reuse half an env
+            shutil.rmtree(path)
+        try:
+            env = _build(path, interpreter, python, torch, variant, log)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        atomic_write_text(path / MARKER, json.dumps(env.to_json(), indent=1))
+    return env
+
+
+def _build(path: Path, interpreter: Path, python: str, torch: str, variant: str,
+           log: Path | None) -> TorchEnv:
+    uv = _uv()
+    proc.run([*uv, "venv", "--quiet", "--python", interpreter, path], log=log)
+    exe = path / "bin" / "python"
+    pkgs = [f"torch=={torch}"]
+    # The index pip is configured for, passed explicitly: uv has its own defaults.
+    base: list[str | os.PathLike[str]] = [
+        *uv, "pip", "install", "--python", exe, "--index-url", index.index_url()]
+    if variant == "headers":
+        proc.run([*base, "--no-deps", *pkgs], log=log, timeout=3600)
+        proc.run([*base, *HEADERS_EXTRA], log=log, timeout=1800)
+    else:
+        proc.run([*base, *pkgs, *FULL_EXTRA], log=log, timeout=3600)
+    site = Path(proc.run([exe, "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
+                         log=log).output.strip().splitlines()[-1])
+    vpy = (site / "torch" / "version.py").read_text()
+    mv = re.search(r"__version__ = '([^']+)'", vpy)
+    mc = re.search(r"cuda(?:: Optional\[str\])? = '([^']+)'", vpy)
+    return TorchEnv(python, torch, variant, path, exe, site, mv.group(1) if mv else torch,
+                    mc.group(1) if mc else None)
