@@ -62,6 +62,33 @@ def report(c: Context, matrix: str = "matrix.toml") -> None:
     _run(["report", "--matrix", matrix])
 
 
+@task(
+    help={
+        "cell": "the cell (id or a unique part of it)",
+        "env": "'current': the active env instead of a cell",
+        "arch": "arches for --env current",
+        "matrix": "matrix file",
+        "json": "print JSON",
+    }
+)
+def doctor(
+    c: Context,
+    cell: str = "",
+    env: str = "",
+    arch: str = "",
+    matrix: str = "matrix.toml",
+    json: bool = False,
+) -> None:
+    """nvcc, host gcc, torch (CUDA, arches, ABI), cmake/ninja, fixups and problems."""
+    _run(
+        ["doctor", "--matrix", matrix]
+        + (["--cell", cell] if cell else [])
+        + (["--env", env] if env else [])
+        + (["--arch", arch] if arch else [])
+        + (["--json"] if json else [])
+    )
+
+
 @task(iterable=["version"], help={"version": "torch version (repeatable)"})
 def derive_torch(c: Context, version: list[str]) -> None:
     """Torch wheel facts (CUDA, SASS/PTX arches, Pythons) as TOML, read from the real wheels."""

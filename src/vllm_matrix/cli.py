@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from . import config, facts, index, pins, report, runner, source, torchwheel
+from . import config, doctor, facts, index, pins, report, runner, source, torchwheel
 from .cache import atomic_write_text
 from .errors import MatrixError
 
@@ -43,7 +44,7 @@ def cmd_cells(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     m, ws = _matrix(args)
-    done = runner.run_matrix(m, ws, args.depth, args.cell)
+    done = runner.run_matrix(m, ws, args.depth, args.cell, force=getattr(args, "force", False))
     _, md = report.write(m, ws.results, ws.reports)
     if getattr(args, "json", False):
         print(
@@ -74,6 +75,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     _, md = report.write(m, ws.results, ws.reports)
     print(md)
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    if args.env == "current":
+        archs = tuple(
+            config.normalize_arch(a)
+            for a in (
+                args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0").replace(";", " ").split()
+            )
+        )
+        rep = doctor.for_current(archs)
+    elif args.env:
+        raise MatrixError(f"unknown --env '{args.env}'", fix="use --env current, or --cell ID")
+    else:
+        m, _ = _matrix(args)
+        cells = m.select(args.cell)
+        if len(cells) != 1:
+            raise MatrixError(
+                f"--cell '{args.cell or ''}' matches {len(cells)} cells",
+                fix="name one: " + ", ".join(c.id for c in cells),
+            )
+        rep = doctor.for_cell(cells[0])
+    print(json.dumps(rep.to_json(), indent=1) if args.json else rep.render())
+    return 1 if rep.problems else 0
 
 
 def cmd_derive_torch(args: argparse.Namespace) -> int:
@@ -129,6 +154,11 @@ def parser() -> argparse.ArgumentParser:
     s = with_matrix(sub.add_parser("run", help="run cells up to a depth, then render the report"))
     s.add_argument("--depth", default=runner.DEFAULT_DEPTH, help="|".join(runner.DEPTHS))
     s.add_argument("--cell", help="only cells whose id contains this")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="go on past a predicted failure (to check the prediction)",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_run)
 
@@ -139,6 +169,13 @@ def parser() -> argparse.ArgumentParser:
 
     s = with_matrix(sub.add_parser("report", help="re-render reports/ from results/"))
     s.set_defaults(fn=cmd_report)
+
+    s = with_matrix(sub.add_parser("doctor", help="a cell's or the current env's toolchain"))
+    s.add_argument("--cell", help="the cell (id or a unique part of it)")
+    s.add_argument("--env", help="'current': the active env (conda/pixi/venv) instead of a cell")
+    s.add_argument("--arch", help="arches for --env current (default: TORCH_CUDA_ARCH_LIST)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_doctor)
 
     s = sub.add_parser("derive-torch", help="torch wheel facts as TOML (from the real wheels)")
     s.add_argument("versions", nargs="+")

@@ -13,16 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import env as env_mod
 from . import facts as facts_mod
-from . import knowledge, pins, preflight, results, source
+from . import fixups, knowledge, pins, preflight, results, source, toolkit
 from .config import Cell, Matrix
-from .errors import MatrixError, SourceError
+from .errors import MatrixError, NotAvailable
 from .results import FAIL, INTERRUPTED, PASS, SKIP, Finding, StageResult
 
 # Depths in order; later issues plug their stages in here.
 DEPTHS = ("preflight", "toolkit", "probe", "build")
-IMPLEMENTED = ("preflight",)
-DEFAULT_DEPTH = "preflight"  # the deepest that fits on any machine today
+IMPLEMENTED = ("preflight", "toolkit")
+DEFAULT_DEPTH = "preflight"
+LAST_STAGE = {
+    "preflight": "preflight",
+    "toolkit": "env",
+}  # depth -> its last stage  # the deepest that fits on any machine today
 
 
 @dataclass(frozen=True)
@@ -57,18 +62,27 @@ def _timed(stage: str, fn: Callable[[], StageResult]) -> StageResult:
     t0 = time.monotonic()
     try:
         r = fn()
-    except SourceError as exc:
-        r = StageResult(
-            stage, FAIL, 0.0, exc.message, (Finding(stage, "fail", exc.message, exc.fix or ""),)
-        )
+    except NotAvailable as exc:  # cannot be had on this machine: SKIPPED, not FAIL
+        found = (Finding(stage, "skip", exc.message, exc.fix or ""),)
+        r = StageResult(stage, SKIP, 0.0, exc.message, found)
+    except MatrixError as exc:  # SourceError, CommandError, ConfigError, ...
+        tail = getattr(exc, "tail", "")
+        found = (Finding(stage, "fail", exc.message, exc.fix or ""),)
+        r = StageResult(stage, FAIL, 0.0, exc.message, found, {"tail": tail} if tail else {})
     return StageResult(
         r.stage, r.status, round(time.monotonic() - t0, 3), r.summary, r.findings, r.details, r.log
     )
 
 
 def run_cell(
-    cell: Cell, ws: Workspace, depth: str = DEFAULT_DEPTH, mach: dict[str, Any] | None = None
+    cell: Cell,
+    ws: Workspace,
+    depth: str = DEFAULT_DEPTH,
+    mach: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> list[StageResult]:
+    """Stages up to ``depth``; a stage that fails/skips stops the cell, except that
+    ``force`` goes on past a predicted failure (to check the prediction)."""
     stages: list[StageResult] = []
     state: dict[str, Any] = {}
     mach = mach or results.machine()
@@ -111,17 +125,40 @@ def run_cell(
             ),
         )
 
+    def do_toolkit() -> StageResult:
+        log = ws.logs(cell) / "toolkit.log"
+        tk = toolkit.provide(cell.provider, cell.cuda, log=log)
+        state["toolkit"] = tk
+        summary = f"nvcc {tk.full_version} ({tk.provider}) at {tk.root}"
+        return StageResult("toolkit", PASS, 0.0, summary, details=tk.to_json(), log=str(log))
+
+    def do_env() -> StageResult:
+        log = ws.logs(cell) / "env.log"
+        tv = env_mod.provide(cell.python, cell.torch, "headers", log=log)
+        fx = fixups.compute(state["toolkit"], tv, cell.arch)
+        state["env"], state["fixups"] = tv, fx
+        found = tuple(Finding("fixup", "fail", p.message, p.fix) for p in fx.problems)
+        summary = f"torch {tv.torch_version} (py{tv.python}, {tv.variant}); {len(fx.items)} fixups"
+        details = {"env": tv.to_json(), "fixups": fx.to_json()}
+        return StageResult("env", FAIL if found else PASS, 0.0, summary, found, details, str(log))
+
     plan: list[tuple[str, Callable[[], StageResult]]] = [
         ("source", do_source),
         ("facts", do_facts),
         ("preflight", do_preflight),
+        ("toolkit", do_toolkit),
+        ("env", do_env),
     ]
+    last = LAST_STAGE[depth]
     try:
         for name, fn in plan:
             current = name
             r = _timed(name, fn)
             stages.append(r)
-            if r.status not in (PASS, results.WARN) or name == depth:
+            go_on = r.status in (PASS, results.WARN) or (
+                force and r.status == results.PREDICTED_FAIL
+            )
+            if not go_on or name == last:
                 break
     except KeyboardInterrupt:
         stages.append(StageResult(current, INTERRUPTED, 0.0, "interrupted (Ctrl-C)"))
@@ -137,6 +174,7 @@ def run_matrix(
     depth: str = DEFAULT_DEPTH,
     select: str | None = None,
     echo: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> list[tuple[Cell, results.Verdict]]:
     check_depth(depth)
     echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -145,7 +183,7 @@ def run_matrix(
     out = []
     for n, cell in enumerate(cells, 1):
         t0 = time.monotonic()
-        stages = run_cell(cell, ws, depth, mach)
+        stages = run_cell(cell, ws, depth, mach, force)
         v = results.verdict_of(stages)
         echo(
             f"[{n}/{len(cells)}] {cell.id}: {v.verdict} at {v.depth} ({time.monotonic() - t0:.1f}s)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from packaging.version import Version
 
@@ -112,6 +113,13 @@ def read_facts(version: str) -> TorchWheelFacts:
         pythons=tuple(f"3.{p}" for p in pythons),
         wheel=wheel.filename,
     )
+
+
+def arch_flags_of(libtorch_python: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(SASS, PTX) arches compiled into an installed torch (same string as the wheel's)."""
+    data = libtorch_python.read_bytes()
+    flags = max((m.decode() for m in _FLAGS.findall(data)), key=len, default="")
+    return parse_arch_flags(flags)
 
 
 def has_member(version: str, member: str) -> bool:

@@ -179,3 +179,16 @@ def test_unknown_variant_and_missing_python() -> None:
     with pytest.raises(NotAvailable, match=r"no Python 3\.99") as ei:
         env.find_python("3.99")
     assert "pyenv install" in (ei.value.fix or "")
+
+
+def test_doctor_for_the_seed_cell_is_clean() -> None:
+    from vllm_matrix import doctor
+    from vllm_matrix.config import Cell
+
+    cell = Cell("0.8.5", "2.6.0", "12.4", "debian", "3.12", ("9.0",))
+    r = doctor.for_cell(cell)
+    assert r.toolkit["version"] == "12.4.131" and r.toolkit["arches"][-1] == "compute_90"
+    assert r.torch["version"] == "2.6.0+cu124" and r.torch["torch.version.cuda"] == "12.4"
+    assert "sm_90" in r.torch["arch list"] and r.torch["C++ ABI"] == "_GLIBCXX_USE_CXX11_ABI=0"
+    assert r.tools["cmake"] and r.tools["ninja"]
+    assert not r.problems, r.problems

@@ -1,0 +1,221 @@
+"""`inv doctor`: what a cell's (or the current env's) toolchain is, and what is wrong.
+
+Reports nvcc (version, arches, host gcc limit), the host gcc, torch (version, its
+CUDA, the arches compiled into it, C++ ABI), cmake/ninja, every fixup with its reason,
+and every problem with its fix.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import env as env_mod
+from . import fixups, preflight, toolkit, torchwheel
+from .config import Cell
+from .errors import MatrixError, NotAvailable
+
+
+@dataclass
+class Report:
+    title: str
+    toolkit: dict[str, Any] = field(default_factory=dict)
+    host: dict[str, Any] = field(default_factory=dict)
+    torch: dict[str, Any] = field(default_factory=dict)
+    tools: dict[str, Any] = field(default_factory=dict)
+    fixups: list[dict[str, str]] = field(default_factory=list)
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+    def problem(self, message: str, fix: str) -> None:
+        self.problems.append({"message": message, "fix": fix})
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def render(self) -> str:
+        out = [self.title]
+
+        def section(name: str, d: dict[str, Any]) -> None:
+            out.append(f"{name}:")
+            for k, v in d.items():
+                if k == "notes":
+                    out.extend(f"  {'note':14} {n}" for n in v)
+                    continue
+                v = ", ".join(map(str, v)) if isinstance(v, list | tuple) else v
+                out.append(f"  {k:14} {v}")
+
+        section("nvcc", self.toolkit)
+        section("host", self.host)
+        section("torch", self.torch)
+        section("tools", self.tools)
+        out.append("fixups:")
+        out += [f"  {f['name']}={f['value']}\n      why: {f['reason']}" for f in self.fixups]
+        out.append(f"problems: {len(self.problems) or 'none'}")
+        out += [f"  - {p['message']}\n    fix: {p['fix']}" for p in self.problems]
+        return "\n".join(out)
+
+
+def _version_of(argv: list[str]) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except OSError:
+        return None
+    m = re.search(r"(\d+\.\d+(?:\.\d+)?)", out.stdout)
+    return m.group(1) if m else None
+
+
+def torch_info(tv: env_mod.TorchEnv) -> dict[str, Any]:
+    """What the installed torch is, read from its files (no import: a headers env has no
+    CUDA runtime and would fail to import)."""
+    info: dict[str, Any] = {
+        "version": tv.torch_version,
+        "torch.version.cuda": tv.torch_cuda,
+        "python": str(tv.python_exe),
+        "location": str(tv.torch_dir),
+    }
+    lib = tv.torch_dir / "lib" / "libtorch_python.so"
+    if lib.exists():
+        sass, ptx = torchwheel.arch_flags_of(lib)
+        info["arch list"] = [f"sm_{a.replace('.', '')}" for a in sass] + [
+            f"compute_{a.replace('.', '')} (PTX)" for a in ptx
+        ]
+        if not ptx:
+            info["arch list"].append("no PTX")
+    cfg = tv.torch_cmake_prefix / "Torch" / "TorchConfig.cmake"
+    if cfg.exists():
+        m = re.search(r"_GLIBCXX_USE_CXX11_ABI=(\d)", cfg.read_text())
+        info["C++ ABI"] = f"_GLIBCXX_USE_CXX11_ABI={m.group(1)}" if m else "not stated"
+    return info
+
+
+def _report(
+    title: str,
+    tk: toolkit.Toolkit,
+    tv: env_mod.TorchEnv,
+    archs: tuple[str, ...],
+    cuda_wanted: str | None = None,
+) -> Report:
+    r = Report(title)
+    r.toolkit = {
+        "version": tk.full_version,
+        "provider": tk.provider,
+        "nvcc": str(tk.nvcc),
+        "arches": [f"compute_{a.replace('.', '')}" for a in tk.archs],
+        "max host gcc": tk.max_gcc,
+        "notes": list(tk.notes),
+    }
+    host = preflight.detect_host()
+    ok = tk.max_gcc is None or host.gcc_major is None or host.gcc_major <= tk.max_gcc
+    r.host = {"gcc": host.gcc_major, "accepted by nvcc": "yes" if ok else "no"}
+    if not ok:
+        r.problem(
+            f"host gcc {host.gcc_major} is newer than nvcc {tk.version} accepts (≤ {tk.max_gcc})",
+            f"install gcc-{tk.max_gcc} and set CC/CXX/CUDAHOSTCXX, or pass "
+            "-allow-unsupported-compiler",
+        )
+    r.torch = torch_info(tv)
+    if tv.torch_cuda and tv.torch_cuda.split(".")[0] != tk.version.split(".")[0]:
+        r.problem(
+            f"torch is built with CUDA {tv.torch_cuda}, nvcc is {tk.version}: "
+            "major versions differ",
+            f"use a CUDA {tv.torch_cuda.split('.')[0]}.x toolkit",
+        )
+    for a in archs:
+        if a.rstrip("af") not in tk.archs:
+            r.problem(
+                f"nvcc {tk.version} cannot target sm_{a.replace('.', '')}",
+                "use a newer CUDA toolkit (see `inv preflight`)",
+            )
+    cmake = tv.root / "bin" / "cmake"
+    ninja = tv.root / "bin" / "ninja"
+    r.tools = {
+        "cmake": _version_of(
+            [str(cmake if cmake.exists() else shutil.which("cmake") or "cmake"), "--version"]
+        ),
+        "ninja": _version_of(
+            [str(ninja if ninja.exists() else shutil.which("ninja") or "ninja"), "--version"]
+        ),
+    }
+    if r.tools["cmake"] is None:
+        r.problem("no cmake found", "pip install 'cmake>=3.26' into the env")
+    if r.tools["ninja"] is None:
+        r.problem("no ninja found", "pip install ninja into the env")
+    fx = fixups.compute(tk, tv, archs)
+    r.fixups = [fixups.vars_of(f) for f in fx.items]
+    for p in fx.problems:
+        r.problem(p.message, p.fix)
+    if cuda_wanted and cuda_wanted != tk.version:
+        r.problem(
+            f"the cell asks for CUDA {cuda_wanted}, the toolkit is {tk.version}",
+            "fix the cell or the toolkit",
+        )
+    return r
+
+
+def for_cell(cell: Cell) -> Report:
+    tk = toolkit.provide(cell.provider, cell.cuda)
+    tv = env_mod.provide(cell.python, cell.torch, "headers")
+    return _report(f"cell {cell.id}", tk, tv, cell.arch, cell.cuda)
+
+
+def current_toolkit() -> toolkit.Toolkit:
+    """The toolkit of the active env: CONDA_PREFIX's nvcc, else CUDA_HOME, else PATH's."""
+    prefix = os.environ.get("CONDA_PREFIX")
+    candidates: list[tuple[str, Path]] = []
+    if prefix and (Path(prefix) / "bin" / "nvcc").exists():
+        candidates.append(("conda-prefix", Path(prefix)))
+    if os.environ.get("CUDA_HOME"):
+        candidates.append(("system", Path(os.environ["CUDA_HOME"])))
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(("system", Path(nvcc).resolve().parent.parent))
+    for provider, path in candidates:
+        ver = toolkit.parse_nvcc_version(
+            subprocess.run(
+                [path / "bin" / "nvcc", "--version"], capture_output=True, text=True, check=False
+            ).stdout
+        )[0]
+        return toolkit.provide(provider, ver, path=path)
+    raise NotAvailable(
+        "no CUDA toolkit in the current environment (no CONDA_PREFIX/bin/nvcc, "
+        "CUDA_HOME or nvcc on PATH)",
+        fix="install cuda-nvcc into the env, or set CUDA_HOME",
+    )
+
+
+def current_env() -> env_mod.TorchEnv:
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.origin:
+        raise MatrixError(
+            f"torch is not installed in the current environment ({sys.prefix})",
+            fix="install torch into the env (pip / pixi add)",
+        )
+    tdir = Path(spec.origin).parent
+    vpy = (tdir / "version.py").read_text()
+    mv = re.search(r"__version__ = '([^']+)'", vpy)
+    mc = re.search(r"cuda(?:: Optional\[str\])? = '([^']+)'", vpy)
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    full = mv.group(1) if mv else "unknown"
+    return env_mod.TorchEnv(
+        py,
+        full.split("+")[0],
+        "current",
+        Path(sys.prefix),
+        Path(sys.executable),
+        tdir.parent,
+        full,
+        mc.group(1) if mc else None,
+    )
+
+
+def for_current(archs: tuple[str, ...]) -> Report:
+    tk = current_toolkit()
+    tv = current_env()
+    return _report(f"current env {sys.prefix}", tk, tv, archs)
