@@ -34,8 +34,15 @@ MARKER = ".vllm-matrix-env.json"
 HEADERS_EXTRA = ("cmake>=3.26", "ninja")
 # vLLM's own build requirements (requirements/build.txt across releases) minus torch.
 FULL_EXTRA = (
-    "cmake>=3.26", "ninja", "packaging", "setuptools>=61", "setuptools-scm>=8", "wheel",
-    "jinja2", "regex", "numpy",
+    "cmake>=3.26",
+    "ninja",
+    "packaging",
+    "setuptools>=61",
+    "setuptools-scm>=8",
+    "wheel",
+    "jinja2",
+    "regex",
+    "numpy",
 )
 
 
@@ -60,9 +67,14 @@ class TorchEnv:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "python": self.python, "torch": self.torch, "variant": self.variant,
-            "root": str(self.root), "python_exe": str(self.python_exe), "site": str(self.site),
-            "torch_version": self.torch_version, "torch_cuda": self.torch_cuda,
+            "python": self.python,
+            "torch": self.torch,
+            "variant": self.variant,
+            "root": str(self.root),
+            "python_exe": str(self.python_exe),
+            "site": str(self.site),
+            "torch_version": self.torch_version,
+            "torch_cuda": self.torch_cuda,
         }
 
 
@@ -80,8 +92,13 @@ def find_python(version: str) -> Path:
             return c
     uv = shutil.which("uv")
     if uv:
-        out = subprocess.run([uv, "python", "find", "--no-python-downloads", version],
-                             capture_output=True, text=True, check=False, timeout=60)
+        out = subprocess.run(
+            [uv, "python", "find", "--no-python-downloads", version],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
         p = Path(out.stdout.strip())
         if out.returncode == 0 and _python_version(p) == version:
             return p
@@ -94,8 +111,13 @@ def find_python(version: str) -> Path:
 
 def _python_version(exe: Path) -> str | None:
     try:
-        out = subprocess.run([exe, "-c", "import sys;print('%d.%d' % sys.version_info[:2])"],
-                             capture_output=True, text=True, timeout=60, check=False)
+        out = subprocess.run(
+            [exe, "-c", "import sys;print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     except OSError:
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -117,12 +139,26 @@ def _read_marker(path: Path) -> TorchEnv | None:
     if not m.is_file():
         return None
     d = json.loads(m.read_text())
-    return TorchEnv(d["python"], d["torch"], d["variant"], Path(d["root"]),
-                    Path(d["python_exe"]), Path(d["site"]), d["torch_version"], d["torch_cuda"])
+    return TorchEnv(
+        d["python"],
+        d["torch"],
+        d["variant"],
+        Path(d["root"]),
+        Path(d["python_exe"]),
+        Path(d["site"]),
+        d["torch_version"],
+        d["torch_cuda"],
+    )
 
 
-def provide(python: str, torch: str, variant: str = "headers", *, cache: Path | None = None,
-            log: Path | None = None) -> TorchEnv:
+def provide(
+    python: str,
+    torch: str,
+    variant: str = "headers",
+    *,
+    cache: Path | None = None,
+    log: Path | None = None,
+) -> TorchEnv:
     if variant not in VARIANTS:
         raise ConfigError(f"unknown env variant '{variant}'", fix=did_you_mean(variant, VARIANTS))
     path = env_dir(python, torch, variant, cache)
@@ -145,24 +181,43 @@ def provide(python: str, torch: str, variant: str = "headers", *, cache: Path | 
     return env
 
 
-def _build(path: Path, interpreter: Path, python: str, torch: str, variant: str,
-           log: Path | None) -> TorchEnv:
+def _build(
+    path: Path, interpreter: Path, python: str, torch: str, variant: str, log: Path | None
+) -> TorchEnv:
     uv = _uv()
     proc.run([*uv, "venv", "--quiet", "--python", interpreter, path], log=log)
     exe = path / "bin" / "python"
     pkgs = [f"torch=={torch}"]
     # The index pip is configured for, passed explicitly: uv has its own defaults.
     base: list[str | os.PathLike[str]] = [
-        *uv, "pip", "install", "--python", exe, "--index-url", index.index_url()]
+        *uv,
+        "pip",
+        "install",
+        "--python",
+        exe,
+        "--index-url",
+        index.index_url(),
+    ]
     if variant == "headers":
         proc.run([*base, "--no-deps", *pkgs], log=log, timeout=3600)
         proc.run([*base, *HEADERS_EXTRA], log=log, timeout=1800)
     else:
         proc.run([*base, *pkgs, *FULL_EXTRA], log=log, timeout=3600)
-    site = Path(proc.run([exe, "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
-                         log=log).output.strip().splitlines()[-1])
+    site = Path(
+        proc.run([exe, "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"], log=log)
+        .output.strip()
+        .splitlines()[-1]
+    )
     vpy = (site / "torch" / "version.py").read_text()
     mv = re.search(r"__version__ = '([^']+)'", vpy)
     mc = re.search(r"cuda(?:: Optional\[str\])? = '([^']+)'", vpy)
-    return TorchEnv(python, torch, variant, path, exe, site, mv.group(1) if mv else torch,
-                    mc.group(1) if mc else None)
+    return TorchEnv(
+        python,
+        torch,
+        variant,
+        path,
+        exe,
+        site,
+        mv.group(1) if mv else torch,
+        mc.group(1) if mc else None,
+    )
