@@ -70,3 +70,15 @@ def _build(session: nox.Session, version: str) -> None:
 
 for _v in _versions():
     nox.session(python=False, name=f"build-{_v}")(lambda session, _v=_v: _build(session, _v))
+
+
+@nox.session(python=False, name="bench-provision")
+def bench_provision(session: nox.Session) -> None:
+    """Cold toolkit/env provisioning (fresh caches), warm reuse, kill-and-recover."""
+    session.run("python", "benchmarks/provision.py", *session.posargs, external=True)
+
+
+@nox.session(python=False, name="bench-preflight")
+def bench_preflight(session: nox.Session) -> None:
+    """The shipped matrix at --depth preflight, warm caches: median of 5 wall times."""
+    session.run("python", "benchmarks/preflight.py", *session.posargs, external=True)
