@@ -69,3 +69,15 @@ def test_system_nvcc_matches_data() -> None:
     assert entry is not None, f"nvcc {version} missing from data/toolchains.toml"
     assert _sorted(entry.archs) == archs
     assert entry.max_gcc == max_gcc
+
+
+@pytest.mark.parametrize(("provider", "version"), [("debian", "12.4"), ("pypi", "13.0")])
+def test_provided_nvcc_matches_data(need_index: None, provider: str, version: str) -> None:
+    from vllm_matrix import toolkit
+
+    tk = toolkit.provide(provider, version)
+    got_version, archs, max_gcc = nvcc_facts(tk.root)
+    entry = K.nvcc[version]
+    assert got_version == version
+    assert _sorted(entry.archs) == archs, f"data/toolchains.toml [nvcc.\"{version}\"] is stale"
+    assert entry.max_gcc == max_gcc

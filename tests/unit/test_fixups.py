@@ -16,8 +16,9 @@ def toolkit(tmp: Path, version: str = "12.4", nvtx: bool = True) -> Toolkit:
     if nvtx:
         (root / "include" / "nvToolsExt.h").write_text("")
         (root / "lib64" / "libnvToolsExt.so").write_text("")
-    return Toolkit("conda-prefix", version, version + ".0", root, root / "bin" / "nvcc",
-                   ("8.0", "9.0"), 13, ())
+    return Toolkit(
+        "conda-prefix", version, version + ".0", root, root / "bin" / "nvcc", ("8.0", "9.0"), 13, ()
+    )
 
 
 def torch_env(tmp: Path, pip_nvtx: bool = False) -> TorchEnv:
@@ -29,8 +30,9 @@ def torch_env(tmp: Path, pip_nvtx: bool = False) -> TorchEnv:
         (site / "nvidia" / "nvtx" / "include" / "nvToolsExt.h").write_text("")
         (site / "nvidia" / "nvtx" / "lib").mkdir()
         (site / "nvidia" / "nvtx" / "lib" / "libnvToolsExt.so.1").write_text("")
-    return TorchEnv("3.12", "2.6.0", "headers", root, root / "bin" / "python", site,
-                    "2.6.0+cu124", "12.4")
+    return TorchEnv(
+        "3.12", "2.6.0", "headers", root, root / "bin" / "python", site, "2.6.0+cu124", "12.4"
+    )
 
 
 def test_basic_fixups_name_their_reasons(tmp_path: Path) -> None:
@@ -62,14 +64,16 @@ def test_conda_toolkit_without_nvtx_uses_the_envs_pip_nvtx(tmp_path: Path) -> No
 
 
 def test_nvtx_missing_everywhere_is_a_problem_with_a_fix(tmp_path: Path) -> None:
-    fx = fixups.compute(toolkit(tmp_path, nvtx=False), torch_env(tmp_path), ("9.0",),
-                        tmp_path / "work")
+    fx = fixups.compute(
+        toolkit(tmp_path, nvtx=False), torch_env(tmp_path), ("9.0",), tmp_path / "work"
+    )
     assert len(fx.problems) == 1
     assert "CUDA::nvToolsExt" in fx.problems[0].message
     assert "nvidia-nvtx-cu12" in fx.problems[0].fix
 
 
 def test_cuda_12_9_and_later_need_no_nvtoolsext(tmp_path: Path) -> None:
-    fx = fixups.compute(toolkit(tmp_path, "13.0", nvtx=False), torch_env(tmp_path), ("9.0",),
-                        tmp_path / "work")
+    fx = fixups.compute(
+        toolkit(tmp_path, "13.0", nvtx=False), torch_env(tmp_path), ("9.0",), tmp_path / "work"
+    )
     assert not fx.problems and "NVTOOLSEXT_PATH" not in fx.vars()
