@@ -89,6 +89,12 @@ def doctor(
     )
 
 
+@task(help={"cell": "the cell (id or a unique part of it)", "matrix": "matrix file"})
+def pixi_snippet(c: Context, cell: str, matrix: str = "matrix.toml") -> None:
+    """[tool.pixi.*] tables that reproduce a cell, from the fixups its run used."""
+    _run(["pixi-snippet", "--matrix", matrix, "--cell", cell])
+
+
 @task(iterable=["version"], help={"version": "torch version (repeatable)"})
 def derive_torch(c: Context, version: list[str]) -> None:
     """Torch wheel facts (CUDA, SASS/PTX arches, Pythons) as TOML, read from the real wheels."""

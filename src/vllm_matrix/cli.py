@@ -12,7 +12,19 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from . import config, doctor, facts, index, pins, report, runner, source, torchwheel
+from . import (
+    config,
+    doctor,
+    facts,
+    index,
+    knowledge,
+    pins,
+    pixi,
+    report,
+    runner,
+    source,
+    torchwheel,
+)
 from .cache import atomic_write_text
 from .errors import MatrixError
 
@@ -101,6 +113,31 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if rep.problems else 0
 
 
+def cmd_pixi_snippet(args: argparse.Namespace) -> int:
+    m, ws = _matrix(args)
+    cells = m.select(args.cell)
+    if len(cells) != 1:
+        raise MatrixError(
+            f"--cell '{args.cell}' matches {len(cells)} cells",
+            fix="name one: " + ", ".join(c.id for c in cells),
+        )
+    cell = cells[0]
+    used = pixi.used_fixups(ws.results, cell)
+    tree = source.get_tree(cell.source_spec)
+    f = facts.read_facts(tree.root, tree.version)
+    nv = knowledge.load().nvcc_for(cell.cuda)
+    text = pixi.snippet(
+        cell,
+        used,
+        max_jobs=cell.options.max_jobs,
+        cmake_min=f.cmake,
+        max_gcc=nv.max_gcc if nv else None,
+    )
+    pixi.parse(text)  # never print TOML that does not parse
+    print(text, end="")
+    return 0
+
+
 def cmd_derive_torch(args: argparse.Namespace) -> int:
     for v in args.versions:
         print(torchwheel.toml_entry(torchwheel.read_facts(v)))
@@ -176,6 +213,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--arch", help="arches for --env current (default: TORCH_CUDA_ARCH_LIST)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_doctor)
+
+    s = with_matrix(sub.add_parser("pixi-snippet", help="pyproject.toml pieces for a Pixi project"))
+    s.add_argument("--cell", required=True, help="the cell (id or a unique part of it)")
+    s.set_defaults(fn=cmd_pixi_snippet)
 
     s = sub.add_parser("derive-torch", help="torch wheel facts as TOML (from the real wheels)")
     s.add_argument("versions", nargs="+")

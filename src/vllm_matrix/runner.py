@@ -164,8 +164,23 @@ def run_cell(
         stages.append(StageResult(current, INTERRUPTED, 0.0, "interrupted (Ctrl-C)"))
         results.write(ws.results, cell, stages, mach)
         raise
+    stages = _keep_deeper(ws, cell, stages)
     results.write(ws.results, cell, stages, mach)
     return stages
+
+
+def _keep_deeper(ws: Workspace, cell: Cell, stages: list[StageResult]) -> list[StageResult]:
+    """A shallower rerun must not erase what a deeper run found: when every stage of this
+    run came out as before, the earlier run's deeper stages are kept."""
+    path = ws.results / f"{cell.id}.json"
+    try:
+        prev = [StageResult.from_json(s) for s in results.read(path)["stages"]]
+    except (OSError, ValueError, KeyError):
+        return stages
+    same = [(s.stage, s.status) for s in stages] == [
+        (s.stage, s.status) for s in prev[: len(stages)]
+    ]
+    return stages + prev[len(stages) :] if same and len(prev) > len(stages) else stages
 
 
 def run_matrix(

@@ -192,3 +192,21 @@ def test_doctor_for_the_seed_cell_is_clean() -> None:
     assert "sm_90" in r.torch["arch list"] and r.torch["C++ ABI"] == "_GLIBCXX_USE_CXX11_ABI=0"
     assert r.tools["cmake"] and r.tools["ninja"]
     assert not r.problems, r.problems
+
+
+def test_pixi_snippet_matches_the_fixups_a_real_run_used(tmp_path: Path) -> None:
+    from vllm_matrix import pixi, runner
+    from vllm_matrix.config import Cell
+
+    cell = Cell("0.8.5", "2.6.0", "12.4", "debian", "3.12", ("9.0",))
+    ws = runner.Workspace(tmp_path)
+    stages = runner.run_cell(cell, ws, "toolkit")
+    assert stages[-1].stage == "env" and stages[-1].status == "pass"
+    used = pixi.used_fixups(ws.results, cell)
+    text = pixi.snippet(cell, used, max_jobs=None, cmake_min="3.26", max_gcc=13)
+    act = pixi.parse(text)["tool"]["pixi"]["activation"]["env"]
+    names = {f["name"] for f in used if not f["name"].startswith("link:")}
+    assert set(act) == names - set(pixi.NOT_IN_ACTIVATION)
+    for f in used:
+        if f["name"] in act:
+            assert act[f["name"]] == pixi.translate(f)

@@ -93,3 +93,15 @@ def test_matrix_run_and_report(tmp_path: Path) -> None:
     done = runner.run_matrix(matrix, ws, "preflight", echo=lambda s: None)
     assert done[0][1].verdict == "PREDICTED-FAIL"
     assert "csrc/k.cu:1" in done[0][1].cause
+
+
+def test_shallower_rerun_keeps_deeper_stages(tmp_path: Path) -> None:
+    ws = runner.Workspace(tmp_path / "ws")
+    c = cell(tree(tmp_path))
+    runner.run_cell(c, ws, "preflight")
+    path = ws.results / f"{c.id}.json"
+    d = results.read(path)
+    deeper = results.StageResult("toolkit", "pass", 1.0, "nvcc 12.4")
+    results.write(ws.results, c, [*map(results.StageResult.from_json, d["stages"]), deeper])
+    runner.run_cell(c, ws, "preflight")
+    assert [s["stage"] for s in results.read(path)["stages"]][-1] == "toolkit"

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from vllm_matrix import pixi
+from vllm_matrix.config import Cell
+
+CELL = Cell("0.8.5", "2.6.0", "12.4", "conda-prefix", "3.12", ("9.0",))
+USED = [
+    {"name": "CUDA_HOME", "value": "/c/tk", "reason": "r"},
+    {"name": "CUDA_PATH", "value": "/c/tk", "reason": "r"},
+    {"name": "CUDAToolkit_ROOT", "value": "/c/tk", "reason": "r"},
+    {"name": "CUDACXX", "value": "/c/tk/bin/nvcc", "reason": "r"},
+    {"name": "PATH", "value": "/c/tk/bin:/c/env/bin", "reason": "r"},
+    {"name": "VLLM_PYTHON_EXECUTABLE", "value": "/c/env/bin/python", "reason": "r"},
+    {"name": "TORCH_CUDA_ARCH_LIST", "value": "9.0", "reason": "r"},
+    {"name": "NVTOOLSEXT_PATH", "value": "/c/fixups/nvtx-home", "reason": "r"},
+    {"name": "link:/c/fixups/nvtx-home/lib/libnvToolsExt.so", "value": "/x.so.1", "reason": "r"},
+]
+
+
+def test_snippet_parses_and_mirrors_the_fixups_used() -> None:
+    text = pixi.snippet(CELL, USED, max_jobs=2, cmake_min="3.26", max_gcc=13)
+    doc = pixi.parse(text)["tool"]["pixi"]
+    act = doc["activation"]["env"]
+    expected = {f["name"] for f in USED if not f["name"].startswith("link:")} - {"PATH"}
+    assert set(act) - {"MAX_JOBS"} == expected
+    assert act["CUDA_HOME"] == "$CONDA_PREFIX" and act["CUDACXX"] == "$CONDA_PREFIX/bin/nvcc"
+    assert act["NVTOOLSEXT_PATH"] == "$CONDA_PREFIX/targets/x86_64-linux"
+    assert act["TORCH_CUDA_ARCH_LIST"] == "9.0" and act["MAX_JOBS"] == "2"
+    deps = doc["dependencies"]
+    assert deps["cuda-version"] == "12.4.*" and deps["python"] == "3.12.*"
+    assert deps["cuda-nvtx-dev"] == "*"  # the run needed nvToolsExt from outside the toolkit
+    assert deps["gxx"] == "<14" and deps["cmake"] == ">=3.26"
+    assert doc["pypi-dependencies"]["torch"] == "==2.6.0"
+    assert "build-vllm" in doc["tasks"]
+
+
+def test_every_dependency_is_a_checked_conda_forge_name() -> None:
+    known = pixi.conda_packages()
+    text = pixi.snippet(CELL, USED, max_jobs=None, cmake_min=None, max_gcc=None)
+    deps = pixi.parse(text)["tool"]["pixi"]["dependencies"]
+    assert set(deps) - {"python"} <= set(known)
+    assert all(p.source.startswith("https://github.com/conda-forge/") for p in known.values())
