@@ -17,7 +17,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from . import apiscan
+from . import apiscan, gates
 from .config import Cell, arch_number, arch_tag
 from .facts import SourceFacts
 from .knowledge import Knowledge, TorchFacts
@@ -176,6 +176,18 @@ def check(
                     "https://github.com/vllm-project/vllm/issues/8665",
                 )
             )
+        if nv and nv.can_target(arch):
+            add(Finding("nvcc-arch", "info", f"nvcc {cell.cuda} targets {sm}", "", (nv.source,)))
+        if tf and tf.runs_on(arch):
+            add(
+                Finding(
+                    "torch-arch",
+                    "info",
+                    f"torch {cell.torch}+{tf.local} has kernels that run on {sm}",
+                    "",
+                    (tf.source,),
+                )
+            )
         base = arch.rstrip("af")
         if vllm_archs and base not in vllm_archs:
             rule = next((r for r in facts.cuda_archs if r.archs == vllm_archs), None)
@@ -264,6 +276,23 @@ def check(
                 "https://github.com/instructlab/instructlab/issues/2169",
             )
         )
+
+    # --- arch-gated kernel families (information: what this nvcc builds for the arch) ---
+    all_gates = gates.gates(tree)
+    for arch in cell.arch:
+        for g in gates.for_arch(all_gates, arch):
+            built = g.built_with(cell.cuda)
+            names = ", ".join(Path(s).name for s in g.sources[:3]) or g.var
+            add(
+                Finding(
+                    "kernel-gate",
+                    "info",
+                    f"{ver} compiles {g.var} ({names}) for {';'.join(g.archs)} only with "
+                    f"{g.needs()}: {'built' if built else 'NOT built'} with nvcc {cell.cuda}",
+                    "" if built else f"CUDA {g.nvcc} or newer",
+                    (g.where,),
+                )
+            )
 
     # --- obtainability (SKIPPED, not FAIL) ---------------------------------------
     reason = toolkit_unavailable(cell, know, host)

@@ -12,7 +12,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from . import results
+from . import readme, results
 from .cache import atomic_write_text
 from .config import Matrix
 
@@ -191,4 +191,5 @@ def write(matrix: Matrix, results_dir: Path, reports_dir: Path) -> tuple[Path, P
     j, m = reports_dir / "compat.json", reports_dir / "compat.md"
     atomic_write_text(j, json.dumps(doc, indent=1) + "\n")
     atomic_write_text(m, render_md(doc))
+    readme.update(reports_dir.parent / "README.md", doc)
     return j, m
