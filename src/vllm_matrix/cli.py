@@ -21,6 +21,7 @@ from . import (
     pins,
     pixi,
     report,
+    results,
     runner,
     source,
     torchwheel,
@@ -54,7 +55,35 @@ def cmd_cells(args: argparse.Namespace) -> int:
     return 0
 
 
+def current_cell(vllm: str, arch: str | None) -> config.Cell:
+    """A cell made from what the active env holds (no matrix entry needed)."""
+    tk = doctor.current_toolkit()
+    tv = doctor.current_env()
+    archs = config.parse_arch_list(arch or os.environ.get("TORCH_CUDA_ARCH_LIST", ""))
+    return config.Cell(
+        vllm,
+        tv.torch,
+        tk.version,
+        tk.provider,
+        tv.python,
+        archs,
+        note=f"the active env at {tv.root}",
+        env="current",
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if getattr(args, "env", None) == "current":
+        if not args.vllm:
+            raise MatrixError("--env current needs --vllm VERSION", fix="e.g. --vllm 0.8.5")
+        cell = current_cell(args.vllm, args.arch)
+        ws = runner.Workspace(Path.cwd())
+        stages = runner.run_cell(cell, ws, args.depth, force=args.force)
+        v = results.verdict_of(stages)
+        print(
+            f"{v.verdict:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else "")
+        )
+        return 0
     m, ws = _matrix(args)
     done = runner.run_matrix(m, ws, args.depth, args.cell, force=getattr(args, "force", False))
     _, md = report.write(m, ws.results, ws.reports)
@@ -91,12 +120,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     if args.env == "current":
-        archs = tuple(
-            config.normalize_arch(a)
-            for a in (
-                args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0").replace(";", " ").split()
-            )
-        )
+        archs = config.parse_arch_list(args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST", ""))
         rep = doctor.for_current(archs)
     elif args.env:
         raise MatrixError(f"unknown --env '{args.env}'", fix="use --env current, or --cell ID")
@@ -197,6 +221,9 @@ def parser() -> argparse.ArgumentParser:
         help="go on past a predicted failure (to check the prediction)",
     )
     s.add_argument("--json", action="store_true")
+    s.add_argument("--env", help="'current': use the active env's toolkit and torch")
+    s.add_argument("--vllm", help="with --env current: the vLLM version to check")
+    s.add_argument("--arch", help="with --env current: arches (default TORCH_CUDA_ARCH_LIST)")
     s.set_defaults(fn=cmd_run)
 
     s = with_matrix(sub.add_parser("preflight", help="run = --depth preflight"))

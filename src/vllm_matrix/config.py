@@ -39,6 +39,20 @@ def normalize_arch(text: str) -> str:
     return f"{int(major)}.{int(minor)}{suffix}"
 
 
+def parse_arch_list(text: str) -> tuple[str, ...]:
+    """'9.0;12.0' / '9.0 12.0+PTX' / 'sm_90' → normalized arches; ConfigError when bad/empty."""
+    raw = text.replace(";", " ").replace(",", " ").split()
+    try:
+        archs = tuple(normalize_arch(a.removesuffix("+PTX")) for a in raw)
+    except ValueError as exc:
+        raise ConfigError(
+            f"'{exc}' is not a GPU arch", fix='write arches like "9.0", "sm_90", "9.0a" or "12.0f"'
+        ) from None
+    if not archs:
+        raise ConfigError("no GPU arch given", fix="pass --arch 9.0 (or set TORCH_CUDA_ARCH_LIST)")
+    return archs
+
+
 def arch_tag(arch: str) -> str:
     """'9.0a' → 'sm90a' (for cell ids)."""
     base, suffix = arch.rstrip("af"), arch[len(arch.rstrip("af")) :]
@@ -70,11 +84,14 @@ class Cell:
     note: str = ""
     options: Options = field(default_factory=Options)
     line: int = 0  # where the [[cell]] starts in matrix.toml
+    # "managed": our cached toolkit + venv; "current": the active env's (pixi/conda/venv)
+    env: str = "managed"
 
     @property
     def id(self) -> str:
         archs = "+".join(arch_tag(a) for a in self.arch)
-        return f"vllm{self.vllm}-torch{self.torch}-cu{self.cuda}-py{self.python}-{archs}"
+        tail = "-current" if self.env == "current" else ""
+        return f"vllm{self.vllm}-torch{self.torch}-cu{self.cuda}-py{self.python}-{archs}{tail}"
 
     @property
     def source_spec(self) -> str:
@@ -92,6 +109,7 @@ class Cell:
             "source": self.source,
             "note": self.note,
             "options": {k: v for k, v in vars(self.options).items() if v is not None},
+            "env": self.env,
         }
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import doctor, fixups, knowledge, pins, preflight, results, source, toolkit
 from . import env as env_mod
 from . import facts as facts_mod
-from . import fixups, knowledge, pins, preflight, results, source, toolkit
 from .config import Cell, Matrix
 from .errors import MatrixError, NotAvailable
 from .results import FAIL, INTERRUPTED, PASS, SKIP, Finding, StageResult
@@ -127,14 +127,20 @@ def run_cell(
 
     def do_toolkit() -> StageResult:
         log = ws.logs(cell) / "toolkit.log"
-        tk = toolkit.provide(cell.provider, cell.cuda, log=log)
+        if cell.env == "current":
+            tk = doctor.current_toolkit()
+        else:
+            tk = toolkit.provide(cell.provider, cell.cuda, log=log)
         state["toolkit"] = tk
         summary = f"nvcc {tk.full_version} ({tk.provider}) at {tk.root}"
         return StageResult("toolkit", PASS, 0.0, summary, details=tk.to_json(), log=str(log))
 
     def do_env() -> StageResult:
         log = ws.logs(cell) / "env.log"
-        tv = env_mod.provide(cell.python, cell.torch, "headers", log=log)
+        if cell.env == "current":
+            tv = doctor.current_env()
+        else:
+            tv = env_mod.provide(cell.python, cell.torch, "headers", log=log)
         fx = fixups.compute(state["toolkit"], tv, cell.arch)
         state["env"], state["fixups"] = tv, fx
         found = tuple(Finding("fixup", "fail", p.message, p.fix) for p in fx.problems)

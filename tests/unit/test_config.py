@@ -118,3 +118,14 @@ def test_shipped_matrix_loads() -> None:
     assert "vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm90" in ids
     assert "vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm120" in ids
     assert "vllm0.4.2-torch2.3.0-cu12.4-py3.11-sm80" in ids
+
+
+def test_parse_arch_list() -> None:
+    from vllm_matrix.config import parse_arch_list
+
+    assert parse_arch_list("9.0") == ("9.0",)
+    assert parse_arch_list("8.0;9.0+PTX 12.0f") == ("8.0", "9.0", "12.0f")
+    with pytest.raises(ConfigError, match="not a GPU arch"):
+        parse_arch_list("hopper")
+    with pytest.raises(ConfigError, match="no GPU arch"):
+        parse_arch_list(" ")

@@ -1,0 +1,80 @@
+"""--env current inside a venv standing for the seed's Pixi env.
+
+The venv: torch 2.6.0 + pip's nvidia packages (nvtx among them) + vllm-matrix itself.
+The toolkit: a conda-layout tree (targets/x86_64-linux/include, no nvToolsExt.h, no
+libnvToolsExt) assembled from the real Debian 12.4 files, found through CONDA_PREFIX.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from condalayout import conda_layout
+
+from vllm_matrix import env, index, proc, toolkit
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
+REPO = Path(__file__).parents[2]
+NVIDIA = (
+    "nvidia-nvtx-cu12==12.4.127",
+    "nvidia-cuda-runtime-cu12==12.4.127",
+    "nvidia-cuda-nvrtc-cu12==12.4.127",
+)
+
+
+@pytest.fixture(scope="module")
+def seed_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("seed")
+    deb = toolkit.provide("debian", "12.4")
+    prefix = conda_layout(deb.root, tmp / "conda")
+    inc = prefix / "targets" / "x86_64-linux" / "include"
+    for h in inc.glob("nvToolsExt*.h"):
+        h.unlink()
+    shutil.rmtree(inc / "nvtx3", ignore_errors=True)
+    for lib in (prefix / "targets" / "x86_64-linux" / "lib").glob("libnvToolsExt*"):
+        lib.unlink()
+    venv = tmp / "venv"
+    uv = env._uv()
+    proc.run([*uv, "venv", "--quiet", "--python", env.find_python("3.12"), venv])
+    py = venv / "bin" / "python"
+    base = [*uv, "pip", "install", "--quiet", "--python", py, "--index-url", index.index_url()]
+    proc.run([*base, "--no-deps", "torch==2.6.0", *NVIDIA], timeout=1800)
+    proc.run([*base, "-e", REPO, "cmake>=3.26", "ninja"], timeout=1800)
+    return prefix, venv
+
+
+def run_current(prefix: Path, venv: Path, *args: str) -> proc.Completed:
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CUDA_HOME", "CUDA_PATH", "NVTOOLSEXT_PATH", "VIRTUAL_ENV")
+    }
+    environ |= {
+        "CONDA_PREFIX": str(prefix),
+        "PATH": f"{venv / 'bin'}{os.pathsep}{environ.get('PATH', '')}",
+    }
+    return proc.run(
+        [venv / "bin" / "python", "-m", "vllm_matrix", *args],
+        env=environ,
+        check=False,
+        timeout=1800,
+    )
+
+
+def test_doctor_env_current_names_the_nvtx_problem_and_its_fixup(
+    seed_env: tuple[Path, Path],
+) -> None:
+    prefix, venv = seed_env
+    done = run_current(prefix, venv, "doctor", "--env", "current", "--arch", "9.0", "--json")
+    assert "{" in done.output, done.output[-3000:]
+    rep = json.loads(done.output[done.output.index("{") :])
+    assert rep["toolkit"]["provider"] == "conda-prefix" and rep["toolkit"]["version"] == "12.4.131"
+    assert rep["torch"]["version"] == "2.6.0+cu124"
+    fx = {f["name"]: f for f in rep["fixups"]}
+    assert "NVTOOLSEXT_PATH" in fx and "lacks nvToolsExt.h" in fx["NVTOOLSEXT_PATH"]["reason"]
+    assert not rep["problems"], rep["problems"]
+    assert done.returncode == 0
