@@ -63,7 +63,15 @@ def collect(matrix: Matrix, results_dir: Path) -> dict[str, Any]:
             (s["details"] for s in d["stages"] if s["stage"] == "preflight"), {}
         )
         mo, mo_ev = pre.get("modelopt_fp8", ""), pre.get("modelopt_evidence", "")
-        v = d["verdict"]
+        # Recomputed from the stages, so the report follows the current verdict rules.
+        vv = results.verdict_of([results.StageResult.from_json(x) for x in d["stages"]])
+        v = {
+            "verdict": vv.verdict,
+            "depth": vv.depth,
+            "cause": vv.cause,
+            "fix": vv.fix,
+            "evidence": list(vv.evidence),
+        }
         rows.append(
             {
                 "id": cell.id,

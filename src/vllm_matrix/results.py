@@ -37,6 +37,7 @@ STATUSES = (PASS, FAIL, WARN, SKIP, PREDICTED_FAIL, INTERRUPTED)
 # Cell verdicts (design.md), plus PREFLIGHT-OK: every rule passed, nothing compiled yet.
 VERDICTS = ("PASS", "FAIL", "PREDICTED-FAIL", "PREFLIGHT-OK", "SKIPPED", "UNKNOWN")
 
+COMPILED = ("probe", "build", "audit", "smoke")  # stages whose verdicts come from compiling
 STAGE_ORDER = (
     "source",
     "facts",
@@ -109,7 +110,11 @@ def verdict_of(stages: list[StageResult]) -> Verdict:
     if not stages:
         return Verdict("UNKNOWN", "none", "not run yet", "", ())
     depth = stages[-1].stage
+    # A compile that ran (--force past a prediction) outranks the prediction.
+    compiled_fail = next((s for s in stages if s.stage in COMPILED and s.status == FAIL), None)
     for s in stages:
+        if s.status == PREDICTED_FAIL and compiled_fail is not None:
+            s = compiled_fail
         if s.status in (FAIL, PREDICTED_FAIL, SKIP, INTERRUPTED):
             # The cause is the findings of the level that decided the status.
             level = "skip" if s.status == SKIP else "fail"
@@ -123,12 +128,12 @@ def verdict_of(stages: list[StageResult]) -> Verdict:
                 SKIP: "SKIPPED",
                 INTERRUPTED: "UNKNOWN",
             }[s.status]
-            return Verdict(name, s.stage, cause, fix, ev)
+            # A prediction's depth is how far the cell got (--force may have gone on).
+            return Verdict(name, depth if s.status == PREDICTED_FAIL else s.stage, cause, fix, ev)
     warns = [f for s in stages for f in s.findings if f.level == "warn"]
     cause = "; ".join(f.message for f in warns)
     fix = "; ".join(dict.fromkeys(f.fix for f in warns if f.fix))
-    built = {"probe", "build", "audit", "smoke"}
-    name = "PASS" if depth in built else "PREFLIGHT-OK"
+    name = "PASS" if depth in COMPILED else "PREFLIGHT-OK"
     return Verdict(name, depth, cause, fix, tuple(e for f in warns for e in f.evidence))
 
 

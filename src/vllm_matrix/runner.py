@@ -6,6 +6,7 @@ A stage runs only if the earlier ones allow it. Ctrl-C leaves a valid result
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -13,7 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import doctor, fixups, knowledge, pins, preflight, results, source, toolkit
+from . import (
+    doctor,
+    fixups,
+    knowledge,
+    patches,
+    pins,
+    preflight,
+    probe,
+    results,
+    source,
+    toolkit,
+)
 from . import env as env_mod
 from . import facts as facts_mod
 from .config import Cell, Matrix
@@ -22,12 +34,10 @@ from .results import FAIL, INTERRUPTED, PASS, SKIP, Finding, StageResult
 
 # Depths in order; later issues plug their stages in here.
 DEPTHS = ("preflight", "toolkit", "probe", "build")
-IMPLEMENTED = ("preflight", "toolkit")
-DEFAULT_DEPTH = "preflight"
-LAST_STAGE = {
-    "preflight": "preflight",
-    "toolkit": "env",
-}  # depth -> its last stage  # the deepest that fits on any machine today
+IMPLEMENTED = ("preflight", "toolkit", "probe")
+# The deepest depth that fits on any machine: the probe needs no GPU and minutes per cell.
+DEFAULT_DEPTH = "probe"
+LAST_STAGE = {"preflight": "preflight", "toolkit": "env", "probe": "probe"}  # depth -> stage
 
 
 @dataclass(frozen=True)
@@ -148,12 +158,62 @@ def run_cell(
         details = {"env": tv.to_json(), "fixups": fx.to_json()}
         return StageResult("env", FAIL if found else PASS, 0.0, summary, found, details, str(log))
 
+    def do_patches() -> StageResult:
+        # A private copy: patched files are copied, the rest hard-linked (the probe only
+        # reads the tree; builds make a full copy of their own).
+        log = ws.logs(cell) / "patches.log"
+        chosen = patches.select(patches.load_series(root=ws.root), state["tree"].version)
+        work = ws.logs(cell) / "tree"
+        if work.exists():
+            shutil.rmtree(work)
+        patches.copy_tree(state["tree"].root, work, private=patches.touched(chosen))
+        applied = patches.apply_all(work, chosen, log=log, version=state["tree"].version)
+        state["work_tree"] = work
+        names = ", ".join(f"{a.patch.name} ({a.status})" for a in applied) or "none apply"
+        return StageResult(
+            "patches",
+            PASS,
+            0.0,
+            names,
+            details={"applied": [a.to_json() for a in applied]},
+            log=str(log),
+        )
+
+    def do_probe() -> StageResult:
+        r = probe.run_probe(
+            cell,
+            state["work_tree"],
+            state["facts"],
+            state["toolkit"],
+            state["env"],
+            state["fixups"],
+            ws.logs(cell) / "probe",
+        )
+        pre = next((s for s in stages if s.stage == "preflight"), None)
+        if pre is not None and pre.status == results.PREDICTED_FAIL:
+            # --force: the probe checks the prediction; say whether they agree.
+            agree = r.status == FAIL
+            note = Finding(
+                "prediction-check",
+                "info" if agree else "warn",
+                "preflight predicted failure; the probe "
+                + ("agrees" if agree else "compiled the units it chose without error"),
+                "" if agree else "the probe cannot see every unit: check the rule",
+                tuple(f.rule for f in pre.findings if f.level == "fail"),
+            )
+            r = StageResult(
+                r.stage, r.status, r.seconds, r.summary, (*r.findings, note), r.details, r.log
+            )
+        return r
+
     plan: list[tuple[str, Callable[[], StageResult]]] = [
         ("source", do_source),
         ("facts", do_facts),
         ("preflight", do_preflight),
         ("toolkit", do_toolkit),
         ("env", do_env),
+        ("patches", do_patches),
+        ("probe", do_probe),
     ]
     last = LAST_STAGE[depth]
     try:

@@ -66,3 +66,18 @@ def test_verdicts() -> None:
     assert v.verdict == "PASS"
     v = results.verdict_of([st("source", "pass"), st("facts", "interrupted")])
     assert v.verdict == "UNKNOWN" and v.depth == "facts"
+
+
+def test_forced_probe_failure_outranks_the_prediction() -> None:
+    pred = Finding("api-Float8_e8m0fnu", "fail", "uses Float8_e8m0fnu", "torch >= 2.7")
+    comp = Finding(
+        "signature:float8",
+        "fail",
+        "gptq_marlin.cu(911): error: ...",
+        "torch >= 2.7",
+        ("probe/logs/gptq_marlin.log:12",),
+    )
+    v = results.verdict_of([st("preflight", "predicted-fail", pred), st("probe", "fail", comp)])
+    assert (v.verdict, v.depth) == ("FAIL", "probe") and "gptq_marlin.cu(911)" in v.cause
+    v = results.verdict_of([st("preflight", "predicted-fail", pred), st("probe", "pass")])
+    assert v.verdict == "PREDICTED-FAIL" and v.depth == "probe"

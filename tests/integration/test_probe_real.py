@@ -1,0 +1,171 @@
+"""probe on real cells: real vLLM sdists, Debian's CUDA 12.4, real torch headers, real nvcc.
+
+Not heavy (about 2-3 min together on 2 cores): unit choice and flags on the real trees
+(no compiler), and the deciding unit of the Float8_e8m0fnu question compiled to the front
+end against torch 2.6.0 (fails, quoting nvcc's line) and torch 2.7.1 (passes).
+
+Heavy (``-m heavy``; 4-7 min per cell on a shared 2-core machine, the full compile
+up to 16 min): the three whole cells at depth auto, and one unit fully compiled for
+sm_90 to measure what the front end saves.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vllm_matrix import apiscan, env, facts, fixups, knowledge, probe, source, toolkit
+from vllm_matrix.config import Cell
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
+
+GPTQ_MARLIN = "csrc/quantization/gptq_marlin/gptq_marlin.cu"
+FLOAT8_LINE = 'gptq_marlin.cu(911): error: namespace "at" has no member "Float8_e8m0fnu"'
+
+
+def inputs(vllm: str, torch: str) -> dict[str, Any]:
+    tree = source.get_tree(vllm)
+    tk = toolkit.provide("debian", "12.4")
+    tv = env.provide("3.12", torch, "headers")
+    cell = Cell(vllm, torch, "12.4", "debian", "3.12", ("9.0",))
+    return {
+        "cell": cell,
+        "tree": tree.root,
+        "facts": facts.read_facts(tree.root, vllm),
+        "tk": tk,
+        "tv": tv,
+        "fx": fixups.compute(tk, tv, cell.arch),
+    }
+
+
+def probe_cell(c: dict[str, Any], work: Path, **kw: Any) -> probe.StageResult:
+    return probe.run_probe(c["cell"], c["tree"], c["facts"], c["tk"], c["tv"], c["fx"], work, **kw)
+
+
+# ---------------------------------------------------------------- no compiler
+
+
+def test_unit_choice_on_real_trees() -> None:
+    api = knowledge.load().api
+    t = source.get_tree("0.10.1")
+    f = facts.read_facts(t.root, "0.10.1")
+    units = probe.select_units(t.root, f, ("9.0",), "12.4.131", apiscan.scan(t.root, api))
+    by = {u.path: u for u in units}
+    assert units[0].path == "csrc/torch_bindings.cpp"
+    assert "API scan: Float8_e8m0fnu" in by[GPTQ_MARLIN].why
+    assert "API scan: Float8_e8m0fnu" in by["csrc/moe/marlin_moe_wna16/ops.cu"].why
+    # read from CMakeLists.txt: MARLIN_ARCHS "8.0;8.7;9.0+PTX" against sm_90
+    assert by[GPTQ_MARLIN].family == "MARLIN_ARCHS/MARLIN_SRCS"
+    assert by[GPTQ_MARLIN].archs == ("sm_90", "compute_90")
+    cutlass = [u for u in units if u.needs == ("cutlass",)]
+    assert cutlass and all(u.archs in (("sm_90a",), ("sm_89", "compute_89")) for u in cutlass)
+    fams = {u.family for u in units}
+    assert {"CUDA_ARCHS/VLLM_EXT_SRC", "CUDA_ARCHS/VLLM_MOE_EXT_SRC", "SCALED_MM_ARCHS"} <= fams
+
+    t = source.get_tree("0.8.5")
+    f = facts.read_facts(t.root, "0.8.5")
+    assert apiscan.scan(t.root, api) == []
+    units = probe.select_units(t.root, f, ("9.0",), "12.4.131", [])
+    by = {u.path: u for u in units}
+    marlin = [u for u in units if u.family == "MARLIN_ARCHS/MARLIN_SRCS"]
+    assert marlin and marlin[0].archs == ("sm_90",)  # 0.8.5: "8.0;8.6;8.7;8.9;9.0;..."
+    # scaled_mm_c3x_sm90.cu only declares the CUTLASS kernels: probed without CUTLASS
+    assert by["csrc/quantization/cutlass_w8a8/scaled_mm_c3x_sm90.cu"].needs == ()
+
+
+def test_real_flags_follow_torch() -> None:
+    for torch, abi in (("2.6.0", "0"), ("2.7.1", "1")):
+        c = inputs("0.10.1", torch)
+        unit = probe.Unit(GPTQ_MARLIN, "test", "cuda")
+        fl = probe.flags(unit, c["tree"], c["tk"], c["tv"], ("9.0",), c["facts"])
+        assert f"-D_GLIBCXX_USE_CXX11_ABI={abi}" in fl
+        for want in (
+            "-DENABLE_SCALED_MM_SM90=1",
+            "-DENABLE_FP8",
+            "-DTORCH_EXTENSION_NAME=_C",
+            "--expt-extended-lambda",
+            "-DUSE_C10D_NCCL",
+        ):
+            assert want in fl, want
+        i = fl.index("-gencode")
+        assert fl[i : i + 4] == [
+            "-gencode",
+            "arch=compute_90,code=sm_90",
+            "-gencode",
+            "arch=compute_90,code=compute_90",
+        ]
+
+
+# ---------------------------------------------------------------- front end, one unit
+
+
+def test_float8_unit_fails_against_torch_2_6(tmp_path: Path) -> None:
+    r = probe_cell(inputs("0.10.1", "2.6.0"), tmp_path, depth="front-end", only=[GPTQ_MARLIN])
+    assert r.status == "fail"
+    assert "gptq_marlin.cu (Float8_e8m0fnu)" in r.summary
+    (u,) = r.details["units"]
+    assert u["depth"] == "front-end" and u["first_error"].endswith(FLOAT8_LINE)
+    assert [s["phase"] for s in u["steps"]] == ["host-preprocess", "front-end"]
+    (f,) = [f for f in r.findings if f.level == "fail"]
+    assert f.rule == "signature:torch_lacks_float8_e8m0fnu" and FLOAT8_LINE in f.message
+
+
+def test_float8_unit_passes_against_torch_2_7_1(tmp_path: Path) -> None:
+    r = probe_cell(inputs("0.10.1", "2.7.1"), tmp_path, depth="front-end", only=[GPTQ_MARLIN])
+    assert r.status == "pass", r.summary
+    (u,) = r.details["units"]
+    assert u["status"] == "pass" and u["depth"] == "front-end"
+
+
+# ---------------------------------------------------------------- whole cells (heavy)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize(
+    ("vllm", "torch", "status"),
+    [("0.10.1", "2.6.0", "fail"), ("0.8.5", "2.6.0", "pass"), ("0.10.1", "2.7.1", "pass")],
+)
+def test_whole_cell(tmp_path: Path, vllm: str, torch: str, status: str) -> None:
+    t0 = time.monotonic()
+    r = probe_cell(inputs(vllm, torch), tmp_path, depth="auto")
+    wall = time.monotonic() - t0
+    print(
+        json.dumps(
+            {
+                "cell": f"{vllm}/{torch}",
+                "wall_s": round(wall, 1),
+                "summary": r.summary,
+                "cpu_s": r.details["cpu_seconds"],
+                "load": r.details["loadavg_at_start"],
+                "units": [
+                    (u["path"], u["status"], u["depth"], u["seconds"]) for u in r.details["units"]
+                ],
+            }
+        )
+    )
+    assert r.status == status, r.summary
+    if status == "fail":
+        assert any(FLOAT8_LINE in f.message for f in r.findings)
+    probed = [u for u in r.details["units"] if u["status"] in ("pass", "fail")]
+    assert probed and all(u["log"] for u in probed)
+    assert all(
+        u["status"] == "not-probed" and "cutlass" in u["needs"]
+        for u in r.details["units"]
+        if u not in probed
+    )
+
+
+@pytest.mark.heavy
+def test_full_compile_costs_what_the_front_end_saves(tmp_path: Path) -> None:
+    """gptq_marlin.cu fully compiled for sm_90 (torch 2.7.1, where it compiles), stopped at
+    15 min: the front end's share of the whole unit."""
+    c = inputs("0.10.1", "2.7.1")
+    r = probe_cell(c, tmp_path, depth="codegen", only=[GPTQ_MARLIN], timeout_s=15 * 60)
+    (u,) = r.details["units"]
+    print(json.dumps({k: u[k] for k in ("status", "seconds", "front_end_s", "codegen_s", "steps")}))
+    assert u["status"] in ("pass", "timeout")
+    assert u["front_end_s"] > 0 and u["seconds"] > 3 * u["front_end_s"]
