@@ -541,8 +541,9 @@ class Family:
 
     @property
     def gated(self) -> bool:
-        """Arch-gated: its arch list is an intersection narrower than the tree's CUDA_ARCHS."""
-        return self.arch_var != "CUDA_ARCHS"
+        """Arch-gated: its arch list is an intersection narrower than the tree's CUDA_ARCHS
+        (not a target's catch-all family of sources without per-source arches)."""
+        return self.arch_var != "CUDA_ARCHS" and not self.arch_var.startswith("target ")
 
 
 @dataclass(frozen=True)
@@ -554,6 +555,7 @@ class Target:
     includes: tuple[str, ...]  # absolute
     sabi: str | None  # Python_add_library USE_SABI
     where: str
+    definition_where: tuple[tuple[str, str], ...] = ()  # definition -> its command's file:line
     # CUDA_ARCHITECTURES ("90-real", "80-virtual", "90"): how 0.4-0.6.1 trees set arches,
     # per target rather than per source
     cuda_architectures: tuple[str, ...] = ()
@@ -621,6 +623,7 @@ class _TargetBuild:
     sabi: str | None = None
     options: list[str] = field(default_factory=list)
     definitions: list[str] = field(default_factory=list)
+    definition_where: dict[str, str] = field(default_factory=dict)
     includes: list[str] = field(default_factory=list)
     cuda_architectures: list[str] = field(default_factory=list)
 
@@ -1150,7 +1153,10 @@ class _CMake:
     def c_target_compile_definitions(self, cmd: _Cmd) -> None:
         t, items = self._target_items(cmd)
         if t is not None:
-            t.definitions += [x[2:] if x.startswith("-D") else x for x in items]
+            for x in items:
+                d = x[2:] if x.startswith("-D") else x
+                t.definitions.append(d)
+                t.definition_where.setdefault(d, cmd.where)
 
     def c_target_sources(self, cmd: _Cmd) -> None:
         t, items = self._target_items(cmd)
@@ -1607,7 +1613,8 @@ def _build_model_cached(
                 tuple(dict.fromkeys(i for i in t.includes if i)),
                 t.sabi,
                 t.where,
-                tuple(t.cuda_architectures),
+                definition_where=tuple(t.definition_where.items()),
+                cuda_architectures=tuple(t.cuda_architectures),
             )
         )
     cuda_archs = tuple(_split(cm.get("CUDA_ARCHS") or ""))
@@ -2022,8 +2029,9 @@ def explain_flags(
         add("CMake's nvcc rule (CMake >= 3.17)", "-forward-unknown-to-host-compiler")
     # ---- DEFINES (CMake emits them sorted)
     defs: list[tuple[str, str]] = []
+    where_of = dict(t.definition_where) if t else {}
     for d in t.definitions if t else ():
-        defs.append((f"-D{d}", f"{utils} / target_compile_definitions ({t.where if t else ''})"))
+        defs.append((f"-D{d}", f"target_compile_definitions ({where_of.get(d, '?')})"))
     if t and t.sabi:
         sabi = (
             t.sabi
@@ -2692,6 +2700,7 @@ def run_probe(
         "cpus": cpu_count(),
         "mem_available_gib": round(mem_available_gib(), 1),
         "loadavg_at_start": _loadavg(),
+        "wall_seconds": round(time.monotonic() - t_start, 1),
         "cpu_seconds": round((cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime), 1),
         "budget_s": budget_s,
         "units": [r.to_json() for r in results],

@@ -4,9 +4,9 @@ Not heavy (about 2-3 min together on 2 cores): unit choice and flags on the real
 (no compiler), and the deciding unit of the Float8_e8m0fnu question compiled to the front
 end against torch 2.6.0 (fails, quoting nvcc's line) and torch 2.7.1 (passes).
 
-Heavy (``-m heavy``; 4-7 min per cell on a shared 2-core machine, the full compile
-up to 16 min): the three whole cells at depth auto, and one unit fully compiled for
-sm_90 to measure what the front end saves.
+Heavy (``-m heavy``; 3-10 min per cell on a shared 2-core machine, the two full
+compiles about 5 and 15 min): the three whole cells at depth auto, and gptq_marlin.cu
+fully compiled for sm_90 to measure what stopping at the front end saves.
 """
 
 from __future__ import annotations
@@ -61,8 +61,11 @@ def test_unit_choice_on_real_trees() -> None:
     # read from CMakeLists.txt: MARLIN_ARCHS "8.0;8.7;9.0+PTX" against sm_90
     assert by[GPTQ_MARLIN].family == "MARLIN_ARCHS/MARLIN_SRCS"
     assert by[GPTQ_MARLIN].archs == ("sm_90", "compute_90")
-    cutlass = [u for u in units if u.needs == ("cutlass",)]
-    assert cutlass and all(u.archs in (("sm_90a",), ("sm_89", "compute_89")) for u in cutlass)
+    cutlass = {u.path: u for u in units if u.needs == ("cutlass",)}
+    # scaled_mm_c2x: "7.5;8.0;8.7;8.9+PTX" against 9.0 gives 8.9+PTX (PTX crosses majors);
+    # machete_pytorch.cu is appended to _C after its family's gencode call: nvcc's default
+    assert {u.archs for u in cutlass.values()} == {("sm_90a",), ("sm_89", "compute_89"), ()}
+    assert cutlass["csrc/quantization/machete/machete_pytorch.cu"].family == "target _C"
     fams = {u.family for u in units}
     assert {"CUDA_ARCHS/VLLM_EXT_SRC", "CUDA_ARCHS/VLLM_MOE_EXT_SRC", "SCALED_MM_ARCHS"} <= fams
 
@@ -160,12 +163,20 @@ def test_whole_cell(tmp_path: Path, vllm: str, torch: str, status: str) -> None:
 
 
 @pytest.mark.heavy
-def test_full_compile_costs_what_the_front_end_saves(tmp_path: Path) -> None:
-    """gptq_marlin.cu fully compiled for sm_90 (torch 2.7.1, where it compiles), stopped at
-    15 min: the front end's share of the whole unit."""
-    c = inputs("0.10.1", "2.7.1")
+@pytest.mark.parametrize(
+    ("vllm", "torch", "at_least"),
+    # measured: 0.10.1 (kernels moved to generated files) 3.2x; 0.8.5 (all Marlin
+    # instantiations in this unit) >= 11.7x, cicc still running when stopped at 15 min
+    [("0.10.1", "2.7.1", 2.0), ("0.8.5", "2.6.0", 8.0)],
+)
+def test_full_compile_costs_what_the_front_end_saves(
+    tmp_path: Path, vllm: str, torch: str, at_least: float
+) -> None:
+    """gptq_marlin.cu fully compiled for sm_90 where it compiles, stopped at 15 min: the
+    whole unit against its front end."""
+    c = inputs(vllm, torch)
     r = probe_cell(c, tmp_path, depth="codegen", only=[GPTQ_MARLIN], timeout_s=15 * 60)
     (u,) = r.details["units"]
     print(json.dumps({k: u[k] for k in ("status", "seconds", "front_end_s", "codegen_s", "steps")}))
     assert u["status"] in ("pass", "timeout")
-    assert u["front_end_s"] > 0 and u["seconds"] > 3 * u["front_end_s"]
+    assert u["front_end_s"] > 0 and u["seconds"] > at_least * u["front_end_s"]

@@ -995,3 +995,31 @@ def test_external_dir_from_pypi_checks_sha_and_version(
 def test_unit_names_are_flat() -> None:
     assert probe.Unit("csrc/a/b.cu", "", "cuda").name == "csrc__a__b.cu"
     assert os.sep not in probe.Unit("csrc/a/b.cu", "", "cuda").name
+
+
+def test_old_trees_take_arches_from_the_target(tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    (tree / "csrc").mkdir(parents=True)
+    (tree / "csrc" / "a.cu").write_text("")
+    (tree / "csrc" / "pybind.cpp").write_text("")
+    (tree / "CMakeLists.txt").write_text(
+        "add_library(_C MODULE csrc/a.cu csrc/pybind.cpp)\n"
+        'set_target_properties(_C PROPERTIES CUDA_ARCHITECTURES "80-real;90")\n'
+    )
+    m = probe.build_model(tree, "12.4.131", ("8.0",))
+    (fam,) = m.families
+    assert fam.arch_var == "target _C" and not fam.gated and fam.sources == ("csrc/a.cu",)
+    assert probe.unit_archs(m, "csrc/a.cu") == ("sm_80", "sm_90", "compute_90")
+    units = probe.select_units(tree, make_facts(), ("8.0",), "12.4.131", [])
+    assert [u.path for u in units] == ["csrc/pybind.cpp", "csrc/a.cu"]
+
+
+def test_an_arch_the_tree_does_not_build_is_a_warning(
+    stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
+    stage["cell"] = Cell("0.8.4", "2.6.0", "12.4", "debian", "3.12", ("12.0",))
+    r = run(stage, tmp_path / "work", depth="front-end")
+    assert r.details["cuda_archs"] == []
+    (w,) = [f for f in r.findings if f.rule == "probe-no-arch"]
+    assert w.level == "warn" and "12.0" in w.message
