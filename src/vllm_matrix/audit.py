@@ -283,6 +283,20 @@ def audit_wheel(wheel: Path, tk: Toolkit | None, archs: tuple[str, ...]) -> Stag
                         (o.path,),
                     )
                 )
+        foreign = [r for r in o.runpath if r.startswith("/")]
+        if foreign:
+            # torch's CMake bakes the build machine's torch/lib and CUDA dirs in: harmless
+            # where they don't exist, but a user's same path would take precedence over
+            # the system's libraries.
+            findings.append(
+                Finding(
+                    "runpath",
+                    "info",
+                    f"{o.path} RUNPATH holds build-machine paths: {':'.join(foreign)}",
+                    "libraries are found through the loaded torch; the entries can be "
+                    "stripped (patchelf --remove-rpath) if they matter",
+                )
+            )
         extra = [s for s in o.sass if s not in archs]
         if extra:
             findings.append(

@@ -19,6 +19,13 @@ machine can run it unattended and a stopped run resumes:
    ``dist/`` by rename: dist/ never holds half a wheel.
 
 ``audit_wheel`` and ``smoke`` (module ``audit``) check the result.
+
+Measured on the canary (vLLM 0.4.2, 2 shared cores): ninja starts each compile in a
+process group of its own, so ``kill -9`` of the build's process group leaves the
+running nvcc/cicc jobs behind as orphans; they are not in .ninja_log, so the next run
+compiles those units again (end them by their group ids first). ``cmake --build``
+relays ninja's output in bursts when it is not a terminal: the ``[n/N]`` lines (and so
+the progress messages) can lag; .ninja_log, which the "all targets" count reads, does not.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """probe on real cells: real vLLM sdists, Debian's CUDA 12.4, real torch headers, real nvcc.
 
-Not heavy (about 2-3 min together on 2 cores): unit choice and flags on the real trees
-(no compiler), and the deciding unit of the Float8_e8m0fnu question compiled to the front
-end against torch 2.6.0 (fails, quoting nvcc's line) and torch 2.7.1 (passes).
+Not heavy (about 2-4 min together on 2 cores): unit choice and flags on the real trees
+(no compiler), PyPI's nvidia-cutlass against the trees' pins (a 5 MB download, cached), and
+the deciding unit of the Float8_e8m0fnu question compiled to the front end against torch
+2.6.0 (fails, quoting nvcc's line) and torch 2.7.1 (passes).
 
-Heavy (``-m heavy``; 3-10 min per cell on a shared 2-core machine, the two full
-compiles about 5 and 15 min): the three whole cells at depth auto, and gptq_marlin.cu
-fully compiled for sm_90 to measure what stopping at the front end saves.
+Heavy (``-m heavy``; 3-12 min per cell on a shared 2-core machine, the two full
+compiles about 5 and 15 min, the CUTLASS unit about 3 min): the three whole cells at depth
+auto, gptq_marlin.cu fully compiled for sm_90 to measure what stopping at the front end
+saves, and a CUTLASS unit compiled with PyPI's CUTLASS.
 """
 
 from __future__ import annotations
@@ -180,3 +182,33 @@ def test_full_compile_costs_what_the_front_end_saves(
     print(json.dumps({k: u[k] for k in ("status", "seconds", "front_end_s", "codegen_s", "steps")}))
     assert u["status"] in ("pass", "timeout")
     assert u["front_end_s"] > 0 and u["seconds"] > at_least * u["front_end_s"]
+
+
+# ---------------------------------------------------------------- CUTLASS from PyPI
+
+
+def test_pypi_cutlass_matches_only_its_own_pin() -> None:
+    know = probe.load_knowledge()
+    t = source.get_tree("0.8.4")  # CUTLASS v3.8.0: PyPI has nvidia-cutlass 3.8.0.0
+    f = facts.read_facts(t.root, "0.8.4")
+    d = probe.external_dir(f, "cutlass", know, fetch=True)
+    assert d.path is not None and (d.path / "include" / "cutlass" / "cutlass.h").is_file()
+    assert "sha256:" in d.origin and "version.h: 3.8.0" in d.origin
+    unit = probe.Unit("csrc/quantization/cutlass_w8a8/scaled_mm_c2x.cu", "test", "cuda")
+    c = inputs("0.8.4", "2.6.0")
+    fl = probe.flags(unit, c["tree"], c["tk"], c["tv"], ("9.0",), c["facts"])
+    assert f"-I{d.path / 'include'}" in fl and f"-I{d.path / 'tools' / 'util' / 'include'}" in fl
+    for vllm in ("0.8.5", "0.10.1"):  # v3.9.0, v4.0.0: not on PyPI
+        t = source.get_tree(vllm)
+        miss = probe.external_dir(facts.read_facts(t.root, vllm), "cutlass", know, fetch=True)
+        assert miss.path is None and "VLLM_CUTLASS_SRC_DIR" in miss.origin
+
+
+@pytest.mark.heavy
+def test_a_cutlass_unit_compiles_with_pypi_cutlass(tmp_path: Path) -> None:
+    c = inputs("0.8.4", "2.6.0")
+    r = probe_cell(
+        c, tmp_path, depth="front-end", only=["csrc/quantization/cutlass_w8a8/scaled_mm_c2x.cu"]
+    )
+    (u,) = r.details["units"]
+    assert r.status == "pass" and u["status"] == "pass" and u["needs"] == ["cutlass"]

@@ -749,6 +749,47 @@ Dynamic section at offset 0xae500 contains 25 entries:
 """
 
 
+# Captured from the canary's wheel (vLLM 0.4.2, nvcc 12.4, TORCH_CUDA_ARCH_LIST=8.0).
+LIST_ELF_C = "".join(
+    f"ELF file {n:4d}: _C.cpython-311-x86_64-linux-gnu.{n}.sm_80.cubin\n" for n in range(1, 17)
+)
+LIST_PTX_C = (
+    "cuobjdump info    : No PTX file found to extract from "
+    "'/tmp/bw/fx/vllm/_C.cpython-311-x86_64-linux-gnu.so'. You may try with -all option.\n"
+)
+READELF_MOE_C = """\
+
+Dynamic section at offset 0x3eb28 contains 34 entries:
+  Tag        Type                         Name/Value
+ 0x0000000000000001 (NEEDED)             Shared library: [libtorch.so]
+ 0x0000000000000001 (NEEDED)             Shared library: [libtorch_python.so]
+ 0x0000000000000001 (NEEDED)             Shared library: [libcudart.so.12]
+ 0x0000000000000001 (NEEDED)             Shared library: [libtorch_cpu.so]
+ 0x0000000000000001 (NEEDED)             Shared library: [libtorch_cuda.so]
+ 0x0000000000000001 (NEEDED)             Shared library: [libc10_cuda.so]
+ 0x0000000000000001 (NEEDED)             Shared library: [libc10.so]
+ 0x0000000000000001 (NEEDED)             Shared library: [libstdc++.so.6]
+ 0x0000000000000001 (NEEDED)             Shared library: [libgcc_s.so.1]
+ 0x0000000000000001 (NEEDED)             Shared library: [libc.so.6]
+ 0x000000000000001d (RUNPATH)            Library runpath: [/lib/intel64:/lib/intel64_win:\
+/lib/win-x64:/root/.cache/vllm-matrix/envs/py3.11-torch2.3.0-full/lib/python3.11/site-packages/\
+torch/lib:/root/.cache/vllm-matrix/toolkits/debian-12.4/lib64/stubs:\
+/root/.cache/vllm-matrix/toolkits/debian-12.4/lib64:]
+ 0x000000000000000c (INIT)               0x9000
+"""
+
+
+def test_parse_the_canarys_real_output() -> None:
+    assert audit.parse_list_elf(LIST_ELF_C) == ("8.0",)
+    assert audit.count_entries(LIST_ELF_C) == 16
+    assert audit.parse_list_ptx(LIST_PTX_C) == ()
+    needed, runpath = audit.parse_readelf(READELF_MOE_C)
+    assert needed[:3] == ("libtorch.so", "libtorch_python.so", "libcudart.so.12")
+    assert "libc10.so" in needed and len(needed) == 10
+    assert runpath[0] == "/lib/intel64" and runpath[-1].endswith("debian-12.4/lib64")
+    assert len(runpath) == 6
+
+
 def test_parse_cuobjdump_lists() -> None:
     assert audit.parse_list_elf(LIST_ELF_TINY) == ("8.0",)
     assert audit.count_entries(LIST_ELF_TINY) == 2
