@@ -33,7 +33,6 @@ import ast
 import contextlib
 import functools
 import glob
-import hashlib
 import json
 import os
 import re
@@ -48,18 +47,17 @@ from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
 
-from packaging.version import InvalidVersion, Version
-
-from . import classify, index, proc, tomlfile
+from . import classify, proc, tomlfile
 from .apiscan import ApiHit
-from .cache import atomic_write_text, cache_root, locked, staging_dir
+from .cache import atomic_write_text
 from .config import Cell
 from .env import TorchEnv
 from .errors import MatrixError
+from .externals import ExternalDir, external_dir
 from .facts import SourceFacts
 from .fixups import Fixups, torch_arch_list
 from .results import FAIL, PASS, WARN, Finding, StageResult
-from .toolkit import Toolkit, unzip_wheel
+from .toolkit import Toolkit
 
 DEPTHS = ("auto", "front-end", "codegen")
 CUDA_SUFFIXES = (".cu",)
@@ -1892,101 +1890,6 @@ def unit_archs(model: BuildModel, src: str) -> tuple[str, ...]:
         gen = " ".join(t.gencode()) if t else ""
         out = re.findall(r"code=((?:sm|compute)_\d+[af]?)", gen or model.cuda_flags)
     return tuple(dict.fromkeys(out))
-
-
-# ==================================================================== externals
-
-
-@dataclass(frozen=True)
-class ExternalDir:
-    name: str
-    pin: str | None
-    path: Path | None
-    origin: str  # how it was found, or why not
-
-
-def _pin_version(pin: str | None) -> Version | None:
-    if not pin:
-        return None
-    try:
-        return Version(pin.lstrip("v"))
-    except InvalidVersion:
-        return None  # a commit hash: no release package can match it
-
-
-def _version_h(path: Path) -> str | None:
-    text = _read(path)
-    parts = [re.search(rf"#define CUTLASS_{k} (\d+)", text) for k in ("MAJOR", "MINOR", "PATCH")]
-    if not all(parts):
-        return None
-    return ".".join(m.group(1) for m in parts if m)
-
-
-def external_dir(
-    facts: SourceFacts, name: str, know: ProbeKnowledge, *, fetch: bool
-) -> ExternalDir:
-    """Where ``name``'s sources for this tree's pin are, without the network unless ``fetch``.
-
-    Order: the tree's own override variable (e.g. VLLM_CUTLASS_SRC_DIR) in our environment,
-    then the PyPI package at exactly the pinned version (sha256 from the index, unpacked
-    into the cache, its version header checked against the pin).
-    """
-    ext = next((e for e in facts.external if e.name == name), None)
-    spec = next((e for e in know.externals if e.name == name), None)
-    pin = ext.ref if ext else None
-    var = ext.env_var if ext and ext.env_var else f"VLLM_{name.upper()}_SRC_DIR"
-    given = os.environ.get(var)
-    if given and Path(given).is_dir():
-        return ExternalDir(name, pin, Path(given).resolve(), f"${var}")
-    if spec is None or spec.pypi is None:
-        return ExternalDir(name, pin, None, f"set {var}")
-    want = _pin_version(pin)
-    if want is None:
-        return ExternalDir(name, pin, None, f"pin {pin} is not a release: set {var}")
-    final = cache_root() / "externals" / f"{name}-{want}"
-    marker = final / ".vllm-matrix-external.json"
-    if marker.is_file():
-        d = json.loads(marker.read_text())
-        return ExternalDir(name, pin, final / spec.pypi_root, d["origin"])
-    if not fetch:
-        return ExternalDir(name, pin, None, f"not fetched yet; or set {var}")
-    try:
-        files = index.project_files(spec.pypi)
-    except MatrixError as exc:
-        return ExternalDir(name, pin, None, f"{spec.pypi} not reachable ({exc.message}); set {var}")
-    wheels = [f for f in files if f.kind == "wheel" and f.version == want and not f.yanked]
-    if not wheels:
-        have = ", ".join(str(v) for v in sorted({f.version for f in files}))
-        return ExternalDir(
-            name,
-            pin,
-            None,
-            f"PyPI {spec.pypi} has no {want} (has {have or 'nothing'}); set {var}",
-        )
-    w = wheels[0]
-    with locked(final):
-        if not marker.is_file():
-            data = index.download(w.url)
-            got = hashlib.sha256(data).hexdigest()
-            if got != w.sha256:
-                return ExternalDir(
-                    name, pin, None, f"{w.filename}: sha256 {got} != index {w.sha256}"
-                )
-            with staging_dir(final) as tmp:
-                wheel = tmp / w.filename
-                wheel.write_bytes(data)
-                unzip_wheel(wheel, tmp)
-                wheel.unlink()
-                found = _version_h(tmp / spec.pypi_root / spec.version_header)
-                if found is None or Version(found) != want:
-                    raise MatrixError(
-                        f"{w.filename}: {spec.version_header} says {found}, pin is {pin}",
-                        fix=f"set {var} to a {name} checkout at {pin}",
-                    )
-                origin = f"PyPI {w.filename} sha256:{w.sha256} ({spec.version_header}: {found})"
-                atomic_write_text(tmp / marker.name, json.dumps({"origin": origin}))
-    d = json.loads(marker.read_text())
-    return ExternalDir(name, pin, final / spec.pypi_root, d["origin"])
 
 
 # ==================================================================== flags

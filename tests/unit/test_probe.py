@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import probe
+from vllm_matrix import index, probe
 from vllm_matrix.apiscan import ApiHit
 from vllm_matrix.config import Cell
 from vllm_matrix.env import TorchEnv
@@ -798,7 +798,7 @@ def fake_tools(d: Path) -> Path:
 def stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     monkeypatch.setenv("VLLM_MATRIX_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("VLLM_CUTLASS_SRC_DIR", raising=False)
-    monkeypatch.setattr(probe.index, "project_files", lambda project: ())
+    monkeypatch.setattr(index, "project_files", lambda project: ())
     tools = fake_tools(tmp_path / "tools")
     tree = make_tree(tmp_path / "tree")
     tk = toolkit(tmp_path / "cuda", nvcc=tools / "nvcc")
@@ -939,57 +939,6 @@ def test_unknown_depth_is_refused(stage: dict[str, object], tmp_path: Path) -> N
 
     with pytest.raises(MatrixError, match="did you mean 'codegen'"):
         run(stage, tmp_path / "w", depth="codegn")
-
-
-def test_external_dir_from_pypi_checks_sha_and_version(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import hashlib
-    import io
-    import zipfile
-
-    from packaging.version import Version
-
-    from vllm_matrix import index
-
-    monkeypatch.setenv("VLLM_MATRIX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("VLLM_CUTLASS_SRC_DIR", raising=False)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr(
-            "cutlass_library/source/include/cutlass/version.h",
-            "#define CUTLASS_MAJOR 3\n#define CUTLASS_MINOR 8\n#define CUTLASS_PATCH 0\n",
-        )
-    data = buf.getvalue()
-    wheel = index.IndexFile(
-        "nvidia_cutlass-3.8.0.0-py3-none-any.whl",
-        "https://x/w.whl",
-        hashlib.sha256(data).hexdigest(),
-        Version("3.8.0.0"),
-        "wheel",
-        False,
-    )
-    monkeypatch.setattr(probe.index, "project_files", lambda project: (wheel,))
-    monkeypatch.setattr(probe.index, "download", lambda url: data)
-    know = probe.load_knowledge()
-    d = probe.external_dir(make_facts(), "cutlass", know, fetch=True)
-    assert d.path is not None and (d.path / "include" / "cutlass" / "version.h").is_file()
-    assert "sha256:" in d.origin and "3.8.0" in d.origin
-    # cached: no network the second time, even without fetch
-    monkeypatch.setattr(probe.index, "download", lambda url: pytest.fail("downloaded twice"))
-    assert probe.external_dir(make_facts(), "cutlass", know, fetch=False).path == d.path
-    # a pin PyPI does not have
-    other = make_facts()
-    other = SourceFacts(
-        **{
-            **other.__dict__,
-            "external": (
-                External("cutlass", None, "v4.0.0", "VLLM_CUTLASS_SRC_DIR", "CMakeLists.txt:1"),
-            ),
-        }
-    )
-    miss = probe.external_dir(other, "cutlass", know, fetch=True)
-    assert miss.path is None and "has no 4.0.0 (has 3.8.0.0)" in miss.origin
 
 
 def test_unit_names_are_flat() -> None:
