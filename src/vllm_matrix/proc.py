@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import subprocess
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +27,57 @@ class Completed:
     seconds: float
 
 
+def _ppid_pgrp(pid: int) -> tuple[int, int] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp ...
+    return int(fields[1]), int(fields[2])
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (from /proc), also those in process groups of
+    their own (ninja starts each compile in one)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            pp = _ppid_pgrp(int(d.name))
+            if pp is not None:
+                children.setdefault(pp[0], []).append(int(d.name))
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        for c in children.get(stack.pop(), []):
+            out.append(c)
+            stack.append(c)
+    return out
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal ``pid`` and everything below it, children first seen, so none escapes."""
+    for p in [*descendants(pid), pid]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, sig)
+
+
+def working_in(path: Path) -> list[int]:
+    """Live processes (not this one) whose working directory is inside ``path``: what a
+    killed run left running there (orphaned compilers keep writing into its build dir)."""
+    root = os.path.realpath(path)
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(d / "cwd")
+        except OSError:
+            continue
+        if cwd == root or cwd.startswith(root + os.sep):
+            found.append(int(d.name))
+    return found
+
+
 def run(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -40,7 +94,8 @@ def run(
     The command line is written to ``log`` first, then every output line as it
     arrives, so a killed run still leaves a readable log. ``on_line`` sees each
     line (progress bars). On failure with ``check`` a CommandError carries the
-    last lines of output.
+    last lines of output. ``timeout`` kills the command and everything it started
+    when it runs longer, printing or not (the return code is then -9).
     """
     args = tuple(os.fspath(a) for a in argv)
     full_env = dict(os.environ)
@@ -70,19 +125,24 @@ def run(
             bufsize=1,
         ) as proc:
             assert proc.stdout is not None
-            deadline = None if timeout is None else start + timeout
-            for line in proc.stdout:
-                tail.append(line)
-                if capture:
-                    kept.append(line)
-                if logf is not None:
-                    logf.write(line)
-                if on_line is not None:
-                    on_line(line)
-                if deadline is not None and time.monotonic() > deadline:
-                    proc.kill()
-                    break
-            rc = proc.wait()
+            timer = None
+            if timeout is not None:
+                timer = threading.Timer(timeout, kill_tree, (proc.pid,))
+                timer.daemon = True
+                timer.start()
+            try:
+                for line in proc.stdout:
+                    tail.append(line)
+                    if capture:
+                        kept.append(line)
+                    if logf is not None:
+                        logf.write(line)
+                    if on_line is not None:
+                        on_line(line)
+                rc = proc.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
     except FileNotFoundError as exc:
         raise CommandError(
             f"command not found: {args[0]}",
