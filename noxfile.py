@@ -68,8 +68,25 @@ def _build(session: nox.Session, version: str) -> None:
     )
 
 
+@nox.session(python=False)
+def current(session: nox.Session) -> None:
+    """vLLM in the active env (a Pixi/conda env or venv): its torch and toolkit, no env made.
+
+    nox -s current -- --vllm 0.8.5 [--depth build] [--arch 12.0]
+    """
+    _cli(session, "run", "--env", "current", *session.posargs)
+
+
+def _build_session(version: str) -> None:
+    def session_fn(session: nox.Session) -> None:
+        _build(session, version)
+
+    session_fn.__doc__ = f"Build vLLM {version}'s matrix cells: wheel into dist/, audit, smoke."
+    nox.session(python=False, name=f"build-{version}")(session_fn)
+
+
 for _v in _versions():
-    nox.session(python=False, name=f"build-{_v}")(lambda session, _v=_v: _build(session, _v))
+    _build_session(_v)
 
 
 @nox.session(python=False, name="bench-provision")
@@ -82,3 +99,15 @@ def bench_provision(session: nox.Session) -> None:
 def bench_preflight(session: nox.Session) -> None:
     """The shipped matrix at --depth preflight, warm caches: median of 5 wall times."""
     session.run("python", "benchmarks/preflight.py", *session.posargs, external=True)
+
+
+@nox.session(python=False, name="bench-probe")
+def bench_probe(session: nox.Session) -> None:
+    """The probe's three cells, warm toolkit/env, median of 3 (-- --write saves it)."""
+    session.run("python", "benchmarks/probe.py", *session.posargs, external=True)
+
+
+@nox.session(python=False, name="bench-build")
+def bench_build(session: nox.Session) -> None:
+    """The canary's build: tool vs the raw pip wheel it wraps, no-change rebuild, resume."""
+    session.run("python", "benchmarks/build.py", *session.posargs, external=True)

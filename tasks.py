@@ -50,6 +50,46 @@ def run(c: Context, matrix: str = "matrix.toml", depth: str = "preflight", cell:
     _run(["run", "--matrix", matrix, "--depth", depth] + (["--cell", cell] if cell else []))
 
 
+@task(
+    help={
+        "cell": "the cell (id or a unique part of it)",
+        "vllm": "a release: its cells in the matrix, or with --env current the version to build",
+        "env": "'current': build in the active env (its torch, its toolkit) instead of a cell's",
+        "arch": "with --env current: arches (default TORCH_CUDA_ARCH_LIST)",
+        "matrix": "matrix file",
+        "max_jobs": "MAX_JOBS (default: from cores and free RAM)",
+        "nvcc_threads": "NVCC_THREADS (default: from free RAM)",
+        "clean": "remake the work copy (no resume)",
+        "no_ccache": "build without ccache",
+        "force": "go on past a predicted failure",
+    }
+)
+def build(
+    c: Context,
+    cell: str = "",
+    vllm: str = "",
+    env: str = "",
+    arch: str = "",
+    matrix: str = "matrix.toml",
+    max_jobs: int = 0,
+    nvcc_threads: int = 0,
+    clean: bool = False,
+    no_ccache: bool = False,
+    force: bool = False,
+) -> None:
+    """Build a wheel into dist/ (probe first, then the build, audit and smoke stages)."""
+    argv = ["run", "--matrix", matrix, "--depth", "build"]
+    if env:
+        argv += ["--env", env, "--vllm", vllm] + (["--arch", arch] if arch else [])
+    else:
+        argv += ["--cell", cell or (f"vllm{vllm}-" if vllm else "")]
+    argv += (["--max-jobs", str(max_jobs)] if max_jobs else []) + (
+        ["--nvcc-threads", str(nvcc_threads)] if nvcc_threads else []
+    )
+    argv += (["--clean"] if clean else []) + (["--no-ccache"] if no_ccache else [])
+    _run(argv + (["--force"] if force else []))
+
+
 @task(help={"matrix": "matrix file"})
 def cells(c: Context, matrix: str = "matrix.toml") -> None:
     """List the matrix's cell ids."""
@@ -105,3 +145,28 @@ def derive_torch(c: Context, version: list[str]) -> None:
 def derive_pins(c: Context, write: bool = False) -> None:
     """vLLM release → torch pin for every sdist on the index."""
     _run(["derive-pins"] + (["--write"] if write else []))
+
+
+@task(
+    iterable=["git"],
+    help={
+        "vllm": "release (0.8.5), path:DIR or git:URL@TAG",
+        "git": "a local clone or mirror to export from (repeatable)",
+        "offline": "no git fetch: only --git dirs",
+        "json": "print JSON",
+    },
+)
+def prefetch(
+    c: Context,
+    vllm: str,
+    git: list[str] | None = None,
+    offline: bool = False,
+    json: bool = False,
+) -> None:
+    """Bring a vLLM version's FetchContent sources (CUTLASS, FA, FlashMLA) into the cache."""
+    _run(
+        ["prefetch", "--vllm", vllm]
+        + [a for d in git or [] for a in ("--git", d)]
+        + (["--offline"] if offline else [])
+        + (["--json"] if json else [])
+    )

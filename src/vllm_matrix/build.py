@@ -23,7 +23,8 @@ machine can run it unattended and a stopped run resumes:
 Measured on the canary (vLLM 0.4.2, 2 shared cores): ninja starts each compile in a
 process group of its own, so ``kill -9`` of the build's process group leaves the
 running nvcc/cicc jobs behind as orphans; they are not in .ninja_log, so the next run
-compiles those units again (end them by their group ids first). ``cmake --build``
+compiles those units again; it first ends whatever still runs inside the work copy
+(``proc.working_in``), so no orphan writes into the build dir beside ninja. ``cmake --build``
 relays ninja's output in bursts when it is not a terminal: the ``[n/N]`` lines (and so
 the progress messages) can lag; .ninja_log, which the "all targets" count reads, does not.
 """
@@ -71,6 +72,7 @@ __all__ = [
     "build_wheel",
     "local_label",
     "neutralise_pins",
+    "pip_wheel_argv",
     "plan_jobs",
     "prepare_work_copy",
     "relabel_wheel",
@@ -655,11 +657,18 @@ def _ninja_logged(src: Path) -> int:
 
 class OverallProgress:
     """(work edges built, work edges) over all targets, from build.ninja and .ninja_log:
-    counts what earlier, interrupted runs built too."""
+    counts what earlier, interrupted runs built too.
+
+    ninja prints an edge's ``[n/N]`` before it appends the edge to .ninja_log, so a count
+    read right after a status line can be behind by the edges just finished: while the
+    build runs the count is a lower bound (kept from going backwards); the build's last
+    message is read after ninja has exited, when the log is complete.
+    """
 
     def __init__(self, src: Path) -> None:
         self.src = src
         self._outputs: dict[Path, tuple[float, set[str]]] = {}
+        self._done = 0
 
     def __call__(self) -> tuple[int, int] | None:
         done = total = 0
@@ -676,7 +685,10 @@ class OverallProgress:
                 done += len(outs & ninja_logged(d))
             except OSError:
                 continue
-        return (done, total) if total else None
+        if not total:
+            return None
+        self._done = min(max(done, self._done), total)
+        return self._done, total
 
 
 # ------------------------------------------------------------------ version label
@@ -857,6 +869,28 @@ def _rotate(log: Path) -> None:
         os.replace(log, log.with_name(log.stem + ".prev" + log.suffix))
 
 
+def pip_wheel_argv(tv_full: TorchEnv, src: Path, wheelhouse: Path) -> list[str | os.PathLike[str]]:
+    """The command the build wraps: vLLM's documented build with an existing torch.
+
+    ``--no-build-isolation`` keeps the env's torch (the whole point); ``--no-deps`` and
+    ``--no-index`` keep pip from resolving or downloading anything: the env already holds
+    the build requirements (env variant "full").
+    """
+    return [
+        tv_full.python_exe,
+        "-m",
+        "pip",
+        "wheel",
+        "-v",
+        "--no-build-isolation",
+        "--no-deps",
+        "--no-index",
+        src,
+        "-w",
+        wheelhouse,
+    ]
+
+
 def _default_series() -> tuple[patches_mod.Patch, ...]:
     path = patches_mod.default_series()
     if not path.is_file():
@@ -884,15 +918,17 @@ def build_wheel(
     meminfo: Path = Path("/proc/meminfo"),
     interval: float = PROGRESS_INTERVAL,
     timeout: float | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> StageResult:
     """Build the cell's wheel into ``dist`` (see the module docstring).
 
     ``jobs`` / ``nvcc_threads`` override the sizing (default: the cell's options, else
     computed); ``series`` the patch series (default: the project's patches/series.toml);
     ``clean`` remakes the work copy (a from-scratch build); ``ccache=False`` keeps
-    ccache out (CCACHE_DISABLE) for a cold measurement. Ctrl-C stops the build, removes
-    temporary files and re-raises; kill -9 leaves only the work dir, which the next run
-    resumes.
+    ccache out (CCACHE_DISABLE) for a cold measurement; ``extra_env`` adds variables (the
+    FetchContent dependencies' ``*_SRC_DIR``, from ``externals.build_env``). Ctrl-C stops
+    the build, removes temporary files and re-raises; kill -9 leaves only the work dir,
+    which the next run resumes.
     """
     t0 = time.monotonic()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -915,6 +951,15 @@ def build_wheel(
             fix="; ".join(p.fix for p in fx.problems),
         )
     with locked(src):
+        # A killed run's compilers (ninja starts each in a process group of its own) may
+        # still be writing objects into the build dir: end them before ninja starts.
+        stale = proc.working_in(src) if src.exists() else []
+        for pid in stale:
+            proc.kill_tree(pid)
+        if stale:
+            details["ended_orphans"] = stale
+            if progress is not None:
+                progress(f"build: ended {len(stale)} processes a killed run left in {src}")
         _rotate(log)
         log.parent.mkdir(parents=True, exist_ok=True)
         left = _clear_partials(dist) if dist.is_dir() else []
@@ -956,6 +1001,7 @@ def build_wheel(
 
         env = fx.env()
         env.update(plan.env())
+        env.update(extra_env or {})
         # The status format progress parsing relies on (a user's NINJA_STATUS may differ).
         env["NINJA_STATUS"] = "[%f/%t] "
         env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
@@ -979,6 +1025,7 @@ def build_wheel(
         details["env"] = (
             fx.vars()
             | plan.env()
+            | dict(extra_env or {})
             | {k: env[k] for k in ("CCACHE_DIR", "CCACHE_BASEDIR", "CCACHE_DISABLE") if k in env}
         )
 
@@ -988,19 +1035,7 @@ def build_wheel(
         tracker = NinjaProgress(
             emit=progress, interval=interval, overall=OverallProgress(src), jobs=plan.jobs
         )
-        argv: list[str | os.PathLike[str]] = [
-            tv_full.python_exe,
-            "-m",
-            "pip",
-            "wheel",
-            "-v",
-            "--no-build-isolation",
-            "--no-deps",
-            "--no-index",
-            src,
-            "-w",
-            wheelhouse,
-        ]
+        argv = pip_wheel_argv(tv_full, src, wheelhouse)
         with log.open("a", encoding="utf-8") as fh:
             fh.write(
                 f"# vllm-matrix build of {cell.id}: work copy "
@@ -1038,6 +1073,13 @@ def build_wheel(
             }
         dirs = _build_dirs(src)
         total_edges = sum(ninja_work_edges(d / "build.ninja") for d in dirs)
+        whole = OverallProgress(src)()  # ninja has exited: .ninja_log is complete
+        if progress is not None and whole is not None:
+            progress(
+                f"build: pip wheel exited {done.returncode} after "
+                f"{fmt_seconds(time.monotonic() - t0)}; all targets {whole[0]}/{whole[1]} "
+                f"({100 * whole[0] // max(1, whole[1])}%)"
+            )
         steps = {
             "runs": [r.to_json() for r in tracker.runs],
             "no_work_runs": tracker.no_work,

@@ -15,11 +15,13 @@ from packaging.version import Version
 from . import (
     config,
     doctor,
+    externals,
     facts,
     index,
     knowledge,
     pins,
     pixi,
+    probe,
     report,
     results,
     runner,
@@ -72,20 +74,37 @@ def current_cell(vllm: str, arch: str | None) -> config.Cell:
     )
 
 
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build_options(args: argparse.Namespace) -> runner.BuildOptions:
+    return runner.BuildOptions(
+        max_jobs=getattr(args, "max_jobs", None),
+        nvcc_threads=getattr(args, "nvcc_threads", None),
+        clean=getattr(args, "clean", False),
+        ccache=not getattr(args, "no_ccache", False),
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    opts = build_options(args)
     if getattr(args, "env", None) == "current":
         if not args.vllm:
             raise MatrixError("--env current needs --vllm VERSION", fix="e.g. --vllm 0.8.5")
         cell = current_cell(args.vllm, args.arch)
         ws = runner.Workspace(Path.cwd())
-        stages = runner.run_cell(cell, ws, args.depth, force=args.force)
+        runner.check_depth(args.depth)
+        stages = runner.run_cell(cell, ws, args.depth, force=args.force, echo=_say, opts=opts)
         v = results.verdict_of(stages)
         print(
             f"{v.verdict:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else "")
         )
         return 0
     m, ws = _matrix(args)
-    done = runner.run_matrix(m, ws, args.depth, args.cell, force=getattr(args, "force", False))
+    done = runner.run_matrix(
+        m, ws, args.depth, args.cell, echo=_say, force=getattr(args, "force", False), opts=opts
+    )
     _, md = report.write(m, ws.results, ws.reports)
     if getattr(args, "json", False):
         print(
@@ -193,6 +212,44 @@ def cmd_derive_pins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    tree = source.get_tree(args.vllm)
+    f = facts.read_facts(tree.root, tree.version)
+    log = Path(args.log).resolve() if args.log else None
+    dirs = externals.prefetch(
+        f,
+        probe.load_knowledge(),
+        git_dirs=[Path(d) for d in args.git],
+        network=not args.offline,
+        log=log,
+    )
+    if args.json:
+        out = {
+            k: {
+                "pin": d.pin,
+                "status": d.status,
+                "path": str(d.path) if d.path else None,
+                "origin": d.origin,
+                "env_var": d.env_var,
+                "incomplete": list(d.incomplete),
+                "repo": d.repo,
+            }
+            for k, d in dirs.items()
+        }
+        print(json.dumps(out, indent=1))
+    else:
+        for d in dirs.values():
+            pin = d.pin if d.pin and len(d.pin) < 40 else (d.pin or "?")[:12]
+            where = f"{d.path}  ({d.origin})" if d.path else externals.reason(d)
+            print(f"{d.name:16} {pin:12} {d.status:10} {where}")
+    err = externals.missing_error(tree.version, dirs)
+    if err is None:
+        return 0
+    print(f"error: {err.message}", file=sys.stderr)
+    print(f"  fix: {err.fix}", file=sys.stderr)
+    return 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vllm-matrix", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -224,6 +281,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--env", help="'current': use the active env's toolkit and torch")
     s.add_argument("--vllm", help="with --env current: the vLLM version to check")
     s.add_argument("--arch", help="with --env current: arches (default TORCH_CUDA_ARCH_LIST)")
+    b = s.add_argument_group("--depth build")
+    b.add_argument("--max-jobs", type=int, help="MAX_JOBS (default: from cores and free RAM)")
+    b.add_argument("--nvcc-threads", type=int, help="NVCC_THREADS (default: from free RAM)")
+    b.add_argument("--clean", action="store_true", help="remake the work copy (no resume)")
+    b.add_argument("--no-ccache", action="store_true", help="build without ccache")
     s.set_defaults(fn=cmd_run)
 
     s = with_matrix(sub.add_parser("preflight", help="run = --depth preflight"))
@@ -244,6 +306,22 @@ def parser() -> argparse.ArgumentParser:
     s = with_matrix(sub.add_parser("pixi-snippet", help="pyproject.toml pieces for a Pixi project"))
     s.add_argument("--cell", required=True, help="the cell (id or a unique part of it)")
     s.set_defaults(fn=cmd_pixi_snippet)
+
+    s = sub.add_parser(
+        "prefetch", help="bring the FetchContent sources (CUTLASS, FA, FlashMLA) into the cache"
+    )
+    s.add_argument("--vllm", required=True, help="release (0.8.5), path:DIR or git:URL@TAG")
+    s.add_argument(
+        "--git",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a local clone or mirror (bare or not) to export from; repeatable",
+    )
+    s.add_argument("--offline", action="store_true", help="no git fetch: only --git dirs")
+    s.add_argument("--log", help="append every git command and its output here")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_prefetch)
 
     s = sub.add_parser("derive-torch", help="torch wheel facts as TOML (from the real wheels)")
     s.add_argument("versions", nargs="+")

@@ -128,6 +128,17 @@ def verdict_of(stages: list[StageResult]) -> Verdict:
                 SKIP: "SKIPPED",
                 INTERRUPTED: "UNKNOWN",
             }[s.status]
+            # What compiled stands when a later stage could not run (SKIPPED: not
+            # obtainable here, e.g. the build's sources; UNKNOWN: interrupted): the probe's
+            # PASS is still the deepest evidence, and the cause says what stopped it.
+            passed = [
+                p.stage
+                for p in stages[: stages.index(s)]
+                if p.stage in COMPILED and p.status in (PASS, WARN)
+            ]
+            if s.status in (SKIP, INTERRUPTED) and passed:
+                stopped = "interrupted" if s.status == INTERRUPTED else "skipped"
+                return Verdict("PASS", passed[-1], f"{s.stage} {stopped}: {cause}", fix, ev)
             # A prediction's depth is how far the cell got (--force may have gone on).
             return Verdict(name, depth if s.status == PREDICTED_FAIL else s.stage, cause, fix, ev)
     warns = [f for s in stages for f in s.findings if f.level == "warn"]

@@ -6,6 +6,7 @@ A stage runs only if the earlier ones allow it. Ctrl-C leaves a valid result
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -15,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from . import (
+    audit,
+    build,
     doctor,
+    externals,
     fixups,
     knowledge,
     patches,
@@ -34,10 +38,22 @@ from .results import FAIL, INTERRUPTED, PASS, SKIP, Finding, StageResult
 
 # Depths in order; later issues plug their stages in here.
 DEPTHS = ("preflight", "toolkit", "probe", "build")
-IMPLEMENTED = ("preflight", "toolkit", "probe")
 # The deepest depth that fits on any machine: the probe needs no GPU and minutes per cell.
 DEFAULT_DEPTH = "probe"
-LAST_STAGE = {"preflight": "preflight", "toolkit": "env", "probe": "probe"}  # depth -> stage
+LAST_STAGE = {"preflight": "preflight", "toolkit": "env", "probe": "probe", "build": "smoke"}
+# Stages that take minutes or hours: a result saying "interrupted" is written before each,
+# so a kill -9 (which runs no handler) still leaves a valid result naming where it stopped.
+LONG_STAGES = ("toolkit", "env", "probe", "build", "smoke")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What `run --depth build` takes beyond the cell (None: the cell's options, else sized)."""
+
+    max_jobs: int | None = None
+    nvcc_threads: int | None = None
+    clean: bool = False  # remake the work copy: a from-scratch build
+    ccache: bool = True
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,10 @@ class Workspace:
     def reports(self) -> Path:
         return self.root / "reports"
 
+    @property
+    def dist(self) -> Path:
+        return self.root / "dist"
+
     def logs(self, cell: Cell) -> Path:
         return self.results / "logs" / cell.id
 
@@ -61,11 +81,6 @@ def check_depth(depth: str) -> None:
         from .tomlfile import did_you_mean
 
         raise MatrixError(f"unknown depth '{depth}'", fix=did_you_mean(depth, DEPTHS))
-    if depth not in IMPLEMENTED:
-        raise MatrixError(
-            f"depth '{depth}' is not there yet: this version runs {', '.join(IMPLEMENTED)}",
-            fix=f"use --depth {IMPLEMENTED[-1]} (the {depth} stage is being built)",
-        )
 
 
 def _timed(stage: str, fn: Callable[[], StageResult]) -> StageResult:
@@ -90,6 +105,8 @@ def run_cell(
     depth: str = DEFAULT_DEPTH,
     mach: dict[str, Any] | None = None,
     force: bool = False,
+    echo: Callable[[str], None] | None = None,
+    opts: BuildOptions = BuildOptions(),
 ) -> list[StageResult]:
     """Stages up to ``depth``; a stage that fails/skips stops the cell, except that
     ``force`` goes on past a predicted failure (to check the prediction)."""
@@ -150,7 +167,9 @@ def run_cell(
         if cell.env == "current":
             tv = doctor.current_env()
         else:
-            tv = env_mod.provide(cell.python, cell.torch, "headers", log=log)
+            # The build imports torch and needs vLLM's build requirements: the full env.
+            variant = "full" if depth == "build" else "headers"
+            tv = env_mod.provide(cell.python, cell.torch, variant, log=log)
         fx = fixups.compute(state["toolkit"], tv, cell.arch)
         state["env"], state["fixups"] = tv, fx
         found = tuple(Finding("fixup", "fail", p.message, p.fix) for p in fx.problems)
@@ -206,6 +225,44 @@ def run_cell(
             )
         return r
 
+    def do_build() -> StageResult:
+        # The FetchContent sources come from the cache (inv prefetch) or PyPI; a missing
+        # one stops the build here, before anything compiles, saying how to bring it.
+        know = probe.load_knowledge()
+        dirs = externals.resolve_all(state["facts"], know, fetch=True)
+        missing = externals.missing_error(state["tree"].version, dirs)
+        if missing is not None:
+            raise NotAvailable(missing.message, fix=missing.fix)
+        r = build.build_wheel(
+            cell,
+            state["tree"],
+            state["toolkit"],
+            state["env"],
+            state["fixups"],
+            build.work_dir(cell),
+            ws.dist,
+            jobs=opts.max_jobs,
+            nvcc_threads=opts.nvcc_threads,
+            progress=echo,
+            series=patches.load_series(root=ws.root),
+            clean=opts.clean,
+            ccache=opts.ccache,
+            extra_env=externals.build_env(dirs),
+        )
+        if r.status in (PASS, results.WARN):
+            state["wheel"] = Path(r.details["wheel"])
+        sources = {
+            k: {"pin": d.pin, "path": str(d.path), "origin": d.origin} for k, d in dirs.items()
+        }
+        details = r.details | {"sources": sources}
+        return StageResult(r.stage, r.status, r.seconds, r.summary, r.findings, details, r.log)
+
+    def do_audit() -> StageResult:
+        return audit.audit_wheel(state["wheel"], state["toolkit"], tuple(cell.arch))
+
+    def do_smoke() -> StageResult:
+        return audit.smoke(state["wheel"], state["env"], state["toolkit"], build.work_dir(cell))
+
     plan: list[tuple[str, Callable[[], StageResult]]] = [
         ("source", do_source),
         ("facts", do_facts),
@@ -214,11 +271,23 @@ def run_cell(
         ("env", do_env),
         ("patches", do_patches),
         ("probe", do_probe),
+        ("build", do_build),
+        ("audit", do_audit),
+        ("smoke", do_smoke),
     ]
     last = LAST_STAGE[depth]
     try:
         for name, fn in plan:
             current = name
+            if name in LONG_STAGES:
+                placeholder = StageResult(
+                    name,
+                    INTERRUPTED,
+                    0.0,
+                    f"started {time.strftime('%Y-%m-%d %H:%M:%S')} by pid {os.getpid()} and "
+                    "did not finish (killed, or still running)",
+                )
+                results.write(ws.results, cell, [*stages, placeholder], mach)
             r = _timed(name, fn)
             stages.append(r)
             go_on = r.status in (PASS, results.WARN) or (
@@ -256,6 +325,7 @@ def run_matrix(
     select: str | None = None,
     echo: Callable[[str], None] | None = None,
     force: bool = False,
+    opts: BuildOptions = BuildOptions(),
 ) -> list[tuple[Cell, results.Verdict]]:
     check_depth(depth)
     echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -264,7 +334,7 @@ def run_matrix(
     out = []
     for n, cell in enumerate(cells, 1):
         t0 = time.monotonic()
-        stages = run_cell(cell, ws, depth, mach, force)
+        stages = run_cell(cell, ws, depth, mach, force, echo, opts)
         v = results.verdict_of(stages)
         echo(
             f"[{n}/{len(cells)}] {cell.id}: {v.verdict} at {v.depth} ({time.monotonic() - t0:.1f}s)"
@@ -273,4 +343,4 @@ def run_matrix(
     return out
 
 
-__all__ = ["DEPTHS", "SKIP", "Workspace", "check_depth", "run_cell", "run_matrix"]
+__all__ = ["DEPTHS", "SKIP", "BuildOptions", "Workspace", "check_depth", "run_cell", "run_matrix"]

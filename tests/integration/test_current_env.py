@@ -47,19 +47,23 @@ def seed_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return prefix, venv
 
 
-def run_current(prefix: Path, venv: Path, *args: str) -> proc.Completed:
+def current_environ(prefix: Path, venv: Path) -> dict[str, str]:
+    """The seed's shell: the conda prefix active, the venv first on PATH, nothing of ours."""
     environ = {
         k: v
         for k, v in os.environ.items()
         if k not in ("CUDA_HOME", "CUDA_PATH", "NVTOOLSEXT_PATH", "VIRTUAL_ENV")
     }
-    environ |= {
+    return environ | {
         "CONDA_PREFIX": str(prefix),
         "PATH": f"{venv / 'bin'}{os.pathsep}{environ.get('PATH', '')}",
     }
+
+
+def run_current(prefix: Path, venv: Path, *args: str) -> proc.Completed:
     return proc.run(
         [venv / "bin" / "python", "-m", "vllm_matrix", *args],
-        env=environ,
+        env=current_environ(prefix, venv),
         check=False,
         timeout=1800,
     )
@@ -78,3 +82,32 @@ def test_doctor_env_current_names_the_nvtx_problem_and_its_fixup(
     assert "NVTOOLSEXT_PATH" in fx and "lacks nvToolsExt.h" in fx["NVTOOLSEXT_PATH"]["reason"]
     assert not rep["problems"], rep["problems"]
     assert done.returncode == 0
+
+
+PROBE_085 = ("--vllm", "0.8.5", "--depth", "probe")
+
+
+@pytest.mark.heavy
+def test_probe_of_085_passes_in_the_seed_env(seed_env: tuple[Path, Path], tmp_path: Path) -> None:
+    # About 4-8 min on 2 cores: the 0.8.5 probe (front end of 8+ units) with the conda-layout
+    # toolkit and the venv's torch, through `run --env current` (no env is created).
+    prefix, venv = seed_env
+    (tmp_path / "patches").symlink_to(REPO / "patches")
+    environ = {"TORCH_CUDA_ARCH_LIST": "9.0"}
+    done = proc.run(
+        [venv / "bin" / "python", "-m", "vllm_matrix", "run", "--env", "current", *PROBE_085],
+        env=environ | current_environ(prefix, venv),
+        cwd=tmp_path,
+        check=False,
+        timeout=3600,
+    )
+    assert done.returncode == 0, done.output[-3000:]
+    (path,) = (tmp_path / "results").glob("*.json")
+    assert path.name == "vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm90-current.json"
+    d = json.loads(path.read_text())
+    stages = {s["stage"]: s for s in d["stages"]}
+    assert stages["toolkit"]["details"]["provider"] == "conda-prefix"
+    assert "NVTOOLSEXT_PATH" in {f["name"] for f in stages["env"]["details"]["fixups"]["set"]}
+    assert stages["probe"]["status"] == "pass", stages["probe"]["summary"]
+    assert d["verdict"]["verdict"] == "PASS" and d["verdict"]["depth"] == "probe"
+    print(stages["probe"]["summary"], stages["probe"]["seconds"])

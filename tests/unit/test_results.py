@@ -81,3 +81,21 @@ def test_forced_probe_failure_outranks_the_prediction() -> None:
     assert (v.verdict, v.depth) == ("FAIL", "probe") and "gptq_marlin.cu(911)" in v.cause
     v = results.verdict_of([st("preflight", "predicted-fail", pred), st("probe", "pass")])
     assert v.verdict == "PREDICTED-FAIL" and v.depth == "probe"
+
+
+def test_a_build_that_could_not_run_keeps_the_probes_pass() -> None:
+    miss = Finding("build", "skip", "missing sources: cutlass v3.9.0", "inv prefetch --vllm 0.8.5")
+    probed = [st("source", "pass"), st("probe", "pass")]
+    v = results.verdict_of([*probed, st("build", "skip", miss)])
+    assert (v.verdict, v.depth) == ("PASS", "probe")
+    assert v.cause == "build skipped: missing sources: cutlass v3.9.0"
+    assert v.fix == "inv prefetch --vllm 0.8.5"
+    v = results.verdict_of([*probed, st("build", "interrupted")])
+    assert (v.verdict, v.depth) == ("PASS", "probe") and v.cause.startswith("build interrupted")
+    # ... but a build that ran and failed is the verdict, and nothing compiled is no PASS.
+    bad = Finding("sig", "fail", "ptxas died", "less jobs")
+    assert results.verdict_of([*probed, st("build", "fail", bad)]).verdict == "FAIL"
+    v = results.verdict_of([st("source", "pass"), st("env", "pass"), st("probe", "skip", miss)])
+    assert v.verdict == "SKIPPED"
+    v = results.verdict_of([*probed, st("build", "pass"), st("audit", "fail", bad)])
+    assert (v.verdict, v.depth) == ("FAIL", "audit")

@@ -105,3 +105,128 @@ def test_shallower_rerun_keeps_deeper_stages(tmp_path: Path) -> None:
     results.write(ws.results, c, [*map(results.StageResult.from_json, d["stages"]), deeper])
     runner.run_cell(c, ws, "preflight")
     assert [s["stage"] for s in results.read(path)["stages"]][-1] == "toolkit"
+
+
+def test_a_killed_long_stage_leaves_an_interrupted_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kill -9 runs no handler: the result must already say where the run is, before the
+    # long stage starts. Read the file from inside the stage, as a kill would leave it.
+    ws = runner.Workspace(tmp_path / "ws")
+    c = cell(tree(tmp_path))
+    seen: dict[str, object] = {}
+
+    def provide(provider: str, version: str, **kw: object) -> object:
+        seen.update(results.read(ws.results / f"{c.id}.json"))
+        raise runner.NotAvailable("not here")
+
+    monkeypatch.setattr(runner.toolkit, "provide", provide)
+    runner.run_cell(c, ws, "toolkit")
+    stages = seen["stages"]
+    assert isinstance(stages, list) and stages[-1]["stage"] == "toolkit"
+    assert stages[-1]["status"] == "interrupted" and "did not finish" in stages[-1]["summary"]
+    assert seen["verdict"] == seen["verdict"] | {"verdict": "UNKNOWN", "depth": "toolkit"}
+    final = results.read(ws.results / f"{c.id}.json")  # and the finished run replaces it
+    assert final["stages"][-1]["status"] == "skip"
+
+
+def test_build_is_a_depth() -> None:
+    runner.check_depth("build")
+    assert runner.LAST_STAGE["build"] == "smoke"
+
+
+def build_fakes(
+    tmp: Path, monkeypatch: pytest.MonkeyPatch, sources: dict[str, object]
+) -> dict[str, object]:
+    """Fakes for every stage past preflight: what the runner hands from stage to stage."""
+    from vllm_matrix.env import TorchEnv
+    from vllm_matrix.externals import ExternalDir
+    from vllm_matrix.fixups import Fixup, Fixups
+    from vllm_matrix.toolkit import Toolkit
+
+    seen: dict[str, object] = {}
+    tk = Toolkit("debian", "12.4", "12.4.131", tmp / "tk", tmp / "tk/bin/nvcc", ("9.0",), 13, ())
+
+    def provide_env(python: str, torch: str, variant: str, **kw: object) -> TorchEnv:
+        seen["variant"] = variant
+        return TorchEnv(python, torch, variant, tmp, tmp / "py", tmp, "2.6.0+cu124", "12.4")
+
+    def build_wheel(*a: object, **kw: object) -> results.StageResult:
+        seen["build"] = kw | {"work": a[5], "dist": a[6]}
+        return results.StageResult("build", "pass", 0.0, "built", details={"wheel": "/w.whl"})
+
+    def audit_wheel(wheel: Path, tk_: object, archs: tuple[str, ...]) -> results.StageResult:
+        seen["audited"] = (wheel, archs)
+        return results.StageResult("audit", "pass", 0.0, "SASS 9.0")
+
+    def smoke(wheel: Path, *a: object) -> results.StageResult:
+        return results.StageResult(
+            "smoke",
+            "warn",
+            0.0,
+            "2/2 load",
+            (results.Finding("import-vllm", "warn", "deps", "pip install"),),
+        )
+
+    dirs = {
+        k: ExternalDir(
+            k,
+            "v1",
+            Path(str(v)) if v else None,
+            "cache" if v else "missing: not here",
+            f"{k.upper()}_SRC_DIR",
+        )
+        for k, v in sources.items()
+    }
+    monkeypatch.setattr(runner.toolkit, "provide", lambda *a, **kw: tk)
+    monkeypatch.setattr(runner.env_mod, "provide", provide_env)
+    monkeypatch.setattr(
+        runner.fixups, "compute", lambda *a: Fixups((Fixup("CUDA_HOME", "/tk", "x"),), ())
+    )
+    monkeypatch.setattr(
+        runner.probe,
+        "run_probe",
+        lambda *a, **kw: results.StageResult("probe", "pass", 1.0, "8 units"),
+    )
+    monkeypatch.setattr(runner.externals, "resolve_all", lambda *a, **kw: dirs)
+    monkeypatch.setattr(runner.build, "build_wheel", build_wheel)
+    monkeypatch.setattr(runner.audit, "audit_wheel", audit_wheel)
+    monkeypatch.setattr(runner.audit, "smoke", smoke)
+    return seen
+
+
+def test_build_depth_runs_build_audit_smoke_with_the_full_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = build_fakes(tmp_path, monkeypatch, {"cutlass": tmp_path / "cutlass"})
+    ws = runner.Workspace(tmp_path / "ws")
+    (ws.root / "patches").mkdir(parents=True)
+    (ws.root / "patches" / "series.toml").write_text("")
+    c = cell(tree(tmp_path))
+    said: list[str] = []
+    stages = runner.run_cell(c, ws, "build", echo=said.append, opts=runner.BuildOptions(max_jobs=1))
+    assert [s.stage for s in stages][-5:] == ["patches", "probe", "build", "audit", "smoke"]
+    assert seen["variant"] == "full"
+    kw = seen["build"]
+    assert isinstance(kw, dict)
+    assert kw["extra_env"] == {"CUTLASS_SRC_DIR": str(tmp_path / "cutlass")}
+    assert kw["jobs"] == 1 and kw["dist"] == ws.root / "dist" and kw["progress"] == said.append
+    assert kw["work"] == runner.build.work_dir(c)  # in the cache: a rerun resumes it
+    assert seen["audited"] == (Path("/w.whl"), ("9.0",))
+    v = results.verdict_of(stages)
+    assert (v.verdict, v.depth) == ("PASS", "smoke") and "deps" in v.cause
+
+
+def test_build_with_missing_sources_stops_before_compiling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = build_fakes(tmp_path, monkeypatch, {"cutlass": None})
+    ws = runner.Workspace(tmp_path / "ws")
+    (ws.root / "patches").mkdir(parents=True)
+    (ws.root / "patches" / "series.toml").write_text("")
+    c = cell(tree(tmp_path))
+    stages = runner.run_cell(c, ws, "build")
+    assert "build" not in seen and stages[-1].stage == "build" and stages[-1].status == "skip"
+    assert "cutlass" in stages[-1].summary and "inv prefetch" in stages[-1].findings[0].fix
+    v = results.verdict_of(stages)
+    assert (v.verdict, v.depth) == ("PASS", "probe") and v.cause.startswith("build skipped: ")
