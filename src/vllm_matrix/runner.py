@@ -112,6 +112,7 @@ def run_cell(
     ``force`` goes on past a predicted failure (to check the prediction)."""
     stages: list[StageResult] = []
     state: dict[str, Any] = {}
+    previous = _previous(ws, cell)  # read before this run's first write replaces it
     mach = mach or results.machine()
     current = "source"
 
@@ -199,6 +200,12 @@ def run_cell(
         )
 
     def do_probe() -> StageResult:
+        if depth == "build":
+            # A build reruns after a stop; the probe that passed for the same inputs
+            # (source, toolkit, torch, patches) minutes or hours ago still holds.
+            again = _passed_probe(previous, stages)
+            if again is not None:
+                return again
         r = probe.run_probe(
             cell,
             state["work_tree"],
@@ -299,19 +306,60 @@ def run_cell(
         stages.append(StageResult(current, INTERRUPTED, 0.0, "interrupted (Ctrl-C)"))
         results.write(ws.results, cell, stages, mach)
         raise
-    stages = _keep_deeper(ws, cell, stages)
+    stages = _keep_deeper(previous, stages)
     results.write(ws.results, cell, stages, mach)
     return stages
 
 
-def _keep_deeper(ws: Workspace, cell: Cell, stages: list[StageResult]) -> list[StageResult]:
-    """A shallower rerun must not erase what a deeper run found: when every stage of this
-    run came out as before, the earlier run's deeper stages are kept."""
-    path = ws.results / f"{cell.id}.json"
+# Stages whose summaries name the probe's inputs (source sha, nvcc, torch, patches).
+PROBE_INPUTS = ("source", "toolkit", "env", "patches")
+
+
+def _previous(ws: Workspace, cell: Cell) -> dict[str, Any] | None:
     try:
-        prev = [StageResult.from_json(s) for s in results.read(path)["stages"]]
+        return results.read(ws.results / f"{cell.id}.json")
     except (OSError, ValueError, KeyError):
+        return None
+
+
+def _passed_probe(d: dict[str, Any] | None, stages: list[StageResult]) -> StageResult | None:
+    """The earlier run's passing probe of this cell, if it ran on the same inputs."""
+    if d is None:
+        return None
+    prev = [StageResult.from_json(s) for s in d["stages"]]
+    old_probe = next((s for s in prev if s.stage == "probe"), None)
+    if old_probe is None or old_probe.status != PASS:
+        return None
+
+    def inputs(ss: list[StageResult]) -> list[tuple[str, str]]:
+        # The env's torch and Python, not its variant: the headers a probe reads are the
+        # same in the "headers" env and in the build's "full" env.
+        return [
+            (s.stage, s.summary.split(", ")[0] if s.stage == "env" else s.summary)
+            for s in ss
+            if s.stage in PROBE_INPUTS
+        ]
+
+    if inputs(prev) != inputs(stages):
+        return None
+    return StageResult(
+        "probe",
+        PASS,
+        old_probe.seconds,
+        f"{old_probe.summary} (reused: passed on the same inputs, {d['written']})",
+        old_probe.findings,
+        old_probe.details | {"reused_from": d["written"]},
+        old_probe.log,
+    )
+
+
+def _keep_deeper(d: dict[str, Any] | None, stages: list[StageResult]) -> list[StageResult]:
+    """A shallower rerun must not erase what a deeper run found: when every stage of this
+    run came out as before, the earlier run's deeper stages (``d``: the result as it was
+    before this run wrote its first placeholder) are kept."""
+    if d is None:
         return stages
+    prev = [StageResult.from_json(s) for s in d["stages"]]
     same = [(s.stage, s.status) for s in stages] == [
         (s.stage, s.status) for s in prev[: len(stages)]
     ]

@@ -230,3 +230,52 @@ def test_build_with_missing_sources_stops_before_compiling(
     assert "cutlass" in stages[-1].summary and "inv prefetch" in stages[-1].findings[0].fix
     v = results.verdict_of(stages)
     assert (v.verdict, v.depth) == ("PASS", "probe") and v.cause.startswith("build skipped: ")
+
+
+def test_a_build_rerun_reuses_the_probe_that_passed_on_the_same_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_fakes(tmp_path, monkeypatch, {})
+    ws = runner.Workspace(tmp_path / "ws")
+    (ws.root / "patches").mkdir(parents=True)
+    (ws.root / "patches" / "series.toml").write_text("")
+    c = cell(tree(tmp_path))
+    runner.run_cell(c, ws, "probe")  # the probe, with the headers env
+    probes: list[int] = []
+
+    def counted(*a: object, **kw: object) -> results.StageResult:
+        probes.append(1)
+        return results.StageResult("probe", "pass", 1.0, "8 units")
+
+    monkeypatch.setattr(runner.probe, "run_probe", counted)
+    stages = runner.run_cell(c, ws, "build")
+    probe_stage = next(s for s in stages if s.stage == "probe")
+    assert probes == [] and "reused" in probe_stage.summary
+    assert probe_stage.details["reused_from"]
+    # Other inputs (another torch) mean a new probe.
+    monkeypatch.setattr(
+        runner.env_mod,
+        "provide",
+        lambda py, torch, variant, **kw: runner.env_mod.TorchEnv(
+            py, torch, variant, tmp_path, tmp_path / "py", tmp_path, "2.6.0+cu126", "12.6"
+        ),
+    )
+    runner.run_cell(c, ws, "build")
+    assert probes == [1]
+
+
+def test_a_shallower_rerun_through_long_stages_keeps_the_deeper_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The toolkit depth writes placeholders (long stages); the probe found earlier must
+    # survive them.
+    build_fakes(tmp_path, monkeypatch, {})
+    ws = runner.Workspace(tmp_path / "ws")
+    (ws.root / "patches").mkdir(parents=True)
+    (ws.root / "patches" / "series.toml").write_text("")
+    c = cell(tree(tmp_path))
+    runner.run_cell(c, ws, "probe")
+    runner.run_cell(c, ws, "toolkit")
+    d = results.read(ws.results / f"{c.id}.json")
+    assert [s["stage"] for s in d["stages"]][-2:] == ["patches", "probe"]
+    assert d["verdict"]["verdict"] == "PASS"
