@@ -1683,11 +1683,41 @@ def include_closure(
                     todo.append(hit)
                     continue
             # outside the tree (a provided dependency) or nowhere: whose is it?
-            for e in know.externals:
-                if any(inc.startswith(p) for p in e.include_prefixes):
-                    needs.setdefault(e.name, f"{_rel(f, tree)}: #include <{inc}>")
+            ext = next(
+                (e for e in know.externals if any(inc.startswith(p) for p in e.include_prefixes)),
+                None,
+            )
+            if ext is not None:
+                needs.setdefault(ext.name, f"{_rel(f, tree)}: #include <{inc}>")
+            elif hit is None and (gen := generator_of(root, Path(inc).name)) is not None:
+                needs.setdefault(
+                    GENERATED, f"{_rel(f, tree)}: #include {inc}, written by {gen} at build time"
+                )
     files = tuple(sorted(_rel(f, tree) for f in seen))
     return files, needs
+
+
+# include_closure's name for "a file the build generates" (vLLM 0.20's marlin
+# kernel_selector.h, written by csrc/quantization/marlin/generate_kernels.py from CMake).
+GENERATED = "generated"
+
+
+@functools.lru_cache(maxsize=8)
+def _generator_texts(tree: Path) -> tuple[tuple[str, str], ...]:
+    """The tree's code generators (csrc/**/*.py) and CMake files, with their text."""
+    files = [*tree.glob("csrc/**/*.py"), *tree.glob("cmake/**/*.cmake"), tree / "CMakeLists.txt"]
+    return tuple((_rel(p, tree), _read(p)) for p in files if p.is_file())
+
+
+def generator_of(tree: Path, name: str) -> str | None:
+    """The generator script or CMake file of ``tree`` that names ``name`` (a header a unit
+    includes that the tree does not hold), if any."""
+    if not re.fullmatch(r"[\w.-]+\.(?:h|hpp|cuh|inc)", name):
+        return None
+    py = [rel for rel, text in _generator_texts(tree) if name in text and rel.endswith(".py")]
+    other = [rel for rel, text in _generator_texts(tree) if name in text]
+    found = py or other
+    return found[0] if found else None
 
 
 def _rel(path: Path, tree: Path) -> str:
@@ -2112,13 +2142,27 @@ def parse_dryrun(text: str) -> tuple[list[Step], dict[str, str]]:
             env[m.group(1)] = m.group(2).strip()
             continue
         try:
-            argv = tuple(shlex.split(body))
+            argv = tuple(_expand(a, env) for a in shlex.split(body))
         except ValueError:
             continue
         if not argv:
             continue
         steps.append(Step(_phase(argv), argv))
     return steps, env
+
+
+_VAR_REF = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def _expand(token: str, env: dict[str, str]) -> str:
+    """``$NAME`` / ``${NAME}`` of nvcc's own assignments, as its shell would expand them
+    (nvcc 13 calls ``"$CICC_PATH/cicc"``; 12.x found cicc on its PATH)."""
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        return env.get(name, m.group(0))
+
+    return _VAR_REF.sub(sub, token)
 
 
 def _phase(argv: Sequence[str]) -> str:
@@ -2443,6 +2487,13 @@ def run_probe(
         res = UnitResult(u)
         results.append(res)
         missing = [n for n in u.needs if n not in fetch_dirs]
+        if GENERATED in missing:
+            # A header the build writes (a code generator run from CMake): the probe does
+            # not run generators, so the unit cannot be compiled here; not a failure.
+            why = include_closure(tree, u.path, _search_dirs(model, tree, u.path), know)[1]
+            res.status = "not-probed"
+            res.note = f"not probed: needs a generated file ({why.get(GENERATED, '?')})"
+            continue
         if missing:
             ed = ext_dirs.get(missing[0])
             pin = ed.pin if ed else None
@@ -2541,7 +2592,9 @@ def run_probe(
                     "probe-not-probed",
                     "info",
                     f"{res.unit.path}: {res.note}",
-                    fix="set the dependency's *_SRC_DIR to a checkout at the pin",
+                    fix="only a full build compiles it (its generator runs at configure time)"
+                    if GENERATED in res.unit.needs
+                    else "set the dependency's *_SRC_DIR to a checkout at the pin",
                     source=next((e.source for e in know.externals if e.name in res.unit.needs), ""),
                 )
             )

@@ -624,6 +624,24 @@ def test_cutlass_need_is_found_through_headers(tmp_path: Path) -> None:
     assert needs == {"cutlass": "csrc/cutlass_extensions/common.hpp: #include <cutlass/cutlass.h>"}
 
 
+def test_a_header_the_build_generates_is_a_need_not_a_failure(tmp_path: Path) -> None:
+    # vLLM 0.20's marlin units include kernel_selector.h, which generate_kernels.py writes
+    # from CMake at configure time: the probe (which runs no generator) must say so.
+    tree = tmp_path / "tree"
+    marlin = tree / "csrc" / "quantization" / "marlin"
+    marlin.mkdir(parents=True)
+    (marlin / "generate_kernels.py").write_text('open("kernel_selector.h", "w").write(x)\n')
+    (marlin / "marlin.cu").write_text('#include <vector>\n#include "kernel_selector.h"\n')
+    know = probe.load_knowledge()
+    _, needs = probe.include_closure(tree, "csrc/quantization/marlin/marlin.cu", [], know)
+    assert needs == {
+        probe.GENERATED: "csrc/quantization/marlin/marlin.cu: #include kernel_selector.h, "
+        "written by csrc/quantization/marlin/generate_kernels.py at build time"
+    }
+    assert probe.generator_of(tree.resolve(), "vector") is None  # a system header
+    assert probe.generator_of(tree.resolve(), "other.h") is None
+
+
 def test_flags_and_their_sources(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "tree")
     tv = torch_env(tmp_path / "env")
@@ -701,6 +719,23 @@ def test_parse_dryrun() -> None:
     ]
     assert steps[0].argv[-3] == "a b.cu"
     assert env["PATH"].startswith("/cuda/nvvm/bin")
+
+
+def test_parse_dryrun_expands_nvcc13s_variables() -> None:
+    # nvcc 13.0 (PyPI's and /usr/local/cuda's alike) calls cicc through a variable; run
+    # unexpanded it was "command not found" (exit 127), found on the device machine.
+    text = "\n".join(
+        [
+            "#$ TOP=/cuda/bin/..",
+            "#$ CICC_PATH=/cuda/bin/../nvvm/bin",
+            '#$ "$CICC_PATH/cicc" --c++17 -arch compute_90 "k/a.cpp1.ii" -o "k/a.ptx"',
+            '#$ "${CICC_PATH}/cicc" -I$TOP/include $UNSET_ELSEWHERE',
+        ]
+    )
+    steps, _ = probe.parse_dryrun(text)
+    cicc = "/cuda/bin/../nvvm/bin/cicc"
+    assert steps[0].argv[0] == cicc and steps[0].phase == "device-codegen"
+    assert steps[1].argv == (cicc, "-I/cuda/bin/../include", "$UNSET_ELSEWHERE")
 
 
 def test_job_limit_uses_memavailable(tmp_path: Path) -> None:
