@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -803,7 +804,8 @@ for n, line in enumerate(open(ii), 1):
 """
 FAKE_CICC = """\
 #!PYTHON
-import sys
+import os, sys, time
+time.sleep(float(os.environ.get("FAKE_CICC_SLEEP", "0")))
 print("cicc", sys.argv[-1])
 open(sys.argv[sys.argv.index("-o") + 1], "w").write("ptx")
 """
@@ -929,6 +931,23 @@ def test_auto_codegen_respects_the_budget(
     assert units["csrc/quantization/gptq_marlin/gptq_marlin.cu"]["depth"] == "codegen"
     assert units["csrc/torch_bindings.cpp"]["depth"] == "front-end"  # not arch-gated
     assert "also codegen" in r.summary
+
+
+def test_auto_codegen_stops_at_the_budget_and_keeps_the_front_end(
+    stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The estimate fits, cicc then runs far longer (as on CUTLASS sm_120 kernels): the
+    # budget is a deadline, and the front end's pass stands.
+    monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
+    monkeypatch.setenv("FAKE_CICC_SLEEP", "60")
+    t = time.monotonic()
+    gm = "csrc/quantization/gptq_marlin/gptq_marlin.cu"
+    r = run(stage, tmp_path / "w", depth="auto", budget_s=4.0, only=[gm])
+    assert time.monotonic() - t < 30
+    (u,) = r.details["units"]
+    assert u["status"] == "pass" and u["depth"] == "front-end", u
+    assert "code generation stopped at the 4s budget" in u["note"]
+    assert r.status == "pass"
 
 
 def test_units_needing_an_absent_cutlass_are_not_probed(
