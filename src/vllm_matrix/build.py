@@ -893,8 +893,6 @@ def pip_wheel_argv(tv_full: TorchEnv, src: Path, wheelhouse: Path) -> list[str |
 
 def _default_series() -> tuple[patches_mod.Patch, ...]:
     path = patches_mod.default_series()
-    if not path.is_file():
-        path = Path(__file__).resolve().parents[2] / "patches" / patches_mod.SERIES
     return patches_mod.load_series(path) if path.is_file() else ()
 
 

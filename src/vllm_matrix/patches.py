@@ -80,9 +80,17 @@ class Applied:
 # The series file
 
 
+# The series shipped with vllm-matrix (its checkout's patches/; the package is installed
+# editable from there, as the README says).
+SHIPPED = Path(__file__).resolve().parents[2] / "patches" / SERIES
+
+
 def default_series(root: Path | None = None) -> Path:
-    """``<root>/patches/series.toml``; root is the project (matrix.toml's) directory."""
-    return (root or Path.cwd()) / "patches" / SERIES
+    """``<root>/patches/series.toml`` where the project (matrix.toml's directory) has its
+    own series; else the series shipped with vllm-matrix, so a matrix file kept elsewhere
+    still gets the patches."""
+    own = (root or Path.cwd()) / "patches" / SERIES
+    return own if own.is_file() or not SHIPPED.is_file() else SHIPPED
 
 
 def _nth_line(doc: tomlfile.TomlDoc, n: int) -> int:

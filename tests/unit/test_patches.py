@@ -343,3 +343,14 @@ def test_apply_never_writes_through_a_hard_link(tmp_path: Path) -> None:
     dst = copy_tree(src, tmp_path / "work", private=())
     apply_all(dst, (one_patch(tmp_path, "one", ONE),))
     assert _snapshot(src) == before and "added" in (dst / "CMakeLists.txt").read_text()
+
+
+def test_a_matrix_kept_elsewhere_gets_the_shipped_series(tmp_path: Path) -> None:
+    # benchmarks/accuracy/matrix.toml has no patches/ beside it: the shipped series
+    # applies (before this, every cell of such a matrix failed at the patches stage).
+    assert patches.default_series(tmp_path) == patches.SHIPPED
+    assert patches.load_series(root=tmp_path) == patches.load_series(patches.SHIPPED)
+    own = tmp_path / "patches" / "series.toml"
+    own.parent.mkdir()
+    own.write_text("")
+    assert patches.default_series(tmp_path) == own and patches.load_series(root=tmp_path) == ()
