@@ -576,7 +576,8 @@ assert args[:3] == ["-m", "pip", "wheel"], args
 src, out = args[args.index("-w") - 1], args[args.index("-w") + 1]
 mode = open(os.path.join(src, "MODE")).read().strip()
 keep = {{k: os.environ.get(k) for k in ("MAX_JOBS", "NVCC_THREADS", "NINJA_STATUS",
-        "TORCH_CUDA_ARCH_LIST", "CUDA_HOME", "CCACHE_DIR", "CCACHE_DISABLE")}}
+        "TORCH_CUDA_ARCH_LIST", "CUDA_HOME", "CCACHE_DIR", "CCACHE_DISABLE",
+        "CCACHE_BASEDIR", "CCACHE_NOHASHDIR")}}
 seen = {{"env": keep, "cwd": os.getcwd(), "argv": args}}
 json.dump(seen, open(os.path.join(src, "..", "seen.json"), "w"))
 bt = os.path.join(src, "build", "temp.linux-x86_64-cpython-311")
@@ -732,6 +733,8 @@ def test_ccache_is_used_when_on_path_and_can_be_disabled(tmp_path: Path) -> None
     )
     seen = json.loads((work / "seen.json").read_text())["env"]
     assert seen["CCACHE_DIR"] == str(cdir) and seen["CCACHE_DISABLE"] == "1"
+    # shared across work dirs: paths relative to the work copy, cwd not hashed (-g)
+    assert seen["CCACHE_BASEDIR"] == str(work / "src") and seen["CCACHE_NOHASHDIR"] == "1"
     assert r.details["ccache"]["enabled"] is False
     r = build.build_wheel(cell, tree, tk, tv, fx, work, tmp_path / "d", series=(), ccache_dir=cdir)
     assert r.details["ccache"]["delta"] == {"direct_cache_hit": 0, "cache_miss": 0}
