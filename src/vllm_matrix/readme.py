@@ -62,6 +62,16 @@ def blackwell(doc: dict[str, Any]) -> str:
             f"**Also serves sm_120 where its toolkit exists:** `{b['id']}` — "
             f"SKIPPED here: {b['cause']}."
         )
+    for o in (r for r in doc.get("other_runs", []) if _has_arch(r, "12.0")):
+        c = o["cell"]
+        probe = next((s["summary"] for s in o["stages"] if s["stage"] == "probe"), "")
+        gpu = (o.get("machine") or {}).get("gpu") or "no GPU"
+        out.append(
+            f"**Probed on another machine ({gpu}, its own torch {c['torch']} and CUDA "
+            f"{c['cuda']}):** `{o['id']}` — {o['verdict']} at {o['depth']}"
+            + (f": {probe}" if probe else "")
+            + "."
+        )
     if not good and not blocked:
         out.append("No cell of the matrix can serve sm_120 yet.")
     return "\n".join(out) + "\n"

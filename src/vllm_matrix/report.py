@@ -18,6 +18,8 @@ from .config import Matrix
 
 SCHEMA = "vllm-matrix/compat"
 SCHEMA_VERSION = 1
+# reports/<OTHER_DIR>/*.json: result files of runs on other machines (copied verbatim).
+OTHER_DIR = "device"
 
 DEPTH_WORDS = {
     "source": "source fetched",
@@ -34,7 +36,10 @@ DEPTH_WORDS = {
 }
 
 
-def collect(matrix: Matrix, results_dir: Path) -> dict[str, Any]:
+def collect(matrix: Matrix, results_dir: Path, other_dir: Path | None = None) -> dict[str, Any]:
+    """The matrix's cells from ``results_dir``; plus ``other_runs``: result files copied
+    from other machines into ``other_dir`` (e.g. ``--env current`` runs on the GPU
+    machine), reported as they are, beside the matrix."""
     rows: list[dict[str, Any]] = []
     for cell in matrix.cells:
         path = results_dir / f"{cell.id}.json"
@@ -57,47 +62,41 @@ def collect(matrix: Matrix, results_dir: Path) -> dict[str, Any]:
                 }
             )
             continue
-        d = results.read(path)
-        findings = [f | {"stage": s["stage"]} for s in d["stages"] for f in s["findings"]]
-        pre: dict[str, Any] = next(
-            (s["details"] for s in d["stages"] if s["stage"] == "preflight"), {}
-        )
-        mo, mo_ev = pre.get("modelopt_fp8", ""), pre.get("modelopt_evidence", "")
-        # Recomputed from the stages, so the report follows the current verdict rules.
-        vv = results.verdict_of([results.StageResult.from_json(x) for x in d["stages"]])
-        v = {
-            "verdict": vv.verdict,
-            "depth": vv.depth,
-            "cause": vv.cause,
-            "fix": vv.fix,
-            "evidence": list(vv.evidence),
-        }
-        rows.append(
-            {
-                "id": cell.id,
-                "cell": d["cell"],
-                "verdict": v["verdict"],
-                "depth": v["depth"],
-                "cause": v["cause"],
-                "fix": v["fix"],
-                "evidence": v["evidence"],
-                "findings": findings,
-                "modelopt_fp8": mo or "",
-                "modelopt_evidence": mo_ev or "",
-                "machine": d["machine"],
-                "stages": [
-                    {k: s[k] for k in ("stage", "status", "seconds", "summary", "log")}
-                    for s in d["stages"]
-                ],
-                "written": d["written"],
-            }
-        )
+        rows.append(_row(cell.id, results.read(path)))
+    others = sorted(other_dir.glob("*.json")) if other_dir and other_dir.is_dir() else []
     return {
         "schema": SCHEMA,
         "version": SCHEMA_VERSION,
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "matrix": matrix.path.name,
         "cells": rows,
+        "other_runs": [_row(p.stem, results.read(p)) for p in others],
+    }
+
+
+def _row(cell_id: str, d: dict[str, Any]) -> dict[str, Any]:
+    """One report row from a result envelope (verdict recomputed from its stages)."""
+    findings = [f | {"stage": s["stage"]} for s in d["stages"] for f in s["findings"]]
+    pre: dict[str, Any] = next((s["details"] for s in d["stages"] if s["stage"] == "preflight"), {})
+    mo, mo_ev = pre.get("modelopt_fp8", ""), pre.get("modelopt_evidence", "")
+    # Recomputed from the stages, so the report follows the current verdict rules.
+    vv = results.verdict_of([results.StageResult.from_json(x) for x in d["stages"]])
+    return {
+        "id": cell_id,
+        "cell": d["cell"],
+        "verdict": vv.verdict,
+        "depth": vv.depth,
+        "cause": vv.cause,
+        "fix": vv.fix,
+        "evidence": list(vv.evidence),
+        "findings": findings,
+        "modelopt_fp8": mo or "",
+        "modelopt_evidence": mo_ev or "",
+        "machine": d["machine"],
+        "stages": [
+            {k: s[k] for k in ("stage", "status", "seconds", "summary", "log")} for s in d["stages"]
+        ],
+        "written": d["written"],
     }
 
 
@@ -160,6 +159,36 @@ def render_md(doc: dict[str, Any]) -> str:
             disable_numparse=True,  # "3.10" and "9.0" are versions, not numbers
         )
     )
+    others = doc.get("other_runs", [])
+    if others:
+        out += [
+            "",
+            "## Runs on other machines",
+            "",
+            f"Result files copied into `reports/{OTHER_DIR}/` from runs elsewhere "
+            "(`nox -s current` / `--env current`: that machine's own torch and toolkit), "
+            "verdicts recomputed like the matrix's.",
+            "",
+        ]
+        table = [
+            [
+                f"`{r['id']}`",
+                f"**{r['verdict']}**",
+                DEPTH_WORDS.get(r["depth"], r["depth"]),
+                _short(next((s["summary"] for s in r["stages"] if s["stage"] == r["depth"]), "")),
+                _short(r["cause"]) or "—",
+                results.machine_label(r["machine"]) if r["machine"] else "—",
+            ]
+            for r in others
+        ]
+        out.append(
+            tabulate(
+                table,
+                headers=["run", "verdict", "depth", "what it did", "cause", "machine"],
+                tablefmt="github",
+                disable_numparse=True,
+            )
+        )
     out += ["", "## Details", ""]
     for r in doc["cells"]:
         c = r["cell"]
@@ -195,7 +224,7 @@ def render_md(doc: dict[str, Any]) -> str:
 
 
 def write(matrix: Matrix, results_dir: Path, reports_dir: Path) -> tuple[Path, Path]:
-    doc = collect(matrix, results_dir)
+    doc = collect(matrix, results_dir, reports_dir / OTHER_DIR)
     j, m = reports_dir / "compat.json", reports_dir / "compat.md"
     atomic_write_text(j, json.dumps(doc, indent=1) + "\n")
     atomic_write_text(m, render_md(doc))

@@ -51,3 +51,17 @@ def test_blackwell_section_is_regenerated_between_markers(tmp_path: Path) -> Non
     assert "**Recommended:** vLLM 0.20.0" in text and "`b-sm120`" in text
     assert "(evidence: src) — https://x" in text
     assert not readme.update(tmp_path / "none.md", doc)
+
+
+def test_a_run_elsewhere_that_targets_sm120_is_named_with_its_machine() -> None:
+    other = row("d-sm120-current", "12.0", "PASS", "probe") | {
+        "machine": {"gpu": "NVIDIA H200"},
+        "stages": [{"stage": "probe", "summary": "12 units, all passed"}],
+    }
+    doc = {"generated": "T", "cells": [row("b-sm120", "12.0", "PREFLIGHT-OK", "env")]}
+    text = readme.blackwell(doc | {"other_runs": [other]})
+    assert (
+        "**Probed on another machine (NVIDIA H200, its own torch 2.11.0 and CUDA 13.0):**" in text
+    )
+    assert "`d-sm120-current` — PASS at probe: 12 units, all passed." in text
+    assert "Probed on another" not in readme.blackwell(doc)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -279,3 +280,32 @@ def test_a_shallower_rerun_through_long_stages_keeps_the_deeper_ones(
     d = results.read(ws.results / f"{c.id}.json")
     assert [s["stage"] for s in d["stages"]][-2:] == ["patches", "probe"]
     assert d["verdict"]["verdict"] == "PASS"
+
+
+def test_report_lists_runs_copied_from_other_machines(tmp_path: Path) -> None:
+    from vllm_matrix import report
+
+    root = tree(tmp_path, "")
+    m = tmp_path / "matrix.toml"
+    m.write_text(
+        f'[[cell]]\nvllm = "0.8.5"\ntorch = "2.6.0"\ncuda = "12.4"\nprovider = "debian"\n'
+        f'python = "3.12"\narch = ["9.0"]\nsource = "path:{root}"\n'
+    )
+    ws = runner.Workspace(tmp_path)
+    runner.run_matrix(load_matrix(m), ws, "preflight", echo=lambda s: None)
+    other = ws.reports / "device"
+    other.mkdir(parents=True)
+    c = cell(root)
+    stages = [
+        results.StageResult("source", "pass", 0.0, "x"),
+        results.StageResult("probe", "pass", 9.0, "3 units, all passed"),
+    ]
+    (other / "elsewhere.json").write_text(
+        json.dumps(results.envelope(c, stages, {"gpu": "H200", "cpus": 16}))
+    )
+    _, md = report.write(load_matrix(m), ws.results, ws.reports)
+    text = md.read_text()
+    assert "## Runs on other machines" in text and "`elsewhere`" in text
+    assert "3 units, all passed" in text
+    doc = json.loads((ws.reports / "compat.json").read_text())
+    assert [r["verdict"] for r in doc["other_runs"]] == ["PASS"]
