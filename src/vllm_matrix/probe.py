@@ -1689,7 +1689,7 @@ def include_closure(
             )
             if ext is not None:
                 needs.setdefault(ext.name, f"{_rel(f, tree)}: #include <{inc}>")
-            elif hit is None and (gen := generator_of(root, Path(inc).name)) is not None:
+            elif hit is None and "/" not in inc and (gen := generator_of(root, inc)) is not None:
                 needs.setdefault(
                     GENERATED, f"{_rel(f, tree)}: #include {inc}, written by {gen} at build time"
                 )
@@ -1704,9 +1704,8 @@ GENERATED = "generated"
 
 @functools.lru_cache(maxsize=8)
 def _generator_texts(tree: Path) -> tuple[tuple[str, str], ...]:
-    """The tree's code generators (csrc/**/*.py) and CMake files, with their text."""
-    files = [*tree.glob("csrc/**/*.py"), *tree.glob("cmake/**/*.cmake"), tree / "CMakeLists.txt"]
-    return tuple((_rel(p, tree), _read(p)) for p in files if p.is_file())
+    """The tree's code generators (csrc/**/*.py), with their text."""
+    return tuple((_rel(p, tree), _read(p)) for p in tree.glob("csrc/**/*.py") if p.is_file())
 
 
 def generator_of(tree: Path, name: str) -> str | None:
@@ -1714,9 +1713,9 @@ def generator_of(tree: Path, name: str) -> str | None:
     includes that the tree does not hold), if any."""
     if not re.fullmatch(r"[\w.-]+\.(?:h|hpp|cuh|inc)", name):
         return None
-    py = [rel for rel, text in _generator_texts(tree) if name in text and rel.endswith(".py")]
-    other = [rel for rel, text in _generator_texts(tree) if name in text]
-    found = py or other
+    # Code generators only: a CMake file naming a header (deepgemm.cmake names torch's
+    # shim.h) is no evidence that the build writes it.
+    found = [rel for rel, text in _generator_texts(tree) if name in text]
     return found[0] if found else None
 
 

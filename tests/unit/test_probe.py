@@ -1026,3 +1026,19 @@ def test_an_arch_the_tree_does_not_build_is_a_warning(
     assert r.details["cuda_archs"] == []
     (w,) = [f for f in r.findings if f.rule == "probe-no-arch"]
     assert w.level == "warn" and "12.0" in w.message
+
+
+def test_a_header_named_only_by_cmake_or_with_a_directory_is_not_generated(
+    tmp_path: Path,
+) -> None:
+    # vLLM 0.27: torch_utils.h includes torch/csrc/inductor/aoti_torch/c/shim.h (torch's own
+    # header, outside the tree) and deepgemm.cmake names shim.h: not a generated file.
+    tree = tmp_path / "tree"
+    (tree / "cmake").mkdir(parents=True)
+    (tree / "cmake" / "deepgemm.cmake").write_text("# copies shim.h\n")
+    (tree / "csrc").mkdir()
+    (tree / "csrc" / "gen.py").write_text("# writes shim.h\n")
+    (tree / "csrc" / "u.cu").write_text('#include "torch/csrc/inductor/aoti_torch/c/shim.h"\n')
+    _, needs = probe.include_closure(tree, "csrc/u.cu", [], probe.load_knowledge())
+    assert needs == {}
+    assert probe.generator_of(tree.resolve(), "x.h") is None
