@@ -55,10 +55,13 @@ def kill_and_recover(what: str, after: float, tmp: Path) -> dict[str, object]:
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     t = time.monotonic()
-    r = subprocess.run([sys.executable, "-c", CODE[what]], env=env, capture_output=True,
-                       text=True)
-    return {"killed_after_s": after, "rerun_rc": r.returncode,
-            "rerun_s": round(time.monotonic() - t, 1), "tail": r.stderr[-300:]}
+    r = subprocess.run([sys.executable, "-c", CODE[what]], env=env, capture_output=True, text=True)
+    return {
+        "killed_after_s": after,
+        "rerun_rc": r.returncode,
+        "rerun_s": round(time.monotonic() - t, 1),
+        "tail": r.stderr[-300:],
+    }
 
 
 def main() -> None:
@@ -70,21 +73,31 @@ def main() -> None:
             env = fresh_env(tmp)
             for k, code in CODE.items():
                 raw[k].append(round(timed(code, env), 1))
-            out = subprocess.run([sys.executable, "-c", SECOND_CELL.format(ws=str(tmp / "ws"))],
-                                 env=env, capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", SECOND_CELL.format(ws=str(tmp / "ws"))],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             second.append(round(float(out.split()[0]), 2))
     kills = {}
     for what, after in (("debian-12.4", 20.0), ("env-py3.12-torch2.6.0", 10.0)):
         with tempfile.TemporaryDirectory(prefix="bench-kill-") as d:
             kills[what] = kill_and_recover(what, after, Path(d))
-    print(json.dumps({
-        "rounds": ROUNDS,
-        "cold_median_s": {k: statistics.median(v) for k, v in raw.items()},
-        "cold_raw_s": raw,
-        "second_cell_ready_median_s": statistics.median(second),
-        "second_cell_raw_s": second,
-        "kill_and_recover": kills,
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "rounds": ROUNDS,
+                "cold_median_s": {k: statistics.median(v) for k, v in raw.items()},
+                "cold_raw_s": raw,
+                "second_cell_ready_median_s": statistics.median(second),
+                "second_cell_raw_s": second,
+                "kill_and_recover": kills,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,196 @@
+"""Benchmark: the canary's build (vLLM 0.4.2 x torch 2.3.0 x Debian CUDA 12.4 x sm_80 x py3.11).
+
+Measured side by side, in one run, with the same warm ccache (CCACHE_DIR of the cache):
+1. overhead: the tool's build (``build.build_wheel``, clean work copy) against the raw
+   command it wraps (``build.pip_wheel_argv`` with the same environment, in a prepared
+   copy of the same patched tree), alternating, BENCH_ROUNDS rounds (default 2);
+2. no-change rebuild: the tool's build again on the kept work dir (ninja has nothing to
+   do), to compare with a cold build (the cold number comes from a separate run: a cold
+   build is ~1.5 h here and is not repeated by this script);
+3. resume: a clean tool build killed with SIGKILL (its process group, and the compilers
+   ninja started in groups of their own) once half of the work edges are in .ninja_log,
+   then run again: how many steps the second run did, and its wall time.
+
+Each build runs in a child process; wall, CPU (user+sys) and the largest descendant's
+RSS come from wait4(). Prints one JSON object; ``--write`` saves it to
+reports/bench/build.json. Run: nox -s bench-build [-- --write]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parents[1]
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+
+SETUP = """
+import json, sys
+from pathlib import Path
+from vllm_matrix import build, env, fixups, patches, source, toolkit
+from vllm_matrix.config import Cell
+cell = Cell("0.4.2", "2.3.0", "12.4", "debian", "3.11", ("8.0",))
+tree = source.get_tree(cell.source_spec)
+tk = toolkit.provide(cell.provider, cell.cuda)
+tv = env.provide(cell.python, cell.torch, "full")
+fx = fixups.compute(tk, tv, cell.arch)
+series = patches.load_series(patches.default_series(Path(sys.argv[1])))
+work = Path(sys.argv[2])
+"""
+TOOL = (
+    SETUP
+    + """
+r = build.build_wheel(cell, tree, tk, tv, fx, work, work / "dist", series=series,
+                      clean=sys.argv[3] == "clean", progress=lambda m: print(m, flush=True))
+print("RESULT " + json.dumps({"status": r.status, "summary": r.summary,
+      "steps": r.details.get("steps"), "ccache": r.details.get("ccache"),
+      "resources": r.details.get("resources")}))
+"""
+)
+# The raw side: the same patched, pin-neutralised tree (made untimed here), then only the
+# command the tool wraps, with the environment the tool gives it.
+RAW_PREP = (
+    SETUP
+    + """
+wc = build.prepare_work_copy(tree, work / "src", patches.select(series, tree.version), clean=True)
+mem = build.mem_available_gib(Path("/proc/meminfo").read_text())
+plan = build.plan_jobs(build.cpu_count(), mem, len(cell.arch))
+e = fx.env() | plan.env() | {"NINJA_STATUS": "[%f/%t] ", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+     "CCACHE_DIR": str(build.cache_root() / "ccache"), "CCACHE_BASEDIR": str(work / "src"),
+     "CCACHE_MAXSIZE": build.CCACHE_MAXSIZE}
+argv = [str(a) for a in build.pip_wheel_argv(tv, work / "src", work / "wheelhouse")]
+print("RESULT " + json.dumps({"argv": argv, "env": e}))
+"""
+)
+
+
+def child(
+    argv: list[str], env: dict[str, str] | None = None, kill_when: Any = None
+) -> dict[str, Any]:
+    """Run argv in its own process group; wall, CPU and peak RSS from wait4()."""
+    fd, name = tempfile.mkstemp(prefix="bench-build-", suffix=".log")
+    out = os.fdopen(fd, "w")
+    t = time.monotonic()
+    p = subprocess.Popen(
+        argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    killed = False
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if kill_when is not None and not killed and kill_when():
+            kill_tree(p.pid)
+            killed = True
+        time.sleep(1)
+    wall = time.monotonic() - t
+    out.close()
+    text = Path(name).read_text(errors="replace")
+    res = next((json.loads(x[7:]) for x in text.splitlines() if x.startswith("RESULT ")), None)
+    return {
+        "wall_s": round(wall, 1),
+        "cpu_s": round(ru.ru_utime + ru.ru_stime, 1),
+        "peak_rss_mib": round(ru.ru_maxrss / 1024),
+        "exit": os.waitstatus_to_exitcode(status),
+        "killed": killed,
+        "result": res,
+        "log": name,
+    }
+
+
+def kill_tree(pgid: int) -> None:
+    """SIGKILL the build's process group and every process descended from it (ninja puts
+    each compile in a group of its own): what a kill of the whole job does."""
+    doomed = {pgid}
+    grew = True
+    while grew:
+        grew = False
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit() or int(d.name) in doomed:
+                continue
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) in doomed or int(fields[2]) == pgid:  # ppid, pgrp
+                doomed.add(int(d.name))
+                grew = True
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def half_done(work: Path) -> Any:
+    from vllm_matrix import build
+
+    def check() -> bool:
+        dirs = build._build_dirs(work / "src")
+        total = sum(
+            build.ninja_work_edges(d / "build.ninja") for d in dirs if (d / "build.ninja").is_file()
+        )
+        logged = sum(len(build.ninja_logged(d)) for d in dirs)
+        return total > 0 and logged >= total / 2
+
+    return check
+
+
+def tool(work: Path, clean: bool, kill_when: Any = None) -> dict[str, Any]:
+    mode = "clean" if clean else "keep"
+    return child([sys.executable, "-c", TOOL, str(HERE), str(work), mode], kill_when=kill_when)
+
+
+def raw(work: Path) -> dict[str, Any]:
+    prep = child([sys.executable, "-c", RAW_PREP, str(HERE), str(work)])
+    spec = prep["result"]
+    shutil.rmtree(work / "wheelhouse", ignore_errors=True)
+    r = child(spec["argv"], env=spec["env"])
+    r["wheels"] = [p.name for p in (work / "wheelhouse").glob("*.whl")]
+    return r
+
+
+def main() -> None:
+    base = Path(tempfile.mkdtemp(prefix="bench-build-"))
+    out: dict[str, Any] = {"rounds": ROUNDS, "cores": os.cpu_count(), "work": str(base)}
+    rows: dict[str, list[dict[str, Any]]] = {"tool": [], "raw": []}
+    for n in range(ROUNDS):
+        order = ("raw", "tool") if n % 2 == 0 else ("tool", "raw")
+        for side in order:
+            r = raw(base / "raw") if side == "raw" else tool(base / "tool", clean=True)
+            rows[side].append(r)
+            print(f"round {n + 1} {side}: {r['wall_s']} s", file=sys.stderr, flush=True)
+    med = {k: statistics.median(r["wall_s"] for r in v) for k, v in rows.items()}
+    out["overhead"] = {
+        "median_wall_s": med,
+        "overhead_s": round(med["tool"] - med["raw"], 1),
+        "overhead_ratio": round(med["tool"] / med["raw"] - 1, 4),
+        "raw": rows,
+    }
+    nochange = tool(base / "tool", clean=False)
+    out["no_change_rebuild"] = nochange
+    print(f"no-change rebuild: {nochange['wall_s']} s", file=sys.stderr, flush=True)
+    first = tool(base / "resume", clean=True, kill_when=half_done(base / "resume"))
+    time.sleep(2)
+    second = tool(base / "resume", clean=False)
+    out["resume"] = {"killed_run": first, "resumed_run": second}
+    print(
+        f"resume: killed after {first['wall_s']} s, resumed in {second['wall_s']} s",
+        file=sys.stderr,
+    )
+    text = json.dumps(out, indent=1)
+    print(text)
+    if "--write" in sys.argv[1:]:
+        (HERE / "reports" / "bench" / "build.json").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
