@@ -39,6 +39,8 @@ import re
 import resource
 import shlex
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -2253,6 +2255,9 @@ class _UnitRunner:
                 with contextlib.suppress(OSError):
                     Path(p).unlink()
             return True
+        if _STOP.is_set():
+            res.status, res.note = "interrupted", "stopped by Ctrl-C"
+            return False
         left = self.timeout_s - res.seconds
         if left <= 0:
             res.status = "timeout"
@@ -2513,8 +2518,7 @@ def run_probe(
         else:
             r.run(first_depth, res)
 
-    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-        list(pool.map(phase1, runners))
+    _run_all(phase1, runners, n_jobs)
 
     # depth auto: code generation for the lowest arch of arch-gated units that passed their
     # front end, cheapest first, while the estimate fits the rest of the budget.
@@ -2564,8 +2568,7 @@ def run_probe(
                 )
 
         if plan:
-            with ThreadPoolExecutor(max_workers=cg_jobs) as pool:
-                list(pool.map(phase2, plan))
+            _run_all(phase2, plan, cg_jobs)
 
     # ---- findings and summary
     findings: list[Finding] = []
@@ -2684,6 +2687,32 @@ def run_probe(
         details,
         str(summary_log),
     )
+
+
+_STOP = threading.Event()  # set on Ctrl-C: units not started yet must not start
+
+
+def _run_all(
+    fn: Callable[[tuple[_UnitRunner, UnitResult]], None],
+    items: Sequence[tuple[_UnitRunner, UnitResult]],
+    jobs: int,
+) -> None:
+    """``fn`` over ``items`` on ``jobs`` threads. Ctrl-C (or a SIGINT to this process
+    alone) cancels what has not started and ends the compilers running, so it stops in
+    seconds instead of waiting for every unit."""
+    _STOP.clear()
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        list(pool.map(fn, items))
+    except KeyboardInterrupt:
+        _STOP.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for pid in proc.descendants(os.getpid()):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _loadavg() -> list[float]:
