@@ -29,9 +29,8 @@ HERE = Path(__file__).resolve().parents[1]
 MATRIX = HERE / "benchmarks" / "accuracy" / "matrix.toml"
 
 
-def row(cell: config.Cell, pinned: dict[str, str]) -> dict[str, Any]:
-    path = MATRIX.parent / "results" / f"{cell.id}.json"
-    d = results.read(path)
+def row(cell: config.Cell, pinned: dict[str, str], path: Path | None = None) -> dict[str, Any]:
+    d = results.read(path or MATRIX.parent / "results" / f"{cell.id}.json")
     v = results.verdict_of([results.StageResult.from_json(s) for s in d["stages"]])
     probe = next((s for s in d["stages"] if s["stage"] == "probe"), None)
     pin = pinned.get(cell.vllm)
@@ -47,6 +46,7 @@ def row(cell: config.Cell, pinned: dict[str, str]) -> dict[str, Any]:
         "vllm": cell.vllm,
         "torch": cell.torch,
         "pin": pin,
+        "arch": ", ".join(cell.arch),
         "verdict": v.verdict,
         "depth": v.depth,
         "cause": v.cause,
@@ -65,13 +65,21 @@ def main() -> None:
     m = config.load_matrix(MATRIX)
     pinned = pins.load()
     rows = [row(c, pinned) for c in m.cells]
+    # Runs on the GPU machine (reports/device, --env current): other releases x torch 2.11.
+    for p in sorted((HERE / "reports" / "device").glob("*.json")):
+        c = results.read(p)["cell"]
+        cell = config.Cell(
+            c["vllm"], c["torch"], c["cuda"], c["provider"], c["python"], tuple(c["arch"])
+        )
+        rows.append(row(cell, pinned, p) | {"id": p.stem})
     out = HERE / "reports" / "bench"
     (out / "probe-accuracy.json").write_text(json.dumps(rows, indent=1) + "\n")
     table = [
         [
-            r["vllm"],
+            r["vllm"] + (" (GPU host)" if r["id"].endswith("-current") else ""),
             r["torch"],
             r["pin"],
+            r["arch"],
             f"**{r['verdict']}** ({r['depth']})",
             f"{r['units']} ({r['not_probed']} not probed)",
             f"{r['probe_s']:.0f} s / {r['probe_cpu_s']:.0f} s" if r["probe_s"] else "—",
@@ -95,6 +103,7 @@ def main() -> None:
                 "vLLM",
                 "torch",
                 "pin",
+                "arch",
                 "probe verdict",
                 "units",
                 "probe wall / CPU",
@@ -106,7 +115,8 @@ def main() -> None:
             disable_numparse=True,
         ),
         "",
-        f"Machine: {rows[0]['machine'] if rows else '—'}.",
+        "Machines: " + "; ".join(sorted({r["machine"] for r in rows})) + ". The GPU host's rows "
+        "are its own torch 2.11.0+cu130 and nvcc 13.0 (`--env current`, reports/device/).",
     ]
     (out / "probe-accuracy.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
