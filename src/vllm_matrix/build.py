@@ -691,6 +691,31 @@ class OverallProgress:
         return self._done, total
 
 
+def progress_of(work: Path) -> dict[str, Any] | None:
+    """How far a (stopped) build in ``work`` got, from build.ninja and .ninja_log: work
+    edges done of all, the compile seconds they took (each edge's own time, summed), and
+    the projected total at that rate (units differ a lot: a rough guide)."""
+    src = work / "src"
+    whole = OverallProgress(src)()
+    if whole is None:
+        return None
+    done, total = whole
+    spent = 0.0
+    for d in _build_dirs(src):
+        outs = ninja_work_outputs(d / "build.ninja")
+        last: dict[str, float] = {}
+        with contextlib.suppress(OSError):
+            for line in (d / ".ninja_log").read_text(errors="replace").splitlines()[1:]:
+                parts = line.split("\t")
+                if len(parts) >= 4 and parts[3] in outs:
+                    last[parts[3]] = (int(parts[1]) - int(parts[0])) / 1000
+        spent += sum(last.values())
+    out: dict[str, Any] = {"edges_done": done, "edges": total, "edge_seconds_done": round(spent)}
+    if done:
+        out["edge_seconds_projected"] = round(spent / done * total)
+    return out
+
+
 # ------------------------------------------------------------------ version label
 
 

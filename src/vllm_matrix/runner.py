@@ -303,7 +303,10 @@ def run_cell(
             if not go_on or name == last:
                 break
     except KeyboardInterrupt:
-        stages.append(StageResult(current, INTERRUPTED, 0.0, "interrupted (Ctrl-C)"))
+        details: dict[str, Any] = {}
+        if current == "build":  # how far it got; the next run resumes from there
+            details["progress"] = build.progress_of(build.work_dir(cell))
+        stages.append(StageResult(current, INTERRUPTED, 0.0, "interrupted (Ctrl-C)", (), details))
         results.write(ws.results, cell, stages, mach)
         raise
     stages = _keep_deeper(previous, stages)

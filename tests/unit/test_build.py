@@ -939,3 +939,23 @@ def test_a_rerun_ends_what_a_killed_run_left_in_the_work_copy(tmp_path: Path) ->
         orphan.kill()
     assert r.status == PASS and r.details["ended_orphans"] == [orphan.pid]
     assert said[0].startswith("build: ended 1 processes a killed run left in ")
+
+
+def test_progress_of_a_stopped_build(tmp_path: Path) -> None:
+    bt = tmp_path / "src" / "build" / "temp.linux-x86_64-cpython-311"
+    bt.mkdir(parents=True)
+    (bt / "build.ninja").write_text(BUILD_NINJA)
+    assert build.progress_of(tmp_path) == {"edges_done": 0, "edges": 3, "edge_seconds_done": 0}
+    (bt / ".ninja_log").write_text(
+        "# ninja log v6\n"
+        "0\t90000\t0\tCMakeFiles/_C.dir/csrc/cache_kernels.cu.o\tab\n"
+        "0\t500\t0\tbuild.ninja\tcd\n"
+    )
+    p = build.progress_of(tmp_path)
+    assert p == {
+        "edges_done": 1,
+        "edges": 3,
+        "edge_seconds_done": 90,
+        "edge_seconds_projected": 270,
+    }
+    assert build.progress_of(tmp_path / "nothing") is None

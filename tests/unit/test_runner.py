@@ -309,3 +309,26 @@ def test_report_lists_runs_copied_from_other_machines(tmp_path: Path) -> None:
     assert "3 units, all passed" in text
     doc = json.loads((ws.reports / "compat.json").read_text())
     assert [r["verdict"] for r in doc["other_runs"]] == ["PASS"]
+
+
+def test_ctrl_c_in_the_build_records_how_far_it_got(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_fakes(tmp_path, monkeypatch, {})
+    ws = runner.Workspace(tmp_path / "ws")
+    (ws.root / "patches").mkdir(parents=True)
+    (ws.root / "patches" / "series.toml").write_text("")
+    c = cell(tree(tmp_path))
+
+    def stopped(*a: object, **kw: object) -> results.StageResult:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.build, "build_wheel", stopped)
+    monkeypatch.setattr(runner.build, "progress_of", lambda work: {"edges_done": 7, "edges": 315})
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_cell(c, ws, "build")
+    d = results.read(ws.results / f"{c.id}.json")
+    last = d["stages"][-1]
+    assert last["stage"] == "build" and last["status"] == "interrupted"
+    assert last["details"]["progress"] == {"edges_done": 7, "edges": 315}
+    assert d["verdict"]["verdict"] == "PASS" and d["verdict"]["depth"] == "probe"
