@@ -711,7 +711,7 @@ def progress_of(work: Path) -> dict[str, Any] | None:
                     last[parts[3]] = (int(parts[1]) - int(parts[0])) / 1000
         spent += sum(last.values())
     out: dict[str, Any] = {"edges_done": done, "edges": total, "edge_seconds_done": round(spent)}
-    if done:
+    if done >= min(10, total):  # from fewer edges a projection says nothing
         out["edge_seconds_projected"] = round(spent / done * total)
     return out
 

@@ -349,9 +349,10 @@ def _passed_probe(d: dict[str, Any] | None, stages: list[StageResult]) -> StageR
         "probe",
         PASS,
         old_probe.seconds,
-        f"{old_probe.summary} (reused: passed on the same inputs, {d['written']})",
+        f"{old_probe.summary.split(' (reused: ')[0]} (reused: passed on the same inputs, "
+        f"{old_probe.details.get('reused_from', d['written'])})",
         old_probe.findings,
-        old_probe.details | {"reused_from": d["written"]},
+        old_probe.details | {"reused_from": old_probe.details.get("reused_from", d["written"])},
         old_probe.log,
     )
 

@@ -956,6 +956,20 @@ def test_progress_of_a_stopped_build(tmp_path: Path) -> None:
         "edges_done": 1,
         "edges": 3,
         "edge_seconds_done": 90,
-        "edge_seconds_projected": 270,
     }
     assert build.progress_of(tmp_path / "nothing") is None
+
+
+def test_progress_projects_only_from_enough_edges(tmp_path: Path) -> None:
+    bt = tmp_path / "src" / "build" / "temp.linux-x86_64-cpython-311"
+    bt.mkdir(parents=True)
+    outs = [f"CMakeFiles/_C.dir/u{i}.cu.o" for i in range(40)]
+    (bt / "build.ninja").write_text(
+        "".join(f"build {o}: CUDA_COMPILER___C_unscanned x.cu\n" for o in outs)
+    )
+    (bt / ".ninja_log").write_text(
+        "# ninja log v6\n" + "".join(f"0\t10000\t0\t{o}\tab\n" for o in outs[:10])
+    )
+    p = build.progress_of(tmp_path)
+    assert p is not None and p["edges_done"] == 10 and p["edges"] == 40
+    assert p["edge_seconds_projected"] == 400
