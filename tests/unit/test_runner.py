@@ -136,6 +136,14 @@ def test_build_is_a_depth() -> None:
     assert runner.LAST_STAGE["build"] == "smoke"
 
 
+def ws_without_patches(tmp: Path) -> runner.Workspace:
+    """A workspace whose own (empty) series keeps the shipped patches off the fixture tree."""
+    ws = runner.Workspace(tmp / "ws")
+    (ws.root / "patches").mkdir(parents=True)
+    (ws.root / "patches" / "series.toml").write_text("")
+    return ws
+
+
 def build_fakes(
     tmp: Path, monkeypatch: pytest.MonkeyPatch, sources: dict[str, object]
 ) -> dict[str, object]:
@@ -200,9 +208,7 @@ def test_build_depth_runs_build_audit_smoke_with_the_full_env(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen = build_fakes(tmp_path, monkeypatch, {"cutlass": tmp_path / "cutlass"})
-    ws = runner.Workspace(tmp_path / "ws")
-    (ws.root / "patches").mkdir(parents=True)
-    (ws.root / "patches" / "series.toml").write_text("")
+    ws = ws_without_patches(tmp_path)
     c = cell(tree(tmp_path))
     said: list[str] = []
     stages = runner.run_cell(c, ws, "build", echo=said.append, opts=runner.BuildOptions(max_jobs=1))
@@ -222,9 +228,7 @@ def test_build_with_missing_sources_stops_before_compiling(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen = build_fakes(tmp_path, monkeypatch, {"cutlass": None})
-    ws = runner.Workspace(tmp_path / "ws")
-    (ws.root / "patches").mkdir(parents=True)
-    (ws.root / "patches" / "series.toml").write_text("")
+    ws = ws_without_patches(tmp_path)
     c = cell(tree(tmp_path))
     stages = runner.run_cell(c, ws, "build")
     assert "build" not in seen and stages[-1].stage == "build" and stages[-1].status == "skip"
@@ -237,9 +241,7 @@ def test_a_build_rerun_reuses_the_probe_that_passed_on_the_same_inputs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     build_fakes(tmp_path, monkeypatch, {})
-    ws = runner.Workspace(tmp_path / "ws")
-    (ws.root / "patches").mkdir(parents=True)
-    (ws.root / "patches" / "series.toml").write_text("")
+    ws = ws_without_patches(tmp_path)
     c = cell(tree(tmp_path))
     runner.run_cell(c, ws, "probe")  # the probe, with the headers env
     probes: list[int] = []
@@ -271,9 +273,7 @@ def test_a_shallower_rerun_through_long_stages_keeps_the_deeper_ones(
     # The toolkit depth writes placeholders (long stages); the probe found earlier must
     # survive them.
     build_fakes(tmp_path, monkeypatch, {})
-    ws = runner.Workspace(tmp_path / "ws")
-    (ws.root / "patches").mkdir(parents=True)
-    (ws.root / "patches" / "series.toml").write_text("")
+    ws = ws_without_patches(tmp_path)
     c = cell(tree(tmp_path))
     runner.run_cell(c, ws, "probe")
     runner.run_cell(c, ws, "toolkit")
@@ -315,9 +315,7 @@ def test_ctrl_c_in_the_build_records_how_far_it_got(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     build_fakes(tmp_path, monkeypatch, {})
-    ws = runner.Workspace(tmp_path / "ws")
-    (ws.root / "patches").mkdir(parents=True)
-    (ws.root / "patches" / "series.toml").write_text("")
+    ws = ws_without_patches(tmp_path)
     c = cell(tree(tmp_path))
 
     def stopped(*a: object, **kw: object) -> results.StageResult:
