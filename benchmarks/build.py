@@ -65,9 +65,8 @@ RAW_PREP = (
 wc = build.prepare_work_copy(tree, work / "src", patches.select(series, tree.version), clean=True)
 mem = build.mem_available_gib(Path("/proc/meminfo").read_text())
 plan = build.plan_jobs(build.cpu_count(), mem, len(cell.arch))
-e = fx.env() | plan.env() | {"NINJA_STATUS": "[%f/%t] ", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-     "CCACHE_DIR": str(build.cache_root() / "ccache"), "CCACHE_BASEDIR": str(work / "src"), "CCACHE_NOHASHDIR": "1",
-     "CCACHE_MAXSIZE": build.CCACHE_MAXSIZE}
+e = fx.env() | plan.env() | {"NINJA_STATUS": "[%f/%t] ", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+e |= build.ccache_env(work / "src", build.cache_root() / "ccache")
 argv = [str(a) for a in build.pip_wheel_argv(tv, work / "src", work / "wheelhouse")]
 print("RESULT " + json.dumps({"argv": argv, "env": e}))
 """

@@ -858,6 +858,22 @@ def _pid_alive(pid: int) -> bool:
 # ------------------------------------------------------------------ ccache
 
 
+def ccache_env(src: Path, cdir: Path) -> dict[str, str]:
+    """The ccache settings of a build of the work copy ``src`` (shared cache ``cdir``)."""
+    return {
+        "CCACHE_DIR": str(cdir),
+        # Paths under the work copy hash as relative: another work dir of the same tree
+        # (a sibling cell, a clean rebuild elsewhere) can hit.
+        "CCACHE_BASEDIR": str(src),
+        # vLLM builds RelWithDebInfo (-g): ccache then hashes the working directory
+        # (hash_dir), which differs per work dir, so nothing hit across work dirs
+        # (measured: a clean canary rebuild in a new dir, 20 of 35 calls missed). The
+        # cost: debug info names the first build's directory.
+        "CCACHE_NOHASHDIR": "1",
+        "CCACHE_MAXSIZE": CCACHE_MAXSIZE,
+    }
+
+
 def ccache_stats(ccache: str, env: Mapping[str, str]) -> dict[str, int]:
     try:
         out = proc.run([ccache, "--print-stats"], env=dict(env), check=False, timeout=60)
@@ -1036,16 +1052,10 @@ def build_wheel(
         else:
             cdir = ccache_dir or cache_root() / "ccache"
             cdir.mkdir(parents=True, exist_ok=True)
-            env["CCACHE_DIR"] = str(cdir)
-            # Paths under the work copy hash as relative: another work dir of the same
-            # tree (a sibling cell, a clean rebuild elsewhere) can hit.
-            env["CCACHE_BASEDIR"] = str(src)
-            # vLLM builds RelWithDebInfo (-g): ccache then hashes the working directory
-            # (hash_dir), which differs per work dir, so nothing hit across work dirs
-            # (measured: a clean canary rebuild in a new dir, 20 of 35 calls missed). The
-            # cost: debug info names the first build's directory.
-            env["CCACHE_NOHASHDIR"] = "1"
-            env.setdefault("CCACHE_MAXSIZE", CCACHE_MAXSIZE)
+            env.update(
+                ccache_env(src, cdir)
+                | {"CCACHE_MAXSIZE": env.get("CCACHE_MAXSIZE", CCACHE_MAXSIZE)}
+            )
             if not ccache:
                 env["CCACHE_DISABLE"] = "1"
             cc_info |= {"dir": str(cdir), "enabled": ccache}
