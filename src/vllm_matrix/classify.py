@@ -38,7 +38,8 @@ from .errors import ConfigError, MatrixError
 from .results import STAGE_ORDER, Finding
 
 ROLES = ("cause", "hint", "consequence")
-_KEYS = ("id", "pattern", "flags", "cause", "fix", "source", "stage", "role")
+SIDES = ("combination", "toolkit", "machine")
+_KEYS = ("id", "pattern", "flags", "cause", "fix", "source", "stage", "role", "side")
 _FLAGS = {"i": re.IGNORECASE}
 # Ids name the test excerpts (tests/unit/logs/<id>.log) and the finding rule.
 _ID = re.compile(r"^[a-z0-9_]+$")
@@ -86,6 +87,7 @@ class Signature:
     source: str
     stages: tuple[str, ...] = ()
     role: str = "cause"
+    side: str = "combination"
 
     @property
     def weak(self) -> bool:
@@ -180,6 +182,12 @@ def _signature(doc: tomlfile.TomlDoc, table: Any, ctx: str, after: int) -> Signa
             f"{doc.where('role', after)}: role {role!r} in {ctx} is not one of {ROLES}",
             fix=tomlfile.did_you_mean(role, ROLES),
         )
+    side = tomlfile.expect(doc, table.get("side", "combination"), "side", str, ctx, after)
+    if side not in SIDES:
+        raise ConfigError(
+            f"{doc.where('side', after)}: side {side!r} in {ctx} is not one of {SIDES}",
+            fix=tomlfile.did_you_mean(side, SIDES),
+        )
     stages = tomlfile.str_list(doc, table.get("stage", []), "stage", ctx, after)
     for stage in stages:
         if stage not in STAGE_ORDER:
@@ -200,7 +208,7 @@ def _signature(doc: tomlfile.TomlDoc, table: Any, ctx: str, after: int) -> Signa
         if not value.strip():
             raise ConfigError(f"{doc.where(key, after)}: empty {key} in {ctx}", fix=f"write {key}")
     return Signature(
-        sid, _compile(doc, patterns, flags, ctx, after), cause, fix, source, stages, role
+        sid, _compile(doc, patterns, flags, ctx, after), cause, fix, source, stages, role, side
     )
 
 
@@ -242,6 +250,12 @@ def default_signatures() -> tuple[Signature, ...]:
 
 
 # ---- classifying -----------------------------------------------------------------------
+
+
+def side_of(rule: str) -> str:
+    """The side of a finding's rule ("signature:<id>"): combination, toolkit or machine."""
+    sid = rule.removeprefix("signature:")
+    return next((s.side for s in default_signatures() if s.id == sid), "combination")
 
 
 def log_lines(text: str) -> list[str]:

@@ -29,7 +29,14 @@ from . import (
     torchwheel,
 )
 from .cache import atomic_write_text
-from .errors import MatrixError
+from .errors import (
+    EXIT_CELL_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    MatrixError,
+    ToolError,
+    describe_os_error,
+)
 
 
 def _matrix(args: argparse.Namespace) -> tuple[config.Matrix, runner.Workspace]:
@@ -84,6 +91,7 @@ def build_options(args: argparse.Namespace) -> runner.BuildOptions:
         nvcc_threads=getattr(args, "nvcc_threads", None),
         clean=getattr(args, "clean", False),
         ccache=not getattr(args, "no_ccache", False),
+        debug=getattr(args, "debug", False),
     )
 
 
@@ -100,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(
             f"{v.verdict:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else "")
         )
-        return 0
+        return _exit_for([v])
     m, ws = _matrix(args)
     done = runner.run_matrix(
         m, ws, args.depth, args.cell, echo=_say, force=getattr(args, "force", False), opts=opts
@@ -126,7 +134,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         for c, v in done:
             print(f"{v.verdict:15} {c.id}" + (f"\n{'':15} {v.cause}" if v.cause else ""))
+            if v.verdict == "ERROR" and v.fix:
+                print(f"{'':15} fix: {v.fix}")
         print(f"report: {md}", file=sys.stderr)
+    return _exit_for([v for _, v in done])
+
+
+def _exit_for(verdicts: Sequence[results.Verdict]) -> int:
+    """Non-zero when a cell ended in ERROR: the tool or the machine failed, so the report
+    is not a complete answer (FAIL and PREDICTED-FAIL are answers: exit 0)."""
+    bad = sum(1 for v in verdicts if v.verdict == "ERROR")
+    if bad:
+        print(
+            f"error: {bad} cell(s) ended in ERROR (the tool or the machine failed, not vLLM): "
+            "see each cell's fix above and compat.md's 'Not answered' section",
+            file=sys.stderr,
+        )
+        return EXIT_CELL_ERROR
     return 0
 
 
@@ -345,10 +369,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.fix:
             print(f"  fix: {exc.fix}", file=sys.stderr)
-        return 2
+        return EXIT_CELL_ERROR if isinstance(exc, ToolError) else EXIT_USAGE
+    except OSError as exc:  # disk full, read-only cache, outside any cell
+        if args.debug:
+            raise
+        message, fix = describe_os_error(exc)
+        print(f"error: {message}\n  fix: {fix}", file=sys.stderr)
+        return EXIT_CELL_ERROR
     except KeyboardInterrupt:
         print("interrupted: results written so far are valid; rerun to continue", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ import importlib.util
 import os
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import env as env_mod
-from . import fixups, preflight, toolkit, torchwheel
+from . import fixups, preflight, proc, toolkit, torchwheel
 from .config import Cell
 from .errors import MatrixError, NotAvailable
 
@@ -63,11 +62,10 @@ class Report:
 
 
 def _version_of(argv: list[str]) -> str | None:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    except OSError:
+    out = proc.output_of(argv)
+    if out is None:
         return None
-    m = re.search(r"(\d+\.\d+(?:\.\d+)?)", out.stdout)
+    m = re.search(r"(\d+\.\d+(?:\.\d+)?)", out)
     return m.group(1) if m else None
 
 
@@ -178,9 +176,7 @@ def current_toolkit() -> toolkit.Toolkit:
         candidates.append(("system", Path(nvcc).resolve().parent.parent))
     for provider, path in candidates:
         ver = toolkit.parse_nvcc_version(
-            subprocess.run(
-                [path / "bin" / "nvcc", "--version"], capture_output=True, text=True, check=False
-            ).stdout
+            proc.output_of([path / "bin" / "nvcc", "--version"]) or ""
         )[0]
         return toolkit.provide(provider, ver, path=path)
     raise NotAvailable(

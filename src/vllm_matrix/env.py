@@ -17,12 +17,10 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import index, proc
+from . import index, proc, programs
 from .cache import atomic_write_text, cache_root, locked
 from .errors import ConfigError, NotAvailable
 from .tomlfile import did_you_mean
@@ -90,24 +88,15 @@ def find_python(version: str) -> Path:
     pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
     if pyenv.is_dir():
         cands += sorted(pyenv.glob(f"{version}.*/bin/python{version}"), reverse=True)
-    which = shutil.which(f"python{version}")
+    which = programs.find(f"python{version}")
     if which:
         cands.append(Path(which))
     for c in cands:
         if _python_version(c) == version:
             return c
-    uv = shutil.which("uv")
-    if uv:
-        out = subprocess.run(
-            [uv, "python", "find", "--no-python-downloads", version],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
-        p = Path(out.stdout.strip())
-        if out.returncode == 0 and _python_version(p) == version:
-            return p
+    found = proc.output_of([*programs.uv(), "python", "find", "--no-python-downloads", version])
+    if found and _python_version(Path(found.strip())) == version:
+        return Path(found.strip())
     raise NotAvailable(
         f"no Python {version} interpreter on this machine",
         fix=f"install it (e.g. `pyenv install {version}` or `uv python install {version}`) "
@@ -116,24 +105,8 @@ def find_python(version: str) -> Path:
 
 
 def _python_version(exe: Path) -> str | None:
-    try:
-        out = subprocess.run(
-            [exe, "-c", "import sys;print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    except OSError:
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def _uv() -> list[str]:
-    uv = shutil.which("uv")
-    if uv:
-        return [uv]
-    return [sys.executable, "-m", "uv"]
+    out = proc.output_of([exe, "-c", "import sys;print('%d.%d' % sys.version_info[:2])"])
+    return out.strip() if out is not None else None
 
 
 def env_dir(python: str, torch: str, variant: str, root: Path | None = None) -> Path:
@@ -190,7 +163,7 @@ def provide(
 def _build(
     path: Path, interpreter: Path, python: str, torch: str, variant: str, log: Path | None
 ) -> TorchEnv:
-    uv = _uv()
+    uv = programs.uv()
     proc.run([*uv, "venv", "--quiet", "--python", interpreter, path], log=log)
     exe = path / "bin" / "python"
     pkgs = [f"torch=={torch}"]

@@ -38,3 +38,42 @@ class CommandError(MatrixError):
 
 class NotAvailable(MatrixError):
     """Something the cell needs cannot be had on this machine (-> SKIPPED, not FAIL)."""
+
+
+class ToolError(MatrixError):
+    """The tool or the machine failed, not vLLM (-> ERROR, never shown as a fact about
+    vLLM): a missing program, the index unreachable, disk full, a corrupt cache entry."""
+
+
+class ProgramMissing(ToolError):
+    """A program the stage runs is not installed (named with the package that provides it)."""
+
+
+# Exit codes of the command line (cibuildwheel-style: each says which side failed).
+EXIT_OK = 0
+EXIT_USAGE = 2  # a bad argument or data file: the message says what to change
+EXIT_CELL_ERROR = 3  # a cell ended in ERROR: the tool or the machine failed, see the report
+EXIT_INTERRUPTED = 130
+
+
+def describe_os_error(exc: OSError) -> tuple[str, str]:
+    """One line saying what broke on the machine, and the fix, for an OSError out of a stage."""
+    import errno
+
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return (
+            f"no space left on the device{where}",
+            "free disk space, or point VLLM_MATRIX_CACHE at a larger disk, then rerun",
+        )
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (
+            f"cannot write{where}: {exc.strerror}",
+            "make the cache directory writable, or set VLLM_MATRIX_CACHE to one that is",
+        )
+    if exc.errno == errno.EDQUOT:
+        return (f"disk quota exceeded{where}", "free space within the quota, then rerun")
+    return (
+        f"{exc.strerror or type(exc).__name__}{where}",
+        "check the path and the disk; rerun with --debug for the traceback",
+    )

@@ -429,10 +429,10 @@ def _archive(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        argv = ["archive", "--format=tar", f"--output={tmp}", commit]
+        git_args = ["archive", "--format=tar", f"--output={tmp}", commit]
         if paths:
-            argv += ["--", *paths]
-        _git(git_dir, *argv, log=log)
+            git_args += ["--", *paths]
+        _git(git_dir, *git_args, log=log)
         with tarfile.open(tmp) as tf:
             tf.extractall(dest, filter="data")
     finally:

@@ -10,8 +10,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,6 +21,7 @@ from functools import cache
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from . import proc, programs
 from .errors import SourceError
 
 PEP691 = "application/vnd.pypi.simple.v1+json"
@@ -45,16 +44,7 @@ def index_url() -> str:
     env = os.environ.get("VLLM_MATRIX_INDEX_URL") or os.environ.get("PIP_INDEX_URL")
     if env:
         return env.rstrip("/")
-    try:
-        out = subprocess.run(
-            [sys.executable, "-m", "pip", "config", "list"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        out = ""
+    out = proc.output_of([*programs.python_module("pip"), "config", "list"]) or ""
     found: dict[str, str] = {}
     for line in out.splitlines():
         m = re.match(r"^([^.]*)\.index-url='(.*)'$", line.strip())

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from packaging.version import Version
 
-from . import apiscan, gates
+from . import apiscan, gates, proc, programs
 from .config import Cell, arch_number, arch_tag
 from .facts import SourceFacts
 from .knowledge import Knowledge, TorchFacts
@@ -38,15 +36,10 @@ class Host:
 @cache
 def detect_host() -> Host:
     gcc = None
-    cc = os.environ.get("CC") or shutil.which("gcc")
+    cc = os.environ.get("CC") or programs.find("gcc")
     if cc:
-        try:
-            out = subprocess.run(
-                [cc, "-dumpversion"], capture_output=True, text=True, timeout=30, check=False
-            ).stdout
-            gcc = int(out.strip().split(".")[0]) if out.strip() else None
-        except (OSError, ValueError, subprocess.TimeoutExpired):
-            gcc = None
+        out = (proc.output_of([cc, "-dumpversion"], timeout=30) or "").strip()
+        gcc = int(out.split(".")[0]) if out.split(".")[0].isdigit() else None
     roots: dict[str, Path] = {}
     candidates = [Path(os.environ["CUDA_HOME"])] if os.environ.get("CUDA_HOME") else []
     candidates += sorted(CUDA_ROOTS.glob("cuda*"))

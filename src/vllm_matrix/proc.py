@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CommandError
+from . import programs
+from .errors import CommandError, ProgramMissing
 
 TAIL_LINES = 40
 
@@ -88,8 +89,14 @@ def run(
     timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
     capture: bool = True,
+    stderr: str = "merge",
 ) -> Completed:
-    """Run ``argv`` (never a shell string), stdout+stderr merged.
+    """Run ``argv`` (never a shell string), stdout+stderr merged (``stderr="drop"``: stdout
+    only, for reading a version or a config value).
+
+    A bare program name of the registry (data/programs.toml) is resolved through
+    programs.require: a missing one is a ProgramMissing naming what provides it, before
+    anything runs. Other names (the steps ``nvcc --dryrun`` prints) run as they are.
 
     The command line is written to ``log`` first, then every output line as it
     arrives, so a killed run still leaves a readable log. ``on_line`` sees each
@@ -101,6 +108,9 @@ def run(
     full_env = dict(os.environ)
     if env is not None:
         full_env.update(env)
+    shown = args  # the log shows the command as written; the resolved path is what runs
+    if os.sep not in args[0] and programs.listed(args[0]):
+        args = (programs.require(args[0], path=(env or {}).get("PATH")), *args[1:])
     start = time.monotonic()
     kept: list[str] = []
     tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -108,7 +118,7 @@ def run(
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         logf = log.open("a", encoding="utf-8")
-        logf.write(f"$ {shlex.join(args)}\n")
+        logf.write(f"$ {shlex.join(shown)}\n")
         if cwd is not None:
             logf.write(f"# cwd: {cwd}\n")
         logf.flush()
@@ -116,7 +126,7 @@ def run(
         with subprocess.Popen(
             args,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.DEVNULL if stderr == "drop" else subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=full_env,
             cwd=cwd,
@@ -144,11 +154,10 @@ def run(
                 if timer is not None:
                     timer.cancel()
     except FileNotFoundError as exc:
-        raise CommandError(
-            f"command not found: {args[0]}",
-            127,
-            "",
-            fix=f"install {Path(args[0]).name} or fix PATH",
+        name = Path(args[0]).name
+        raise ProgramMissing(
+            f"{args[0]} not found",
+            fix=programs.lookup(name).fix() if name in programs.registry() else "check the path",
         ) from exc
     finally:
         if logf is not None:
@@ -166,3 +175,18 @@ def run(
             "".join(tail),
         )
     return done
+
+
+def output_of(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
+) -> str | None:
+    """A short query's stdout (a version, a config value), or None when the program is
+    missing, fails or hangs: for facts that are optional where they are read."""
+    try:
+        done = run(argv, check=False, timeout=timeout, env=env, stderr="drop")
+    except (ProgramMissing, OSError):
+        return None
+    return done.output if done.returncode == 0 else None

@@ -115,12 +115,15 @@ def render_md(doc: dict[str, Any]) -> str:
         "Verdicts: **PASS** built/compiled · **FAIL** failed at a stage (with its cause) · "
         "**PREDICTED-FAIL** a preflight rule says it cannot work (nothing compiled) · "
         "**PREFLIGHT-OK** every preflight rule passed, not compiled yet · "
-        "**SKIPPED** cannot be tried on this machine · **UNKNOWN** not run.",
+        "**SKIPPED** cannot be tried on this machine · **UNKNOWN** not run · "
+        "**ERROR** the tool or the machine failed (listed apart: no answer about vLLM).",
         "Depth says how far each cell got; Machine says where it ran.",
         "",
     ]
     table = []
     for r in doc["cells"]:
+        if r["verdict"] == "ERROR":
+            continue
         c = r["cell"]
         table.append(
             [
@@ -159,6 +162,7 @@ def render_md(doc: dict[str, Any]) -> str:
             disable_numparse=True,  # "3.10" and "9.0" are versions, not numbers
         )
     )
+    out += _errors_md(doc["cells"])
     others = doc.get("other_runs", [])
     if others:
         out += [
@@ -221,6 +225,35 @@ def render_md(doc: dict[str, Any]) -> str:
             )
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _errors_md(rows: list[dict[str, Any]]) -> list[str]:
+    """Cells whose run failed for the tool's or the machine's reasons: no verdict on vLLM."""
+    bad = [r for r in rows if r["verdict"] == "ERROR"]
+    if not bad:
+        return []
+    out = [
+        "",
+        "## Not answered: the tool or the machine failed",
+        "",
+        "These cells say nothing about vLLM: the run stopped on the tool's own failure or "
+        "the machine's (a missing program, the package index, disk, memory). Fix the cause "
+        "and rerun `nox -s matrix`.",
+        "",
+    ]
+    table = [
+        [f"`{r['id']}`", r["depth"], _short(r["cause"]) or "—", _short(r["fix"]) or "—"]
+        for r in bad
+    ]
+    out.append(
+        tabulate(
+            table,
+            headers=["cell", "stopped at", "what broke", "fix"],
+            tablefmt="github",
+            disable_numparse=True,
+        )
+    )
+    return out
 
 
 def write(matrix: Matrix, results_dir: Path, reports_dir: Path) -> tuple[Path, Path]:

@@ -10,32 +10,33 @@ import contextlib
 import json
 import os
 import platform
-import shutil
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import proc, programs
 from .cache import atomic_write_text
 from .config import Cell
 
 SCHEMA = "vllm-matrix/cell-result"
 SCHEMA_VERSION = 1
 
-# Stage statuses
-PASS, FAIL, WARN, SKIP, PREDICTED_FAIL, INTERRUPTED = (
+# Stage statuses. ERROR: the tool or the machine failed (a missing program, the index
+# unreachable, disk full, a corrupt cache entry, a bug) -- never a fact about vLLM.
+PASS, FAIL, WARN, SKIP, PREDICTED_FAIL, INTERRUPTED, ERROR = (
     "pass",
     "fail",
     "warn",
     "skip",
     "predicted-fail",
     "interrupted",
+    "error",
 )
-STATUSES = (PASS, FAIL, WARN, SKIP, PREDICTED_FAIL, INTERRUPTED)
+STATUSES = (PASS, FAIL, WARN, SKIP, PREDICTED_FAIL, INTERRUPTED, ERROR)
 
 # Cell verdicts (design.md), plus PREFLIGHT-OK: every rule passed, nothing compiled yet.
-VERDICTS = ("PASS", "FAIL", "PREDICTED-FAIL", "PREFLIGHT-OK", "SKIPPED", "UNKNOWN")
+VERDICTS = ("PASS", "FAIL", "PREDICTED-FAIL", "PREFLIGHT-OK", "SKIPPED", "ERROR", "UNKNOWN")
 
 COMPILED = ("probe", "build", "audit", "smoke")  # stages whose verdicts come from compiling
 STAGE_ORDER = (
@@ -115,9 +116,9 @@ def verdict_of(stages: list[StageResult]) -> Verdict:
     for s in stages:
         if s.status == PREDICTED_FAIL and compiled_fail is not None:
             s = compiled_fail
-        if s.status in (FAIL, PREDICTED_FAIL, SKIP, INTERRUPTED):
+        if s.status in (FAIL, PREDICTED_FAIL, SKIP, INTERRUPTED, ERROR):
             # The cause is the findings of the level that decided the status.
-            level = "skip" if s.status == SKIP else "fail"
+            level = {SKIP: "skip", ERROR: "error"}.get(s.status, "fail")
             bad = [f for f in s.findings if f.level == level]
             cause = "; ".join(f.message for f in bad) or s.summary
             fix = "; ".join(dict.fromkeys(f.fix for f in bad if f.fix))
@@ -127,6 +128,7 @@ def verdict_of(stages: list[StageResult]) -> Verdict:
                 PREDICTED_FAIL: "PREDICTED-FAIL",
                 SKIP: "SKIPPED",
                 INTERRUPTED: "UNKNOWN",
+                ERROR: "ERROR",
             }[s.status]
             # What compiled stands when a later stage could not run (SKIPPED: not
             # obtainable here, e.g. the build's sources; UNKNOWN: interrupted): the probe's
@@ -151,20 +153,10 @@ def verdict_of(stages: list[StageResult]) -> Verdict:
 def machine() -> dict[str, Any]:
     """What ran it: enough to say "on what machine" in the report."""
     gpu = None
-    if shutil.which("nvidia-smi"):
-        try:
-            gpu = (
-                subprocess.run(
-                    ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                    capture_output=True,
-                    text=True,
-                    timeout=20,
-                    check=False,
-                ).stdout.strip()
-                or None
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            gpu = None
+    smi = programs.find("nvidia-smi")
+    if smi:
+        out = proc.output_of([smi, "--query-gpu=name", "--format=csv,noheader"], timeout=20)
+        gpu = (out or "").strip() or None
     mem = 0
     with contextlib.suppress(ValueError, OSError):
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,9 @@ from typing import Any
 from . import (
     audit,
     build,
+    classify,
     doctor,
+    errors,
     externals,
     fixups,
     knowledge,
@@ -34,7 +37,7 @@ from . import env as env_mod
 from . import facts as facts_mod
 from .config import Cell, Matrix
 from .errors import MatrixError, NotAvailable
-from .results import FAIL, INTERRUPTED, PASS, SKIP, Finding, StageResult
+from .results import ERROR, FAIL, INTERRUPTED, PASS, SKIP, Finding, StageResult
 
 # Depths in order; later issues plug their stages in here.
 DEPTHS = ("preflight", "toolkit", "probe", "build")
@@ -54,6 +57,7 @@ class BuildOptions:
     nvcc_threads: int | None = None
     clean: bool = False  # remake the work copy: a from-scratch build
     ccache: bool = True
+    debug: bool = False  # let a bug's exception through (traceback) instead of an ERROR
 
 
 @dataclass(frozen=True)
@@ -83,20 +87,66 @@ def check_depth(depth: str) -> None:
         raise MatrixError(f"unknown depth '{depth}'", fix=did_you_mean(depth, DEPTHS))
 
 
-def _timed(stage: str, fn: Callable[[], StageResult]) -> StageResult:
+def _error(stage: str, message: str, fix: str, tail: str = "") -> StageResult:
+    found = (Finding(stage, "error", message, fix),)
+    return StageResult(stage, ERROR, 0.0, message, found, {"tail": tail} if tail else {})
+
+
+# Providers whose toolkit the tool assembles itself: a missing header there is the tool's
+# failure (ERROR); in a toolkit the user brought (system, conda-prefix, --env current) it is
+# a fact about that environment (FAIL, with the fix).
+TOOL_MADE = ("debian", "pypi")
+
+
+def _timed(
+    stage: str, fn: Callable[[], StageResult], debug: bool = False, tool_made: bool = True
+) -> StageResult:
+    """Run one stage. A stage says FAIL itself (a compile failed, a rule objects); an
+    exception out of a stage is the tool's or the machine's failure: ERROR, never FAIL."""
     t0 = time.monotonic()
     try:
         r = fn()
     except NotAvailable as exc:  # cannot be had on this machine: SKIPPED, not FAIL
         found = (Finding(stage, "skip", exc.message, exc.fix or ""),)
         r = StageResult(stage, SKIP, 0.0, exc.message, found)
-    except MatrixError as exc:  # SourceError, CommandError, ConfigError, ...
-        tail = getattr(exc, "tail", "")
-        found = (Finding(stage, "fail", exc.message, exc.fix or ""),)
-        r = StageResult(stage, FAIL, 0.0, exc.message, found, {"tail": tail} if tail else {})
+    except MatrixError as exc:  # a missing program, the index, a command, a data file ...
+        r = _error(stage, exc.message, exc.fix or "", getattr(exc, "tail", ""))
+    except OSError as exc:  # disk full, a read-only or vanished cache
+        if debug:
+            raise
+        r = _error(stage, *errors.describe_os_error(exc))
+    except Exception as exc:  # a bug: say so in one line; --debug shows the traceback
+        if debug:
+            raise
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        r = _error(
+            stage,
+            f"internal error in vllm-matrix: {type(exc).__name__}: {exc} "
+            f"({Path(where.filename).name}:{where.lineno})",
+            "a bug in vllm-matrix: rerun with --debug for the traceback and report it",
+        )
+    if r.status == FAIL and r.stage in ("probe", "build"):
+        r = _tool_side(r, tool_made)
     return StageResult(
         r.stage, r.status, round(time.monotonic() - t0, 3), r.summary, r.findings, r.details, r.log
     )
+
+
+def _tool_side(r: StageResult, tool_made: bool) -> StageResult:
+    """A compile that failed for the machine's reasons (out of memory, disk full) or for a
+    gap in a toolkit the tool assembled (classify's ``side``) is an ERROR, not a fact about
+    vLLM -- when every failure of the stage is of that kind."""
+    sides = ("machine", "toolkit") if tool_made else ("machine",)
+    fails = [f for f in r.findings if f.level == "fail"]
+    if not fails or any(classify.side_of(f.rule) not in sides for f in fails):
+        return r
+    found = tuple(
+        Finding(f.rule, "error", f.message, f.fix, f.evidence, f.source)
+        if f.level == "fail"
+        else f
+        for f in r.findings
+    )
+    return StageResult(r.stage, ERROR, r.seconds, r.summary, found, r.details, r.log)
 
 
 def run_cell(
@@ -115,6 +165,7 @@ def run_cell(
     previous = _previous(ws, cell)  # read before this run's first write replaces it
     mach = mach or results.machine()
     current = "source"
+    tool_made = cell.env != "current" and cell.provider in TOOL_MADE
 
     def do_source() -> StageResult:
         tree = source.get_tree(cell.source_spec)
@@ -295,7 +346,7 @@ def run_cell(
                     "did not finish (killed, or still running)",
                 )
                 results.write(ws.results, cell, [*stages, placeholder], mach)
-            r = _timed(name, fn)
+            r = _timed(name, fn, opts.debug, tool_made)
             stages.append(r)
             go_on = r.status in (PASS, results.WARN) or (
                 force and r.status == results.PREDICTED_FAIL

@@ -34,7 +34,6 @@ import pwd
 import re
 import shutil
 import stat
-import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -43,9 +42,9 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from . import index, proc
+from . import index, proc, programs
 from .cache import atomic_write_text, cache_root, locked, sha256_file, staging_dir
-from .errors import CommandError, ConfigError, MatrixError, NotAvailable, SourceError
+from .errors import CommandError, ConfigError, MatrixError, NotAvailable, SourceError, ToolError
 from .tomlfile import did_you_mean
 
 PROVIDERS = ("debian", "pypi", "system", "conda-prefix")
@@ -614,7 +613,7 @@ def _apt_update(apt_dir: Path, suite: str, log: Path | None) -> None:
     if done.returncode != 0 or not list(
         (apt_dir / "lists").glob(f"*_{suite}_non-free_binary-*_Packages*")
     ):
-        raise NotAvailable(
+        raise ToolError(
             f"cannot read the Debian {suite} non-free package index from {source.uri}: "
             + done.output.strip()[-400:],
             fix="check the network / apt's mirror, or use provider pypi (CUDA 13) or system",
@@ -742,11 +741,7 @@ def _provide_debian(version: str, cache: Path, log: Path | None) -> Toolkit:
                 fix="use provider system or conda-prefix",
             )
         for tool in ("apt-get", "apt-cache", "dpkg"):
-            if shutil.which(tool) is None:
-                raise NotAvailable(
-                    f"{tool} not found: the debian provider needs apt and dpkg",
-                    fix="use provider pypi or system",
-                )
+            programs.require(tool)
         apt_dir = cache / "apt" / suite
         with locked(apt_dir):
             _apt_update(apt_dir, suite, log)
@@ -845,7 +840,7 @@ def _index_files(project: str) -> Sequence[index.IndexFile]:
     try:
         return index.project_files(project)
     except SourceError as exc:
-        raise NotAvailable(
+        raise ToolError(
             f"cannot read {project} from the package index: {exc.message}",
             fix="check the network / pip's index-url, or use provider debian or system",
         ) from exc
@@ -873,9 +868,7 @@ def _fetch_wheels(
             try:
                 proc.run(
                     [
-                        sys.executable,
-                        "-m",
-                        "pip",
+                        *programs.python_module("pip"),
                         "download",
                         "--no-deps",
                         "--only-binary=:all:",
@@ -889,7 +882,7 @@ def _fetch_wheels(
                     env={"PIP_DISABLE_PIP_VERSION_CHECK": "1"},
                 )
             except CommandError as exc:
-                raise NotAvailable(
+                raise ToolError(
                     f"pip could not download the CUDA wheels: {exc.tail.strip()[-400:]}",
                     fix="check the network / pip's index-url, or use provider debian or system",
                 ) from exc
