@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from . import index, proc, programs
@@ -50,7 +52,7 @@ from .tomlfile import did_you_mean
 PROVIDERS = ("debian", "pypi", "system", "conda-prefix")
 MARKER = ".vllm-matrix-toolkit.json"
 # Bump when the assembled layout changes: older cached roots are then rebuilt.
-ASSEMBLY_FORMAT = 2
+ASSEMBLY_FORMAT = 3  # 3: PyPI toolkits carry the math libraries torch needs
 
 # Debian: which release of the archive carries which toolkit (non-free component).
 DEBIAN_SUITES = {"12.4": "trixie", "11.8": "bookworm"}
@@ -71,18 +73,31 @@ DEBIAN_KEEP_ARCHIVES = frozenset(
 )
 
 # PyPI: the component wheels of one CUDA release (CUDA >= 13; the cu12 nvcc wheels
-# carry ptxas only). cuobjdump has wheels only from 13.2 on.
-PYPI_COMPONENTS = (
-    "nvidia-cuda-nvcc",
-    "nvidia-nvvm",
-    "nvidia-cuda-crt",
-    "nvidia-cuda-runtime",
-    "nvidia-cuda-cccl",
-    "nvidia-nvtx",
-    # torch's CMake links CUDA::nvrtc: without it generate fails (CUDA_nvrtc_LIBRARY NOTFOUND)
-    "nvidia-cuda-nvrtc",
-)
+# carry ptxas only), each with the files that prove it is there. Which version of each
+# belongs to the release is read from NVIDIA's `cuda-toolkit` metapackage of that release
+# (its "all" extra pins them: cuBLAS 13.1.x and cuSPARSE 12.6.x belong to CUDA 13.0).
+# The math libraries are what torch's headers include (ATen/cuda/CUDAContextLight.h:
+# cusparse.h, cublas_v2.h, cublasLt.h, cusolverDn.h) and what its CMake links (CUDA::cublas,
+# CUDA::cufft, CUDA::curand, CUDA::cusparse, CUDA::nvrtc, ...).
+PYPI_COMPONENTS: dict[str, tuple[str, ...]] = {
+    "nvidia-cuda-nvcc": ("bin/nvcc",),
+    "nvidia-nvvm": ("nvvm/bin/cicc",),
+    "nvidia-cuda-crt": ("include/crt/host_config.h",),
+    "nvidia-cuda-runtime": ("include/cuda_runtime.h",),
+    "nvidia-cuda-cccl": ("include/nv/target",),
+    "nvidia-nvtx": ("include/nvtx3/nvToolsExt.h",),
+    # without it torch's CMake generate fails (CUDA_nvrtc_LIBRARY NOTFOUND)
+    "nvidia-cuda-nvrtc": ("include/nvrtc.h", "lib/libnvrtc.so*"),
+    "nvidia-cublas": ("include/cublas_v2.h", "include/cublasLt.h", "lib/libcublas.so*"),
+    "nvidia-cusparse": ("include/cusparse.h", "lib/libcusparse.so*"),
+    "nvidia-cusolver": ("include/cusolverDn.h", "lib/libcusolver.so*"),
+    "nvidia-curand": ("include/curand.h", "lib/libcurand.so*"),
+    "nvidia-cufft": ("include/cufft.h", "lib/libcufft.so*"),
+    # cuSPARSE, cuSOLVER and cuFFT link against it
+    "nvidia-nvjitlink": ("lib/libnvJitLink.so*",),
+}
 PYPI_OPTIONAL = ("nvidia-cuda-cuobjdump",)
+PYPI_METAPACKAGE = "cuda-toolkit"
 PYPI_MIN_MAJOR = 13
 
 # Tools a conda env's bin/ may hold that belong in the toolkit's bin/.
@@ -827,6 +842,66 @@ def pypi_pick(files: Sequence[index.IndexFile], major: int, minor: int) -> index
     return None
 
 
+def pypi_pick_spec(
+    files: Sequence[index.IndexFile], spec: SpecifierSet, release: tuple[int, int] | None = None
+) -> index.IndexFile | None:
+    """The newest Linux x86_64 wheel whose version the release's metapackage allows; of
+    those, one of the release itself first (a range like nvjitlink's ">=13.0.88,<14"
+    would otherwise take 13.5 into a 13.0 toolkit)."""
+    allowed = {f.version for f in files if f.version in spec}
+    ours = {v for v in allowed if release is not None and v.release[:2] == release}
+    for v in [*sorted(ours, reverse=True), *sorted(allowed - ours, reverse=True)]:
+        wheel = _linux_x86_wheel(files, v)
+        if wheel is not None:
+            return wheel
+    return None
+
+
+def parse_release_pins(requires: Iterable[str]) -> dict[str, SpecifierSet]:
+    """The component pins of a cuda-toolkit metapackage (its "all" extra, Linux x86_64)."""
+    env = {"sys_platform": "linux", "platform_machine": "x86_64", "extra": "all"}
+    out: dict[str, SpecifierSet] = {}
+    for line in requires:
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate(env):
+            out[req.name] = req.specifier
+    return out
+
+
+def pypi_release_pins(major: int, minor: int) -> tuple[dict[str, SpecifierSet], str]:
+    """The component versions of CUDA ``major.minor`` per NVIDIA's metapackage, and which
+    metapackage said so; ({}, "") where the index has none for that release."""
+    metas = [
+        f
+        for f in _index_files(PYPI_METAPACKAGE)
+        if f.kind == "wheel"
+        and not f.yanked
+        and not f.version.is_prerelease
+        and f.version.release[:2] == (major, minor)
+    ]
+    if not metas:
+        return {}, ""
+    meta = max(metas, key=lambda f: f.version)
+    try:
+        requires = index.wheel_requires(meta)
+    except SourceError as exc:
+        raise ToolError(
+            f"cannot read {meta.filename}'s metadata from the package index: {exc.message}",
+            fix="check the network / pip's index-url",
+        ) from exc
+    return parse_release_pins(requires), f"{PYPI_METAPACKAGE}=={meta.version}"
+
+
+def pypi_missing_files(root: Path) -> dict[str, list[str]]:
+    """Per component wheel, the files it should have put into ``root`` and did not."""
+    out: dict[str, list[str]] = {}
+    for project, files in PYPI_COMPONENTS.items():
+        gone = [f for f in files if not any(root.glob(f))]
+        if gone:
+            out[project] = gone
+    return out
+
+
 def pypi_versions(nvcc_files: Iterable[index.IndexFile]) -> list[str]:
     rel = {
         f.version.release[:2]
@@ -943,9 +1018,17 @@ def _provide_pypi(version: str, cache: Path, log: Path | None) -> Toolkit:
     def build(staging: Path) -> Toolkit:
         picked: list[index.IndexFile] = []
         notes: list[str] = []
-        for project in PYPI_COMPONENTS + PYPI_OPTIONAL:
+        pins, meta = pypi_release_pins(major, minor)
+        if meta:
+            notes.append(f"component versions pinned by {meta}")
+        for project in (*PYPI_COMPONENTS, *PYPI_OPTIONAL):
             files = _index_files(project)
-            wheel = pypi_pick(files, major, minor)
+            spec = pins.get(project)
+            wheel = (
+                pypi_pick_spec(files, spec, (major, minor))
+                if spec
+                else pypi_pick(files, major, minor)
+            )
             if wheel is None and project in PYPI_OPTIONAL:
                 notes.append(
                     f"no {project} wheel for CUDA {version}: no bin/{project.rsplit('-', 1)[1]}"
@@ -965,6 +1048,14 @@ def _provide_pypi(version: str, cache: Path, log: Path | None) -> Toolkit:
             unzip_wheel(w, unpacked)
         notes += arrange_pypi(unpacked, staging)
         shutil.rmtree(unpacked)
+        missing = pypi_missing_files(staging)
+        if missing:
+            raise ToolError(
+                f"assembled PyPI CUDA {version} is incomplete: "
+                + "; ".join(f"{w} lacks {', '.join(fs)}" for w, fs in missing.items()),
+                fix="the wheels' layout changed: compare their contents with "
+                "toolkit.PYPI_COMPONENTS (or use provider debian or system)",
+            )
         problems = layout_problems(staging)
         if problems:
             raise MatrixError(

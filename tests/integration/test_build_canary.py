@@ -10,11 +10,11 @@ so the resumable build) somewhere other than pytest's tmp dir.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import need_program
 
 from vllm_matrix import audit, build, env, fixups, patches, source, toolkit
 from vllm_matrix.config import Cell
@@ -28,8 +28,8 @@ CELL = Cell("0.4.2", "2.3.0", "12.4", "debian", "3.11", ("8.0",))
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    if shutil.which("patch") is None or shutil.which("readelf") is None:
-        pytest.skip("needs GNU patch and binutils")
+    need_program("patch", "patch")
+    need_program("readelf", "binutils")
     keep = os.environ.get("VLLM_MATRIX_CANARY_WORK")
     work = Path(keep) if keep else tmp_path_factory.mktemp("canary")
     tree = source.get_tree(CELL.source_spec)

@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 from packaging.version import Version
 
 from vllm_matrix import index, proc, source
@@ -88,7 +89,7 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> list[Row]:
     try:
         versions = sdist_versions()
     except MatrixError as exc:  # module fixtures run before need_index can skip
-        pytest.skip(f"package index not reachable: {exc}")
+        skip_or_fail(f"package index not reachable: {exc}")
     shipped = series()
     base = tmp_path_factory.mktemp("releases")
     out: list[Row] = []
@@ -173,7 +174,7 @@ def test_fallback_text_is_in_every_patched_tree(rows: list[Row]) -> None:
 def cmake_exe() -> tuple[str, Version]:
     exe = os.environ.get("CMAKE") or shutil.which("cmake")
     if not exe:
-        pytest.skip("cmake not installed")
+        skip_or_fail("cmake not installed (PyPI cmake)")
     out = proc.run([exe, "--version"]).output
     m = re.search(r"cmake version (\d+\.\d+(\.\d+)?)", out)
     assert m, out

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from condalayout import conda_layout
+from conftest import skip_or_fail
 
 from vllm_matrix import proc, toolkit
 from vllm_matrix.errors import NotAvailable
@@ -42,7 +43,7 @@ def _provide(provider: str, version: str) -> toolkit.Toolkit:
     try:
         return toolkit.provide(provider, version)
     except NotAvailable as exc:
-        pytest.skip(f"{provider} {version} not available here: {exc}")
+        skip_or_fail(f"{provider} {version} not available here: {exc}")
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import need_program, skip_or_fail
 
 from vllm_matrix import audit, build
 from vllm_matrix.build import (
@@ -461,7 +462,7 @@ def test_relabel_keeps_modes_and_is_idempotent(tmp_path: Path) -> None:
 def test_relabel_a_setuptools_built_wheel_and_install_it(tmp_path: Path) -> None:
     src = setuptools_wheel(tmp_path)
     if src is None:
-        pytest.skip("this interpreter's setuptools cannot build wheels offline (no bdist_wheel)")
+        skip_or_fail("this interpreter's setuptools cannot build wheels offline (no bdist_wheel)")
     out = relabel_wheel(src, "cu124torch2.3", tmp_path / "dist")
     assert out.name.startswith("tiny_pkg-1.2.3+cu124torch2.3-")
     assert check_wheel(out)["Version"] == "1.2.3+cu124torch2.3"
@@ -853,10 +854,12 @@ def so_wheel(tmp: Path, version: str = "0.4.2+cu124torch2.3") -> Path:
     return hand_wheel(tmp, version, {"vllm/_C.cpython-311-x86_64-linux-gnu.so": elf})
 
 
-needs_readelf = pytest.mark.skipif(
-    subprocess.run(["sh", "-c", "command -v readelf"], capture_output=True).returncode != 0,
-    reason="binutils (readelf) not installed",
-)
+needs_readelf = pytest.mark.usefixtures("have_readelf")
+
+
+@pytest.fixture
+def have_readelf() -> None:
+    need_program("readelf", "binutils")
 
 
 @needs_readelf

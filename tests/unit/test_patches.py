@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import difflib
-import shutil
 from pathlib import Path
 
 import pytest
+from conftest import need_program
 
 from vllm_matrix import patches
 from vllm_matrix.errors import ConfigError
@@ -14,7 +14,12 @@ from vllm_matrix.patches import PatchError, apply_all, copy_tree, load_series, s
 
 REPO = Path(__file__).resolve().parents[2]
 
-needs_patch = pytest.mark.skipif(shutil.which("patch") is None, reason="GNU patch not installed")
+needs_patch = pytest.mark.usefixtures("have_patch")
+
+
+@pytest.fixture
+def have_patch() -> None:
+    need_program("patch", "patch")
 
 BASE = "".join(f"line {i}\n" for i in range(1, 41))
 
