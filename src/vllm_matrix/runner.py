@@ -157,9 +157,11 @@ def run_cell(
     force: bool = False,
     echo: Callable[[str], None] | None = None,
     opts: BuildOptions = BuildOptions(),
+    host: preflight.Host | None = None,
 ) -> list[StageResult]:
     """Stages up to ``depth``; a stage that fails/skips stops the cell, except that
-    ``force`` goes on past a predicted failure (to check the prediction)."""
+    ``force`` goes on past a predicted failure (to check the prediction). ``host`` and
+    ``mach`` are the machine's facts (detected when None; tests pass fixed ones)."""
     stages: list[StageResult] = []
     state: dict[str, Any] = {}
     previous = _previous(ws, cell)  # read before this run's first write replaces it
@@ -187,7 +189,7 @@ def run_cell(
         f = state["facts"]
         know = knowledge.load()
         found = preflight.check(
-            cell, f, know, state["tree"].root, preflight.detect_host(), pins.load()
+            cell, f, know, state["tree"].root, host or preflight.detect_host(), pins.load()
         )
         return StageResult(
             "preflight",
@@ -429,15 +431,17 @@ def run_matrix(
     echo: Callable[[str], None] | None = None,
     force: bool = False,
     opts: BuildOptions = BuildOptions(),
+    host: preflight.Host | None = None,
+    mach: dict[str, Any] | None = None,
 ) -> list[tuple[Cell, results.Verdict]]:
     check_depth(depth)
     echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
     cells = matrix.select(select)
-    mach = results.machine()
+    mach = mach or results.machine()
     out = []
     for n, cell in enumerate(cells, 1):
         t0 = time.monotonic()
-        stages = run_cell(cell, ws, depth, mach, force, echo, opts)
+        stages = run_cell(cell, ws, depth, mach, force, echo, opts, host)
         v = results.verdict_of(stages)
         echo(
             f"[{n}/{len(cells)}] {cell.id}: {v.verdict} at {v.depth} ({time.monotonic() - t0:.1f}s)"

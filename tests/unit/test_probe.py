@@ -1051,26 +1051,52 @@ def test_a_header_named_only_by_cmake_or_with_a_directory_is_not_generated(
 def test_ctrl_c_stops_the_probe_in_seconds(
     stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A SIGINT to this process alone (not its compilers' groups): the units running are
-    # ended, the ones queued never start, and KeyboardInterrupt reaches the caller.
-    import os
+    # A SIGINT to the probing process alone (not its compilers' groups), sent while a
+    # compiler runs: the units running are ended, the ones queued never start, and
+    # KeyboardInterrupt reaches the caller. The probe runs in a process of its own, as a
+    # user's would: under pytest-xdist the test need not own the main thread, where Python
+    # delivers SIGINT, and a load-dependent timer could fire before or after the compile.
+    import pickle
     import signal
-    import threading
+    import subprocess
 
     from vllm_matrix import proc
 
     monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
     monkeypatch.setenv("FAKE_CICC_SLEEP", "60")
-    timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))
+    args = tmp_path / "args.pickle"
+    args.write_bytes(pickle.dumps((stage, tmp_path / "w", hits(stage["tree"]))))  # type: ignore[arg-type]
+    script = (
+        "import pickle, sys\n"
+        "from vllm_matrix import index, probe\n"
+        "index.project_files = lambda project: ()\n"
+        "s, work, api = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "probe.run_probe(s['cell'], s['tree'], s['facts'], s['tk'], s['tv'], s['fx'], work,\n"
+        "                api_hits=api, depth='codegen', jobs=1)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(args)], stderr=subprocess.PIPE, text=True
+    )
+
+    def ciccs() -> list[int]:
+        return [
+            p
+            for p in proc.descendants(child.pid)
+            if Path(f"/proc/{p}/cmdline").exists()
+            and b"cicc" in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
+
+    deadline = time.monotonic() + 120  # however loaded the machine, until cicc runs
+    while not ciccs() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ciccs(), (
+        f"the probe never reached codegen: {child.stderr.read() if child.stderr else ''}"
+    )
+    running = ciccs()
     t = time.monotonic()
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        run(stage, tmp_path / "w", depth="codegen", jobs=1)
-    assert time.monotonic() - t < 20
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert time.monotonic() - t < 20, "Ctrl-C took longer than 20 s to stop the probe"
+    assert "KeyboardInterrupt" in err
     time.sleep(0.5)
-    assert not [
-        p
-        for p in proc.descendants(os.getpid())
-        if Path(f"/proc/{p}/cmdline").exists()
-        and b"cicc" in Path(f"/proc/{p}/cmdline").read_bytes()
-    ]
+    assert not [p for p in running if Path(f"/proc/{p}").exists()]

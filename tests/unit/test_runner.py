@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from vllm_matrix import results, runner
 from vllm_matrix.config import Cell, load_matrix
-from vllm_matrix.errors import MatrixError
+from vllm_matrix.errors import MatrixError, ProgramMissing
+from vllm_matrix.preflight import Host
 
 CMAKE = """
 cmake_minimum_required(VERSION 3.26)
@@ -27,6 +30,21 @@ def tree(tmp: Path, code: str = "") -> Path:
     return root
 
 
+# The machine's facts, fixed: no outcome here depends on the host's gcc, CUDA installs,
+# cores, load or GPU.
+MACHINE: dict[str, Any] = {
+    "host": Host(gcc_major=12, system_cuda={}, conda_prefix=None),
+    "mach": {
+        "arch": "x86_64",
+        "cpus": 2,
+        "mem_gib": 24,
+        "gpu": None,
+        "os": "test",
+        "python": "3.11",
+    },
+}
+
+
 def cell(root: Path, arch: str = "9.0") -> Cell:
     return Cell("0.8.5", "2.6.0", "12.4", "debian", "3.12", (arch,), source=f"path:{root}")
 
@@ -34,7 +52,7 @@ def cell(root: Path, arch: str = "9.0") -> Cell:
 def test_preflight_depth_writes_a_valid_result(tmp_path: Path) -> None:
     ws = runner.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path))
-    stages = runner.run_cell(c, ws, "preflight")
+    stages = runner.run_cell(c, ws, "preflight", **MACHINE)
     assert [s.stage for s in stages] == ["source", "facts", "preflight"]
     d = results.read(ws.results / f"{c.id}.json")
     assert d["verdict"]["verdict"] == "PREFLIGHT-OK"
@@ -45,7 +63,7 @@ def test_predicted_failure_stops_unless_forced(
 ) -> None:
     ws = runner.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path), "12.0")
-    stages = runner.run_cell(c, ws, "toolkit")
+    stages = runner.run_cell(c, ws, "toolkit", **MACHINE)
     assert stages[-1].stage == "preflight" and stages[-1].status == "predicted-fail"
     calls: list[str] = []
 
@@ -54,7 +72,7 @@ def test_predicted_failure_stops_unless_forced(
         raise runner.NotAvailable("not here", fix="elsewhere")
 
     monkeypatch.setattr(runner.toolkit, "provide", fake_provide)
-    stages = runner.run_cell(c, ws, "toolkit", force=True)
+    stages = runner.run_cell(c, ws, "toolkit", force=True, **MACHINE)
     assert calls == ["debian"] and stages[-1].stage == "toolkit"
     assert stages[-1].status == "skip"
 
@@ -70,7 +88,7 @@ def test_ctrl_c_leaves_a_valid_interrupted_result(
 
     monkeypatch.setattr(runner.facts_mod, "read_facts", boom)
     with pytest.raises(KeyboardInterrupt):
-        runner.run_cell(c, ws, "preflight")
+        runner.run_cell(c, ws, "preflight", **MACHINE)
     d = results.read(ws.results / f"{c.id}.json")
     assert d["stages"][-1] == d["stages"][-1] | {"stage": "facts", "status": "interrupted"}
     assert d["verdict"]["verdict"] == "UNKNOWN"
@@ -91,7 +109,7 @@ def test_matrix_run_and_report(tmp_path: Path) -> None:
     )
     matrix = load_matrix(m)
     ws = runner.Workspace(tmp_path)
-    done = runner.run_matrix(matrix, ws, "preflight", echo=lambda s: None)
+    done = runner.run_matrix(matrix, ws, "preflight", echo=lambda s: None, **MACHINE)
     assert done[0][1].verdict == "PREDICTED-FAIL"
     assert "csrc/k.cu:1" in done[0][1].cause
 
@@ -99,12 +117,12 @@ def test_matrix_run_and_report(tmp_path: Path) -> None:
 def test_shallower_rerun_keeps_deeper_stages(tmp_path: Path) -> None:
     ws = runner.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path))
-    runner.run_cell(c, ws, "preflight")
+    runner.run_cell(c, ws, "preflight", **MACHINE)
     path = ws.results / f"{c.id}.json"
     d = results.read(path)
     deeper = results.StageResult("toolkit", "pass", 1.0, "nvcc 12.4")
     results.write(ws.results, c, [*map(results.StageResult.from_json, d["stages"]), deeper])
-    runner.run_cell(c, ws, "preflight")
+    runner.run_cell(c, ws, "preflight", **MACHINE)
     assert [s["stage"] for s in results.read(path)["stages"]][-1] == "toolkit"
 
 
@@ -122,7 +140,7 @@ def test_a_killed_long_stage_leaves_an_interrupted_result(
         raise runner.NotAvailable("not here")
 
     monkeypatch.setattr(runner.toolkit, "provide", provide)
-    runner.run_cell(c, ws, "toolkit")
+    runner.run_cell(c, ws, "toolkit", **MACHINE)
     stages = seen["stages"]
     assert isinstance(stages, list) and stages[-1]["stage"] == "toolkit"
     assert stages[-1]["status"] == "interrupted" and "did not finish" in stages[-1]["summary"]
@@ -211,7 +229,9 @@ def test_build_depth_runs_build_audit_smoke_with_the_full_env(
     ws = ws_without_patches(tmp_path)
     c = cell(tree(tmp_path))
     said: list[str] = []
-    stages = runner.run_cell(c, ws, "build", echo=said.append, opts=runner.BuildOptions(max_jobs=1))
+    stages = runner.run_cell(
+        c, ws, "build", echo=said.append, opts=runner.BuildOptions(max_jobs=1), **MACHINE
+    )
     assert [s.stage for s in stages][-5:] == ["patches", "probe", "build", "audit", "smoke"]
     assert seen["variant"] == "full"
     kw = seen["build"]
@@ -230,7 +250,7 @@ def test_build_with_missing_sources_stops_before_compiling(
     seen = build_fakes(tmp_path, monkeypatch, {"cutlass": None})
     ws = ws_without_patches(tmp_path)
     c = cell(tree(tmp_path))
-    stages = runner.run_cell(c, ws, "build")
+    stages = runner.run_cell(c, ws, "build", **MACHINE)
     assert "build" not in seen and stages[-1].stage == "build" and stages[-1].status == "skip"
     assert "cutlass" in stages[-1].summary and "inv prefetch" in stages[-1].findings[0].fix
     v = results.verdict_of(stages)
@@ -243,7 +263,7 @@ def test_a_build_rerun_reuses_the_probe_that_passed_on_the_same_inputs(
     build_fakes(tmp_path, monkeypatch, {})
     ws = ws_without_patches(tmp_path)
     c = cell(tree(tmp_path))
-    runner.run_cell(c, ws, "probe")  # the probe, with the headers env
+    runner.run_cell(c, ws, "probe", **MACHINE)  # the probe, with the headers env
     probes: list[int] = []
 
     def counted(*a: object, **kw: object) -> results.StageResult:
@@ -251,7 +271,7 @@ def test_a_build_rerun_reuses_the_probe_that_passed_on_the_same_inputs(
         return results.StageResult("probe", "pass", 1.0, "8 units")
 
     monkeypatch.setattr(runner.probe, "run_probe", counted)
-    stages = runner.run_cell(c, ws, "build")
+    stages = runner.run_cell(c, ws, "build", **MACHINE)
     probe_stage = next(s for s in stages if s.stage == "probe")
     assert probes == [] and "reused" in probe_stage.summary
     assert probe_stage.details["reused_from"]
@@ -263,7 +283,7 @@ def test_a_build_rerun_reuses_the_probe_that_passed_on_the_same_inputs(
             py, torch, variant, tmp_path, tmp_path / "py", tmp_path, "2.6.0+cu126", "12.6"
         ),
     )
-    runner.run_cell(c, ws, "build")
+    runner.run_cell(c, ws, "build", **MACHINE)
     assert probes == [1]
 
 
@@ -275,8 +295,8 @@ def test_a_shallower_rerun_through_long_stages_keeps_the_deeper_ones(
     build_fakes(tmp_path, monkeypatch, {})
     ws = ws_without_patches(tmp_path)
     c = cell(tree(tmp_path))
-    runner.run_cell(c, ws, "probe")
-    runner.run_cell(c, ws, "toolkit")
+    runner.run_cell(c, ws, "probe", **MACHINE)
+    runner.run_cell(c, ws, "toolkit", **MACHINE)
     d = results.read(ws.results / f"{c.id}.json")
     assert [s["stage"] for s in d["stages"]][-2:] == ["patches", "probe"]
     assert d["verdict"]["verdict"] == "PASS"
@@ -292,7 +312,7 @@ def test_report_lists_runs_copied_from_other_machines(tmp_path: Path) -> None:
         f'python = "3.12"\narch = ["9.0"]\nsource = "path:{root}"\n'
     )
     ws = runner.Workspace(tmp_path)
-    runner.run_matrix(load_matrix(m), ws, "preflight", echo=lambda s: None)
+    runner.run_matrix(load_matrix(m), ws, "preflight", echo=lambda s: None, **MACHINE)
     other = ws.reports / "device"
     other.mkdir(parents=True)
     c = cell(root)
@@ -324,9 +344,105 @@ def test_ctrl_c_in_the_build_records_how_far_it_got(
     monkeypatch.setattr(runner.build, "build_wheel", stopped)
     monkeypatch.setattr(runner.build, "progress_of", lambda work: {"edges_done": 7, "edges": 315})
     with pytest.raises(KeyboardInterrupt):
-        runner.run_cell(c, ws, "build")
+        runner.run_cell(c, ws, "build", **MACHINE)
     d = results.read(ws.results / f"{c.id}.json")
     last = d["stages"][-1]
     assert last["stage"] == "build" and last["status"] == "interrupted"
     assert last["details"]["progress"] == {"edges_done": 7, "edges": 315}
     assert d["verdict"]["verdict"] == "PASS" and d["verdict"]["depth"] == "probe"
+
+
+# ---- ERROR: the tool's or the machine's failure, never a FAIL of vLLM ---------------------
+
+
+def _raise_in_toolkit(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
+    def provide(*a: object, **kw: object) -> object:
+        raise exc
+
+    monkeypatch.setattr(runner.toolkit, "provide", provide)
+
+
+@pytest.mark.parametrize(
+    ("exc", "cause", "fix"),
+    [
+        (
+            ProgramMissing("uv not found (x)", fix="it is a dependency of vllm-matrix (uv)"),
+            "uv not found",
+            "dependency of vllm-matrix",
+        ),
+        (OSError(errno.ENOSPC, "No space left on device", "/c/x"), "no space left", "free disk"),
+        (OSError(errno.EROFS, "Read-only file system", "/c"), "cannot write", "writable"),
+        (KeyError("nvcc"), "internal error in vllm-matrix: KeyError", "a bug in vllm-matrix"),
+    ],
+)
+def test_a_stage_that_raises_is_an_error_with_cause_and_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: BaseException, cause: str, fix: str
+) -> None:
+    ws = runner.Workspace(tmp_path / "ws")
+    c = cell(tree(tmp_path))
+    _raise_in_toolkit(monkeypatch, exc)
+    stages = runner.run_cell(c, ws, "toolkit", **MACHINE)
+    assert stages[-1].stage == "toolkit" and stages[-1].status == results.ERROR
+    v = results.verdict_of(stages)
+    assert v.verdict == "ERROR" and v.depth == "toolkit"
+    assert cause in v.cause and fix in v.fix
+    assert "\n" not in v.cause  # one line
+
+
+def test_debug_lets_a_bug_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _raise_in_toolkit(monkeypatch, KeyError("nvcc"))
+    with pytest.raises(KeyError):
+        runner.run_cell(
+            cell(tree(tmp_path)),
+            runner.Workspace(tmp_path / "ws"),
+            "toolkit",
+            opts=runner.BuildOptions(debug=True),
+            **MACHINE,
+        )
+
+
+def _probe_failed_with(rule: str) -> results.StageResult:
+    f = results.Finding(rule, "fail", "it failed", "fix it")
+    return results.StageResult("probe", results.FAIL, 1.0, "1 units, 1 failed", (f,))
+
+
+@pytest.mark.parametrize(
+    ("rule", "tool_made", "status"),
+    [
+        ("signature:out_of_memory", False, results.ERROR),  # the machine's
+        ("signature:cuda_math_libs_missing", True, results.ERROR),  # the tool's toolkit
+        ("signature:cuda_math_libs_missing", False, results.FAIL),  # the user's env
+        ("signature:torch_lacks_float8_e8m0fnu", True, results.FAIL),  # vLLM x torch
+        ("unknown", True, results.FAIL),
+    ],
+)
+def test_probe_failures_are_sorted_by_side(rule: str, tool_made: bool, status: str) -> None:
+    r = runner._timed("probe", lambda: _probe_failed_with(rule), tool_made=tool_made)
+    assert r.status == status
+    assert results.verdict_of([r]).verdict == ("ERROR" if status == results.ERROR else "FAIL")
+
+
+def test_error_cells_are_listed_apart_and_exit_non_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vllm_matrix import cli
+
+    root = tree(tmp_path)
+    m = tmp_path / "ws" / "matrix.toml"
+    m.parent.mkdir()
+    m.write_text(
+        f'[[cell]]\nvllm = "0.8.5"\ntorch = "2.6.0"\ncuda = "12.4"\narch = ["9.0"]\npython = "3.12"\nprovider = "debian"\n'
+        f'source = "path:{root}"\n'
+    )
+    _raise_in_toolkit(monkeypatch, ProgramMissing("uv not found (x)", fix="pip install -e ."))
+    monkeypatch.setattr(runner.preflight, "detect_host", lambda: MACHINE["host"])
+    monkeypatch.setattr(runner.results, "machine", lambda: MACHINE["mach"])
+    rc = cli.main(["run", "--matrix", str(m), "--depth", "toolkit"])
+    out = capsys.readouterr()
+    assert rc == 3, out.err
+    assert "ERROR" in out.out and "fix: pip install -e ." in out.out
+    assert "1 cell(s) ended in ERROR" in out.err
+    md = (tmp_path / "ws" / "reports" / "compat.md").read_text()
+    table, _, rest = md.partition("## Not answered: the tool or the machine failed")
+    assert rest and "uv not found" in rest
+    assert "| **ERROR**" not in table  # never shown as a verdict about vLLM
