@@ -431,7 +431,8 @@ def test_error_cells_are_listed_apart_and_exit_non_zero(
     m = tmp_path / "ws" / "matrix.toml"
     m.parent.mkdir()
     m.write_text(
-        f'[[cell]]\nvllm = "0.8.5"\ntorch = "2.6.0"\ncuda = "12.4"\narch = ["9.0"]\npython = "3.12"\nprovider = "debian"\n'
+        f'[[cell]]\nvllm = "0.8.5"\ntorch = "2.6.0"\ncuda = "12.4"\narch = ["9.0"]\n'
+        f'python = "3.12"\nprovider = "debian"\n'
         f'source = "path:{root}"\n'
     )
     _raise_in_toolkit(monkeypatch, ProgramMissing("uv not found (x)", fix="pip install -e ."))
