@@ -111,3 +111,9 @@ def bench_probe(session: nox.Session) -> None:
 def bench_build(session: nox.Session) -> None:
     """The canary's build: tool vs the raw pip wheel it wraps, no-change rebuild, resume."""
     session.run("python", "benchmarks/build.py", *session.posargs, external=True)
+
+
+@nox.session(python=False, name="bench-broken")
+def bench_broken(session: nox.Session) -> None:
+    """Broken setups (no uv, read-only cache, index down, disk full) end in ERROR cells."""
+    session.run("python", "benchmarks/broken.py", *session.posargs, external=True)

@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import NO_SPACE_FIX, ToolError
+
 
 def cache_root() -> Path:
     """VLLM_MATRIX_CACHE, else $XDG_CACHE_HOME/vllm-matrix, else ~/.cache/vllm-matrix."""
@@ -89,3 +91,18 @@ def staging_dir(final: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def require_free(path: Path, gib: float, what: str) -> None:
+    """Refuse up front, with the fix, when the disk under ``path`` has less than ``gib``
+    free: a download that fills the disk halfway fails later, with a worse message."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free / 2**30
+    if free < gib:
+        raise ToolError(
+            f"not enough disk space for {what}: {free:.1f} GiB free under "
+            f"{path.parent}, it needs about {gib:g} GiB",
+            fix=NO_SPACE_FIX,
+        )

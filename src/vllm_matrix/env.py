@@ -21,11 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import index, proc, programs
-from .cache import atomic_write_text, cache_root, locked
+from .cache import atomic_write_text, cache_root, locked, require_free
 from .errors import ConfigError, NotAvailable
 from .tomlfile import did_you_mean
 
 VARIANTS = ("headers", "full")
+# Free disk a cold env needs (measured: a headers env of torch 2.6-2.11 is 1.2-1.6 GiB, a
+# full one with its CUDA libraries 5-7 GiB; uv's own cache holds the wheels again).
+NEED_GIB = {"headers": 3.0, "full": 12.0}
 MARKER = ".vllm-matrix-env.json"
 # What the headers variant adds beside torch: CMake ≥ 3.26 (vLLM 0.8+; the system has
 # 3.25) and ninja, both from PyPI.
@@ -151,6 +154,7 @@ def provide(
             return env
         if path.exists():  # an interrupted earlier build: never reuse half an env
             shutil.rmtree(path)
+        require_free(path, NEED_GIB[variant], f"the torch {torch} env ({variant})")
         try:
             env = _build(path, interpreter, python, torch, variant, log)
         except BaseException:

@@ -56,16 +56,17 @@ EXIT_CELL_ERROR = 3  # a cell ended in ERROR: the tool or the machine failed, se
 EXIT_INTERRUPTED = 130
 
 
+NO_SPACE = "No space left on device"
+NO_SPACE_FIX = "free disk space, or point VLLM_MATRIX_CACHE at a larger disk, then rerun"
+
+
 def describe_os_error(exc: OSError) -> tuple[str, str]:
     """One line saying what broke on the machine, and the fix, for an OSError out of a stage."""
     import errno
 
     where = f" ({exc.filename})" if exc.filename else ""
     if exc.errno == errno.ENOSPC:
-        return (
-            f"no space left on the device{where}",
-            "free disk space, or point VLLM_MATRIX_CACHE at a larger disk, then rerun",
-        )
+        return (f"no space left on the device{where}", NO_SPACE_FIX)
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return (
             f"cannot write{where}: {exc.strerror}",

@@ -88,6 +88,10 @@ def check_depth(depth: str) -> None:
 
 
 def _error(stage: str, message: str, fix: str, tail: str = "") -> StageResult:
+    # One line: a command's output belongs in the tail (details), not in the cause.
+    message = " ".join(message.split())
+    if len(message) > 400:
+        message = message[:399] + "…"
     found = (Finding(stage, "error", message, fix),)
     return StageResult(stage, ERROR, 0.0, message, found, {"tail": tail} if tail else {})
 
@@ -110,7 +114,11 @@ def _timed(
         found = (Finding(stage, "skip", exc.message, exc.fix or ""),)
         r = StageResult(stage, SKIP, 0.0, exc.message, found)
     except MatrixError as exc:  # a missing program, the index, a command, a data file ...
-        r = _error(stage, exc.message, exc.fix or "", getattr(exc, "tail", ""))
+        tail = getattr(exc, "tail", "")
+        message, fix = exc.message, exc.fix or ""
+        if errors.NO_SPACE in tail or errors.NO_SPACE in message:  # a command hit a full disk
+            message, fix = f"no space left on the device ({message})", errors.NO_SPACE_FIX
+        r = _error(stage, message, fix, tail)
     except OSError as exc:  # disk full, a read-only or vanished cache
         if debug:
             raise
