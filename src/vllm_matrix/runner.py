@@ -24,6 +24,7 @@ from . import (
     knowledge,
     patches,
     pins,
+    portable,
     preflight,
     probe,
     results,
@@ -337,8 +338,9 @@ def _passed_probe(d: dict[str, Any] | None, stages: list[StageResult]) -> StageR
     def inputs(ss: list[StageResult]) -> list[tuple[str, str]]:
         # The env's torch and Python, not its variant: the headers a probe reads are the
         # same in the "headers" env and in the build's "full" env.
+        # Compared as written (results hold portable paths: $VLLM_MATRIX_CACHE/...).
         return [
-            (s.stage, s.summary.split(", ")[0] if s.stage == "env" else s.summary)
+            (s.stage, portable.text(s.summary.split(", ")[0] if s.stage == "env" else s.summary))
             for s in ss
             if s.stage in PROBE_INPUTS
         ]
