@@ -576,7 +576,9 @@ class Target:
 class BuildModel:
     """What the tree's CMake does for one (nvcc, arches, torch) configuration."""
 
-    cuda_archs: tuple[str, ...]  # CUDA_ARCHS after the tree's CUDA_SUPPORTED_ARCHS filter
+    # CUDA_ARCHS after the tree's CUDA_SUPPORTED_ARCHS filter (before 0.6.2: the targets'
+    # CUDA_ARCHITECTURES, the same filter applied by override_gpu_arches)
+    cuda_archs: tuple[str, ...]
     families: tuple[Family, ...]
     targets: tuple[Target, ...]
     source_options: dict[str, tuple[str, ...]]  # per-source COMPILE_OPTIONS
@@ -1508,6 +1510,14 @@ def _torch_gencode(archs: Sequence[str]) -> list[str]:
 # ==================================================================== evaluating a tree
 
 
+def _cmake_arch(arch: str) -> str:
+    """A CUDA_ARCHITECTURES entry as vLLM writes arches: "80-real" -> "8.0", "90a" -> "9.0a"."""
+    num = arch.split("-", 1)[0]
+    suffix = "a" if num.endswith("a") else ""
+    num = num.removesuffix("a")
+    return f"{num[:-1]}.{num[-1]}{suffix}" if len(num) >= 2 else num
+
+
 def build_model(
     tree: Path,
     nvcc_version: str,
@@ -1618,6 +1628,13 @@ def _build_model_cached(
             )
         )
     cuda_archs = tuple(_split(cm.get("CUDA_ARCHS") or ""))
+    if cm.get("CUDA_ARCHS") is None:
+        # Before 0.6.2 there is no CUDA_ARCHS: override_gpu_arches filters torch's -gencode
+        # by CUDA_SUPPORTED_ARCHS into VLLM_GPU_ARCHES, which each target gets as its
+        # CUDA_ARCHITECTURES ("80-real"); those are the arches the tree builds.
+        cuda_archs = tuple(
+            dict.fromkeys(_cmake_arch(a) for t in targets for a in t.cuda_architectures)
+        )
     # Sources no set_gencode_flags_for_srcs names (every source before 0.6.2, where the
     # target's CUDA_ARCHITECTURES holds the arches; a few later ones, which then build for
     # nvcc's default arch): one family per target.
