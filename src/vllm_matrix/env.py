@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import index, proc
+from . import index, proc, progress
 from .cache import atomic_write_text, cache_root, locked
 from .errors import ConfigError, NotAvailable
 from .tomlfile import did_you_mean
@@ -178,11 +178,18 @@ def provide(
             return env
         if path.exists():  # an interrupted earlier build: never reuse half an env
             shutil.rmtree(path)
+        # uv reports nothing countable: the env's size grows as it installs.
+        what = f"installing torch {torch}" + (
+            " and its CUDA libraries" if variant == "full" else ""
+        )
+        bar = progress.watch_dir(f"creating env py{python} ({variant})", path, item=what)
         try:
             env = _build(path, interpreter, python, torch, variant, log)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             raise
+        finally:
+            bar.close()
         atomic_write_text(path / MARKER, json.dumps(env.to_json(), indent=1))
     return env
 

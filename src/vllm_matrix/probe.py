@@ -49,7 +49,7 @@ from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
 
-from . import classify, proc, tomlfile
+from . import classify, proc, progress, tomlfile
 from .apiscan import ApiHit
 from .cache import atomic_write_text
 from .config import Cell
@@ -2535,7 +2535,10 @@ def run_probe(
         else:
             r.run(first_depth, res)
 
-    _run_all(phase1, runners, n_jobs)
+    with progress.Progress(
+        f"probing vLLM {cell.vllm} ({first_depth}, {n_jobs} at a time)", len(runners), "units"
+    ) as bar:
+        _run_all(bar.each(phase1, _unit_label), runners, n_jobs)
 
     # depth auto: code generation for the lowest arch of arch-gated units that passed their
     # front end, cheapest first, while the estimate fits the rest of the budget.
@@ -2585,7 +2588,12 @@ def run_probe(
                 )
 
         if plan:
-            _run_all(phase2, plan, cg_jobs)
+            with progress.Progress(
+                f"probing vLLM {cell.vllm} (code generation, {cg_jobs} at a time)",
+                len(plan),
+                "units",
+            ) as bar:
+                _run_all(bar.each(phase2, _unit_label), plan, cg_jobs)
 
     # ---- findings and summary
     findings: list[Finding] = []
@@ -2730,6 +2738,10 @@ def _run_all(
         raise
     finally:
         pool.shutdown(wait=True)
+
+
+def _unit_label(item: tuple[_UnitRunner, UnitResult]) -> str:
+    return Path(item[0].u.path).name
 
 
 def _loadavg() -> list[float]:
