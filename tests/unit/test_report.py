@@ -256,3 +256,19 @@ def test_the_table_shows_a_pass_rows_warning_under_notes(
     assert cols["cause"] == "—" and cols["fix"] == "—"
     assert cols["notes"] == "nvcc 12.4 is older than torch's CUDA 12.6"
     assert "(reused: a)" in text and "(reused: b)" not in text
+
+
+def test_the_cause_cell_reads_what_classify_writes(tmp_path: Path) -> None:
+    # Tied to classify's own finding format, so a change there cannot silently break it.
+    from vllm_matrix import classify
+
+    log = (
+        "$ nvcc ... -c gptq_marlin.cu\n"
+        f'{_WS}/tree/csrc/quantization/gptq_marlin/gptq_marlin.cu(911): error: namespace "at" '
+        'has no member "Float8_e8m0fnu"\n'
+        '1 error detected in the compilation of "gptq_marlin.cu".\n'
+    )
+    finding = classify.classify(log).to_finding(tmp_path / "u.log")
+    assert cause.fail_cell([finding.message]).startswith(
+        'gptq_marlin.cu:911: namespace "at" has no member "Float8_e8m0fnu" — '
+    )
