@@ -288,6 +288,8 @@ def run_cell(
         for name, fn in plan:
             current = name
             if name in LONG_STAGES:
+                if echo is not None:  # what the progress lines below belong to
+                    echo(f"{cell.id}: {name}")
                 placeholder = StageResult(
                     name,
                     INTERRUPTED,
