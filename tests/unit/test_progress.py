@@ -178,3 +178,11 @@ def test_a_bar_never_wraps_a_narrow_terminal(monkeypatch: pytest.MonkeyPatch) ->
     assert (
         out.getvalue() == "\r" + "[....................] probing vLLM 0.10.1: 0/7 units (0%)"[:39]
     )
+
+
+def test_iterate_says_failed_when_the_loop_body_raises() -> None:
+    out = io.StringIO()
+    with pytest.raises(ValueError):
+        for _ in progress.iterate(["a.deb"], "unpacking", "debs", str, stream=out):
+            raise ValueError("dpkg failed")
+    assert out.getvalue().splitlines()[-1] == "unpacking: 0/1 debs (0%), failed, elapsed 0s"
