@@ -23,7 +23,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from vllm_matrix import config, pins, results
+from vllm_matrix import config, pins, portable, results
 
 HERE = Path(__file__).resolve().parents[1]
 MATRIX = HERE / "benchmarks" / "accuracy" / "matrix.toml"
@@ -73,6 +73,7 @@ def main() -> None:
         )
         rows.append(row(cell, pinned, p) | {"id": p.stem})
     out = HERE / "reports" / "bench"
+    rows = portable.doc(rows, portable.Roots.here(HERE))
     (out / "probe-accuracy.json").write_text(json.dumps(rows, indent=1) + "\n")
     table = [
         [

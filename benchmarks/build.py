@@ -185,7 +185,10 @@ def main() -> None:
         f"resume: killed after {first['wall_s']} s, resumed in {second['wall_s']} s",
         file=sys.stderr,
     )
-    text = json.dumps(out, indent=1)
+    # argv and env name the cache and work dirs: as $VLLM_MATRIX_CACHE/..., not this machine's.
+    from vllm_matrix import portable
+
+    text = json.dumps(portable.doc(out, portable.Roots.here(HERE)), indent=1)
     print(text)
     if "--write" in sys.argv[1:]:
         (HERE / "reports" / "bench" / "build.json").write_text(text + "\n")

@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import index, proc, programs
+from . import index, proc, programs, progress
 from .cache import atomic_write_text, cache_root, locked, require_free
 from .errors import ConfigError, NotAvailable
 from .tomlfile import did_you_mean
@@ -155,11 +155,18 @@ def provide(
         if path.exists():  # an interrupted earlier build: never reuse half an env
             shutil.rmtree(path)
         require_free(path, NEED_GIB[variant], f"the torch {torch} env ({variant})")
+        # uv reports nothing countable: the env's size grows as it installs.
+        what = f"installing torch {torch}" + (
+            " and its CUDA libraries" if variant == "full" else ""
+        )
+        bar = progress.watch_dir(f"creating env py{python} ({variant})", path, item=what)
         try:
             env = _build(path, interpreter, python, torch, variant, log)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             raise
+        finally:
+            bar.close()
         atomic_write_text(path / MARKER, json.dumps(env.to_json(), indent=1))
     return env
 

@@ -49,7 +49,7 @@ from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
 
-from . import classify, proc, tomlfile
+from . import classify, proc, progress, tomlfile
 from .apiscan import ApiHit
 from .cache import atomic_write_text
 from .config import Cell
@@ -576,7 +576,9 @@ class Target:
 class BuildModel:
     """What the tree's CMake does for one (nvcc, arches, torch) configuration."""
 
-    cuda_archs: tuple[str, ...]  # CUDA_ARCHS after the tree's CUDA_SUPPORTED_ARCHS filter
+    # CUDA_ARCHS after the tree's CUDA_SUPPORTED_ARCHS filter (before 0.6.2: the targets'
+    # CUDA_ARCHITECTURES, the same filter applied by override_gpu_arches)
+    cuda_archs: tuple[str, ...]
     families: tuple[Family, ...]
     targets: tuple[Target, ...]
     source_options: dict[str, tuple[str, ...]]  # per-source COMPILE_OPTIONS
@@ -1508,6 +1510,14 @@ def _torch_gencode(archs: Sequence[str]) -> list[str]:
 # ==================================================================== evaluating a tree
 
 
+def _cmake_arch(arch: str) -> str:
+    """A CUDA_ARCHITECTURES entry as vLLM writes arches: "80-real" -> "8.0", "90a" -> "9.0a"."""
+    num = arch.split("-", 1)[0]
+    suffix = "a" if num.endswith("a") else ""
+    num = num.removesuffix("a")
+    return f"{num[:-1]}.{num[-1]}{suffix}" if len(num) >= 2 else num
+
+
 def build_model(
     tree: Path,
     nvcc_version: str,
@@ -1618,6 +1628,13 @@ def _build_model_cached(
             )
         )
     cuda_archs = tuple(_split(cm.get("CUDA_ARCHS") or ""))
+    if cm.get("CUDA_ARCHS") is None:
+        # Before 0.6.2 there is no CUDA_ARCHS: override_gpu_arches filters torch's -gencode
+        # by CUDA_SUPPORTED_ARCHS into VLLM_GPU_ARCHES, which each target gets as its
+        # CUDA_ARCHITECTURES ("80-real"); those are the arches the tree builds.
+        cuda_archs = tuple(
+            dict.fromkeys(_cmake_arch(a) for t in targets for a in t.cuda_architectures)
+        )
     # Sources no set_gencode_flags_for_srcs names (every source before 0.6.2, where the
     # target's CUDA_ARCHITECTURES holds the arches; a few later ones, which then build for
     # nvcc's default arch): one family per target.
@@ -2518,7 +2535,10 @@ def run_probe(
         else:
             r.run(first_depth, res)
 
-    _run_all(phase1, runners, n_jobs)
+    with progress.Progress(
+        f"probing vLLM {cell.vllm} ({first_depth}, {n_jobs} at a time)", len(runners), "units"
+    ) as bar:
+        _run_all(bar.each(phase1, _unit_label), runners, n_jobs)
 
     # depth auto: code generation for the lowest arch of arch-gated units that passed their
     # front end, cheapest first, while the estimate fits the rest of the budget.
@@ -2568,7 +2588,12 @@ def run_probe(
                 )
 
         if plan:
-            _run_all(phase2, plan, cg_jobs)
+            with progress.Progress(
+                f"probing vLLM {cell.vllm} (code generation, {cg_jobs} at a time)",
+                len(plan),
+                "units",
+            ) as bar:
+                _run_all(bar.each(phase2, _unit_label), plan, cg_jobs)
 
     # ---- findings and summary
     findings: list[Finding] = []
@@ -2713,6 +2738,10 @@ def _run_all(
         raise
     finally:
         pool.shutdown(wait=True)
+
+
+def _unit_label(item: tuple[_UnitRunner, UnitResult]) -> str:
+    return Path(item[0].u.path).name
 
 
 def _loadavg() -> list[float]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from . import readme, results
+from . import cause, portable, readme, results
 from .cache import atomic_write_text
 from .config import Matrix
 
@@ -64,7 +64,7 @@ def collect(matrix: Matrix, results_dir: Path, other_dir: Path | None = None) ->
             continue
         rows.append(_row(cell.id, results.read(path)))
     others = sorted(other_dir.glob("*.json")) if other_dir and other_dir.is_dir() else []
-    return {
+    doc = {
         "schema": SCHEMA,
         "version": SCHEMA_VERSION,
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -72,6 +72,10 @@ def collect(matrix: Matrix, results_dir: Path, other_dir: Path | None = None) ->
         "cells": rows,
         "other_runs": [_row(p.stem, results.read(p)) for p in others],
     }
+    # No path of the machine that made a result: logs relative to the workspace, the
+    # cache as $VLLM_MATRIX_CACHE, ... (roots seen anywhere in it replaced everywhere).
+    out: dict[str, Any] = portable.doc(doc, portable.Roots.here(results_dir.parent))
+    return out
 
 
 def _row(cell_id: str, d: dict[str, Any]) -> dict[str, Any]:
@@ -100,12 +104,12 @@ def _row(cell_id: str, d: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _short(text: str, n: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+def _short(text: str, n: int = cause.WIDTH) -> str:
+    return cause.shorten(text, n)
 
 
 def render_md(doc: dict[str, Any]) -> str:
+    doc = portable.doc(doc)
     out = [
         "# vLLM build compatibility map",
         "",
@@ -117,7 +121,9 @@ def render_md(doc: dict[str, Any]) -> str:
         "**PREFLIGHT-OK** every preflight rule passed, not compiled yet · "
         "**SKIPPED** cannot be tried on this machine · **UNKNOWN** not run · "
         "**ERROR** the tool or the machine failed (listed apart: no answer about vLLM).",
-        "Depth says how far each cell got; Machine says where it ran.",
+        "Depth says how far each cell got; Machine says where it ran. Cause quotes the "
+        "compiler's first error as `file:line: message` where there is one; Notes holds the "
+        "warnings of cells that passed (the details below have each one's fix).",
         "",
     ]
     table = []
@@ -125,6 +131,7 @@ def render_md(doc: dict[str, Any]) -> str:
         if r["verdict"] == "ERROR":
             continue
         c = r["cell"]
+        why, notes = cause.cells(r)
         table.append(
             [
                 f"`{r['id']}`",
@@ -135,8 +142,9 @@ def render_md(doc: dict[str, Any]) -> str:
                 ", ".join(c["arch"]),
                 f"**{r['verdict']}**",
                 DEPTH_WORDS.get(r["depth"], r["depth"]),
-                _short(r["cause"]) or "—",
-                _short(r["fix"]) or "—",
+                why or "—",
+                (_short(r["fix"]) if why else "") or "—",
+                notes or "—",
                 r["modelopt_fp8"] or "—",
                 results.machine_label(r["machine"]) if r["machine"] else "—",
             ]
@@ -155,6 +163,7 @@ def render_md(doc: dict[str, Any]) -> str:
                 "depth",
                 "cause",
                 "fix",
+                "notes",
                 "ModelOpt FP8",
                 "machine",
             ],
@@ -179,8 +188,13 @@ def render_md(doc: dict[str, Any]) -> str:
                 f"`{r['id']}`",
                 f"**{r['verdict']}**",
                 DEPTH_WORDS.get(r["depth"], r["depth"]),
-                _short(next((s["summary"] for s in r["stages"] if s["stage"] == r["depth"]), "")),
-                _short(r["cause"]) or "—",
+                _short(
+                    cause.once(
+                        next((s["summary"] for s in r["stages"] if s["stage"] == r["depth"]), "")
+                    )
+                ),
+                cause.cells(r)[0] or "—",
+                cause.cells(r)[1] or "—",
                 results.machine_label(r["machine"]) if r["machine"] else "—",
             ]
             for r in others
@@ -188,7 +202,7 @@ def render_md(doc: dict[str, Any]) -> str:
         out.append(
             tabulate(
                 table,
-                headers=["run", "verdict", "depth", "what it did", "cause", "machine"],
+                headers=["run", "verdict", "depth", "what it did", "cause", "notes", "machine"],
                 tablefmt="github",
                 disable_numparse=True,
             )
@@ -206,7 +220,7 @@ def render_md(doc: dict[str, Any]) -> str:
         for s in r["stages"]:
             out.append(
                 f"- **{s['stage']}** ({s['status']}, {s['seconds']:.2f}s): "
-                f"{_short(s['summary'], 300)}"
+                f"{_short(cause.once(s['summary']), 300)}"
             )
         for f in r["findings"]:
             if f["level"] == "info":
@@ -256,7 +270,23 @@ def _errors_md(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def portable_copies(other_dir: Path, workspace: Path) -> list[Path]:
+    """Rewrite the result files copied from other machines without that machine's paths
+    (they are committed beside the report); the files changed."""
+    paths = sorted(other_dir.glob("*.json")) if other_dir.is_dir() else []
+    docs = {p: json.loads(p.read_text()) for p in paths}
+    roots = portable.Roots.here(workspace).learn(portable.strings(list(docs.values())))
+    changed = []
+    for p, d in docs.items():
+        new = portable.doc(d, roots)
+        if new != d:
+            atomic_write_text(p, json.dumps(new, indent=1) + "\n")
+            changed.append(p)
+    return changed
+
+
 def write(matrix: Matrix, results_dir: Path, reports_dir: Path) -> tuple[Path, Path]:
+    portable_copies(reports_dir / OTHER_DIR, results_dir.parent)
     doc = collect(matrix, results_dir, reports_dir / OTHER_DIR)
     j, m = reports_dir / "compat.json", reports_dir / "compat.md"
     atomic_write_text(j, json.dumps(doc, indent=1) + "\n")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import proc, programs
+from . import portable, proc, programs
 from .cache import atomic_write_text
 from .config import Cell
 
@@ -194,7 +194,10 @@ def write(
     results_dir: Path, cell: Cell, stages: list[StageResult], mach: dict[str, Any] | None = None
 ) -> Path:
     path = results_dir / f"{cell.id}.json"
-    atomic_write_text(path, json.dumps(envelope(cell, stages, mach or machine()), indent=1) + "\n")
+    # Paths as the report shows them (results/logs/..., $VLLM_MATRIX_CACHE/...).
+    roots = portable.Roots.here(results_dir.parent)
+    doc = portable.doc(envelope(cell, stages, mach or machine()), roots)
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
     return path
 
 

@@ -27,6 +27,7 @@ from . import (
     knowledge,
     patches,
     pins,
+    portable,
     preflight,
     probe,
     results,
@@ -348,6 +349,8 @@ def run_cell(
         for name, fn in plan:
             current = name
             if name in LONG_STAGES:
+                if echo is not None:  # what the progress lines below belong to
+                    echo(f"{cell.id}: {name}")
                 placeholder = StageResult(
                     name,
                     INTERRUPTED,
@@ -398,8 +401,9 @@ def _passed_probe(d: dict[str, Any] | None, stages: list[StageResult]) -> StageR
     def inputs(ss: list[StageResult]) -> list[tuple[str, str]]:
         # The env's torch and Python, not its variant: the headers a probe reads are the
         # same in the "headers" env and in the build's "full" env.
+        # Compared as written (results hold portable paths: $VLLM_MATRIX_CACHE/...).
         return [
-            (s.stage, s.summary.split(", ")[0] if s.stage == "env" else s.summary)
+            (s.stage, portable.text(s.summary.split(", ")[0] if s.stage == "env" else s.summary))
             for s in ss
             if s.stage in PROBE_INPUTS
         ]

@@ -44,7 +44,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from . import index, proc, programs
+from . import index, proc, programs, progress
 from .cache import (
     atomic_write_text,
     cache_root,
@@ -667,6 +667,12 @@ def _fetch_debs(
         wanted.append(pkg)
     if wanted:
         tmp = Path(tempfile.mkdtemp(prefix=".download.", dir=downloads))
+        bar = progress.watch_dir(
+            f"downloading {len(wanted)} CUDA .debs",
+            tmp,
+            total=sum(p.size for p in wanted),
+            suffix=".deb",
+        )
         try:
             _apt(
                 ["apt-get", "download", *(f"{p.name}={p.version}" for p in wanted)],
@@ -683,6 +689,7 @@ def _fetch_debs(
                     )
                 os.replace(got[0], downloads / pkg.deb_name)
         finally:
+            bar.close()
             shutil.rmtree(tmp, ignore_errors=True)
     return [downloads / p.deb_name for p in packages]
 
@@ -798,7 +805,7 @@ def _provide_debian(version: str, cache: Path, log: Path | None) -> Toolkit:
             pkgs = [shown[n] for n in names]
             debs = _fetch_debs(pkgs, apt_dir, cache / "downloads" / "debian" / suite, log)
         extracted = staging / "_deb"
-        for deb in debs:
+        for deb in progress.iterate(debs, "unpacking CUDA .debs", "debs", lambda p: p.name):
             proc.run(["dpkg", "-x", deb, extracted], log=log)
         notes = [f"debian {suite} non-free: " + ", ".join(f"{p.name} {p.version}" for p in pkgs)]
         notes += arrange_debian(extracted, staging)
@@ -949,6 +956,9 @@ def _fetch_wheels(
         wanted.append(w)
     if wanted:
         tmp = Path(tempfile.mkdtemp(prefix=".download.", dir=downloads))
+        # pip writes each wheel into its TMPDIR while it downloads: watched there.
+        (tmp / "pip-tmp").mkdir()
+        bar = progress.watch_dir(f"downloading {len(wanted)} CUDA wheels", tmp, suffix=".whl")
         try:
             reqs = tmp / "requirements.txt"
             reqs.write_text(
@@ -968,7 +978,7 @@ def _fetch_wheels(
                         tmp,
                     ],
                     log=log,
-                    env={"PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+                    env={"PIP_DISABLE_PIP_VERSION_CHECK": "1", "TMPDIR": str(tmp / "pip-tmp")},
                 )
             except CommandError as exc:
                 raise ToolError(
@@ -984,6 +994,7 @@ def _fetch_wheels(
                     )
                 os.replace(got, downloads / w.filename)
         finally:
+            bar.close()
             shutil.rmtree(tmp, ignore_errors=True)
     return [downloads / w.filename for w in wheels]
 
@@ -1058,7 +1069,7 @@ def _provide_pypi(version: str, cache: Path, log: Path | None) -> Toolkit:
         notes.insert(0, "pypi wheels: " + ", ".join(f"{_project(w)}=={w.version}" for w in picked))
         wheels = _fetch_wheels(picked, cache / "downloads" / "pypi", log)
         unpacked = staging / "_wheels"
-        for w in wheels:
+        for w in progress.iterate(wheels, "unpacking CUDA wheels", "wheels", lambda p: p.name):
             unzip_wheel(w, unpacked)
         notes += arrange_pypi(unpacked, staging)
         shutil.rmtree(unpacked)

@@ -1021,6 +1021,25 @@ def test_old_trees_take_arches_from_the_target(tmp_path: Path) -> None:
     assert [u.path for u in units] == ["csrc/pybind.cpp", "csrc/a.cu"]
 
 
+def test_vllm_0_4_sets_its_arches_on_the_target() -> None:
+    # vLLM 0.4.2's own CMake (tests/unit/cmake/vllm-0.4.2: excerpts of its CMakeLists.txt and
+    # cmake/utils.cmake): no CUDA_ARCHS; override_gpu_arches filters torch's -gencode by
+    # CUDA_SUPPORTED_ARCHS into each target's CUDA_ARCHITECTURES. Its wheel has sm_80 SASS.
+    tree = Path(__file__).parent / "cmake" / "vllm-0.4.2"
+    m = probe.build_model(tree, "12.4.131", ("8.0",), python="3.11")
+    assert m.cuda_archs == ("8.0",) and not m.fatal
+    assert {t.name: t.cuda_architectures for t in m.targets} == {
+        "_C": ("80-real",),
+        "_moe_C": ("80-real",),
+    }
+    assert probe.build_model(tree, "12.4.131", ("8.0", "9.0"), python="3.11").cuda_archs == (
+        "8.0",
+        "9.0",
+    )
+    # sm_120 is not in its CUDA_SUPPORTED_ARCHS: nothing is built, rightly.
+    assert probe.build_model(tree, "12.4.131", ("12.0",), python="3.11").cuda_archs == ()
+
+
 def test_an_arch_the_tree_does_not_build_is_a_warning(
     stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
