@@ -13,12 +13,14 @@ from pathlib import Path
 from packaging.version import Version
 
 from . import (
+    cimatrix,
     config,
     doctor,
     externals,
     facts,
     index,
     knowledge,
+    merge,
     pins,
     pixi,
     probe,
@@ -132,8 +134,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     m, ws = _matrix(args)
-    _, md = report.write(m, ws.results, ws.reports)
+    if not args.merge:
+        _, md = report.write(m, ws.results, ws.reports)
+        print(md)
+        return 0
+    dirs = [Path(d) for d in args.merge]
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise MatrixError(
+            f"--merge: not a directory: {', '.join(missing)}",
+            fix="pass the directories holding the result files (results/ of each machine)",
+        )
+    doc, refused = merge.collect(m, dirs, ws.reports / report.OTHER_DIR)
+    _, md = report.write_doc(doc, ws.reports)
     print(md)
+    for x in refused:
+        _say(f"error: refused {x.file}: {x.reason}")
+    if refused:
+        # The report holds every readable file; exit 1 so a CI job does not publish a
+        # map with cells silently missing (the refused files are listed in it too).
+        _say(f"{len(refused)} result file(s) refused; the other {doc['merged']['files']} merged")
+        return 1
+    return 0
+
+
+def cmd_ci_matrix(args: argparse.Namespace) -> int:
+    m, _ = _matrix(args)
+    print(cimatrix.render(m, args.format, args.depth, args.cell), end="")
     return 0
 
 
@@ -294,7 +321,20 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_run, depth="preflight")
 
     s = with_matrix(sub.add_parser("report", help="re-render reports/ from results/"))
+    s.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        help="render from the result files under these dirs (made on many machines) "
+        "instead of results/",
+    )
     s.set_defaults(fn=cmd_report)
+
+    s = with_matrix(sub.add_parser("ci-matrix", help="the CI job matrix, one job per cell"))
+    s.add_argument("--format", default="github", choices=cimatrix.FORMATS)
+    s.add_argument("--depth", default=runner.DEFAULT_DEPTH, help="|".join(runner.DEPTHS))
+    s.add_argument("--cell", help="only cells whose id contains this")
+    s.set_defaults(fn=cmd_ci_matrix)
 
     s = with_matrix(sub.add_parser("doctor", help="a cell's or the current env's toolchain"))
     s.add_argument("--cell", help="the cell (id or a unique part of it)")
