@@ -13,6 +13,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from . import (
+    build,
     cimatrix,
     config,
     doctor,
@@ -80,18 +81,21 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def build_options(args: argparse.Namespace) -> runner.BuildOptions:
+def build_options(
+    args: argparse.Namespace, matrix: config.Matrix | None = None
+) -> runner.BuildOptions:
     return runner.BuildOptions(
         max_jobs=getattr(args, "max_jobs", None),
         nvcc_threads=getattr(args, "nvcc_threads", None),
         clean=getattr(args, "clean", False),
         ccache=not getattr(args, "no_ccache", False),
+        ccache_remote=build.remote_setting(matrix.ccache.remote if matrix else None),
     )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    opts = build_options(args)
     if getattr(args, "env", None) == "current":
+        opts = build_options(args)
         if not args.vllm:
             raise MatrixError("--env current needs --vllm VERSION", fix="e.g. --vllm 0.8.5")
         cell = current_cell(args.vllm, args.arch)
@@ -104,6 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 0
     m, ws = _matrix(args)
+    opts = build_options(args, m)
     done = runner.run_matrix(
         m, ws, args.depth, args.cell, echo=_say, force=getattr(args, "force", False), opts=opts
     )
