@@ -7,14 +7,15 @@ import argparse
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from vllm_matrix import build
+from vllm_matrix import build, results
 from vllm_matrix.cli import build_options
 from vllm_matrix.config import load_matrix
 from vllm_matrix.errors import ConfigError
-from vllm_matrix.results import Finding
+from vllm_matrix.results import PASS, WARN, Finding
 
 
 @pytest.fixture
@@ -96,3 +97,45 @@ def test_run_takes_the_matrix_remote(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert build_options(args, load_matrix(p)).ccache_remote == "redis://cache:6379"
     monkeypatch.setenv(build.REMOTE_ENV, "off")
     assert build_options(args, load_matrix(p)).ccache_remote is None
+
+
+def _stack_with_ccache(tmp_path: Path) -> tuple[Any, ...]:
+    from test_build import fake_stack  # the stand-in pip of test_build.py
+
+    cell, tree, tk, tv, fx = fake_stack(tmp_path, "ok")
+    fake_ccache = tv.python_exe.parent / "ccache"
+    fake_ccache.write_text("#!/bin/sh\nprintf 'cache_miss\\t4\\nremote_storage_hit\\t0\\n'\n")
+    fake_ccache.chmod(0o755)
+    return cell, tree, tk, tv, fx
+
+
+def test_build_wheel_hands_a_reachable_remote_to_ccache(tmp_path: Path, listening: int) -> None:
+    cell, tree, tk, tv, fx = _stack_with_ccache(tmp_path)
+    url = f"redis://:pw@127.0.0.1:{listening}"
+    said: list[str] = []
+    r = build.build_wheel(
+        cell, tree, tk, tv, fx, tmp_path / "w", tmp_path / "d", series=(),
+        ccache_dir=tmp_path / "cc", ccache_remote=url, progress=said.append,
+    )  # fmt: skip
+    assert r.status == PASS, r
+    assert r.details["env"]["CCACHE_REMOTE_STORAGE"] == f"redis://:***@127.0.0.1:{listening}"
+    assert r.details["ccache"]["remote"] == r.details["env"]["CCACHE_REMOTE_STORAGE"]
+    assert "remote_storage_hit" in r.details["ccache"]["delta"]
+    assert not [s for s in said if s.startswith("warning")]
+
+
+def test_build_wheel_with_an_unreachable_remote_builds_locally(
+    tmp_path: Path, closed_port: int
+) -> None:
+    cell, tree, tk, tv, fx = _stack_with_ccache(tmp_path)
+    said: list[str] = []
+    r = build.build_wheel(
+        cell, tree, tk, tv, fx, tmp_path / "w", tmp_path / "d", series=(),
+        ccache_dir=tmp_path / "cc", ccache_remote=f"redis://127.0.0.1:{closed_port}",
+        progress=said.append,
+    )  # fmt: skip
+    assert r.status == WARN and results.verdict_of([r]).verdict == "PASS"
+    assert "CCACHE_REMOTE_STORAGE" not in r.details["env"]
+    assert r.details["ccache"]["remote"] is None
+    assert len([s for s in said if s.startswith("warning")]) == 1
+    assert [f.rule for f in r.findings if f.level == "warn"] == ["ccache-remote"]
