@@ -868,7 +868,13 @@ def _pid_alive(pid: int) -> bool:
 def ccache_env(src: Path, cdir: Path, remote: str | None = None) -> dict[str, str]:
     """The ccache settings of a build of the work copy ``src`` (shared cache ``cdir``;
     ``remote``: ccache's remote storage, shared by many machines, see ``ccache_remote``)."""
-    remote_env = {"CCACHE_REMOTE_STORAGE": remote} if remote else {}
+    # ccache identifies the compiler by its mtime (compiler_check=mtime) by default; on
+    # other machines the same nvcc is another file (a toolkit unzipped from PyPI gets the
+    # unzip time): measured, two copies of one compiler with different mtimes never hit
+    # each other's results, with "content" they do. Local-only keeps the default.
+    remote_env: dict[str, str] = {}
+    if remote:
+        remote_env = {"CCACHE_REMOTE_STORAGE": remote, "CCACHE_COMPILERCHECK": "content"}
     return remote_env | {
         "CCACHE_DIR": str(cdir),
         # Paths under the work copy hash as relative: another work dir of the same tree
@@ -1189,7 +1195,10 @@ def build_wheel(
                 if k in env
             }
             | (
-                {"CCACHE_REMOTE_STORAGE": redact(env["CCACHE_REMOTE_STORAGE"])}
+                {
+                    "CCACHE_REMOTE_STORAGE": redact(env["CCACHE_REMOTE_STORAGE"]),
+                    "CCACHE_COMPILERCHECK": env.get("CCACHE_COMPILERCHECK", ""),
+                }
                 if "CCACHE_REMOTE_STORAGE" in env
                 else {}
             )

@@ -162,18 +162,27 @@ class Machine:
     work: Path
     cache: Path
     env: dict[str, str]
+    compiler: Path  # this machine's own copy of the compiler driver
 
 
 def machine(root: Path, name: str, comp: Compiler, remote: str | None) -> Machine:
-    """A work dir holding the project's units, and a local ccache of its own."""
+    """A work dir holding the project's units, a local ccache of its own, and the compiler
+    as a file of its own (another install: another path, another mtime, same content)."""
     work = root / f"work-{name}"
     (work / "include").mkdir(parents=True)
     (work / "include" / "common.cuh").write_text(HEADER)
     for unit, text in comp.units.items():
         (work / unit).write_text(text)
+    real = comp.argv[0]
+    driver = root / f"toolkit-{name}" / "bin" / Path(real).name
+    driver.parent.mkdir(parents=True)
+    driver.write_text(f'#!/bin/sh\nexec {real} "$@"\n')
+    driver.chmod(0o755)
+    stamp = 1_600_000_000 + sum(map(ord, name)) * 1000
+    os.utime(driver, (stamp, stamp))
     cache = root / f"ccache-{name}"
     # The build's one place for the ccache settings: what a vLLM build on that machine gets.
-    return Machine(work, cache, build.ccache_env(work, cache, remote))
+    return Machine(work, cache, build.ccache_env(work, cache, remote), driver)
 
 
 def compile_all(ccache: str, comp: Compiler, m: Machine) -> tuple[float, dict[str, int]]:
@@ -182,7 +191,8 @@ def compile_all(ccache: str, comp: Compiler, m: Machine) -> tuple[float, dict[st
     t0 = time.monotonic()
     for unit in comp.units:
         obj = Path(unit).with_suffix(".o").name
-        proc.run([ccache, *comp.argv, "-c", unit, "-o", obj], env=m.env, cwd=m.work, timeout=600)
+        argv = [ccache, m.compiler, *comp.argv[1:], "-c", unit, "-o", obj]
+        proc.run(argv, env=m.env, cwd=m.work, timeout=600)
     seconds = time.monotonic() - t0
     return seconds, build.ccache_stats(ccache, m.env)
 
@@ -254,9 +264,27 @@ def test_a_remote_that_goes_away_mid_build_never_fails_a_compile(
     unit = next(iter(compiler.units))
     proc.run([ccache, "--zero-stats"], env=m.env, timeout=60)
     done = proc.run(
-        [ccache, *compiler.argv, "-c", unit, "-o", "x.o"], env=m.env, cwd=m.work, timeout=600
+        [ccache, m.compiler, *compiler.argv[1:], "-c", unit, "-o", "x.o"],
+        env=m.env,
+        cwd=m.work,
+        timeout=600,
     )
     assert done.returncode == 0 and (m.work / "x.o").stat().st_size > 0
     st = build.ccache_stats(ccache, m.env)
     assert st.get("remote_storage_error", 0) + st.get("remote_storage_timeout", 0) >= 1, st
     assert st.get("cache_miss") == 1, st
+
+
+def test_why_the_compiler_is_checked_by_content(
+    redis_url: str, ccache: str, compiler: Compiler, tmp_path: Path
+) -> None:
+    """ccache's default compiler_check (mtime) keys results by the compiler file's mtime:
+    two machines' installs of the same nvcc then never share a result."""
+    unit = {k: v for k, v in list(compiler.units.items())[:1]}
+    one = Compiler(compiler.argv, unit, compiler.name)
+    stats = []
+    for name in ("x", "y"):
+        m = machine(tmp_path, name, one, redis_url)
+        m = Machine(m.work, m.cache, m.env | {"CCACHE_COMPILERCHECK": "mtime"}, m.compiler)
+        stats.append(compile_all(ccache, one, m)[1])
+    assert stats[1].get("remote_storage_hit", 0) == 0 and stats[1].get("cache_miss") == 1
