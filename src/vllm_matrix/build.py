@@ -865,21 +865,35 @@ def _pid_alive(pid: int) -> bool:
 # ------------------------------------------------------------------ ccache
 
 
-def ccache_env(src: Path, cdir: Path, remote: str | None = None) -> dict[str, str]:
-    """The ccache settings of a build of the work copy ``src`` (shared cache ``cdir``;
-    ``remote``: ccache's remote storage, shared by many machines, see ``ccache_remote``)."""
-    # ccache identifies the compiler by its mtime (compiler_check=mtime) by default; on
-    # other machines the same nvcc is another file (a toolkit unzipped from PyPI gets the
-    # unzip time): measured, two copies of one compiler with different mtimes never hit
-    # each other's results, with "content" they do. Local-only keeps the default.
+def ccache_env(
+    src: Path, cdir: Path, remote: str | None = None, shared_root: Path | None = None
+) -> dict[str, str]:
+    """The ccache settings of a build of the work copy ``src`` (shared cache ``cdir``).
+
+    ``remote``: ccache's remote storage, shared by many machines (see ``ccache_remote``);
+    ``shared_root``: the directory holding everything the compiles include besides the
+    system (the cache root: work copies, toolkits, torch envs, FetchContent sources)."""
+    basedir = src
     remote_env: dict[str, str] = {}
     if remote:
-        remote_env = {"CCACHE_REMOTE_STORAGE": remote, "CCACHE_COMPILERCHECK": "content"}
+        remote_env = {
+            "CCACHE_REMOTE_STORAGE": remote,
+            # ccache identifies the compiler by its mtime by default; on another machine
+            # the same nvcc is another file (a PyPI toolkit gets its unzip time): measured,
+            # two copies of one compiler with different mtimes never hit each other's
+            # results; with "content" they do.
+            "CCACHE_COMPILERCHECK": "content",
+        }
+        # Measured: torch headers under another machine's cache root (another $HOME) made
+        # every compile a remote miss with the work copy as base dir, a hit with the
+        # cache root (paths under it hash relative to the compile's working directory).
+        if shared_root is not None and src.is_relative_to(shared_root):
+            basedir = shared_root
     return remote_env | {
         "CCACHE_DIR": str(cdir),
         # Paths under the work copy hash as relative: another work dir of the same tree
         # (a sibling cell, a clean rebuild elsewhere) can hit.
-        "CCACHE_BASEDIR": str(src),
+        "CCACHE_BASEDIR": str(basedir),
         # vLLM builds RelWithDebInfo (-g): ccache then hashes the working directory
         # (hash_dir), which differs per work dir, so nothing hit across work dirs
         # (measured: a clean canary rebuild in a new dir, 20 of 35 calls missed). The
@@ -1175,7 +1189,7 @@ def build_wheel(
             cdir.mkdir(parents=True, exist_ok=True)
             remote = ccache_remote_checked(ccache_remote if ccache else None, progress, findings)
             env.update(
-                ccache_env(src, cdir, remote.url)
+                ccache_env(src, cdir, remote.url, shared_root=cache_root())
                 | {"CCACHE_MAXSIZE": env.get("CCACHE_MAXSIZE", CCACHE_MAXSIZE)}
             )
             if not ccache:

@@ -33,7 +33,7 @@ from vllm_matrix.results import Finding
 pytestmark = pytest.mark.integration
 
 HEADER = """#pragma once
-// a header of the project: its path is under the work dir (CCACHE_BASEDIR)
+// a header from outside the work copy (like torch's): under the cache root
 template <typename T> __device__ T twice(T x) { return x + x; }
 """
 UNITS = {
@@ -149,12 +149,12 @@ def compiler() -> Compiler:
     nvcc = shutil.which("nvcc") or shutil.which("nvcc", path=str(Path(cuda_home) / "bin"))
     if nvcc:
         version = proc.run([nvcc, "--version"], timeout=60).output.strip().splitlines()[-1]
-        return Compiler((nvcc, "-arch=sm_90", "-O2", "-I", "include"), UNITS, f"nvcc ({version})")
+        return Compiler((nvcc, "-arch=sm_90", "-O2"), UNITS, f"nvcc ({version})")
     gxx = shutil.which("g++")
     if gxx is None:
         absent("neither nvcc nor g++ found")
         raise AssertionError
-    return Compiler((gxx, "-O2", "-I", "include"), CPP_UNITS, "g++ (no nvcc on this machine)")
+    return Compiler((gxx, "-O2"), CPP_UNITS, "g++ (no nvcc on this machine)")
 
 
 @dataclass(frozen=True)
@@ -163,26 +163,36 @@ class Machine:
     cache: Path
     env: dict[str, str]
     compiler: Path  # this machine's own copy of the compiler driver
+    include: Path  # headers outside the work copy (as torch's are, in the cell's env)
+
+
+# Each machine's cache root at another path and depth (another $HOME), as on real machines.
+HOMES = {"a": "a/root", "b": "b/home/builder", "d": "d", "e": "e", "x": "x", "y": "y/z"}
 
 
 def machine(root: Path, name: str, comp: Compiler, remote: str | None) -> Machine:
-    """A work dir holding the project's units, a local ccache of its own, and the compiler
-    as a file of its own (another install: another path, another mtime, same content)."""
-    work = root / f"work-{name}"
-    (work / "include").mkdir(parents=True)
-    (work / "include" / "common.cuh").write_text(HEADER)
+    """A machine as vllm-matrix lays it out under its cache root: the work copy of the
+    units (builds/<cell>/src), headers in an env (envs/...), the compiler as a file of its
+    own (another install: another path, another mtime, same content), a local ccache."""
+    cache_root = root / HOMES[name] / ".cache" / "vllm-matrix"
+    work = cache_root / "builds" / "cell" / "src"
+    work.mkdir(parents=True)
     for unit, text in comp.units.items():
         (work / unit).write_text(text)
+    include = cache_root / "envs" / "torch" / "include"
+    include.mkdir(parents=True)
+    (include / "common.cuh").write_text(HEADER)
     real = comp.argv[0]
-    driver = root / f"toolkit-{name}" / "bin" / Path(real).name
+    driver = cache_root / "toolkits" / "bin" / Path(real).name
     driver.parent.mkdir(parents=True)
     driver.write_text(f'#!/bin/sh\nexec {real} "$@"\n')
     driver.chmod(0o755)
     stamp = 1_600_000_000 + sum(map(ord, name)) * 1000
     os.utime(driver, (stamp, stamp))
-    cache = root / f"ccache-{name}"
+    cache = cache_root / "ccache"
     # The build's one place for the ccache settings: what a vLLM build on that machine gets.
-    return Machine(work, cache, build.ccache_env(work, cache, remote), driver)
+    env = build.ccache_env(work, cache, remote, shared_root=cache_root)
+    return Machine(work, cache, env, driver, include)
 
 
 def compile_all(ccache: str, comp: Compiler, m: Machine) -> tuple[float, dict[str, int]]:
@@ -191,7 +201,7 @@ def compile_all(ccache: str, comp: Compiler, m: Machine) -> tuple[float, dict[st
     t0 = time.monotonic()
     for unit in comp.units:
         obj = Path(unit).with_suffix(".o").name
-        argv = [ccache, m.compiler, *comp.argv[1:], "-c", unit, "-o", obj]
+        argv = [ccache, m.compiler, *comp.argv[1:], "-I", m.include, "-c", unit, "-o", obj]
         proc.run(argv, env=m.env, cwd=m.work, timeout=600)
     seconds = time.monotonic() - t0
     return seconds, build.ccache_stats(ccache, m.env)
@@ -264,7 +274,7 @@ def test_a_remote_that_goes_away_mid_build_never_fails_a_compile(
     unit = next(iter(compiler.units))
     proc.run([ccache, "--zero-stats"], env=m.env, timeout=60)
     done = proc.run(
-        [ccache, m.compiler, *compiler.argv[1:], "-c", unit, "-o", "x.o"],
+        [ccache, m.compiler, *compiler.argv[1:], "-I", m.include, "-c", unit, "-o", "x.o"],
         env=m.env,
         cwd=m.work,
         timeout=600,
@@ -285,6 +295,8 @@ def test_why_the_compiler_is_checked_by_content(
     stats = []
     for name in ("x", "y"):
         m = machine(tmp_path, name, one, redis_url)
-        m = Machine(m.work, m.cache, m.env | {"CCACHE_COMPILERCHECK": "mtime"}, m.compiler)
+        m = Machine(
+            m.work, m.cache, m.env | {"CCACHE_COMPILERCHECK": "mtime"}, m.compiler, m.include
+        )
         stats.append(compile_all(ccache, one, m)[1])
     assert stats[1].get("remote_storage_hit", 0) == 0 and stats[1].get("cache_miss") == 1

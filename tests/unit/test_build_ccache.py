@@ -56,6 +56,21 @@ def test_ccache_env_hands_the_remote_to_ccache(tmp_path: Path) -> None:
     }
 
 
+def test_with_a_remote_the_cache_root_is_the_base_dir(tmp_path: Path) -> None:
+    src = tmp_path / "cache" / "builds" / "cell" / "src"
+    r = "redis://h:1"
+    assert build.ccache_env(src, tmp_path / "cc", r, tmp_path / "cache")["CCACHE_BASEDIR"] == str(
+        tmp_path / "cache"
+    )
+    assert build.ccache_env(src, tmp_path / "cc", None, tmp_path / "cache")["CCACHE_BASEDIR"] == (
+        str(src)
+    )  # local only: as before
+    elsewhere = tmp_path / "w" / "src"  # a work dir outside the cache root
+    assert build.ccache_env(elsewhere, tmp_path / "cc", r, tmp_path / "cache")[
+        "CCACHE_BASEDIR"
+    ] == str(elsewhere)
+
+
 def test_redact() -> None:
     assert build.redact("redis://:s3cret@h:6379") == "redis://:***@h:6379"
     assert build.redact("http://u:p@h/c|layout=flat") == "http://u:***@h/c|layout=flat"
