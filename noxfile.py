@@ -41,8 +41,20 @@ def matrix(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def report(session: nox.Session) -> None:
-    """Re-render reports/compat.{md,json} from results/."""
-    _cli(session, "report", "--matrix", str(MATRIX))
+    """Re-render reports/compat.{md,json} from results/ (or from many machines' files).
+
+    nox -s report -- --merge DIR [DIR ...]
+    """
+    _cli(session, "report", "--matrix", str(MATRIX), *session.posargs)
+
+
+@nox.session(python=False, name="ci-matrix")
+def ci_matrix(session: nox.Session) -> None:
+    """The CI job matrix from matrix.toml (GitHub include JSON or GitLab parallel:matrix).
+
+    nox -s ci-matrix -- --format gitlab --depth build --cell vllm0.8.5
+    """
+    _cli(session, "ci-matrix", "--matrix", str(MATRIX), *session.posargs)
 
 
 @nox.session(python=False)

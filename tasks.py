@@ -96,10 +96,35 @@ def cells(c: Context, matrix: str = "matrix.toml") -> None:
     _run(["cells", "--matrix", matrix])
 
 
-@task(help={"matrix": "matrix file"})
-def report(c: Context, matrix: str = "matrix.toml") -> None:
-    """Re-render reports/compat.{json,md} from results/."""
-    _run(["report", "--matrix", matrix])
+@task(
+    iterable=["merge"],
+    help={"matrix": "matrix file", "merge": "a dir of result files from a machine (repeatable)"},
+)
+def report(c: Context, matrix: str = "matrix.toml", merge: list[str] | None = None) -> None:
+    """Re-render reports/compat.{json,md} from results/ (or merge many machines' files)."""
+    _run(["report", "--matrix", matrix] + (["--merge", *merge] if merge else []))
+
+
+@task(
+    help={
+        "format": "github (strategy.matrix include JSON) | gitlab (parallel:matrix YAML)",
+        "depth": "the depth each job runs to: preflight|toolkit|probe|build",
+        "cell": "only cells whose id contains this",
+        "matrix": "matrix file",
+    }
+)
+def ci_matrix(
+    c: Context,
+    format: str = "github",
+    depth: str = "probe",
+    cell: str = "",
+    matrix: str = "matrix.toml",
+) -> None:
+    """The CI job matrix, one job per cell (see .github/workflows/matrix.yml)."""
+    _run(
+        ["ci-matrix", "--matrix", matrix, "--format", format, "--depth", depth]
+        + (["--cell", cell] if cell else [])
+    )
 
 
 @task(

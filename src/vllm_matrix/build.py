@@ -41,6 +41,7 @@ import os
 import re
 import resource
 import shutil
+import socket
 import time
 import tomllib
 import zipfile
@@ -52,8 +53,8 @@ from typing import Any
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from . import config, proc
 from . import patches as patches_mod
-from . import proc
 from .audit import audit_wheel, smoke
 from .cache import cache_root, locked
 from .config import Cell
@@ -97,6 +98,12 @@ CCACHE_KEYS = (
     "direct_cache_hit",
     "preprocessed_cache_hit",
     "cache_miss",
+    # with a remote storage (ccache >= 4.8 names): hits another machine's compile made
+    "local_storage_hit",
+    "remote_storage_hit",
+    "remote_storage_miss",
+    "remote_storage_error",
+    "remote_storage_timeout",
     "unsupported_compiler_option",
     "unsupported_source_language",
     "compile_failed",
@@ -858,13 +865,35 @@ def _pid_alive(pid: int) -> bool:
 # ------------------------------------------------------------------ ccache
 
 
-def ccache_env(src: Path, cdir: Path) -> dict[str, str]:
-    """The ccache settings of a build of the work copy ``src`` (shared cache ``cdir``)."""
-    return {
+def ccache_env(
+    src: Path, cdir: Path, remote: str | None = None, shared_root: Path | None = None
+) -> dict[str, str]:
+    """The ccache settings of a build of the work copy ``src`` (shared cache ``cdir``).
+
+    ``remote``: ccache's remote storage, shared by many machines (see ``ccache_remote``);
+    ``shared_root``: the directory holding everything the compiles include besides the
+    system (the cache root: work copies, toolkits, torch envs, FetchContent sources)."""
+    basedir = src
+    remote_env: dict[str, str] = {}
+    if remote:
+        remote_env = {
+            "CCACHE_REMOTE_STORAGE": remote,
+            # ccache identifies the compiler by its mtime by default; on another machine
+            # the same nvcc is another file (a PyPI toolkit gets its unzip time): measured,
+            # two copies of one compiler with different mtimes never hit each other's
+            # results; with "content" they do.
+            "CCACHE_COMPILERCHECK": "content",
+        }
+        # Measured: torch headers under another machine's cache root (another $HOME) made
+        # every compile a remote miss with the work copy as base dir, a hit with the
+        # cache root (paths under it hash relative to the compile's working directory).
+        if shared_root is not None and src.is_relative_to(shared_root):
+            basedir = shared_root
+    return remote_env | {
         "CCACHE_DIR": str(cdir),
         # Paths under the work copy hash as relative: another work dir of the same tree
         # (a sibling cell, a clean rebuild elsewhere) can hit.
-        "CCACHE_BASEDIR": str(src),
+        "CCACHE_BASEDIR": str(basedir),
         # vLLM builds RelWithDebInfo (-g): ccache then hashes the working directory
         # (hash_dir), which differs per work dir, so nothing hit across work dirs
         # (measured: a clean canary rebuild in a new dir, 20 of 35 calls missed). The
@@ -872,6 +901,111 @@ def ccache_env(src: Path, cdir: Path) -> dict[str, str]:
         "CCACHE_NOHASHDIR": "1",
         "CCACHE_MAXSIZE": CCACHE_MAXSIZE,
     }
+
+
+# ccache's remote storage for every machine building the matrix: this variable, else
+# matrix.toml's [ccache] remote. "off" turns the matrix's remote off on one machine.
+REMOTE_ENV = "VLLM_MATRIX_CCACHE_REMOTE"
+REMOTE_CHECK_SECONDS = 2.0
+_REMOTE_DEFAULT_PORTS = {"redis": 6379, "http": 80, "https": 443}
+
+
+def remote_setting(
+    matrix_remote: str | None, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The remote storage asked for: ``VLLM_MATRIX_CCACHE_REMOTE``, else the matrix's."""
+    value = (os.environ if environ is None else environ).get(REMOTE_ENV, "").strip()
+    if value.lower() in ("off", "none"):
+        return None
+    if not value:
+        return matrix_remote
+    return " ".join(config.check_ccache_remote(u, REMOTE_ENV) for u in value.split())
+
+
+def redact(url: str) -> str:
+    """``redis://user:secret@host`` → ``redis://user:***@host`` (for logs and results)."""
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]+@", r"\1***@", url)
+
+
+def remote_problem(url: str, timeout: float = REMOTE_CHECK_SECONDS) -> str | None:
+    """None when ccache can reach the remote storage ``url``, else why not.
+
+    A TCP connect for redis:// and http(s):// (host and port from the URL, ccache's
+    ``|attribute=value`` suffix ignored), the socket for redis+unix://, the directory for
+    file://; other schemes are left to ccache."""
+    base = url.split("|", 1)[0]
+    scheme, _, rest = base.partition("://")
+    if scheme == "redis+unix":
+        path = rest.split("?", 1)[0]
+        return None if Path(path).is_socket() else f"no socket at {path}"
+    if scheme == "file":
+        d = Path(rest)
+        return None if d.is_dir() and os.access(d, os.W_OK) else f"{d} is not a writable dir"
+    if scheme not in _REMOTE_DEFAULT_PORTS:
+        return None
+    hostport = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    if hostport.startswith("["):  # [v6]:port
+        host, _, port_s = hostport[1:].partition("]")
+        port_s = port_s.lstrip(":")
+    else:
+        host, _, port_s = hostport.partition(":")
+    try:
+        port = int(port_s) if port_s else _REMOTE_DEFAULT_PORTS[scheme]
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except (OSError, ValueError) as exc:
+        return f"cannot connect to {host}:{port_s or _REMOTE_DEFAULT_PORTS[scheme]} ({exc})"
+
+
+@dataclass(frozen=True)
+class RemoteCache:
+    """What a build hands ccache: ``url`` (None: local only) and, when a remote asked for
+    could not be reached, the one warning saying so."""
+
+    asked: str | None
+    url: str | None
+    warning: str | None = None
+
+
+def ccache_remote(asked: str | None, timeout: float = REMOTE_CHECK_SECONDS) -> RemoteCache:
+    """Check the remote storage before a build: an unreachable one is left out (the build
+    goes on with the local cache, one warning), so it never fails or stalls a build.
+    ccache itself also carries on past remote errors that happen mid-build (it counts
+    them as ``remote_storage_error``)."""
+    if not asked:
+        return RemoteCache(None, None)
+    ok, bad = [], []
+    for u in asked.split():
+        why = remote_problem(u, timeout)
+        if why is None:
+            ok.append(u)
+        else:
+            bad.append(f"{redact(u)}: {why}")
+    warning = (
+        f"ccache remote storage unreachable, building with the local cache only: {'; '.join(bad)}"
+        if bad
+        else None
+    )
+    return RemoteCache(asked, " ".join(ok) or None, warning)
+
+
+def ccache_remote_checked(
+    asked: str | None, progress: Callable[[str], None] | None, findings: list[Finding]
+) -> RemoteCache:
+    """``ccache_remote`` for the build stage: its warning printed once and kept."""
+    remote = ccache_remote(asked)
+    if remote.warning:
+        if progress is not None:
+            progress(f"warning: {remote.warning}")
+        findings.append(
+            Finding(
+                "ccache-remote",
+                "warn",
+                remote.warning,
+                f"start the cache server or fix {REMOTE_ENV} / matrix.toml [ccache] remote",
+            )
+        )
+    return remote
 
 
 def ccache_stats(ccache: str, env: Mapping[str, str]) -> dict[str, int]:
@@ -954,6 +1088,7 @@ def build_wheel(
     clean: bool = False,
     ccache: bool = True,
     ccache_dir: Path | None = None,
+    ccache_remote: str | None = None,
     meminfo: Path = Path("/proc/meminfo"),
     interval: float = PROGRESS_INTERVAL,
     timeout: float | None = None,
@@ -1052,13 +1187,17 @@ def build_wheel(
         else:
             cdir = ccache_dir or cache_root() / "ccache"
             cdir.mkdir(parents=True, exist_ok=True)
+            remote = ccache_remote_checked(ccache_remote if ccache else None, progress, findings)
             env.update(
-                ccache_env(src, cdir)
+                ccache_env(src, cdir, remote.url, shared_root=cache_root())
                 | {"CCACHE_MAXSIZE": env.get("CCACHE_MAXSIZE", CCACHE_MAXSIZE)}
             )
             if not ccache:
                 env["CCACHE_DISABLE"] = "1"
             cc_info |= {"dir": str(cdir), "enabled": ccache}
+            if remote.asked:
+                cc_info["remote"] = redact(remote.url or "") or None
+                cc_info["remote_asked"] = redact(remote.asked)
         stats_before = ccache_stats(ccache_exe, env) if ccache_exe and ccache else {}
         details["env"] = (
             fx.vars()
@@ -1069,6 +1208,14 @@ def build_wheel(
                 for k in ("CCACHE_DIR", "CCACHE_BASEDIR", "CCACHE_NOHASHDIR", "CCACHE_DISABLE")
                 if k in env
             }
+            | (
+                {
+                    "CCACHE_REMOTE_STORAGE": redact(env["CCACHE_REMOTE_STORAGE"]),
+                    "CCACHE_COMPILERCHECK": env.get("CCACHE_COMPILERCHECK", ""),
+                }
+                if "CCACHE_REMOTE_STORAGE" in env
+                else {}
+            )
         )
 
         wheelhouse = work / "wheelhouse"

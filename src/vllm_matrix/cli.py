@@ -13,12 +13,15 @@ from pathlib import Path
 from packaging.version import Version
 
 from . import (
+    build,
+    cimatrix,
     config,
     doctor,
     externals,
     facts,
     index,
     knowledge,
+    merge,
     pins,
     pixi,
     probe,
@@ -85,19 +88,22 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def build_options(args: argparse.Namespace) -> runner.BuildOptions:
+def build_options(
+    args: argparse.Namespace, matrix: config.Matrix | None = None
+) -> runner.BuildOptions:
     return runner.BuildOptions(
         max_jobs=getattr(args, "max_jobs", None),
         nvcc_threads=getattr(args, "nvcc_threads", None),
         clean=getattr(args, "clean", False),
         ccache=not getattr(args, "no_ccache", False),
         debug=getattr(args, "debug", False),
+        ccache_remote=build.remote_setting(matrix.ccache.remote if matrix else None),
     )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    opts = build_options(args)
     if getattr(args, "env", None) == "current":
+        opts = build_options(args)
         if not args.vllm:
             raise MatrixError("--env current needs --vllm VERSION", fix="e.g. --vllm 0.8.5")
         cell = current_cell(args.vllm, args.arch)
@@ -110,6 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return _exit_for([v])
     m, ws = _matrix(args)
+    opts = build_options(args, m)
     done = runner.run_matrix(
         m, ws, args.depth, args.cell, echo=_say, force=getattr(args, "force", False), opts=opts
     )
@@ -156,8 +163,33 @@ def _exit_for(verdicts: Sequence[results.Verdict]) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     m, ws = _matrix(args)
-    _, md = report.write(m, ws.results, ws.reports)
+    if not args.merge:
+        _, md = report.write(m, ws.results, ws.reports)
+        print(md)
+        return 0
+    dirs = [Path(d) for d in args.merge]
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise MatrixError(
+            f"--merge: not a directory: {', '.join(missing)}",
+            fix="pass the directories holding the result files (results/ of each machine)",
+        )
+    doc, refused = merge.collect(m, dirs, ws.reports / report.OTHER_DIR)
+    _, md = report.write_doc(doc, ws.reports)
     print(md)
+    for x in refused:
+        _say(f"error: refused {x.file}: {x.reason}")
+    if refused:
+        # The report holds every readable file; exit 1 so a CI job does not publish a
+        # map with cells silently missing (the refused files are listed in it too).
+        _say(f"{len(refused)} result file(s) refused; the other {doc['merged']['files']} merged")
+        return 1
+    return 0
+
+
+def cmd_ci_matrix(args: argparse.Namespace) -> int:
+    m, _ = _matrix(args)
+    print(cimatrix.render(m, args.format, args.depth, args.cell), end="")
     return 0
 
 
@@ -318,7 +350,20 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_run, depth="preflight")
 
     s = with_matrix(sub.add_parser("report", help="re-render reports/ from results/"))
+    s.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        help="render from the result files under these dirs (made on many machines) "
+        "instead of results/",
+    )
     s.set_defaults(fn=cmd_report)
+
+    s = with_matrix(sub.add_parser("ci-matrix", help="the CI job matrix, one job per cell"))
+    s.add_argument("--format", default="github", choices=cimatrix.FORMATS)
+    s.add_argument("--depth", default=runner.DEFAULT_DEPTH, help="|".join(runner.DEPTHS))
+    s.add_argument("--cell", help="only cells whose id contains this")
+    s.set_defaults(fn=cmd_ci_matrix)
 
     s = with_matrix(sub.add_parser("doctor", help="a cell's or the current env's toolchain"))
     s.add_argument("--cell", help="the cell (id or a unique part of it)")

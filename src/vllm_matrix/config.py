@@ -21,7 +21,10 @@ PROVIDERS = ("debian", "pypi", "system", "conda-prefix")
 CELL_KEYS = ("vllm", "torch", "cuda", "provider", "python", "arch", "source", "note", "options")
 DEFAULT_KEYS = tuple(k for k in CELL_KEYS if k not in ("vllm", "note"))
 OPTION_KEYS = ("max_jobs", "nvcc_threads")
-TOP_KEYS = ("defaults", "cell")
+TOP_KEYS = ("defaults", "cell", "ccache")
+CCACHE_KEYS = ("remote",)
+# ccache's remote storage backends (ccache >= 4.4 "remote_storage"; 4.14 adds crsh).
+CCACHE_SCHEMES = ("redis", "redis+unix", "http", "https", "file", "crsh")
 
 _ARCH = re.compile(r"^(?:sm_|compute_)?(\d+)(?:\.(\d+))?([af]?)$")
 
@@ -114,14 +117,43 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class CcacheSettings:
+    """``[ccache]``: settings every machine running this matrix shares.
+
+    ``remote``: ccache's remote storage (``redis://host:port``, ``http://host/path``),
+    handed to ccache as CCACHE_REMOTE_STORAGE; VLLM_MATRIX_CCACHE_REMOTE overrides it.
+    """
+
+    remote: str | None = None
+
+
+def check_ccache_remote(url: str, where: str) -> str:
+    """``url`` if ccache can use it as remote storage; ConfigError naming ``where`` if not."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in CCACHE_SCHEMES:
+        raise ConfigError(
+            f"{where}: {url!r} is not a ccache remote storage URL",
+            fix="write e.g. redis://cache-host:6379 or http://cache-host:8080/ccache"
+            + (f" ({tomlfile.did_you_mean(scheme, CCACHE_SCHEMES)})" if scheme else ""),
+        )
+    return url
+
+
+@dataclass(frozen=True)
 class Matrix:
     path: Path
     cells: tuple[Cell, ...]
+    ccache: CcacheSettings = field(default_factory=CcacheSettings)
 
     def select(self, pattern: str | None) -> tuple[Cell, ...]:
-        """Cells whose id contains ``pattern`` (all when None); error when none match."""
+        """The cell whose id is ``pattern``, else the cells whose id contains it (all when
+        None); error when none match. (An exact id never also picks the cells whose id
+        merely contains it, e.g. ...-sm90 and ...-sm90+sm120.)"""
         if not pattern:
             return self.cells
+        exact = tuple(c for c in self.cells if c.id == pattern)
+        if exact:
+            return exact
         chosen = tuple(c for c in self.cells if pattern in c.id)
         if not chosen:
             ids = [c.id for c in self.cells]
@@ -210,6 +242,7 @@ def load_matrix(path: Path) -> Matrix:
     if not isinstance(raw_cells, list) or not raw_cells:
         raise ConfigError(f"{path}: no [[cell]] entries", fix="add at least one [[cell]] table")
     cells = tuple(_cell(doc, raw, defaults, n) for n, raw in enumerate(raw_cells))
+    ccache = _ccache(doc)
     seen: dict[str, Cell] = {}
     for c in cells:
         if c.id in seen:
@@ -218,4 +251,16 @@ def load_matrix(path: Path) -> Matrix:
                 fix="remove one of them",
             )
         seen[c.id] = c
-    return Matrix(path, cells)
+    return Matrix(path, cells, ccache)
+
+
+def _ccache(doc: TomlDoc) -> CcacheSettings:
+    raw = doc.data.get("ccache", {})
+    tomlfile.expect(doc, raw, "ccache", dict, "the top level")
+    line = doc.line_of("ccache") or 0
+    tomlfile.check_keys(doc, raw, CCACHE_KEYS, "[ccache]", line)
+    remote = raw.get("remote")
+    if remote is None:
+        return CcacheSettings()
+    tomlfile.expect(doc, remote, "remote", str, "[ccache]", line)
+    return CcacheSettings(check_ccache_remote(remote, doc.where("remote", line)) or None)

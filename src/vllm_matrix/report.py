@@ -126,6 +126,14 @@ def render_md(doc: dict[str, Any]) -> str:
         "warnings of cells that passed (the details below have each one's fix).",
         "",
     ]
+    if doc.get("merged"):  # merge: where the rows came from
+        mg = doc["merged"]
+        out += [
+            f"Merged (`nox -s report -- --merge`) from {mg['files']} result files in "
+            + ", ".join(f"`{d}`" for d in mg["dirs"])
+            + (f"; {len(mg['refused'])} refused (listed at the end)." if mg["refused"] else "."),
+            "",
+        ]
     table = []
     for r in doc["cells"]:
         if r["verdict"] == "ERROR":
@@ -237,7 +245,12 @@ def render_md(doc: dict[str, Any]) -> str:
                 f"- machine: {results.machine_label(r['machine'])}, "
                 f"{r['machine'].get('os')}; written {r['written']}"
             )
+        out += [f"- {n}" for n in r.get("notes", ())]  # merge: every machine's run
         out.append("")
+    refused = doc.get("merged", {}).get("refused", [])
+    if refused:  # merge: files not read, each with its reason
+        out += ["## Refused result files", ""]
+        out += [f"- `{x['file']}`: {x['reason']}" for x in refused]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -287,7 +300,11 @@ def portable_copies(other_dir: Path, workspace: Path) -> list[Path]:
 
 def write(matrix: Matrix, results_dir: Path, reports_dir: Path) -> tuple[Path, Path]:
     portable_copies(reports_dir / OTHER_DIR, results_dir.parent)
-    doc = collect(matrix, results_dir, reports_dir / OTHER_DIR)
+    return write_doc(collect(matrix, results_dir, reports_dir / OTHER_DIR), reports_dir)
+
+
+def write_doc(doc: dict[str, Any], reports_dir: Path) -> tuple[Path, Path]:
+    """compat.json and compat.md (and the README's generated section) from ``doc``."""
     j, m = reports_dir / "compat.json", reports_dir / "compat.md"
     atomic_write_text(j, json.dumps(doc, indent=1) + "\n")
     atomic_write_text(m, render_md(doc))

@@ -59,6 +59,9 @@ class BuildOptions:
     clean: bool = False  # remake the work copy: a from-scratch build
     ccache: bool = True
     debug: bool = False  # let a bug's exception through (traceback) instead of an ERROR
+    # ccache's remote storage (build.remote_setting: VLLM_MATRIX_CCACHE_REMOTE or the
+    # matrix's [ccache] remote); None: the local cache only
+    ccache_remote: str | None = None
 
 
 @dataclass(frozen=True)
@@ -316,6 +319,7 @@ def run_cell(
             series=patches.load_series(root=ws.root),
             clean=opts.clean,
             ccache=opts.ccache,
+            ccache_remote=opts.ccache_remote,
             extra_env=externals.build_env(dirs),
         )
         if r.status in (PASS, results.WARN):

@@ -129,3 +129,25 @@ def test_parse_arch_list() -> None:
         parse_arch_list("hopper")
     with pytest.raises(ConfigError, match="no GPU arch"):
         parse_arch_list(" ")
+
+
+def test_ccache_table_remote(tmp_path: Path) -> None:
+    from vllm_matrix.config import CcacheSettings
+
+    m = load_matrix(write(tmp_path, GOOD))
+    assert m.ccache == CcacheSettings(None)
+    m = load_matrix(write(tmp_path, '[ccache]\nremote = "redis://cache:6379"\n' + GOOD))
+    assert m.ccache.remote == "redis://cache:6379"
+
+
+def test_ccache_table_errors_name_the_key_and_suggest(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_matrix(write(tmp_path, '[ccache]\nremot = "redis://cache:6379"\n' + GOOD))
+    assert "remot" in e.value.message and "matrix.toml:2" in e.value.message
+    assert "did you mean 'remote'" in (e.value.fix or "")
+    with pytest.raises(ConfigError) as e:
+        load_matrix(write(tmp_path, '[ccache]\nremote = "rediss://cache:6379"\n' + GOOD))
+    assert "not a ccache remote storage URL" in e.value.message
+    assert "did you mean 'redis'" in (e.value.fix or "")
+    with pytest.raises(ConfigError, match="must be a str"):
+        load_matrix(write(tmp_path, "[ccache]\nremote = 6379\n" + GOOD))
