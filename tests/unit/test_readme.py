@@ -65,3 +65,24 @@ def test_a_run_elsewhere_that_targets_sm120_is_named_with_its_machine() -> None:
     )
     assert "`d-sm120-current` — PASS at probe: 12 units, all passed." in text
     assert "Probed on another" not in readme.blackwell(doc)
+
+
+def _readme_commands() -> list[str]:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text.split("```bash", 1)[1].split("```", 1)[0]
+    return [
+        ln.strip() for ln in block.splitlines() if ln.strip() and not ln.strip().startswith("#")
+    ]
+
+
+def test_readme_starts_with_the_main_job_and_the_test_command() -> None:
+    main, tests = _readme_commands()[:2]
+    assert main.endswith("nox -s matrix") and tests.endswith("nox -s tests")
+
+
+def test_ci_runs_the_readme_test_command_in_a_clean_venv() -> None:
+    ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
+    assert _readme_commands()[1] in ci.splitlines()
+    # the way a new machine would: its own venv, a clean PATH, CI=true, its own cache
+    assert "-m venv" in ci and 'export PATH="$work/venv/bin:' in ci
+    assert "CI=true" in ci and "VLLM_MATRIX_CACHE=" in ci
