@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from condalayout import conda_layout
 
-from vllm_matrix import env, index, proc, toolkit
+from vllm_matrix import env, index, proc, programs, toolkit
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
 REPO = Path(__file__).parents[2]
@@ -38,7 +38,7 @@ def seed_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     for lib in (prefix / "targets" / "x86_64-linux" / "lib").glob("libnvToolsExt*"):
         lib.unlink()
     venv = tmp / "venv"
-    uv = env._uv()
+    uv = programs.uv()
     proc.run([*uv, "venv", "--quiet", "--python", env.find_python("3.12"), venv])
     py = venv / "bin" / "python"
     base = [*uv, "pip", "install", "--quiet", "--python", py, "--index-url", index.index_url()]

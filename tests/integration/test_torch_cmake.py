@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from condalayout import conda_layout
 
-from vllm_matrix import env, fixups, index, proc, toolkit
+from vllm_matrix import env, fixups, index, proc, programs, toolkit
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
 
@@ -90,7 +90,7 @@ def _seed_env(tmp: Path) -> env.TorchEnv:
     """The seed's env: torch 2.6.0 plus pip's nvidia-nvtx (as torch's deps bring it)."""
     base = env.provide("3.12", "2.6.0", "headers")
     root = tmp / "seed-env"
-    uv = env._uv()
+    uv = programs.uv()
     proc.run([*uv, "venv", "--quiet", "--python", env.find_python("3.12"), root])
     py = root / "bin" / "python"
     proc.run(
