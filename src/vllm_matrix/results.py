@@ -13,7 +13,7 @@ import platform
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ STATUSES = (PASS, FAIL, WARN, SKIP, PREDICTED_FAIL, INTERRUPTED)
 # Cell verdicts (design.md), plus PREFLIGHT-OK: every rule passed, nothing compiled yet.
 VERDICTS = ("PASS", "FAIL", "PREDICTED-FAIL", "PREFLIGHT-OK", "SKIPPED", "UNKNOWN")
 
-COMPILED = ("probe", "build", "audit", "smoke")  # stages whose verdicts come from compiling
+COMPILED = ("probe", "build", "audit", "smoke", "gpu")  # stages whose verdicts come from compiling
 STAGE_ORDER = (
     "source",
     "facts",
@@ -49,6 +49,7 @@ STAGE_ORDER = (
     "build",
     "audit",
     "smoke",
+    "gpu",
 )
 
 
@@ -109,6 +110,18 @@ def verdict_of(stages: list[StageResult]) -> Verdict:
     """The cell's verdict: the first stage that stopped it decides; else how far it got."""
     if not stages:
         return Verdict("UNKNOWN", "none", "not run yet", "", ())
+    v = _verdict_of(stages)
+    # A partial build (--targets) is never shown as a wheel: its depth says so.
+    cut = next(
+        (s.details["partial"] for s in stages if s.stage == "build" and "partial" in s.details),
+        None,
+    )
+    if cut is not None and v.depth in ("build", "audit", "smoke", "gpu"):
+        v = replace(v, depth=f"{v.depth} (partial: targets {', '.join(cut['targets'])})")
+    return v
+
+
+def _verdict_of(stages: list[StageResult]) -> Verdict:
     depth = stages[-1].stage
     # A compile that ran (--force past a prediction) outranks the prediction.
     compiled_fail = next((s for s in stages if s.stage in COMPILED and s.status == FAIL), None)
