@@ -13,10 +13,12 @@ from pathlib import Path
 from packaging.version import Version
 
 from . import (
+    build,
     config,
     doctor,
     externals,
     facts,
+    gpuinfo,
     index,
     knowledge,
     pins,
@@ -61,7 +63,9 @@ def current_cell(vllm: str, arch: str | None) -> config.Cell:
     """A cell made from what the active env holds (no matrix entry needed)."""
     tk = doctor.current_toolkit()
     tv = doctor.current_env()
-    archs = config.parse_arch_list(arch or os.environ.get("TORCH_CUDA_ARCH_LIST", ""))
+    archs = _archs(arch)
+    if not archs:  # --arch auto (the default where a GPU is present): this machine's GPUs
+        archs = gpuinfo.detect().archs
     return config.Cell(
         vllm,
         tv.torch,
@@ -74,6 +78,13 @@ def current_cell(vllm: str, arch: str | None) -> config.Cell:
     )
 
 
+def _archs(arch: str | None) -> tuple[str, ...]:
+    """--arch: a list, or "auto"/nothing (TORCH_CUDA_ARCH_LIST, else the GPUs here)."""
+    if arch and arch != "auto":
+        return config.parse_arch_list(arch)
+    return config.parse_arch_list(os.environ.get("TORCH_CUDA_ARCH_LIST", ""))
+
+
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -84,6 +95,8 @@ def build_options(args: argparse.Namespace) -> runner.BuildOptions:
         nvcc_threads=getattr(args, "nvcc_threads", None),
         clean=getattr(args, "clean", False),
         ccache=not getattr(args, "no_ccache", False),
+        targets=build.parse_targets(getattr(args, "targets", None)),
+        probe=not getattr(args, "no_probe", False),
     )
 
 
@@ -139,8 +152,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     if args.env == "current":
-        archs = config.parse_arch_list(args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST", ""))
-        rep = doctor.for_current(archs)
+        rep = doctor.for_current(_archs(args.arch))
     elif args.env:
         raise MatrixError(f"unknown --env '{args.env}'", fix="use --env current, or --cell ID")
     else:
@@ -280,12 +292,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--env", help="'current': use the active env's toolkit and torch")
     s.add_argument("--vllm", help="with --env current: the vLLM version to check")
-    s.add_argument("--arch", help="with --env current: arches (default TORCH_CUDA_ARCH_LIST)")
+    s.add_argument(
+        "--arch",
+        help="with --env current: arches or auto (TORCH_CUDA_ARCH_LIST, else the GPUs here)",
+    )
     b = s.add_argument_group("--depth build")
     b.add_argument("--max-jobs", type=int, help="MAX_JOBS (default: from cores and free RAM)")
     b.add_argument("--nvcc-threads", type=int, help="NVCC_THREADS (default: from free RAM)")
     b.add_argument("--clean", action="store_true", help="remake the work copy (no resume)")
     b.add_argument("--no-ccache", action="store_true", help="build without ccache")
+    b.add_argument(
+        "--targets",
+        help="CMake targets only (e.g. _C,_C_stable_libtorch): a partial build, never a wheel",
+    )
+    b.add_argument(
+        "--no-probe", action="store_true", help="skip the probe (the build compiles its units)"
+    )
     s.set_defaults(fn=cmd_run)
 
     s = with_matrix(sub.add_parser("preflight", help="run = --depth preflight"))
@@ -299,7 +321,10 @@ def parser() -> argparse.ArgumentParser:
     s = with_matrix(sub.add_parser("doctor", help="a cell's or the current env's toolchain"))
     s.add_argument("--cell", help="the cell (id or a unique part of it)")
     s.add_argument("--env", help="'current': the active env (conda/pixi/venv) instead of a cell")
-    s.add_argument("--arch", help="arches for --env current (default: TORCH_CUDA_ARCH_LIST)")
+    s.add_argument(
+        "--arch",
+        help="--env current: arches or auto (TORCH_CUDA_ARCH_LIST, else the GPUs here)",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_doctor)
 
