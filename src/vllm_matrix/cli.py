@@ -21,6 +21,7 @@ from . import (
     gpuinfo,
     index,
     knowledge,
+    modelopt,
     pins,
     pixi,
     probe,
@@ -262,6 +263,14 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_modelopt_check(args: argparse.Namespace) -> int:
+    tree = source.get_tree(args.vllm)
+    cfg = json.loads(Path(args.config).read_text()) if args.config else modelopt.EXAMPLE
+    c = modelopt.check(tree.root, cfg)
+    print(json.dumps(c.to_json(), indent=1) if args.json else f"{c.message}\n  ({c.how})")
+    return 0 if c.accepted else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vllm-matrix", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -347,6 +356,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--log", help="append every git command and its output here")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_prefetch)
+
+    s = sub.add_parser(
+        "modelopt-check", help="a ModelOpt hf_quant_config.json through the release's parser"
+    )
+    s.add_argument("--vllm", required=True, help="release (0.20.0), path:DIR or git:URL@TAG")
+    s.add_argument("--config", help="hf_quant_config.json (default: a ModelOpt FP8 export's)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_modelopt_check)
 
     s = sub.add_parser("derive-torch", help="torch wheel facts as TOML (from the real wheels)")
     s.add_argument("versions", nargs="+")

@@ -23,6 +23,7 @@ from . import (
     fixups,
     gpu,
     knowledge,
+    modelopt,
     partial,
     patches,
     pins,
@@ -148,19 +149,23 @@ def run_cell(
         found = preflight.check(
             cell, f, know, state["tree"].root, preflight.detect_host(), pins.load()
         )
+        column, evidence = preflight.modelopt_column(cell, f)
+        # The column rests on the release's own parser run on a ModelOpt FP8 config.
+        cfg = modelopt.check(state["tree"].root, modelopt.EXAMPLE)
         return StageResult(
             "preflight",
             preflight.status_of(found),
             0.0,
             preflight.summary_of(found),
             tuple(found),
-            details=dict(
-                zip(
-                    ("modelopt_fp8", "modelopt_evidence"),
-                    preflight.modelopt_column(cell, f),
-                    strict=True,
-                )
-            ),
+            details={
+                "modelopt_fp8": column
+                if cfg.accepted or not f.modelopt.supported
+                else f"no: {cfg.message}",
+                "modelopt_evidence": f"{evidence}; hf_quant_config.json FP8: {cfg.message} "
+                f"({cfg.how})",
+                "modelopt_config": cfg.to_json(),
+            },
         )
 
     def do_toolkit() -> StageResult:
