@@ -160,6 +160,7 @@ def probe_skipped() -> StageResult:
         0.0,
         "not run (--no-probe): the build compiles the units the probe would",
         (Finding("probe", "info", "probe not run (--no-probe)"),),
+        {"not_run": True},
     )
 
 

@@ -147,7 +147,10 @@ def _verdict_of(stages: list[StageResult]) -> Verdict:
             passed = [
                 p.stage
                 for p in stages[: stages.index(s)]
-                if p.stage in COMPILED and p.status in (PASS, WARN)
+                if p.stage in COMPILED
+                and p.status in (PASS, WARN)
+                # e.g. --no-probe: the stage is there, nothing was compiled
+                and not (p.details.get("not_run") or p.summary.startswith("not run"))
             ]
             if s.status in (SKIP, INTERRUPTED) and passed:
                 stopped = "interrupted" if s.status == INTERRUPTED else "skipped"

@@ -245,3 +245,13 @@ def test_gpu_depth_runs_after_smoke() -> None:
 
     assert runner.DEPTHS[-1] == "gpu" and runner.LAST_STAGE["gpu"] == "gpu"
     assert textwrap.dedent(results.STAGE_ORDER[-1]) == "gpu"
+
+
+def test_a_probe_not_run_is_no_evidence() -> None:
+    from vllm_matrix import partial as p
+
+    stopped = StageResult("build", INTERRUPTED, 0.0, "interrupted (Ctrl-C)")
+    v = results.verdict_of(_stages(p.probe_skipped(), stopped))
+    assert v.verdict == "UNKNOWN" and v.depth == "build"
+    ran = StageResult("probe", PASS, 1.0, "14 units, all passed")
+    assert results.verdict_of(_stages(ran, stopped)).verdict == "PASS"
