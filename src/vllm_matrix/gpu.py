@@ -24,6 +24,9 @@ dequantized, matmul in fp32, so FP8's own rounding is not counted):
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,7 +68,17 @@ def judge_gemm(c: Mapping[str, Any]) -> list[Finding]:
                 "the kernel computes the wrong product: check the build's arch and patches",
             )
         )
-    if c["ratio"] < MIN_RATIO:
+    if "ratio" not in c:
+        out.append(
+            Finding(
+                "gpu-speed",
+                "warn",
+                f"{name}: {c['tflops']} TFLOP/s; no torch._scaled_mm figure to compare "
+                f"({c.get('torch_error', 'not measured')})",
+                "compare by hand: torch's FP8 GEMM did not run on these inputs",
+            )
+        )
+    elif c["ratio"] < MIN_RATIO:
         out.append(
             Finding(
                 "gpu-speed",
@@ -170,13 +183,14 @@ def summarize(res: Mapping[str, Any]) -> str:
     gemm = [c for c in res.get("gemm", []) if "error" not in c]
     if gemm:
         worst = max(gemm, key=lambda c: c["rel_err"] / GEMM_TOL[c["out"]])
-        slow = min(gemm, key=lambda c: c["ratio"])
+        slow = min(gemm, key=lambda c: c.get("ratio", float("inf")))
         big = [c for c in gemm if c["m"] == max(c2["m"] for c2 in gemm)]
         top = max(big, key=lambda c: c["tflops"])
         parts.append(
             f"cutlass_scaled_mm {len(gemm)} cases: max rel err {worst['rel_err']:.2g} "
             f"({_case_name(worst)}), {top['tflops']} TFLOP/s at M={top['m']} "
-            f"({top['ratio']:.2f}x torch), slowest ratio {slow['ratio']:.2f}x ({_case_name(slow)})"
+            f"({top.get('ratio', float('nan')):.2f}x torch), slowest ratio "
+            f"{slow.get('ratio', float('nan')):.2f}x ({_case_name(slow)})"
         )
     quant = [c for c in res.get("quant", []) if "error" not in c]
     if quant:
@@ -202,10 +216,30 @@ def table(res: Mapping[str, Any]) -> list[str]:
             continue
         rows.append(
             f"| {c['m']} | {c['k']} | {c['n']} | {c['out']} | {'yes' if c['bias'] else 'no'} | "
-            f"{c['rel_err']:.2e} | {c['torch_rel_err']:.2e} | {c['tflops']} | "
-            f"{c['torch_tflops']} | {c['ratio']:.2f} |"
+            f"{c['rel_err']:.2e} | {c.get('torch_rel_err', float('nan')):.2e} | "
+            f"{c['tflops']} | {c.get('torch_tflops', '-')} | {c.get('ratio', float('nan')):.2f} |"
         )
     return rows
+
+
+_FP8_EXTENSION = re.compile(r"^vllm/_C(_stable_libtorch)?\.[^/]*so$")
+
+
+def wheel_extensions(wheel: Path, dest: Path) -> list[Path]:
+    """The extensions that hold the FP8 ops (``vllm/_C*.so``), unpacked from a built
+    wheel into ``dest`` (a full build's gpu stage; a partial build hands its own)."""
+    out: list[Path] = []
+    if dest.exists():
+        shutil.rmtree(dest)
+    with zipfile.ZipFile(wheel) as zf:
+        for name in zf.namelist():
+            if _FP8_EXTENSION.match(name):
+                target = dest / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(name) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                out.append(target)
+    return sorted(out)
 
 
 def run_worker(
@@ -251,4 +285,13 @@ def run_stage(
     )
 
 
-__all__ = ["GEMM_TOL", "MIN_RATIO", "NO_GPU", "judge", "run_stage", "run_worker", "table"]
+__all__ = [
+    "GEMM_TOL",
+    "MIN_RATIO",
+    "NO_GPU",
+    "judge",
+    "run_stage",
+    "run_worker",
+    "table",
+    "wheel_extensions",
+]

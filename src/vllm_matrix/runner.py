@@ -307,9 +307,12 @@ def run_cell(
         return audit.smoke(state["wheel"], state["env"], state["toolkit"], build.work_dir(cell))
 
     def do_gpu() -> StageResult:
-        return gpu.run_stage(
-            state.get("extensions", ()), state["env"], ws.logs(cell) / "gpu", opts.targets
+        exts = state.get("extensions") or (
+            gpu.wheel_extensions(state["wheel"], ws.logs(cell) / "gpu" / "wheel")
+            if "wheel" in state
+            else []
         )
+        return gpu.run_stage(exts, state["env"], ws.logs(cell) / "gpu", opts.targets)
 
     plan: list[tuple[str, Callable[[], StageResult]]] = [
         ("source", do_source),

@@ -300,3 +300,30 @@ def test_worker_loads_nothing_and_finds_no_ops_without_extensions(tmp_path: Path
         [tmp_path / "nope.so"], sys.executable, tmp_path / "b.json", tmp_path / "b.log", True
     )
     assert bad["libs"][str(tmp_path / "nope.so")].startswith("OSError")
+
+
+def test_a_full_wheels_fp8_extensions_are_unpacked_for_the_stage(tmp_path: Path) -> None:
+    import zipfile
+
+    whl = tmp_path / "vllm-0.20.0+cu130torch2.11-cp38-abi3-linux_x86_64.whl"
+    with zipfile.ZipFile(whl, "w") as zf:
+        for n in (
+            "vllm/_C.abi3.so",
+            "vllm/_C_stable_libtorch.abi3.so",
+            "vllm/_moe_C.abi3.so",
+            "vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so",
+            "vllm/__init__.py",
+        ):
+            zf.writestr(n, b"x")
+    got = gpu.wheel_extensions(whl, tmp_path / "out")
+    assert [p.name for p in got] == ["_C.abi3.so", "_C_stable_libtorch.abi3.so"]
+    assert gpu.wheel_extensions(whl, tmp_path / "out") == got  # made afresh
+
+
+def test_a_gemm_case_without_torchs_figure_is_a_warning() -> None:
+    c = _gemm(torch_error="RuntimeError: cuBLASLt")
+    for k in ("ratio", "torch_tflops", "torch_rel_err"):
+        c.pop(k)
+    found = gpu.judge_gemm(c)
+    assert [f.level for f in found] == ["warn"] and "cuBLASLt" in found[0].message
+    assert gpu.judge(_res(gemm=[c])).status == WARN
