@@ -12,6 +12,8 @@
 #   qutlass.tgz   qutlass at its pin (qutlass/ only): compiled into _C for 12.x
 # Run there:  TARGETS=_C_stable_libtorch ARCHS="9.0a;12.0a" JOBS=32 LIMIT=420 SLICE=_C:90 \
 #             OUT=dir bash benchmarks/gpu12.sh
+# or, for a build longer than one command: MODE=start ... (returns at once), then
+# MODE=poll ... every few minutes (short calls) until it says rc=...: the gpu stage ran.
 set -x
 cd "$(dirname "$0")/.."
 R=$PWD
@@ -34,11 +36,28 @@ W=/tmp/dws; mkdir -p $W; ln -sfn $R/patches $W/patches
 cd $W
 python3 -m vllm_matrix doctor --env current --json > $OUT/doctor.json 2>&1; echo "doctor rc=$?"
 python3 -m vllm_matrix doctor --env current --arch auto 2>&1 | tail -12
-t0=$(date +%s)
-timeout -s INT ${LIMIT:-420} python3 -m vllm_matrix run --env current --vllm 0.20.0 \
-  --arch "${ARCHS:-9.0a;12.0a}" --depth gpu --targets "${TARGETS:-_C_stable_libtorch}" \
-  --no-probe --max-jobs ${JOBS:-32} --nvcc-threads 1 > $OUT/run.out 2>&1
-echo "tool run rc=$? wall=$(( $(date +%s) - t0 ))s"; tail -25 $OUT/run.out
+RUN=(python3 -m vllm_matrix run --env current --vllm 0.20.0 --arch "${ARCHS:-9.0a;12.0a}"
+  --depth gpu --targets "${TARGETS:-_C_stable_libtorch}" --no-probe --max-jobs ${JOBS:-32}
+  --nvcc-threads 1)
+# MODE=start: the run in a session of its own (it outlives this command, until the machine
+# goes back: an interrupted nvcc unit restarts from zero, and vLLM 0.20.0's longest
+# _C_stable_libtorch unit takes > 290 s); MODE=poll: where it is, and its files when done.
+# MODE=all (default): in the foreground under LIMIT seconds, then the measurements below.
+case ${MODE:-all} in
+start)
+  rm -f /tmp/run.done
+  setsid nohup bash -c 't0=$(date +%s); "$@" > /tmp/run.out 2>&1; echo "rc=$? wall=$(( $(date +%s) - t0 ))s" > /tmp/run.done' \
+    run "${RUN[@]}" < /dev/null > /dev/null 2>&1 &
+  sleep 5; cat /tmp/run.out; exit 0 ;;
+poll)
+  tail -5 /tmp/run.out; cp /tmp/run.out $OUT/run.out
+  if [ ! -f /tmp/run.done ]; then echo "still running"; exit 0; fi
+  cat /tmp/run.done ;;
+*)
+  t0=$(date +%s)
+  timeout -s INT ${LIMIT:-420} "${RUN[@]}" > $OUT/run.out 2>&1
+  echo "tool run rc=$? wall=$(( $(date +%s) - t0 ))s"; tail -25 $OUT/run.out ;;
+esac
 for f in $W/results/*.json; do cp "$f" "$OUT/$(basename "$f" | tr "+" "_")"; done
 B=$(ls -d $VLLM_MATRIX_CACHE/builds/*/src/build/temp.* | head -1)
 # Real cuobjdump output for the audit's tests: the FP8 GEMM object as built (sm_90a), and
