@@ -179,6 +179,7 @@ def machine() -> dict[str, Any]:
                 ).stdout.strip()
                 or None
             )
+            gpu = _gpus(gpu) if gpu else None
         except (OSError, subprocess.TimeoutExpired):
             gpu = None
     mem = 0
@@ -196,8 +197,16 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _gpus(text: str) -> str:
+    """nvidia-smi's one line per GPU as one label: "2 x NVIDIA H200"."""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    if len(lines) > 1 and len(set(lines)) == 1:
+        return f"{len(lines)} x {lines[0]}"
+    return ", ".join(lines)
+
+
 def machine_label(m: dict[str, Any]) -> str:
-    gpu = m.get("gpu") or "no GPU"
+    gpu = _gpus(m.get("gpu") or "no GPU")
     return f"{m.get('arch')} {m.get('cpus')} cores {m.get('mem_gib')} GiB, {gpu}"
 
 

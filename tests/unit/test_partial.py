@@ -255,3 +255,8 @@ def test_a_probe_not_run_is_no_evidence() -> None:
     assert v.verdict == "UNKNOWN" and v.depth == "build"
     ran = StageResult("probe", PASS, 1.0, "14 units, all passed")
     assert results.verdict_of(_stages(ran, stopped)).verdict == "PASS"
+
+
+def test_a_machine_with_several_gpus_is_one_label() -> None:
+    m = {"arch": "x86_64", "cpus": 32, "mem_gib": 251, "gpu": "NVIDIA H200\nNVIDIA H200"}
+    assert results.machine_label(m) == "x86_64 32 cores 251 GiB, 2 x NVIDIA H200"
