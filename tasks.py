@@ -62,6 +62,9 @@ def run(c: Context, matrix: str = "matrix.toml", depth: str = "preflight", cell:
         "clean": "remake the work copy (no resume)",
         "no_ccache": "build without ccache",
         "force": "go on past a predicted failure",
+        "targets": "CMake targets only, e.g. _C,_C_stable_libtorch: a partial build, no wheel",
+        "no_probe": "skip the probe (the build compiles those units anyway)",
+        "gpu": "then the gpu stage: run the FP8 kernels on this machine's GPU",
     }
 )
 def build(
@@ -76,9 +79,13 @@ def build(
     clean: bool = False,
     no_ccache: bool = False,
     force: bool = False,
+    targets: str = "",
+    no_probe: bool = False,
+    gpu: bool = False,
 ) -> None:
     """Build a wheel into dist/ (probe first, then the build, audit and smoke stages)."""
-    argv = ["run", "--matrix", matrix, "--depth", "build"]
+    argv = ["run", "--matrix", matrix, "--depth", "gpu" if gpu else "build"]
+    argv += (["--targets", targets] if targets else []) + (["--no-probe"] if no_probe else [])
     if env:
         argv += ["--env", env, "--vllm", vllm] + (["--arch", arch] if arch else [])
     else:

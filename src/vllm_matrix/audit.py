@@ -297,6 +297,8 @@ def audit_wheel(wheel: Path, tk: Toolkit | None, archs: tuple[str, ...]) -> Stag
                     "stripped (patchelf --remove-rpath) if they matter",
                 )
             )
+        if re.search(r"(^|/)_C(_stable_libtorch)?\.", o.path):  # the FP8 GEMM's home
+            findings += sm90a_findings(o.path, archs, o.sass)
         extra = [s for s in o.sass if s not in archs]
         if extra:
             findings.append(
@@ -320,6 +322,97 @@ def audit_wheel(wheel: Path, tk: Toolkit | None, archs: tuple[str, ...]) -> Stag
         "coverage": per_arch,
     }
     return StageResult("audit", status, 0.0, summary, tuple(findings), details)
+
+
+# ------------------------------------------------------------------ FP8 GEMM SASS
+
+_CODE_FOR = re.compile(r"^\s*code for sm_(\d+)([af]?)\s*$")
+_INSN = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*)")
+# Objects that hold the FP8 GEMM (cutlass_scaled_mm): vLLM's scaled_mm sources.
+FP8_GEMM_OBJECT = re.compile(r"scaled_mm[^/]*\.cu\.o$")
+
+
+class MmaCensus:
+    """Counts, per SASS arch, the matrix instructions in ``cuobjdump --dump-sass``
+    output fed line by line (a large object's dump is never held whole)."""
+
+    def __init__(self) -> None:
+        self.arch: str | None = None
+        self.counts: dict[str, dict[str, int]] = {}
+
+    def feed(self, line: str) -> None:
+        m = _CODE_FOR.match(line)
+        if m:
+            self.arch = _arch_of(m.group(1), m.group(2))
+            self.counts.setdefault(self.arch, {})
+            return
+        if self.arch is None:
+            return
+        i = _INSN.search(line)
+        if i and i.group(1).endswith("MMA"):
+            per = self.counts[self.arch]
+            per[i.group(1)] = per.get(i.group(1), 0) + 1
+
+
+def mma_census(text: str) -> dict[str, dict[str, int]]:
+    """arch -> {MMA opcode: count} of a whole ``cuobjdump --dump-sass`` text."""
+    c = MmaCensus()
+    for line in text.splitlines():
+        c.feed(line)
+    return c.counts
+
+
+def sass_census(path: Path, cuobjdump: str) -> dict[str, dict[str, int]]:
+    c = MmaCensus()
+    proc.run([cuobjdump, "--dump-sass", path], check=False, capture=False, on_line=c.feed)
+    return c.counts
+
+
+def sm90a_findings(
+    name: str,
+    archs: tuple[str, ...],
+    sass: tuple[str, ...],
+    census: dict[str, dict[str, int]] | None = None,
+) -> list[Finding]:
+    """The FP8 GEMM's Hopper fast path needs sm_90a: CUTLASS 3.x's wgmma kernels
+    (vLLM's scaled_mm_c3x_sm90) are compiled for 9.0a only, and their bodies are guarded
+    by __CUDA_ARCH_FEAT_SM90_ALL, so a plain sm_90 compile leaves them empty. A build for
+    9.0 without the ``a`` runs cutlass_scaled_mm on the sm_89 (CUTLASS 2.x, mma.sync)
+    path: the gpu stage measures it below half of cuBLASLt's speed.
+
+    ``name``: an object or .so holding the FP8 GEMM; ``sass``: its SASS arches;
+    ``census``: arch -> MMA opcodes of its SASS (``sass_census``), when dumped."""
+    out: list[Finding] = []
+    wants_hopper = any(_arch_key(a)[0] == 9 for a in archs)
+    if wants_hopper and "9.0" in sass and "9.0a" not in sass:
+        out.append(
+            Finding(
+                "sm90a",
+                "fail",
+                f"{name} has sm_90 SASS without sm_90a: the FP8 GEMM's wgmma kernels "
+                "(CUTLASS 3.x) are not in it; cutlass_scaled_mm falls back to a slower path",
+                "build for 9.0a (TORCH_CUDA_ARCH_LIST='9.0a' / --arch 9.0a), not 9.0",
+                (name,),
+            )
+        )
+    if census is not None:
+        for arch, ops in census.items():
+            if not arch.startswith("9.0"):
+                continue
+            if not any(op.endswith("GMMA") for op in ops):
+                mma = ", ".join(f"{k} {v}" for k, v in sorted(ops.items())) or "no MMA at all"
+                out.append(
+                    Finding(
+                        "sm90a",
+                        "fail",
+                        f"{name}: its sm_{arch.replace('.', '')} SASS has no wgmma "
+                        f"(GMMA) instruction ({mma}): the Hopper FP8 GEMM kernels are "
+                        "empty or on a slow path",
+                        "build for 9.0a (-gencode arch=compute_90a,code=sm_90a)",
+                        (name,),
+                    )
+                )
+    return out
 
 
 # ------------------------------------------------------------------ smoke

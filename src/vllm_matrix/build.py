@@ -73,6 +73,8 @@ __all__ = [
     "build_wheel",
     "local_label",
     "neutralise_pins",
+    "parse_targets",
+    "partial_label",
     "pip_wheel_argv",
     "plan_jobs",
     "prepare_work_copy",
@@ -616,11 +618,25 @@ def parse_ninja_edges(text: str) -> dict[str, tuple[str, str, tuple[str, ...]]]:
     return edges
 
 
-def ninja_work_outputs(build_ninja: Path) -> set[str]:
+def ninja_work_outputs(build_ninja: Path, targets: Sequence[str] = ()) -> set[str]:
     """The first output of each compile and link edge the build's root target needs
-    (what a from-scratch build runs), as ninja writes it into .ninja_log."""
+    (what a from-scratch build runs), as ninja writes it into .ninja_log. ``targets``:
+    the CMake targets of a partial build instead of the root target."""
     edges = parse_ninja_edges(build_ninja.read_text(errors="replace"))
-    roots = next(([r] for r in ROOT_TARGETS if r in edges), list(edges))
+    return _work_from(edges, _roots(edges, targets))
+
+
+def _roots(
+    edges: Mapping[str, tuple[str, str, tuple[str, ...]]], targets: Sequence[str]
+) -> list[str]:
+    if targets:
+        return list(targets)
+    return next(([r] for r in ROOT_TARGETS if r in edges), list(edges))
+
+
+def _work_from(
+    edges: Mapping[str, tuple[str, str, tuple[str, ...]]], roots: Sequence[str]
+) -> set[str]:
     seen: set[str] = set()
     work: set[str] = set()
     stack = list(roots)
@@ -637,8 +653,8 @@ def ninja_work_outputs(build_ninja: Path) -> set[str]:
     return work
 
 
-def ninja_work_edges(build_ninja: Path) -> int:
-    return len(ninja_work_outputs(build_ninja))
+def ninja_work_edges(build_ninja: Path, targets: Sequence[str] = ()) -> int:
+    return len(ninja_work_outputs(build_ninja, targets))
 
 
 def _build_dirs(src: Path) -> list[Path]:
@@ -672,8 +688,9 @@ class OverallProgress:
     message is read after ninja has exited, when the log is complete.
     """
 
-    def __init__(self, src: Path) -> None:
+    def __init__(self, src: Path, targets: Sequence[str] = ()) -> None:
         self.src = src
+        self.targets = tuple(targets)
         self._outputs: dict[Path, tuple[float, set[str]]] = {}
         self._done = 0
 
@@ -685,7 +702,7 @@ class OverallProgress:
                 mtime = manifest.stat().st_mtime
                 cached = self._outputs.get(d)
                 if cached is None or cached[0] != mtime:
-                    cached = (mtime, ninja_work_outputs(manifest))
+                    cached = (mtime, ninja_work_outputs(manifest, self.targets))
                     self._outputs[d] = cached
                 outs = cached[1]
                 total += len(outs)
@@ -698,18 +715,18 @@ class OverallProgress:
         return self._done, total
 
 
-def progress_of(work: Path) -> dict[str, Any] | None:
+def progress_of(work: Path, targets: Sequence[str] = ()) -> dict[str, Any] | None:
     """How far a (stopped) build in ``work`` got, from build.ninja and .ninja_log: work
     edges done of all, the compile seconds they took (each edge's own time, summed), and
     the projected total at that rate (units differ a lot: a rough guide)."""
     src = work / "src"
-    whole = OverallProgress(src)()
+    whole = OverallProgress(src, targets)()
     if whole is None:
         return None
     done, total = whole
     spent = 0.0
     for d in _build_dirs(src):
-        outs = ninja_work_outputs(d / "build.ninja")
+        outs = ninja_work_outputs(d / "build.ninja", targets)
         last: dict[str, float] = {}
         with contextlib.suppress(OSError):
             for line in (d / ".ninja_log").read_text(errors="replace").splitlines()[1:]:
@@ -720,7 +737,154 @@ def progress_of(work: Path) -> dict[str, Any] | None:
     out: dict[str, Any] = {"edges_done": done, "edges": total, "edge_seconds_done": round(spent)}
     if done >= min(10, total):  # from fewer edges a projection says nothing
         out["edge_seconds_projected"] = round(spent / done * total)
+    figures = {k: v for d in _build_dirs(src) for k, v in target_figures(d).items()}
+    if figures:
+        out["targets"] = figures
+    if targets:
+        out["partial"] = list(targets)
     return out
+
+
+# ------------------------------------------------------------------ partial builds
+
+# Runs in the env's python inside the work copy: vLLM's own setup.py (its CMake arguments,
+# its jobs, its install step), with ext_modules cut to the asked CMake targets, run as
+# ``setup.py build_ext --build-lib OUT``: the extensions land in OUT/vllm/, no wheel is made.
+# setup.py names a target by its extension's name less "vllm." and "vllm_flash_attn."
+# (0.4 ... 0.20: ``target_name``).
+PARTIAL_DRIVER = r"""
+import os, runpy, sys
+import setuptools
+wanted = [t for t in sys.argv[1].split(",") if t]
+out = sys.argv[2]
+real = setuptools.setup
+def name(ext):
+    return ext.name.removeprefix("vllm.").removeprefix("vllm_flash_attn.")
+def setup(**kw):
+    exts = list(kw.get("ext_modules") or [])
+    have = [name(e) for e in exts]
+    missing = [t for t in wanted if t not in have]
+    if missing:
+        print("vllm-matrix: no such extension target: " + ", ".join(missing)
+              + "; this tree builds: " + ", ".join(have), flush=True)
+        sys.exit(3)
+    kw["ext_modules"] = [e for e in exts if name(e) in wanted]
+    print("vllm-matrix: partial build of " + ", ".join(wanted) + " (of " + ", ".join(have)
+          + ")", flush=True)
+    return real(**kw)
+setuptools.setup = setup
+sys.argv = ["setup.py", "build_ext", "--build-lib", out]
+sys.path.insert(0, os.getcwd())
+runpy.run_path("setup.py", run_name="__main__")
+"""
+PARTIAL_DIR = "partial"  # under the work dir: OUT of the driver
+_TARGET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+def parse_targets(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"_C,_C_stable_libtorch"`` -> ("_C", "_C_stable_libtorch"); empty: all (a wheel)."""
+    items = text.split(",") if isinstance(text, str) else list(text or ())
+    out: list[str] = []
+    for raw in items:
+        t = raw.strip()
+        if not t:
+            continue
+        if not _TARGET_NAME.match(t):
+            raise BuildError(
+                f"not a CMake target name: {t!r}",
+                fix="name extension targets as vLLM's CMake does, e.g. --targets _C,_moe_C",
+            )
+        if t not in out:
+            out.append(t)
+    return tuple(out)
+
+
+def partial_label(targets: Sequence[str]) -> str:
+    """What every result of a partial build says, so it is never taken for a wheel."""
+    return "partial: targets " + ", ".join(targets)
+
+
+def partial_argv(
+    tv_full: TorchEnv, targets: Sequence[str], out: Path
+) -> list[str | os.PathLike[str]]:
+    return [tv_full.python_exe, "-c", PARTIAL_DRIVER, ",".join(targets), out]
+
+
+def partial_extensions(out: Path) -> list[Path]:
+    """The extension files a partial build installed under ``out``."""
+    return sorted(p for p in out.rglob("*.so") if p.is_file())
+
+
+def _log_times(ninja_log: Path) -> dict[str, tuple[int, int]]:
+    """output -> (start ms, end ms) of its latest record in .ninja_log."""
+    times: dict[str, tuple[int, int]] = {}
+    with contextlib.suppress(OSError):
+        for line in ninja_log.read_text(errors="replace").splitlines()[1:]:
+            parts = line.split("\t")
+            if len(parts) >= 4 and parts[0].isdigit() and parts[1].isdigit():
+                times[parts[3]] = (int(parts[0]), int(parts[1]))
+    return times
+
+
+_TARGET_DIR = re.compile(r"^CMakeFiles/([^/]+)\.dir/")
+
+
+def target_figures(build_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per CMake target with compile edges in ``build_dir``: its work edges, how many of
+    them .ninja_log records as built, the seconds those edges took (each edge's own
+    time, summed: compile seconds, about CPU seconds where jobs <= cores), the longest
+    edge, and the wall span from the first edge's start to the last edge's end (one
+    ninja run's clock: meaningful when they were built in one run)."""
+    manifest = build_dir / "build.ninja"
+    if not manifest.is_file():
+        return {}
+    edges = parse_ninja_edges(manifest.read_text(errors="replace"))
+    names = sorted(
+        {m.group(1) for o in edges for m in [_TARGET_DIR.match(o)] if m and m.group(1) in edges}
+    )
+    times = _log_times(build_dir / ".ninja_log")
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        outs = _work_from(edges, [name])
+        if not outs:
+            continue
+        done = [times[o] for o in outs if o in times]
+        each = [(e - s) / 1000 for s, e in done]
+        fig: dict[str, Any] = {"edges": len(outs), "edges_done": len(done)}
+        if done:
+            fig |= {
+                "edge_seconds": round(sum(each), 1),
+                "longest_edge_s": round(max(each), 1),
+                "span_s": round((max(e for _, e in done) - min(s for s, _ in done)) / 1000, 1),
+            }
+        out[name] = fig
+    return out
+
+
+class ConfigureClock:
+    """How long setup.py + CMake took before ninja's first step, and what CMake itself
+    says it spent ("-- Configuring done (12.3s)", "-- Generating done (0.9s)")."""
+
+    _DONE = re.compile(r"^-- (Configuring|Generating) done \(([\d.]+)s\)")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.t0 = clock()
+        self.first_step: float | None = None
+        self.cmake: dict[str, float] = {}
+
+    def feed(self, line: str) -> None:
+        m = self._DONE.match(line.strip())
+        if m:
+            self.cmake[m.group(1).lower() + "_s"] = float(m.group(2))
+        elif self.first_step is None and _NINJA_LINE.match(line):
+            self.first_step = self.clock()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.cmake)
+        if self.first_step is not None:
+            out["until_first_step_s"] = round(self.first_step - self.t0, 1)
+        return out
 
 
 # ------------------------------------------------------------------ version label
@@ -1093,8 +1257,13 @@ def build_wheel(
     interval: float = PROGRESS_INTERVAL,
     timeout: float | None = None,
     extra_env: Mapping[str, str] | None = None,
+    targets: Sequence[str] = (),
 ) -> StageResult:
     """Build the cell's wheel into ``dist`` (see the module docstring).
+
+    ``targets`` (CMake extension targets, e.g. ``("_C", "_C_stable_libtorch")``) makes it a
+    partial build: vLLM's setup.py builds only those extensions (``PARTIAL_DRIVER``) into
+    ``<work>/partial/vllm/``; no wheel is made and the result says "partial: targets ...".
 
     ``jobs`` / ``nvcc_threads`` override the sizing (default: the cell's options, else
     computed); ``series`` the patch series (default: the project's patches/series.toml);
@@ -1113,7 +1282,9 @@ def build_wheel(
     src = work / "src"
     findings: list[Finding] = []
     details: dict[str, Any] = {"work": str(work), "log": str(log)}
-    if tv_full.variant != "full":
+    # "current": the user's own env (--env current), which holds what it holds; a missing
+    # build requirement shows as setup.py's import error in the log.
+    if tv_full.variant not in ("full", "current"):
         raise BuildError(
             f"the build needs the cell's full torch env, got the {tv_full.variant!r} variant "
             f"at {tv_full.root}",
@@ -1222,9 +1393,15 @@ def build_wheel(
         shutil.rmtree(wheelhouse, ignore_errors=True)
         wheelhouse.mkdir()
         tracker = NinjaProgress(
-            emit=progress, interval=interval, overall=OverallProgress(src), jobs=plan.jobs
+            emit=progress, interval=interval, overall=OverallProgress(src, targets), jobs=plan.jobs
         )
-        argv = pip_wheel_argv(tv_full, src, wheelhouse)
+        partial_out = work / PARTIAL_DIR
+        if targets:
+            shutil.rmtree(partial_out, ignore_errors=True)
+            argv = partial_argv(tv_full, targets, partial_out)
+            details["partial"] = {"targets": list(targets), "out": str(partial_out)}
+        else:
+            argv = pip_wheel_argv(tv_full, src, wheelhouse)
         with log.open("a", encoding="utf-8") as fh:
             fh.write(
                 f"# vllm-matrix build of {cell.id}: work copy "
@@ -1236,6 +1413,12 @@ def build_wheel(
                 f"build: {'resuming' if resumed else 'starting'} in {src} "
                 f"(MAX_JOBS={plan.max_jobs_env}, NVCC_THREADS={plan.nvcc_threads}; log {log})"
             )
+        setup = ConfigureClock()
+
+        def on_line(line: str) -> None:
+            setup.feed(line)
+            tracker.on_line(line)
+
         try:
             done = proc.run(
                 argv,
@@ -1244,7 +1427,7 @@ def build_wheel(
                 cwd=src,
                 check=False,
                 capture=False,
-                on_line=tracker.on_line,
+                on_line=on_line,
                 timeout=timeout,
             )
         except BaseException:  # Ctrl-C: ninja got SIGINT too; leave no wheel behind
@@ -1260,12 +1443,15 @@ def build_wheel(
                 "peak_child_rss_mib": round(ru1.ru_maxrss / 1024),
                 "loadavg": list(os.getloadavg()),
             }
+            details["configure"] = setup.to_json()
         dirs = _build_dirs(src)
-        total_edges = sum(ninja_work_edges(d / "build.ninja") for d in dirs)
-        whole = OverallProgress(src)()  # ninja has exited: .ninja_log is complete
+        total_edges = sum(ninja_work_edges(d / "build.ninja", targets) for d in dirs)
+        details["targets"] = {k: v for d in dirs for k, v in target_figures(d).items()}
+        whole = OverallProgress(src, targets)()  # ninja has exited: .ninja_log is complete
         if progress is not None and whole is not None:
             progress(
-                f"build: pip wheel exited {done.returncode} after "
+                f"build: {'setup.py build_ext' if targets else 'pip wheel'} exited "
+                f"{done.returncode} after "
                 f"{fmt_seconds(time.monotonic() - t0)}; all targets {whole[0]}/{whole[1]} "
                 f"({100 * whole[0] // max(1, whole[1])}%)"
             )
@@ -1286,11 +1472,12 @@ def build_wheel(
 
         if done.returncode != 0:
             shutil.rmtree(wheelhouse, ignore_errors=True)
+            what = f"{partial_label(targets)}: setup.py build_ext" if targets else "pip wheel"
             found = _classified(log) or [
                 Finding(
                     "build",
                     "fail",
-                    f"pip wheel exited with {done.returncode}",
+                    f"{what} exited with {done.returncode}",
                     "read the log's tail",
                     (str(log),),
                 )
@@ -1300,11 +1487,17 @@ def build_wheel(
                 "build",
                 FAIL,
                 0.0,
+                f"{partial_label(targets) + ': ' if targets else ''}"
                 f"build failed after {fmt_seconds(time.monotonic() - t0)} "
                 f"(exit {done.returncode}); log {log}",
                 tuple(findings + found),
                 details,
                 str(log),
+            )
+        if targets:
+            shutil.rmtree(wheelhouse, ignore_errors=True)
+            return _partial_result(
+                targets, partial_out, details, findings, steps, tracker, plan, t0, log
             )
         built = sorted(wheelhouse.glob("*.whl"))
         if len(built) != 1:
@@ -1327,6 +1520,42 @@ def build_wheel(
     summary = (
         f"{final.name} ({size / 2**20:.1f} MiB) in {fmt_seconds(time.monotonic() - t0)}; "
         f"{how}{tracker.steps_run} ninja steps, MAX_JOBS={plan.max_jobs_env}"
+    )
+    status = WARN if any(f.level == "warn" for f in findings) else PASS
+    return StageResult("build", status, 0.0, summary, tuple(findings), details, str(log))
+
+
+def _partial_result(
+    targets: Sequence[str],
+    out: Path,
+    details: dict[str, Any],
+    findings: list[Finding],
+    steps: Mapping[str, Any],
+    tracker: NinjaProgress,
+    plan: JobPlan,
+    t0: float,
+    log: Path,
+) -> StageResult:
+    """A partial build's result: the extensions it installed, never a wheel."""
+    exts = partial_extensions(out)
+    if not exts:
+        raise BuildError(
+            f"{partial_label(targets)}: the build succeeded but installed no extension under {out}",
+            fix=f"read {log}: the targets may produce no .so (Python-only components)",
+        )
+    size = sum(p.stat().st_size for p in exts)
+    details["partial"] = {
+        "targets": list(targets),
+        "out": str(out),
+        "extensions": [str(p) for p in exts],
+        "size_bytes": size,
+    }
+    how = "resumed; " if steps.get("resumed") else ""
+    summary = (
+        f"{partial_label(targets)} (not a wheel): {len(exts)} extensions "
+        f"({', '.join(p.name for p in exts)}, {size / 2**20:.1f} MiB) in "
+        f"{fmt_seconds(time.monotonic() - t0)}; {how}{tracker.steps_run} ninja steps, "
+        f"MAX_JOBS={plan.max_jobs_env}"
     )
     status = WARN if any(f.level == "warn" for f in findings) else PASS
     return StageResult("build", status, 0.0, summary, tuple(findings), details, str(log))

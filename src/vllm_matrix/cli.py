@@ -19,9 +19,11 @@ from . import (
     doctor,
     externals,
     facts,
+    gpuinfo,
     index,
     knowledge,
     merge,
+    modelopt,
     pins,
     pixi,
     probe,
@@ -71,7 +73,9 @@ def current_cell(vllm: str, arch: str | None) -> config.Cell:
     """A cell made from what the active env holds (no matrix entry needed)."""
     tk = doctor.current_toolkit()
     tv = doctor.current_env()
-    archs = config.parse_arch_list(arch or os.environ.get("TORCH_CUDA_ARCH_LIST", ""))
+    archs = _archs(arch)
+    if not archs:  # --arch auto (the default where a GPU is present): this machine's GPUs
+        archs = gpuinfo.detect().archs
     return config.Cell(
         vllm,
         tv.torch,
@@ -82,6 +86,13 @@ def current_cell(vllm: str, arch: str | None) -> config.Cell:
         note=f"the active env at {tv.root}",
         env="current",
     )
+
+
+def _archs(arch: str | None) -> tuple[str, ...]:
+    """--arch: a list, or "auto"/nothing (TORCH_CUDA_ARCH_LIST, else the GPUs here)."""
+    if arch and arch != "auto":
+        return config.parse_arch_list(arch)
+    return config.parse_arch_list(os.environ.get("TORCH_CUDA_ARCH_LIST", ""))
 
 
 def _say(msg: str) -> None:
@@ -98,6 +109,8 @@ def build_options(
         ccache=not getattr(args, "no_ccache", False),
         debug=getattr(args, "debug", False),
         ccache_remote=build.remote_setting(matrix.ccache.remote if matrix else None),
+        targets=build.parse_targets(getattr(args, "targets", None)),
+        probe=not getattr(args, "no_probe", False),
     )
 
 
@@ -195,8 +208,7 @@ def cmd_ci_matrix(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     if args.env == "current":
-        archs = config.parse_arch_list(args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST", ""))
-        rep = doctor.for_current(archs)
+        rep = doctor.for_current(_archs(args.arch))
     elif args.env:
         raise MatrixError(f"unknown --env '{args.env}'", fix="use --env current, or --cell ID")
     else:
@@ -306,6 +318,14 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_modelopt_check(args: argparse.Namespace) -> int:
+    tree = source.get_tree(args.vllm)
+    cfg = json.loads(Path(args.config).read_text()) if args.config else modelopt.EXAMPLE
+    c = modelopt.check(tree.root, cfg)
+    print(json.dumps(c.to_json(), indent=1) if args.json else f"{c.message}\n  ({c.how})")
+    return 0 if c.accepted else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vllm-matrix", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -336,12 +356,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--env", help="'current': use the active env's toolkit and torch")
     s.add_argument("--vllm", help="with --env current: the vLLM version to check")
-    s.add_argument("--arch", help="with --env current: arches (default TORCH_CUDA_ARCH_LIST)")
+    s.add_argument(
+        "--arch",
+        help="with --env current: arches or auto (TORCH_CUDA_ARCH_LIST, else the GPUs here)",
+    )
     b = s.add_argument_group("--depth build")
     b.add_argument("--max-jobs", type=int, help="MAX_JOBS (default: from cores and free RAM)")
     b.add_argument("--nvcc-threads", type=int, help="NVCC_THREADS (default: from free RAM)")
     b.add_argument("--clean", action="store_true", help="remake the work copy (no resume)")
     b.add_argument("--no-ccache", action="store_true", help="build without ccache")
+    b.add_argument(
+        "--targets",
+        help="CMake targets only (e.g. _C,_C_stable_libtorch): a partial build, never a wheel",
+    )
+    b.add_argument(
+        "--no-probe", action="store_true", help="skip the probe (the build compiles its units)"
+    )
     s.set_defaults(fn=cmd_run)
 
     s = with_matrix(sub.add_parser("preflight", help="run = --depth preflight"))
@@ -368,7 +398,10 @@ def parser() -> argparse.ArgumentParser:
     s = with_matrix(sub.add_parser("doctor", help="a cell's or the current env's toolchain"))
     s.add_argument("--cell", help="the cell (id or a unique part of it)")
     s.add_argument("--env", help="'current': the active env (conda/pixi/venv) instead of a cell")
-    s.add_argument("--arch", help="arches for --env current (default: TORCH_CUDA_ARCH_LIST)")
+    s.add_argument(
+        "--arch",
+        help="--env current: arches or auto (TORCH_CUDA_ARCH_LIST, else the GPUs here)",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_doctor)
 
@@ -391,6 +424,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--log", help="append every git command and its output here")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_prefetch)
+
+    s = sub.add_parser(
+        "modelopt-check", help="a ModelOpt hf_quant_config.json through the release's parser"
+    )
+    s.add_argument("--vllm", required=True, help="release (0.20.0), path:DIR or git:URL@TAG")
+    s.add_argument("--config", help="hf_quant_config.json (default: a ModelOpt FP8 export's)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_modelopt_check)
 
     s = sub.add_parser("derive-torch", help="torch wheel facts as TOML (from the real wheels)")
     s.add_argument("versions", nargs="+")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import env as env_mod
-from . import fixups, preflight, proc, toolkit, torchwheel
+from . import fixups, gpuinfo, preflight, proc, toolkit, torchwheel
 from .config import Cell
 from .errors import MatrixError, NotAvailable
 
@@ -31,12 +31,16 @@ class Report:
     tools: dict[str, Any] = field(default_factory=dict)
     fixups: list[dict[str, str]] = field(default_factory=list)
     problems: list[dict[str, str]] = field(default_factory=list)
+    gpu: dict[str, Any] = field(default_factory=dict)  # --env current: the GPUs, driver
 
     def problem(self, message: str, fix: str) -> None:
         self.problems.append({"message": message, "fix": fix})
 
     def to_json(self) -> dict[str, Any]:
-        return dict(vars(self))
+        d = dict(vars(self))
+        if not self.gpu:  # only --env current reads the GPUs
+            d.pop("gpu")
+        return d
 
     def render(self) -> str:
         out = [self.title]
@@ -54,6 +58,8 @@ class Report:
         section("host", self.host)
         section("torch", self.torch)
         section("tools", self.tools)
+        if self.gpu:
+            section("gpu", self.gpu)
         out.append("fixups:")
         out += [f"  {f['name']}={f['value']}\n      why: {f['reason']}" for f in self.fixups]
         out.append(f"problems: {len(self.problems) or 'none'}")
@@ -211,7 +217,24 @@ def current_env() -> env_mod.TorchEnv:
     )
 
 
-def for_current(archs: tuple[str, ...]) -> Report:
+def for_current(archs: tuple[str, ...], gpus: gpuinfo.GpuReport | None = None) -> Report:
+    """The active env's report; with no arch given (``--arch auto``), the arches of the
+    GPUs here. The GPUs' driver must run the env's toolkit and torch."""
     tk = current_toolkit()
     tv = current_env()
-    return _report(f"current env {sys.prefix}", tk, tv, archs)
+    gpus = gpus if gpus is not None else gpuinfo.detect()
+    if not archs and gpus.gpus:
+        archs = gpus.archs
+    r = _report(f"current env {sys.prefix}", tk, tv, archs)
+    r.gpu = {
+        "gpus": [
+            f"{g.name} (compute {g.compute_cap}, driver {g.driver_version})" for g in gpus.gpus
+        ]
+        or ["none"],
+        "driver CUDA": gpus.driver_cuda or "unknown",
+        "arch list": list(archs) or ["none (no GPU and no --arch)"],
+        "read by": gpus.source,
+    }
+    for msg, fix in gpuinfo.check(gpus, tk.version, tv.torch_version, tv.torch_cuda):
+        r.problem(msg, fix)
+    return r

@@ -11,7 +11,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ STATUSES = (PASS, FAIL, WARN, SKIP, PREDICTED_FAIL, INTERRUPTED, ERROR)
 # Cell verdicts (design.md), plus PREFLIGHT-OK: every rule passed, nothing compiled yet.
 VERDICTS = ("PASS", "FAIL", "PREDICTED-FAIL", "PREFLIGHT-OK", "SKIPPED", "ERROR", "UNKNOWN")
 
-COMPILED = ("probe", "build", "audit", "smoke")  # stages whose verdicts come from compiling
+COMPILED = ("probe", "build", "audit", "smoke", "gpu")  # stages whose verdicts come from compiling
 STAGE_ORDER = (
     "source",
     "facts",
@@ -50,6 +50,7 @@ STAGE_ORDER = (
     "build",
     "audit",
     "smoke",
+    "gpu",
 )
 
 
@@ -110,6 +111,18 @@ def verdict_of(stages: list[StageResult]) -> Verdict:
     """The cell's verdict: the first stage that stopped it decides; else how far it got."""
     if not stages:
         return Verdict("UNKNOWN", "none", "not run yet", "", ())
+    v = _verdict_of(stages)
+    # A partial build (--targets) is never shown as a wheel: its depth says so.
+    cut = next(
+        (s.details["partial"] for s in stages if s.stage == "build" and "partial" in s.details),
+        None,
+    )
+    if cut is not None and v.depth in ("build", "audit", "smoke", "gpu"):
+        v = replace(v, depth=f"{v.depth} (partial: targets {', '.join(cut['targets'])})")
+    return v
+
+
+def _verdict_of(stages: list[StageResult]) -> Verdict:
     depth = stages[-1].stage
     # A compile that ran (--force past a prediction) outranks the prediction.
     compiled_fail = next((s for s in stages if s.stage in COMPILED and s.status == FAIL), None)
@@ -136,7 +149,10 @@ def verdict_of(stages: list[StageResult]) -> Verdict:
             passed = [
                 p.stage
                 for p in stages[: stages.index(s)]
-                if p.stage in COMPILED and p.status in (PASS, WARN)
+                if p.stage in COMPILED
+                and p.status in (PASS, WARN)
+                # e.g. --no-probe: the stage is there, nothing was compiled
+                and not (p.details.get("not_run") or p.summary.startswith("not run"))
             ]
             if s.status in (SKIP, INTERRUPTED) and passed:
                 stopped = "interrupted" if s.status == INTERRUPTED else "skipped"
@@ -156,7 +172,7 @@ def machine() -> dict[str, Any]:
     smi = programs.find("nvidia-smi")
     if smi:
         out = proc.output_of([smi, "--query-gpu=name", "--format=csv,noheader"], timeout=20)
-        gpu = (out or "").strip() or None
+        gpu = _gpus(out.strip()) if out and out.strip() else None
     mem = 0
     with contextlib.suppress(ValueError, OSError):
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -172,8 +188,16 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _gpus(text: str) -> str:
+    """nvidia-smi's one line per GPU as one label: "2 x NVIDIA H200"."""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    if len(lines) > 1 and len(set(lines)) == 1:
+        return f"{len(lines)} x {lines[0]}"
+    return ", ".join(lines)
+
+
 def machine_label(m: dict[str, Any]) -> str:
-    gpu = m.get("gpu") or "no GPU"
+    gpu = _gpus(m.get("gpu") or "no GPU")
     return f"{m.get('arch')} {m.get('cpus')} cores {m.get('mem_gib')} GiB, {gpu}"
 
 

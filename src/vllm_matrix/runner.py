@@ -24,7 +24,10 @@ from . import (
     errors,
     externals,
     fixups,
+    gpu,
     knowledge,
+    modelopt,
+    partial,
     patches,
     pins,
     portable,
@@ -41,13 +44,19 @@ from .errors import MatrixError, NotAvailable
 from .results import ERROR, FAIL, INTERRUPTED, PASS, SKIP, Finding, StageResult
 
 # Depths in order; later issues plug their stages in here.
-DEPTHS = ("preflight", "toolkit", "probe", "build")
+DEPTHS = ("preflight", "toolkit", "probe", "build", "gpu")
 # The deepest depth that fits on any machine: the probe needs no GPU and minutes per cell.
 DEFAULT_DEPTH = "probe"
-LAST_STAGE = {"preflight": "preflight", "toolkit": "env", "probe": "probe", "build": "smoke"}
+LAST_STAGE = {
+    "preflight": "preflight",
+    "toolkit": "env",
+    "probe": "probe",
+    "build": "smoke",
+    "gpu": "gpu",
+}
 # Stages that take minutes or hours: a result saying "interrupted" is written before each,
 # so a kill -9 (which runs no handler) still leaves a valid result naming where it stopped.
-LONG_STAGES = ("toolkit", "env", "probe", "build", "smoke")
+LONG_STAGES = ("toolkit", "env", "probe", "build", "smoke", "gpu")
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,8 @@ class BuildOptions:
     # ccache's remote storage (build.remote_setting: VLLM_MATRIX_CCACHE_REMOTE or the
     # matrix's [ccache] remote); None: the local cache only
     ccache_remote: str | None = None
+    targets: tuple[str, ...] = ()  # CMake targets: a partial build (no wheel); () = all
+    probe: bool = True  # False: --no-probe (the build compiles the probe's units anyway)
 
 
 @dataclass(frozen=True)
@@ -203,19 +214,23 @@ def run_cell(
         found = preflight.check(
             cell, f, know, state["tree"].root, host or preflight.detect_host(), pins.load()
         )
+        column, evidence = preflight.modelopt_column(cell, f)
+        # The column rests on the release's own parser run on a ModelOpt FP8 config.
+        cfg = modelopt.check(state["tree"].root, modelopt.EXAMPLE)
         return StageResult(
             "preflight",
             preflight.status_of(found),
             0.0,
             preflight.summary_of(found),
             tuple(found),
-            details=dict(
-                zip(
-                    ("modelopt_fp8", "modelopt_evidence"),
-                    preflight.modelopt_column(cell, f),
-                    strict=True,
-                )
-            ),
+            details={
+                "modelopt_fp8": column
+                if cfg.accepted or not f.modelopt.supported
+                else f"no: {cfg.message}",
+                "modelopt_evidence": f"{evidence}; hf_quant_config.json FP8: {cfg.message} "
+                f"({cfg.how})",
+                "modelopt_config": cfg.to_json(),
+            },
         )
 
     def do_toolkit() -> StageResult:
@@ -234,7 +249,7 @@ def run_cell(
             tv = doctor.current_env()
         else:
             # The build imports torch and needs vLLM's build requirements: the full env.
-            variant = "full" if depth == "build" else "headers"
+            variant = "full" if depth in ("build", "gpu") else "headers"
             tv = env_mod.provide(cell.python, cell.torch, variant, log=log)
         fx = fixups.compute(state["toolkit"], tv, cell.arch)
         state["env"], state["fixups"] = tv, fx
@@ -265,7 +280,9 @@ def run_cell(
         )
 
     def do_probe() -> StageResult:
-        if depth == "build":
+        if not opts.probe and depth in ("build", "gpu"):
+            return partial.probe_skipped()
+        if depth in ("build", "gpu"):
             # A build reruns after a stop; the probe that passed for the same inputs
             # (source, toolkit, torch, patches) minutes or hours ago still holds.
             again = _passed_probe(previous, stages)
@@ -301,7 +318,9 @@ def run_cell(
         # The FetchContent sources come from the cache (inv prefetch) or PyPI; a missing
         # one stops the build here, before anything compiles, saying how to bring it.
         know = probe.load_knowledge()
-        dirs = externals.resolve_all(state["facts"], know, fetch=True)
+        dirs, standins = partial.externals_for(
+            state["facts"], know, state["tree"].root, opts.targets, build.work_dir(cell)
+        )
         missing = externals.missing_error(state["tree"].version, dirs)
         if missing is not None:
             raise NotAvailable(missing.message, fix=missing.fix)
@@ -320,21 +339,46 @@ def run_cell(
             clean=opts.clean,
             ccache=opts.ccache,
             ccache_remote=opts.ccache_remote,
-            extra_env=externals.build_env(dirs),
+            extra_env=externals.build_env(dirs) | {v: str(p) for p, v in standins.values()},
+            targets=opts.targets,
         )
-        if r.status in (PASS, results.WARN):
+        if r.status in (PASS, results.WARN) and "wheel" in r.details:
             state["wheel"] = Path(r.details["wheel"])
+        if r.status in (PASS, results.WARN) and "partial" in r.details:
+            state["extensions"] = [Path(p) for p in r.details["partial"]["extensions"]]
         sources = {
             k: {"pin": d.pin, "path": str(d.path), "origin": d.origin} for k, d in dirs.items()
         }
         details = r.details | {"sources": sources}
+        if standins:
+            details["standins"] = {k: str(p) for k, (p, _) in standins.items()}
         return StageResult(r.stage, r.status, r.seconds, r.summary, r.findings, details, r.log)
 
     def do_audit() -> StageResult:
+        if "extensions" in state:  # a partial build: its .so files and FP8 GEMM objects
+            return partial.audit_partial(
+                state["extensions"],
+                state["toolkit"],
+                tuple(cell.arch),
+                opts.targets,
+                build.work_dir(cell),
+            )
         return audit.audit_wheel(state["wheel"], state["toolkit"], tuple(cell.arch))
 
     def do_smoke() -> StageResult:
+        if "extensions" in state:  # no wheel to install: load the extensions instead
+            return partial.smoke_partial(
+                state["extensions"], state["env"], opts.targets, ws.logs(cell) / "smoke"
+            )
         return audit.smoke(state["wheel"], state["env"], state["toolkit"], build.work_dir(cell))
+
+    def do_gpu() -> StageResult:
+        exts = state.get("extensions") or (
+            gpu.wheel_extensions(state["wheel"], ws.logs(cell) / "gpu" / "wheel")
+            if "wheel" in state
+            else []
+        )
+        return gpu.run_stage(exts, state["env"], ws.logs(cell) / "gpu", opts.targets)
 
     plan: list[tuple[str, Callable[[], StageResult]]] = [
         ("source", do_source),
@@ -347,6 +391,7 @@ def run_cell(
         ("build", do_build),
         ("audit", do_audit),
         ("smoke", do_smoke),
+        ("gpu", do_gpu),
     ]
     last = LAST_STAGE[depth]
     try:
@@ -373,7 +418,10 @@ def run_cell(
     except KeyboardInterrupt:
         details: dict[str, Any] = {}
         if current == "build":  # how far it got; the next run resumes from there
-            details["progress"] = build.progress_of(build.work_dir(cell))
+            work = build.work_dir(cell)
+            details["progress"] = (
+                build.progress_of(work, opts.targets) if opts.targets else build.progress_of(work)
+            )
         stages.append(StageResult(current, INTERRUPTED, 0.0, "interrupted (Ctrl-C)", (), details))
         results.write(ws.results, cell, stages, mach)
         raise

@@ -1,0 +1,209 @@
+"""A ModelOpt FP8 ``hf_quant_config.json`` checked with the release's own parser.
+
+vLLM's ``model_executor/layers/quantization/modelopt.py`` cannot be imported without
+vLLM's runtime (it imports torch, vllm.config, the fused-MoE layers and, through them,
+the compiled ops). So the parser is taken from the release's *source*: the ``from_config``
+classmethod ModelOptFp8Config uses (its own, or ModelOptQuantConfigBase's from 0.11 on),
+``QuantizationConfig.get_from_keys`` (base_config.py) and the module's ``QUANT_ALGOS``
+list are extracted with ``ast`` and executed as written, against a stand-in ``cls`` that
+records what the parser would construct. Which FP8 ``quant_algo`` values the FP8 config
+accepts, and the linear method each selects, are read statically from
+``ModelOptFp8Config.__init__`` (its ``if self.quant_method == ...`` chain). So the report's
+ModelOpt FP8 column rests on the release's own code, not on a copy of its rules.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+QUANT_DIR = Path("vllm") / "model_executor" / "layers" / "quantization"
+
+# The config a ModelOpt FP8 export writes (per-tensor weight and activation scales).
+EXAMPLE = {
+    "producer": {"name": "modelopt", "version": "0.29.0"},
+    "quantization": {
+        "quant_algo": "FP8",
+        "kv_cache_quant_algo": None,
+        "exclude_modules": ["lm_head"],
+    },
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    accepted: bool
+    quant_algo: str | None
+    linear_method: str | None
+    message: str
+    how: str  # what of the release ran, and what was read statically
+    parsed: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "quant_algo": self.quant_algo,
+            "linear_method": self.linear_method,
+            "message": self.message,
+            "how": self.how,
+            "parsed": self.parsed,
+        }
+
+
+class _Recorded:
+    """What the parser returns instead of a real config object."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+
+
+def _classes(tree: ast.Module) -> dict[str, ast.ClassDef]:
+    return {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+
+
+def _method(cls: ast.ClassDef, name: str) -> ast.FunctionDef | None:
+    return next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+
+
+def _function_source(text: str, fn: ast.FunctionDef) -> str:
+    """The function's own source, decorators dropped, dedented to module level."""
+    lines = text.splitlines()
+    body = "\n".join(lines[fn.lineno - 1 : fn.end_lineno])
+    return textwrap.dedent(body)
+
+
+def _find_from_config(
+    tree: ast.Module, classes: dict[str, ast.ClassDef]
+) -> tuple[str, ast.FunctionDef] | None:
+    """``from_config`` as ModelOptFp8Config resolves it: its own, else a base's in this file."""
+    seen: list[str] = []
+    todo = ["ModelOptFp8Config"]
+    while todo:
+        name = todo.pop(0)
+        cls = classes.get(name)
+        if cls is None or name in seen:
+            continue
+        seen.append(name)
+        fn = _method(cls, "from_config")
+        if fn is not None:
+            return name, fn
+        todo += [b.id for b in cls.bases if isinstance(b, ast.Name)]
+    return None
+
+
+def _fp8_branches(cls: ast.ClassDef | None) -> dict[str, str]:
+    """quant_algo -> linear method class, from ``if self.quant_method == "X": self.
+    LinearMethodCls = Y`` in ModelOptFp8Config.__init__ (0.11+); {} where there is none."""
+    out: dict[str, str] = {}
+    init = _method(cls, "__init__") if cls is not None else None
+    if init is None:
+        return out
+    for node in ast.walk(init):
+        if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+            continue
+        t = node.test
+        if not (
+            isinstance(t.left, ast.Attribute)
+            and t.left.attr == "quant_method"
+            and len(t.comparators) == 1
+            and isinstance(t.comparators[0], ast.Constant)
+            and isinstance(t.comparators[0].value, str)
+        ):
+            continue
+        for stmt in node.body:
+            if (
+                isinstance(stmt, ast.Assign)
+                and isinstance(stmt.value, ast.Name)
+                and any(isinstance(x, ast.Attribute) for x in stmt.targets)
+            ):
+                out[t.comparators[0].value] = stmt.value.id
+    return out
+
+
+def _quant_algos(tree: ast.Module) -> list[str] | None:
+    for n in tree.body:
+        if isinstance(n, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "QUANT_ALGOS" for t in n.targets
+        ):
+            value = ast.literal_eval(n.value)
+            return [str(v) for v in value]
+    return None
+
+
+def check(root: Path, config: dict[str, Any]) -> Check:
+    """Run the release at ``root``'s ModelOpt parser on ``config`` (hf_quant_config.json)."""
+    path = root / QUANT_DIR / "modelopt.py"
+    if not path.is_file():
+        return Check(False, None, None, "this vLLM has no modelopt.py", "file missing")
+    text = path.read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    classes = _classes(tree)
+    found = _find_from_config(tree, classes)
+    if found is None:
+        return Check(False, None, None, "no from_config for ModelOptFp8Config", "static")
+    owner, fn = found
+    base_text = (root / QUANT_DIR / "base_config.py").read_text(encoding="utf-8")
+    base_tree = ast.parse(base_text)
+    qc = _classes(base_tree).get("QuantizationConfig")
+    gfk = _method(qc, "get_from_keys") if qc is not None else None
+    ns: dict[str, Any] = {"Any": Any, "Dict": dict, "List": list, "Optional": Any}
+    algos = _quant_algos(tree)
+    if algos is not None:
+        ns["QUANT_ALGOS"] = algos
+        ns["KV_CACHE_QUANT_ALGOS"] = ["FP8"]
+    if gfk is not None:
+        exec(compile(_function_source(base_text, gfk), "base_config.py", "exec"), ns)
+    exec(compile(_function_source(text, fn), str(path.name), "exec"), ns)
+    from_config = ns["from_config"]
+
+    stand_in = type(
+        "ModelOptFp8Config",
+        (_Recorded,),
+        {
+            "get_from_keys": staticmethod(ns.get("get_from_keys", _get_from_keys)),
+            "_from_config": classmethod(lambda cls, **kw: _Recorded(**kw)),
+        },
+    )
+    how = (
+        f"{owner}.from_config executed from the release's modelopt.py:{fn.lineno} "
+        f"(QUANT_ALGOS {algos}); FP8 branches read from ModelOptFp8Config.__init__"
+    )
+    try:
+        made = from_config(stand_in, config)
+    except (ValueError, KeyError, TypeError) as exc:
+        return Check(False, None, None, f"the release's parser rejects it: {exc}", how)
+    parsed = dict(made.kwargs) or {"args": list(made.args)}
+    parsed.pop("original_config", None)
+    # 0.11+: the parser hands quant_method on by name; older ones construct
+    # ModelOptFp8Config(is_checkpoint_fp8_serialized, ...) from the config's quant_algo.
+    given = config.get("quantization", config)
+    algo = (
+        parsed.get("quant_method")
+        or str(given.get("quant_algo", "") if isinstance(given, dict) else "").upper()
+    )
+    branches = _fp8_branches(classes.get("ModelOptFp8Config"))
+    if branches and algo not in branches:
+        msg = f"quant_algo {algo} is not an FP8 algo of ModelOptFp8Config ({', '.join(branches)})"
+        return Check(False, algo, None, msg, how, _jsonable(parsed))
+    linear = branches.get(str(algo)) if branches else "ModelOptFp8LinearMethod"
+    msg = f"accepted: quant_algo {algo} -> {linear}"
+    return Check(True, algo, linear, msg, how, _jsonable(parsed))
+
+
+def _get_from_keys(config: dict[str, Any], keys: list[str]) -> Any:
+    for key in keys:
+        if key in config:
+            return config[key]
+    raise ValueError(f"Cannot find any of {keys} in the model's quantization config.")
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return dict(json.loads(json.dumps(d, default=str)))
+
+
+__all__ = ["EXAMPLE", "Check", "check"]

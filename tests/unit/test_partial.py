@@ -1,0 +1,262 @@
+"""Partial builds (--targets): target parsing, stand-ins, per-target figures, the
+setup.py driver, and results that never show a partial build as a wheel."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from vllm_matrix import build, cli, partial, results
+from vllm_matrix.errors import MatrixError
+from vllm_matrix.results import INTERRUPTED, PASS, SKIP, WARN, StageResult
+
+
+def test_parse_targets() -> None:
+    assert build.parse_targets("_C, _C_stable_libtorch,_C") == ("_C", "_C_stable_libtorch")
+    assert build.parse_targets("") == () and build.parse_targets(None) == ()
+    with pytest.raises(MatrixError, match="not a CMake target name"):
+        build.parse_targets("_C;rm -rf")
+    assert build.partial_label(["_C", "_moe_C"]) == "partial: targets _C, _moe_C"
+
+
+def test_cli_takes_targets_and_no_probe() -> None:
+    args = cli.parser().parse_args(
+        [
+            "run",
+            "--env",
+            "current",
+            "--vllm",
+            "0.20.0",
+            "--depth",
+            "gpu",
+            "--targets",
+            "_C_stable_libtorch",
+            "--no-probe",
+        ]
+    )
+    opts = cli.build_options(args)
+    assert opts.targets == ("_C_stable_libtorch",) and opts.probe is False
+    assert cli.build_options(cli.parser().parse_args(["run"])).targets == ()
+
+
+# ------------------------------------------------------------------ stand-ins
+
+DEEPGEMM_CMAKE = """\
+FetchContent_Populate(deepgemm)
+Python_add_library(_deep_gemm_C MODULE WITH_SOABI
+  "${deepgemm_SOURCE_DIR}/csrc/python_api.cpp")
+target_include_directories(_deep_gemm_C PRIVATE
+  "${deepgemm_SOURCE_DIR}/csrc"
+  "${deepgemm_SOURCE_DIR}/deep_gemm/include")
+install(CODE "file(GLOB X \\"${deepgemm_SOURCE_DIR}/deep_gemm/*.py\\")")
+set(Y ${deepgemm_SOURCE_DIR}/${SUB}/x.cu)
+"""
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    t = tmp_path / "tree"
+    (t / "cmake" / "external_projects").mkdir(parents=True)
+    (t / "cmake" / "external_projects" / "deepgemm.cmake").write_text(DEEPGEMM_CMAKE)
+    (t / "cmake" / "external_projects" / "flashmla.cmake").write_text(
+        'file(READ "${flashmla_SOURCE_DIR}/flash_mla/flash_mla_interface.py" C)\n'
+    )
+    (t / "CMakeLists.txt").write_text("project(vllm)\n")
+    return t
+
+
+def test_referenced_paths_are_plain_paths_only(tree: Path) -> None:
+    # globs, nested variables and install(CODE) escapes are left out
+    assert partial.referenced_paths(tree, "deepgemm") == (
+        "csrc",
+        "csrc/python_api.cpp",
+        "deep_gemm/include",
+    )
+
+
+def test_standin_holds_empty_files_and_dirs_and_defines_nothing(tree: Path, tmp_path: Path) -> None:
+    d = partial.make_standin(tree, "deepgemm", tmp_path / "st" / "deepgemm")
+    assert (d / "csrc").is_dir() and (d / "deep_gemm" / "include").is_dir()
+    assert (d / "csrc" / "python_api.cpp").read_bytes() == b""
+    assert partial.STANDIN_MARK in (d / "CMakeLists.txt").read_text()
+    again = partial.make_standin(tree, "deepgemm", d)  # made afresh, no leftovers
+    assert sorted(p.name for p in again.iterdir()) == ["CMakeLists.txt", "csrc", "deep_gemm"]
+
+
+def test_only_dependencies_no_chosen_target_needs_are_stood_in(tree: Path, tmp_path: Path) -> None:
+    feeds = partial.load()
+    assert not feeds.needed("flashmla", ["_C_stable_libtorch"])
+    assert feeds.needed("qutlass", ["_C"])  # qutlass compiles into _C for 12.x
+    assert feeds.needed("cutlass", ["_C_stable_libtorch"])  # headers of every extension
+    assert feeds.needed("something-new", ["_C"])  # unknown: never guessed safe
+    assert feeds.needed("flashmla", [])  # a full build needs everything
+    names = {
+        "deepgemm": "DEEPGEMM_SRC_DIR",
+        "flashmla": "FLASH_MLA_SRC_DIR",
+        "qutlass": "QUTLASS_SRC_DIR",
+        "cutlass": "VLLM_CUTLASS_SRC_DIR",
+    }
+    got = partial.standins_for(tree, names, ["_C"], tmp_path / "st", feeds)
+    assert sorted(got) == ["deepgemm", "flashmla"]
+    assert got["flashmla"][1] == "FLASH_MLA_SRC_DIR"
+    assert (got["flashmla"][0] / "flash_mla" / "flash_mla_interface.py").is_file()
+    assert partial.standins_for(tree, names, [], tmp_path / "st2", feeds) == {}
+
+
+# ------------------------------------------------------------------ figures
+
+# as in test_build.py: two targets (_C, _punica_C), vLLM's default root asks for _C only
+BUILD_NINJA = """\
+rule CUDA_COMPILER__vllm_C_unscanned_RelWithDebInfo
+  command = nvcc $in
+build CMakeFiles/_C.dir/csrc/cache_kernels.cu.o: CUDA_COMPILER___C_unscanned_RelWithDebInfo \
+/w/src/csrc/cache_kernels.cu || cmake_object_order_depends_target__C
+build CMakeFiles/_C.dir/csrc/ops.cpp.o: CXX_COMPILER___C_unscanned_RelWithDebInfo $
+    /w/src/csrc/ops.cpp || cmake_object_order_depends_target__C
+build /w/lib/vllm/_C.so: CXX_SHARED_MODULE_LINKER___C_RelWithDebInfo $
+    CMakeFiles/_C.dir/csrc/cache_kernels.cu.o CMakeFiles/_C.dir/csrc/ops.cpp.o | /t/libc10.so
+build cmake_object_order_depends_target__C: phony || CMakeFiles/_C.dir
+build CMakeFiles/_punica_C.dir/p.cu.o: CUDA_COMPILER___punica_C_unscanned_RelWithDebInfo p.cu
+build /w/lib/vllm/_punica_C.so: CXX_SHARED_MODULE_LINKER___punica_C_RelWithDebInfo $
+    CMakeFiles/_punica_C.dir/p.cu.o
+build _C: phony /w/lib/vllm/_C.so
+build _punica_C: phony /w/lib/vllm/_punica_C.so
+build CMakeFiles/edit_cache.util: CUSTOM_COMMAND
+build edit_cache: phony CMakeFiles/edit_cache.util
+build default: phony /w/lib/vllm/_C.so
+build all: phony /w/lib/vllm/_C.so /w/lib/vllm/_punica_C.so
+"""
+
+
+def test_target_figures_per_target(tmp_path: Path) -> None:
+    (tmp_path / "build.ninja").write_text(BUILD_NINJA)
+    (tmp_path / ".ninja_log").write_text(
+        "# ninja log v6\n"
+        "0\t90000\t0\tCMakeFiles/_C.dir/csrc/cache_kernels.cu.o\tab\n"
+        "10\t30000\t0\tCMakeFiles/_C.dir/csrc/ops.cpp.o\tab\n"
+        "0\t500\t0\tbuild.ninja\tcd\n"
+    )
+    figs = build.target_figures(tmp_path)
+    assert figs["_C"] == {
+        "edges": 3,
+        "edges_done": 2,
+        "edge_seconds": 120.0,
+        "longest_edge_s": 90.0,
+        "span_s": 90.0,
+    }
+    assert figs["_punica_C"] == {"edges": 2, "edges_done": 0}
+    assert build.ninja_work_edges(tmp_path / "build.ninja", ["_punica_C"]) == 2
+    assert build.target_figures(tmp_path / "none") == {}
+
+
+def test_configure_clock_reads_cmake_and_the_first_step() -> None:
+    t = iter([0.0, 42.5])
+    c = build.ConfigureClock(clock=lambda: next(t))
+    for line in ["-- Configuring done (23.1s)", "-- Generating done (0.1s)", "x", "[1/29] CXX"]:
+        c.feed(line)
+    assert c.to_json() == {"configuring_s": 23.1, "generating_s": 0.1, "until_first_step_s": 42.5}
+
+
+# ------------------------------------------------------------------ the setup.py driver
+
+FAKE_SETUP = """\
+import sys
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+class show(build_ext):
+    def run(self):
+        print("BUILDING", ",".join(e.name for e in self.extensions), "INTO", self.build_lib)
+
+setup(name="vllm", version="0", cmdclass={"build_ext": show}, ext_modules=[
+    Extension("vllm._C", sources=[]),
+    Extension("vllm._C_stable_libtorch", sources=[]),
+    Extension("vllm.vllm_flash_attn._vllm_fa2_C", sources=[]),
+])
+"""
+
+
+def _driver(tmp_path: Path, targets: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "setup.py").write_text(FAKE_SETUP)
+    argv = [
+        str(a) for a in build.partial_argv(_Env(), build.parse_targets(targets), tmp_path / "o")
+    ]
+    return subprocess.run(
+        argv, cwd=tmp_path, capture_output=True, text=True, check=False, env=dict(os.environ)
+    )
+
+
+class _Env:
+    python_exe = Path(sys.executable)
+
+
+def test_driver_cuts_setup_py_to_the_targets(tmp_path: Path) -> None:
+    done = _driver(tmp_path, "_C_stable_libtorch,_vllm_fa2_C")
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"BUILDING vllm._C_stable_libtorch,vllm.vllm_flash_attn._vllm_fa2_C INTO {tmp_path / 'o'}"
+        in done.stdout
+    )
+    assert "partial build of _C_stable_libtorch, _vllm_fa2_C (of _C, " in done.stdout
+
+
+def test_driver_refuses_a_target_the_tree_does_not_build(tmp_path: Path) -> None:
+    done = _driver(tmp_path, "_C,_moe_C")
+    assert done.returncode == 3
+    assert (
+        "no such extension target: _moe_C; this tree builds: _C, _C_stable_libtorch" in done.stdout
+    )
+
+
+# ------------------------------------------------------------------ results
+
+
+def _stages(*extra: StageResult) -> list[StageResult]:
+    base = [StageResult(s, PASS, 0.0, s) for s in ("source", "facts", "preflight", "toolkit")]
+    return base + list(extra)
+
+
+def test_a_partial_build_is_never_shown_as_a_wheel() -> None:
+    cut = {"partial": {"targets": ["_C_stable_libtorch"], "extensions": ["x.so"]}}
+    b = StageResult(
+        "build", PASS, 0.0, "partial: targets _C_stable_libtorch (not a wheel)", (), cut
+    )
+    gpu_skip = StageResult("gpu", SKIP, 0.0, "not run: no GPU")
+    smoke = StageResult("smoke", PASS, 0.0, "loads")
+    v = results.verdict_of(_stages(b, StageResult("audit", PASS, 0.0, "a"), smoke, gpu_skip))
+    assert v.verdict == "PASS" and v.depth == "smoke (partial: targets _C_stable_libtorch)"
+    assert "not run: no GPU" in v.cause
+    g = StageResult("gpu", WARN, 0.0, "ran")
+    v = results.verdict_of(_stages(b, StageResult("audit", PASS, 0.0, "a"), smoke, g))
+    assert v.depth == "gpu (partial: targets _C_stable_libtorch)"
+    stopped = StageResult("build", INTERRUPTED, 0.0, "interrupted", (), {"progress": {}})
+    assert "partial" not in results.verdict_of(_stages(stopped)).depth
+    full = StageResult("build", PASS, 0.0, "vllm.whl", (), {"wheel": "x.whl"})
+    assert results.verdict_of(_stages(full)).depth == "build"
+
+
+def test_gpu_depth_runs_after_smoke() -> None:
+    from vllm_matrix import runner
+
+    assert runner.DEPTHS[-1] == "gpu" and runner.LAST_STAGE["gpu"] == "gpu"
+    assert textwrap.dedent(results.STAGE_ORDER[-1]) == "gpu"
+
+
+def test_a_probe_not_run_is_no_evidence() -> None:
+    from vllm_matrix import partial as p
+
+    stopped = StageResult("build", INTERRUPTED, 0.0, "interrupted (Ctrl-C)")
+    v = results.verdict_of(_stages(p.probe_skipped(), stopped))
+    assert v.verdict == "UNKNOWN" and v.depth == "build"
+    ran = StageResult("probe", PASS, 1.0, "14 units, all passed")
+    assert results.verdict_of(_stages(ran, stopped)).verdict == "PASS"
+
+
+def test_a_machine_with_several_gpus_is_one_label() -> None:
+    m = {"arch": "x86_64", "cpus": 32, "mem_gib": 251, "gpu": "NVIDIA H200\nNVIDIA H200"}
+    assert results.machine_label(m) == "x86_64 32 cores 251 GiB, 2 x NVIDIA H200"
