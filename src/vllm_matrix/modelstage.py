@@ -96,7 +96,10 @@ def judge(
         vdoc = bf16 if kind == "bf16" else fp8
         rc = modelcheck.compare(_outputs(vdoc), _outputs(ref))
         details[f"{kind}_vllm_vs_reference"] = rc.to_json()
-        for why in modelcheck.within(rc, workload.vllm_vs_reference):
+        # FP8's static activation rounding is discontinuous: against the reference the FP8
+        # run gets the fp8_vs_bf16 bounds (data/model.toml says why).
+        tol = workload.vllm_vs_reference if kind == "bf16" else workload.fp8_vs_bf16
+        for why in modelcheck.within(rc, tol):
             findings.append(
                 Finding(
                     "vllm-vs-reference",

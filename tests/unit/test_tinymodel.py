@@ -247,3 +247,23 @@ if __name__ == "__main__":
         for name, doc in recordings(m).items():
             (FIXTURES / f"{name}.json").write_text(json.dumps(doc) + "\n")
             print(FIXTURES / f"{name}.json")
+
+
+def test_transformers_reads_it_as_the_same_llama(made: tinymodel.Made) -> None:
+    """HF's own LlamaForCausalLM and AutoTokenizer (what vLLM's config and tokenizer
+    loading use) read the bf16 checkpoint as the model tinymodel.forward computes: the
+    reference the model stage scores vLLM against is a Llama, not a look-alike. Measured
+    with transformers 5.17.0 (the GPU machine's): max |logit difference| 7.6e-6."""
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+    tok = transformers.AutoTokenizer.from_pretrained(made.bf16)
+    prompts = modelcheck.load().prompts
+    ids = tinymodel.prompt_ids(made.bf16, prompts)
+    assert [tok(p)["input_ids"] for p in prompts] == ids
+    m = transformers.LlamaForCausalLM.from_pretrained(made.bf16, dtype=torch.float32).eval()
+    w, lin, spec = tinymodel.load(made.bf16)
+    with torch.no_grad():
+        for i in ids:
+            hf = m(torch.tensor([i])).logits[0]
+            assert float((hf - tinymodel.forward(w, spec, i, lin)).abs().max()) < 1e-3
+    cfg = transformers.AutoConfig.from_pretrained(made.fp8)
+    assert cfg.architectures == ["LlamaForCausalLM"]
