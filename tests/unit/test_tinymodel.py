@@ -267,3 +267,84 @@ def test_transformers_reads_it_as_the_same_llama(made: tinymodel.Made) -> None:
             assert float((hf - tinymodel.forward(w, spec, i, lin)).abs().max()) < 1e-3
     cfg = transformers.AutoConfig.from_pretrained(made.fp8)
     assert cfg.architectures == ["LlamaForCausalLM"]
+
+
+class _FakeVllm:
+    """A fixture with vLLM 0.20's LLM.generate output shapes (RequestOutput.outputs[0]
+    .token_ids / .logprobs as {token: Logprob}, prompt_logprobs with None first), computed
+    by the plain-torch forward: it exercises the model stage's worker (which positions it
+    reads, how it scores the reference) on CPU. It is not vLLM: nothing here says vLLM
+    loads the checkpoint; that needs the GPU run (docs-model.md)."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.ns = SimpleNamespace
+        self.__version__ = "fake"
+
+    def SamplingParams(self, **kw: Any) -> Any:
+        return self.ns(**kw)
+
+    def TokensPrompt(self, prompt_token_ids: list[int]) -> Any:
+        return {"prompt_token_ids": prompt_token_ids}
+
+    def LLM(self, model: str, quantization: str | None = None, **kw: Any) -> Any:
+        assert (quantization == "modelopt") == (Path(model) / "hf_quant_config.json").exists()
+        w, lin, spec = tinymodel.load(Path(model))
+        ns = self.ns
+
+        def lp_dict(row: Any, token: int) -> dict[int, Any]:
+            top = int(row.argmax())
+            return {token: ns(logprob=float(row[token])), top: ns(logprob=float(row[top]))}
+
+        def generate(prompts: list[dict[str, list[int]]], p: Any) -> list[Any]:
+            res = []
+            for pr in prompts:
+                ids = pr["prompt_token_ids"]
+                toks, _ = tinymodel.greedy(w, spec, lin, ids, p.max_tokens)
+                with torch.no_grad():
+                    rows = torch.log_softmax(tinymodel.forward(w, spec, ids + toks, lin), -1)
+                n = len(ids)
+                gen = [lp_dict(rows[n - 1 + k], t) for k, t in enumerate(toks)]
+                prompt_lps = [None] + [lp_dict(rows[k - 1], ids[k]) for k in range(1, n)]
+                res.append(
+                    ns(
+                        outputs=[ns(token_ids=toks, logprobs=gen)],
+                        prompt_logprobs=prompt_lps if getattr(p, "prompt_logprobs", None) else None,
+                    )
+                )
+            return res
+
+        return ns(generate=generate)
+
+
+def test_worker_reads_vllm_outputs_as_the_reference_does(
+    made: tinymodel.Made, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's documents, judged, give the numbers computed directly on CPU: its
+    reading of generate()'s logprobs and of prompt_logprobs (offsets) is right."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vllm", _FakeVllm())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "cpu (fixture)")
+    wl = tmp_path / "model.toml"
+    text = modelcheck.DATA.read_text().replace(
+        "throughput_requests = 256", "throughput_requests = 2"
+    )
+    wl.write_text(text)
+    b, q = tmp_path / "bf16.json", tmp_path / "fp8.json"
+    assert modelstage.worker_main([str(made.bf16), str(b), "--workload", str(wl)]) == 0
+    argv = [str(made.fp8), str(q), "--workload", str(wl), "--quantization", "modelopt"]
+    assert modelstage.worker_main([*argv, "--reference", str(b)]) == 0
+    bdoc, qdoc = json.loads(b.read_text()), json.loads(q.read_text())
+    assert qdoc["throughput"]["requests"] == 2 and qdoc["throughput"]["output_tokens"] == 64
+    res = modelstage.judge(bdoc, qdoc, modelcheck.load(wl))
+    direct = tinymodel.compare_cpu(made)
+    got = res.details["fp8_vs_bf16"]
+    assert got["forced_top1_agreement"] == direct.forced_top1_agreement
+    assert got["forced_mean_abs_dlogprob"] == pytest.approx(
+        direct.forced_mean_abs_dlogprob, abs=2e-4
+    )
+    assert got["common_prefix"] == list(direct.common_prefix)
+    assert res.status == "pass"
