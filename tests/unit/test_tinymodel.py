@@ -348,3 +348,37 @@ def test_worker_reads_vllm_outputs_as_the_reference_does(
     )
     assert got["common_prefix"] == list(direct.common_prefix)
     assert res.status == "pass"
+
+
+def _bf16_activations(lin: tinymodel.Linear) -> tinymodel.Linear:
+    """vLLM's bf16 activations, simulated: each Linear's input and output rounded to bf16."""
+    return lambda name, x: lin(name, x.to(torch.bfloat16).float()).to(torch.bfloat16).float()
+
+
+def test_tolerances_hold_with_bf16_activations(made: tinymodel.Made) -> None:
+    """The bounds of data/model.toml against the simulation of what vLLM computes:
+    fp8 vs bf16 both with bf16 activations (0.898 / 0.125 measured), and the bf16 model
+    with bf16 activations vs its fp32 reference (0.996 / 0.007)."""
+    w = modelcheck.load()
+    ids = tinymodel.prompt_ids(made.bf16, w.prompts)
+    wb, lb, spec = tinymodel.load(made.bf16)
+    wq, lq, _ = tinymodel.load(made.fp8)
+    lb16, lq16 = _bf16_activations(lb), _bf16_activations(lq)
+    ref, fp8, ref32 = [], [], []
+    for i in ids:
+        toks, lps = tinymodel.greedy(wb, spec, lb16, i, w.max_tokens)
+        ref.append(modelcheck.Output(tuple(i), tuple(toks), tuple(lps)))
+        top, forced = tinymodel.score(wq, spec, lq16, i, toks)
+        fp8.append(modelcheck.Output(tuple(i), tuple(toks), tuple(lps), tuple(top), tuple(forced)))
+        top, forced = tinymodel.score(wb, spec, lb, i, toks)
+        ref32.append(
+            modelcheck.Output(tuple(i), tuple(toks), tuple(lps), tuple(top), tuple(forced))
+        )
+    c = modelcheck.compare(ref, fp8)
+    r = modelcheck.compare(ref, ref32)
+    print(
+        f"\nbf16 activations: fp8 vs bf16 {c.forced_top1_agreement} / {c.forced_mean_abs_dlogprob}"
+    )
+    print(f"bf16 activations vs fp32: {r.forced_top1_agreement} / {r.forced_mean_abs_dlogprob}")
+    assert modelcheck.within(c, w.fp8_vs_bf16) == []
+    assert modelcheck.within(r, w.vllm_vs_reference) == []
