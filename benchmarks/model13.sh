@@ -23,7 +23,7 @@ VLLM=${VLLM:-0.20.0}
 case ${MODE:-model} in
 start)
   [ -d $R/carry/vm ] && mkdir -p $VLLM_MATRIX_CACHE && cp -rn $R/carry/vm/* $VLLM_MATRIX_CACHE/
-  nproc; free -g | head -2; nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader
+  nproc; free -g | head -2; ldd --version | head -1; nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader
   rm -f /tmp/build.done
   cd $W && setsid nohup bash -c 't0=$(date +%s); /usr/bin/time -v -o /tmp/build.time "$@" > /tmp/build.out 2>&1; echo "rc=$? wall=$(( $(date +%s) - t0 ))s" > /tmp/build.done' \
     run python3 -m vllm_matrix run --env current --vllm $VLLM --arch 9.0a --depth build \

@@ -32,19 +32,26 @@ secs=$(( $(date +%s) - start ))
 n=$(ls "$D"/*.whl | wc -l)
 dups=$(ls "$D"/*.whl | xargs -n1 basename | cut -d- -f1 | tr 'A-Z_.' 'a-z--' | sort | uniq -d)
 [ -z "$dups" ] || { echo "error: two versions of: $dups (pip install would stop)" >&2; exit 1; }
+# They must install together, as the device command will (no index, no deps), for cp312.
+t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
+"$PY" -m pip install -q --no-index --no-deps --no-compile --target "$t/site" \
+  --python-version 3.12 --implementation cp "${plats[@]}" --only-binary=:all: "$D"/*.whl
+installed=$(du -sb "$t/site" | cut -f1)
+glibc=$(ls "$D" | grep -o 'manylinux_2_[0-9]*' | cut -d_ -f3 | sort -n | tail -1)
 bytes=$(du -cb "$D"/*.whl | tail -1 | cut -f1)
 # What else travels with a command: the tracked files of the working tree.
 tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | awk '/\ttotal$/{s+=$1} END{print s+0}')
 limit=$((64 * 1024 * 1024))
 room=$((limit - tree))
 cmds=$(( (bytes + room - 1) / room ))
-"$PY" - "$G" "$n" "${#PINS[@]}" "$bytes" "$tree" "$room" "$cmds" "$secs" <<'PY'
+"$PY" - "$G" "$n" "${#PINS[@]}" "$bytes" "$tree" "$room" "$cmds" "$secs" "$installed" "${glibc:-5}" <<'PY'
 import json, sys
-g, n, pins, b, tree, room, cmds, secs = sys.argv[1], *map(int, sys.argv[2:])
+g, n, pins, b, tree, room, cmds, secs, inst, glibc = sys.argv[1], *map(int, sys.argv[2:])
 mib = lambda x: round(x / 2**20, 2)
 print(json.dumps({"group": g, "wheels": n, "pins": pins, "mib": mib(b),
                   "tree_mib": mib(tree), "room_per_command_mib": mib(room),
                   "fits_one_command": b <= room, "commands_needed": cmds,
-                  "download_seconds": secs}))
+                  "download_seconds": secs, "installed_mib": mib(inst),
+                  "needs_glibc": f"2.{glibc}"}))
 PY
 [ "$n" -eq "${#PINS[@]}" ] || { echo "error: $n wheels for ${#PINS[@]} pins" >&2; exit 1; }
