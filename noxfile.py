@@ -129,3 +129,16 @@ def bench_build(session: nox.Session) -> None:
 def bench_broken(session: nox.Session) -> None:
     """Broken setups (no uv, read-only cache, index down, disk full) end in ERROR cells."""
     session.run("python", "benchmarks/broken.py", *session.posargs, external=True)
+
+
+@nox.session(python=False, name="device-wheels")
+def device_wheels(session: nox.Session) -> None:
+    """vLLM's runtime wheels the GPU machine lacks, listed and downloaded into .whl/GROUP.
+
+    nox -s device-wheels -- 0.20.0 core
+    """
+    args = list(session.posargs)
+    version = args[0] if args else "0.20.0"
+    group = args[1] if len(args) > 1 else "core"
+    session.run("python", "benchmarks/device_wheels.py", "--vllm", version, external=True)
+    session.run("bash", "benchmarks/wheels_for_device.sh", version, group, external=True)

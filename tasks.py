@@ -202,3 +202,34 @@ def prefetch(
         + (["--offline"] if offline else [])
         + (["--json"] if json else [])
     )
+
+
+@task(
+    help={
+        "out": "directory for OUT/bf16 and OUT/fp8",
+        "seed": "weights' seed",
+        "compare": "also compare fp8 with bf16 on CPU (plain torch)",
+    }
+)
+def tiny_model(c: Context, out: str, seed: int = 0, compare: bool = False) -> None:
+    """A tiny Llama checkpoint, bf16 and ModelOpt FP8, made locally (needs '.[model]')."""
+    _run(["tiny-model", "--out", out, "--seed", str(seed)] + (["--compare"] if compare else []))
+
+
+@task(
+    help={
+        "dir": "what tiny-model --out wrote",
+        "work": "worker outputs and the log",
+        "python": "the Python that has vLLM",
+        "json": "print JSON",
+    }
+)
+def model(
+    c: Context, dir: str, work: str = "results/model", python: str = "", json: bool = False
+) -> None:
+    """The model stage: vLLM serves the FP8 (modelopt) and bf16 checkpoints; compared."""
+    _run(
+        ["model", "--dir", dir, "--work", work]
+        + (["--python", python] if python else [])
+        + (["--json"] if json else [])
+    )

@@ -326,6 +326,36 @@ def cmd_modelopt_check(args: argparse.Namespace) -> int:
     return 0 if c.accepted else 1
 
 
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    try:
+        from . import tinymodel
+    except ImportError as exc:
+        raise MatrixError(
+            f"tiny-model needs torch, safetensors, numpy and tokenizers ({exc})",
+            fix="pip install -e '.[model]'",
+        ) from exc
+    made = tinymodel.make(Path(args.out), tinymodel.TinySpec(seed=args.seed))
+    d = made.to_json()
+    if args.compare:
+        d["cpu_fp8_vs_bf16"] = tinymodel.compare_cpu(made).to_json()
+    print(json.dumps(d, indent=1))
+    return 0
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from . import modelstage
+
+    d = Path(args.dir)
+    res = modelstage.run(d / "bf16", d / "fp8", Path(args.work), python=args.python)
+    if args.json:
+        print(json.dumps(res.to_json(), indent=1))
+    else:
+        print(f"{res.status:8} {res.summary}")
+        for f in res.findings:
+            print(f"{'':8} {f.message}")
+    return {results.PASS: 0, results.SKIP: 0, results.ERROR: EXIT_CELL_ERROR}.get(res.status, 1)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vllm-matrix", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -432,6 +462,25 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="hf_quant_config.json (default: a ModelOpt FP8 export's)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_modelopt_check)
+
+    s = sub.add_parser(
+        "tiny-model", help="a tiny Llama checkpoint in bf16 and ModelOpt FP8 (OUT/bf16, OUT/fp8)"
+    )
+    s.add_argument("--out", required=True, help="directory to write OUT/bf16 and OUT/fp8 into")
+    s.add_argument("--seed", type=int, default=0, help="weights' seed")
+    s.add_argument(
+        "--compare", action="store_true", help="also compare fp8 with bf16 on CPU (plain torch)"
+    )
+    s.set_defaults(fn=cmd_tiny_model)
+
+    s = sub.add_parser(
+        "model", help="the model stage: vLLM serves DIR/fp8 (modelopt) and DIR/bf16, compared"
+    )
+    s.add_argument("--dir", required=True, help="what tiny-model --out wrote")
+    s.add_argument("--work", default="results/model", help="worker outputs and the log")
+    s.add_argument("--python", default=sys.executable, help="the Python that has vLLM")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_model)
 
     s = sub.add_parser("derive-torch", help="torch wheel facts as TOML (from the real wheels)")
     s.add_argument("versions", nargs="+")
