@@ -72,8 +72,12 @@ def test_sm120_refused_for_both_reasons(tmp_path: Path) -> None:
     assert rules(found, "fail") == {"nvcc-arch", "torch-arch"}
     nv = next(f for f in found if f.rule == "nvcc-arch")
     assert "nvcc 12.4 cannot target sm_120" in nv.message
-    assert "CUDA ≥ 12.8" in nv.fix and "torch ≥ 2.8.0+cu128" in nv.fix
-    assert "vLLM ≥ 0.10.2" in nv.fix
+    # the oldest torch build with sm_120 code is a variant: 2.7.0+cu128 (documented)
+    assert "CUDA ≥ 12.8" in nv.fix and "torch ≥ 2.7.0+cu128" in nv.fix
+    assert "vLLM ≥ 0.9.2" in nv.fix
+    # vLLM 0.8.x lists 12.0 unconditionally: nvcc itself fails
+    assert "lists 12.0 in CUDA_SUPPORTED_ARCHS" in nv.message and "nvcc itself fails" in nv.message
+    assert "its archs end at compute_90" in nv.message
     t = next(f for f in found if f.rule == "torch-arch")
     assert "sm_90" in t.message and "no PTX" in t.message
     assert preflight.status_of(found) == "predicted-fail"
@@ -114,7 +118,10 @@ def test_vllm_arch_list_depends_on_nvcc(tmp_path: Path) -> None:
         HOST,
     )
     assert "vllm-arch" in rules(found, "fail")
-    assert next(f for f in found if f.rule == "vllm-arch").evidence == ("CMakeLists.txt:88",)
+    va = next(f for f in found if f.rule == "vllm-arch")
+    assert va.evidence == ("CMakeLists.txt:88", "CMakeLists.txt:86")
+    # vLLM >= 0.9 gates the arch on the nvcc version: dropped silently, not an nvcc error
+    assert "gated on nvcc ≥ 12.8" in va.message and "dropped silently" in va.message
 
 
 def test_host_gcc_too_new(tmp_path: Path) -> None:
