@@ -111,8 +111,7 @@ def read_facts(spec: str, base: str | None = None) -> TorchWheelFacts:
     wheels = linux_wheels(spec, base)
     if not wheels:
         raise SourceError(
-            f"torch {spec} has no linux x86_64 wheel on the index"
-            + (f" {base}" if base else ""),
+            f"torch {spec} has no linux x86_64 wheel on the index" + (f" {base}" if base else ""),
             fix="pick a torch release that the index serves (`pip index versions torch`)",
         )
     pythons = sorted(
