@@ -181,6 +181,36 @@ def cmd_pixi_snippet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_newest(args: argparse.Namespace) -> int:
+    from . import newest
+
+    if args.depth not in newest.DEPTHS:
+        from .tomlfile import did_you_mean
+
+        raise MatrixError(
+            f"unknown depth '{args.depth}'", fix=did_you_mean(args.depth, newest.DEPTHS)
+        )
+    archs = config.parse_arch_list(args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST", "") or "9.0")
+    ans = newest.walk(args.torch, args.cuda, archs, args.python, args.provider, echo=_say)
+    if args.depth == "probe" and ans.newest:
+        ws = runner.Workspace(Path.cwd())
+
+        def run_cell(cell: config.Cell, force: bool) -> list[results.StageResult]:
+            _say(f"probing {cell.id}" + (" (past its predicted failure)" if force else ""))
+            return runner.run_cell(cell, ws, "probe", force=force, echo=_say)
+
+        ans = newest.probe_boundary(ans, run_cell)
+    wheel_torch = None
+    if ans.newest:
+        try:
+            wheel_torch = newest.wheel_torch_requirement(ans.newest)
+        except MatrixError as exc:
+            _say(f"the wheel metadata of vLLM {ans.newest} could not be read: {exc.message}")
+    ans = newest.explain(ans, wheel_torch)
+    print(json.dumps(ans.to_json(), indent=1) if args.json else newest.render(ans))
+    return 0 if ans.newest else 1
+
+
 def cmd_derive_torch(args: argparse.Namespace) -> int:
     for v in args.versions:
         print(torchwheel.toml_entry(torchwheel.read_facts(v)))
@@ -323,8 +353,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_prefetch)
 
+    s = sub.add_parser(
+        "newest", help="the newest vLLM release that builds with a given torch (walks releases)"
+    )
+    s.add_argument("--torch", required=True, help="2.6.0 (the index's wheel) or 2.7.1+cu128")
+    s.add_argument("--cuda", help="nvcc version (default: the torch build's CUDA)")
+    s.add_argument("--arch", help="GPU arches (default: TORCH_CUDA_ARCH_LIST, else 9.0)")
+    s.add_argument("--python", default="3.12")
+    s.add_argument("--provider", help="toolkit provider (default: one that can supply --cuda)")
+    s.add_argument(
+        "--depth",
+        default="probe",
+        help="preflight (walk only) | probe (also compile the answer and the next release)",
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_newest)
+
     s = sub.add_parser("derive-torch", help="torch wheel facts as TOML (from the real wheels)")
-    s.add_argument("versions", nargs="+")
+    s.add_argument("versions", nargs="+", help="2.6.0, or a variant 2.7.1+cu128 (its index set)")
     s.set_defaults(fn=cmd_derive_torch)
 
     s = sub.add_parser("derive-pins", help="regenerate data/vllm_pins.toml from real sdists")
