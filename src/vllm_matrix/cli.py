@@ -211,6 +211,29 @@ def cmd_newest(args: argparse.Namespace) -> int:
     return 0 if ans.newest else 1
 
 
+def cmd_blackwell(args: argparse.Namespace) -> int:
+    from . import newest
+
+    m, ws = _matrix(args)
+    arch = config.parse_arch_list(args.arch)[0]
+    rows = []
+    for v in args.vllm or ["0.8.5", "0.9.2", "0.10.1"]:
+        _say(f"vLLM {v}: cheapest toolchain for {arch}")
+        rows.append(newest.cheapest(v, arch).to_json())
+    top = newest.newest_serving(arch)
+    doc = {
+        "arch": arch,
+        "depth": "preflight",
+        "releases": rows,
+        "newest": top.to_json() if top else None,
+    }
+    path = ws.results / "blackwell.json"
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+    _, md = report.write(m, ws.results, ws.reports)
+    print(json.dumps(doc, indent=1) if args.json else f"wrote {path.name}; report: {md}")
+    return 0
+
+
 def cmd_derive_torch(args: argparse.Namespace) -> int:
     for v in args.versions:
         print(torchwheel.toml_entry(torchwheel.read_facts(v)))
@@ -368,6 +391,21 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_newest)
+
+    s = with_matrix(
+        sub.add_parser(
+            "blackwell", help="per release: the cheapest toolchain serving an arch (preflight)"
+        )
+    )
+    s.add_argument("--arch", default="12.0")
+    s.add_argument(
+        "--vllm",
+        action="append",
+        default=None,
+        help="release (repeatable; default 0.8.5, 0.9.2, 0.10.1)",
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_blackwell)
 
     s = sub.add_parser("derive-torch", help="torch wheel facts as TOML (from the real wheels)")
     s.add_argument("versions", nargs="+", help="2.6.0, or a variant 2.7.1+cu128 (its index set)")

@@ -13,6 +13,7 @@ building it against an older torch says nothing about whether it then runs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -353,3 +354,155 @@ def render(ans: Answer) -> str:
 
 
 __all__ = ["DEPTHS", "Answer", "Step", "explain", "probe_boundary", "render", "walk"]
+
+
+# ---------------------------------------------------------------- Blackwell answers
+
+
+@dataclass(frozen=True)
+class Cheapest:
+    """The cheapest toolchain that serves ``arch`` for one release, at preflight."""
+
+    vllm: str
+    arch: str
+    cell: Cell | None  # None: nothing known serves it
+    status: str  # the preflight status of that cell
+    off_pin: bool  # the torch differs from the release's own pin
+    why: tuple[str, ...]  # the warnings/skips it carries, or why nothing serves it
+    evidence: tuple[str, ...]
+    modelopt_fp8: str
+    modelopt_evidence: str
+    torch_basis: str  # "measured" / "documented" (the torch build's facts)
+    kernels: tuple[str, ...] = ()  # the arch-gated kernel families and whether they build
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.cell
+        return {
+            "vllm": self.vllm,
+            "arch": self.arch,
+            "cell": c.id if c else None,
+            "torch": c.torch if c else None,
+            "cuda": c.cuda if c else None,
+            "provider": c.provider if c else None,
+            "preflight": self.status,
+            "off_pin": self.off_pin,
+            "why": list(self.why),
+            "evidence": list(self.evidence),
+            "modelopt_fp8": self.modelopt_fp8,
+            "modelopt_evidence": self.modelopt_evidence,
+            "torch_facts": self.torch_basis,
+            "kernels": list(self.kernels),
+        }
+
+
+def candidates(
+    vllm: str, arch: str, know: knowledge.Knowledge, pinned: dict[str, str]
+) -> list[tuple[str, str, bool]]:
+    """(torch build, nvcc, off_pin) to try, cheapest first: the release's pinned torch in
+    each known build with code for ``arch``, then (off the pin) the oldest newer torch
+    builds; each with the oldest nvcc of the build's CUDA major that targets the arch."""
+    pin = pinned.get(vllm)
+    builds = [f for f in know.torch.values() if f.runs_on(arch)]
+    own = [f for f in builds if pin and Version(f.version) == Version(pin)]
+    later = sorted(
+        (f for f in builds if pin and Version(f.version) > Version(pin)),
+        key=lambda f: (Version(f.version), Version(f.cuda)),
+    )
+    out: list[tuple[str, str, bool]] = []
+    for f, off in [
+        *((f, False) for f in sorted(own, key=lambda f: Version(f.cuda))),
+        *((f, True) for f in later),
+    ]:
+        ok = [
+            v
+            for v, n in know.nvcc.items()
+            if n.can_target(arch)
+            and Version(v).major == Version(f.cuda).major
+            and Version(v) >= Version(f.cuda)
+        ]
+        if ok:
+            spec = f.version if f.default else f.label
+            out.append((spec, min(ok, key=Version), off))
+    return out
+
+
+def cheapest(
+    vllm: str,
+    arch: str = "12.0",
+    python: str = "3.12",
+    *,
+    know: knowledge.Knowledge | None = None,
+    host: preflight.Host | None = None,
+    pinned: dict[str, str] | None = None,
+    limit: int = 6,
+) -> Cheapest:
+    """The first candidate toolchain (cheapest first) that preflight lets through."""
+    know = know or knowledge.load()
+    pinned = pinned if pinned is not None else pins.load()
+    host = host or preflight.detect_host()
+    tree = source.sdist_tree(vllm)
+    f = facts_mod.read_facts(tree.root, tree.version)
+    tried: list[str] = []
+    for spec, nvcc, off in candidates(vllm, arch, know, pinned)[:limit]:
+        cell = make_cell(vllm, spec, nvcc, provider_for(nvcc, know), python, (arch,))
+        found = preflight.check(cell, f, know, tree.root, host, pinned)
+        status = preflight.status_of(found)
+        if status == PREDICTED_FAIL:
+            bad = next(x for x in found if x.level == "fail")
+            tried.append(f"torch {spec} × CUDA {nvcc}: {bad.message}")
+            continue
+        mo, mo_ev = preflight.modelopt_column(cell, f)
+        tf = know.torch_facts(spec)
+        return Cheapest(
+            vllm,
+            arch,
+            cell,
+            status,
+            off,
+            tuple(x.message for x in found if x.level in ("warn", "skip")),
+            tuple(e for x in found if x.level in ("warn", "skip", "fail") for e in x.evidence),
+            mo,
+            mo_ev,
+            tf.basis if tf else "unknown",
+            _kernels(found),
+        )
+    return Cheapest(
+        vllm,
+        arch,
+        None,
+        PREDICTED_FAIL,
+        False,
+        tuple(tried) or ("no known torch build",),
+        (),
+        "",
+        "",
+        "unknown",
+    )
+
+
+def _kernels(found: list[preflight.Finding]) -> tuple[str, ...]:
+    """'SCALED_MM_ARCHS built with nvcc 12.8' once per kernel family (gate variable)."""
+    out: dict[str, str] = {}
+    for x in found:
+        if x.rule != "kernel-gate":
+            continue
+        m = re.search(r"compiles (\w+) .*: ((?:NOT )?built with nvcc \S+)", x.message)
+        if m:
+            out.setdefault(m.group(1), f"{m.group(1)} {m.group(2)} ({x.evidence[0]})")
+    return tuple(out.values())
+
+
+def newest_serving(
+    arch: str = "12.0",
+    *,
+    know: knowledge.Knowledge | None = None,
+    pinned: dict[str, str] | None = None,
+    host: preflight.Host | None = None,
+) -> Cheapest | None:
+    """The newest release whose cheapest toolchain for ``arch`` passes preflight."""
+    pinned = pinned if pinned is not None else pins.load()
+    for v in releases(pinned):
+        c = cheapest(v, arch, know=know, pinned=pinned, host=host)
+        if c.cell is not None:
+            return c
+    return None

@@ -71,7 +71,17 @@ def collect(matrix: Matrix, results_dir: Path, other_dir: Path | None = None) ->
         "matrix": matrix.path.name,
         "cells": rows,
         "other_runs": [_row(p.stem, results.read(p)) for p in others],
+        # `vllm-matrix blackwell`: per release, the cheapest toolchain serving sm_120
+        "blackwell": _blackwell(results_dir / "blackwell.json"),
     }
+
+
+def _blackwell(path: Path) -> dict[str, Any] | None:
+    try:
+        d: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return d
 
 
 def _row(cell_id: str, d: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +115,12 @@ def _short(text: str, n: int = 160) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _facts_note(r: dict[str, Any]) -> str:
+    """' (documented)' when the cell's torch facts are not measured from its wheel."""
+    doc_ = any(f["rule"] == "torch-facts" and f["level"] == "warn" for f in r["findings"])
+    return " (facts documented, not measured here)" if doc_ else ""
+
+
 def render_md(doc: dict[str, Any]) -> str:
     out = [
         "# vLLM build compatibility map",
@@ -126,7 +142,7 @@ def render_md(doc: dict[str, Any]) -> str:
             [
                 f"`{r['id']}`",
                 c["vllm"],
-                c["torch"],
+                c["torch"] + _facts_note(r),
                 f"{c['cuda']} ({c['provider']})",
                 c["python"],
                 ", ".join(c["arch"]),
@@ -189,6 +205,9 @@ def render_md(doc: dict[str, Any]) -> str:
                 disable_numparse=True,
             )
         )
+    if doc.get("blackwell"):
+        out += ["", "## Blackwell (sm_120): the cheapest toolchain per release", ""]
+        out.append(readme.blackwell_releases(doc).rstrip())
     out += ["", "## Details", ""]
     for r in doc["cells"]:
         c = r["cell"]

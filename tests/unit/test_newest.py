@@ -127,3 +127,42 @@ def test_provider_for() -> None:
     assert newest.provider_for("12.4", K) == "debian"
     assert newest.provider_for("13.0", K) == "pypi"
     assert newest.provider_for("12.8", K) == "system"
+
+
+def test_cheapest_candidates_for_sm120() -> None:
+    pins = {"0.8.5": "2.6.0", "0.9.2": "2.7.0", "0.10.1": "2.7.1", "0.33.0": "2.14.0"}
+    # the release's own pin in a build with sm_120 code, with the oldest nvcc for it
+    assert newest.candidates("0.10.1", "12.0", K, pins)[0] == ("2.7.1+cu128", "12.8", False)
+    assert newest.candidates("0.9.2", "12.0", K, pins)[0] == ("2.7.0+cu128", "12.8", False)
+    # 0.8.5's pin (2.6.0) has no sm_120 build: the oldest newer torch, off the pin
+    assert newest.candidates("0.8.5", "12.0", K, pins)[0] == ("2.7.0+cu128", "12.8", True)
+    # a measured default wheel is named by its bare version (what the index serves)
+    assert newest.candidates("0.33.0", "12.0", K, pins)[0] == ("2.14.0", "13.0", False)
+
+
+def test_blackwell_release_table_renders_depth_and_basis() -> None:
+    from vllm_matrix import readme
+
+    row = {
+        "vllm": "0.10.1",
+        "arch": "12.0",
+        "cell": "vllm0.10.1-torch2.7.1cu128-cu12.8-py3.12-sm120",
+        "torch": "2.7.1+cu128",
+        "cuda": "12.8",
+        "provider": "system",
+        "preflight": "skip",
+        "off_pin": False,
+        "why": ["no system CUDA 12.8"],
+        "evidence": [],
+        "modelopt_fp8": "yes (sm89+)",
+        "modelopt_evidence": "modelopt.py:84",
+        "torch_facts": "documented",
+        "kernels": ["SCALED_MM_ARCHS built with nvcc 12.8"],
+    }
+    doc = {"cells": [], "blackwell": {"arch": "12.0", "releases": [row], "newest": None}}
+    text = readme.blackwell_releases(doc)
+    assert "torch 2.7.1+cu128 × CUDA 12.8 (system) — its own pin" in text
+    assert "| documented |" in text and "SKIPPED (preflight)" in text
+    assert "yes (sm89+) (modelopt.py:84)" in text
+    cell = {"id": row["cell"], "verdict": "PASS", "depth": "probe"}
+    assert "PASS (probe, matrix cell)" in readme.blackwell_releases(doc | {"cells": [cell]})
