@@ -24,7 +24,7 @@ from . import facts as facts_mod
 from . import index, knowledge, pins, preflight, results, source
 from .config import Cell, split_torch
 from .errors import ConfigError, MatrixError
-from .results import PREDICTED_FAIL
+from .results import PREDICTED_FAIL, Finding
 
 DEPTHS = ("preflight", "probe")
 
@@ -480,7 +480,7 @@ def cheapest(
     )
 
 
-def _kernels(found: list[preflight.Finding]) -> tuple[str, ...]:
+def _kernels(found: list[Finding]) -> tuple[str, ...]:
     """'SCALED_MM_ARCHS built with nvcc 12.8' once per kernel family (gate variable)."""
     out: dict[str, str] = {}
     for x in found:
