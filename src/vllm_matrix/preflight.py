@@ -79,6 +79,9 @@ def _vllm_hint(k: Knowledge, pins: dict[str, str], arch: str, vllm: str = "") ->
         return ""
     ok = [v for v, p in pins.items() if Version(p) >= Version(t.version)]
     out = f", i.e. vLLM ≥ {min(ok, key=Version)}" if ok else ""
+    paths = _pin_paths(k, pins, arch)
+    if paths:
+        out += f" ({paths})"
     own = pins.get(vllm)
     if own:
         builds = [f for f in k.variants_of(own) if f.runs_on(arch)]
@@ -89,6 +92,26 @@ def _vllm_hint(k: Knowledge, pins: dict[str, str], arch: str, vllm: str = "") ->
                 f"and CUDA ≥ {max(b.cuda, k.min_nvcc_for(arch) or b.cuda, key=Version)}"
             )
     return out
+
+
+def _pin_paths(k: Knowledge, pins: dict[str, str], arch: str, groups: int = 2) -> str:
+    """The first releases that build for ``arch`` with their own pinned torch, grouped
+    by pin: '0.9.0–0.9.2 with torch 2.7.0+cu128; 0.10.0–0.10.1.1 with torch 2.7.1+cu128'."""
+    by_pin: dict[str, list[str]] = {}
+    for v in sorted((v for v in pins if not Version(v).is_prerelease), key=Version):
+        by_pin.setdefault(pins[v], []).append(v)
+    out = []
+    for pin, vs in sorted(by_pin.items(), key=lambda kv: Version(kv[0])):
+        builds = [f for f in k.variants_of(pin) if f.runs_on(arch)]
+        if not builds:
+            continue
+        b = min(builds, key=lambda f: Version(f.cuda))
+        span = vs[0] if len(vs) == 1 else f"{vs[0]}–{vs[-1]}"
+        nvcc = max(b.cuda, k.min_nvcc_for(arch) or b.cuda, key=Version)
+        out.append(f"{span} with torch {b.label} and CUDA ≥ {nvcc}")
+        if len(out) == groups:
+            break
+    return "; ".join(out) + (", their own pins" if out else "")
 
 
 def _same_torch_hint(pins: dict[str, str], torch: str) -> str:

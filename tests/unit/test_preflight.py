@@ -75,6 +75,8 @@ def test_sm120_refused_for_both_reasons(tmp_path: Path) -> None:
     # the oldest torch build with sm_120 code is a variant: 2.7.0+cu128 (documented)
     assert "CUDA ≥ 12.8" in nv.fix and "torch ≥ 2.7.0+cu128" in nv.fix
     assert "vLLM ≥ 0.9.2" in nv.fix
+    # the fix names the releases that build for it with their own pin (0.10.1's recipe)
+    assert "0.9.2 with torch 2.7.1+cu128 and CUDA ≥ 12.8" in nv.fix
     # vLLM 0.8.x lists 12.0 unconditionally: nvcc itself fails
     assert "lists 12.0 in CUDA_SUPPORTED_ARCHS" in nv.message and "nvcc itself fails" in nv.message
     assert "its archs end at compute_90" in nv.message
