@@ -235,8 +235,14 @@ def cmd_blackwell(args: argparse.Namespace) -> int:
 
 
 def cmd_derive_torch(args: argparse.Namespace) -> int:
+    table: dict[str, str] = {}
+    path = Path(args.matrix)
+    if path.is_file():  # its [torch-index] table, for variants ("2.7.1+cu128")
+        table = dict(next(iter(config.load_matrix(path).cells)).torch_index)
     for v in args.versions:
-        print(torchwheel.toml_entry(torchwheel.read_facts(v)))
+        variant = config.split_torch(v)[1]
+        base = torchwheel.variant_index(variant, table) if variant else None
+        print(torchwheel.toml_entry(torchwheel.read_facts(v, base)))
     return 0
 
 
@@ -409,6 +415,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("derive-torch", help="torch wheel facts as TOML (from the real wheels)")
     s.add_argument("versions", nargs="+", help="2.6.0, or a variant 2.7.1+cu128 (its index set)")
+    s.add_argument("--matrix", default="matrix.toml", help="read [torch-index] from it if present")
     s.set_defaults(fn=cmd_derive_torch)
 
     s = sub.add_parser("derive-pins", help="regenerate data/vllm_pins.toml from real sdists")
