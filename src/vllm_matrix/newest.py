@@ -229,6 +229,8 @@ def probe_boundary(
             "depth": verdict.depth,
             "cause": verdict.cause,
             "evidence": list(verdict.evidence),
+            # what the probe covered ("7 units, front-end, all passed; 7 not probed ...")
+            "probe": next((s.summary for s in stages if s.stage == "probe"), ""),
         }
     depth = "probe" if any(p["depth"] == "probe" for p in probes.values()) else ans.depth
     return Answer(
@@ -269,8 +271,9 @@ def explain(ans: Answer, wheel_torch: str | None) -> Answer:
         )
         probe = ans.probes.get(ans.newest)
         if probe:
+            covered = f" ({probe['probe']})" if probe.get("probe") else ""
             out.append(
-                f"probe: vLLM {ans.newest} → {probe['verdict']} at {probe['depth']}"
+                f"probe: vLLM {ans.newest} → {probe['verdict']} at {probe['depth']}{covered}"
                 + (
                     f"; {ans.next} → {ans.probes[ans.next]['verdict']} "
                     f"at {ans.probes[ans.next]['depth']}"

@@ -102,7 +102,10 @@ def test_probe_confirms_the_boundary_and_explain_says_what_it_rests_on() -> None
     def run_cell(c: Cell, force: bool) -> list[StageResult]:
         calls.append((c.vllm, force))
         if c.vllm == "0.10.0":
-            return [StageResult("preflight", WARN, 0, "go"), StageResult("probe", PASS, 200, "ok")]
+            return [
+                StageResult("preflight", WARN, 0, "go"),
+                StageResult("probe", PASS, 200, "7 units, front-end, all passed"),
+            ]
         return [
             StageResult("preflight", PREDICTED_FAIL, 0, "x"),
             StageResult("probe", results.FAIL, 200, "Float8_e8m0fnu is not a member"),
@@ -116,6 +119,7 @@ def test_probe_confirms_the_boundary_and_explain_says_what_it_rests_on() -> None
     out = newest.explain(probed, "torch==2.7.1")
     text = " ".join(out.rests_on)
     assert "a compile is not a run" in text
+    assert "(7 units, front-end, all passed)" in text
     assert "requires torch==2.7.1" in text and "not 2.6.0" in text
     assert "0.8.5.post1" in text
     own = newest.explain(probed, "torch==2.6.0")
