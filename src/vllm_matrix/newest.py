@@ -270,7 +270,12 @@ def explain(ans: Answer, wheel_torch: str | None) -> Answer:
             )
         )
         probe = ans.probes.get(ans.newest)
-        if probe:
+        if probe and probe["depth"] != "probe":
+            out.append(
+                f"not compiled here: vLLM {ans.newest} → {probe['verdict']} at "
+                f"{probe['depth']}: {probe['cause']} (the answer stays a preflight prediction)"
+            )
+        elif probe:
             covered = f" ({probe['probe']})" if probe.get("probe") else ""
             out.append(
                 f"probe: vLLM {ans.newest} → {probe['verdict']} at {probe['depth']}{covered}"
