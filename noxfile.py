@@ -40,6 +40,15 @@ def matrix(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
+def newest(session: nox.Session) -> None:
+    """The newest vLLM release that builds with a given torch.
+
+    nox -s newest -- --torch 2.6.0 [--cuda 12.4] [--arch 9.0] [--depth preflight] [--json]
+    """
+    _cli(session, "newest", *session.posargs)
+
+
+@nox.session(python=False)
 def report(session: nox.Session) -> None:
     """Re-render reports/compat.{md,json} from results/ (or from many machines' files).
 

@@ -167,6 +167,34 @@ def pixi_snippet(c: Context, cell: str, matrix: str = "matrix.toml") -> None:
     _run(["pixi-snippet", "--matrix", matrix, "--cell", cell])
 
 
+@task(
+    help={
+        "torch": "the torch you have: 2.6.0 (the index's wheel) or a variant 2.7.1+cu128",
+        "cuda": "nvcc version (default: the torch build's CUDA)",
+        "arch": "GPU arches (default: TORCH_CUDA_ARCH_LIST, else 9.0)",
+        "python": "Python version",
+        "depth": "preflight (walk only) | probe (also compile the answer and the next release)",
+        "json": "print JSON",
+    }
+)
+def newest(
+    c: Context,
+    torch: str,
+    cuda: str = "",
+    arch: str = "",
+    python: str = "3.12",
+    depth: str = "probe",
+    json: bool = False,
+) -> None:
+    """The newest vLLM release that builds with this torch (walks releases newest-down)."""
+    _run(
+        ["newest", "--torch", torch, "--python", python, "--depth", depth]
+        + (["--cuda", cuda] if cuda else [])
+        + (["--arch", arch] if arch else [])
+        + (["--json"] if json else [])
+    )
+
+
 @task(iterable=["version"], help={"version": "torch version (repeatable)"})
 def derive_torch(c: Context, version: list[str]) -> None:
     """Torch wheel facts (CUDA, SASS/PTX arches, Pythons) as TOML, read from the real wheels."""

@@ -249,9 +249,68 @@ def cmd_pixi_snippet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_newest(args: argparse.Namespace) -> int:
+    from . import newest
+
+    if args.depth not in newest.DEPTHS:
+        from .tomlfile import did_you_mean
+
+        raise MatrixError(
+            f"unknown depth '{args.depth}'", fix=did_you_mean(args.depth, newest.DEPTHS)
+        )
+    archs = config.parse_arch_list(args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST", "") or "9.0")
+    ans = newest.walk(args.torch, args.cuda, archs, args.python, args.provider, echo=_say)
+    if args.depth == "probe" and ans.newest:
+        ws = runner.Workspace(Path.cwd())
+
+        def run_cell(cell: config.Cell, force: bool) -> list[results.StageResult]:
+            _say(f"probing {cell.id}" + (" (past its predicted failure)" if force else ""))
+            return runner.run_cell(cell, ws, "probe", force=force, echo=_say)
+
+        ans = newest.probe_boundary(ans, run_cell)
+    wheel_torch = None
+    if ans.newest:
+        try:
+            wheel_torch = newest.wheel_torch_requirement(ans.newest)
+        except MatrixError as exc:
+            _say(f"the wheel metadata of vLLM {ans.newest} could not be read: {exc.message}")
+    ans = newest.explain(ans, wheel_torch)
+    print(json.dumps(ans.to_json(), indent=1) if args.json else newest.render(ans))
+    return 0 if ans.newest else 1
+
+
+def cmd_blackwell(args: argparse.Namespace) -> int:
+    from . import newest
+
+    m, ws = _matrix(args)
+    arch = config.parse_arch_list(args.arch)[0]
+    rows = []
+    for v in args.vllm or ["0.8.5", "0.9.2", "0.10.1"]:
+        _say(f"vLLM {v}: cheapest toolchain for {arch}")
+        rows.append(newest.cheapest(v, arch).to_json())
+    top = newest.newest_serving(arch)
+    doc = {
+        "arch": arch,
+        "depth": "preflight",
+        "releases": rows,
+        "newest": top.to_json() if top else None,
+    }
+    path = ws.results / "blackwell.json"
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+    _, md = report.write(m, ws.results, ws.reports)
+    print(json.dumps(doc, indent=1) if args.json else f"wrote {path.name}; report: {md}")
+    return 0
+
+
 def cmd_derive_torch(args: argparse.Namespace) -> int:
+    table: dict[str, str] = {}
+    path = Path(args.matrix)
+    if path.is_file():  # its [torch-index] table, for variants ("2.7.1+cu128")
+        table = dict(next(iter(config.load_matrix(path).cells)).torch_index)
     for v in args.versions:
-        print(torchwheel.toml_entry(torchwheel.read_facts(v)))
+        variant = config.split_torch(v)[1]
+        base = torchwheel.variant_index(variant, table) if variant else None
+        print(torchwheel.toml_entry(torchwheel.read_facts(v, base)))
     return 0
 
 
@@ -482,8 +541,40 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_model)
 
+    s = sub.add_parser(
+        "newest", help="the newest vLLM release that builds with a given torch (walks releases)"
+    )
+    s.add_argument("--torch", required=True, help="2.6.0 (the index's wheel) or 2.7.1+cu128")
+    s.add_argument("--cuda", help="nvcc version (default: the torch build's CUDA)")
+    s.add_argument("--arch", help="GPU arches (default: TORCH_CUDA_ARCH_LIST, else 9.0)")
+    s.add_argument("--python", default="3.12")
+    s.add_argument("--provider", help="toolkit provider (default: one that can supply --cuda)")
+    s.add_argument(
+        "--depth",
+        default="probe",
+        help="preflight (walk only) | probe (also compile the answer and the next release)",
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_newest)
+
+    s = with_matrix(
+        sub.add_parser(
+            "blackwell", help="per release: the cheapest toolchain serving an arch (preflight)"
+        )
+    )
+    s.add_argument("--arch", default="12.0")
+    s.add_argument(
+        "--vllm",
+        action="append",
+        default=None,
+        help="release (repeatable; default 0.8.5, 0.9.2, 0.10.1)",
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_blackwell)
+
     s = sub.add_parser("derive-torch", help="torch wheel facts as TOML (from the real wheels)")
-    s.add_argument("versions", nargs="+")
+    s.add_argument("versions", nargs="+", help="2.6.0, or a variant 2.7.1+cu128 (its index set)")
+    s.add_argument("--matrix", default="matrix.toml", help="read [torch-index] from it if present")
     s.set_defaults(fn=cmd_derive_torch)
 
     s = sub.add_parser("derive-pins", help="regenerate data/vllm_pins.toml from real sdists")

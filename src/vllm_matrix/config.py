@@ -6,6 +6,7 @@ GPU arches, options). ``[defaults]`` fills what a ``[[cell]]`` leaves out.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,15 @@ PROVIDERS = ("debian", "pypi", "system", "conda-prefix")
 CELL_KEYS = ("vllm", "torch", "cuda", "provider", "python", "arch", "source", "note", "options")
 DEFAULT_KEYS = tuple(k for k in CELL_KEYS if k not in ("vllm", "note"))
 OPTION_KEYS = ("max_jobs", "nvcc_threads")
-TOP_KEYS = ("defaults", "cell", "ccache")
+TOP_KEYS = ("defaults", "cell", "ccache", "torch-index")
 CCACHE_KEYS = ("remote",)
 # ccache's remote storage backends (ccache >= 4.4 "remote_storage"; 4.14 adds crsh).
 CCACHE_SCHEMES = ("redis", "redis+unix", "http", "https", "file", "crsh")
+# A torch variant is the local version label PyTorch's per-CUDA indexes publish:
+# "2.7.1+cu128" is the cu128 build of 2.7.1. A bare version means the configured
+# index's default wheel (PyPI's 2.7.1 is +cu126).
+_VARIANT = re.compile(r"^cu\d{3}$")
+TORCH_INDEX_ENV = "VLLM_MATRIX_TORCH_INDEX_{}"
 
 _ARCH = re.compile(r"^(?:sm_|compute_)?(\d+)(?:\.(\d+))?([af]?)$")
 
@@ -69,6 +75,39 @@ def arch_number(arch: str) -> int:
     return int(major) * 10 + int(minor)
 
 
+def split_torch(spec: str) -> tuple[str, str | None]:
+    """'2.7.1+cu128' -> ('2.7.1', 'cu128'); '2.7.1' -> ('2.7.1', None). ValueError if the
+    local label is not a CUDA variant (cuNNN) or the version is not one."""
+    public, plus, local = spec.strip().partition("+")
+    Version(public)  # raises InvalidVersion (a ValueError)
+    if not plus:
+        return public, None
+    if not _VARIANT.match(local):
+        raise ValueError(f"'{local}' is not a CUDA variant (cu118, cu126, cu128, ...)")
+    return public, local
+
+
+def torch_tag(spec: str) -> str:
+    """'2.7.1+cu128' -> '2.7.1cu128' (ids and directory names: no '+')."""
+    public, variant = split_torch(spec)
+    return public + (variant or "")
+
+
+def torch_index_for(variant: str, table: dict[str, str] | None = None) -> tuple[str, str] | None:
+    """(URL, where it was configured) of the per-CUDA index serving ``variant``.
+
+    VLLM_MATRIX_TORCH_INDEX_CU128 (upper-cased variant) wins over matrix.toml's
+    ``[torch-index]`` table. The layout is PyTorch's: a simple index per CUDA variant.
+    """
+    var = TORCH_INDEX_ENV.format(variant.upper())
+    env = os.environ.get(var)
+    if env:
+        return env.rstrip("/"), f"${var}"
+    if table and table.get(variant):
+        return table[variant].rstrip("/"), f"[torch-index] {variant} in matrix.toml"
+    return None
+
+
 @dataclass(frozen=True)
 class Options:
     max_jobs: int | None = None
@@ -89,12 +128,29 @@ class Cell:
     line: int = 0  # where the [[cell]] starts in matrix.toml
     # "managed": our cached toolkit + venv; "current": the active env's (pixi/conda/venv)
     env: str = "managed"
+    # the matrix's [torch-index] table (variant -> index URL); not part of the id
+    torch_index: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def torch_version(self) -> str:
+        """The public torch version: '2.7.1' for '2.7.1+cu128'."""
+        return split_torch(self.torch)[0]
+
+    @property
+    def torch_variant(self) -> str | None:
+        """The CUDA variant named by the cell ('cu128'), None for the index's default."""
+        return split_torch(self.torch)[1]
+
+    def torch_index_url(self) -> tuple[str, str] | None:
+        v = self.torch_variant
+        return torch_index_for(v, dict(self.torch_index)) if v else None
 
     @property
     def id(self) -> str:
         archs = "+".join(arch_tag(a) for a in self.arch)
         tail = "-current" if self.env == "current" else ""
-        return f"vllm{self.vllm}-torch{self.torch}-cu{self.cuda}-py{self.python}-{archs}{tail}"
+        torch = torch_tag(self.torch)
+        return f"vllm{self.vllm}-torch{torch}-cu{self.cuda}-py{self.python}-{archs}{tail}"
 
     @property
     def source_spec(self) -> str:
@@ -105,6 +161,7 @@ class Cell:
             "id": self.id,
             "vllm": self.vllm,
             "torch": self.torch,
+            "torch_variant": self.torch_variant,
             "cuda": self.cuda,
             "provider": self.provider,
             "python": self.python,
@@ -181,7 +238,13 @@ def _version(doc: TomlDoc, value: str, key: str, ctx: str, line: int) -> str:
     return value
 
 
-def _cell(doc: TomlDoc, raw: dict[str, Any], defaults: dict[str, Any], n: int) -> Cell:
+def _cell(
+    doc: TomlDoc,
+    raw: dict[str, Any],
+    defaults: dict[str, Any],
+    n: int,
+    indexes: tuple[tuple[str, str], ...] = (),
+) -> Cell:
     line = _nth_cell_line(doc, n)
     ctx = f"[[cell]] #{n + 1}"
     tomlfile.check_keys(doc, raw, CELL_KEYS, ctx, line)
@@ -191,7 +254,16 @@ def _cell(doc: TomlDoc, raw: dict[str, Any], defaults: dict[str, Any], n: int) -
         return tomlfile.require(doc, merged, key, kind, ctx, line)
 
     vllm = _version(doc, get("vllm", str), "vllm", ctx, line)
-    torch = _version(doc, get("torch", str), "torch", ctx, line)
+    torch = get("torch", str)
+    try:
+        split_torch(torch)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{doc.where('torch', line)}: 'torch' in {ctx} is not a torch version: "
+            f"{torch!r} ({exc})",
+            fix='write e.g. torch = "2.6.0" (the index\'s default wheel) or "2.7.1+cu128" '
+            "(a CUDA variant from PyTorch's per-CUDA index)",
+        ) from None
     cuda = _version(doc, get("cuda", str), "cuda", ctx, line)
     python = _version(doc, get("python", str), "python", ctx, line)
     provider = get("provider", str)
@@ -224,7 +296,19 @@ def _cell(doc: TomlDoc, raw: dict[str, Any], defaults: dict[str, Any], n: int) -
     if source is not None:
         tomlfile.expect(doc, source, "source", str, ctx, line)
     note = tomlfile.expect(doc, raw.get("note", ""), "note", str, ctx, line)
-    return Cell(vllm, torch, cuda, provider, python, tuple(archs), source, note, options, line)
+    return Cell(
+        vllm,
+        torch,
+        cuda,
+        provider,
+        python,
+        tuple(archs),
+        source,
+        note,
+        options,
+        line,
+        torch_index=indexes,
+    )
 
 
 def _nth_cell_line(doc: TomlDoc, n: int) -> int:
@@ -238,10 +322,20 @@ def load_matrix(path: Path) -> Matrix:
     defaults = doc.data.get("defaults", {})
     tomlfile.expect(doc, defaults, "defaults", dict, "the top level")
     tomlfile.check_keys(doc, defaults, DEFAULT_KEYS, "[defaults]", doc.line_of("defaults") or 0)
+    idx = doc.data.get("torch-index", {})
+    tomlfile.expect(doc, idx, "torch-index", dict, "the top level")
+    for k, v in idx.items():
+        if not _VARIANT.match(k) or not isinstance(v, str):
+            raise ConfigError(
+                f"{doc.where('torch-index')}: [torch-index] {k} = {v!r}: "
+                "keys are CUDA variants, values index URLs",
+                fix='write e.g. cu128 = "<your PyTorch cu128 index URL>"',
+            )
+    indexes = tuple(sorted(idx.items()))
     raw_cells = doc.data.get("cell", [])
     if not isinstance(raw_cells, list) or not raw_cells:
         raise ConfigError(f"{path}: no [[cell]] entries", fix="add at least one [[cell]] table")
-    cells = tuple(_cell(doc, raw, defaults, n) for n, raw in enumerate(raw_cells))
+    cells = tuple(_cell(doc, raw, defaults, n, indexes) for n, raw in enumerate(raw_cells))
     ccache = _ccache(doc)
     seen: dict[str, Cell] = {}
     for c in cells:

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import env as env_mod
 from . import fixups, gpuinfo, preflight, proc, toolkit, torchwheel
-from .config import Cell
+from .config import Cell, arch_number
 from .errors import MatrixError, NotAvailable
 
 
@@ -133,9 +133,18 @@ def _report(
         )
     for a in archs:
         if a.rstrip("af") not in tk.archs:
+            older = bool(tk.archs) and arch_number(a) < min(arch_number(x) for x in tk.archs)
+            side = (
+                f"its archs start at compute_{min(arch_number(x) for x in tk.archs)}"
+                if older
+                else f"its archs end at compute_{max(arch_number(x) for x in tk.archs)}"
+                if tk.archs
+                else "no arch list"
+            )
             r.problem(
-                f"nvcc {tk.version} cannot target sm_{a.replace('.', '')}",
-                "use a newer CUDA toolkit (see `inv preflight`)",
+                f"nvcc {tk.version} cannot target sm_{a.replace('.', '')} ({side})",
+                ("use an older CUDA toolkit" if older else "use a newer CUDA toolkit")
+                + " (see `inv preflight`)",
             )
     cmake = tv.root / "bin" / "cmake"
     ninja = tv.root / "bin" / "ninja"

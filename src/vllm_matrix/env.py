@@ -20,6 +20,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+
 from . import index, proc, programs, progress
 from .cache import atomic_write_text, cache_root, locked, require_free
 from .errors import ConfigError, NotAvailable
@@ -113,7 +115,9 @@ def _python_version(exe: Path) -> str | None:
 
 
 def env_dir(python: str, torch: str, variant: str, root: Path | None = None) -> Path:
-    return (root or cache_root()) / "envs" / f"py{python}-torch{torch}-{variant}"
+    # "2.7.1+cu128" -> "torch2.7.1cu128": the same tag as cell ids (bare versions unchanged)
+    tag = torch.replace("+", "")
+    return (root or cache_root()) / "envs" / f"py{python}-torch{tag}-{variant}"
 
 
 def _read_marker(path: Path) -> TorchEnv | None:
@@ -140,7 +144,10 @@ def provide(
     *,
     cache: Path | None = None,
     log: Path | None = None,
+    torch_index: str | None = None,
 ) -> TorchEnv:
+    """A venv with ``torch`` ('2.6.0', or a variant '2.7.1+cu128' from ``torch_index``,
+    the variant's own index: torch comes from there, everything else from pip's index)."""
     if variant not in VARIANTS:
         raise ConfigError(f"unknown env variant '{variant}'", fix=did_you_mean(variant, VARIANTS))
     path = env_dir(python, torch, variant, cache)
@@ -161,7 +168,7 @@ def provide(
         )
         bar = progress.watch_dir(f"creating env py{python} ({variant})", path, item=what)
         try:
-            env = _build(path, interpreter, python, torch, variant, log)
+            env = _build(path, interpreter, python, torch, variant, log, torch_index)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             raise
@@ -171,8 +178,33 @@ def provide(
     return env
 
 
+def nvtx_requirement(site: Path) -> str | None:
+    """torch's own nvidia-nvtx pin ('nvidia-nvtx-cu12==12.8.55') when this torch's CMake
+    config links CUDA::nvToolsExt (torch < 2.8), else None."""
+    metas = sorted(site.glob("torch-*.dist-info/METADATA"))
+    if not metas:
+        return None
+    text = metas[0].read_text(errors="replace")
+    m = re.search(r"^Version: (\d+)\.(\d+)", text, re.M)
+    if not m or (int(m.group(1)), int(m.group(2))) >= (2, 8):
+        return None
+    for line in re.findall(r"^Requires-Dist: (nvidia-nvtx.*)$", text, re.M):
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        return f"{req.name}{req.specifier}"
+    return None
+
+
 def _build(
-    path: Path, interpreter: Path, python: str, torch: str, variant: str, log: Path | None
+    path: Path,
+    interpreter: Path,
+    python: str,
+    torch: str,
+    variant: str,
+    log: Path | None,
+    torch_index: str | None = None,
 ) -> TorchEnv:
     uv = programs.uv()
     proc.run([*uv, "venv", "--quiet", "--python", interpreter, path], log=log)
@@ -188,6 +220,9 @@ def _build(
         "--index-url",
         index.index_url(),
     ]
+    if torch_index:
+        # uv looks in --extra-index-url first: the variant's torch comes from its index.
+        base += ["--extra-index-url", torch_index]
     if variant == "headers":
         proc.run([*base, "--no-deps", *pkgs], log=log, timeout=3600)
         proc.run([*base, *HEADERS_EXTRA], log=log, timeout=1800)
@@ -198,6 +233,12 @@ def _build(
         .output.strip()
         .splitlines()[-1]
     )
+    if variant == "headers":
+        nvtx = nvtx_requirement(site)
+        if nvtx:
+            # torch < 2.8's CMake links CUDA::nvToolsExt; toolkits >= 12.9 lack it and the
+            # nvtx fixup takes it from this wheel (torch's own pinned dependency).
+            proc.run([*base, "--no-deps", nvtx], log=log, timeout=1800)
     vpy = (site / "torch" / "version.py").read_text()
     mv = re.search(r"__version__ = '([^']+)'", vpy)
     mc = re.search(r"cuda(?:: Optional\[str\])? = '([^']+)'", vpy)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.version import InvalidVersion, Version
+
 from .cache import cache_root, locked, staging_dir
 from .env import TorchEnv
 from .toolkit import Toolkit
@@ -100,6 +102,14 @@ def _nvtx_home(env: TorchEnv, work: Path) -> Path | None:
     return final
 
 
+def torch_links_nvtoolsext(torch_version: str) -> bool:
+    """torch < 2.8's CMake config links CUDA::nvToolsExt (no nvtx3 lookup in the toolkit)."""
+    try:
+        return Version(torch_version).release[:2] < (2, 8)
+    except InvalidVersion:
+        return False
+
+
 def compute(tk: Toolkit, env: TorchEnv, archs: tuple[str, ...], work: Path | None = None) -> Fixups:
     """The fixups for building against ``env``'s torch with ``tk``; ``work`` holds links
     (default: the cache, per env, so cells sharing an env share them)."""
@@ -153,9 +163,11 @@ def compute(tk: Toolkit, env: TorchEnv, archs: tuple[str, ...], work: Path | Non
     # nvToolsExt: torch's CMake (2.x, bundled FindCUDAToolkit) looks for nvToolsExt.h and
     # libnvToolsExt.so under the toolkit and ENV NVTOOLSEXT_PATH; when neither has them,
     # torch::nvtoolsext links a missing CUDA::nvToolsExt and configure fails.
-    # CUDA >= 12.9 has no libnvToolsExt (header-only nvtx3), handled by torch's nvtx3 path.
+    # CUDA >= 12.9 has no libnvToolsExt (header-only nvtx3): torch >= 2.8 finds nvtx3 in the
+    # toolkit's include dir, but torch <= 2.7's config still links CUDA::nvToolsExt
+    # (vLLM #20892, pytorch #155196), so the same NVTOOLSEXT_PATH rescue applies.
     major_minor = tuple(int(x) for x in tk.version.split(".")[:2])
-    if major_minor < (12, 9):
+    if major_minor < (12, 9) or torch_links_nvtoolsext(env.torch_version):
         inc_ok = _has(tk.root / "include", "nvToolsExt.h")
         lib_ok = _has(tk.root / "lib64", "libnvToolsExt.so")
         if not (inc_ok and lib_ok):

@@ -77,19 +77,39 @@ def _get(url: str, accept: str | None = None) -> bytes:
         ) from exc
 
 
+_ANCHOR = re.compile(r'<a\s[^>]*href="([^"]+)"[^>]*>([^<]+)</a>', re.I)
+
+
+def _html_files(raw: bytes) -> list[dict[str, object]]:
+    """PEP 503 HTML (PyTorch's per-CUDA indexes serve only this): anchors whose URL
+    fragment carries the sha256."""
+    out: list[dict[str, object]] = []
+    for href, text in _ANCHOR.findall(raw.decode("utf-8", "replace")):
+        url, _, frag = href.replace("&amp;", "&").partition("#")
+        algo, _, digest = frag.partition("=")
+        hashes = {algo: digest} if algo and digest else {}
+        out.append({"filename": text.strip(), "url": url, "hashes": hashes})
+    return out
+
+
 @cache
-def project_files(project: str) -> tuple[IndexFile, ...]:
-    """Every file the index lists for ``project`` (one request per process)."""
-    base = index_url()
+def project_files(project: str, base: str | None = None) -> tuple[IndexFile, ...]:
+    """Every file the index lists for ``project`` (one request per process and index).
+
+    ``base``: another simple index (a torch variant's); default: pip's configured one.
+    """
+    base = base or index_url()
     url = f"{base}/{project}/"
-    raw = _get(url, PEP691)
+    raw = _get(url, f"{PEP691}, text/html;q=0.1")
     try:
         doc = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise SourceError(
-            f"the index at {base} did not answer with PEP 691 JSON",
-            fix="use an index that supports the JSON simple API (pip's default does)",
-        ) from exc
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        doc = {"files": _html_files(raw)}
+        if not doc["files"] and b"<a" not in raw:
+            raise SourceError(
+                f"the index at {base} answered neither PEP 691 JSON nor PEP 503 HTML",
+                fix="point the setting at a simple index (…/simple or a per-CUDA torch index)",
+            ) from None
     files: list[IndexFile] = []
     for f in doc.get("files", []):
         name = f["filename"]

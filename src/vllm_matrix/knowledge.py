@@ -28,20 +28,69 @@ class NvccFacts:
     archs: tuple[str, ...]
     max_gcc: int | None
     source: str
+    # arch-specific ("9.0a") and family ("12.0f") targets, as plain numbers; None: not recorded
+    arch_specific: tuple[str, ...] | None = None
+    family: tuple[str, ...] | None = None
 
     def can_target(self, arch: str) -> bool:
-        return arch.rstrip("af") in self.archs
+        base = arch.rstrip("af")
+        if base not in self.archs:
+            return False
+        if arch.endswith("f") and self.family is not None:
+            return base in self.family
+        if arch.endswith("a") and self.arch_specific is not None:
+            return base in self.arch_specific
+        return True
+
+    def excludes_side(self, arch: str) -> str:
+        """Why ``arch`` is out: 'its archs start at compute_75' / 'end at compute_90' /
+        'has no family (f) targets' ... (names the side of the list that excludes it)."""
+        n = arch_number(arch)
+        base = arch.rstrip("af")
+        if self.archs and n < arch_number(self.archs[0]):
+            return f"its archs start at compute_{arch_number(self.archs[0])}"
+        if self.archs and n > arch_number(self.archs[-1]):
+            return f"its archs end at compute_{arch_number(self.archs[-1])}"
+        if base not in self.archs:
+            return f"compute_{n} is not among its archs"
+        kind, have = (
+            ("family (f)", self.family)
+            if arch.endswith("f")
+            else ("arch-specific (a)", self.arch_specific)
+        )
+        listed = ", ".join(f"{a}{arch[-1]}" for a in have or ()) or "none"
+        return f"its {kind} targets are {listed}"
+
+
+MEASURED = "measured"
+DOCUMENTED = "documented"
+BASES = (MEASURED, DOCUMENTED)
 
 
 @dataclass(frozen=True)
 class TorchFacts:
-    version: str
-    local: str
+    version: str  # the public version, "2.7.1"
+    local: str  # the CUDA variant, "cu128"
     cuda: str
     sass: tuple[str, ...]
     ptx: tuple[str, ...]
     pythons: tuple[str, ...]
     source: str
+    # "measured": read from the real wheel (inv derive-torch); "documented": from the
+    # public source named in `source`, not measured here
+    basis: str = MEASURED
+    cxx11_abi: bool | None = None  # _GLIBCXX_USE_CXX11_ABI of the wheel; None: not recorded
+    default: bool = True  # the configured index's default wheel for this version
+
+    @property
+    def label(self) -> str:
+        return f"{self.version}+{self.local}" if self.local else self.version
+
+    @property
+    def basis_text(self) -> str:
+        return (
+            "measured from the wheel" if self.basis == MEASURED else "documented, not measured here"
+        )
 
     def runs_on(self, arch: str) -> bool:
         """Whether this wheel has code a GPU of ``arch`` can run.
@@ -87,9 +136,34 @@ class Knowledge:
         ok = [v for v, f in self.nvcc.items() if f.can_target(arch)]
         return min(ok, key=Version) if ok else None
 
+    def torch_facts(self, spec: str) -> TorchFacts | None:
+        """Facts for '2.7.1' (the index's default wheel) or '2.7.1+cu128' (that variant).
+
+        A variant with no entry of its own is the default wheel when that wheel's local
+        label is the variant (PyPI's 2.6.0 is the +cu124 build).
+        """
+        if spec in self.torch:
+            return self.torch[spec]
+        public, _, variant = spec.partition("+")
+        base = self.torch.get(public)
+        if variant and base is not None and base.local == variant:
+            return base
+        return None
+
+    def variants_of(self, version: str) -> tuple[TorchFacts, ...]:
+        """Every known build of ``version`` (default wheel first, then by CUDA)."""
+        out = {f.label: f for f in self.torch.values() if f.version == version}
+        return tuple(sorted(out.values(), key=lambda f: (not f.default, Version(f.cuda))))
+
     def min_torch_for(self, arch: str) -> TorchFacts | None:
+        """The oldest torch build with code for ``arch`` (on ties: measured, then the
+        lowest CUDA)."""
         ok = [f for f in self.torch.values() if f.runs_on(arch)]
-        return min(ok, key=lambda f: Version(f.version)) if ok else None
+        return (
+            min(ok, key=lambda f: (Version(f.version), f.basis != MEASURED, Version(f.cuda)))
+            if ok
+            else None
+        )
 
 
 def _major_minor(version: str) -> str:
@@ -120,25 +194,51 @@ def load_toolchains(
     nvcc: dict[str, NvccFacts] = {}
     for ver, t in doc.data.get("nvcc", {}).items():
         ctx = f'[nvcc."{ver}"]'
-        tomlfile.check_keys(doc, t, ("archs", "max_gcc", "source"), ctx)
+        tomlfile.check_keys(doc, t, ("archs", "max_gcc", "source", "arch_specific", "family"), ctx)
         nvcc[ver] = NvccFacts(
             ver,
             _arches(doc, t.get("archs", []), "archs", ctx),
             tomlfile.expect(doc, t["max_gcc"], "max_gcc", int, ctx) if "max_gcc" in t else None,
             tomlfile.require(doc, t, "source", str, ctx),
+            _arches(doc, t["arch_specific"], "arch_specific", ctx)
+            if "arch_specific" in t
+            else None,
+            _arches(doc, t["family"], "family", ctx) if "family" in t else None,
         )
     torch: dict[str, TorchFacts] = {}
     for ver, t in doc.data.get("torch", {}).items():
         ctx = f'[torch."{ver}"]'
-        tomlfile.check_keys(doc, t, ("local", "cuda", "sass", "ptx", "pythons", "source"), ctx)
+        tomlfile.check_keys(
+            doc,
+            t,
+            ("local", "cuda", "sass", "ptx", "pythons", "source", "basis", "cxx11_abi"),
+            ctx,
+        )
+        public, plus, variant = ver.partition("+")
+        local = tomlfile.require(doc, t, "local", str, ctx)
+        if plus and variant != local:
+            raise ConfigError(
+                f"{doc.where('local')}: {ctx} has local = {local!r}, its key says {variant!r}",
+                fix="make the key's +label and `local` agree",
+            )
+        basis = str(t.get("basis", MEASURED))
+        if basis not in BASES:
+            raise ConfigError(
+                f"{doc.where('basis')}: basis {basis!r} in {ctx}",
+                fix=tomlfile.did_you_mean(basis, BASES),
+            )
+        abi = t.get("cxx11_abi")
         torch[ver] = TorchFacts(
-            ver,
-            tomlfile.require(doc, t, "local", str, ctx),
+            public,
+            local,
             tomlfile.require(doc, t, "cuda", str, ctx),
             _arches(doc, t.get("sass", []), "sass", ctx),
             _arches(doc, t.get("ptx", []), "ptx", ctx),
             tomlfile.str_list(doc, t.get("pythons", []), "pythons", ctx),
             tomlfile.require(doc, t, "source", str, ctx),
+            basis,
+            tomlfile.expect(doc, abi, "cxx11_abi", bool, ctx) if abi is not None else None,
+            default=not plus,
         )
     providers: dict[str, ProviderFacts] = {}
     for name, t in doc.data.get("provider", {}).items():

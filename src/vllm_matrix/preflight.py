@@ -63,15 +63,48 @@ def _cuda_version(root: Path) -> str | None:
 
 def _torch_hint(k: Knowledge, arch: str) -> str:
     t = k.min_torch_for(arch)
-    return f"torch ≥ {t.version}+{t.local}" if t else "a torch built for it (none known)"
+    return f"torch ≥ {t.label}" if t else "a torch built for it (none known)"
 
 
-def _vllm_hint(k: Knowledge, pins: dict[str, str], arch: str) -> str:
+def _vllm_hint(k: Knowledge, pins: dict[str, str], arch: str, vllm: str = "") -> str:
     t = k.min_torch_for(arch)
     if not t or not pins:
         return ""
     ok = [v for v, p in pins.items() if Version(p) >= Version(t.version)]
-    return f", i.e. vLLM ≥ {min(ok, key=Version)}" if ok else ""
+    out = f", i.e. vLLM ≥ {min(ok, key=Version)}" if ok else ""
+    paths = _pin_paths(k, pins, arch)
+    if paths:
+        out += f" ({paths})"
+    own = pins.get(vllm)
+    if own:
+        builds = [f for f in k.variants_of(own) if f.runs_on(arch)]
+        if builds:
+            b = min(builds, key=lambda f: Version(f.cuda))
+            out += (
+                f"; vLLM {vllm} itself builds for it with its pinned torch as {b.label} "
+                f"and CUDA ≥ {max(b.cuda, k.min_nvcc_for(arch) or b.cuda, key=Version)}"
+            )
+    return out
+
+
+def _pin_paths(k: Knowledge, pins: dict[str, str], arch: str, groups: int = 2) -> str:
+    """The first releases that build for ``arch`` with their own pinned torch, grouped
+    by pin: '0.9.0–0.9.2 with torch 2.7.0+cu128; 0.10.0–0.10.1.1 with torch 2.7.1+cu128'."""
+    by_pin: dict[str, list[str]] = {}
+    for v in sorted((v for v in pins if not Version(v).is_prerelease), key=Version):
+        by_pin.setdefault(pins[v], []).append(v)
+    out = []
+    for pin, vs in sorted(by_pin.items(), key=lambda kv: Version(kv[0])):
+        builds = [f for f in k.variants_of(pin) if f.runs_on(arch)]
+        if not builds:
+            continue
+        b = min(builds, key=lambda f: Version(f.cuda))
+        span = vs[0] if len(vs) == 1 else f"{vs[0]}–{vs[-1]}"
+        nvcc = max(b.cuda, k.min_nvcc_for(arch) or b.cuda, key=Version)
+        out.append(f"{span} with torch {b.label} and CUDA ≥ {nvcc}")
+        if len(out) == groups:
+            break
+    return "; ".join(out) + (", their own pins" if out else "")
 
 
 def _same_torch_hint(pins: dict[str, str], torch: str) -> str:
@@ -93,8 +126,10 @@ def check(
     out: list[Finding] = []
     add = out.append
     nv = know.nvcc_for(cell.cuda)
-    tf: TorchFacts | None = know.torch.get(cell.torch)
+    tf: TorchFacts | None = know.torch_facts(cell.torch)
     ver = f"vLLM {facts.vllm}"
+    torch_v = cell.torch_version
+    tl = tf.label if tf else cell.torch  # "2.7.1+cu128"
 
     # --- Python -------------------------------------------------------------
     if facts.python and cell.python not in facts.python:
@@ -120,7 +155,7 @@ def check(
         )
 
     # --- torch pin ----------------------------------------------------------
-    if facts.torch and Version(facts.torch) != Version(cell.torch):
+    if facts.torch and Version(facts.torch) != Version(torch_v):
         add(
             Finding(
                 "torch-pin",
@@ -138,7 +173,27 @@ def check(
                 "torch-known",
                 "warn",
                 f"no wheel facts for torch {cell.torch}: arch/CUDA rules not checked",
-                f"run `inv derive-torch {cell.torch}` and add it to data/toolchains.toml",
+                f"run `inv derive-torch --version {cell.torch}` (with its index configured) "
+                "and add it to data/toolchains.toml, or add its documented facts with their "
+                "source",
+            )
+        )
+    else:
+        add(
+            Finding(
+                "torch-facts",
+                "warn" if tf.basis != "measured" else "info",
+                f"torch {tl} facts (CUDA {tf.cuda}, arches, Pythons"
+                + (
+                    f", {'C++11' if tf.cxx11_abi else 'pre-C++11'} ABI"
+                    if tf.cxx11_abi is not None
+                    else ""
+                )
+                + f"): {tf.basis_text}",
+                ""
+                if tf.basis == "measured"
+                else f"`inv derive-torch --version {tl}` where its index is reachable",
+                (tf.source,),
             )
         )
     if nv is None:
@@ -157,14 +212,26 @@ def check(
         sm = arch_tag(arch).replace("sm", "sm_")
         if nv and not nv.can_target(arch):
             need = know.min_nvcc_for(arch)
-            alt = f"use CUDA ≥ {need} and {_torch_hint(know, arch)}{_vllm_hint(know, pins, arch)}"
+            alt = (
+                f"use CUDA ≥ {need} and {_torch_hint(know, arch)}"
+                f"{_vllm_hint(know, pins, arch, facts.vllm)}"
+            )
+            dropped_too_old = nv.archs and arch_number(arch) < arch_number(nv.archs[0])
+            if dropped_too_old:
+                older = [v for v, f in know.nvcc.items() if f.can_target(arch)]
+                newest_ok = max(older, key=Version) if older else None
+                alt = (
+                    f"use CUDA ≤ {newest_ok} (the newest nvcc that still targets it)"
+                    if newest_ok
+                    else "no known nvcc targets it"
+                )
             add(
                 Finding(
                     "nvcc-arch",
                     "fail",
-                    f"nvcc {cell.cuda} cannot target {sm} (its archs end at "
-                    f"compute_{arch_number(nv.archs[-1])})",
-                    alt if need else "no known nvcc targets it",
+                    f"nvcc {cell.cuda} cannot target {sm} ({nv.excludes_side(arch)})"
+                    + _vllm_lists(facts, cell.cuda, arch),
+                    alt if (need or dropped_too_old) else "no known nvcc targets it",
                     (nv.source,),
                     "https://github.com/vllm-project/vllm/issues/8665",
                 )
@@ -176,7 +243,7 @@ def check(
                 Finding(
                     "torch-arch",
                     "info",
-                    f"torch {cell.torch}+{tf.local} has kernels that run on {sm}",
+                    f"torch {tl} has kernels that run on {sm} ({tf.basis_text})",
                     "",
                     (tf.source,),
                 )
@@ -184,14 +251,32 @@ def check(
         base = arch.rstrip("af")
         if vllm_archs and base not in vllm_archs:
             rule = next((r for r in facts.cuda_archs if r.archs == vllm_archs), None)
+            gated = next(
+                (
+                    r
+                    for r in facts.cuda_archs
+                    if r.min_nvcc and base in r.archs and r.archs != vllm_archs
+                ),
+                None,
+            )
+            why = (
+                f": it is gated on nvcc ≥ {gated.min_nvcc} (CMakeLists.txt:{gated.line}) and "
+                f"dropped silently with nvcc {cell.cuda}: the build succeeds with no {sm} "
+                "kernels"
+                if gated
+                else ""
+            )
             add(
                 Finding(
                     "vllm-arch",
                     "fail",
                     f"{ver} with nvcc {cell.cuda} builds no kernels for {sm} "
-                    f"(CUDA_SUPPORTED_ARCHS {';'.join(vllm_archs)})",
-                    "pick a vLLM (and nvcc) whose CUDA_SUPPORTED_ARCHS include it",
-                    (f"CMakeLists.txt:{rule.line}" if rule else "CMakeLists.txt",),
+                    f"(CUDA_SUPPORTED_ARCHS {';'.join(vllm_archs)}){why}",
+                    f"CUDA ≥ {gated.min_nvcc}"
+                    if gated
+                    else "pick a vLLM (and nvcc) whose CUDA_SUPPORTED_ARCHS include it",
+                    tuple(f"CMakeLists.txt:{r.line}" for r in (rule, gated) if r is not None)
+                    or ("CMakeLists.txt",),
                 )
             )
         if tf and not tf.runs_on(arch):
@@ -200,9 +285,9 @@ def check(
                 Finding(
                     "torch-arch",
                     "fail",
-                    f"torch {cell.torch}+{tf.local} has no kernels for {sm} "
+                    f"torch {tl} has no kernels for {sm} "
                     f"(SASS {', '.join('sm_' + str(arch_number(a)) for a in tf.sass)}; {ptx})",
-                    f"use {_torch_hint(know, arch)}{_vllm_hint(know, pins, arch)}",
+                    f"use {_torch_hint(know, arch)}{_vllm_hint(know, pins, arch, facts.vllm)}",
                     (tf.source,),
                     "https://github.com/vllm-project/vllm/issues/13306",
                 )
@@ -216,7 +301,7 @@ def check(
                 Finding(
                     "cuda-major",
                     "fail",
-                    f"nvcc {cell.cuda} vs torch {cell.torch} built with CUDA {tf.cuda}: "
+                    f"nvcc {cell.cuda} vs torch {tl} built with CUDA {tf.cuda}: "
                     "major versions differ",
                     f"use a CUDA {tmaj}.x toolkit (torch's own is {tf.cuda})",
                     (tf.source,),
@@ -237,7 +322,7 @@ def check(
             )
 
     # --- API scan ---------------------------------------------------------------
-    newer = tuple(s for s in know.api if Version(s.torch) > Version(cell.torch))
+    newer = tuple(s for s in know.api if Version(s.torch) > Version(torch_v))
     for sym in newer:
         hits = [h for h in apiscan.scan(tree, (sym,))]
         if hits:
@@ -249,11 +334,16 @@ def check(
                     f"{first.where} uses {sym.name}, introduced in torch {sym.torch}: "
                     f"`{first.text[:100]}`",
                     f"torch ≥ {sym.torch} (vLLM {facts.vllm} pins {facts.torch})"
-                    + _same_torch_hint(pins, cell.torch),
+                    + _same_torch_hint(pins, torch_v),
                     tuple(h.where for h in hits),
                     sym.source,
                 )
             )
+
+    # --- torch <= 2.7's CMake and CUDA >= 12.9's missing libnvToolsExt --------------
+    nvtx = nvtx_finding(cell, torch_v)
+    if nvtx is not None:
+        add(nvtx)
 
     # --- host compiler ------------------------------------------------------------
     if nv and nv.max_gcc and host.gcc_major and host.gcc_major > nv.max_gcc:
@@ -292,6 +382,69 @@ def check(
     if reason:
         add(Finding("toolkit-obtainable", "skip", reason[0], reason[1]))
     return out
+
+
+# torch's CMake config (Caffe2/public/cuda.cmake) of releases before 2.8 links
+# CUDA::nvToolsExt unless it finds nvtx3 in torch's own source tree (absent from wheels).
+NVTX3_TORCH = "2.8.0"
+NO_NVTOOLSEXT_CUDA = "12.9"
+
+
+def nvtx_finding(cell: Cell, torch_v: str) -> Finding | None:
+    """torch < 2.8 with CUDA >= 12.9: libnvToolsExt is gone from the toolkit.
+
+    The nvtx fixup (fixups.py) points torch's FindCUDAToolkit at the pip nvidia-nvtx
+    package through NVTOOLSEXT_PATH: torch's own dependency, so a managed env (torch with
+    its dependencies) has it. An active conda/pixi env may not: configure then fails.
+    """
+    if Version(torch_v) >= Version(NVTX3_TORCH):
+        return None
+    if Version(cell.cuda) < Version(NO_NVTOOLSEXT_CUDA):
+        return None
+    base = (
+        f"torch {cell.torch}'s CMake config links CUDA::nvToolsExt, which CUDA {cell.cuda} "
+        "no longer ships (≥ 12.9 has only the header-only nvtx3)"
+    )
+    refs = (
+        "https://github.com/vllm-project/vllm/issues/20892",
+        "https://github.com/pytorch/pytorch/issues/155196",
+    )
+    if cell.env == "managed" and cell.provider != "conda-prefix":
+        return Finding(
+            "torch-nvtx",
+            "warn",
+            base + ": the nvtx fixup rescues it (NVTOOLSEXT_PATH → the nvidia-nvtx wheel "
+            "that torch depends on, with the unversioned libnvToolsExt.so link CMake needs)",
+            "nothing to do in a managed env; elsewhere install nvidia-nvtx-cu12 ≤ 12.8 or "
+            "use torch ≥ 2.8",
+            refs,
+            refs[0],
+        )
+    return Finding(
+        "torch-nvtx",
+        "fail",
+        base + ": CMake configure fails ('torch::nvtoolsext … CUDA::nvToolsExt but the target "
+        "was not found') unless the env has an nvToolsExt library for the fixup to point at",
+        "pip install nvidia-nvtx-cu12 (≤ 12.8) into the env, or use torch ≥ 2.8 "
+        "(nvtx3, header-only), or CUDA ≤ 12.8",
+        refs,
+        refs[0],
+    )
+
+
+def _vllm_lists(facts: SourceFacts, cuda: str, arch: str) -> str:
+    """What vLLM's CMake does with an arch this nvcc cannot target: list it anyway
+    (0.8.x: nvcc then fails on it) or not (≥ 0.9: gated on the nvcc version)."""
+    base = arch.rstrip("af")
+    listed = facts.archs_for(cuda)
+    if listed and base in listed:
+        rule = next((r for r in facts.cuda_archs if r.archs == listed), None)
+        where = f" (CMakeLists.txt:{rule.line})" if rule else ""
+        return (
+            f"; vLLM {facts.vllm} lists {base} in CUDA_SUPPORTED_ARCHS for this nvcc{where}, "
+            f"so nvcc itself fails on compute_{arch_number(arch)}"
+        )
+    return ""
 
 
 def toolkit_unavailable(cell: Cell, know: Knowledge, host: Host) -> tuple[str, str] | None:

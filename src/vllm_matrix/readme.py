@@ -74,6 +74,55 @@ def blackwell(doc: dict[str, Any]) -> str:
         )
     if not good and not blocked:
         out.append("No cell of the matrix can serve sm_120 yet.")
+    per_release = blackwell_releases(doc)
+    if per_release:
+        out += [
+            "",
+            "Per release (`vllm-matrix blackwell`), the cheapest toolchain that serves sm_120:",
+            "",
+            per_release.rstrip(),
+        ]
+    return "\n".join(out) + "\n"
+
+
+PRE_VERDICT = {"pass": "PREFLIGHT-OK", "warn": "PREFLIGHT-OK", "skip": "SKIPPED"}
+
+
+def blackwell_releases(doc: dict[str, Any]) -> str:
+    """Per release a user is likely to want: the cheapest toolchain that serves sm_120
+    (from results/blackwell.json, written by `vllm-matrix blackwell`), with its depth,
+    evidence and ModelOpt FP8; a matrix result of the same cell deepens the depth."""
+    bw = doc.get("blackwell")
+    if not bw:
+        return ""
+    by_id = {r["id"]: r for r in doc["cells"]}
+    rows = list(bw["releases"]) + ([bw["newest"]] if bw.get("newest") else [])
+    out = [
+        "| vLLM | cheapest toolchain for sm_120 | torch facts | verdict (depth) | "
+        "ModelOpt FP8 | notes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(rows):
+        label = r["vllm"] + (
+            " (newest serving it)" if i == len(rows) - 1 and bw.get("newest") else ""
+        )
+        if not r["cell"]:
+            out.append(
+                f"| {label} | none known | — | PREDICTED-FAIL (preflight) | — | "
+                f"{'; '.join(r['why'])} |"
+            )
+            continue
+        tool = f"torch {r['torch']} × CUDA {r['cuda']} ({r['provider']})"
+        tool += " — off its pin" if r["off_pin"] else " — its own pin"
+        m = by_id.get(r["cell"])
+        verdict = (
+            f"{m['verdict']} ({m['depth']}, matrix cell)"
+            if m and m["verdict"] != "UNKNOWN"
+            else f"{PRE_VERDICT.get(r['preflight'], r['preflight'])} (preflight)"
+        )
+        notes = "; ".join([*r["why"], *r.get("kernels", [])])
+        mo = r["modelopt_fp8"] + (f" ({r['modelopt_evidence']})" if r["modelopt_evidence"] else "")
+        out.append(f"| {label} | {tool} | {r['torch_facts']} | {verdict} | {mo} | {notes} |")
     return "\n".join(out) + "\n"
 
 

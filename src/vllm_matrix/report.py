@@ -71,11 +71,21 @@ def collect(matrix: Matrix, results_dir: Path, other_dir: Path | None = None) ->
         "matrix": matrix.path.name,
         "cells": rows,
         "other_runs": [_row(p.stem, results.read(p)) for p in others],
+        # `vllm-matrix blackwell`: per release, the cheapest toolchain serving sm_120
+        "blackwell": _blackwell(results_dir / "blackwell.json"),
     }
     # No path of the machine that made a result: logs relative to the workspace, the
     # cache as $VLLM_MATRIX_CACHE, ... (roots seen anywhere in it replaced everywhere).
     out: dict[str, Any] = portable.doc(doc, portable.Roots.here(results_dir.parent))
     return out
+
+
+def _blackwell(path: Path) -> dict[str, Any] | None:
+    try:
+        d: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return d
 
 
 def _row(cell_id: str, d: dict[str, Any]) -> dict[str, Any]:
@@ -106,6 +116,12 @@ def _row(cell_id: str, d: dict[str, Any]) -> dict[str, Any]:
 
 def _short(text: str, n: int = cause.WIDTH) -> str:
     return cause.shorten(text, n)
+
+
+def _facts_note(r: dict[str, Any]) -> str:
+    """' (documented)' when the cell's torch facts are not measured from its wheel."""
+    doc_ = any(f["rule"] == "torch-facts" and f["level"] == "warn" for f in r["findings"])
+    return " (facts documented, not measured here)" if doc_ else ""
 
 
 def render_md(doc: dict[str, Any]) -> str:
@@ -144,7 +160,7 @@ def render_md(doc: dict[str, Any]) -> str:
             [
                 f"`{r['id']}`",
                 c["vllm"],
-                c["torch"],
+                c["torch"] + _facts_note(r),
                 f"{c['cuda']} ({c['provider']})",
                 c["python"],
                 ", ".join(c["arch"]),
@@ -215,6 +231,9 @@ def render_md(doc: dict[str, Any]) -> str:
                 disable_numparse=True,
             )
         )
+    if doc.get("blackwell"):
+        out += ["", "## Blackwell (sm_120): the cheapest toolchain per release", ""]
+        out.append(readme.blackwell_releases(doc).rstrip())
     out += ["", "## Details", ""]
     for r in doc["cells"]:
         c = r["cell"]

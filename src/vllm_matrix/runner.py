@@ -250,7 +250,8 @@ def run_cell(
         else:
             # The build imports torch and needs vLLM's build requirements: the full env.
             variant = "full" if depth in ("build", "gpu") else "headers"
-            tv = env_mod.provide(cell.python, cell.torch, variant, log=log)
+            spec, url = torch_source(cell)
+            tv = env_mod.provide(cell.python, spec, variant, log=log, torch_index=url)
         fx = fixups.compute(state["toolkit"], tv, cell.arch)
         state["env"], state["fixups"] = tv, fx
         found = tuple(Finding("fixup", "fail", p.message, p.fix) for p in fx.problems)
@@ -428,6 +429,44 @@ def run_cell(
     stages = _keep_deeper(previous, stages)
     results.write(ws.results, cell, stages, mach)
     return stages
+
+
+def torch_source(cell: Cell) -> tuple[str, str | None]:
+    """(what to install, the variant index to take it from) for the cell's torch.
+
+    A bare version comes from pip's index. A variant comes from its configured index; with
+    none configured, it is the index's default wheel when that wheel is that variant
+    (PyPI's 2.6.0 is +cu124), else it cannot be had here: NotAvailable (SKIPPED).
+    """
+    variant = cell.torch_variant
+    if variant is None:
+        return cell.torch, None
+    found = cell.torch_index_url()
+    if found is None:
+        default = knowledge.load().torch.get(cell.torch_version)
+        if default is not None and default.local == variant:
+            return cell.torch_version, None
+        from .torchwheel import variant_index
+
+        variant_index(variant, dict(cell.torch_index))  # raises NotAvailable with the fix
+        raise AssertionError("unreachable")  # pragma: no cover
+    url, where = found
+    try:
+        from . import index
+
+        have = {str(f.version) for f in index.project_files("torch", url)}
+    except MatrixError as exc:
+        raise NotAvailable(
+            f"torch {cell.torch}: the {variant} index configured by {where} cannot be read: "
+            f"{exc.message}",
+            fix=f"check {where} and the network; preflight's verdict still stands",
+        ) from exc
+    if cell.torch not in have:
+        raise NotAvailable(
+            f"torch {cell.torch} is not on the {variant} index configured by {where}",
+            fix=f"pick a torch release that index serves, or fix {where}",
+        )
+    return cell.torch, url
 
 
 # Stages whose summaries name the probe's inputs (source sha, nvcc, torch, patches).

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from . import index
-from .errors import SourceError
+from . import config, index
+from .errors import NotAvailable, SourceError
 
 _FLAGS = re.compile(rb"(?:sm|compute)_\d+[af]?(?: (?:sm|compute)_\d+[af]?)+")
 
@@ -31,6 +31,9 @@ class TorchWheelFacts:
     ptx: tuple[str, ...]
     pythons: tuple[str, ...]  # CPython versions with a linux x86_64 wheel
     wheel: str  # the file the facts were read from
+    # the C++ ABI of libtorch_python.so: std::__cxx11 symbols present or not
+    cxx11_abi: bool | None = None
+    variant: str | None = None  # "cu128" when read from that variant's index
 
 
 def _arch(token: str) -> str:
@@ -46,12 +49,27 @@ def parse_arch_flags(flags: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return sass, ptx
 
 
+def variant_index(variant: str, table: dict[str, str] | None = None) -> str:
+    """The configured index URL for a torch variant; NotAvailable naming the setting."""
+    found = config.torch_index_for(variant, table)
+    if found is None:
+        var = config.TORCH_INDEX_ENV.format(variant.upper())
+        raise NotAvailable(
+            f"torch +{variant} wheels come from PyTorch's {variant} index, and none is "
+            "configured here",
+            fix=f"set {var} (or [torch-index] {variant} in matrix.toml) to that index's URL",
+        )
+    return found[0]
+
+
 @cache
-def linux_wheels(version: str) -> tuple[index.IndexFile, ...]:
-    want = Version(version)
+def linux_wheels(spec: str, base: str | None = None) -> tuple[index.IndexFile, ...]:
+    """Linux x86_64 wheels of '2.7.1' (configured index) or '2.7.1+cu128' (from ``base``,
+    the variant's own index, where the wheel versions carry the +cu128 label)."""
+    want = Version(spec)
     return tuple(
         f
-        for f in index.project_files("torch")
+        for f in index.project_files("torch", base)
         if f.kind == "wheel"
         and f.version == want
         and "linux" in f.filename
@@ -69,22 +87,31 @@ def toml_entry(f: TorchWheelFacts) -> str:
         return "[" + ", ".join(f'"{x}"' for x in xs) + "]"
 
     src = f"{f.wheel}: torch/version.py + CUDA_ARCH_FLAGS in torch/lib/libtorch_python.so"
+    key = f"{f.torch}+{f.variant}" if f.variant else f.torch
+    abi = "" if f.cxx11_abi is None else f"cxx11_abi = {str(f.cxx11_abi).lower()}\n"
     return (
-        f'[torch."{f.torch}"]\n'
+        f'[torch."{key}"]\n'
         f'local = "{f.local}"\n'
         f'cuda = "{f.cuda}"\n'
         f"sass = {q(f.sass)}\n"
         f"ptx = {q(f.ptx)}\n"
         f"pythons = {q(f.pythons)}\n"
+        f"{abi}"
+        'basis = "measured"\n'
         f'source = "{src}"\n'
     )
 
 
-def read_facts(version: str) -> TorchWheelFacts:
-    wheels = linux_wheels(version)
+def read_facts(spec: str, base: str | None = None) -> TorchWheelFacts:
+    """Facts of '2.6.0' (the configured index's default wheel) or of a variant such as
+    '2.7.1+cu128', read from the variant's index (``base``, else its configured URL)."""
+    version, variant = config.split_torch(spec)
+    if variant is not None:
+        base = base or variant_index(variant)
+    wheels = linux_wheels(spec, base)
     if not wheels:
         raise SourceError(
-            f"torch {version} has no linux x86_64 wheel on the index",
+            f"torch {spec} has no linux x86_64 wheel on the index" + (f" {base}" if base else ""),
             fix="pick a torch release that the index serves (`pip index versions torch`)",
         )
     pythons = sorted(
@@ -112,7 +139,16 @@ def read_facts(version: str) -> TorchWheelFacts:
         ptx=ptx,
         pythons=tuple(f"3.{p}" for p in pythons),
         wheel=wheel.filename,
+        cxx11_abi=cxx11_abi_of(libpy),
+        variant=variant,
     )
+
+
+def cxx11_abi_of(lib: bytes) -> bool:
+    """Whether a libstdc++-linked library uses the C++11 ABI: its mangled names then
+    mention std::__cxx11 (thousands of times in libtorch_python.so; never with ABI 0).
+    Measured: torch 2.6.0 (PyPI) 0 occurrences, 2.7.1 and 2.11.0 several thousand."""
+    return b"__cxx11" in lib
 
 
 def arch_flags_of(libtorch_python: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:

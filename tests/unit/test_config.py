@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix.config import arch_tag, load_matrix, normalize_arch
+from vllm_matrix.config import arch_tag, load_matrix, normalize_arch, split_torch, torch_tag
 from vllm_matrix.errors import ConfigError
 
 GOOD = """
@@ -151,3 +151,69 @@ def test_ccache_table_errors_name_the_key_and_suggest(tmp_path: Path) -> None:
     assert "did you mean 'redis'" in (e.value.fix or "")
     with pytest.raises(ConfigError, match="must be a str"):
         load_matrix(write(tmp_path, "[ccache]\nremote = 6379\n" + GOOD))
+
+
+VARIANTS = """
+[torch-index]
+cu128 = "http://127.0.0.1:9/cu128"
+
+[defaults]
+provider = "system"
+python = "3.12"
+
+[[cell]]
+vllm = "0.10.1"
+torch = "2.7.1+cu128"
+cuda = "12.8"
+arch = ["12.0"]
+
+[[cell]]
+vllm = "0.10.1"
+torch = "2.7.1"
+cuda = "12.8"
+arch = ["12.0"]
+"""
+
+
+def test_torch_variant_parsed_and_in_the_id(tmp_path: Path) -> None:
+    m = load_matrix(write(tmp_path, VARIANTS))
+    v, bare = m.cells
+    assert v.id == "vllm0.10.1-torch2.7.1cu128-cu12.8-py3.12-sm120"
+    assert bare.id == "vllm0.10.1-torch2.7.1-cu12.8-py3.12-sm120"  # bare ids unchanged
+    assert (v.torch, v.torch_version, v.torch_variant) == ("2.7.1+cu128", "2.7.1", "cu128")
+    assert (bare.torch_version, bare.torch_variant) == ("2.7.1", None)
+    assert "+" not in v.id and "/" not in v.id
+    assert v.torch_index_url() == ("http://127.0.0.1:9/cu128", "[torch-index] cu128 in matrix.toml")
+    assert bare.torch_index_url() is None
+    assert v.to_json()["torch_variant"] == "cu128"
+
+
+def test_torch_index_env_var_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    v = load_matrix(write(tmp_path, VARIANTS)).cells[0]
+    monkeypatch.setenv("VLLM_MATRIX_TORCH_INDEX_CU128", "http://127.0.0.1:8/x/")
+    assert v.torch_index_url() == ("http://127.0.0.1:8/x", "$VLLM_MATRIX_TORCH_INDEX_CU128")
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        ("2.7.1+cu128", ("2.7.1", "cu128")),
+        ("2.6.0", ("2.6.0", None)),
+        ("2.10.0+cu130", ("2.10.0", "cu130")),
+    ],
+)
+def test_split_torch(spec: str, want: tuple[str, str | None]) -> None:
+    assert split_torch(spec) == want
+    assert torch_tag(spec) == want[0] + (want[1] or "")
+
+
+@pytest.mark.parametrize("bad", ["2.7.1+rocm6.3", "2.7.1+cpu", "2.7.x", "2.7.1+cu12"])
+def test_bad_torch_variant_is_a_config_error(tmp_path: Path, bad: str) -> None:
+    text = VARIANTS.replace('"2.7.1+cu128"', f'"{bad}"')
+    with pytest.raises(ConfigError, match="is not a torch version"):
+        load_matrix(write(tmp_path, text))
+
+
+def test_torch_index_keys_are_variants(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="keys are CUDA variants"):
+        load_matrix(write(tmp_path, VARIANTS.replace("cu128 =", "cuda128 =")))

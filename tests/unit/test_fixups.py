@@ -21,7 +21,7 @@ def toolkit(tmp: Path, version: str = "12.4", nvtx: bool = True) -> Toolkit:
     )
 
 
-def torch_env(tmp: Path, pip_nvtx: bool = False) -> TorchEnv:
+def torch_env(tmp: Path, pip_nvtx: bool = False, torch: str = "2.6.0+cu124") -> TorchEnv:
     root = tmp / "env"
     site = root / "lib" / "python3.12" / "site-packages"
     (site / "torch").mkdir(parents=True)
@@ -31,7 +31,7 @@ def torch_env(tmp: Path, pip_nvtx: bool = False) -> TorchEnv:
         (site / "nvidia" / "nvtx" / "lib").mkdir()
         (site / "nvidia" / "nvtx" / "lib" / "libnvToolsExt.so.1").write_text("")
     return TorchEnv(
-        "3.12", "2.6.0", "headers", root, root / "bin" / "python", site, "2.6.0+cu124", "12.4"
+        "3.12", torch.split("+")[0], "headers", root, root / "bin" / "python", site, torch, "12.4"
     )
 
 
@@ -72,8 +72,37 @@ def test_nvtx_missing_everywhere_is_a_problem_with_a_fix(tmp_path: Path) -> None
     assert "nvidia-nvtx-cu12" in fx.problems[0].fix
 
 
-def test_cuda_12_9_and_later_need_no_nvtoolsext(tmp_path: Path) -> None:
-    fx = fixups.compute(
-        toolkit(tmp_path, "13.0", nvtx=False), torch_env(tmp_path), ("9.0",), tmp_path / "work"
-    )
+def test_cuda_12_9_and_later_need_no_nvtoolsext_with_torch_2_8(tmp_path: Path) -> None:
+    env = torch_env(tmp_path, torch="2.8.0+cu129")
+    fx = fixups.compute(toolkit(tmp_path, "12.9", nvtx=False), env, ("9.0",), tmp_path / "work")
     assert not fx.problems and "NVTOOLSEXT_PATH" not in fx.vars()
+
+
+def test_torch_2_7_with_cuda_12_9_is_rescued_by_the_pip_nvtx(tmp_path: Path) -> None:
+    # torch <= 2.7 links CUDA::nvToolsExt; CUDA 12.9 ships no libnvToolsExt (vLLM #20892)
+    env = torch_env(tmp_path, pip_nvtx=True, torch="2.7.1+cu128")
+    fx = fixups.compute(toolkit(tmp_path, "12.9", nvtx=False), env, ("12.0",), tmp_path / "w")
+    assert not fx.problems and "NVTOOLSEXT_PATH" in fx.vars()
+
+
+def test_torch_2_7_with_cuda_13_and_no_nvtx_is_a_problem(tmp_path: Path) -> None:
+    env = torch_env(tmp_path, torch="2.7.1+cu128")
+    fx = fixups.compute(toolkit(tmp_path, "13.0", nvtx=False), env, ("12.0",), tmp_path / "w")
+    assert len(fx.problems) == 1 and "CUDA::nvToolsExt" in fx.problems[0].message
+
+
+def test_nvtx_requirement_read_from_torch_metadata(tmp_path: Path) -> None:
+    from vllm_matrix.env import nvtx_requirement
+
+    def meta(version: str, req: str) -> Path:
+        site = tmp_path / version
+        d = site / f"torch-{version}.dist-info"
+        d.mkdir(parents=True)
+        (d / "METADATA").write_text(f"Name: torch\nVersion: {version}\nRequires-Dist: {req}\n")
+        return site
+
+    old = 'nvidia-nvtx-cu12 (==12.4.127) ; platform_system == "Linux"'
+    assert nvtx_requirement(meta("2.6.0", old)) == "nvidia-nvtx-cu12==12.4.127"
+    new = 'nvidia-nvtx-cu12==12.8.55; platform_system == "Linux"'
+    assert nvtx_requirement(meta("2.7.1+cu128", new)) == "nvidia-nvtx-cu12==12.8.55"
+    assert nvtx_requirement(meta("2.8.0", new)) is None  # nvtx3, header-only

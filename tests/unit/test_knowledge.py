@@ -45,8 +45,93 @@ def test_torch_runs_on(sass: tuple[str, ...], ptx: tuple[str, ...], arch: str, o
 
 
 def test_min_torch_for_sm120_is_cu128() -> None:
+    # with the per-CUDA variants known, the oldest torch with sm_120 code is 2.7.0+cu128
+    # (documented), not PyPI's default 2.8.0 (measured)
     t = knowledge.load().min_torch_for("12.0")
-    assert t is not None and t.version == "2.8.0" and t.local == "cu128"
+    assert t is not None and t.label == "2.7.0+cu128" and t.basis == "documented"
+
+
+@pytest.mark.parametrize(
+    ("spec", "label", "basis"),
+    [
+        ("2.6.0", "2.6.0+cu124", "measured"),  # the index's default wheel
+        ("2.6.0+cu124", "2.6.0+cu124", "measured"),  # the variant IS the default wheel
+        ("2.6.0+cu118", "2.6.0+cu118", "documented"),
+        ("2.6.0+cu126", "2.6.0+cu126", "documented"),
+        ("2.7.0+cu128", "2.7.0+cu128", "documented"),
+        ("2.7.1+cu118", "2.7.1+cu118", "documented"),
+        ("2.7.1+cu126", "2.7.1+cu126", "measured"),
+        ("2.7.1+cu128", "2.7.1+cu128", "documented"),
+        ("2.8.0+cu126", "2.8.0+cu126", "documented"),
+        ("2.8.0+cu128", "2.8.0+cu128", "measured"),
+        ("2.8.0+cu129", "2.8.0+cu129", "documented"),
+        ("2.9.0+cu130", "2.9.0+cu130", "documented"),
+        ("2.10.0+cu126", "2.10.0+cu126", "documented"),
+        ("2.11.0+cu128", "2.11.0+cu128", "documented"),
+        ("2.11.0+cu130", "2.11.0+cu130", "measured"),
+    ],
+)
+def test_torch_facts_lookup_by_variant(spec: str, label: str, basis: str) -> None:
+    f = knowledge.load().torch_facts(spec)
+    assert f is not None and f.label == label and f.basis == basis
+    assert (
+        f.cuda
+        == {
+            "cu118": "11.8",
+            "cu124": "12.4",
+            "cu126": "12.6",
+            "cu128": "12.8",
+            "cu129": "12.9",
+            "cu130": "13.0",
+        }[f.local]
+    )
+    if basis == "documented":
+        assert "not measured here" in f.source and f.cxx11_abi is not None
+
+
+def test_unknown_variant_has_no_facts() -> None:
+    k = knowledge.load()
+    assert k.torch_facts("2.7.1+cu130") is None and k.torch_facts("9.9.9") is None
+
+
+def test_variant_arch_lists() -> None:
+    k = knowledge.load()
+    cu128 = k.torch_facts("2.7.1+cu128")
+    assert cu128 is not None and cu128.runs_on("12.0") and not cu128.runs_on("7.0")
+    assert not k.torch_facts("2.7.1").runs_on("12.0")  # type: ignore[union-attr]
+    # 2.11's cu128 build drops sm_70; 2.10's keeps it
+    assert not k.torch_facts("2.11.0+cu128").runs_on("7.0")  # type: ignore[union-attr]
+    assert k.torch_facts("2.10.0").runs_on("7.0")  # type: ignore[union-attr]
+    assert [f.label for f in k.variants_of("2.7.1")] == [
+        "2.7.1+cu126",
+        "2.7.1+cu118",
+        "2.7.1+cu128",
+    ]
+
+
+def test_variant_key_must_match_local(tmp_path: Path) -> None:
+    p = tmp_path / "toolchains.toml"
+    p.write_text('[torch."2.7.1+cu128"]\nlocal = "cu126"\ncuda = "12.8"\nsource = "x"\n')
+    with pytest.raises(ConfigError, match="key says 'cu128'"):
+        knowledge.load_toolchains(p)
+
+
+def test_nvcc_family_and_arch_specific_targets() -> None:
+    k = knowledge.load()
+    assert k.nvcc["12.8"].can_target("12.0a") and not k.nvcc["12.8"].can_target("12.0f")
+    assert k.nvcc["12.9"].can_target("12.0f") and k.nvcc["12.9"].can_target("12.1")
+    assert not k.nvcc["12.8"].can_target("12.1") and not k.nvcc["12.8"].can_target("10.3")
+    assert k.min_nvcc_for("12.0f") == "12.9"  # NVIDIA introduced f targets in 12.9
+    assert k.min_nvcc_for("10.3") == "12.9" and k.min_nvcc_for("12.1") == "12.9"
+    assert k.min_nvcc_for("11.0") == "13.0" and k.min_nvcc_for("10.7") == "13.4"
+    assert {"12.0", "12.2", "12.3", "12.5", "13.1"} <= set(k.nvcc)
+
+
+def test_excluded_arch_names_the_side() -> None:
+    k = knowledge.load()
+    assert k.nvcc["13.0"].excludes_side("7.0") == "its archs start at compute_75"
+    assert k.nvcc["12.4"].excludes_side("12.0") == "its archs end at compute_90"
+    assert "family (f)" in k.nvcc["12.8"].excludes_side("12.0f")
 
 
 def test_parse_arch_flags() -> None:

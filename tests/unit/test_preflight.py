@@ -72,8 +72,14 @@ def test_sm120_refused_for_both_reasons(tmp_path: Path) -> None:
     assert rules(found, "fail") == {"nvcc-arch", "torch-arch"}
     nv = next(f for f in found if f.rule == "nvcc-arch")
     assert "nvcc 12.4 cannot target sm_120" in nv.message
-    assert "CUDA ≥ 12.8" in nv.fix and "torch ≥ 2.8.0+cu128" in nv.fix
-    assert "vLLM ≥ 0.10.2" in nv.fix
+    # the oldest torch build with sm_120 code is a variant: 2.7.0+cu128 (documented)
+    assert "CUDA ≥ 12.8" in nv.fix and "torch ≥ 2.7.0+cu128" in nv.fix
+    assert "vLLM ≥ 0.9.2" in nv.fix
+    # the fix names the releases that build for it with their own pin (0.10.1's recipe)
+    assert "0.9.2 with torch 2.7.1+cu128 and CUDA ≥ 12.8" in nv.fix
+    # vLLM 0.8.x lists 12.0 unconditionally: nvcc itself fails
+    assert "lists 12.0 in CUDA_SUPPORTED_ARCHS" in nv.message and "nvcc itself fails" in nv.message
+    assert "its archs end at compute_90" in nv.message
     t = next(f for f in found if f.rule == "torch-arch")
     assert "sm_90" in t.message and "no PTX" in t.message
     assert preflight.status_of(found) == "predicted-fail"
@@ -114,7 +120,10 @@ def test_vllm_arch_list_depends_on_nvcc(tmp_path: Path) -> None:
         HOST,
     )
     assert "vllm-arch" in rules(found, "fail")
-    assert next(f for f in found if f.rule == "vllm-arch").evidence == ("CMakeLists.txt:88",)
+    va = next(f for f in found if f.rule == "vllm-arch")
+    assert va.evidence == ("CMakeLists.txt:88", "CMakeLists.txt:86")
+    # vLLM >= 0.9 gates the arch on the nvcc version: dropped silently, not an nvcc error
+    assert "gated on nvcc ≥ 12.8" in va.message and "dropped silently" in va.message
 
 
 def test_host_gcc_too_new(tmp_path: Path) -> None:
@@ -145,3 +154,74 @@ def test_modelopt_column() -> None:
     )
     assert preflight.modelopt_column(cell("8.0"), facts())[0] == "no: sm80 < sm89"
     assert preflight.modelopt_column(cell(), facts(modelopt=None))[0] == "no (not in this vLLM)"
+
+
+def test_nvcc_13_names_the_side_that_excludes_sm70(tmp_path: Path) -> None:
+    found = preflight.check(
+        cell("7.0", torch="2.9.0", cuda="13.0", provider="pypi"),
+        facts("2.9.0"),
+        K,
+        tree(tmp_path),
+        HOST,
+    )
+    nv = next(f for f in found if f.rule == "nvcc-arch" and f.level == "fail")
+    assert "its archs start at compute_75" in nv.message and "end at" not in nv.message
+    assert "CUDA ≤ 12.9" in nv.fix  # the newest nvcc that still targets it
+
+
+def test_variant_facts_are_used_and_marked_documented(tmp_path: Path) -> None:
+    pins = {"0.8.5": "2.6.0", "0.9.0": "2.7.0", "0.10.1": "2.7.1"}
+    f = facts("2.7.1")
+    found = preflight.check(
+        cell("12.0", torch="2.7.1+cu128", cuda="12.8", provider="system"),
+        f,
+        K,
+        tree(tmp_path),
+        HOST,
+        pins,
+    )
+    assert not rules(found, "fail"), [x for x in found if x.level == "fail"]
+    tf = next(x for x in found if x.rule == "torch-facts")
+    assert tf.level == "warn" and "documented, not measured here" in tf.message
+    assert "2.7.1+cu128" in tf.message and "C++11 ABI" in tf.message
+    # the bare version is PyPI's +cu126: no sm_120 code, and the fix names the variant path
+    bare = preflight.check(
+        cell("12.0", torch="2.7.1", cuda="12.8", provider="system"),
+        f,
+        K,
+        tree(tmp_path),
+        HOST,
+        pins,
+    )
+    t = next(x for x in bare if x.rule == "torch-arch" and x.level == "fail")
+    assert "2.7.1+cu126" in t.message and "torch ≥ 2.7.0+cu128" in t.fix
+    assert "vLLM 0.8.5 itself builds for it with its pinned torch as 2.7.1+cu128" not in t.fix
+    measured = next(x for x in bare if x.rule == "torch-facts")
+    assert measured.level == "info" and "measured" in measured.message
+
+
+def test_torch_2_7_with_cuda_12_9_nvtx_rule(tmp_path: Path) -> None:
+    c = cell("12.0", torch="2.7.1+cu128", cuda="12.9", provider="system")
+    found = preflight.check(c, facts("2.7.1"), K, tree(tmp_path), HOST)
+    nvtx = next(x for x in found if x.rule == "torch-nvtx")
+    assert nvtx.level == "warn" and "the nvtx fixup rescues it" in nvtx.message
+    assert "https://github.com/pytorch/pytorch/issues/155196" in nvtx.evidence
+    conda = Cell("0.8.5", "2.7.1+cu128", "12.9", "conda-prefix", "3.12", ("12.0",))
+    found = preflight.check(conda, facts("2.7.1"), K, tree(tmp_path), HOST)
+    assert "torch-nvtx" in rules(found, "fail")
+    ok = preflight.check(
+        cell("12.0", torch="2.8.0", cuda="12.9", provider="system"),
+        facts("2.8.0"),
+        K,
+        tree(tmp_path),
+        HOST,
+    )
+    assert not any(x.rule == "torch-nvtx" for x in ok)
+    ok = preflight.check(
+        cell("9.0", torch="2.7.1", cuda="12.8", provider="system"),
+        facts("2.7.1"),
+        K,
+        tree(tmp_path),
+        HOST,
+    )
+    assert not any(x.rule == "torch-nvtx" for x in ok)

@@ -447,3 +447,45 @@ def test_error_cells_are_listed_apart_and_exit_non_zero(
     table, _, rest = md.partition("## Not answered: the tool or the machine failed")
     assert rest and "uv not found" in rest
     assert "| **ERROR**" not in table  # never shown as a verdict about vLLM
+
+
+def test_torch_source_of_variants(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vllm_matrix import index
+    from vllm_matrix.config import Cell
+    from vllm_matrix.errors import NotAvailable
+    from vllm_matrix.runner import torch_source
+
+    monkeypatch.delenv("VLLM_MATRIX_TORCH_INDEX_CU128", raising=False)
+    monkeypatch.delenv("VLLM_MATRIX_TORCH_INDEX_CU124", raising=False)
+
+    def c(torch: str, idx: tuple[tuple[str, str], ...] = ()) -> Cell:
+        return Cell("0.10.1", torch, "12.8", "system", "3.12", ("12.0",), torch_index=idx)
+
+    assert torch_source(c("2.7.1")) == ("2.7.1", None)
+    # PyPI's 2.6.0 is the +cu124 build: no variant index needed
+    assert torch_source(c("2.6.0+cu124")) == ("2.6.0", None)
+    with pytest.raises(NotAvailable, match="none is configured") as e:
+        torch_source(c("2.7.1+cu128"))
+    assert "VLLM_MATRIX_TORCH_INDEX_CU128" in (e.value.fix or "")
+
+    url = "http://127.0.0.1:9/cu128"
+
+    def files(project: str, base: str | None = None) -> tuple[index.IndexFile, ...]:
+        assert base == url
+        from packaging.version import Version
+
+        return (index.IndexFile("t.whl", url, "0" * 64, Version("2.7.1+cu128"), "wheel", False),)
+
+    monkeypatch.setattr(index, "project_files", files)
+    assert torch_source(c("2.7.1+cu128", (("cu128", url),))) == ("2.7.1+cu128", url)
+    with pytest.raises(NotAvailable, match="not on the cu128 index"):
+        torch_source(c("2.7.0+cu128", (("cu128", url),)))
+
+    def down(project: str, base: str | None = None) -> tuple[index.IndexFile, ...]:
+        from vllm_matrix.errors import SourceError
+
+        raise SourceError("connection refused")
+
+    monkeypatch.setattr(index, "project_files", down)
+    with pytest.raises(NotAvailable, match="cannot be read"):
+        torch_source(c("2.7.1+cu128", (("cu128", url),)))
