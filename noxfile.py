@@ -129,3 +129,10 @@ def bench_build(session: nox.Session) -> None:
 def bench_broken(session: nox.Session) -> None:
     """Broken setups (no uv, read-only cache, index down, disk full) end in ERROR cells."""
     session.run("python", "benchmarks/broken.py", *session.posargs, external=True)
+
+
+@nox.session(python=False, name="bench-cmake")
+def bench_cmake(session: nox.Session) -> None:
+    """CMake's own configure (compile_commands.json) vs the probe's home-made CMake model:
+    units and flags per shipped cell, and the cost of each (-- --write saves it)."""
+    session.run("python", "benchmarks/cmake_configure.py", *session.posargs, external=True)
