@@ -592,7 +592,8 @@ def run_cell(cell: Cell, ext_modes: Sequence[str], keep: Path | None) -> dict[st
         )
         row["headers_env_imports_torch"] = probe_import.returncode == 0
         if probe_import.returncode != 0:
-            row["headers_env_import_error"] = (probe_import.output.strip().splitlines() or [""])[-1]
+            last = (probe_import.output.strip().splitlines() or [""])[-1]
+            row["headers_env_import_error"] = last.split(" [", 1)[0][:160]
         python = plain
         if probe_import.returncode != 0:
             t0 = time.perf_counter()
@@ -754,8 +755,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if OUT.is_file():
             old = json.loads(OUT.read_text())
             out["cells"] = {**old.get("cells", {}), **rows}
-        OUT.write_text(json.dumps(out, indent=1) + "\n")
-        write_md(out)
+        # what no reader's machine has: the home dir (error lines quote sys.path)
+        text = json.dumps(out, indent=1).replace(os.path.expanduser("~") + os.sep, "~/")
+        OUT.write_text(text + "\n")
+        write_md(json.loads(text))
     print(json.dumps(out, indent=1))
 
 
