@@ -25,6 +25,10 @@ small venv of the same interpreter whose .pth names the env's site-packages and 
 (PYTHONPATH would not do: vLLM's CMake runs its kernel generators with
 ``PYTHONPATH=$PYTHONPATH``, which CMake does not expand).
 
+Needs: the cells' toolkits and headers envs (``run --depth toolkit``), the externals in the
+sources cache for ``cache`` (``inv prefetch --vllm X --git DIR...``), about 3 GiB of disk per
+torch version for its overlay, and about 40 s per configure on 2 cores.
+
 Run: nox -s bench-cmake [-- --cell ID ... --externals cache|cutlass|empty|all --write]
 Prints one JSON object; --write saves reports/bench/cmake-configure.json (and keeps the
 other cells' entries already there).
