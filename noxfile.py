@@ -151,3 +151,10 @@ def device_wheels(session: nox.Session) -> None:
     group = args[1] if len(args) > 1 else "core"
     session.run("python", "benchmarks/device_wheels.py", "--vllm", version, external=True)
     session.run("bash", "benchmarks/wheels_for_device.sh", version, group, external=True)
+
+
+@nox.session(python=False, name="bench-cmake")
+def bench_cmake(session: nox.Session) -> None:
+    """CMake's own configure (compile_commands.json) vs the probe's home-made CMake model:
+    units and flags per shipped cell, and the cost of each (-- --write saves it)."""
+    session.run("python", "benchmarks/cmake_configure.py", *session.posargs, external=True)

@@ -1,0 +1,111 @@
+"""benchmarks/cmake_configure.py: the flag normalisation both sides go through, and the
+markdown rendered from its JSON (the prose under the marker survives a re-render)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "cmake_configure", ROOT / "benchmarks" / "cmake_configure.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["cmake_configure"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gencode_spellings_meet(bench: ModuleType) -> None:
+    names = {"/t": "$TREE"}
+    # CMake's CUDA_ARCHITECTURES "80" and the probe's two -gencode pairs are the same thing
+    cm = bench.parse(["--generate-code=arch=compute_80,code=[compute_80,sm_80]"], names, None)
+    home = bench.parse(
+        ["-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_80,code=compute_80"],
+        names,
+        None,
+    )
+    assert cm.gencode == home.gencode == ("compute_80->compute_80", "compute_80->sm_80")
+    # a different arch is a difference
+    other = bench.parse(["-gencode", "arch=compute_90a,code=sm_90a"], names, None)
+    assert other.gencode != cm.gencode
+
+
+def test_defines_includes_and_the_source_line(bench: ModuleType) -> None:
+    names = {"/t": "$TREE", "/cuda": "$CUDA"}
+    argv = [
+        "-DA=1",
+        "-D",
+        "B",
+        "-I/t/csrc",
+        "-isystem",
+        "/cuda/include",
+        "-x",
+        "cu",
+        "-c",
+        "/t/csrc/a.cu",
+        "-o",
+        "a.o",
+        "-O2",
+    ]
+    f = bench.parse(argv, names, "/t/csrc/a.cu")
+    assert f.defines == ("A=1", "B")
+    assert f.includes == ("-I $TREE/csrc", "-isystem $CUDA/include")
+    assert f.other == ("-O2",)  # -x cu, -c SRC, -o OBJ are not flags of the unit
+
+
+def test_render_keeps_the_prose(bench: ModuleType, tmp_path: Path) -> None:
+    cell = {
+        "homemade": {"wall_s": 0.1, "cpu_s": 0.05, "units": 2},
+        "configure": {
+            "cache": {
+                "rc": 0,
+                "wall_s": 20.0,
+                "cpu_s": 10.0,
+                "load_before": [1.0, 1.0, 1.0],
+                "externals": {},
+                "compared": True,
+                "units_cmake": 3,
+                "units_home": 2,
+                "units_both": 2,
+                "only_cmake": ["csrc/gen.cu"],
+                "only_home": [],
+                "agree": {
+                    "gencode": 2,
+                    "defines": 1,
+                    "include_set": 1,
+                    "include_order": 1,
+                    "other": 2,
+                    "all": 1,
+                },
+                "diff_classes": [
+                    {
+                        "units": 1,
+                        "examples": ["csrc/a.cu"],
+                        "diff": {
+                            "defines": {"cmake_only": ["X"], "home_only": []},
+                            "include_set": {"cmake_only": bench.IMPLICIT, "home_only": []},
+                        },
+                    }
+                ],
+            }
+        },
+    }
+    data = {"cells": {"c1": cell}}
+    text = bench.render(data)
+    assert "| `c1` | cache: none | 0 | 3 | 2 | 1 | 0 | 2/2 | 1/2 | 1/2 | 2/2 | 1/2 |" in text
+    md = tmp_path / "x.md"
+    md.write_text("old tables\n" + bench.KEEP_MARK + "\nmy words\n")
+    bench.MD = md
+    bench.write_md(data)
+    out = md.read_text()
+    assert "old tables" not in out and out.endswith(bench.KEEP_MARK + "\nmy words\n")
