@@ -1030,8 +1030,53 @@ def arrange_pypi(unpacked: Path, root: Path) -> list[str]:
         write_profile(root)
         notes.append("bin/nvcc.profile rewritten relocatable ($(_HERE_))")
     if not (root / "lib64" / "stubs" / "libcuda.so").exists():
-        notes.append("no lib64/stubs/libcuda.so: the CUDA wheels do not ship driver stubs")
+        n = make_driver_stub(root)
+        notes.append(
+            f"lib64/stubs/libcuda.so made here ({n} driver API entry points from include/cuda.h,"
+            " each returning CUDA_ERROR_STUB_LIBRARY): the CUDA wheels ship no driver stub, and"
+            " CMake's CUDA::cuda_driver (torch's CMake links it) needs one"
+        )
     return notes
+
+
+# The driver API's entry points as cuda.h declares them, after its version macros
+# (cuCtxCreate -> cuCtxCreate_v2): what NVIDIA's own stub exports.
+_DRIVER_FN = re.compile(r"\bCUresult\s+(?:CUDAAPI\s+)?(cu[A-Z]\w*)\s*\(")
+CUDA_ERROR_STUB_LIBRARY = 34  # cuda.h: "the CUDA driver is a stub library"
+
+
+def make_driver_stub(root: Path) -> int:
+    """``lib64/stubs/libcuda.so`` (soname libcuda.so.1) with every driver API function of
+    the toolkit's cuda.h, each returning CUDA_ERROR_STUB_LIBRARY, as NVIDIA's stub does:
+    enough to link against and to load an extension where no driver is installed."""
+    header = root / "include" / "cuda.h"
+    found: set[str] = set()
+    # the default names and the per-thread-default-stream ones (_ptds/_ptsz) ...
+    for extra in ([], ["-DCUDA_API_PER_THREAD_DEFAULT_STREAM=1"]):
+        argv = ["gcc", "-E", *extra, "-I", str(root / "include"), str(header)]
+        found |= set(_DRIVER_FN.findall(proc.run(argv, stderr="drop").output))
+    # ... and as written, with the graphics-interop headers (they need GL/EGL headers to
+    # preprocess; their entry points are unversioned)
+    for h in ("cuda.h", "cudaGL.h", "cudaEGL.h", "cudaVDPAU.h", "cudaProfiler.h"):
+        if (root / "include" / h).is_file():
+            found |= set(_DRIVER_FN.findall((root / "include" / h).read_text()))
+    names = sorted(found)
+    if not names:
+        raise ToolError(
+            f"no driver API functions found in {header}",
+            fix="the header's layout changed: update toolkit._DRIVER_FN",
+        )
+    stubs = root / "lib64" / "stubs"
+    stubs.mkdir(parents=True, exist_ok=True)
+    src = stubs / "libcuda_stub.c"
+    src.write_text(
+        "".join(f"int {n}(void) {{ return {CUDA_ERROR_STUB_LIBRARY}; }}\n" for n in names)
+    )
+    proc.run(
+        ["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", stubs / "libcuda.so", src]
+    )
+    src.unlink()
+    return len(names)
 
 
 def _provide_pypi(version: str, cache: Path, log: Path | None) -> Toolkit:
@@ -1095,7 +1140,14 @@ def _provide_pypi(version: str, cache: Path, log: Path | None) -> Toolkit:
             )
         return tk
 
-    return _build_cached(final, build, need_gib=PYPI_NEED_GIB)
+    # A toolkit assembled before the driver stub existed is remade (the stub is the last
+    # piece torch's CMake needed from it).
+    return _build_cached(
+        final,
+        build,
+        lambda tk: (tk.root / "lib64" / "stubs" / "libcuda.so").exists(),
+        need_gib=PYPI_NEED_GIB,
+    )
 
 
 # --------------------------------------------------------------------------- system

@@ -7,6 +7,7 @@ compile AND link a CUDA program for sm_90 that uses libcu++ (nv/target) and CUB.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -167,3 +168,43 @@ def test_conda_layout_view_compiles_and_links_sm90(
     assert f'INCLUDES="-I{tk.root}/bin/../include"' in dry, dry
     after = {p: p.stat().st_mtime_ns for p in prefix.rglob("*") if not p.is_symlink()}
     assert after == before  # the env is not modified
+
+
+CMAKE_TARGETS = (
+    "cudart",
+    "cuda_driver",
+    "cublas",
+    "cublasLt",
+    "cusparse",
+    "cusolver",
+    "curand",
+    "cufft",
+    "nvrtc",
+)
+
+
+def test_pypi_130_has_what_torchs_cmake_links(pypi_130: toolkit.Toolkit, tmp_path: Path) -> None:
+    # torch's CMake config links these CUDA:: targets (vLLM's configure of 0.20.0 failed
+    # at generate on CUDA::cuda_driver before the toolkit carried a driver stub).
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        skip_or_fail("cmake not installed (Debian package cmake)")
+    src = tmp_path / "src"
+    src.mkdir()
+    checks = "".join(
+        f'if(NOT TARGET CUDA::{t})\n  message(FATAL_ERROR "no CUDA::{t}")\nendif()\n'
+        for t in CMAKE_TARGETS
+    )
+    (src / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.22)\nproject(t LANGUAGES C)\n"
+        "find_package(CUDAToolkit REQUIRED)\n"
+        + checks
+        + "get_target_property(drv CUDA::cuda_driver IMPORTED_LOCATION)\n"
+        + 'message(STATUS "driver=${drv}")\n'
+    )
+    done = proc.run(
+        [cmake, "-S", src, "-B", tmp_path / "b", f"-DCUDAToolkit_ROOT={pypi_130.root}"],
+        check=False,
+    )
+    assert done.returncode == 0, done.output[-2000:]
+    assert re.search(r"driver=\S*/lib(64)?/stubs/libcuda.so", done.output), done.output[-2000:]
