@@ -21,7 +21,7 @@ PROVIDERS = ("debian", "pypi", "system", "conda-prefix")
 CELL_KEYS = ("vllm", "torch", "cuda", "provider", "python", "arch", "source", "note", "options")
 DEFAULT_KEYS = tuple(k for k in CELL_KEYS if k not in ("vllm", "note"))
 OPTION_KEYS = ("max_jobs", "nvcc_threads")
-TOP_KEYS = ("defaults", "cell")
+TOP_KEYS = ("defaults", "cell", "grid")
 
 _ARCH = re.compile(r"^(?:sm_|compute_)?(\d+)(?:\.(\d+))?([af]?)$")
 
@@ -116,7 +116,9 @@ class Cell:
 @dataclass(frozen=True)
 class Matrix:
     path: Path
-    cells: tuple[Cell, ...]
+    cells: tuple[Cell, ...]  # the [[cell]] tables: what run/matrix/report answer for
+    # [grid] expanded (grid.py): walked only by `map`, explicit cells of the same id win
+    grid: tuple[Cell, ...] = ()
 
     def select(self, pattern: str | None) -> tuple[Cell, ...]:
         """Cells whose id contains ``pattern`` (all when None); error when none match."""
@@ -218,4 +220,11 @@ def load_matrix(path: Path) -> Matrix:
                 fix="remove one of them",
             )
         seen[c.id] = c
-    return Matrix(path, cells)
+    grid_cells: tuple[Cell, ...] = ()
+    if "grid" in doc.data:
+        from . import grid, knowledge  # knowledge imports this module
+
+        know = knowledge.load()
+        g = grid.parse(doc, doc.data["grid"], defaults, know)
+        grid_cells = grid.merge(cells, g.cells(know))
+    return Matrix(path, cells, grid_cells)
