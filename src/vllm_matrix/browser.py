@@ -124,17 +124,12 @@ def headless_shell(log: Path | None = None) -> Path:
 
 def _env(exe: Path) -> dict[str, str]:
     root = exe.parents[2] if exe.parent.name == "chromium" else exe.parent
-    libs = [
-        root / "lib" / "x86_64-linux-gnu",
-        root / "usr" / "lib" / "x86_64-linux-gnu",
-        root / "usr" / "lib" / "chromium",
-    ]
+    # every unpacked directory holding a shared library (pulseaudio keeps its own)
+    libs = sorted(
+        {str(p.parent) for top in ("lib", "usr/lib") for p in root.glob(f"{top}/**/*.so*")}
+    )
     old = os.environ.get("LD_LIBRARY_PATH", "")
-    fonts = root / "etc" / "fonts" / "fonts.conf"
-    env = {"LD_LIBRARY_PATH": ":".join([str(p) for p in libs if p.is_dir()] + [old])}
-    if fonts.is_file():
-        env["FONTCONFIG_FILE"] = str(fonts)
-    return env
+    return {"LD_LIBRARY_PATH": ":".join([*libs, old] if old else libs)}
 
 
 def _args(exe: Path) -> list[str]:

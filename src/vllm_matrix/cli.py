@@ -13,6 +13,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from . import (
+    browser,
     config,
     doctor,
     externals,
@@ -143,6 +144,10 @@ def cmd_map(args: argparse.Namespace) -> int:
     d = run.to_json()
     atomic_write_text(ws.results / "map.json", json.dumps(d) + "\n")
     md, page = mapreport.write(d, ws.reports)
+    if args.screenshot:
+        exe = browser.headless_shell(log=ws.results / "logs" / "browser.log")
+        png = browser.screenshot(exe, page, ws.reports / "map.png", (1600, 1100))
+        _say(f"screenshot: {png} ({browser.png_colors(png)} colours)")
     n, p = d["counts"], d["probes"]
     print(
         f"{n['cells']} cells ({n['releases']} releases x {n['torch_builds']} torch builds, "
@@ -171,7 +176,15 @@ def release_cell(args: argparse.Namespace) -> config.Cell:
     elif provider is None:
         provider = mapping.provider_for(cuda, know)
     pythons = [p for p in f.python if tf is None or not tf.pythons or p in tf.pythons]
-    python = args.python or (pythons[-1] if pythons else "3.12")
+    # the matrix's default Python when both accept it (its envs are likely cached), else
+    # the newest both accept
+    mpath = Path(args.matrix)
+    default = None
+    if mpath.is_file():
+        default = config.tomlfile.load(mpath).data.get("defaults", {}).get("python")
+    python = args.python or (
+        default if default in pythons else (pythons[-1] if pythons else default or "3.12")
+    )
     archs = config.parse_arch_list(args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST") or "9.0")
     return config.Cell(
         v,
@@ -368,6 +381,11 @@ def parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="SECONDS",
         help="time for probes at verdict boundaries (default 0: preflight only; ~200 s each)",
+    )
+    s.add_argument(
+        "--screenshot",
+        action="store_true",
+        help="also draw reports/map.png with Debian's headless Chromium (fetched into the cache)",
     )
     s.set_defaults(fn=cmd_map)
 

@@ -416,6 +416,7 @@ def run_map(
     probe_budget_s: float = 0.0,
     echo: Callable[[str], None] | None = None,
     probe_cost_s: float = PROBE_COST_S,
+    clock: Callable[[], float] = time.monotonic,
 ) -> MapRun:
     """Preflight the grid; then, within ``probe_budget_s``, probe boundary cells through
     ``probe(cell, force)`` (which writes the cell's result under ``results_dir``)."""
@@ -433,6 +434,8 @@ def run_map(
     if probe is not None and probe_budget_s > 0:
         for b, todo in plan_probes(boundaries(cells)):
             for c in todo:
+                if c.id in probed:  # the same cell sits on two boundaries
+                    continue
                 if spent + probe_cost_s > probe_budget_s:
                     notes.append(
                         f"budget: stopped before {c.id} (spent {spent:.0f}s of "
@@ -441,9 +444,9 @@ def run_map(
                     break
                 if echo:
                     echo(f"probe {c.id} ({b.axis} boundary {b.ok.cell.id} | {b.bad.cell.id})")
-                t = time.monotonic()
+                t = clock()
                 probe(c, c.id == b.bad.cell.id)
-                spent += time.monotonic() - t
+                spent += clock() - t
                 probed.append(c.id)
             else:
                 continue
