@@ -29,6 +29,7 @@ from . import (
     results,
     runner,
     source,
+    tomlfile,
     torchwheel,
 )
 from .cache import atomic_write_text
@@ -181,7 +182,7 @@ def release_cell(args: argparse.Namespace) -> config.Cell:
     mpath = Path(args.matrix)
     default = None
     if mpath.is_file():
-        default = config.tomlfile.load(mpath).data.get("defaults", {}).get("python")
+        default = tomlfile.load(mpath).data.get("defaults", {}).get("python")
     python = args.python or (
         default if default in pythons else (pythons[-1] if pythons else default or "3.12")
     )
