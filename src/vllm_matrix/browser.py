@@ -98,6 +98,11 @@ def headless_shell(log: Path | None = None) -> Path:
     """The chromium-headless-shell binary, fetched once into the cache."""
     explicit = os.environ.get("VLLM_MATRIX_CHROMIUM")
     if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise NotAvailable(
+                f"VLLM_MATRIX_CHROMIUM={explicit} is not an executable",
+                fix="point it at a chromium or chromium-headless-shell binary, or unset it",
+            )
         return Path(explicit)
     _need_tools()
     version = _version(PACKAGE)
