@@ -160,6 +160,17 @@ def cmd_map(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_map_slice(args: argparse.Namespace) -> int:
+    """One arch's tables of the last map (results/map.json), as README markdown."""
+    _, ws = _matrix(args)
+    path = ws.results / "map.json"
+    if not path.is_file():
+        raise MatrixError(f"no {path.name} under results/", fix="run `nox -s map` first")
+    arch = config.arch_tag(config.normalize_arch(args.arch))
+    print(mapreport.slice_md(json.loads(path.read_text()), arch), end="")
+    return 0
+
+
 def release_cell(args: argparse.Namespace) -> config.Cell:
     """A cell for any release: its pinned torch (or --torch), a toolkit for that torch's CUDA
     that a provider can supply here (or --cuda/--provider), Python both accept."""
@@ -389,6 +400,10 @@ def parser() -> argparse.ArgumentParser:
         help="also draw reports/map.png with Debian's headless Chromium (fetched into the cache)",
     )
     s.set_defaults(fn=cmd_map)
+
+    s = with_matrix(sub.add_parser("map-slice", help="one arch's map tables as markdown"))
+    s.add_argument("--arch", default="12.0", help="the arch (default 12.0: Blackwell)")
+    s.set_defaults(fn=cmd_map_slice)
 
     s = with_matrix(
         sub.add_parser("release", help="any release on its pinned toolchain or the one given")

@@ -309,11 +309,16 @@ def write(d: dict[str, Any], reports: Path) -> tuple[Path, Path]:
     return md, page
 
 
-def slice_md(d: dict[str, Any], arch: str) -> str:
-    """One arch's tables (e.g. "sm120"), for the README: marks without links."""
-    out = []
+def slice_md(d: dict[str, Any], arch: str, skip_all_failing: bool = True) -> str:
+    """One arch's tables (e.g. "sm120") for the README: marks without links, consecutive
+    releases with the same row merged ("0.4.1 … 0.7.3"), tables where every cell fails left
+    out (named in one line instead)."""
+    out, dropped = [], []
     for key, cells in tables(d):
         if key[2] != arch:
+            continue
+        if skip_all_failing and all(c["verdict"] in ("PREDICTED-FAIL", "FAIL") for c in cells):
+            dropped.append(table_title(key))
             continue
         rows, cols = _axes(cells)
         at = {(c["vllm"], c["torch"]): c for c in cells}
@@ -323,11 +328,21 @@ def slice_md(d: dict[str, Any], arch: str) -> str:
             "| vLLM \\ torch | " + " | ".join(cols) + " |",
             "|---|" + "---|" * len(cols),
         ]
+        runs: list[tuple[str, str, list[str]]] = []
         for v in rows:
             tds = [
                 f"{mark(at[(v, t)])[0]}{depth_code(at[(v, t)])}" if (v, t) in at else ""
                 for t in cols
             ]
-            out.append(f"| {v} | " + " | ".join(tds) + " |")
+            if runs and runs[-1][2] == tds:
+                runs[-1] = (runs[-1][0], v, tds)
+            else:
+                runs.append((v, v, tds))
+        for first, last, tds in runs:
+            label = first if first == last else f"{first} … {last}"
+            out.append(f"| {label} | " + " | ".join(tds) + " |")
+        out.append("")
+    if dropped:
+        out.append("Every cell fails in: " + "; ".join(dropped) + ".")
         out.append("")
     return "\n".join(out)

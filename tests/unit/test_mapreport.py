@@ -121,7 +121,13 @@ def test_missing_slot_is_drawn_empty() -> None:
     assert "| [0.10.0](#v0-10-0) | [🟡pf](#v0-10-0) |  |" in md
 
 
-def test_slice_md_is_one_arch() -> None:
-    s = mapreport.slice_md(fixture(), "sm120")
+def test_slice_md_is_one_arch_with_equal_neighbouring_rows_merged() -> None:
+    d = fixture()
+    s = mapreport.slice_md(d, "sm120", skip_all_failing=False)
     assert "CUDA 12.4 (debian) · sm_120" in s and "sm_90" not in s
     assert "| 0.9.2 | 🟥pf |" in s
+    assert "Every cell fails in: CUDA 12.4 (debian) · sm_120." in mapreport.slice_md(d, "sm120")
+    d["cells"] += [cell(v, "2.6.0", "sm120", "PREDICTED-FAIL") for v in ("0.9.0", "0.9.1")]
+    d["cells"].append(cell("0.10.0", "2.6.0", "sm120", "PREFLIGHT-OK"))
+    s = mapreport.slice_md(d, "sm120")
+    assert "| 0.9.0 … 0.9.2 | 🟥pf |" in s and "| 0.10.0 | 🟢pf |" in s
