@@ -88,6 +88,7 @@ def build_options(args: argparse.Namespace) -> runner.BuildOptions:
         nvcc_threads=getattr(args, "nvcc_threads", None),
         clean=getattr(args, "clean", False),
         ccache=not getattr(args, "no_ccache", False),
+        probe_units=getattr(args, "units", None) or "selected",
     )
 
 
@@ -373,6 +374,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--env", help="'current': use the active env's toolkit and torch")
     s.add_argument("--vllm", help="with --env current: the vLLM version to check")
     s.add_argument("--arch", help="with --env current: arches (default TORCH_CUDA_ARCH_LIST)")
+    s.add_argument(
+        "--units",
+        choices=probe.UNITS_MODES,
+        help="probe: the units it selects (default) or all the build compiles (slow)",
+    )
     b = s.add_argument_group("--depth build")
     b.add_argument("--max-jobs", type=int, help="MAX_JOBS (default: from cores and free RAM)")
     b.add_argument("--nvcc-threads", type=int, help="NVCC_THREADS (default: from free RAM)")

@@ -2457,6 +2457,7 @@ def run_probe(
     timeout_s: float = UNIT_TIMEOUT_S,
     only: Sequence[str] | None = None,
     front_end_cache: bool = True,
+    units_mode: str = "selected",
 ) -> StageResult:
     """Compile the cell's deciding units; one StageResult with a row per unit.
 
@@ -2465,6 +2466,11 @@ def run_probe(
     if depth not in DEPTHS:
         raise MatrixError(
             f"unknown probe depth '{depth}'", fix=tomlfile.did_you_mean(depth, DEPTHS)
+        )
+    if units_mode not in UNITS_MODES:
+        raise MatrixError(
+            f"unknown probe units mode '{units_mode}'",
+            fix=tomlfile.did_you_mean(units_mode, UNITS_MODES),
         )
     t_start = time.monotonic()
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -2486,6 +2492,8 @@ def run_probe(
     tfl = torch_flags(tv)
     model = build_model(tree, tk.full_version, archs, tfl, cell.python, fetch_dirs, know)
     sel = select(tree, facts, archs, tk.full_version, api_hits, model, know)
+    if units_mode == "all":  # every unit the build compiles (the accuracy study's sweep)
+        only = model.built_sources()
     units = [u for u in sel.units if only is None or u.path in only]
     if only:
         known = {u.path for u in units}
@@ -2498,7 +2506,7 @@ def run_probe(
                 units.append(
                     Unit(
                         p,
-                        "requested",
+                        "all" if units_mode == "all" else "requested",
                         kind,
                         tuple(sorted(needs)),
                         fam.name if fam else "",
@@ -2727,6 +2735,10 @@ def run_probe(
         str(summary_log),
     )
 
+
+# "selected": the units the probe chooses (API hits, arch-gated families, one per target);
+# "all": every unit the build compiles, to the front end (what the selection is measured by)
+UNITS_MODES = ("selected", "all")
 
 _STOP = threading.Event()  # set on Ctrl-C: units not started yet must not start
 

@@ -54,6 +54,7 @@ class BuildOptions:
     nvcc_threads: int | None = None
     clean: bool = False  # remake the work copy: a from-scratch build
     ccache: bool = True
+    probe_units: str = "selected"  # probe.UNITS_MODES: "all" sweeps every unit
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,7 @@ def run_cell(
             state["env"],
             state["fixups"],
             ws.logs(cell) / "probe",
+            units_mode=opts.probe_units,
         )
         pre = next((s for s in stages if s.stage == "preflight"), None)
         if pre is not None and pre.status == results.PREDICTED_FAIL:
