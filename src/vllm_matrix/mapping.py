@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -373,6 +374,7 @@ class MapRun:
         causes: dict[tuple[str, str, tuple[str, ...]], int] = {}
         rows = []
         for mc in self.cells:
+            mc = scrub(mc)
             d = mc.to_json()
             if mc.cause:
                 k = (mc.cause, mc.fix, mc.evidence)
@@ -407,6 +409,24 @@ class MapRun:
             ],
             "cells": rows,
         }
+
+
+_PATHS = re.compile(r"(?:\s*\((?:[^()]*\s)?/[^()]*\))|(?:/(?:root|home|tmp|usr|work|opt)/\S*)")
+
+
+def _scrub(text: str) -> str:
+    """Reports name no path of the machine: parenthesised paths go, bare ones become '…'."""
+    return _PATHS.sub(lambda m: "" if m.group(0).lstrip().startswith("(") else "…", text)
+
+
+def scrub(mc: MapCell) -> MapCell:
+    return dataclasses.replace(
+        mc,
+        cause=_scrub(mc.cause),
+        fix=_scrub(mc.fix),
+        evidence=tuple(_scrub(e) for e in mc.evidence),
+        here=_scrub(mc.here),
+    )
 
 
 def run_map(

@@ -165,3 +165,21 @@ def test_no_grid_is_a_clear_error(tmp_path: Path) -> None:
 )
 def test_toolchain_for(torch_cuda: str, provider: str | None, expect: tuple[str, str]) -> None:
     assert mapping.toolchain_for(torch_cuda, knowledge.load(), provider) == expect
+
+
+def test_the_map_names_no_path_of_the_machine() -> None:
+    m = mc(
+        "0.10.2",
+        "2.8.0",
+        "PREFLIGHT-OK",
+        cuda="12.8",
+        provider="system",
+        here="no system CUDA 12.8 on this machine (found: 13.0 (/usr/local/cuda-13.0))",
+    )
+    m = mapping.dataclasses.replace(m, cause="command not found: /root/.cache/x/bin/nvcc")
+    run = mapping.MapRun([m], 1.0, 1, 1, 1)
+    d = run.to_json()
+    text = str(d)
+    assert "/usr/local" not in text and "/root" not in text
+    assert d["cells"][0]["here"] == "no system CUDA 12.8 on this machine (found: 13.0)"
+    assert d["causes"][0]["cause"] == "command not found: …"
