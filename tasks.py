@@ -170,3 +170,20 @@ def prefetch(
         + (["--offline"] if offline else [])
         + (["--json"] if json else [])
     )
+
+
+@task(
+    help={
+        "matrix": "matrix file (its [grid])",
+        "probe_budget": "seconds for probes at verdict boundaries (default 0: preflight only)",
+        "screenshot": "also draw reports/map.png in headless Chromium",
+    }
+)
+def map(  # noqa: A001 - the task's name on the command line
+    c: Context, matrix: str = "matrix.toml", probe_budget: float = 0.0, screenshot: bool = False
+) -> None:
+    """The map: matrix.toml's [grid] at preflight, probes at boundaries, reports/map.*."""
+    _run(
+        ["map", "--matrix", matrix, "--probe-budget", str(probe_budget)]
+        + (["--screenshot"] if screenshot else [])
+    )
