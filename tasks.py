@@ -179,7 +179,7 @@ def prefetch(
         "screenshot": "also draw reports/map.png in headless Chromium",
     }
 )
-def map(  # noqa: A001 - the task's name on the command line
+def map(
     c: Context, matrix: str = "matrix.toml", probe_budget: float = 0.0, screenshot: bool = False
 ) -> None:
     """The map: matrix.toml's [grid] at preflight, probes at boundaries, reports/map.*."""
