@@ -450,16 +450,19 @@ def run_map(
     pre_s = time.monotonic() - t0
     predicted = cells
     cells = _merge_deeper(cells, results_dir)
-    spent, probed, notes = 0.0, [], []
+    spent, probed, notes = 0.0, list[str](), list[str]()
     if probe is not None and probe_budget_s > 0:
         for b, todo in plan_probes(boundaries(cells)):
             for c in todo:
                 if c.id in probed:  # the same cell sits on two boundaries
                     continue
-                if spent + probe_cost_s > probe_budget_s:
+                # the next probe costs what this run's took on average (the load of a shared
+                # machine shows there), the given estimate before the first
+                cost = spent / len(probed) if probed else probe_cost_s
+                if spent + cost > probe_budget_s:
                     notes.append(
                         f"budget: stopped before {c.id} (spent {spent:.0f}s of "
-                        f"{probe_budget_s:.0f}s; a probe costs ~{probe_cost_s:.0f}s)"
+                        f"{probe_budget_s:.0f}s; a probe costs ~{cost:.0f}s here now)"
                     )
                     break
                 if echo:
