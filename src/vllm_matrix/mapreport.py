@@ -121,6 +121,35 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
     return lines
 
 
+def closing_lines(d: dict[str, Any]) -> list[str]:
+    """Which verdicts rest on preflight alone, by kind: what a reader may lean on."""
+    cells = d["cells"]
+    pf = [c for c in cells if c["depth"] == "preflight"]
+    fails = [c for c in pf if c["verdict"] == "PREDICTED-FAIL"]
+    facts_only = [c for c in fails if not any(r.startswith("api-") for r in c.get("rules", []))]
+    api = [c for c in fails if c not in facts_only]
+    oks = [c for c in pf if c["verdict"] == "PREFLIGHT-OK"]
+    compiled = [c for c in cells if c["depth"] != "preflight"]
+    return [
+        "## What rests on preflight only",
+        "",
+        f"- {len(facts_only)} PREDICTED-FAIL cells rest on facts of the toolchain's own lists "
+        "(nvcc's targets, torch's SASS/PTX, vLLM's CUDA_SUPPORTED_ARCHS and Python list, the "
+        "CUDA major): a compile would only repeat them.",
+        f"- {len(api)} PREDICTED-FAIL cells rest (also) on the torch-API scan: a use in the "
+        "release's sources of a symbol newer than the torch; a compile can contradict it, and "
+        "the probes at the boundaries check it.",
+        f"- {len(oks)} PREFLIGHT-OK cells are predictions: no rule fails, nothing compiled. The "
+        "API scan knows the symbols of data/api.toml only, so an off-pin cell (🟡) may still "
+        "fail on an API change it does not know; the probes above are the evidence that it "
+        "does not at the boundaries checked.",
+        f"- {len(compiled)} cell(s) were compiled: "
+        + (", ".join(f"`{c['id']}` {c['verdict']} at {c['depth']}" for c in compiled) or "none")
+        + ".",
+        "",
+    ]
+
+
 def legend_lines() -> list[str]:
     seen: dict[str, str] = {}
     for m, _, words in [*MARKS.values(), UNKNOWN]:
@@ -174,6 +203,7 @@ def render_md(d: dict[str, Any]) -> str:
                 tds.append(f"[{mark(c)[0]}{depth_code(c)}](#{release_anchor(v)})")
             out.append(f"| [{v}](#{release_anchor(v)}) | " + " | ".join(tds) + " |")
         out.append("")
+    out += closing_lines(d)
     out += ["## Releases: why their cells fail", ""]
     by_release: dict[str, list[dict[str, Any]]] = {}
     for c in d["cells"]:

@@ -131,3 +131,12 @@ def test_slice_md_is_one_arch_with_equal_neighbouring_rows_merged() -> None:
     d["cells"].append(cell("0.10.0", "2.6.0", "sm120", "PREFLIGHT-OK"))
     s = mapreport.slice_md(d, "sm120")
     assert "| 0.9.0 … 0.9.2 | 🟥pf |" in s and "| 0.10.0 | 🟢pf |" in s
+
+
+def test_closing_note_says_what_rests_on_preflight_only() -> None:
+    md = mapreport.render_md(fixture())
+    note = md.split("## What rests on preflight only")[1].split("## ")[0]
+    assert "- 1 PREDICTED-FAIL cells rest on facts" in note  # 0.9.2 sm_120: nvcc-arch
+    assert "- 1 PREDICTED-FAIL cells rest (also) on the torch-API scan" in note
+    assert "- 2 PREFLIGHT-OK cells are predictions" in note
+    assert "- 2 cell(s) were compiled" in note and "PASS at probe" in note
