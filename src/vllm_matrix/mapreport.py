@@ -104,11 +104,11 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
         f"toolchains of its CUDA major, × {len({c['arch'] for c in cells})} arch families: "
         f"**{n['cells']} cells** in {n['tables']} tables. Preflight of the whole grid: "
         f"{d['preflight_s']:.1f} s.",
-        f"Probes: budget {p['budget_s']:.0f} s, spent {p['spent_s']:.0f} s, "
-        f"{len(p['probed'])} cell(s) probed; of {p['boundaries']} boundaries (neighbouring "
+        f"Probes this run: budget {p['budget_s']:.0f} s, spent {p['spent_s']:.0f} s, "
+        f"{len(p['probed'])} cell(s) probed. Of {p['boundaries']} boundaries (neighbouring "
         f"cells, one ok and one failing), {p['compile_checkable']} rest on a rule a compile "
         f"can check (the torch-API scan) and {len(p['confirmed'])} are confirmed by compiling "
-        f"both sides"
+        f"both sides (this run's probes and earlier ones)"
         + (f"; contradicted: {', '.join(p['contradicted'])}" if p["contradicted"] else "")
         + ".",
         f"**Resting only on preflight: {only_pf} of {len(cells)} cells** (depth `pf`); "
