@@ -148,7 +148,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     md, page = mapreport.write(d, ws.reports)
     if args.screenshot:
         exe = browser.headless_shell(log=ws.results / "logs" / "browser.log")
-        png = browser.screenshot(exe, page, ws.reports / "map.png", (1600, 1100))
+        png = browser.screenshot(exe, page, ws.reports / "map.png", (2400, 1350))
         _say(f"screenshot: {png} ({browser.png_colors(png)} colours)")
     n, p = d["counts"], d["probes"]
     print(
