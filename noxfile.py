@@ -35,8 +35,37 @@ def matrix(session: nox.Session) -> None:
     """Every cell of matrix.toml up to --depth (default: what fits here), then the report.
 
     nox -s matrix -- --depth preflight --cell vllm0.8.5
+    nox -s matrix -- 0.9.2 [--torch ...] [--cuda ...] [--arch ...]   (any release, one cell)
+
+    Only the [[cell]] tables: the [grid] is `nox -s map`'s.
     """
-    _cli(session, "run", "--matrix", str(MATRIX), *session.posargs)
+    args = session.posargs
+    if args and not args[0].startswith("-"):  # a release: one cell on its pinned toolchain
+        _cli(session, "release", "--matrix", str(MATRIX), *args)
+        return
+    _cli(session, "run", "--matrix", str(MATRIX), *args)
+
+
+@nox.session(python=False, name="map")
+def map_(session: nox.Session) -> None:
+    """The [grid] of matrix.toml (not run by `matrix`): preflight of every cell, probes at
+    verdict boundaries within a budget, reports/map.{md,html}.
+
+    nox -s map -- [--probe-budget SECONDS] [--screenshot]
+    """
+    _cli(session, "map", "--matrix", str(MATRIX), *session.posargs)
+
+
+@nox.session(python=False)
+def build(session: nox.Session) -> None:
+    """Any release, in or out of the matrix: its pinned torch and a toolkit obtainable here,
+    or the ones given; wheel into dist/, audit, smoke.
+
+    nox -s build -- 0.9.2 [--torch 2.7.0] [--cuda 12.4 --provider debian] [--arch 9.0]
+    """
+    if not session.posargs:
+        session.error("name a release: nox -s build -- 0.9.2 [--torch ...] [--cuda ...]")
+    _cli(session, "release", "--matrix", str(MATRIX), "--depth", "build", *session.posargs)
 
 
 @nox.session(python=False)

@@ -261,3 +261,20 @@ def model(
         + (["--python", python] if python else [])
         + (["--json"] if json else [])
     )
+
+
+@task(
+    help={
+        "matrix": "matrix file (its [grid])",
+        "probe_budget": "seconds for probes at verdict boundaries (default 0: preflight only)",
+        "screenshot": "also draw reports/map.png in headless Chromium",
+    }
+)
+def map(
+    c: Context, matrix: str = "matrix.toml", probe_budget: float = 0.0, screenshot: bool = False
+) -> None:
+    """The map: matrix.toml's [grid] at preflight, probes at boundaries, reports/map.*."""
+    _run(
+        ["map", "--matrix", matrix, "--probe-budget", str(probe_budget)]
+        + (["--screenshot"] if screenshot else [])
+    )

@@ -13,6 +13,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from . import (
+    browser,
     build,
     cimatrix,
     config,
@@ -22,6 +23,8 @@ from . import (
     gpuinfo,
     index,
     knowledge,
+    mapping,
+    mapreport,
     merge,
     modelopt,
     pins,
@@ -31,6 +34,7 @@ from . import (
     results,
     runner,
     source,
+    tomlfile,
     torchwheel,
 )
 from .cache import atomic_write_text
@@ -111,6 +115,7 @@ def build_options(
         ccache_remote=build.remote_setting(matrix.ccache.remote if matrix else None),
         targets=build.parse_targets(getattr(args, "targets", None)),
         probe=not getattr(args, "no_probe", False),
+        probe_units=getattr(args, "units", None) or "selected",
     )
 
 
@@ -171,6 +176,94 @@ def _exit_for(verdicts: Sequence[results.Verdict]) -> int:
             file=sys.stderr,
         )
         return EXIT_CELL_ERROR
+    return 0
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    """The grid at preflight depth, probes at boundaries within --probe-budget, the map."""
+    m, ws = _matrix(args)
+
+    def probe_cell(cell: config.Cell, force: bool) -> None:
+        runner.run_cell(cell, ws, "probe", force=force, echo=_say)
+
+    run = mapping.run_map(m, ws.results, probe_cell, args.probe_budget, echo=_say)
+    d = run.to_json()
+    atomic_write_text(ws.results / "map.json", json.dumps(d) + "\n")
+    md, page = mapreport.write(d, ws.reports)
+    if args.screenshot:
+        exe = browser.headless_shell(log=ws.results / "logs" / "browser.log")
+        png = browser.screenshot(exe, page, ws.reports / "map.png", (2400, 1350))
+        _say(f"screenshot: {png} ({browser.png_colors(png)} colours)")
+    n, p = d["counts"], d["probes"]
+    print(
+        f"{n['cells']} cells ({n['releases']} releases x {n['torch_builds']} torch builds, "
+        f"{n['tables']} tables); preflight {d['preflight_s']:.1f}s; probes {len(p['probed'])} "
+        f"({p['spent_s']:.0f}s of {p['budget_s']:.0f}s), boundaries {p['boundaries']}, "
+        f"compile-checkable {p['compile_checkable']}, confirmed {len(p['confirmed'])}"
+    )
+    print(f"map: {md} {page}", file=sys.stderr)
+    return 0
+
+
+def cmd_map_slice(args: argparse.Namespace) -> int:
+    """One arch's tables of the last map (results/map.json), as README markdown."""
+    _, ws = _matrix(args)
+    path = ws.results / "map.json"
+    if not path.is_file():
+        raise MatrixError(f"no {path.name} under results/", fix="run `nox -s map` first")
+    arch = config.arch_tag(config.normalize_arch(args.arch))
+    print(mapreport.slice_md(json.loads(path.read_text()), arch), end="")
+    return 0
+
+
+def release_cell(args: argparse.Namespace) -> config.Cell:
+    """A cell for any release: its pinned torch (or --torch), a toolkit for that torch's CUDA
+    that a provider can supply here (or --cuda/--provider), Python both accept."""
+    v = args.version
+    tree = source.get_tree(v)
+    f = facts.read_facts(tree.root, tree.version)
+    torch = args.torch or f.torch or pins.load().get(v)
+    if not torch:
+        raise MatrixError(f"vLLM {v} pins no torch that could be read", fix="pass --torch X")
+    know = knowledge.load()
+    tf = know.torch.get(torch.partition("+")[0])
+    cuda, provider = args.cuda, args.provider
+    if cuda is None:
+        cuda, provider = mapping.toolchain_for(tf.cuda if tf else None, know, provider)
+    elif provider is None:
+        provider = mapping.provider_for(cuda, know)
+    pythons = [p for p in f.python if tf is None or not tf.pythons or p in tf.pythons]
+    # the matrix's default Python when both accept it (its envs are likely cached), else
+    # the newest both accept
+    mpath = Path(args.matrix)
+    default = None
+    if mpath.is_file():
+        default = tomlfile.load(mpath).data.get("defaults", {}).get("python")
+    python = args.python or (
+        default if default in pythons else (pythons[-1] if pythons else default or "3.12")
+    )
+    archs = config.parse_arch_list(args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST") or "9.0")
+    return config.Cell(
+        v,
+        torch,
+        cuda,
+        provider,
+        python,
+        archs,
+        note=f"vLLM {v} on {'its pinned' if not args.torch else 'the given'} torch",
+    )
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    cell = release_cell(args)
+    ws = runner.Workspace(Path(args.matrix).resolve().parent)
+    runner.check_depth(args.depth)
+    _say(f"cell {cell.id} (provider {cell.provider}) to depth {args.depth}")
+    stages = runner.run_cell(
+        cell, ws, args.depth, force=args.force, echo=_say, opts=build_options(args)
+    )
+    v = results.verdict_of(stages)
+    print(f"{v.verdict:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else ""))
     return 0
 
 
@@ -449,6 +542,11 @@ def parser() -> argparse.ArgumentParser:
         "--arch",
         help="with --env current: arches or auto (TORCH_CUDA_ARCH_LIST, else the GPUs here)",
     )
+    s.add_argument(
+        "--units",
+        choices=probe.UNITS_MODES,
+        help="probe: the units it selects (default) or all the build compiles (slow)",
+    )
     b = s.add_argument_group("--depth build")
     b.add_argument("--max-jobs", type=int, help="MAX_JOBS (default: from cores and free RAM)")
     b.add_argument("--nvcc-threads", type=int, help="NVCC_THREADS (default: from free RAM)")
@@ -467,6 +565,44 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cell", help="only cells whose id contains this")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_run, depth="preflight")
+
+    s = with_matrix(sub.add_parser("map", help="the [grid] at preflight, probes at boundaries"))
+    s.add_argument(
+        "--probe-budget",
+        "--budget",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="time for probes at verdict boundaries (default 0: preflight only; ~200 s each)",
+    )
+    s.add_argument(
+        "--screenshot",
+        action="store_true",
+        help="also draw reports/map.png with Debian's headless Chromium (fetched into the cache)",
+    )
+    s.set_defaults(fn=cmd_map)
+
+    s = with_matrix(sub.add_parser("map-slice", help="one arch's map tables as markdown"))
+    s.add_argument("--arch", default="12.0", help="the arch (default 12.0: Blackwell)")
+    s.set_defaults(fn=cmd_map_slice)
+
+    s = with_matrix(
+        sub.add_parser("release", help="any release on its pinned toolchain or the one given")
+    )
+    s.add_argument("version", help="a vLLM release, e.g. 0.9.2")
+    s.add_argument("--torch", help="default: the release's pin (data/vllm_pins.toml)")
+    s.add_argument("--cuda", help="default: the torch's CUDA, or the nearest obtainable here")
+    s.add_argument("--provider", help="debian | pypi | system | conda-prefix")
+    s.add_argument("--arch", help="GPU arches (default TORCH_CUDA_ARCH_LIST, else 9.0)")
+    s.add_argument("--python", help="default: the newest both vLLM and torch accept")
+    s.add_argument("--depth", default=runner.DEFAULT_DEPTH, help="|".join(runner.DEPTHS))
+    s.add_argument("--force", action="store_true", help="go on past a predicted failure")
+    b = s.add_argument_group("--depth build")
+    b.add_argument("--max-jobs", type=int, help="MAX_JOBS (default: from cores and free RAM)")
+    b.add_argument("--nvcc-threads", type=int, help="NVCC_THREADS (default: from free RAM)")
+    b.add_argument("--clean", action="store_true", help="remake the work copy (no resume)")
+    b.add_argument("--no-ccache", action="store_true", help="build without ccache")
+    s.set_defaults(fn=cmd_release)
 
     s = with_matrix(sub.add_parser("report", help="re-render reports/ from results/"))
     s.add_argument(

@@ -22,7 +22,7 @@ PROVIDERS = ("debian", "pypi", "system", "conda-prefix")
 CELL_KEYS = ("vllm", "torch", "cuda", "provider", "python", "arch", "source", "note", "options")
 DEFAULT_KEYS = tuple(k for k in CELL_KEYS if k not in ("vllm", "note"))
 OPTION_KEYS = ("max_jobs", "nvcc_threads")
-TOP_KEYS = ("defaults", "cell", "ccache", "torch-index")
+TOP_KEYS = ("defaults", "cell", "ccache", "torch-index", "grid")
 CCACHE_KEYS = ("remote",)
 # ccache's remote storage backends (ccache >= 4.4 "remote_storage"; 4.14 adds crsh).
 CCACHE_SCHEMES = ("redis", "redis+unix", "http", "https", "file", "crsh")
@@ -201,6 +201,8 @@ class Matrix:
     path: Path
     cells: tuple[Cell, ...]
     ccache: CcacheSettings = field(default_factory=CcacheSettings)
+    # [grid] expanded (grid.py): walked only by `map`, explicit cells of the same id win
+    grid: tuple[Cell, ...] = ()
 
     def select(self, pattern: str | None) -> tuple[Cell, ...]:
         """The cell whose id is ``pattern``, else the cells whose id contains it (all when
@@ -345,7 +347,14 @@ def load_matrix(path: Path) -> Matrix:
                 fix="remove one of them",
             )
         seen[c.id] = c
-    return Matrix(path, cells, ccache)
+    grid_cells: tuple[Cell, ...] = ()
+    if "grid" in doc.data:
+        from . import grid, knowledge  # knowledge imports this module
+
+        know = knowledge.load()
+        g = grid.parse(doc, doc.data["grid"], defaults, know)
+        grid_cells = grid.merge(cells, g.cells(know))
+    return Matrix(path, cells, ccache, grid_cells)
 
 
 def _ccache(doc: TomlDoc) -> CcacheSettings:

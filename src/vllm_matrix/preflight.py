@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -18,7 +19,7 @@ from packaging.version import Version
 from . import apiscan, gates, proc, programs
 from .config import Cell, arch_number, arch_tag
 from .facts import SourceFacts
-from .knowledge import Knowledge, TorchFacts
+from .knowledge import ApiSymbol, Knowledge, TorchFacts
 from .results import PASS, PREDICTED_FAIL, SKIP, WARN, Finding
 
 CUDA_ROOTS = Path("/usr/local")
@@ -121,7 +122,11 @@ def check(
     tree: Path,
     host: Host,
     pins: dict[str, str] | None = None,
+    scan: Callable[[Path, tuple[ApiSymbol, ...]], list[apiscan.ApiHit]] = apiscan.scan,
+    kernel_gates: tuple[gates.Gate, ...] | None = None,
 ) -> list[Finding]:
+    """``scan``/``kernel_gates``: the tree's API hits and gates when already known (the map
+    reads them once per release, from its facts cache)."""
     pins = pins or {}
     out: list[Finding] = []
     add = out.append
@@ -324,7 +329,7 @@ def check(
     # --- API scan ---------------------------------------------------------------
     newer = tuple(s for s in know.api if Version(s.torch) > Version(torch_v))
     for sym in newer:
-        hits = [h for h in apiscan.scan(tree, (sym,))]
+        hits = [h for h in scan(tree, (sym,))]
         if hits:
             first = hits[0]
             add(
@@ -361,7 +366,7 @@ def check(
         )
 
     # --- arch-gated kernel families (information: what this nvcc builds for the arch) ---
-    all_gates = gates.gates(tree)
+    all_gates = gates.gates(tree) if kernel_gates is None else kernel_gates
     for arch in cell.arch:
         for g in gates.for_arch(all_gates, arch):
             built = g.built_with(cell.cuda)

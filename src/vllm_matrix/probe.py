@@ -49,7 +49,7 @@ from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
 
-from . import classify, proc, progress, tomlfile
+from . import classify, frontcache, proc, progress, tomlfile
 from .apiscan import ApiHit
 from .cache import atomic_write_text
 from .config import Cell
@@ -2214,9 +2214,12 @@ class UnitResult:
     log: str = ""
     note: str = ""
     finding: Finding | None = None
+    # the front end's pass came from the content cache (frontcache.py): "hit" | "miss" | ""
+    front_end_cache: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "front_end_cache": self.front_end_cache,
             "path": self.unit.path,
             "why": self.unit.why,
             "kind": self.unit.kind,
@@ -2265,6 +2268,7 @@ class _UnitRunner:
         self.pass_ = "main"
         self.keep = work / "tmp" / unit.name
         self.obj = work / "obj" / f"{unit.name}.o"
+        self.fe_cache: frontcache.FrontEndCache | None = None
 
     def _exec(self, phase: str, argv: Sequence[str], env: dict[str, str], res: UnitResult) -> bool:
         if phase == "rm":
@@ -2362,12 +2366,38 @@ class _UnitRunner:
         if depth == "front-end":
             fe = next((i for i, s in enumerate(steps) if s.phase == "front-end"), None)
             stop = fe + 1 if fe is not None else stop
+        key = None
         for s in steps[:stop]:
             res.depth = "front-end" if s.phase in ("host-preprocess", "front-end") else "codegen"
+            # only when the front end is the last step: a codegen run needs its outputs
+            if s.phase == "front-end" and depth == "front-end" and self.fe_cache is not None:
+                key = self.fe_cache.key(s.argv, self._roots())
+                if key is not None and self.fe_cache.passed(key):
+                    res.front_end_cache = "hit"
+                    res.steps.append(
+                        {
+                            "pass": pass_,
+                            "phase": s.phase,
+                            "tool": Path(s.argv[0]).name,
+                            "seconds": 0.0,
+                            "rc": 0,
+                            "cached": True,
+                        }
+                    )
+                    continue
+                res.front_end_cache = "miss" if key is not None else ""
+            t_fe = res.seconds
             if not self._exec(s.phase, s.argv, env, res):
                 return
+            if s.phase == "front-end" and key is not None and self.fe_cache is not None:
+                self.fe_cache.store(key, self.u.path, res.seconds - t_fe)
         res.depth = depth
         res.status = "pass"
+
+    def _roots(self) -> dict[str, str]:
+        """Paths that differ between cells but not in content: the release's tree and the
+        probe's work dir (nvcc's --keep files)."""
+        return {str(self.tree): "<tree>", str(self.work): "<work>"}
 
 
 def _replace_gencode(unit_flags: list[str], gencode: list[str]) -> list[str]:
@@ -2443,6 +2473,8 @@ def run_probe(
     api_hits: Sequence[ApiHit] | None = None,
     timeout_s: float = UNIT_TIMEOUT_S,
     only: Sequence[str] | None = None,
+    front_end_cache: bool = True,
+    units_mode: str = "selected",
 ) -> StageResult:
     """Compile the cell's deciding units; one StageResult with a row per unit.
 
@@ -2452,11 +2484,17 @@ def run_probe(
         raise MatrixError(
             f"unknown probe depth '{depth}'", fix=tomlfile.did_you_mean(depth, DEPTHS)
         )
+    if units_mode not in UNITS_MODES:
+        raise MatrixError(
+            f"unknown probe units mode '{units_mode}'",
+            fix=tomlfile.did_you_mean(units_mode, UNITS_MODES),
+        )
     t_start = time.monotonic()
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     know = load_knowledge()
     archs = tuple(cell.arch)
     work.mkdir(parents=True, exist_ok=True)
+    fe_cache = frontcache.FrontEndCache(tk.full_version) if front_end_cache else None
     if api_hits is None:
         from . import apiscan, knowledge
 
@@ -2471,6 +2509,8 @@ def run_probe(
     tfl = torch_flags(tv)
     model = build_model(tree, tk.full_version, archs, tfl, cell.python, fetch_dirs, know)
     sel = select(tree, facts, archs, tk.full_version, api_hits, model, know)
+    if units_mode == "all":  # every unit the build compiles (the accuracy study's sweep)
+        only = model.built_sources()
     units = [u for u in sel.units if only is None or u.path in only]
     if only:
         known = {u.path for u in units}
@@ -2483,7 +2523,7 @@ def run_probe(
                 units.append(
                     Unit(
                         p,
-                        "requested",
+                        "all" if units_mode == "all" else "requested",
                         kind,
                         tuple(sorted(needs)),
                         fam.name if fam else "",
@@ -2520,6 +2560,7 @@ def run_probe(
             continue
         explained = explain_flags(u, tree, tk, tv, archs, facts, model=model, fetch_dirs=fetch_dirs)
         r = _UnitRunner(u, [f for f, _ in explained], tree, tk, env, work, timeout_s)
+        r.fe_cache = fe_cache
         r.log.parent.mkdir(parents=True, exist_ok=True)
         res.log = str(r.log)
         _write_flag_notes(r.log, explained)  # starts the log afresh
@@ -2689,6 +2730,12 @@ def run_probe(
         "wall_seconds": round(time.monotonic() - t_start, 1),
         "cpu_seconds": round((cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime), 1),
         "budget_s": budget_s,
+        "front_end_cache": {
+            "hits": sum(1 for r in results if r.front_end_cache == "hit"),
+            "misses": sum(1 for r in results if r.front_end_cache == "miss"),
+            "key": "sha256 of the preprocessed unit (tree/work paths normalised), cudafe++ "
+            "argv, nvcc version",
+        },
         "units": [r.to_json() for r in results],
         "families": list(sel.families),
         "api_hits_not_built": list(sel.not_built),
@@ -2713,6 +2760,10 @@ def run_probe(
         str(summary_log),
     )
 
+
+# "selected": the units the probe chooses (API hits, arch-gated families, one per target);
+# "all": every unit the build compiles, to the front end (what the selection is measured by)
+UNITS_MODES = ("selected", "all")
 
 _STOP = threading.Event()  # set on Ctrl-C: units not started yet must not start
 

@@ -73,6 +73,7 @@ class BuildOptions:
     ccache_remote: str | None = None
     targets: tuple[str, ...] = ()  # CMake targets: a partial build (no wheel); () = all
     probe: bool = True  # False: --no-probe (the build compiles the probe's units anyway)
+    probe_units: str = "selected"  # probe.UNITS_MODES: "all" sweeps every unit
 
 
 @dataclass(frozen=True)
@@ -164,9 +165,7 @@ def _tool_side(r: StageResult, tool_made: bool) -> StageResult:
     if not fails or any(classify.side_of(f.rule) not in sides for f in fails):
         return r
     found = tuple(
-        Finding(f.rule, "error", f.message, f.fix, f.evidence, f.source)
-        if f.level == "fail"
-        else f
+        Finding(f.rule, "error", f.message, f.fix, f.evidence, f.source) if f.level == "fail" else f
         for f in r.findings
     )
     return StageResult(r.stage, ERROR, r.seconds, r.summary, found, r.details, r.log)
@@ -297,6 +296,7 @@ def run_cell(
             state["env"],
             state["fixups"],
             ws.logs(cell) / "probe",
+            units_mode=opts.probe_units,
         )
         pre = next((s for s in stages if s.stage == "preflight"), None)
         if pre is not None and pre.status == results.PREDICTED_FAIL:

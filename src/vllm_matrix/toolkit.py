@@ -1029,7 +1029,9 @@ def arrange_pypi(unpacked: Path, root: Path) -> list[str]:
     if not profile_is_relocatable(text):
         write_profile(root)
         notes.append("bin/nvcc.profile rewritten relocatable ($(_HERE_))")
-    if not (root / "lib64" / "stubs" / "libcuda.so").exists():
+    if (root / "include" / "cuda.h").is_file() and not (
+        root / "lib64" / "stubs" / "libcuda.so"
+    ).exists():
         n = make_driver_stub(root)
         notes.append(
             f"lib64/stubs/libcuda.so made here ({n} driver API entry points from include/cuda.h,"

@@ -21,6 +21,7 @@ needs_patch = pytest.mark.usefixtures("have_patch")
 def have_patch() -> None:
     need_program("patch", "patch")
 
+
 BASE = "".join(f"line {i}\n" for i in range(1, 41))
 
 

@@ -1119,3 +1119,35 @@ def test_ctrl_c_stops_the_probe_in_seconds(
     assert "KeyboardInterrupt" in err
     time.sleep(0.5)
     assert not [p for p in running if Path(f"/proc/{p}").exists()]
+
+
+def test_front_end_cache_skips_an_unchanged_unit_the_second_time(
+    stage: dict[str, object], tmp_path: Path
+) -> None:
+    first = run(stage, tmp_path / "work1", depth="front-end")
+    again = run(stage, tmp_path / "work2", depth="front-end")  # another cell's work dir
+    u1 = {u["path"]: u for u in first.details["units"] if u["kind"] == "cuda"}
+    u2 = {u["path"]: u for u in again.details["units"] if u["kind"] == "cuda"}
+    passed = [p for p, u in u1.items() if u["status"] == "pass"]
+    assert passed and all(u1[p]["front_end_cache"] == "miss" for p in passed)
+    for p in passed:
+        assert u2[p]["front_end_cache"] == "hit" and u2[p]["status"] == "pass"
+        assert next(s for s in u2[p]["steps"] if s["tool"] == "cudafe++").get("cached")
+    # a failing front end is never stored: it runs (and fails) again, with its own log
+    failed = [p for p, u in u1.items() if u["status"] == "fail"]
+    assert failed and all(u2[p]["status"] == "fail" for p in failed)
+    assert all(u2[p]["front_end_cache"] == "miss" for p in failed)
+    fc = again.details["front_end_cache"]
+    assert fc["hits"] == len(passed) and fc["misses"] == len(failed)
+    assert again.status == first.status == "fail"
+
+
+def test_units_all_sweeps_every_built_unit(stage: dict[str, object], tmp_path: Path) -> None:
+    sel = run(stage, tmp_path / "w1", depth="front-end")
+    full = run(stage, tmp_path / "w2", depth="front-end", units_mode="all")
+    chosen = {u["path"] for u in sel.details["units"]}
+    swept = {u["path"] for u in full.details["units"]}
+    assert chosen < swept  # the selection is a strict subset of the sweep here
+    assert all(u["why"] == "all" for u in full.details["units"] if u["path"] not in chosen)
+    with pytest.raises(probe.MatrixError, match="did you mean 'all'"):
+        run(stage, tmp_path / "w3", units_mode="al")

@@ -1,0 +1,117 @@
+"""The map on real releases and in a real browser.
+
+- release facts read once and cached give the same facts, API uses, kernel gates and
+  preflight verdicts as reading the tree each time;
+- reports/map.html drawn by Debian's headless Chromium (fetched into the cache with
+  apt-get download + dpkg -x): non-blank screenshot, one grid cell per map cell, every
+  cell's title set to its verdict (and cause).
+With CI=true a browser that cannot be had fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from vllm_matrix import apiscan, browser, gates, knowledge, mapping, mapreport, pins, preflight
+from vllm_matrix.config import load_matrix
+from vllm_matrix.errors import MatrixError
+from vllm_matrix.facts import read_facts
+
+pytestmark = [pytest.mark.integration]
+
+ROOT = Path(__file__).parents[2]
+GRID = """
+[defaults]
+provider = "debian"
+python = "3.11"
+
+[[cell]]
+vllm = "0.10.1"
+torch = "2.7.1"
+cuda = "12.4"
+arch = ["9.0"]
+
+[grid]
+vllm = "0.10.0..0.10.1"
+torch = ["2.6.0", "2.7.0"]
+toolchains = [{ cuda = "12.4", provider = "debian" }]
+arch = ["9.0", "12.0"]
+"""
+
+
+def _browser() -> Path:
+    try:
+        return browser.headless_shell()
+    except MatrixError as exc:
+        why = f"no headless Chromium: {exc.message}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+@pytest.mark.usefixtures("need_index")
+@pytest.mark.parametrize("version", ["0.10.0", "0.10.1"])
+def test_cached_release_facts_are_the_trees_facts(version: str) -> None:
+    know = knowledge.load()
+    rf = mapping.release_facts(version, know)  # read (or loaded) once
+    again = mapping.release_facts(version, know)  # from the cache file
+    assert again == rf
+    tree = rf.tree
+    assert again.facts == read_facts(tree, version)
+    direct = apiscan.scan(tree, know.api)
+    assert [(h.symbol.name, h.file, h.line) for h in rf.hits] == [
+        (h.symbol.name, h.file, h.line) for h in direct
+    ]
+    assert rf.gates == gates.gates(tree)
+    # the map's preflight on cached facts == preflight reading the tree
+    m = load_matrix(_write(Path(os.environ.get("TMPDIR", "/tmp")) / f"m-{version}.toml"))
+    host = preflight.Host(None, {}, None)
+    for c in (c for c in m.grid if c.vllm == version):
+        mc = mapping.preflight_cell(c, rf, know, host, pins.load())
+        found = [
+            f
+            for f in preflight.check(c, read_facts(tree, version), know, tree, host, pins.load())
+            if f.rule != "toolkit-obtainable"
+        ]
+        assert mc.verdict == {"predicted-fail": "PREDICTED-FAIL"}.get(
+            preflight.status_of(found), "PREFLIGHT-OK"
+        ), c.id
+        assert set(mc.rules) == {f.rule for f in found if f.level == "fail"}, c.id
+
+
+def _write(p: Path) -> Path:
+    p.write_text(GRID)
+    return p
+
+
+@pytest.mark.usefixtures("need_index")
+def test_map_html_draws_in_headless_chromium(tmp_path: Path) -> None:
+    m = load_matrix(_write(tmp_path / "matrix.toml"))
+    run = mapping.run_map(m, tmp_path / "results")
+    d = run.to_json()
+    assert d["counts"]["cells"] == 2 * 2 * 2
+    _, page = mapreport.write(d, tmp_path / "reports")
+    exe = _browser()
+    dom = browser.dump_dom(exe, page)
+    cells = re.findall(r'<td class="v (\w+)"[^>]*title="([^"]*)"', dom)
+    assert len(cells) == 8  # one grid cell per map cell, each titled by the page's script
+    assert all(t.startswith("vllm0.10") for _, t in cells)
+    # 0.10.1 x torch 2.6.0 x sm_90: the API scan's predicted failure, cause in the title
+    bad = [t for c, t in cells if "vllm0.10.1-torch2.6.0-cu12.4-py3.11-sm90" in t]
+    assert bad and "PREDICTED-FAIL" in bad[0] and "Float8_e8m0fnu" in bad[0]
+    png = browser.screenshot(exe, page, tmp_path / "map.png", (900, 500))
+    assert browser.png_colors(png) > 8  # a blank page has one colour
+
+
+def test_committed_map_html_draws_every_cell() -> None:
+    page = ROOT / "reports" / "map.html"
+    if not page.is_file():
+        pytest.skip("no reports/map.html yet (nox -s map)")
+    text = page.read_text()
+    n = int(re.search(r"(\d+) cells in \d+ tables", text).group(1))  # type: ignore[union-attr]
+    dom = browser.dump_dom(_browser(), page, timeout=300)
+    assert len(re.findall(r'<td class="v \w+"[^>]*title="', dom)) == n

@@ -1,0 +1,142 @@
+"""reports/map.md and map.html from a map JSON: pivot tables, marks, links, titles."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from vllm_matrix import mapreport
+
+
+def cell(
+    v: str, t: str, arch: str, verdict: str, depth: str = "preflight", **kw: Any
+) -> dict[str, Any]:
+    cuda = kw.pop("cuda", "12.4")
+    d = {
+        "id": f"vllm{v}-torch{t}-cu{cuda}-py3.11-{arch}",
+        "vllm": v,
+        "torch": t,
+        "cuda": cuda,
+        "provider": kw.pop("provider", "debian"),
+        "python": "3.11",
+        "arch": arch,
+        "verdict": verdict,
+        "depth": depth,
+        "warn": kw.pop("warn", False),
+        "here": kw.pop("here", ""),
+        "rules": kw.pop("rules", []),
+    }
+    d.update(kw)
+    return d
+
+
+def fixture() -> dict[str, Any]:
+    cells = [
+        cell("0.10.1", "2.6.0", "sm90", "PREDICTED-FAIL", rules=["api-Float8_e8m0fnu"], why=1),
+        cell("0.10.1", "2.7.0", "sm90", "PASS", "probe"),
+        cell("0.10.0", "2.6.0", "sm90", "PREFLIGHT-OK", warn=True, why=2),
+        cell("0.10.0", "2.7.0", "sm90", "FAIL", "probe", rules=["x"], why=3),
+        cell("0.9.2", "2.6.0", "sm120", "PREDICTED-FAIL", rules=["nvcc-arch"], why=1),
+        cell("0.10.1", "2.11.0", "sm90", "PREFLIGHT-OK", cuda="13.0", provider="pypi"),
+    ]
+    return {
+        "schema": "vllm-matrix/map",
+        "version": 1,
+        "counts": {"releases": 3, "torch_builds": 3, "tables": 3, "cells": len(cells)},
+        "preflight_s": 1.25,
+        "probes": {
+            "budget_s": 400,
+            "spent_s": 390,
+            "probed": ["a", "b"],
+            "boundaries": 2,
+            "compile_checkable": 1,
+            "confirmed": ["a|b"],
+            "contradicted": [],
+            "notes": [],
+        },
+        "causes": [
+            {
+                "n": 1,
+                "cause": "ops.cu:938 uses Float8_e8m0fnu",
+                "fix": "torch ≥ 2.7.0",
+                "evidence": ["csrc/x.cu:938"],
+            },
+            {"n": 2, "cause": "off the pin", "fix": "", "evidence": []},
+            {"n": 3, "cause": 'error: <boom> & "quoted"', "fix": "f", "evidence": ["log"]},
+        ],
+        "cells": cells,
+    }
+
+
+def test_md_has_one_pivot_per_toolchain_and_arch_with_rows_and_columns_in_version_order() -> None:
+    md = mapreport.render_md(fixture())
+    heads = re.findall(r"^## (CUDA .*)$", md, re.M)
+    assert heads == [
+        "CUDA 12.4 (debian) · sm_90",
+        "CUDA 12.4 (debian) · sm_120",
+        "CUDA 13.0 (pypi) · sm_90",
+    ]
+    sm90 = md.split("## CUDA 12.4 (debian) · sm_90")[1].split("## ")[0]
+    assert "| vLLM \\ torch | 2.6.0 | 2.7.0 |" in sm90
+    rows = [r for r in sm90.splitlines() if r.startswith("| [")]
+    assert [r.split("]")[0][3:] for r in rows] == ["0.10.0", "0.10.1"]  # 0.10.0 < 0.10.1
+    assert rows[0] == "| [0.10.0](#v0-10-0) | [🟡pf](#v0-10-0) | [❌pr](#v0-10-0) |"
+    assert rows[1] == "| [0.10.1](#v0-10-1) | [🟥pf](#v0-10-1) | [✅pr](#v0-10-1) |"
+    # every link has its anchor
+    for a in set(re.findall(r"\]\(#([\w-]+)\)", md)):
+        assert f'<a id="{a}"></a>' in md, a
+
+
+def test_md_summary_legend_and_release_details() -> None:
+    md = mapreport.render_md(fixture())
+    assert "**Resting only on preflight: 4 of 6 cells**" in md
+    assert "budget 400 s, spent 390 s, 2 cell(s) probed" in md and "1 are confirmed" in md
+    for m in ("✅", "❌", "🟢", "🟡", "🟥", "⬜"):
+        assert f"- {m} " in md
+    detail = md.split('<a id="v0-10-1"></a>')[1].split("<a id=")[0]
+    assert "**api-Float8_e8m0fnu** (1 cells; torch 2.6.0" in detail
+    assert "fix: torch ≥ 2.7.0" in detail and "`csrc/x.cu:938`" in detail
+    assert "`vllm0.10.1-torch2.7.0-cu12.4-py3.11-sm90` PASS" in detail
+
+
+def test_html_grid_cells_carry_verdict_class_and_cause_index() -> None:
+    page = mapreport.render_html(fixture())
+    tds = re.findall(r'<td class="v (\w+)"[^>]*data-w="(\d*)"', page)
+    assert len(tds) == 6
+    assert sorted(c for c, _ in tds) == ["fail", "ok", "pass", "pfail", "pfail", "warn"]
+    # the sm_120 table has one column and one row: no empty slots; sm_90 is full 2x2
+    assert page.count('<td class="none">') == 0
+    assert "&lt;boom&gt;" in page or "<boom>" not in page.split("<script")[0]
+    assert '"3": {"cause": "error: <boom> & \\"quoted\\""' in page
+    assert "</script>" not in page.split('id="causes">')[1].split("</script>")[0]
+    assert page.count("<table") == 3
+
+
+def test_missing_slot_is_drawn_empty() -> None:
+    d = fixture()
+    d["cells"] = [c for c in d["cells"] if not (c["vllm"] == "0.10.0" and c["torch"] == "2.7.0")]
+    page = mapreport.render_html(d)
+    assert page.count('<td class="none">') == 1
+    md = mapreport.render_md(d)
+    assert "| [0.10.0](#v0-10-0) | [🟡pf](#v0-10-0) |  |" in md
+
+
+def test_slice_md_is_one_arch_with_equal_neighbouring_rows_merged() -> None:
+    d = fixture()
+    s = mapreport.slice_md(d, "sm120", skip_all_failing=False)
+    assert "CUDA 12.4 (debian) · sm_120" in s and "sm_90" not in s
+    assert "| 0.9.2 | 🟥pf |" in s
+    assert "Every cell fails in: CUDA 12.4 (debian) · sm_120." in mapreport.slice_md(d, "sm120")
+    d["cells"] += [cell(v, "2.6.0", "sm120", "PREDICTED-FAIL") for v in ("0.9.0", "0.9.1")]
+    d["cells"].append(cell("0.10.0", "2.6.0", "sm120", "PREFLIGHT-OK"))
+    s = mapreport.slice_md(d, "sm120")
+    assert "| 0.9.0 … 0.9.2 | 🟥pf |" in s and "| 0.10.0 | 🟢pf |" in s
+
+
+def test_closing_note_says_what_rests_on_preflight_only() -> None:
+    md = mapreport.render_md(fixture())
+    note = md.split("## What rests on preflight only")[1].split("## ")[0]
+    assert "- 1 PREDICTED-FAIL cells rest on facts" in note  # 0.9.2 sm_120: nvcc-arch
+    assert "- 1 PREDICTED-FAIL cells rest (also) on the torch-API scan" in note
+    assert "- 2 PREFLIGHT-OK cells are predictions" in note
+    assert "- 2 cell(s) were compiled" in note and "PASS at probe" in note
