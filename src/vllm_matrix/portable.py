@@ -38,7 +38,7 @@ _WORKSPACE = re.compile(_START + rf"((?:/{_SEG})+?)/results/logs(?=/)")
 # The cache's own layout (cache.py, toolkit.py, env.py, source.py, build.py ...).
 _CACHE = re.compile(
     _START
-    + rf"((?:/{_SEG})+?)/(?:toolkits/(?:debian|pypi|conda|system)-|envs/py\d|src/vllm-\d"
+    + rf"((?:/{_SEG})+?)/(?:toolkits/(?:v\d+/)?(?:debian|pypi|conda|system)-|envs/py\d|src/vllm-\d"
     + r"|externals/|builds/vllm|downloads/(?:debian|pypi)/|blobs/sha256/|pins/vllm-)"
 )
 # A workspace's own hidden cache dir (benchmarks/elsewhere.sh carries sources in one).

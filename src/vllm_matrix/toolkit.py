@@ -362,6 +362,13 @@ def profile_is_relocatable(text: str) -> bool:
 # --------------------------------------------------------------------------- cache
 
 
+def toolkits_dir(cache: Path) -> Path:
+    """Where assembled toolkits live: one folder per assembly format, so two versions of
+    vllm-matrix sharing a cache (a checkout and a CI job, say) never remake, and delete,
+    a toolkit the other is compiling with; each assembles its own once."""
+    return cache / "toolkits" / f"v{ASSEMBLY_FORMAT}"
+
+
 def _cached(final: Path) -> Toolkit | None:
     """The finished toolkit at ``final``, or None when absent, partial or stale."""
     marker = final / MARKER
@@ -768,7 +775,7 @@ def _provide_debian(version: str, cache: Path, log: Path | None) -> Toolkit:
             f"Debian does not package CUDA {version}",
             fix=f"use a version Debian has: {debian_versions()}; or provider pypi (13.x) / system",
         )
-    final = cache / "toolkits" / f"debian-{version}"
+    final = toolkits_dir(cache) / f"debian-{version}"
 
     def build(staging: Path) -> Toolkit:
         if platform.machine() != "x86_64":
@@ -1085,7 +1092,7 @@ def _provide_pypi(version: str, cache: Path, log: Path | None) -> Toolkit:
     major, minor = (int(x) for x in version.split("."))
     if major < PYPI_MIN_MAJOR:
         raise _pypi_refusal(version)
-    final = cache / "toolkits" / f"pypi-{version}"
+    final = toolkits_dir(cache) / f"pypi-{version}"
 
     def build(staging: Path) -> Toolkit:
         picked: list[index.IndexFile] = []
@@ -1257,7 +1264,7 @@ def _provide_conda(version: str, cache: Path, path: Path | None, log: Path | Non
             fix="install cuda-nvcc (and cuda-cudart-dev) into the env",
         )
     tag = hashlib.sha256(str(prefix).encode()).hexdigest()[:12]
-    final = cache / "toolkits" / f"conda-prefix-{version}-{tag}"
+    final = toolkits_dir(cache) / f"conda-prefix-{version}-{tag}"
 
     def build(staging: Path) -> Toolkit:
         notes = conda_view(prefix, staging)

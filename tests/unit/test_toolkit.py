@@ -209,7 +209,7 @@ def fake_toolkit(root: Path, provider: str = "pypi") -> toolkit.Toolkit:
 
 
 def test_build_cached_builds_once(tmp_path: Path) -> None:
-    final = tmp_path / "toolkits" / "pypi-13.0"
+    final = toolkit.toolkits_dir(tmp_path) / "pypi-13.0"
     calls = []
 
     def build(staging: Path) -> toolkit.Toolkit:
@@ -593,7 +593,7 @@ def test_conda_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONDA_PREFIX", str(prefix))
     tk = toolkit.provide("conda-prefix", "12.4", cache=tmp_path / "cache")
     view = tk.root
-    assert view.parent == tmp_path / "cache" / "toolkits"
+    assert view.parent == toolkit.toolkits_dir(tmp_path / "cache")
     assert (view / "bin" / "nvcc").resolve() == prefix / "bin" / "nvcc"
     assert not (view / "bin" / "python").exists()
     assert (view / "include" / "cuda_runtime.h").exists()
