@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,3 +107,30 @@ def require_free(path: Path, gib: float, what: str) -> None:
             f"{path.parent}, it needs about {gib:g} GiB",
             fix=NO_SPACE_FIX,
         )
+
+
+def extract_tar(tf: tarfile.TarFile, dest: Path) -> None:
+    """Unpack ``tf`` into ``dest`` with nothing written outside it: tarfile's "data"
+    filter where this Python has it (3.11.4+, 3.12), else the same checks by hand
+    (Debian 12's Python is 3.11.2)."""
+    if hasattr(tarfile, "data_filter"):
+        tf.extractall(dest, filter="data")
+        return
+    root = os.path.realpath(dest)
+    for m in tf.getmembers():
+        target = os.path.realpath(os.path.join(root, m.name))
+        if not (target == root or target.startswith(root + os.sep)) or m.isdev():
+            raise ToolError(
+                f"{tf.name!r}: member {m.name!r} would be written outside {dest}",
+                fix="the archive is corrupt or hostile: delete it from the cache and rerun",
+            )
+        if m.issym() or m.islnk():
+            link = os.path.realpath(os.path.join(os.path.dirname(target), m.linkname))
+            if m.islnk():
+                link = os.path.realpath(os.path.join(root, m.linkname))
+            if not (link == root or link.startswith(root + os.sep)):
+                raise ToolError(
+                    f"{tf.name!r}: link {m.name!r} points outside {dest}",
+                    fix="the archive is corrupt or hostile: delete it from the cache and rerun",
+                )
+    tf.extractall(dest)

@@ -211,6 +211,10 @@ def _build(
     exe = path / "bin" / "python"
     pkgs = [f"torch=={torch}"]
     # The index pip is configured for, passed explicitly: uv has its own defaults.
+    # uv reads neither pip's configuration nor, by default, the system's CA store: pip's
+    # CA bundle (a proxy's, a private index's) is handed on unless SSL_CERT_FILE is set.
+    cert = index.pip_cert()
+    uv_env = {"SSL_CERT_FILE": cert} if cert and not os.environ.get("SSL_CERT_FILE") else None
     base: list[str | os.PathLike[str]] = [
         *uv,
         "pip",
@@ -224,10 +228,10 @@ def _build(
         # uv looks in --extra-index-url first: the variant's torch comes from its index.
         base += ["--extra-index-url", torch_index]
     if variant == "headers":
-        proc.run([*base, "--no-deps", *pkgs], log=log, timeout=3600)
-        proc.run([*base, *HEADERS_EXTRA], log=log, timeout=1800)
+        proc.run([*base, "--no-deps", *pkgs], log=log, env=uv_env, timeout=3600)
+        proc.run([*base, *HEADERS_EXTRA], log=log, env=uv_env, timeout=1800)
     else:
-        proc.run([*base, *pkgs, *FULL_EXTRA], log=log, timeout=3600)
+        proc.run([*base, *pkgs, *FULL_EXTRA], log=log, env=uv_env, timeout=3600)
     site = Path(
         proc.run([exe, "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"], log=log)
         .output.strip()
@@ -238,7 +242,7 @@ def _build(
         if nvtx:
             # torch < 2.8's CMake links CUDA::nvToolsExt; toolkits >= 12.9 lack it and the
             # nvtx fixup takes it from this wheel (torch's own pinned dependency).
-            proc.run([*base, "--no-deps", nvtx], log=log, timeout=1800)
+            proc.run([*base, "--no-deps", nvtx], log=log, env=uv_env, timeout=1800)
     vpy = (site / "torch" / "version.py").read_text()
     mv = re.search(r"__version__ = '([^']+)'", vpy)
     mc = re.search(r"cuda(?:: Optional\[str\])? = '([^']+)'", vpy)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from packaging.version import InvalidVersion, Version
 
 from . import index, proc, source
-from .cache import atomic_write_text, cache_root, locked, staging_dir
+from .cache import atomic_write_text, cache_root, extract_tar, locked, staging_dir
 from .errors import CommandError, MatrixError
 from .facts import External, SourceFacts, read_facts
 from .toolkit import unzip_wheel
@@ -434,7 +434,7 @@ def _archive(
             git_args += ["--", *paths]
         _git(git_dir, *git_args, log=log)
         with tarfile.open(tmp) as tf:
-            tf.extractall(dest, filter="data")
+            extract_tar(tf, dest)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -39,17 +39,33 @@ class IndexFile:
 
 
 @cache
+def pip_config() -> dict[str, dict[str, str]]:
+    """``pip config list`` as {key: {scope: value}} (pip's own reading of its files/env)."""
+    out = proc.output_of([*programs.python_module("pip"), "config", "list"]) or ""
+    found: dict[str, dict[str, str]] = {}
+    for line in out.splitlines():
+        m = re.match(r"^([^.]*)\.([a-z-]+)='(.*)'$", line.strip())
+        if m:
+            found.setdefault(m.group(2), {})[m.group(1)] = m.group(3)
+    return found
+
+
+def pip_cert() -> str | None:
+    """The CA bundle pip is configured with (PIP_CERT or pip.conf's cert), if any: uv does
+    not read pip's configuration, so it is handed on (a proxy's CA, a private index)."""
+    scopes = pip_config().get("cert", {})
+    return os.environ.get("PIP_CERT") or next(
+        (scopes[s] for s in (":env:", "install", "download", "global") if s in scopes), None
+    )
+
+
+@cache
 def index_url() -> str:
     """The simple-API base URL pip would use: env, then pip config, then pip's default."""
     env = os.environ.get("VLLM_MATRIX_INDEX_URL") or os.environ.get("PIP_INDEX_URL")
     if env:
         return env.rstrip("/")
-    out = proc.output_of([*programs.python_module("pip"), "config", "list"]) or ""
-    found: dict[str, str] = {}
-    for line in out.splitlines():
-        m = re.match(r"^([^.]*)\.index-url='(.*)'$", line.strip())
-        if m:
-            found[m.group(1)] = m.group(2)
+    found = pip_config().get("index-url", {})
     for scope in (":env:", "install", "download", "global"):
         if scope in found:
             return found[scope].rstrip("/")

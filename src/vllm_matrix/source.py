@@ -24,6 +24,7 @@ from .cache import (
     atomic_write_text,
     blob_path,
     cache_root,
+    extract_tar,
     locked,
     sha256_file,
     staging_dir,
@@ -115,7 +116,7 @@ def fetch_sdist(version: str, root: Path | None = None) -> Path:
 
 def _unpack(archive: Path, dest: Path) -> None:
     with tarfile.open(archive) as tf:
-        tf.extractall(dest, filter="data")
+        extract_tar(tf, dest)
 
 
 def sdist_tree(version: str, root: Path | None = None) -> SourceTree:

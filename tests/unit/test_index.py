@@ -39,3 +39,18 @@ def test_variant_without_index_is_not_available(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("VLLM_MATRIX_TORCH_INDEX_CU128", raising=False)
     with pytest.raises(NotAvailable, match="none is configured"):
         torchwheel.read_facts("2.7.1+cu128")
+
+
+def test_pip_cert_from_pip_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    # uv does not read pip's configuration: the CA bundle pip uses is handed on to it
+    out = "global.cert='/etc/ssl/certs/ca.crt'\nglobal.index-url='https://idx.example/simple'\n"
+    monkeypatch.delenv("PIP_CERT", raising=False)
+    monkeypatch.setattr(index.proc, "output_of", lambda argv, **kw: out)
+    index.pip_config.cache_clear()
+    try:
+        assert index.pip_cert() == "/etc/ssl/certs/ca.crt"
+        assert index.pip_config()["index-url"] == {"global": "https://idx.example/simple"}
+        monkeypatch.setenv("PIP_CERT", "/x/ca.pem")
+        assert index.pip_cert() == "/x/ca.pem"
+    finally:
+        index.pip_config.cache_clear()
