@@ -114,6 +114,14 @@ def _python_version(exe: Path) -> str | None:
     return out.strip() if out is not None else None
 
 
+def uv_environment() -> dict[str, str] | None:
+    """What uv needs beside the environment: it reads neither pip's configuration nor, by
+    default, the system's CA store, so pip's CA bundle (a proxy's, a private index's) is
+    handed on as SSL_CERT_FILE unless that is set already."""
+    cert = index.pip_cert()
+    return {"SSL_CERT_FILE": cert} if cert and not os.environ.get("SSL_CERT_FILE") else None
+
+
 def env_dir(python: str, torch: str, variant: str, root: Path | None = None) -> Path:
     # "2.7.1+cu128" -> "torch2.7.1cu128": the same tag as cell ids (bare versions unchanged)
     tag = torch.replace("+", "")
@@ -211,10 +219,7 @@ def _build(
     exe = path / "bin" / "python"
     pkgs = [f"torch=={torch}"]
     # The index pip is configured for, passed explicitly: uv has its own defaults.
-    # uv reads neither pip's configuration nor, by default, the system's CA store: pip's
-    # CA bundle (a proxy's, a private index's) is handed on unless SSL_CERT_FILE is set.
-    cert = index.pip_cert()
-    uv_env = {"SSL_CERT_FILE": cert} if cert and not os.environ.get("SSL_CERT_FILE") else None
+    uv_env = uv_environment()
     base: list[str | os.PathLike[str]] = [
         *uv,
         "pip",

@@ -42,8 +42,8 @@ def seed_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     proc.run([*uv, "venv", "--quiet", "--python", env.find_python("3.12"), venv])
     py = venv / "bin" / "python"
     base = [*uv, "pip", "install", "--quiet", "--python", py, "--index-url", index.index_url()]
-    proc.run([*base, "--no-deps", "torch==2.6.0", *NVIDIA], timeout=1800)
-    proc.run([*base, "-e", REPO, "cmake>=3.26", "ninja"], timeout=1800)
+    proc.run([*base, "--no-deps", "torch==2.6.0", *NVIDIA], timeout=1800, env=env.uv_environment())
+    proc.run([*base, "-e", REPO, "cmake>=3.26", "ninja"], timeout=1800, env=env.uv_environment())
     return prefix, venv
 
 

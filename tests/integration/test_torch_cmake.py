@@ -91,7 +91,10 @@ def _seed_env(tmp: Path) -> env.TorchEnv:
     base = env.provide("3.12", "2.6.0", "headers")
     root = tmp / "seed-env"
     uv = programs.uv()
-    proc.run([*uv, "venv", "--quiet", "--python", env.find_python("3.12"), root])
+    proc.run(
+        [*uv, "venv", "--quiet", "--python", env.find_python("3.12"), root],
+        env=env.uv_environment(),
+    )
     py = root / "bin" / "python"
     proc.run(
         [
@@ -109,6 +112,7 @@ def _seed_env(tmp: Path) -> env.TorchEnv:
             "ninja",
         ],
         timeout=1800,
+        env=env.uv_environment(),
     )
     site = Path(
         subprocess.run(
