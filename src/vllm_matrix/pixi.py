@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import index, tomlfile
-from .config import Cell
+from .config import TORCH_INDEX_ENV, Cell
 from .errors import MatrixError
 
 PREFIX = "$CONDA_PREFIX"
@@ -125,6 +125,7 @@ def snippet(
         "",
         "[tool.pixi.pypi-options]",
         f"index-url = {_q(index.index_url() + '/')}  # the index vllm-matrix used",
+        *_variant_index(cell),
         "",
         "[tool.pixi.activation.env]",
     ]
@@ -137,6 +138,22 @@ def snippet(
         f"description = {_q('build vLLM ' + cell.vllm + ' like vllm-matrix does')} }}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _variant_index(cell: Cell) -> list[str]:
+    """A torch variant (2.7.1+cu128) comes from its own per-CUDA index, as configured."""
+    if not cell.torch_variant:
+        return []
+    found = cell.torch_index_url()
+    if found is None:
+        var = TORCH_INDEX_ENV.format(cell.torch_variant.upper())
+        raise MatrixError(
+            f"torch {cell.torch} comes from PyTorch's {cell.torch_variant} index, "
+            "and none is configured",
+            fix=f"set {var} or [torch-index] {cell.torch_variant} = URL in matrix.toml",
+        )
+    url, where = found
+    return [f"extra-index-url = [{_q(url + '/')}]  # torch {cell.torch}: {where}"]
 
 
 def parse(text: str) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import pytest
+
 from vllm_matrix import pixi
 from vllm_matrix.config import Cell
+from vllm_matrix.errors import MatrixError
 
 CELL = Cell("0.8.5", "2.6.0", "12.4", "conda-prefix", "3.12", ("9.0",))
 USED = [
@@ -40,3 +43,16 @@ def test_every_dependency_is_a_checked_conda_forge_name() -> None:
     deps = pixi.parse(text)["tool"]["pixi"]["dependencies"]
     assert set(deps) - {"python"} <= set(known)
     assert all(p.source.startswith("https://github.com/conda-forge/") for p in known.values())
+
+
+def test_a_torch_variant_comes_from_its_configured_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    cell = Cell("0.10.1", "2.7.1+cu128", "12.8", "conda-prefix", "3.12", ("12.0",))
+    monkeypatch.delenv("VLLM_MATRIX_TORCH_INDEX_CU128", raising=False)
+    with pytest.raises(MatrixError, match="none is configured") as e:
+        pixi.snippet(cell, USED, max_jobs=None, cmake_min=None, max_gcc=None)
+    assert "VLLM_MATRIX_TORCH_INDEX_CU128" in (e.value.fix or "")
+    monkeypatch.setenv("VLLM_MATRIX_TORCH_INDEX_CU128", "http://127.0.0.1:9/whl/cu128")
+    doc = pixi.parse(pixi.snippet(cell, USED, max_jobs=None, cmake_min=None, max_gcc=None))
+    opts = doc["tool"]["pixi"]["pypi-options"]
+    assert opts["extra-index-url"] == ["http://127.0.0.1:9/whl/cu128/"]
+    assert doc["tool"]["pixi"]["pypi-dependencies"]["torch"] == "==2.7.1+cu128"
