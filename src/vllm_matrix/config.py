@@ -48,6 +48,25 @@ def normalize_arch(text: str) -> str:
     return f"{int(major)}.{int(minor)}{suffix}"
 
 
+def read_arch_list(doc: TomlDoc, value: object, ctx: str, line: int) -> list[str]:
+    """An ``arch`` list of a data file, normalised ('sm_90' -> '9.0'); clear errors."""
+    archs: list[str] = []
+    for a in tomlfile.str_list(doc, value, "arch", ctx, line):
+        try:
+            archs.append(normalize_arch(a))
+        except ValueError:
+            raise ConfigError(
+                f"{doc.where('arch', line)}: '{a}' in {ctx} is not a GPU arch",
+                fix='write arches like "9.0", "sm_90", "9.0a" or "12.0f"',
+            ) from None
+    if not archs:
+        raise ConfigError(
+            f"{doc.where('arch', line)}: empty arch list in {ctx}",
+            fix='name at least one arch, e.g. arch = ["9.0"]',
+        )
+    return archs
+
+
 def parse_arch_list(text: str) -> tuple[str, ...]:
     """'9.0;12.0' / '9.0 12.0+PTX' / 'sm_90' → normalized arches; ConfigError when bad/empty."""
     raw = text.replace(";", " ").replace(",", " ").split()
@@ -274,20 +293,7 @@ def _cell(
             f"{doc.where('provider', line)}: unknown provider '{provider}' in {ctx}",
             fix=tomlfile.did_you_mean(provider, PROVIDERS),
         )
-    archs: list[str] = []
-    for a in tomlfile.str_list(doc, get("arch", object), "arch", ctx, line):
-        try:
-            archs.append(normalize_arch(a))
-        except ValueError:
-            raise ConfigError(
-                f"{doc.where('arch', line)}: '{a}' in {ctx} is not a GPU arch",
-                fix='write arches like "9.0", "sm_90", "9.0a" or "12.0f"',
-            ) from None
-    if not archs:
-        raise ConfigError(
-            f"{doc.where('arch', line)}: empty arch list in {ctx}",
-            fix='name at least one arch, e.g. arch = ["9.0"]',
-        )
+    archs = read_arch_list(doc, get("arch", object), ctx, line)
     opts_raw = merged.get("options", {})
     tomlfile.expect(doc, opts_raw, "options", dict, ctx, line)
     tomlfile.check_keys(doc, opts_raw, OPTION_KEYS, f"{ctx} options", line)

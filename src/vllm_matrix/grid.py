@@ -26,7 +26,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from . import pins, tomlfile
-from .config import PROVIDERS, Cell, normalize_arch
+from .config import PROVIDERS, Cell, read_arch_list
 from .errors import ConfigError
 from .knowledge import Knowledge
 from .tomlfile import TomlDoc
@@ -229,20 +229,7 @@ def parse(
             )
         tcs.append(Toolchain(cuda, provider))
 
-    archs: list[str] = []
-    for a in tomlfile.str_list(doc, raw["arch"], "arch", ctx, line):
-        try:
-            archs.append(normalize_arch(a))
-        except ValueError:
-            raise ConfigError(
-                f"{doc.where('arch', line)}: '{a}' in {ctx} is not a GPU arch",
-                fix='write arches like "9.0", "sm_90", "9.0a" or "12.0f"',
-            ) from None
-    if not archs:
-        raise ConfigError(
-            f"{doc.where('arch', line)}: empty arch list in {ctx}",
-            fix='name at least one arch, e.g. arch = ["9.0"]',
-        )
+    archs = read_arch_list(doc, raw["arch"], ctx, line)
     python = raw.get("python", defaults.get("python"))
     if python is None:
         raise ConfigError(
