@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from packaging.version import Version
@@ -233,21 +233,7 @@ def probe_boundary(
             "probe": next((s.summary for s in stages if s.stage == "probe"), ""),
         }
     depth = "probe" if any(p["depth"] == "probe" for p in probes.values()) else ans.depth
-    return Answer(
-        ans.torch,
-        ans.cuda,
-        ans.provider,
-        ans.arch,
-        ans.python,
-        ans.newest,
-        ans.next,
-        depth,
-        ans.steps,
-        probes,
-        ans.rests_on,
-        ans.wheel_torch,
-        ans.pinned_to_this_torch,
-    )
+    return replace(ans, depth=depth, probes=probes)
 
 
 def explain(ans: Answer, wheel_torch: str | None) -> Answer:
@@ -316,21 +302,7 @@ def explain(ans: Answer, wheel_torch: str | None) -> Answer:
                 )
             )
             out.append(f"the newest release pinned to torch {tv} is vLLM {p} ({rel})")
-    return Answer(
-        ans.torch,
-        ans.cuda,
-        ans.provider,
-        ans.arch,
-        ans.python,
-        ans.newest,
-        ans.next,
-        ans.depth,
-        ans.steps,
-        ans.probes,
-        tuple(out),
-        wheel_torch,
-        ans.pinned_to_this_torch,
-    )
+    return replace(ans, rests_on=tuple(out), wheel_torch=wheel_torch)
 
 
 def _pin_matches(req: str, torch_version: str) -> bool:
