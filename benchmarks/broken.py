@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from vllm_matrix import portable
+
 REPO = Path(__file__).resolve().parents[1]
 CELL = "vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm90"
 WARM = Path(os.environ.get("VLLM_MATRIX_CACHE", Path.home() / ".cache" / "vllm-matrix"))
@@ -84,7 +86,9 @@ def run_cli(python: str, ws: Path, env: dict[str, str]) -> dict[str, object]:
 
 def scrub(d: dict[str, object], tmp: Path) -> dict[str, object]:
     """No path of this machine in what is saved: the scenario's temp dir becomes $TMP."""
-    return json.loads(json.dumps(d).replace(str(tmp), "$TMP").replace(str(REPO), "$REPO"))
+    roots = portable.Roots(((str(tmp), "$TMP"), (str(REPO), "$REPO")))
+    out: dict[str, object] = portable.doc(d, roots)
+    return out
 
 
 def ok(r: dict[str, object]) -> bool:
