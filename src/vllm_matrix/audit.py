@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,30 @@ def _arch_key(arch: str) -> tuple[int, int, str]:
     base = arch.rstrip("af")
     major, minor = base.split(".")
     return int(major), int(minor), arch[len(base) :]
+
+
+def arch_coverage(
+    name: str, archs: Sequence[str], sass: tuple[str, ...], ptx: tuple[str, ...], arch_list: str
+) -> tuple[dict[str, str], list[Finding]]:
+    """Per target arch, how ``name`` runs it ("sass:90", "ptx:80", "none"), and a FAIL
+    finding for each arch it has neither SASS nor PTX for (``arch_list``: where to add it)."""
+    got: dict[str, str] = {}
+    findings: list[Finding] = []
+    for target in archs:
+        how, by = coverage(target, sass, ptx)
+        got[target] = f"{how}:{by}" if how else "none"
+        if how is None:
+            findings.append(
+                Finding(
+                    "sass",
+                    "fail",
+                    f"{name} has no SASS or PTX for {target} "
+                    f"(SASS {', '.join(sass) or 'none'}; PTX {', '.join(ptx) or 'none'})",
+                    f"add {target} to {arch_list} and rebuild",
+                    (name,),
+                )
+            )
+    return got, findings
 
 
 def coverage(
@@ -257,22 +282,13 @@ def audit_wheel(wheel: Path, tk: Toolkit | None, archs: tuple[str, ...]) -> Stag
         )
     per_arch: dict[str, dict[str, str]] = {}
     for o in cuda:
-        got: dict[str, str] = {}
-        for target in archs:
-            how, by = coverage(target, o.sass, o.ptx)
-            got[target] = f"{how}:{by}" if how else "none"
-            if how is None:
-                findings.append(
-                    Finding(
-                        "sass",
-                        "fail",
-                        f"{o.path} has no SASS or PTX for {target} "
-                        f"(SASS {', '.join(o.sass) or 'none'}; PTX {', '.join(o.ptx) or 'none'})",
-                        f"add {target} to TORCH_CUDA_ARCH_LIST (the cell's arch) and rebuild",
-                        (o.path,),
-                    )
-                )
-            elif how == "ptx":
+        got, missing = arch_coverage(
+            o.path, archs, o.sass, o.ptx, "TORCH_CUDA_ARCH_LIST (the cell's arch)"
+        )
+        findings += missing
+        for target, how_by in got.items():
+            how, _, by = how_by.partition(":")
+            if how == "ptx":
                 findings.append(
                     Finding(
                         "sass",

@@ -201,21 +201,10 @@ def audit_partial(
     for p in exts:
         so = audit.inspect_so(p, p.name, tool)
         objects.append(so.to_json())
-        got: dict[str, str] = {}
-        for target in archs if so.device_code else ():
-            how, by = audit.coverage(target, so.sass, so.ptx)
-            got[target] = f"{how}:{by}" if how else "none"
-            if how is None:
-                findings.append(
-                    Finding(
-                        "sass",
-                        "fail",
-                        f"{p.name} has no SASS or PTX for {target} "
-                        f"(SASS {', '.join(so.sass) or 'none'}; PTX {', '.join(so.ptx) or 'none'})",
-                        f"add {target} to the arch list and rebuild",
-                        (p.name,),
-                    )
-                )
+        got, missing = audit.arch_coverage(
+            p.name, archs if so.device_code else (), so.sass, so.ptx, "the arch list"
+        )
+        findings += missing
         coverage[p.name] = got
         findings += audit.sm90a_findings(p.name, archs, so.sass)
     gemm: list[dict[str, Any]] = []
