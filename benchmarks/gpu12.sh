@@ -13,7 +13,8 @@
 # Run there:  TARGETS=_C_stable_libtorch ARCHS="9.0a;12.0a" JOBS=32 LIMIT=420 SLICE=_C:90 \
 #             OUT=dir bash benchmarks/gpu12.sh
 # or, for a build longer than one command: MODE=start ... (returns at once), then
-# MODE=poll ... every few minutes (short calls) until it says rc=...: the gpu stage ran.
+# MODE=poll WAIT=540 ... at once after each other until it says rc=...: the gpu stage ran.
+# NOFX=1: skip the plain sm_90 recompile (the audit's fixtures, already in tests/unit/device).
 set -x
 cd "$(dirname "$0")/.."
 R=$PWD
@@ -50,6 +51,10 @@ start)
     run "${RUN[@]}" < /dev/null > /dev/null 2>&1 &
   sleep 5; cat /tmp/run.out; exit 0 ;;
 poll)
+  # WAIT=seconds: wait here for the run to end (the machine goes back when idle, so a poll
+  # that waits inside the command keeps it held; the next poll must follow at once).
+  t0=$(date +%s)
+  while [ ! -f /tmp/run.done ] && [ $(( $(date +%s) - t0 )) -lt ${WAIT:-0} ]; do sleep 10; done
   tail -5 /tmp/run.out; cp /tmp/run.out $OUT/run.out
   if [ ! -f /tmp/run.done ]; then echo "still running"; exit 0; fi
   cat /tmp/run.done ;;
@@ -64,7 +69,7 @@ B=$(ls -d $VLLM_MATRIX_CACHE/builds/*/src/build/temp.* | head -1)
 # the same unit compiled for plain sm_90 (its command from ninja, the gencode changed).
 O=CMakeFiles/_C_stable_libtorch.dir/csrc/libtorch_stable/quantization/w8a8/cutlass/c3x/scaled_mm_sm90_fp8.cu.o
 mkdir -p /tmp/fx; (
-  cd $B && [ -f $O ] && [ ! -s /tmp/fx/sm90.list-elf.txt ] && {
+  cd $B && [ -f $O ] && [ -z "$NOFX" ] && [ ! -s /tmp/fx/sm90.list-elf.txt ] && {
     cuobjdump --list-elf $O > /tmp/fx/sm90a.list-elf.txt
     cuobjdump --dump-sass $O | grep -E 'code for sm_|Function :|MMA' | head -3000 > /tmp/fx/sm90a.sass-mma.txt
     cmd=$(ninja -t commands $O | tail -1 | sed "s/compute_90a/compute_90/g; s/sm_90a/sm_90/g")
