@@ -53,7 +53,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from . import config, proc
+from . import config, partial, proc
 from . import patches as patches_mod
 from .audit import audit_wheel, smoke
 from .cache import cache_root, locked
@@ -757,6 +757,7 @@ import os, runpy, sys
 import setuptools
 wanted = [t for t in sys.argv[1].split(",") if t]
 out = sys.argv[2]
+keep = [t for t in sys.argv[3].split(",") if t]
 real = setuptools.setup
 def name(ext):
     return ext.name.removeprefix("vllm.").removeprefix("vllm_flash_attn.")
@@ -768,9 +769,10 @@ def setup(**kw):
         print("vllm-matrix: no such extension target: " + ", ".join(missing)
               + "; this tree builds: " + ", ".join(have), flush=True)
         sys.exit(3)
-    kw["ext_modules"] = [e for e in exts if name(e) in wanted]
+    kept = [t for t in keep if t in have and t not in wanted]
+    kw["ext_modules"] = [e for e in exts if name(e) in wanted or name(e) in kept]
     print("vllm-matrix: partial build of " + ", ".join(wanted) + " (of " + ", ".join(have)
-          + ")", flush=True)
+          + ")" + (", keeping " + ", ".join(kept) if kept else ""), flush=True)
     return real(**kw)
 setuptools.setup = setup
 sys.argv = ["setup.py", "build_ext", "--build-lib", out]
@@ -805,9 +807,10 @@ def partial_label(targets: Sequence[str]) -> str:
 
 
 def partial_argv(
-    tv_full: TorchEnv, targets: Sequence[str], out: Path
+    tv_full: TorchEnv, targets: Sequence[str], out: Path, keep: Sequence[str] = ()
 ) -> list[str | os.PathLike[str]]:
-    return [tv_full.python_exe, "-c", PARTIAL_DRIVER, ",".join(targets), out]
+    """``keep``: targets kept when the tree has them (``data/partial.toml`` [keep])."""
+    return [tv_full.python_exe, "-c", PARTIAL_DRIVER, ",".join(targets), out, ",".join(keep)]
 
 
 def partial_extensions(out: Path) -> list[Path]:
@@ -1398,7 +1401,7 @@ def build_wheel(
         partial_out = work / PARTIAL_DIR
         if targets:
             shutil.rmtree(partial_out, ignore_errors=True)
-            argv = partial_argv(tv_full, targets, partial_out)
+            argv = partial_argv(tv_full, targets, partial_out, partial.load().keep)
             details["partial"] = {"targets": list(targets), "out": str(partial_out)}
         else:
             argv = pip_wheel_argv(tv_full, src, wheelhouse)

@@ -41,6 +41,7 @@ class Feeds:
     """dependency name -> the CMake targets it feeds (``*``: all)."""
 
     feeds: Mapping[str, tuple[str, ...]]
+    keep: tuple[str, ...] = ()  # targets every partial build keeps ([keep] targets)
 
     def needed(self, name: str, targets: Sequence[str]) -> bool:
         """Does a build of ``targets`` (empty: everything) need ``name``'s real sources?
@@ -53,11 +54,16 @@ class Feeds:
 
 def load(path: Path = DATA) -> Feeds:
     doc = tomlfile.load(path)
-    tomlfile.check_keys(doc, doc.data, ("feeds",), "the file")
+    tomlfile.check_keys(doc, doc.data, ("feeds", "keep"), "the file")
     table = doc.data.get("feeds", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [feeds] must be a table", fix="write [feeds]")
-    return Feeds({k: tomlfile.str_list(doc, v, k, "[feeds]") for k, v in table.items()})
+    keep = doc.data.get("keep", {})
+    if not isinstance(table, dict) or not isinstance(keep, dict):
+        raise ConfigError(f"{path}: [feeds] and [keep] must be tables", fix="write [feeds]")
+    tomlfile.check_keys(doc, keep, ("targets",), "[keep]")
+    return Feeds(
+        {k: tomlfile.str_list(doc, v, k, "[feeds]") for k, v in table.items()},
+        tomlfile.str_list(doc, keep.get("targets", []), "targets", "[keep]"),
+    )
 
 
 def _cmake_var(name: str) -> str:

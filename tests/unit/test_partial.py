@@ -177,14 +177,20 @@ setup(name="vllm", version="0", cmdclass={"build_ext": show}, ext_modules=[
     Extension("vllm._C", sources=[]),
     Extension("vllm._C_stable_libtorch", sources=[]),
     Extension("vllm.vllm_flash_attn._vllm_fa2_C", sources=[]),
+    Extension("vllm.triton_kernels", sources=[]),
 ])
 """
 
 
-def _driver(tmp_path: Path, targets: str) -> subprocess.CompletedProcess[str]:
+def _driver(
+    tmp_path: Path, targets: str, keep: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "setup.py").write_text(FAKE_SETUP)
     argv = [
-        str(a) for a in build.partial_argv(_Env(), build.parse_targets(targets), tmp_path / "o")
+        str(a)
+        for a in build.partial_argv(
+            _Env(), build.parse_targets(targets), tmp_path / "o", keep
+        )
     ]
     return subprocess.run(
         argv, cwd=tmp_path, capture_output=True, text=True, check=False, env=dict(os.environ)
@@ -203,6 +209,15 @@ def test_driver_cuts_setup_py_to_the_targets(tmp_path: Path) -> None:
         in done.stdout
     )
     assert "partial build of _C_stable_libtorch, _vllm_fa2_C (of _C, " in done.stdout
+
+
+def test_driver_keeps_the_shipped_keep_targets_the_tree_has(tmp_path: Path) -> None:
+    keep = partial.load().keep
+    assert "triton_kernels" in keep
+    done = _driver(tmp_path, "_C", keep + ("_not_in_this_tree",))
+    assert done.returncode == 0, done.stderr
+    assert f"BUILDING vllm._C,vllm.triton_kernels INTO {tmp_path / 'o'}" in done.stdout
+    assert "keeping triton_kernels" in done.stdout
 
 
 def test_driver_refuses_a_target_the_tree_does_not_build(tmp_path: Path) -> None:
