@@ -6,9 +6,12 @@
 #
 # Carried under carry/ (prepared on the CPU machine, never committed):
 #   vm/pins/vllm-V.json + vm/blobs/sha256/..  the release sdist, as in the tool's cache
-#   cutlass.tgz   CUTLASS at the tag vLLM pins (git export less docs/, examples/, test/,
-#                 media/): vLLM's CMake runs CUTLASS's CMakeLists and its python/ generator
-#   whl/          setuptools-scm (vLLM's setup.py imports it; the image lacks it)
+#   cutlass.tgz   CUTLASS at the tag vLLM pins (git export less docs/, test/, media/ and
+#                 examples/ but examples/common and examples/77_blackwell_fmha, which _C's
+#                 sm100 MLA kernel includes for 12.0a): vLLM's CMake runs CUTLASS's
+#                 CMakeLists and its python/ generator
+#   whl/          setuptools-scm < 9 (vLLM's setup.py imports it; the image lacks it; 10.x
+#                 needs vcs-versioning, which needs a newer packaging than the image's)
 #   qutlass.tgz   qutlass at its pin (qutlass/ only): compiled into _C for 12.x
 # Run there:  TARGETS=_C_stable_libtorch ARCHS="9.0a;12.0a" JOBS=32 LIMIT=420 SLICE=_C:90 \
 #             OUT=dir bash benchmarks/gpu12.sh
