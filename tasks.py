@@ -201,7 +201,7 @@ def derive_torch(c: Context, version: list[str]) -> None:
     _run(["derive-torch", *version])
 
 
-@task(help={"write": "write data/vllm_pins.toml instead of printing"})
+@task(help={"write": "write knowledge/data/vllm_pins.toml instead of printing"})
 def derive_pins(c: Context, write: bool = False) -> None:
     """vLLM release → torch pin for every sdist on the index."""
     _run(["derive-pins"] + (["--write"] if write else []))

@@ -23,7 +23,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from vllm_matrix import config, pins, portable, results
+from vllm_matrix.infra import config, portable, results
+from vllm_matrix.knowledge import pins
 
 HERE = Path(__file__).resolve().parents[1]
 MATRIX = HERE / "benchmarks" / "accuracy" / "matrix.toml"

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vllm_matrix import portable
+from vllm_matrix.infra import portable
 
 REPO = Path(__file__).resolve().parents[1]
 CELL = "vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm90"

@@ -37,8 +37,13 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 SETUP = """
 import json, sys
 from pathlib import Path
-from vllm_matrix import build, env, fixups, patches, source, toolkit
-from vllm_matrix.config import Cell
+from vllm_matrix.stages import build
+from vllm_matrix.stages import env
+from vllm_matrix.stages import fixups
+from vllm_matrix.stages import patches
+from vllm_matrix.stages import source
+from vllm_matrix.stages import toolkit
+from vllm_matrix.infra.config import Cell
 cell = Cell("0.4.2", "2.3.0", "12.4", "debian", "3.11", ("8.0",))
 tree = source.get_tree(cell.source_spec)
 tk = toolkit.provide(cell.provider, cell.cuda)
@@ -130,7 +135,7 @@ def kill_tree(pgid: int) -> None:
 
 
 def half_done(work: Path) -> Any:
-    from vllm_matrix import build
+    from vllm_matrix.stages import build
 
     def check() -> bool:
         dirs = build._build_dirs(work / "src")
@@ -186,7 +191,7 @@ def main() -> None:
         file=sys.stderr,
     )
     # argv and env name the cache and work dirs: as $VLLM_MATRIX_CACHE/..., not this machine's.
-    from vllm_matrix import portable
+    from vllm_matrix.infra import portable
 
     text = json.dumps(portable.doc(out, portable.Roots.here(HERE)), indent=1)
     print(text)

@@ -54,11 +54,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HERE / "src"))
 
-from vllm_matrix import env as env_mod  # noqa: E402
-from vllm_matrix import externals, fixups, patches, probe, proc, source, toolkit  # noqa: E402
-from vllm_matrix import facts as facts_mod  # noqa: E402
-from vllm_matrix.cache import cache_root  # noqa: E402
-from vllm_matrix.config import Cell, load_matrix  # noqa: E402
+from vllm_matrix.infra import proc  # noqa: E402
+from vllm_matrix.infra.cache import cache_root  # noqa: E402
+from vllm_matrix.infra.config import Cell, load_matrix  # noqa: E402
+from vllm_matrix.stages import env as env_mod  # noqa: E402
+from vllm_matrix.stages import externals, fixups, patches, probe, source, toolkit  # noqa: E402
+from vllm_matrix.stages import facts as facts_mod  # noqa: E402
 
 # The shipped cells that reach the probe (matrix.toml); the others are SKIPPED or
 # PREDICTED-FAIL before it.

@@ -27,7 +27,8 @@ from pathlib import Path
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from vllm_matrix import index, proc, source
+from vllm_matrix.infra import index, proc
+from vllm_matrix.stages import source
 
 HERE = Path(__file__).parent
 PRESENT = HERE / "device_packages.txt"

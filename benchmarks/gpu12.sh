@@ -94,7 +94,7 @@ done
 wait $FX
 python3 - $B $OUT <<'PY'
 import json, sys, pathlib
-from vllm_matrix import build
+from vllm_matrix.stages import build
 b, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 json.dump(build.target_figures(b), open(out / "targets.json", "w"), indent=1)
 PY

@@ -19,14 +19,14 @@ from pathlib import Path
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CODE = {
-    "debian-12.4": "from vllm_matrix import toolkit; toolkit.provide('debian', '12.4')",
-    "pypi-13.0": "from vllm_matrix import toolkit; toolkit.provide('pypi', '13.0')",
-    "env-py3.12-torch2.6.0": "from vllm_matrix import env; env.provide('3.12', '2.6.0')",
+    "debian-12.4": "from vllm_matrix.stages import toolkit; toolkit.provide('debian', '12.4')",
+    "pypi-13.0": "from vllm_matrix.stages import toolkit; toolkit.provide('pypi', '13.0')",
+    "env-py3.12-torch2.6.0": "from vllm_matrix.stages import env; env.provide('3.12', '2.6.0')",
 }
 SECOND_CELL = """
 import time
-from vllm_matrix import runner
-from vllm_matrix.config import Cell
+from vllm_matrix.pipeline import runner
+from vllm_matrix.infra.config import Cell
 ws = runner.Workspace(__import__('pathlib').Path({ws!r}))
 c = Cell('0.8.5', '2.6.0', '12.4', 'debian', '3.12', ('8.0',))
 t = time.monotonic(); st = runner.run_cell(c, ws, 'toolkit')

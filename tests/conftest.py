@@ -30,7 +30,7 @@ def need_program(name: str, package: str) -> None:
 @cache
 def index_reachable() -> str | None:
     """None if the package index answers, else why not (integration tests skip on it)."""
-    from vllm_matrix import index
+    from vllm_matrix.infra import index
 
     try:
         url = index.index_url()

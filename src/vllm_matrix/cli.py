@@ -12,33 +12,11 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from . import (
-    browser,
-    build,
-    cimatrix,
-    config,
-    doctor,
-    externals,
-    facts,
-    gpuinfo,
-    index,
-    knowledge,
-    mapping,
-    mapreport,
-    merge,
-    modelopt,
-    pins,
-    pixi,
-    probe,
-    report,
-    results,
-    runner,
-    source,
-    tomlfile,
-    torchwheel,
-)
-from .cache import atomic_write_text
-from .errors import (
+from vllm_matrix.commands import cimatrix, doctor, pixi
+from vllm_matrix.gpu import info as gpuinfo
+from vllm_matrix.infra import config, index, results, tomlfile
+from vllm_matrix.infra.cache import atomic_write_text
+from vllm_matrix.infra.errors import (
     EXIT_CELL_ERROR,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -46,6 +24,14 @@ from .errors import (
     ToolError,
     describe_os_error,
 )
+from vllm_matrix.knowledge import pins
+from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.pipeline import mapping, runner
+from vllm_matrix.report import browser, merge
+from vllm_matrix.report import compat as report
+from vllm_matrix.report import map as mapreport
+from vllm_matrix.stages import build, externals, facts, modelopt, probe, source, toolkit, torchwheel
+from vllm_matrix.stages import env as env_mod
 
 
 def _matrix(args: argparse.Namespace) -> tuple[config.Matrix, runner.Workspace]:
@@ -75,8 +61,8 @@ def cmd_cells(args: argparse.Namespace) -> int:
 
 def current_cell(vllm: str, arch: str | None) -> config.Cell:
     """A cell made from what the active env holds (no matrix entry needed)."""
-    tk = doctor.current_toolkit()
-    tv = doctor.current_env()
+    tk = toolkit.current_toolkit()
+    tv = env_mod.current_env()
     archs = _archs(arch)
     if not archs:  # --arch auto (the default where a GPU is present): this machine's GPUs
         archs = gpuinfo.detect().archs
@@ -343,10 +329,10 @@ def cmd_pixi_snippet(args: argparse.Namespace) -> int:
 
 
 def cmd_newest(args: argparse.Namespace) -> int:
-    from . import newest
+    from vllm_matrix.commands import newest
 
     if args.depth not in newest.DEPTHS:
-        from .tomlfile import did_you_mean
+        from vllm_matrix.infra.tomlfile import did_you_mean
 
         raise MatrixError(
             f"unknown depth '{args.depth}'", fix=did_you_mean(args.depth, newest.DEPTHS)
@@ -373,7 +359,7 @@ def cmd_newest(args: argparse.Namespace) -> int:
 
 
 def cmd_blackwell(args: argparse.Namespace) -> int:
-    from . import newest
+    from vllm_matrix.commands import newest
 
     m, ws = _matrix(args)
     arch = config.parse_arch_list(args.arch)[0]
@@ -480,7 +466,7 @@ def cmd_modelopt_check(args: argparse.Namespace) -> int:
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
     try:
-        from . import tinymodel
+        from vllm_matrix.commands import tinymodel
     except ImportError as exc:
         raise MatrixError(
             f"tiny-model needs torch, safetensors, numpy and tokenizers ({exc})",
@@ -495,7 +481,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from . import modelstage
+    from vllm_matrix.stages import modelstage
 
     d = Path(args.dir)
     res = modelstage.run(d / "bf16", d / "fp8", Path(args.work), python=args.python)
@@ -590,7 +576,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_parser("release", help="any release on its pinned toolchain or the one given")
     )
     s.add_argument("version", help="a vLLM release, e.g. 0.9.2")
-    s.add_argument("--torch", help="default: the release's pin (data/vllm_pins.toml)")
+    s.add_argument("--torch", help="default: the release's pin (knowledge/data/vllm_pins.toml)")
     s.add_argument("--cuda", help="default: the torch's CUDA, or the nearest obtainable here")
     s.add_argument("--provider", help="debian | pypi | system | conda-prefix")
     s.add_argument("--arch", help="GPU arches (default TORCH_CUDA_ARCH_LIST, else 9.0)")
@@ -713,7 +699,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--matrix", default="matrix.toml", help="read [torch-index] from it if present")
     s.set_defaults(fn=cmd_derive_torch)
 
-    s = sub.add_parser("derive-pins", help="regenerate data/vllm_pins.toml from real sdists")
+    s = sub.add_parser("derive-pins", help="regenerate knowledge/data/vllm_pins.toml from real sdists")
     s.add_argument("--since", default="0.4.0")
     s.add_argument("--write", action="store_true")
     s.set_defaults(fn=cmd_derive_pins)

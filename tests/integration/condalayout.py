@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from vllm_matrix import toolkit
+from vllm_matrix.stages import toolkit
 
 
 def _link_or_copy(src: str, dst: str) -> object:

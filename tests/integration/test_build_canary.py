@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import need_program
 
-from vllm_matrix import audit, build, env, fixups, patches, source, toolkit
-from vllm_matrix.config import Cell
-from vllm_matrix.results import FAIL, PASS, WARN
+from vllm_matrix.infra.config import Cell
+from vllm_matrix.infra.results import FAIL, PASS, WARN
+from vllm_matrix.stages import audit, build, env, fixups, patches, source, toolkit
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy]
 

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import build, debpkg, proc
-from vllm_matrix.errors import MatrixError
-from vllm_matrix.results import Finding
+from vllm_matrix.infra import debpkg, proc
+from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.infra.results import Finding
+from vllm_matrix.stages import build
 
 pytestmark = pytest.mark.integration
 

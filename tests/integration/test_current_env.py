@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from condalayout import conda_layout
 
-from vllm_matrix import env, index, proc, programs, toolkit
+from vllm_matrix.infra import index, proc, programs
+from vllm_matrix.stages import env, toolkit
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
 REPO = Path(__file__).parents[2]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import externals, facts, probe, source
+from vllm_matrix.stages import externals, facts, probe, source
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
 

@@ -13,9 +13,10 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from vllm_matrix import index, source
-from vllm_matrix.errors import SourceError
-from vllm_matrix.facts import SourceFacts, read_facts
+from vllm_matrix.infra import index
+from vllm_matrix.infra.errors import SourceError
+from vllm_matrix.stages import source
+from vllm_matrix.stages.facts import SourceFacts, read_facts
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
 

@@ -1,4 +1,4 @@
-"""data/toolchains.toml and data/api.toml agree with the real tools and wheels."""
+"""knowledge/data/toolchains.toml and knowledge/data/api.toml agree with the real tools and wheels."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from vllm_matrix import knowledge, torchwheel
+from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.stages import torchwheel
 
 pytestmark = pytest.mark.integration
 K = knowledge.load()
@@ -76,18 +77,18 @@ def test_system_nvcc_matches_data() -> None:
     root = Path("/usr/local/cuda")
     version, archs, max_gcc = nvcc_facts(root)
     entry = K.nvcc.get(version)
-    assert entry is not None, f"nvcc {version} missing from data/toolchains.toml"
+    assert entry is not None, f"nvcc {version} missing from knowledge/data/toolchains.toml"
     assert _sorted(entry.archs) == archs
     assert entry.max_gcc == max_gcc
 
 
 @pytest.mark.parametrize(("provider", "version"), [("debian", "12.4"), ("pypi", "13.0")])
 def test_provided_nvcc_matches_data(need_index: None, provider: str, version: str) -> None:
-    from vllm_matrix import toolkit
+    from vllm_matrix.stages import toolkit
 
     tk = toolkit.provide(provider, version)
     got_version, archs, max_gcc = nvcc_facts(tk.root)
     entry = K.nvcc[version]
     assert got_version == version
-    assert _sorted(entry.archs) == archs, f'data/toolchains.toml [nvcc."{version}"] is stale'
+    assert _sorted(entry.archs) == archs, f'knowledge/data/toolchains.toml [nvcc."{version}"] is stale'
     assert entry.max_gcc == max_gcc

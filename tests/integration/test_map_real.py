@@ -16,10 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import apiscan, browser, gates, knowledge, mapping, mapreport, pins, preflight
-from vllm_matrix.config import load_matrix
-from vllm_matrix.errors import MatrixError
-from vllm_matrix.facts import read_facts
+from vllm_matrix.infra.config import load_matrix
+from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.knowledge import pins
+from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.pipeline import mapping
+from vllm_matrix.report import browser
+from vllm_matrix.report import map as mapreport
+from vllm_matrix.stages import apiscan, gates, preflight
+from vllm_matrix.stages.facts import read_facts
 
 pytestmark = [pytest.mark.integration]
 

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from vllm_matrix import modelopt, source
+from vllm_matrix.stages import modelopt, source
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
 

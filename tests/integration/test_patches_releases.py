@@ -24,9 +24,10 @@ import pytest
 from conftest import skip_or_fail
 from packaging.version import Version
 
-from vllm_matrix import index, proc, source
-from vllm_matrix.errors import MatrixError
-from vllm_matrix.patches import (
+from vllm_matrix.infra import index, proc
+from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.stages import source
+from vllm_matrix.stages.patches import (
     Applied,
     Patch,
     PatchError,

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from vllm_matrix import apiscan, env, facts, fixups, knowledge, probe, source, toolkit
-from vllm_matrix.config import Cell
+from vllm_matrix.infra.config import Cell
+from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.stages import apiscan, env, facts, fixups, probe, source, toolkit
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
 

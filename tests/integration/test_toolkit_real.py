@@ -15,8 +15,9 @@ import pytest
 from condalayout import conda_layout
 from conftest import skip_or_fail
 
-from vllm_matrix import proc, toolkit
-from vllm_matrix.errors import NotAvailable
+from vllm_matrix.infra import proc
+from vllm_matrix.infra.errors import NotAvailable
+from vllm_matrix.stages import toolkit
 
 pytestmark = pytest.mark.integration
 

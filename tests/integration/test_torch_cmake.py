@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from condalayout import conda_layout
 
-from vllm_matrix import env, fixups, index, proc, programs, toolkit
+from vllm_matrix.infra import index, proc, programs
+from vllm_matrix.stages import env, fixups, toolkit
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
 
@@ -176,7 +177,7 @@ def test_interrupted_env_is_rebuilt_not_reused(tmp_path: Path) -> None:
 
 
 def test_unknown_variant_and_missing_python() -> None:
-    from vllm_matrix.errors import ConfigError, NotAvailable
+    from vllm_matrix.infra.errors import ConfigError, NotAvailable
 
     with pytest.raises(ConfigError, match="did you mean 'headers'"):
         env.provide("3.12", "2.6.0", "header")
@@ -186,8 +187,8 @@ def test_unknown_variant_and_missing_python() -> None:
 
 
 def test_doctor_for_the_seed_cell_is_clean() -> None:
-    from vllm_matrix import doctor
-    from vllm_matrix.config import Cell
+    from vllm_matrix.commands import doctor
+    from vllm_matrix.infra.config import Cell
 
     cell = Cell("0.8.5", "2.6.0", "12.4", "debian", "3.12", ("9.0",))
     r = doctor.for_cell(cell)
@@ -199,8 +200,9 @@ def test_doctor_for_the_seed_cell_is_clean() -> None:
 
 
 def test_pixi_snippet_matches_the_fixups_a_real_run_used(tmp_path: Path) -> None:
-    from vllm_matrix import pixi, runner
-    from vllm_matrix.config import Cell
+    from vllm_matrix.commands import pixi
+    from vllm_matrix.infra.config import Cell
+    from vllm_matrix.pipeline import runner
 
     cell = Cell("0.8.5", "2.6.0", "12.4", "debian", "3.12", ("9.0",))
     ws = runner.Workspace(tmp_path)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import pytest
 from conftest import skip_or_fail
 
-from vllm_matrix import config, index, knowledge, torchwheel
-from vllm_matrix.errors import MatrixError
+from vllm_matrix.infra import config, index
+from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.stages import torchwheel
 
 pytestmark = pytest.mark.integration
 K = knowledge.load()

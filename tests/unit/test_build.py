@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 from conftest import need_program, skip_or_fail
 
-from vllm_matrix import audit, build
-from vllm_matrix.build import (
+from vllm_matrix.infra.config import Cell, Options
+from vllm_matrix.infra.results import FAIL, PASS
+from vllm_matrix.stages import audit, build
+from vllm_matrix.stages.build import (
     NinjaProgress,
     PinChange,
     WheelName,
@@ -33,12 +35,10 @@ from vllm_matrix.build import (
     prepare_work_copy,
     relabel_wheel,
 )
-from vllm_matrix.config import Cell, Options
-from vllm_matrix.env import TorchEnv
-from vllm_matrix.fixups import Fixup, Fixups
-from vllm_matrix.results import FAIL, PASS
-from vllm_matrix.source import SourceTree
-from vllm_matrix.toolkit import Toolkit
+from vllm_matrix.stages.env import TorchEnv
+from vllm_matrix.stages.fixups import Fixup, Fixups
+from vllm_matrix.stages.source import SourceTree
+from vllm_matrix.stages.toolkit import Toolkit
 
 # ------------------------------------------------------------------ pins
 

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from vllm_matrix import build, results
 from vllm_matrix.cli import build_options
-from vllm_matrix.config import load_matrix
-from vllm_matrix.errors import ConfigError
-from vllm_matrix.results import PASS, WARN, Finding
+from vllm_matrix.infra import results
+from vllm_matrix.infra.config import load_matrix
+from vllm_matrix.infra.errors import ConfigError
+from vllm_matrix.infra.results import PASS, WARN, Finding
+from vllm_matrix.stages import build
 
 
 @pytest.fixture

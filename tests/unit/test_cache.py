@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import cache
-from vllm_matrix.errors import ToolError
+from vllm_matrix.infra import cache
+from vllm_matrix.infra.errors import ToolError
 
 
 def _tar(tmp: Path, members: dict[str, bytes], link: tuple[str, str] | None = None) -> Path:

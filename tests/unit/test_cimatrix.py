@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from vllm_matrix import cimatrix
 from vllm_matrix.cli import main
-from vllm_matrix.config import load_matrix
-from vllm_matrix.errors import ConfigError
+from vllm_matrix.commands import cimatrix
+from vllm_matrix.infra.config import load_matrix
+from vllm_matrix.infra.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / ".github" / "workflows" / "matrix.yml"

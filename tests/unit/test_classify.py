@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import classify
-from vllm_matrix.classify import Classification, Signature
-from vllm_matrix.errors import ConfigError, MatrixError
+from vllm_matrix.infra.errors import ConfigError, MatrixError
+from vllm_matrix.knowledge import classify
+from vllm_matrix.knowledge.classify import Classification, Signature
 
 LOGS = Path(__file__).parent / "logs"
 SIGNATURE_LOGS = sorted(LOGS.glob("*.log"))

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix.config import arch_tag, load_matrix, normalize_arch, split_torch, torch_tag
-from vllm_matrix.errors import ConfigError
+from vllm_matrix.infra.config import arch_tag, load_matrix, normalize_arch, split_torch, torch_tag
+from vllm_matrix.infra.errors import ConfigError
 
 GOOD = """
 [defaults]
@@ -121,7 +121,7 @@ def test_shipped_matrix_loads() -> None:
 
 
 def test_parse_arch_list() -> None:
-    from vllm_matrix.config import parse_arch_list
+    from vllm_matrix.infra.config import parse_arch_list
 
     assert parse_arch_list("9.0") == ("9.0",)
     assert parse_arch_list("8.0;9.0+PTX 12.0f") == ("8.0", "9.0", "12.0f")
@@ -132,7 +132,7 @@ def test_parse_arch_list() -> None:
 
 
 def test_ccache_table_remote(tmp_path: Path) -> None:
-    from vllm_matrix.config import CcacheSettings
+    from vllm_matrix.infra.config import CcacheSettings
 
     m = load_matrix(write(tmp_path, GOOD))
     assert m.ccache == CcacheSettings(None)

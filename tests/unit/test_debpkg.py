@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import debpkg
-from vllm_matrix.errors import NotAvailable
+from vllm_matrix.infra import debpkg
+from vllm_matrix.infra.errors import NotAvailable
 
 # `apt-cache depends redis-server redis-tools` on bookworm (captured)
 DEPENDS = """redis-server

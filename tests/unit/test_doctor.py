@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import doctor, preflight
-from vllm_matrix.env import TorchEnv
-from vllm_matrix.toolkit import Toolkit
+from vllm_matrix.commands import doctor
+from vllm_matrix.stages import preflight
+from vllm_matrix.stages.env import TorchEnv
+from vllm_matrix.stages.toolkit import Toolkit
 
 
 @pytest.fixture

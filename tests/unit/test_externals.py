@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from vllm_matrix import cli, externals, index, probe
-from vllm_matrix.externals import ExternalDir
-from vllm_matrix.facts import External, ModelOptFacts, SourceFacts
+from vllm_matrix import cli
+from vllm_matrix.infra import index
+from vllm_matrix.stages import externals, probe
+from vllm_matrix.stages.externals import ExternalDir
+from vllm_matrix.stages.facts import External, ModelOptFacts, SourceFacts
 
 CUTLASS_URL = "https://github.com/nvidia/cutlass.git"
 FA_URL = "https://github.com/vllm-project/flash-attention.git"
@@ -279,7 +281,7 @@ def test_the_variable_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_cli_prefetch_offline_lists_the_missing(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from vllm_matrix.source import SourceTree
+    from vllm_matrix.stages.source import SourceTree
 
     f = facts_with(
         cutlass_ext(),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix.errors import SourceError
-from vllm_matrix.facts import ArchRule, ModelOptFacts, SourceFacts, read_facts
+from vllm_matrix.infra.errors import SourceError
+from vllm_matrix.stages.facts import ArchRule, ModelOptFacts, SourceFacts, read_facts
 
 QUANT = "vllm/model_executor/layers/quantization"
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vllm_matrix import fixups
-from vllm_matrix.env import TorchEnv
-from vllm_matrix.toolkit import Toolkit
+from vllm_matrix.stages import fixups
+from vllm_matrix.stages.env import TorchEnv
+from vllm_matrix.stages.toolkit import Toolkit
 
 
 def toolkit(tmp: Path, version: str = "12.4", nvtx: bool = True) -> Toolkit:
@@ -92,7 +92,7 @@ def test_torch_2_7_with_cuda_13_and_no_nvtx_is_a_problem(tmp_path: Path) -> None
 
 
 def test_nvtx_requirement_read_from_torch_metadata(tmp_path: Path) -> None:
-    from vllm_matrix.env import nvtx_requirement
+    from vllm_matrix.stages.env import nvtx_requirement
 
     def meta(version: str, req: str) -> Path:
         site = tmp_path / version

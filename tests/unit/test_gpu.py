@@ -15,10 +15,13 @@ from typing import Any
 
 import pytest
 
-from vllm_matrix import audit, doctor, gpu, gpuinfo, preflight
-from vllm_matrix.env import TorchEnv
-from vllm_matrix.results import FAIL, PASS, SKIP, WARN
-from vllm_matrix.toolkit import Toolkit
+from vllm_matrix.commands import doctor
+from vllm_matrix.gpu import info as gpuinfo
+from vllm_matrix.infra.results import FAIL, PASS, SKIP, WARN
+from vllm_matrix.stages import audit, gpu, preflight, toolkit
+from vllm_matrix.stages import env as env_mod
+from vllm_matrix.stages.env import TorchEnv
+from vllm_matrix.stages.toolkit import Toolkit
 
 DEVICE = Path(__file__).with_name("device")
 
@@ -84,8 +87,8 @@ def current(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "2.11.0+cu130",
         "13.0",
     )
-    monkeypatch.setattr(doctor, "current_toolkit", lambda: tk)
-    monkeypatch.setattr(doctor, "current_env", lambda: tv)
+    monkeypatch.setattr(toolkit, "current_toolkit", lambda: tk)
+    monkeypatch.setattr(env_mod, "current_env", lambda: tv)
     monkeypatch.setattr(preflight, "detect_host", lambda: preflight.Host(13, {}, None))
 
 

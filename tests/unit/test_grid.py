@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import knowledge, pins
-from vllm_matrix.config import load_matrix
-from vllm_matrix.errors import ConfigError
+from vllm_matrix.infra.config import load_matrix
+from vllm_matrix.infra.errors import ConfigError
+from vllm_matrix.knowledge import pins
+from vllm_matrix.knowledge import toolchains as knowledge
 
 HEAD = """
 [defaults]

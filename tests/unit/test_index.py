@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 from packaging.version import Version
 
-from vllm_matrix import index, torchwheel
-from vllm_matrix.errors import NotAvailable
+from vllm_matrix.infra import index
+from vllm_matrix.infra.errors import NotAvailable
+from vllm_matrix.stages import torchwheel
 
 
 def _a(name: str, sha: str) -> str:

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import knowledge
-from vllm_matrix.errors import ConfigError
-from vllm_matrix.knowledge import TorchFacts
-from vllm_matrix.torchwheel import parse_arch_flags
+from vllm_matrix.infra.errors import ConfigError
+from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge.toolchains import TorchFacts
+from vllm_matrix.stages.torchwheel import parse_arch_flags
 
 
 def test_shipped_data_loads_and_has_sources() -> None:
@@ -149,7 +149,7 @@ def test_unknown_key_in_data_file_is_named(tmp_path: Path) -> None:
 
 
 def test_vllm_pins_data_is_generated_and_spot_on() -> None:
-    from vllm_matrix import pins
+    from vllm_matrix.knowledge import pins
 
     p = pins.load()
     assert len(p) >= 75

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import knowledge, mapping, results
-from vllm_matrix.config import Cell, Matrix
-from vllm_matrix.mapping import MapCell
-from vllm_matrix.results import FAIL, PASS, PREDICTED_FAIL, Finding, StageResult
+from vllm_matrix.infra import results
+from vllm_matrix.infra.config import Cell, Matrix
+from vllm_matrix.infra.results import FAIL, PASS, PREDICTED_FAIL, Finding, StageResult
+from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.pipeline import mapping
+from vllm_matrix.pipeline.mapping import MapCell
 
 
 def mc(

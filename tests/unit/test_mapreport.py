@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from vllm_matrix import mapreport
+from vllm_matrix.report import map as mapreport
 
 
 def cell(

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import merge, results
 from vllm_matrix.cli import main
-from vllm_matrix.config import load_matrix
-from vllm_matrix.results import StageResult
+from vllm_matrix.infra import results
+from vllm_matrix.infra.config import load_matrix
+from vllm_matrix.infra.results import StageResult
+from vllm_matrix.report import merge
 
 MATRIX = """
 [defaults]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vllm_matrix import modelopt
+from vllm_matrix.stages import modelopt
 
 MODELOPT = """
 import torch

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from vllm_matrix import modelcheck, modelstage
-from vllm_matrix.results import ERROR, FAIL, PASS, SKIP
+from vllm_matrix.infra.results import ERROR, FAIL, PASS, SKIP
+from vllm_matrix.stages import modelcheck, modelstage
 
 FIXTURES = Path(__file__).parent / "model"
 

@@ -4,10 +4,13 @@ from typing import Any
 
 import pytest
 
-from vllm_matrix import knowledge, newest, preflight, results
-from vllm_matrix.config import Cell
-from vllm_matrix.errors import ConfigError
-from vllm_matrix.results import PASS, PREDICTED_FAIL, SKIP, WARN, StageResult
+from vllm_matrix.commands import newest
+from vllm_matrix.infra import results
+from vllm_matrix.infra.config import Cell
+from vllm_matrix.infra.errors import ConfigError
+from vllm_matrix.infra.results import PASS, PREDICTED_FAIL, SKIP, WARN, StageResult
+from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.stages import preflight
 
 K = knowledge.load()
 HOST = preflight.Host(gcc_major=12, system_cuda={}, conda_prefix=None)
@@ -145,7 +148,7 @@ def test_cheapest_candidates_for_sm120() -> None:
 
 
 def test_blackwell_release_table_renders_depth_and_basis() -> None:
-    from vllm_matrix import readme
+    from vllm_matrix.report import readme
 
     row = {
         "vllm": "0.10.1",

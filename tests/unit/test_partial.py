@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import build, cli, partial, results
-from vllm_matrix.errors import MatrixError
-from vllm_matrix.results import INTERRUPTED, PASS, SKIP, WARN, StageResult
+from vllm_matrix import cli
+from vllm_matrix.infra import results
+from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.infra.results import INTERRUPTED, PASS, SKIP, WARN, StageResult
+from vllm_matrix.stages import build, partial
 
 
 def test_parse_targets() -> None:
@@ -188,9 +190,7 @@ def _driver(
     (tmp_path / "setup.py").write_text(FAKE_SETUP)
     argv = [
         str(a)
-        for a in build.partial_argv(
-            _Env(), build.parse_targets(targets), tmp_path / "o", keep
-        )
+        for a in build.partial_argv(_Env(), build.parse_targets(targets), tmp_path / "o", keep)
     ]
     return subprocess.run(
         argv, cwd=tmp_path, capture_output=True, text=True, check=False, env=dict(os.environ)
@@ -214,7 +214,7 @@ def test_driver_cuts_setup_py_to_the_targets(tmp_path: Path) -> None:
 def test_driver_keeps_the_shipped_keep_targets_the_tree_has(tmp_path: Path) -> None:
     keep = partial.load().keep
     assert "triton_kernels" in keep
-    done = _driver(tmp_path, "_C", keep + ("_not_in_this_tree",))
+    done = _driver(tmp_path, "_C", (*keep, "_not_in_this_tree"))
     assert done.returncode == 0, done.stderr
     assert f"BUILDING vllm._C,vllm.triton_kernels INTO {tmp_path / 'o'}" in done.stdout
     assert "keeping triton_kernels" in done.stdout
@@ -256,14 +256,14 @@ def test_a_partial_build_is_never_shown_as_a_wheel() -> None:
 
 
 def test_gpu_depth_runs_after_smoke() -> None:
-    from vllm_matrix import runner
+    from vllm_matrix.pipeline import runner
 
     assert runner.DEPTHS[-1] == "gpu" and runner.LAST_STAGE["gpu"] == "gpu"
     assert textwrap.dedent(results.STAGE_ORDER[-1]) == "gpu"
 
 
 def test_a_probe_not_run_is_no_evidence() -> None:
-    from vllm_matrix import partial as p
+    from vllm_matrix.stages import partial as p
 
     stopped = StageResult("build", INTERRUPTED, 0.0, "interrupted (Ctrl-C)")
     v = results.verdict_of(_stages(p.probe_skipped(), stopped))

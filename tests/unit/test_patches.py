@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import need_program
 
-from vllm_matrix import patches
-from vllm_matrix.errors import ConfigError
-from vllm_matrix.patches import PatchError, apply_all, copy_tree, load_series, select
+from vllm_matrix.infra.errors import ConfigError
+from vllm_matrix.stages import patches
+from vllm_matrix.stages.patches import PatchError, apply_all, copy_tree, load_series, select
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_matrix import pixi
-from vllm_matrix.config import Cell
-from vllm_matrix.errors import MatrixError
+from vllm_matrix.commands import pixi
+from vllm_matrix.infra.config import Cell
+from vllm_matrix.infra.errors import MatrixError
 
 CELL = Cell("0.8.5", "2.6.0", "12.4", "conda-prefix", "3.12", ("9.0",))
 USED = [

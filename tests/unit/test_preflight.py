@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vllm_matrix import knowledge, preflight
-from vllm_matrix.config import Cell
-from vllm_matrix.facts import ArchRule, ModelOptFacts, SourceFacts
+from vllm_matrix.infra.config import Cell
+from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.stages import preflight
+from vllm_matrix.stages.facts import ArchRule, ModelOptFacts, SourceFacts
 
 K = knowledge.load()
 HOST = preflight.Host(gcc_major=12, system_cuda={}, conda_prefix=None)

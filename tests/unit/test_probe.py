@@ -16,15 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import index, probe
-from vllm_matrix.apiscan import ApiHit
-from vllm_matrix.config import Cell
-from vllm_matrix.env import TorchEnv
-from vllm_matrix.errors import ConfigError
-from vllm_matrix.facts import External, ModelOptFacts, SourceFacts
-from vllm_matrix.fixups import Fixup, Fixups
-from vllm_matrix.knowledge import ApiSymbol
-from vllm_matrix.toolkit import Toolkit
+from vllm_matrix.infra import index
+from vllm_matrix.infra.config import Cell
+from vllm_matrix.infra.errors import ConfigError
+from vllm_matrix.knowledge.toolchains import ApiSymbol
+from vllm_matrix.stages import probe
+from vllm_matrix.stages.apiscan import ApiHit
+from vllm_matrix.stages.env import TorchEnv
+from vllm_matrix.stages.facts import External, ModelOptFacts, SourceFacts
+from vllm_matrix.stages.fixups import Fixup, Fixups
+from vllm_matrix.stages.toolkit import Toolkit
 
 UTILS = """\
 function (run_python OUT EXPR ERR_MSG)
@@ -411,7 +412,7 @@ def make_facts(version: str = "0.8.4") -> SourceFacts:
 
 
 def hits(tree: Path) -> list[ApiHit]:
-    from vllm_matrix import apiscan
+    from vllm_matrix.stages import apiscan
 
     return apiscan.scan(tree, (F8,))
 
@@ -993,7 +994,7 @@ def test_not_probed_reports_the_pin_and_the_variable(
 
 
 def test_unknown_depth_is_refused(stage: dict[str, object], tmp_path: Path) -> None:
-    from vllm_matrix.errors import MatrixError
+    from vllm_matrix.infra.errors import MatrixError
 
     with pytest.raises(MatrixError, match="did you mean 'codegen'"):
         run(stage, tmp_path / "w", depth="codegn")
@@ -1079,7 +1080,7 @@ def test_ctrl_c_stops_the_probe_in_seconds(
     import signal
     import subprocess
 
-    from vllm_matrix import proc
+    from vllm_matrix.infra import proc
 
     monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
     monkeypatch.setenv("FAKE_CICC_SLEEP", "60")
@@ -1087,7 +1088,7 @@ def test_ctrl_c_stops_the_probe_in_seconds(
     args.write_bytes(pickle.dumps((stage, tmp_path / "w", hits(stage["tree"]))))  # type: ignore[arg-type]
     script = (
         "import pickle, sys\n"
-        "from vllm_matrix import index, probe\n"
+        "from vllm_matrix.infra import index\nfrom vllm_matrix.stages import probe\n"
         "index.project_files = lambda project: ()\n"
         "s, work, api = pickle.loads(open(sys.argv[1], 'rb').read())\n"
         "probe.run_probe(s['cell'], s['tree'], s['facts'], s['tk'], s['tv'], s['fx'], work,\n"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import proc
-from vllm_matrix.errors import CommandError
+from vllm_matrix.infra import proc
+from vllm_matrix.infra.errors import CommandError
 
 
 def test_output_is_logged_and_failures_carry_the_tail(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Every program the code runs is accounted for in data/programs.toml.
+"""Every program the code runs is accounted for in knowledge/data/programs.toml.
 
 The scan reads src/ as the code is written: argument lists handed to the subprocess wrapper
 (proc.run, proc.output_of, and the small helpers that wrap them), programs.require/find,
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import programs
-from vllm_matrix.errors import ProgramMissing
+from vllm_matrix.infra import programs
+from vllm_matrix.infra.errors import ProgramMissing
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "vllm_matrix"
 PYPROJECT = SRC.parents[1] / "pyproject.toml"
@@ -100,7 +100,7 @@ def test_every_program_is_declared_fetched_or_checked() -> None:
         for prog, files in _all_programs().items()
         if ("python" if prog.startswith("python") else prog) not in reg
     }
-    assert not missing, f"programs run by the code but not in data/programs.toml: {missing}"
+    assert not missing, f"programs run by the code but not in knowledge/data/programs.toml: {missing}"
 
 
 def test_declared_programs_are_dependencies() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import progress
-from vllm_matrix.progress import Progress
+from vllm_matrix.infra import progress
+from vllm_matrix.infra.progress import Progress
 
 
 @pytest.fixture(autouse=True)

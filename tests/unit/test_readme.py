@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vllm_matrix import readme
+from vllm_matrix.report import readme
 
 
 def row(cid: str, arch: str, verdict: str, depth: str, cause: str = "") -> dict[str, object]:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import cause, portable, report, results
-from vllm_matrix.config import Cell, load_matrix
-from vllm_matrix.results import Finding, StageResult
+from vllm_matrix.infra import portable, results
+from vllm_matrix.infra.config import Cell, load_matrix
+from vllm_matrix.infra.results import Finding, StageResult
+from vllm_matrix.report import cause
+from vllm_matrix.report import compat as report
 
 REPO = Path(__file__).resolve().parents[2]
 CELL = Cell("0.10.1", "2.6.0", "12.4", "debian", "3.12", ("9.0",))
@@ -260,7 +262,7 @@ def test_the_table_shows_a_pass_rows_warning_under_notes(
 
 def test_the_cause_cell_reads_what_classify_writes(tmp_path: Path) -> None:
     # Tied to classify's own finding format, so a change there cannot silently break it.
-    from vllm_matrix import classify
+    from vllm_matrix.knowledge import classify
 
     log = (
         "$ nvcc ... -c gptq_marlin.cu\n"

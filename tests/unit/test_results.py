@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import results
-from vllm_matrix.config import Cell
-from vllm_matrix.results import Finding, StageResult
+from vllm_matrix.infra import results
+from vllm_matrix.infra.config import Cell
+from vllm_matrix.infra.results import Finding, StageResult
 
 CELL = Cell("0.8.5", "2.6.0", "12.4", "debian", "3.12", ("9.0",))
 MACH = {"arch": "x86_64", "cpus": 2, "mem_gib": 23, "gpu": None, "os": "Debian", "python": "3.11"}

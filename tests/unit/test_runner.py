@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from vllm_matrix import results, runner
-from vllm_matrix.config import Cell, load_matrix
-from vllm_matrix.errors import MatrixError, ProgramMissing
-from vllm_matrix.preflight import Host
+from vllm_matrix.infra import results
+from vllm_matrix.infra.config import Cell, load_matrix
+from vllm_matrix.infra.errors import MatrixError, ProgramMissing
+from vllm_matrix.pipeline import runner
+from vllm_matrix.stages.preflight import Host
 
 CMAKE = """
 cmake_minimum_required(VERSION 3.26)
@@ -166,10 +167,10 @@ def build_fakes(
     tmp: Path, monkeypatch: pytest.MonkeyPatch, sources: dict[str, object]
 ) -> dict[str, object]:
     """Fakes for every stage past preflight: what the runner hands from stage to stage."""
-    from vllm_matrix.env import TorchEnv
-    from vllm_matrix.externals import ExternalDir
-    from vllm_matrix.fixups import Fixup, Fixups
-    from vllm_matrix.toolkit import Toolkit
+    from vllm_matrix.stages.env import TorchEnv
+    from vllm_matrix.stages.externals import ExternalDir
+    from vllm_matrix.stages.fixups import Fixup, Fixups
+    from vllm_matrix.stages.toolkit import Toolkit
 
     seen: dict[str, object] = {}
     tk = Toolkit("debian", "12.4", "12.4.131", tmp / "tk", tmp / "tk/bin/nvcc", ("9.0",), 13, ())
@@ -303,7 +304,7 @@ def test_a_shallower_rerun_through_long_stages_keeps_the_deeper_ones(
 
 
 def test_report_lists_runs_copied_from_other_machines(tmp_path: Path) -> None:
-    from vllm_matrix import report
+    from vllm_matrix.report import compat as report
 
     root = tree(tmp_path, "")
     m = tmp_path / "matrix.toml"
@@ -450,10 +451,10 @@ def test_error_cells_are_listed_apart_and_exit_non_zero(
 
 
 def test_torch_source_of_variants(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vllm_matrix import index
-    from vllm_matrix.config import Cell
-    from vllm_matrix.errors import NotAvailable
-    from vllm_matrix.runner import torch_source
+    from vllm_matrix.infra import index
+    from vllm_matrix.infra.config import Cell
+    from vllm_matrix.infra.errors import NotAvailable
+    from vllm_matrix.pipeline.runner import torch_source
 
     monkeypatch.delenv("VLLM_MATRIX_TORCH_INDEX_CU128", raising=False)
     monkeypatch.delenv("VLLM_MATRIX_TORCH_INDEX_CU124", raising=False)
@@ -482,7 +483,7 @@ def test_torch_source_of_variants(monkeypatch: pytest.MonkeyPatch) -> None:
         torch_source(c("2.7.0+cu128", (("cu128", url),)))
 
     def down(project: str, base: str | None = None) -> tuple[index.IndexFile, ...]:
-        from vllm_matrix.errors import SourceError
+        from vllm_matrix.infra.errors import SourceError
 
         raise SourceError("connection refused")
 

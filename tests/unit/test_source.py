@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix import index, source
-from vllm_matrix.errors import SourceError
+from vllm_matrix.infra import index
+from vllm_matrix.infra.errors import SourceError
+from vllm_matrix.stages import source
 
 
 def make_sdist(version: str) -> bytes:

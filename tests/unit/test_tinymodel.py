@@ -21,7 +21,8 @@ pytest.importorskip("numpy", reason="the [model] extra (numpy) is not installed"
 
 from safetensors.torch import load_file  # noqa: E402
 
-from vllm_matrix import modelcheck, modelstage, tinymodel  # noqa: E402
+from vllm_matrix.commands import tinymodel  # noqa: E402
+from vllm_matrix.stages import modelcheck, modelstage  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "model"
 # A model this small runs fastest on one thread (several only contend on a busy machine).
@@ -193,7 +194,7 @@ def recordings(made: tinymodel.Made) -> dict[str, dict[str, Any]]:
 
 
 def test_fp8_agrees_with_bf16_on_cpu(made: tinymodel.Made) -> None:
-    """The numbers the model stage's tolerance rests on (data/model.toml)."""
+    """The numbers the model stage's tolerance rests on (knowledge/data/model.toml)."""
     c = tinymodel.compare_cpu(made)
     tol = modelcheck.load().fp8_vs_bf16
     print(f"\nCPU fp8 vs bf16: {json.dumps(c.to_json())}")
@@ -356,7 +357,7 @@ def _bf16_activations(lin: tinymodel.Linear) -> tinymodel.Linear:
 
 
 def test_tolerances_hold_with_bf16_activations(made: tinymodel.Made) -> None:
-    """The bounds of data/model.toml against the simulation of what vLLM computes:
+    """The bounds of knowledge/data/model.toml against the simulation of what vLLM computes:
     fp8 vs bf16 both with bf16 activations (0.898 / 0.125 measured), and the bf16 model
     with bf16 activations vs its fp32 reference (0.996 / 0.007)."""
     w = modelcheck.load()

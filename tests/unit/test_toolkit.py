@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from vllm_matrix import index, toolkit
-from vllm_matrix.errors import ConfigError, MatrixError, NotAvailable, SourceError
+from vllm_matrix.infra import index
+from vllm_matrix.infra.errors import ConfigError, MatrixError, NotAvailable, SourceError
+from vllm_matrix.stages import toolkit
 
 # What Debian 12.4 (trixie) prints; paths as in its nvcc.profile.
 DEBIAN_PROFILE = """\

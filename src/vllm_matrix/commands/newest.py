@@ -1,0 +1,491 @@
+"""`newest`: the newest vLLM release one can build with the torch one has.
+
+The walk runs preflight over every release from the newest down (each release's own
+source: its CMakeLists.txt gates and pins, the API scan of csrc/) and stops at the first
+one no rule predicts to fail. At depth probe the boundary is then checked by compiling:
+the answer is probed (it should compile) and so is the next newer release (preflight
+says it fails; the probe, run past the prediction, checks that).
+
+What the answer rests on is part of it: a compile is not a run. A release's published
+wheel pins its torch (Requires-Dist), and its Python side is written against that torch;
+building it against an older torch says nothing about whether it then runs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from packaging.version import Version
+
+from vllm_matrix.infra import index, results
+from vllm_matrix.infra.config import Cell, split_torch
+from vllm_matrix.infra.errors import ConfigError, MatrixError
+from vllm_matrix.infra.results import PREDICTED_FAIL, Finding
+from vllm_matrix.knowledge import pins
+from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.stages import facts as facts_mod
+from vllm_matrix.stages import preflight, source
+
+DEPTHS = ("preflight", "probe")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One release's preflight on the way down."""
+
+    vllm: str
+    status: str  # results.PASS / WARN / SKIP / PREDICTED_FAIL, or "error"
+    fails: tuple[str, ...] = ()  # the failing rules' messages
+    evidence: tuple[str, ...] = ()
+    note: str = ""  # warnings/skips, or why the release could not be checked
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "vllm": self.vllm,
+            "preflight": self.status,
+            "fails": list(self.fails),
+            "evidence": list(self.evidence),
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Answer:
+    torch: str
+    cuda: str
+    provider: str
+    arch: tuple[str, ...]
+    python: str
+    newest: str | None
+    next: str | None
+    depth: str
+    steps: tuple[Step, ...]
+    probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rests_on: tuple[str, ...] = ()
+    wheel_torch: str | None = None  # the newest release's wheel's torch requirement
+    pinned_to_this_torch: str | None = None  # the newest release whose own pin is this torch
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "newest": self.newest,
+            "next": self.next,
+            "depth": self.depth,
+            "query": {
+                "torch": self.torch,
+                "cuda": self.cuda,
+                "provider": self.provider,
+                "arch": list(self.arch),
+                "python": self.python,
+            },
+            "evidence": {
+                "walk": [s.to_json() for s in self.steps],
+                "probes": self.probes,
+                "wheel_torch": self.wheel_torch,
+                "newest_pinned_to_this_torch": self.pinned_to_this_torch,
+                "rests_on": list(self.rests_on),
+            },
+        }
+
+
+def provider_for(cuda: str, know: knowledge.Knowledge) -> str:
+    """The provider that can supply ``cuda`` here (debian, then pypi), else "system"."""
+    for name in ("debian", "pypi"):
+        pf = know.providers.get(name)
+        if pf and cuda in pf.versions:
+            return name
+    return "system"
+
+
+def releases(pinned: dict[str, str]) -> list[str]:
+    """Final releases, newest first (the pins file lists every release with an sdist)."""
+    return sorted((v for v in pinned if not Version(v).is_prerelease), key=Version, reverse=True)
+
+
+def make_cell(
+    vllm: str, torch: str, cuda: str, provider: str, py: str, arch: tuple[str, ...]
+) -> Cell:
+    return Cell(vllm, torch, cuda, provider, py, arch, note="newest: a release on the walk")
+
+
+def _step(
+    cell: Cell, know: knowledge.Knowledge, host: preflight.Host, pinned: dict[str, str]
+) -> Step:
+    try:
+        tree = source.sdist_tree(cell.vllm)
+        f = facts_mod.read_facts(tree.root, tree.version)
+    except MatrixError as exc:
+        return Step(cell.vllm, "error", note=exc.message)
+    found = preflight.check(cell, f, know, tree.root, host, pinned)
+    status = preflight.status_of(found)
+    bad = [x for x in found if x.level == "fail"]
+    soft = [x for x in found if x.level in ("warn", "skip")]
+    return Step(
+        cell.vllm,
+        status,
+        tuple(x.message for x in bad),
+        tuple(e for x in bad for e in x.evidence),
+        "; ".join(x.message for x in soft),
+    )
+
+
+def walk(
+    torch: str,
+    cuda: str | None = None,
+    arch: tuple[str, ...] = ("9.0",),
+    python: str = "3.12",
+    provider: str | None = None,
+    *,
+    know: knowledge.Knowledge | None = None,
+    host: preflight.Host | None = None,
+    pinned: dict[str, str] | None = None,
+    step: Callable[[Cell], Step] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Answer:
+    """Preflight each release newest-down; stop at the first one not predicted to fail."""
+    know = know or knowledge.load()
+    pinned = pinned if pinned is not None else pins.load()
+    try:
+        version, _ = split_torch(torch)
+    except ValueError as exc:
+        raise ConfigError(
+            f"--torch {torch!r}: {exc}", fix="e.g. --torch 2.6.0 or 2.7.1+cu128"
+        ) from None
+    tf = know.torch_facts(torch)
+    if cuda is None:
+        if tf is None:
+            raise ConfigError(
+                f"no facts for torch {torch}, so no default CUDA",
+                fix="pass --cuda (e.g. --cuda 12.4)",
+            )
+        cuda = tf.cuda
+    provider = provider or provider_for(cuda, know)
+    host = host or preflight.detect_host()
+    run = step or (lambda c: _step(c, know, host, pinned))
+    steps: list[Step] = []
+    newest = None
+    for v in releases(pinned):
+        s = run(make_cell(v, torch, cuda, provider, python, arch))
+        steps.append(s)
+        if echo:
+            echo(f"{v}: {s.status}" + (f" ({s.fails[0][:100]})" if s.fails else ""))
+        if s.status not in (PREDICTED_FAIL, "error"):
+            newest = v
+            break
+    nxt = (
+        next((s.vllm for s in reversed(steps[:-1]) if s.status == PREDICTED_FAIL), None)
+        if newest
+        else None
+    )
+    same = [v for v, p in pinned.items() if Version(p) == Version(version)]
+    return Answer(
+        torch,
+        cuda,
+        provider,
+        arch,
+        python,
+        newest,
+        nxt,
+        "preflight",
+        tuple(steps),
+        pinned_to_this_torch=max(same, key=Version) if same else None,
+    )
+
+
+def wheel_torch_requirement(vllm: str) -> str | None:
+    """The torch requirement in the release's published linux wheel (Requires-Dist)."""
+    want = Version(vllm)
+    wheels = [
+        f
+        for f in index.project_files("vllm")
+        if f.kind == "wheel" and f.version == want and "x86_64" in f.filename
+    ] or [f for f in index.project_files("vllm") if f.kind == "wheel" and f.version == want]
+    if not wheels:
+        return None
+    for req in index.wheel_requires(wheels[0]):
+        name = req.split(";")[0].strip()
+        if name.lower().startswith("torch") and not name.lower().startswith(
+            ("torchvision", "torchaudio")
+        ):
+            return name.replace(" ", "")
+    return None
+
+
+def probe_boundary(
+    ans: Answer,
+    run_cell: Callable[[Cell, bool], list[results.StageResult]],
+) -> Answer:
+    """Depth probe: compile the answer (should pass) and the next newer release (run past
+    its predicted failure, to check the prediction)."""
+    probes: dict[str, dict[str, Any]] = {}
+    for v, force in ((ans.newest, False), (ans.next, True)):
+        if v is None:
+            continue
+        cell = make_cell(v, ans.torch, ans.cuda, ans.provider, ans.python, ans.arch)
+        stages = run_cell(cell, force)
+        verdict = results.verdict_of(stages)
+        probes[v] = {
+            "cell": cell.id,
+            "verdict": verdict.verdict,
+            "depth": verdict.depth,
+            "cause": verdict.cause,
+            "evidence": list(verdict.evidence),
+            # what the probe covered ("7 units, front-end, all passed; 7 not probed ...")
+            "probe": next((s.summary for s in stages if s.stage == "probe"), ""),
+        }
+    depth = "probe" if any(p["depth"] == "probe" for p in probes.values()) else ans.depth
+    return replace(ans, depth=depth, probes=probes)
+
+
+def explain(ans: Answer, wheel_torch: str | None) -> Answer:
+    """Fill in what the answer rests on (and the newest release's wheel pin)."""
+    out: list[str] = []
+    tv = split_torch(ans.torch)[0]
+    if ans.newest is None:
+        out.append(
+            f"every release from the newest down is predicted to fail with torch {ans.torch}"
+        )
+    else:
+        out.append(
+            f"preflight: vLLM {ans.newest} is the newest release no rule predicts to fail "
+            f"(its own CMakeLists.txt arch lists and nvcc gates, the API scan of its csrc/ "
+            f"against torch {tv}, the toolchain facts); "
+            + (
+                f"{ans.next} is predicted to fail: {_first_fail(ans, ans.next)}"
+                if ans.next
+                else "it is the newest release"
+            )
+        )
+        probe = ans.probes.get(ans.newest)
+        if probe and probe["depth"] != "probe":
+            out.append(
+                f"not compiled here: vLLM {ans.newest} → {probe['verdict']} at "
+                f"{probe['depth']}: {probe['cause']} (the answer stays a preflight prediction)"
+            )
+        elif probe:
+            covered = f" ({probe['probe']})" if probe.get("probe") else ""
+            out.append(
+                f"probe: vLLM {ans.newest} → {probe['verdict']} at {probe['depth']}{covered}"
+                + (
+                    f"; {ans.next} → {ans.probes[ans.next]['verdict']} "
+                    f"at {ans.probes[ans.next]['depth']}"
+                    if ans.next in ans.probes
+                    else ""
+                )
+                + " (the probe compiles the risky translation units, not the whole wheel)"
+            )
+        else:
+            out.append("not compiled: a preflight answer is a prediction (use --depth probe)")
+        out.append("a compile is not a run: nothing here imports or runs vLLM on a GPU")
+        if wheel_torch:
+            same = _pin_matches(wheel_torch, tv)
+            out.append(
+                f"vLLM {ans.newest}'s published wheel requires {wheel_torch}: "
+                + (
+                    f"torch {tv} is its own pin, the combination upstream ships"
+                    if same
+                    else f"its Python side is written against that torch, not {tv}; built "
+                    f"against torch {tv} it may still fail at import or run time "
+                    "(not checked here)"
+                )
+            )
+        else:
+            out.append(f"vLLM {ans.newest}'s wheel metadata could not be read (no torch pin known)")
+        if ans.pinned_to_this_torch:
+            p = ans.pinned_to_this_torch
+            rel = (
+                "the same release"
+                if Version(p) == Version(ans.newest)
+                else (
+                    "newer than the answer"
+                    if Version(p) > Version(ans.newest)
+                    else "older than the answer"
+                )
+            )
+            out.append(f"the newest release pinned to torch {tv} is vLLM {p} ({rel})")
+    return replace(ans, rests_on=tuple(out), wheel_torch=wheel_torch)
+
+
+def _pin_matches(req: str, torch_version: str) -> bool:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        return Version(torch_version) in Requirement(req).specifier
+    except (InvalidRequirement, ValueError):
+        return False
+
+
+def _first_fail(ans: Answer, v: str) -> str:
+    s = next((s for s in ans.steps if s.vllm == v), None)
+    return s.fails[0] if s and s.fails else "?"
+
+
+def render(ans: Answer) -> str:
+    lines = [
+        f"torch {ans.torch} × CUDA {ans.cuda} ({ans.provider}) × {', '.join(ans.arch)} "
+        f"× Python {ans.python}",
+        f"newest: {ans.newest or 'none'}   next newer: {ans.next or '-'}   depth: {ans.depth}",
+    ]
+    lines += [f"  - {r}" for r in ans.rests_on]
+    lines.append("walk (newest first):")
+    for s in ans.steps:
+        why = s.fails[0] if s.fails else s.note
+        lines.append(f"  {s.vllm:12} {s.status:15} {why[:140]}")
+    return "\n".join(lines)
+
+
+__all__ = ["DEPTHS", "Answer", "Step", "explain", "probe_boundary", "render", "walk"]
+
+
+# ---------------------------------------------------------------- Blackwell answers
+
+
+@dataclass(frozen=True)
+class Cheapest:
+    """The cheapest toolchain that serves ``arch`` for one release, at preflight."""
+
+    vllm: str
+    arch: str
+    cell: Cell | None  # None: nothing known serves it
+    status: str  # the preflight status of that cell
+    off_pin: bool  # the torch differs from the release's own pin
+    why: tuple[str, ...]  # the warnings/skips it carries, or why nothing serves it
+    evidence: tuple[str, ...]
+    modelopt_fp8: str
+    modelopt_evidence: str
+    torch_basis: str  # "measured" / "documented" (the torch build's facts)
+    kernels: tuple[str, ...] = ()  # the arch-gated kernel families and whether they build
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.cell
+        return {
+            "vllm": self.vllm,
+            "arch": self.arch,
+            "cell": c.id if c else None,
+            "torch": c.torch if c else None,
+            "cuda": c.cuda if c else None,
+            "provider": c.provider if c else None,
+            "preflight": self.status,
+            "off_pin": self.off_pin,
+            "why": list(self.why),
+            "evidence": list(self.evidence),
+            "modelopt_fp8": self.modelopt_fp8,
+            "modelopt_evidence": self.modelopt_evidence,
+            "torch_facts": self.torch_basis,
+            "kernels": list(self.kernels),
+        }
+
+
+def candidates(
+    vllm: str, arch: str, know: knowledge.Knowledge, pinned: dict[str, str]
+) -> list[tuple[str, str, bool]]:
+    """(torch build, nvcc, off_pin) to try, cheapest first: the release's pinned torch in
+    each known build with code for ``arch``, then (off the pin) the oldest newer torch
+    builds; each with the oldest nvcc of the build's CUDA major that targets the arch."""
+    pin = pinned.get(vllm)
+    builds = [f for f in know.torch.values() if f.runs_on(arch)]
+    own = [f for f in builds if pin and Version(f.version) == Version(pin)]
+    later = sorted(
+        (f for f in builds if pin and Version(f.version) > Version(pin)),
+        key=lambda f: (Version(f.version), Version(f.cuda)),
+    )
+    out: list[tuple[str, str, bool]] = []
+    for f, off in [
+        *((f, False) for f in sorted(own, key=lambda f: Version(f.cuda))),
+        *((f, True) for f in later),
+    ]:
+        ok = [
+            v
+            for v, n in know.nvcc.items()
+            if n.can_target(arch)
+            and Version(v).major == Version(f.cuda).major
+            and Version(v) >= Version(f.cuda)
+        ]
+        if ok:
+            spec = f.version if f.default else f.label
+            out.append((spec, min(ok, key=Version), off))
+    return out
+
+
+def cheapest(
+    vllm: str,
+    arch: str = "12.0",
+    python: str = "3.12",
+    *,
+    know: knowledge.Knowledge | None = None,
+    host: preflight.Host | None = None,
+    pinned: dict[str, str] | None = None,
+    limit: int = 6,
+) -> Cheapest:
+    """The first candidate toolchain (cheapest first) that preflight lets through."""
+    know = know or knowledge.load()
+    pinned = pinned if pinned is not None else pins.load()
+    host = host or preflight.detect_host()
+    tree = source.sdist_tree(vllm)
+    f = facts_mod.read_facts(tree.root, tree.version)
+    tried: list[str] = []
+    for spec, nvcc, off in candidates(vllm, arch, know, pinned)[:limit]:
+        cell = make_cell(vllm, spec, nvcc, provider_for(nvcc, know), python, (arch,))
+        found = preflight.check(cell, f, know, tree.root, host, pinned)
+        status = preflight.status_of(found)
+        if status == PREDICTED_FAIL:
+            bad = next(x for x in found if x.level == "fail")
+            tried.append(f"torch {spec} × CUDA {nvcc}: {bad.message}")
+            continue
+        mo, mo_ev = preflight.modelopt_column(cell, f)
+        tf = know.torch_facts(spec)
+        return Cheapest(
+            vllm,
+            arch,
+            cell,
+            status,
+            off,
+            tuple(x.message for x in found if x.level in ("warn", "skip")),
+            tuple(e for x in found if x.level in ("warn", "skip", "fail") for e in x.evidence),
+            mo,
+            mo_ev,
+            tf.basis if tf else "unknown",
+            _kernels(found),
+        )
+    return Cheapest(
+        vllm,
+        arch,
+        None,
+        PREDICTED_FAIL,
+        False,
+        tuple(tried) or ("no known torch build",),
+        (),
+        "",
+        "",
+        "unknown",
+    )
+
+
+def _kernels(found: list[Finding]) -> tuple[str, ...]:
+    """'SCALED_MM_ARCHS built with nvcc 12.8' once per kernel family (gate variable)."""
+    out: dict[str, str] = {}
+    for x in found:
+        if x.rule != "kernel-gate":
+            continue
+        m = re.search(r"compiles (\w+) .*: ((?:NOT )?built with nvcc \S+)", x.message)
+        if m:
+            out.setdefault(m.group(1), f"{m.group(1)} {m.group(2)} ({x.evidence[0]})")
+    return tuple(out.values())
+
+
+def newest_serving(
+    arch: str = "12.0",
+    *,
+    know: knowledge.Knowledge | None = None,
+    pinned: dict[str, str] | None = None,
+    host: preflight.Host | None = None,
+) -> Cheapest | None:
+    """The newest release whose cheapest toolchain for ``arch`` passes preflight."""
+    pinned = pinned if pinned is not None else pins.load()
+    for v in releases(pinned):
+        c = cheapest(v, arch, know=know, pinned=pinned, host=host)
+        if c.cell is not None:
+            return c
+    return None

@@ -1,0 +1,136 @@
+"""The project cache: where it lives, locks, atomic writes, content-addressed blobs.
+
+Everything written here is either complete or absent: files are written to a
+temporary name in the same directory and renamed; directories are built under a
+temporary name and renamed as the last step. Writers of the same entry take an
+exclusive lock so two runs never interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from vllm_matrix.infra.errors import NO_SPACE_FIX, ToolError
+
+
+def cache_root() -> Path:
+    """VLLM_MATRIX_CACHE, else $XDG_CACHE_HOME/vllm-matrix, else ~/.cache/vllm-matrix."""
+    explicit = os.environ.get("VLLM_MATRIX_CACHE")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return (base / "vllm-matrix").resolve()
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Exclusive inter-process lock on ``<path>.lock`` (blocks until free)."""
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def blob_path(root: Path, sha256: str) -> Path:
+    return root / "blobs" / "sha256" / sha256[:2] / sha256
+
+
+@contextlib.contextmanager
+def staging_dir(final: Path) -> Iterator[Path]:
+    """Yield a fresh temp dir next to ``final``; rename it to ``final`` on success.
+
+    On any error (Ctrl-C included) the temp dir is removed, so ``final`` is never
+    half-built. The caller must hold the lock for ``final``.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def require_free(path: Path, gib: float, what: str) -> None:
+    """Refuse up front, with the fix, when the disk under ``path`` has less than ``gib``
+    free: a download that fills the disk halfway fails later, with a worse message."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free / 2**30
+    if free < gib:
+        raise ToolError(
+            f"not enough disk space for {what}: {free:.1f} GiB free under "
+            f"{path.parent}, it needs about {gib:g} GiB",
+            fix=NO_SPACE_FIX,
+        )
+
+
+def extract_tar(tf: tarfile.TarFile, dest: Path) -> None:
+    """Unpack ``tf`` into ``dest`` with nothing written outside it: tarfile's "data"
+    filter where this Python has it (3.11.4+, 3.12), else the same checks by hand
+    (Debian 12's Python is 3.11.2)."""
+    if hasattr(tarfile, "data_filter"):
+        tf.extractall(dest, filter="data")
+        return
+    root = os.path.realpath(dest)
+    for m in tf.getmembers():
+        target = os.path.realpath(os.path.join(root, m.name))
+        if not (target == root or target.startswith(root + os.sep)) or m.isdev():
+            raise ToolError(
+                f"{tf.name!r}: member {m.name!r} would be written outside {dest}",
+                fix="the archive is corrupt or hostile: delete it from the cache and rerun",
+            )
+        if m.issym() or m.islnk():
+            link = os.path.realpath(os.path.join(os.path.dirname(target), m.linkname))
+            if m.islnk():
+                link = os.path.realpath(os.path.join(root, m.linkname))
+            if not (link == root or link.startswith(root + os.sep)):
+                raise ToolError(
+                    f"{tf.name!r}: link {m.name!r} points outside {dest}",
+                    fix="the archive is corrupt or hostile: delete it from the cache and rerun",
+                )
+    tf.extractall(dest)

@@ -1,0 +1,169 @@
+"""One report from result files made on many machines (``report --merge DIR...``).
+
+Each CI job (``inv ci-matrix``) runs a cell on its own runner and keeps
+``results/<cell-id>.json``; the last job gathers those files into directories and merges
+them here. Every file is read on its own: a malformed one, or one of another schema or
+schema version, is refused with the reason and its name, and the others are merged all
+the same (the CLI then exits 1, so a CI run does not publish a silently thinner map).
+
+The same cell from several machines: the run with evidence beats one without (UNKNOWN,
+ERROR: the tool or the machine failed, nothing learned about vLLM), then the deeper
+(stage order), then the newer (``written``). The row shows the winner's machine; its
+details list every run of the cell, the winner marked.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vllm_matrix.infra import results
+from vllm_matrix.infra.config import Matrix
+from vllm_matrix.report import compat as report
+
+# Verdicts that say nothing about vLLM: never chosen over a run that does.
+NO_EVIDENCE = ("UNKNOWN", "ERROR")
+DEPTH_RANK = {name: n for n, name in enumerate(("none", *results.STAGE_ORDER))}
+
+
+@dataclass(frozen=True)
+class Refused:
+    file: str  # relative to the directory it was found in, prefixed by that dir's name
+    reason: str
+
+
+@dataclass(frozen=True)
+class Run:
+    file: str
+    row: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[bool, int, str]:
+        return (
+            self.row["verdict"] not in NO_EVIDENCE,
+            DEPTH_RANK.get(self.row["depth"], 0),
+            self.row["written"] or "",
+        )
+
+
+def _label(path: Path, root: Path) -> str:
+    """A name for ``path`` that names no directory of this machine: ``DIR/rel/path``."""
+    return str(Path(root.name) / path.relative_to(root))
+
+
+def find_files(dirs: Sequence[Path]) -> list[tuple[Path, str]]:
+    """Every ``*.json`` under each dir (CI artifact downloads nest one level per job)."""
+    found: list[tuple[Path, str]] = []
+    for d in dirs:
+        if not d.is_dir():
+            raise FileNotFoundError(d)
+        found += [(p, _label(p, d)) for p in sorted(d.rglob("*.json")) if p.is_file()]
+    return found
+
+
+def read_run(path: Path, label: str) -> Run | Refused:
+    """One result file as a report row, or why it is refused."""
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        return Refused(label, f"not UTF-8 text ({exc.reason})")
+    except json.JSONDecodeError as exc:
+        return Refused(label, f"not valid JSON (line {exc.lineno}: {exc.msg})")
+    except OSError as exc:
+        return Refused(label, f"cannot be read ({exc.strerror})")
+    if not isinstance(d, dict):
+        return Refused(label, "not a vllm-matrix result (not a JSON object)")
+    if d.get("schema") != results.SCHEMA:
+        return Refused(
+            label, f"not a vllm-matrix result (schema {d.get('schema')!r}, not {results.SCHEMA!r})"
+        )
+    if d.get("version") != results.SCHEMA_VERSION:
+        return Refused(
+            label,
+            f"result schema version {d.get('version')!r}, this vllm-matrix reads "
+            f"{results.SCHEMA_VERSION}: rerun the cell with this version, or merge with the "
+            "version that wrote it",
+        )
+    try:
+        cell_id = d["cell"]["id"]
+        row = report._row(cell_id, d)
+        if not isinstance(cell_id, str) or not isinstance(row["machine"], dict):
+            raise TypeError("cell.id or machine has the wrong type")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return Refused(label, f"malformed result ({type(exc).__name__}: {exc})")
+    return Run(label, row)
+
+
+def _run_line(run: Run, chosen: bool) -> str:
+    r = run.row
+    mach = results.machine_label(r["machine"])
+    why = "chosen" if chosen else "not chosen"
+    return f"{why}: {r['verdict']} at {r['depth']} on {mach}, written {r['written']} (`{run.file}`)"
+
+
+def pick(runs: Sequence[Run]) -> tuple[Run, list[Run]]:
+    """The winner (evidence, then depth, then newest) and the others, best first."""
+    ordered = sorted(runs, key=lambda r: r.key, reverse=True)
+    return ordered[0], ordered[1:]
+
+
+def _merged_row(runs: Sequence[Run]) -> dict[str, Any]:
+    best, rest = pick(runs)
+    row = dict(best.row)
+    row["runs"] = [
+        {
+            "file": r.file,
+            "chosen": r is best,
+            "verdict": r.row["verdict"],
+            "depth": r.row["depth"],
+            "written": r.row["written"],
+            "machine": r.row["machine"],
+        }
+        for r in (best, *rest)
+    ]
+    if rest:
+        row["notes"] = [
+            f"run on {len(runs)} machines; the run with evidence, then the deeper, then "
+            "the newer is shown",
+            *(_run_line(r, r is best) for r in (best, *rest)),
+        ]
+    return row
+
+
+def collect(
+    matrix: Matrix, dirs: Sequence[Path], other_dir: Path | None = None
+) -> tuple[dict[str, Any], list[Refused]]:
+    """The report document from the result files under ``dirs``, and the refused files.
+
+    Cells of the matrix come out in its order (UNKNOWN where no file has them); result
+    files of cells the matrix does not have join ``other_runs``."""
+    by_id: dict[str, list[Run]] = {}
+    refused: list[Refused] = []
+    for path, label in find_files(dirs):
+        got = read_run(path, label)
+        if isinstance(got, Refused):
+            refused.append(got)
+        else:
+            by_id.setdefault(got.row["id"], []).append(got)
+    # The matrix's rows, UNKNOWN where no file has the cell, as the one-machine report
+    # makes them (from an empty results dir); then each cell with runs replaced.
+    with tempfile.TemporaryDirectory() as empty:
+        base = report.collect(matrix, Path(empty), other_dir)
+    rows = [_merged_row(by_id.pop(r["id"])) if r["id"] in by_id else r for r in base["cells"]]
+    extra = [_merged_row(runs) for _, runs in sorted(by_id.items())]
+    doc = base | {
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cells": rows,
+        "other_runs": base["other_runs"] + extra,
+        "merged": {
+            "dirs": [Path(d).name for d in dirs],
+            "files": sum(len(r.get("runs", [])) for r in rows + extra),
+            "refused": [{"file": x.file, "reason": x.reason} for x in refused],
+        },
+    }
+    return doc, refused

