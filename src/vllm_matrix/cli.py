@@ -26,7 +26,7 @@ from vllm_matrix.infra.errors import (
 )
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
-from vllm_matrix.pipeline import mapping, runner
+from vllm_matrix.pipeline import grid, mapping, runner
 from vllm_matrix.report import browser, merge
 from vllm_matrix.report import compat as report
 from vllm_matrix.report import map as mapreport
@@ -36,7 +36,7 @@ from vllm_matrix.stages import env as env_mod
 
 def _matrix(args: argparse.Namespace) -> tuple[config.Matrix, runner.Workspace]:
     path = Path(args.matrix).resolve()
-    m = config.load_matrix(path)
+    m = grid.load_matrix(path)
     return m, runner.Workspace(path.parent)
 
 
@@ -466,7 +466,7 @@ def cmd_modelopt_check(args: argparse.Namespace) -> int:
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
     try:
-        from vllm_matrix.commands import tinymodel
+        from vllm_matrix.stages import tinymodel
     except ImportError as exc:
         raise MatrixError(
             f"tiny-model needs torch, safetensors, numpy and tokenizers ({exc})",
@@ -699,7 +699,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--matrix", default="matrix.toml", help="read [torch-index] from it if present")
     s.set_defaults(fn=cmd_derive_torch)
 
-    s = sub.add_parser("derive-pins", help="regenerate knowledge/data/vllm_pins.toml from real sdists")
+    s = sub.add_parser(
+        "derive-pins", help="regenerate knowledge/data/vllm_pins.toml from real sdists"
+    )
     s.add_argument("--since", default="0.4.0")
     s.add_argument("--write", action="store_true")
     s.set_defaults(fn=cmd_derive_pins)

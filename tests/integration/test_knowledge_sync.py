@@ -90,5 +90,7 @@ def test_provided_nvcc_matches_data(need_index: None, provider: str, version: st
     got_version, archs, max_gcc = nvcc_facts(tk.root)
     entry = K.nvcc[version]
     assert got_version == version
-    assert _sorted(entry.archs) == archs, f'knowledge/data/toolchains.toml [nvcc."{version}"] is stale'
+    assert _sorted(entry.archs) == archs, (
+        f'knowledge/data/toolchains.toml [nvcc."{version}"] is stale'
+    )
     assert entry.max_gcc == max_gcc

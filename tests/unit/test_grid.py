@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix.infra.config import load_matrix
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.pipeline.grid import load_matrix
 
 HEAD = """
 [defaults]

@@ -100,7 +100,9 @@ def test_every_program_is_declared_fetched_or_checked() -> None:
         for prog, files in _all_programs().items()
         if ("python" if prog.startswith("python") else prog) not in reg
     }
-    assert not missing, f"programs run by the code but not in knowledge/data/programs.toml: {missing}"
+    assert not missing, (
+        f"programs run by the code but not in knowledge/data/programs.toml: {missing}"
+    )
 
 
 def test_declared_programs_are_dependencies() -> None:

@@ -21,8 +21,11 @@ pytest.importorskip("numpy", reason="the [model] extra (numpy) is not installed"
 
 from safetensors.torch import load_file  # noqa: E402
 
-from vllm_matrix.commands import tinymodel  # noqa: E402
-from vllm_matrix.stages import modelcheck, modelstage  # noqa: E402
+from vllm_matrix.stages import (  # noqa: E402
+    modelcheck,
+    modelstage,
+    tinymodel,
+)
 
 FIXTURES = Path(__file__).parent / "model"
 # A model this small runs fastest on one thread (several only contend on a busy machine).

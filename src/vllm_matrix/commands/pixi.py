@@ -105,7 +105,9 @@ def snippet(
         deps["cuda-nvtx-dev"] = "*"
     missing = [n for n in deps if n != "python" and n not in pk]
     if missing:
-        raise MatrixError(f"no conda-forge facts for {missing}", fix="add them to knowledge/data/conda.toml")
+        raise MatrixError(
+            f"no conda-forge facts for {missing}", fix="add them to knowledge/data/conda.toml"
+        )
     act: dict[str, str] = {}
     for f in used:
         v = translate(f)

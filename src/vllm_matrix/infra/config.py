@@ -216,12 +216,24 @@ def check_ccache_remote(url: str, where: str) -> str:
 
 
 @dataclass(frozen=True)
+class GridInput:
+    """matrix.toml's [grid] as read: expanded into cells above this layer (it needs the
+    toolchain knowledge and the release pins)."""
+
+    doc: TomlDoc
+    table: Any
+    defaults: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Matrix:
     path: Path
     cells: tuple[Cell, ...]
     ccache: CcacheSettings = field(default_factory=CcacheSettings)
-    # [grid] expanded (grid.py): walked only by `map`, explicit cells of the same id win
+    # [grid] expanded (pipeline/grid.py load_matrix): walked only by `map`, explicit cells
+    # of the same id win; grid_input is the table as read, for that expansion
     grid: tuple[Cell, ...] = ()
+    grid_input: GridInput | None = field(default=None, compare=False, repr=False)
 
     def select(self, pattern: str | None) -> tuple[Cell, ...]:
         """The cell whose id is ``pattern``, else the cells whose id contains it (all when
@@ -353,15 +365,8 @@ def load_matrix(path: Path) -> Matrix:
                 fix="remove one of them",
             )
         seen[c.id] = c
-    grid_cells: tuple[Cell, ...] = ()
-    if "grid" in doc.data:
-        from vllm_matrix.knowledge import toolchains as knowledge
-        from vllm_matrix.pipeline import grid
-
-        know = knowledge.load()
-        g = grid.parse(doc, doc.data["grid"], defaults, know)
-        grid_cells = grid.merge(cells, g.cells(know))
-    return Matrix(path, cells, ccache, grid_cells)
+    grid_input = GridInput(doc, doc.data["grid"], defaults) if "grid" in doc.data else None
+    return Matrix(path, cells, ccache, grid_input=grid_input)
 
 
 def _ccache(doc: TomlDoc) -> CcacheSettings:

@@ -20,16 +20,18 @@ data/vllm_pins.toml (generated from the index's sdists by `inv derive-pins`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from vllm_matrix.infra import tomlfile
-from vllm_matrix.infra.config import PROVIDERS, Cell, read_arch_list
+from vllm_matrix.infra import config, tomlfile
+from vllm_matrix.infra.config import PROVIDERS, Cell, Matrix, read_arch_list
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.infra.tomlfile import TomlDoc
 from vllm_matrix.knowledge import pins
+from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.knowledge.toolchains import Knowledge
 
 GRID_KEYS = ("vllm", "torch", "toolchains", "arch", "python", "note")
@@ -263,3 +265,13 @@ def merge(explicit: tuple[Cell, ...], grid_cells: tuple[Cell, ...]) -> tuple[Cel
     """The grid's cells, each replaced by the explicit cell of the same id where one exists."""
     by_id = {c.id: c for c in explicit}
     return tuple(by_id.get(c.id, c) for c in grid_cells)
+
+
+def load_matrix(path: Path) -> Matrix:
+    """matrix.toml with its [grid] expanded (``Matrix.grid``)."""
+    m = config.load_matrix(path)
+    if m.grid_input is None:
+        return m
+    know = knowledge.load()
+    g = parse(m.grid_input.doc, m.grid_input.table, m.grid_input.defaults, know)
+    return replace(m, grid=merge(m.cells, g.cells(know)))

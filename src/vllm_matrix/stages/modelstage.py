@@ -215,7 +215,7 @@ def _reference(
 ) -> dict[str, dict[str, Any]] | None:
     """The plain-torch forward scoring each vLLM run, where tinymodel's packages import."""
     try:
-        from vllm_matrix.commands import tinymodel
+        from vllm_matrix.stages import tinymodel
     except ImportError:
         return None
     out = {}
