@@ -1,4 +1,4 @@
-"""knowledge/data/toolchains.toml and knowledge/data/api.toml agree with the real tools and wheels."""
+"""knowledge/data/toolchains.toml and api.toml agree with the real tools and wheels."""
 
 from __future__ import annotations
 

@@ -514,7 +514,8 @@ def _merge_deeper(cells: list[MapCell], results_dir: Path) -> list[MapCell]:
 
 
 def provider_for(cuda: str, know: Knowledge) -> str:
-    """The provider that supplies CUDA ``cuda`` here (knowledge/data/toolchains.toml), else system."""
+    """The provider that supplies CUDA ``cuda`` here (knowledge/data/toolchains.toml),
+    else system."""
     for name, pf in know.providers.items():
         if cuda in pf.versions:
             return name

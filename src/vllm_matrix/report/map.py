@@ -140,7 +140,8 @@ def closing_lines(d: dict[str, Any]) -> list[str]:
         "release's sources of a symbol newer than the torch; a compile can contradict it, and "
         "the probes at the boundaries check it.",
         f"- {len(oks)} PREFLIGHT-OK cells are predictions: no rule fails, nothing compiled. The "
-        "API scan knows the symbols of knowledge/data/api.toml only, so an off-pin cell (🟡) may still "
+        "API scan knows the symbols of knowledge/data/api.toml only, so an off-pin cell (🟡) "
+        "may still "
         "fail on an API change it does not know; the probes above are the evidence that it "
         "does not at the boundaries checked.",
         f"- {len(compiled)} cell(s) were compiled: "

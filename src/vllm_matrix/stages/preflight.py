@@ -180,7 +180,8 @@ def check(
                 "warn",
                 f"no wheel facts for torch {cell.torch}: arch/CUDA rules not checked",
                 f"run `inv derive-torch --version {cell.torch}` (with its index configured) "
-                "and add it to knowledge/data/toolchains.toml, or add its documented facts with their "
+                "and add it to knowledge/data/toolchains.toml, or add its documented facts "
+                "with their "
                 "source",
             )
         )
