@@ -97,9 +97,11 @@ def ci_matrix(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """ruff, mypy (strict on src/) and pytest; extra args go to pytest."""
+    """ruff, mypy (strict on src/), import-linter (the layers in pyproject.toml) and pytest;
+    extra args go to pytest."""
     session.run("ruff", "check", "src", "tests", "noxfile.py", "tasks.py", external=True)
     session.run("mypy", external=True)
+    session.run("lint-imports", external=True)
     args = session.posargs or ["-m", "not heavy"]
     session.run("python", "-m", "pytest", "-n", "2", *args, external=True)
 
