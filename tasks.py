@@ -161,10 +161,19 @@ def doctor(
     )
 
 
-@task(help={"cell": "the cell (id or a unique part of it)", "matrix": "matrix file"})
-def pixi_snippet(c: Context, cell: str, matrix: str = "matrix.toml") -> None:
+@task(
+    help={
+        "cell": "the cell (id or a unique part of it)",
+        "matrix": "matrix file",
+        "torch_channel": "torch from this conda channel (default: $VLLM_MATRIX_TORCH_CHANNEL)",
+    }
+)
+def pixi_snippet(
+    c: Context, cell: str, matrix: str = "matrix.toml", torch_channel: str = ""
+) -> None:
     """[tool.pixi.*] tables that reproduce a cell, from the fixups its run used."""
-    _run(["pixi-snippet", "--matrix", matrix, "--cell", cell])
+    extra = ["--torch-channel", torch_channel] if torch_channel else []
+    _run(["pixi-snippet", "--matrix", matrix, "--cell", cell, *extra])
 
 
 @task(

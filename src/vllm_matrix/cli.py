@@ -322,6 +322,7 @@ def cmd_pixi_snippet(args: argparse.Namespace) -> int:
         max_jobs=cell.options.max_jobs,
         cmake_min=f.cmake,
         max_gcc=nv.max_gcc if nv else None,
+        channel=pixi.torch_channel(args.torch_channel),
     )
     pixi.parse(text)  # never print TOML that does not parse
     print(text, end="")
@@ -618,6 +619,10 @@ def parser() -> argparse.ArgumentParser:
 
     s = with_matrix(sub.add_parser("pixi-snippet", help="pyproject.toml pieces for a Pixi project"))
     s.add_argument("--cell", required=True, help="the cell (id or a unique part of it)")
+    s.add_argument(
+        "--torch-channel",
+        help=f"torch from this conda channel, not the index (default: ${pixi.TORCH_CHANNEL_ENV})",
+    )
     s.set_defaults(fn=cmd_pixi_snippet)
 
     s = sub.add_parser(

@@ -56,3 +56,38 @@ def test_a_torch_variant_comes_from_its_configured_index(monkeypatch: pytest.Mon
     opts = doc["tool"]["pixi"]["pypi-options"]
     assert opts["extra-index-url"] == ["http://127.0.0.1:9/whl/cu128/"]
     assert doc["tool"]["pixi"]["pypi-dependencies"]["torch"] == "==2.7.1+cu128"
+
+
+def test_torch_from_a_configured_conda_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    cell = Cell("0.10.1", "2.7.1+cu128", "12.8", "conda-prefix", "3.12", ("12.0",))
+    monkeypatch.delenv("VLLM_MATRIX_TORCH_INDEX_CU128", raising=False)  # no index needed
+    monkeypatch.setenv(pixi.TORCH_CHANNEL_ENV, "my-channel")
+    chan = pixi.torch_channel(None)
+    assert chan == ("my-channel", pixi.TORCH_CHANNEL_ENV)
+    assert pixi.torch_channel("other") == ("other", "--torch-channel")
+    doc = pixi.parse(
+        pixi.snippet(cell, USED, max_jobs=None, cmake_min=None, max_gcc=None, channel=chan)
+    )["tool"]["pixi"]
+    assert doc["workspace"]["channels"] == ["my-channel"]
+    assert doc["system-requirements"]["cuda"] == "12"
+    assert doc["dependencies"]["pytorch"] == {"version": "==2.7.1", "build": "cuda128*"}
+    assert doc["dependencies"]["cuda-version"] == "12.8.*"
+    assert "pypi-dependencies" not in doc and "pypi-options" not in doc
+    # a bare version takes the cell's CUDA build
+    doc = pixi.parse(
+        pixi.snippet(CELL, USED, max_jobs=None, cmake_min=None, max_gcc=None, channel=chan)
+    )["tool"]["pixi"]
+    assert doc["dependencies"]["pytorch"]["build"] == "cuda124*"
+
+
+def test_a_conda_torch_variant_must_match_the_cells_cuda() -> None:
+    cell = Cell("0.10.1", "2.7.1+cu126", "12.8", "conda-prefix", "3.12", ("9.0",))
+    with pytest.raises(MatrixError, match=r"CUDA 12\.6 build and the cell's toolkit is CUDA 12\.8"):
+        pixi.snippet(
+            cell,
+            USED,
+            max_jobs=None,
+            cmake_min=None,
+            max_gcc=None,
+            channel=("c", "--torch-channel"),
+        )

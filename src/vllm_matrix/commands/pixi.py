@@ -8,6 +8,7 @@ the snippet says what the build actually needed, not what a template guesses.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -18,6 +19,9 @@ from vllm_matrix.infra.config import TORCH_INDEX_ENV, Cell
 from vllm_matrix.infra.errors import MatrixError
 
 PREFIX = "$CONDA_PREFIX"
+# torch from a conda channel instead of a PyPI-style index: the channel is configuration
+# (--torch-channel, else this variable), never written in the code.
+TORCH_CHANNEL_ENV = "VLLM_MATRIX_TORCH_CHANNEL"
 TARGET = f"{PREFIX}/targets/x86_64-linux"  # conda-forge's CUDA layout (cuda-*-dev recipes)
 # Fixups that have no activation-env counterpart, and why.
 NOT_IN_ACTIVATION = {"PATH": "pixi puts $CONDA_PREFIX/bin first on PATH itself"}
@@ -76,6 +80,41 @@ def translate(f: dict[str, str]) -> str | None:
     }.get(name, f["value"])
 
 
+def torch_channel(flag: str | None) -> tuple[str, str] | None:
+    """(channel, where it was configured), or None: torch comes from the index."""
+    if flag:
+        return flag, "--torch-channel"
+    env = os.environ.get(TORCH_CHANNEL_ENV)
+    return (env, TORCH_CHANNEL_ENV) if env else None
+
+
+def _conda_torch(cell: Cell, channel: tuple[str, str]) -> tuple[str, list[str]]:
+    """The pytorch dependency for a conda channel, and the lines naming the channel.
+
+    conda-forge's pytorch recipe (pytorch-cpu-feedstock) tags each CUDA build's build
+    string ``cuda<major><minor>...``: a variant (2.7.1+cu128) pins that build; a bare
+    version takes the build of the cell's CUDA (cuda-version pins nvcc to the same)."""
+    variant = cell.torch_variant
+    cuda_tag = variant[2:] if variant else cell.cuda.replace(".", "")
+    if variant and cuda_tag != cell.cuda.replace(".", ""):
+        raise MatrixError(
+            f"torch {cell.torch} is a CUDA {cuda_tag[:-1]}.{cuda_tag[-1]} build and the cell's "
+            f"toolkit is CUDA {cell.cuda}: in a conda env cuda-version pins both to one release",
+            fix="use a cell whose CUDA matches its torch variant, or take torch from the index "
+            f"(unset {TORCH_CHANNEL_ENV})",
+        )
+    name, where = channel
+    spec = f'{{ version = "=={cell.torch_version}", build = "cuda{cuda_tag}*" }}'
+    return spec, [
+        "[tool.pixi.workspace]",
+        f"channels = [{_q(name)}]  # torch's channel: {where} (not checked from here)",
+        "",
+        "[tool.pixi.system-requirements]",
+        f"cuda = {_q(cell.cuda.split('.')[0])}  # a CUDA build of pytorch needs __cuda",
+        "",
+    ]
+
+
 def _q(v: str) -> str:
     return json.dumps(v)  # a TOML basic string is a JSON string for our values
 
@@ -88,7 +127,9 @@ def snippet(
     cmake_min: str | None,
     max_gcc: int | None,
     vllm_dir: str = "extern/vllm",
+    channel: tuple[str, str] | None = None,
 ) -> str:
+    """``channel``: torch from that conda channel (``torch_channel``) instead of the index."""
     pk = conda_packages()
     deps: dict[str, str] = {
         "python": f"{cell.python}.*",
@@ -103,6 +144,9 @@ def snippet(
     }
     if any(f["name"] == "NVTOOLSEXT_PATH" for f in used):
         deps["cuda-nvtx-dev"] = "*"
+    head: list[str] = []
+    if channel:
+        torch_spec, head = _conda_torch(cell, channel)
     missing = [n for n in deps if n != "python" and n not in pk]
     if missing:
         raise MatrixError(
@@ -115,21 +159,23 @@ def snippet(
             act[f["name"]] = v
     if max_jobs:
         act["MAX_JOBS"] = str(max_jobs)
-    lines = [f"# vllm-matrix: reproduces cell {cell.id}", "[tool.pixi.dependencies]"]
+    lines = [f"# vllm-matrix: reproduces cell {cell.id}", *head, "[tool.pixi.dependencies]"]
     for name, spec in deps.items():
         why = f"  # {pk[name].role}" if name in pk else ""
         lines.append(f"{name} = {_q(spec)}{why}")
-    lines += [
-        "",
-        "[tool.pixi.pypi-dependencies]",
-        f"torch = {_q('==' + cell.torch)}",
-        "",
-        "[tool.pixi.pypi-options]",
-        f"index-url = {_q(index.index_url() + '/')}  # the index vllm-matrix used",
-        *_variant_index(cell),
-        "",
-        "[tool.pixi.activation.env]",
-    ]
+    if channel:
+        lines.append(f"pytorch = {torch_spec}  # {pk['pytorch'].role}")
+    else:
+        lines += [
+            "",
+            "[tool.pixi.pypi-dependencies]",
+            f"torch = {_q('==' + cell.torch)}",
+            "",
+            "[tool.pixi.pypi-options]",
+            f"index-url = {_q(index.index_url() + '/')}  # the index vllm-matrix used",
+            *_variant_index(cell),
+        ]
+    lines += ["", "[tool.pixi.activation.env]"]
     lines += [f"{k} = {_q(v)}" for k, v in act.items()]
     cmd = f"python -m pip wheel -v --no-build-isolation --no-deps -w dist {vllm_dir}"
     lines += [
