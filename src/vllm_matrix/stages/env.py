@@ -29,6 +29,7 @@ from vllm_matrix.infra.cache import atomic_write_text, cache_root, locked, requi
 from vllm_matrix.infra.errors import ConfigError, MatrixError, NotAvailable
 from vllm_matrix.infra.tomlfile import did_you_mean
 from vllm_matrix.knowledge import buildenv
+from vllm_matrix.stages.torchwheel import read_version_py
 
 VARIANTS = ("headers", "full")
 # Free disk a cold env needs (measured: a headers env of torch 2.6-2.11 is 1.2-1.6 GiB, a
@@ -230,9 +231,7 @@ def _build(
             # torch < 2.8's CMake links CUDA::nvToolsExt; toolkits >= 12.9 lack it and the
             # nvtx fixup takes it from this wheel (torch's own pinned dependency).
             proc.run([*base, "--no-deps", nvtx], log=log, env=uv_env, timeout=1800)
-    vpy = (site / "torch" / "version.py").read_text()
-    mv = re.search(r"__version__ = '([^']+)'", vpy)
-    mc = re.search(r"cuda(?:: Optional\[str\])? = '([^']+)'", vpy)
+    full, cuda = read_version_py((site / "torch" / "version.py").read_text())
     return TorchEnv(
         python,
         torch,
@@ -240,8 +239,8 @@ def _build(
         path,
         exe,
         site,
-        mv.group(1) if mv else torch,
-        mc.group(1) if mc else None,
+        full or torch,
+        cuda,
     )
 
 
@@ -253,11 +252,9 @@ def current_env() -> TorchEnv:
             fix="install torch into the env (pip / pixi add)",
         )
     tdir = Path(spec.origin).parent
-    vpy = (tdir / "version.py").read_text()
-    mv = re.search(r"__version__ = '([^']+)'", vpy)
-    mc = re.search(r"cuda(?:: Optional\[str\])? = '([^']+)'", vpy)
+    found, cuda = read_version_py((tdir / "version.py").read_text())
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
-    full = mv.group(1) if mv else "unknown"
+    full = found or "unknown"
     return TorchEnv(
         py,
         full.split("+")[0],
@@ -266,5 +263,5 @@ def current_env() -> TorchEnv:
         Path(sys.executable),
         tdir.parent,
         full,
-        mc.group(1) if mc else None,
+        cuda,
     )

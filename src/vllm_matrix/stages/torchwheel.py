@@ -125,16 +125,14 @@ def read_facts(spec: str, base: str | None = None) -> TorchWheelFacts:
             f"{wheel.filename}: not a torch wheel layout I know",
             fix="report this wheel; the reader needs updating",
         )
-    text = ver_py.decode()
-    mv = re.search(r"__version__ = '([^']+)'", text)
-    mc = re.search(r"cuda(?:: Optional\[str\])? = '([^']+)'", text)
-    local = mv.group(1).partition("+")[2] if mv else ""
+    full, cuda = read_version_py(ver_py.decode())
+    local = full.partition("+")[2] if full else ""
     flags = max((m.decode() for m in _FLAGS.findall(libpy)), key=len, default="")
     sass, ptx = parse_arch_flags(flags)
     return TorchWheelFacts(
         torch=version,
         local=local,
-        cuda=mc.group(1) if mc else "",
+        cuda=cuda or "",
         sass=sass,
         ptx=ptx,
         pythons=tuple(f"3.{p}" for p in pythons),
@@ -168,3 +166,11 @@ def has_member(version: str, member: str) -> bool:
         )
     wheel = _pick(wheels)
     return index.zip_members(wheel.url, (member,))[member] is not None
+
+
+def read_version_py(text: str) -> tuple[str | None, str | None]:
+    """(``__version__``, ``cuda``) of a torch/version.py; None where it has none (a CPU
+    build's cuda is None). The one reader for wheels, envs and the current env."""
+    mv = re.search(r"__version__ = '([^']+)'", text)
+    mc = re.search(r"cuda(?:: Optional\[str\])? = '([^']+)'", text)
+    return (mv.group(1) if mv else None, mc.group(1) if mc else None)
