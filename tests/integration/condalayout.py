@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from vllm_matrix.stages import toolkit
+from vllm_matrix.stages.toolkit import conda
 
 
 def _link_or_copy(src: str, dst: str) -> object:
@@ -34,7 +34,7 @@ def conda_layout(src: Path, prefix: Path) -> Path:
     """A conda-forge style env built from a real toolkit's files (hard links)."""
     target = prefix / "targets" / "x86_64-linux"
     (prefix / "bin").mkdir(parents=True)
-    for tool in toolkit.CUDA_BIN_TOOLS:
+    for tool in conda.CUDA_BIN_TOOLS:
         s = src / "bin" / tool
         if s.is_dir():
             shutil.copytree(s, prefix / "bin" / tool, copy_function=_link_or_copy)

@@ -18,6 +18,7 @@ from conftest import skip_or_fail
 from vllm_matrix.infra import proc
 from vllm_matrix.infra.errors import NotAvailable
 from vllm_matrix.stages import toolkit
+from vllm_matrix.stages.toolkit import base
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +97,7 @@ def check_version(tk: toolkit.Toolkit, version: str) -> None:
     out = proc.run([tk.nvcc, "--version"]).output
     assert f"release {version}," in out
     assert tk.version == version and tk.full_version.startswith(version + ".")
-    assert toolkit.layout_problems(tk.root) == []
+    assert base.layout_problems(tk.root) == []
 
 
 # --------------------------------------------------------------------------- debian
@@ -106,7 +107,7 @@ def test_debian_124_version_archs(debian_124: toolkit.Toolkit) -> None:
     check_version(debian_124, "12.4")
     assert debian_124.archs[-1] == "9.0" and "5.0" in debian_124.archs
     assert debian_124.max_gcc == 13
-    assert toolkit.profile_is_relocatable((debian_124.root / "bin" / "nvcc.profile").read_text())
+    assert base.profile_is_relocatable((debian_124.root / "bin" / "nvcc.profile").read_text())
 
 
 def test_debian_124_compiles_and_links_sm90(

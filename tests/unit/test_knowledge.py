@@ -116,6 +116,16 @@ def test_variant_key_must_match_local(tmp_path: Path) -> None:
         knowledge.load_toolchains(p)
 
 
+def test_provider_suites_and_min_major(tmp_path: Path) -> None:
+    k = knowledge.load()
+    assert list(k.providers["debian"].suites.items()) == [("12.4", "trixie"), ("11.8", "bookworm")]
+    assert k.providers["pypi"].min_major == 13 and k.providers["debian"].min_major == 0
+    p = tmp_path / "toolchains.toml"
+    p.write_text('[provider.debian]\nsuites = { "12.4" = 12 }\n')
+    with pytest.raises(ConfigError, match=r"'suites' in \[provider.debian\] must be a str"):
+        knowledge.load_toolchains(p)
+
+
 def test_nvcc_family_and_arch_specific_targets() -> None:
     k = knowledge.load()
     assert k.nvcc["12.8"].can_target("12.0a") and not k.nvcc["12.8"].can_target("12.0f")

@@ -1,7 +1,7 @@
 """Programs from Debian packages, unpacked into the cache without touching the system.
 
-Like the debian toolkit provider (``toolkit``): a private apt sources list and state dir
-under ``<cache>/apt/<suite>`` (the mirror taken from the system's apt sources),
+Like the debian toolkit provider, through ``infra.apt``: a private apt sources list and
+state dir under ``<cache>/apt/<suite>`` (the mirror taken from the system's apt sources),
 ``apt-get download`` of the packages, sha256-checked against the index, and
 ``dpkg -x`` into ``<cache>/debian/<suite>/<name>-<version>``. Used for servers a test
 needs (redis-server for the shared compile cache), in the machine's own Debian release
@@ -18,10 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vllm_matrix.infra import proc, programs
+from vllm_matrix.infra import apt, proc, programs
 from vllm_matrix.infra.cache import atomic_write_text, cache_root, locked, staging_dir
 from vllm_matrix.infra.errors import NotAvailable
-from vllm_matrix.stages import toolkit
 
 MARKER = ".vllm-matrix-debs.json"
 TRIPLET = "x86_64-linux-gnu"
@@ -75,7 +74,7 @@ def lib_depends(apt_depends: str) -> list[str]:
     """The ``lib*`` packages of ``apt-cache depends`` output, less the base system."""
     return [
         d
-        for d in dict.fromkeys(toolkit.parse_depends(apt_depends))
+        for d in dict.fromkeys(apt.parse_depends(apt_depends))
         if d.startswith("lib") and not d.startswith(BASE)
     ]
 
@@ -110,15 +109,13 @@ def unpack(
         if marker.is_file():
             return Unpacked(final, tuple(json.loads(marker.read_text())["packages"]))
         with locked(apt_dir):
-            # toolkit's private-apt helpers: the same sources, state dir and checks.
-            toolkit._apt_update(apt_dir, suite, log)
-            deps = toolkit._apt(["apt-cache", "depends", *names], apt_dir, log).output
+            # the private apt state the debian toolkit uses: same sources, state dir, checks.
+            apt.apt_update(apt_dir, suite, log)
+            deps = apt.apt(["apt-cache", "depends", *names], apt_dir, log).output
             libs = [d for d in lib_depends(deps) if d not in names and not installed(d)]
             wanted = [*names, *libs]
-            shown = toolkit.parse_apt_show(
-                toolkit._apt(
-                    ["apt-cache", "show", "--no-all-versions", *wanted], apt_dir, log
-                ).output
+            shown = apt.parse_apt_show(
+                apt.apt(["apt-cache", "show", "--no-all-versions", *wanted], apt_dir, log).output
             )
             missing = [n for n in wanted if n not in shown]
             if missing:
@@ -127,7 +124,7 @@ def unpack(
                     fix="check the package names against `apt-cache search`",
                 )
             pkgs = [shown[n] for n in wanted]
-            debs = toolkit._fetch_debs(pkgs, apt_dir, cache / "downloads" / "debian" / suite, log)
+            debs = apt.fetch_debs(pkgs, apt_dir, cache / "downloads" / "debian" / suite, log)
         if final.exists():
             shutil.rmtree(final)
         with staging_dir(final) as staging:

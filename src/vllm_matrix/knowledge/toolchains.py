@@ -10,7 +10,7 @@ Tests re-derive the facts from real tools and wheels (tests/integration/test_kno
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -110,6 +110,8 @@ class ProviderFacts:
     name: str
     versions: dict[str, str]  # version -> what supplies it here
     note: str
+    suites: dict[str, str] = field(default_factory=dict)  # debian: version -> archive release
+    min_major: int = 0  # pypi: the first CUDA major whose nvcc the index has
 
 
 @dataclass(frozen=True)
@@ -242,9 +244,16 @@ def load_toolchains(
     providers: dict[str, ProviderFacts] = {}
     for name, t in doc.data.get("provider", {}).items():
         ctx = f"[provider.{name}]"
-        tomlfile.check_keys(doc, t, ("versions", "note"), ctx)
+        tomlfile.check_keys(doc, t, ("versions", "note", "suites", "min_major"), ctx)
         versions = tomlfile.expect(doc, t.get("versions", {}), "versions", dict, ctx)
-        providers[name] = ProviderFacts(name, dict(versions), str(t.get("note", "")))
+        suites = tomlfile.expect(doc, t.get("suites", {}), "suites", dict, ctx)
+        providers[name] = ProviderFacts(
+            name,
+            dict(versions),
+            str(t.get("note", "")),
+            {str(v): tomlfile.expect(doc, s, "suites", str, ctx) for v, s in suites.items()},
+            tomlfile.expect(doc, t.get("min_major", 0), "min_major", int, ctx),
+        )
     return nvcc, torch, providers
 
 

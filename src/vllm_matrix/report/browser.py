@@ -2,7 +2,7 @@
 
 Debian's ``chromium-headless-shell`` and the libraries it needs that this system lacks
 are fetched with ``apt-get download`` (the system's configured sources, read-only) and
-unpacked with ``dpkg -x`` into the project cache, as toolkit.py does for CUDA; the
+unpacked with ``dpkg -x`` into the project cache, as the debian toolkit does for CUDA; the
 binary runs with LD_LIBRARY_PATH pointing there. Nothing outside the cache is written.
 """
 

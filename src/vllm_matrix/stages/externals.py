@@ -42,7 +42,7 @@ from vllm_matrix.infra.cache import atomic_write_text, cache_root, extract_tar, 
 from vllm_matrix.infra.errors import CommandError, MatrixError
 from vllm_matrix.stages import source
 from vllm_matrix.stages.facts import External, SourceFacts, read_facts
-from vllm_matrix.stages.toolkit import unzip_wheel
+from vllm_matrix.stages.toolkit.files import unzip_wheel
 
 if TYPE_CHECKING:
     from vllm_matrix.stages.probe import ProbeKnowledge

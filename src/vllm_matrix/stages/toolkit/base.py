@@ -1,0 +1,262 @@
+"""The toolkit record, what nvcc and its headers say, the relocatable nvcc.profile,
+and the race-free cache every assembling provider builds into.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vllm_matrix.infra import proc
+from vllm_matrix.infra.cache import atomic_write_text, locked, require_free, staging_dir
+from vllm_matrix.infra.errors import MatrixError, NotAvailable
+
+MARKER = ".vllm-matrix-toolkit.json"
+# Bump when the assembled layout changes: older cached roots are then rebuilt.
+ASSEMBLY_FORMAT = 3  # 3: PyPI toolkits carry the math libraries torch needs
+
+
+@dataclass(frozen=True)
+class Toolkit:
+    provider: str  # "debian" | "pypi" | "system" | "conda-prefix"
+    version: str  # "12.4" (major.minor, from nvcc --version)
+    full_version: str  # "12.4.131"
+    root: Path  # CUDA root, standard layout
+    nvcc: Path
+    archs: tuple[str, ...]  # from --list-gpu-arch, as "5.0", "9.0", "12.0" ...
+    max_gcc: int | None  # from include/crt/host_config.h
+    notes: tuple[str, ...]  # what was assembled/fixed and why
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "provider": self.provider,
+            "version": self.version,
+            "full_version": self.full_version,
+            "root": str(self.root),
+            "nvcc": str(self.nvcc),
+            "archs": list(self.archs),
+            "max_gcc": self.max_gcc,
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Toolkit:
+        max_gcc = data["max_gcc"]
+        return cls(
+            provider=str(data["provider"]),
+            version=str(data["version"]),
+            full_version=str(data["full_version"]),
+            root=Path(str(data["root"])),
+            nvcc=Path(str(data["nvcc"])),
+            archs=tuple(str(a) for a in _as_list(data["archs"])),
+            max_gcc=int(str(max_gcc)) if max_gcc is not None else None,
+            notes=tuple(str(n) for n in _as_list(data["notes"])),
+        )
+
+
+def _as_list(value: object) -> list[object]:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_nvcc_version(text: str) -> tuple[str, str]:
+    """(major.minor, full) from ``nvcc --version``: "release 12.4, V12.4.131"."""
+    m = re.search(r"release (\d+\.\d+), V(\d+\.\d+\.\d+)", text)
+    if not m:
+        raise MatrixError(
+            "cannot read the CUDA version from nvcc --version",
+            fix=f"check that this nvcc runs; it printed: {text.strip()[-200:]!r}",
+        )
+    return m.group(1), m.group(2)
+
+
+def parse_arch_list(text: str) -> tuple[str, ...]:
+    """``nvcc --list-gpu-arch`` (compute_75 ... compute_121) as ("7.5", ..., "12.1"), sorted."""
+    found = {int(n) for n in re.findall(r"\bcompute_(\d+)\b", text)}
+    return tuple(f"{n // 10}.{n % 10}" for n in sorted(found))
+
+
+def parse_max_gcc(text: str) -> int | None:
+    """The newest host gcc major that crt/host_config.h lets through (``__GNUC__ > N``)."""
+    m = re.search(r"^\s*#\s*if\s+__GNUC__\s*>\s*(\d+)", text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def host_config(root: Path) -> Path | None:
+    for inc in (root / "include", *sorted(root.glob("targets/*/include"))):
+        candidate = inc / "crt" / "host_config.h"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def inspect_root(
+    root: Path,
+    provider: str,
+    notes: Sequence[str] = (),
+    *,
+    log: Path | None = None,
+    final_root: Path | None = None,
+) -> Toolkit:
+    """Ask the nvcc under ``root`` for its version and archs; read its gcc limit.
+
+    ``final_root`` is where ``root`` will live (an assembled toolkit is inspected in
+    its staging dir, which also proves its nvcc.profile is relocatable).
+    """
+    nvcc = root / "bin" / "nvcc"
+    if not nvcc.exists():
+        raise NotAvailable(
+            f"no nvcc at {nvcc}", fix="point the provider at a CUDA root with bin/nvcc"
+        )
+    version, full = parse_nvcc_version(proc.run([nvcc, "--version"], log=log).output)
+    archs = parse_arch_list(proc.run([nvcc, "--list-gpu-arch"], log=log).output)
+    hc = host_config(root)
+    max_gcc = parse_max_gcc(hc.read_text(errors="replace")) if hc else None
+    where = final_root or root
+    return Toolkit(
+        provider=provider,
+        version=version,
+        full_version=full,
+        root=where,
+        nvcc=where / "bin" / "nvcc",
+        archs=archs,
+        max_gcc=max_gcc,
+        notes=tuple(notes),
+    )
+
+
+def layout_problems(root: Path) -> list[str]:
+    """What a standard-layout CUDA root lacks (empty when complete)."""
+    problems = []
+    for rel in (
+        "bin/nvcc",
+        "bin/nvcc.profile",
+        "nvvm/bin/cicc",
+        "nvvm/libdevice",
+        "include/cuda_runtime.h",
+        "include/crt/host_config.h",
+        "include/nv/target",
+    ):
+        if not (root / rel).exists():
+            problems.append(f"missing {rel}")
+    lib = root / "lib64"
+    if not ((lib / "libcudart.so").exists() or (lib / "libcudart_static.a").exists()):
+        problems.append("missing lib64/libcudart.so and lib64/libcudart_static.a")
+    return problems
+
+
+# --------------------------------------------------------------------------- profile
+
+PROFILE_TEMPLATE = """\
+# Written by vllm-matrix: relocatable, every path is relative to $(_HERE_),
+# the directory nvcc was started from.
+
+TOP              = $(_HERE_)/..
+
+CICC_PATH        = $(TOP)/nvvm/bin
+NVVMIR_LIBRARY_DIR = $(TOP)/nvvm/libdevice
+
+LD_LIBRARY_PATH += $(TOP)/lib64:
+PATH            += $(CICC_PATH):$(_HERE_):
+
+INCLUDES        +=  "-I$(TOP)/include" $(_SPACE_)
+{system_includes}
+LIBRARIES        =+ $(_SPACE_) "-L$(TOP)/lib64/stubs" "-L$(TOP)/lib64"
+
+CUDAFE_FLAGS    +=
+PTXAS_FLAGS     +=
+"""
+
+
+def profile_text(*, cccl_subdir: bool = False) -> str:
+    """An nvcc.profile for a standard-layout root; CUDA >= 13 keeps CCCL in include/cccl."""
+    extra = (
+        'SYSTEM_INCLUDES +=  "-isystem" "$(TOP)/include/cccl" $(_SPACE_)\n' if cccl_subdir else ""
+    )
+    return PROFILE_TEMPLATE.format(system_includes=extra)
+
+
+def write_profile(root: Path) -> None:
+    profile = root / "bin" / "nvcc.profile"
+    if profile.is_symlink() or profile.exists():
+        profile.unlink()
+    atomic_write_text(profile, profile_text(cccl_subdir=(root / "include" / "cccl").is_dir()))
+
+
+def profile_is_relocatable(text: str) -> bool:
+    """True when no setting names an absolute path (all go through $(...) variables)."""
+    for line in text.splitlines():
+        line = line.split("#", 1)[0]
+        if "=" in line and re.search(r'(^|[\s"=:]|-I|-L|-isystem)/', line.split("=", 1)[1]):
+            return False
+    return "$(_HERE_)" in text
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def toolkits_dir(cache: Path) -> Path:
+    """Where assembled toolkits live: one folder per assembly format, so two versions of
+    vllm-matrix sharing a cache (a checkout and a CI job, say) never remake, and delete,
+    a toolkit the other is compiling with; each assembles its own once."""
+    return cache / "toolkits" / f"v{ASSEMBLY_FORMAT}"
+
+
+def _cached(final: Path) -> Toolkit | None:
+    """The finished toolkit at ``final``, or None when absent, partial or stale."""
+    marker = final / MARKER
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+        if data.get("format") != ASSEMBLY_FORMAT:
+            return None
+        tk = Toolkit.from_json(data["toolkit"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not os.access(tk.nvcc, os.X_OK):
+        return None
+    return tk
+
+
+def _finish(staging: Path, tk: Toolkit) -> None:
+    record = {"format": ASSEMBLY_FORMAT, "toolkit": tk.to_json()}
+    atomic_write_text(staging / MARKER, json.dumps(record, indent=2) + "\n")
+
+
+def build_cached(
+    final: Path,
+    build: Callable[[Path], Toolkit],
+    valid: Callable[[Toolkit], bool] = lambda tk: True,
+    need_gib: float = 0.0,
+) -> Toolkit:
+    """Return the cached toolkit at ``final`` or build it there, race-free.
+
+    ``build(staging)`` fills the staging dir and returns the Toolkit (rooted at
+    ``final``); the marker is written last, inside the staging dir, so a root
+    with a marker is complete by construction. ``valid`` may reject a complete
+    but outdated entry (e.g. a view whose env moved).
+    """
+    tk = _cached(final)
+    if tk is not None and valid(tk):
+        return tk
+    with locked(final):
+        tk = _cached(final)
+        if tk is not None and valid(tk):
+            return tk
+        # Anything here without a valid marker is a half-finished or stale assembly.
+        if final.exists() or final.is_symlink():
+            shutil.rmtree(final, ignore_errors=True)
+        if need_gib:
+            require_free(final, need_gib, f"the toolkit {final.name}")
+        with staging_dir(final) as staging:
+            tk = build(staging)
+            _finish(staging, tk)
+        return tk
