@@ -2,7 +2,6 @@
 (``PARTIAL_DRIVER``), the FetchContent sources such a cut needs, and its results, audit
 and smoke test, which never show it as a wheel.
 
-
 vLLM 0.20's CMake includes every external project unconditionally (cutlass,
 vllm-flash-attn, FlashMLA, DeepGEMM, qutlass, triton_kernels), so configure needs a
 source dir for each even when only ``_C_stable_libtorch`` is built. A dependency that
@@ -286,7 +285,7 @@ def smoke_partial(
     )
 
 
-# ------------------------------------------------------------------ partial builds
+# ------------------------------------------------------------------ the setup.py driver
 
 # Runs in the env's python inside the work copy: vLLM's own setup.py (its CMake arguments,
 # its jobs, its install step), with ext_modules cut to the asked CMake targets, run as
@@ -396,11 +395,17 @@ def _partial_result(
 
 
 __all__ = [
+    "PARTIAL_DIR",
+    "PARTIAL_DRIVER",
     "Feeds",
     "audit_partial",
     "externals_for",
     "load",
     "make_standin",
+    "parse_targets",
+    "partial_argv",
+    "partial_extensions",
+    "partial_label",
     "probe_skipped",
     "referenced_paths",
     "smoke_partial",

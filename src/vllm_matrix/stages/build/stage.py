@@ -16,6 +16,7 @@ from vllm_matrix.infra.cache import cache_root, locked
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
+from vllm_matrix.knowledge import classify
 from vllm_matrix.stages import patches as patches_mod
 from vllm_matrix.stages.build import partial
 from vllm_matrix.stages.build.ccache import (
@@ -54,10 +55,6 @@ from vllm_matrix.stages.toolkit import Toolkit
 
 
 def _classified(log: Path) -> list[Finding]:
-    try:
-        from vllm_matrix.knowledge import classify
-    except ImportError:  # being written alongside; without it the tail stands
-        return []
     try:
         return [classify.classify_file(log).to_finding(str(log))]
     except (MatrixError, OSError, ValueError) as exc:
