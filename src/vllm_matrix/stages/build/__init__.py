@@ -27,6 +27,11 @@ compiles those units again; it first ends whatever still runs inside the work co
 (``proc.working_in``), so no orphan writes into the build dir beside ninja. ``cmake --build``
 relays ninja's output in bursts when it is not a terminal: the ``[n/N]`` lines (and so
 the progress messages) can lag; .ninja_log, which the "all targets" count reads, does not.
+
+Modules: ``stage`` (``build_wheel``, the steps above), ``workcopy`` (step 1), ``pins`` (the
+torch pins it removes), ``plan`` (MAX_JOBS / NVCC_THREADS), ``ccache``, ``ninja`` (progress
+and how far a build got), ``wheel`` (step 3), ``partial`` (``--targets`` builds: the
+setup.py driver, FetchContent stand-ins, their audit and smoke test), ``errors``.
 """
 
 from vllm_matrix.stages.build.ccache import remote_setting
