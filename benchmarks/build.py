@@ -2,7 +2,7 @@
 
 Measured side by side, in one run, with the same warm ccache (CCACHE_DIR of the cache):
 1. overhead: the tool's build (``build.build_wheel``, clean work copy) against the raw
-   command it wraps (``build.pip_wheel_argv`` with the same environment, in a prepared
+   command it wraps (``build.stage.pip_wheel_argv`` with the same environment, in a prepared
    copy of the same patched tree), alternating, BENCH_ROUNDS rounds (default 2);
 2. no-change rebuild: the tool's build again on the kept work dir (ninja has nothing to
    do), to compare with a cold build (the cold number comes from a separate run: a cold
@@ -67,12 +67,16 @@ print("RESULT " + json.dumps({"status": r.status, "summary": r.summary,
 RAW_PREP = (
     SETUP
     + """
-wc = build.prepare_work_copy(tree, work / "src", patches.select(series, tree.version), clean=True)
-mem = build.mem_available_gib(Path("/proc/meminfo").read_text())
-plan = build.plan_jobs(build.cpu_count(), mem, len(cell.arch))
+from vllm_matrix.infra.cache import cache_root
+from vllm_matrix.stages.build import ccache, stage, workcopy
+from vllm_matrix.stages.build import plan as jobplan
+chosen = patches.select(series, tree.version)
+wc = workcopy.prepare_work_copy(tree, work / "src", chosen, clean=True)
+mem = jobplan.mem_available_gib(Path("/proc/meminfo").read_text())
+plan = jobplan.plan_jobs(jobplan.cpu_count(), mem, len(cell.arch))
 e = fx.env() | plan.env() | {"NINJA_STATUS": "[%f/%t] ", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-e |= build.ccache_env(work / "src", build.cache_root() / "ccache")
-argv = [str(a) for a in build.pip_wheel_argv(tv, work / "src", work / "wheelhouse")]
+e |= ccache.ccache_env(work / "src", cache_root() / "ccache")
+argv = [str(a) for a in stage.pip_wheel_argv(tv, work / "src", work / "wheelhouse")]
 print("RESULT " + json.dumps({"argv": argv, "env": e}))
 """
 )
@@ -135,14 +139,14 @@ def kill_tree(pgid: int) -> None:
 
 
 def half_done(work: Path) -> Any:
-    from vllm_matrix.stages import build
+    from vllm_matrix.stages.build import ninja
 
     def check() -> bool:
-        dirs = build._build_dirs(work / "src")
+        dirs = ninja._build_dirs(work / "src")
         total = sum(
-            build.ninja_work_edges(d / "build.ninja") for d in dirs if (d / "build.ninja").is_file()
+            ninja.ninja_work_edges(d / "build.ninja") for d in dirs if (d / "build.ninja").is_file()
         )
-        logged = sum(len(build.ninja_logged(d)) for d in dirs)
+        logged = sum(len(ninja.ninja_logged(d)) for d in dirs)
         return total > 0 and logged >= total / 2
 
     return check

@@ -17,7 +17,7 @@ import pytest
 from conftest import need_program
 
 from vllm_matrix.infra.config import Cell
-from vllm_matrix.infra.results import FAIL, PASS, WARN
+from vllm_matrix.infra.results import FAIL, PASS, WARN, StageResult
 from vllm_matrix.stages import audit, build, env, fixups, patches, source, toolkit
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy]
@@ -53,7 +53,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 def test_canary_builds_a_labelled_wheel(built: dict[str, object]) -> None:
     r = built["result"]
-    assert isinstance(r, build.StageResult)
+    assert isinstance(r, StageResult)
     assert r.status in (PASS, WARN), (r.summary, r.details.get("tail"))
     wheel = Path(r.details["wheel"])
     assert wheel.name == "vllm-0.4.2+cu124torch2.3-cp311-cp311-linux_x86_64.whl"
@@ -68,7 +68,7 @@ def test_canary_builds_a_labelled_wheel(built: dict[str, object]) -> None:
 
 def test_canary_audit_has_sm80_sass_only(built: dict[str, object]) -> None:
     r = built["result"]
-    assert isinstance(r, build.StageResult)
+    assert isinstance(r, StageResult)
     tk = built["tk"]
     assert isinstance(tk, toolkit.Toolkit)
     a = audit.audit_wheel(Path(r.details["wheel"]), tk, CELL.arch)
@@ -83,7 +83,7 @@ def test_canary_audit_has_sm80_sass_only(built: dict[str, object]) -> None:
 
 def test_canary_smoke_loads_the_extensions(built: dict[str, object]) -> None:
     r = built["result"]
-    assert isinstance(r, build.StageResult)
+    assert isinstance(r, StageResult)
     tk, tv, work = built["tk"], built["tv"], built["work"]
     assert isinstance(tk, toolkit.Toolkit) and isinstance(tv, env.TorchEnv)
     assert isinstance(work, Path)

@@ -29,7 +29,8 @@ import pytest
 from vllm_matrix.infra import debpkg, proc
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import Finding
-from vllm_matrix.stages import build
+from vllm_matrix.stages.build import wheel
+from vllm_matrix.stages.build.ccache import ccache_env, ccache_remote_checked, ccache_stats
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +121,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pidfile = d / "redis.pid"
         if pidfile.exists():  # still running after shutdown: end it by its own pid
             pid = int(pidfile.read_text().strip() or 0)
-            if pid and build._pid_alive(pid):
+            if pid and wheel._pid_alive(pid):
                 proc.kill_tree(pid)
 
 
@@ -192,7 +193,7 @@ def machine(root: Path, name: str, comp: Compiler, remote: str | None) -> Machin
     os.utime(driver, (stamp, stamp))
     cache = cache_root / "ccache"
     # The build's one place for the ccache settings: what a vLLM build on that machine gets.
-    env = build.ccache_env(work, cache, remote, shared_root=cache_root)
+    env = ccache_env(work, cache, remote, shared_root=cache_root)
     return Machine(work, cache, env, driver, include)
 
 
@@ -205,7 +206,7 @@ def compile_all(ccache: str, comp: Compiler, m: Machine) -> tuple[float, dict[st
         argv = [ccache, m.compiler, *comp.argv[1:], "-I", m.include, "-c", unit, "-o", obj]
         proc.run(argv, env=m.env, cwd=m.work, timeout=600)
     seconds = time.monotonic() - t0
-    return seconds, build.ccache_stats(ccache, m.env)
+    return seconds, ccache_stats(ccache, m.env)
 
 
 def objects(m: Machine) -> dict[str, bytes]:
@@ -258,7 +259,7 @@ def test_an_unreachable_remote_degrades_to_local_with_one_warning(
     down = f"redis://127.0.0.1:{free_port()}"  # nothing listens there
     said: list[str] = []
     findings: list[Finding] = []
-    remote = build.ccache_remote_checked(down, said.append, findings)
+    remote = ccache_remote_checked(down, said.append, findings)
     assert remote.url is None and len(said) == 1 and "local cache only" in said[0]
     m = machine(tmp_path, "d", compiler, remote.url)
     assert "CCACHE_REMOTE_STORAGE" not in m.env
@@ -281,7 +282,7 @@ def test_a_remote_that_goes_away_mid_build_never_fails_a_compile(
         timeout=600,
     )
     assert done.returncode == 0 and (m.work / "x.o").stat().st_size > 0
-    st = build.ccache_stats(ccache, m.env)
+    st = ccache_stats(ccache, m.env)
     assert st.get("remote_storage_error", 0) + st.get("remote_storage_timeout", 0) >= 1, st
     assert st.get("cache_miss") == 1, st
 

@@ -35,7 +35,7 @@ _SEG = r"[^\s/\"'`()<>\[\]{},;:=]+"
 _START = r"(?<![\w.$~/-])"
 # <workspace>/results/logs/... : the workspace is the part before results/logs.
 _WORKSPACE = re.compile(_START + rf"((?:/{_SEG})+?)/results/logs(?=/)")
-# The cache's own layout (cache.py, stages/toolkit/, env.py, source.py, build.py ...).
+# The cache's own layout (cache.py, stages/toolkit/, env.py, source.py, build/ ...).
 _CACHE = re.compile(
     _START
     + rf"((?:/{_SEG})+?)/(?:toolkits/(?:v\d+/)?(?:debian|pypi|conda|system)-|envs/py\d|src/vllm-\d"

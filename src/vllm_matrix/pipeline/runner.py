@@ -29,7 +29,6 @@ from vllm_matrix.stages import (
     fixups,
     gpu,
     modelopt,
-    partial,
     patches,
     preflight,
     probe,
@@ -38,6 +37,7 @@ from vllm_matrix.stages import (
 )
 from vllm_matrix.stages import env as env_mod
 from vllm_matrix.stages import facts as facts_mod
+from vllm_matrix.stages.build import partial
 
 # Depths in order; later issues plug their stages in here.
 DEPTHS = ("preflight", "toolkit", "probe", "build", "gpu")

@@ -15,7 +15,8 @@ from vllm_matrix import cli
 from vllm_matrix.infra import results
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import INTERRUPTED, PASS, SKIP, WARN, StageResult
-from vllm_matrix.stages import build, partial
+from vllm_matrix.stages import build
+from vllm_matrix.stages.build import ninja, partial
 
 
 def test_parse_targets() -> None:
@@ -23,7 +24,7 @@ def test_parse_targets() -> None:
     assert build.parse_targets("") == () and build.parse_targets(None) == ()
     with pytest.raises(MatrixError, match="not a CMake target name"):
         build.parse_targets("_C;rm -rf")
-    assert build.partial_label(["_C", "_moe_C"]) == "partial: targets _C, _moe_C"
+    assert partial.partial_label(["_C", "_moe_C"]) == "partial: targets _C, _moe_C"
 
 
 def test_cli_takes_targets_and_no_probe() -> None:
@@ -112,7 +113,7 @@ def test_only_dependencies_no_chosen_target_needs_are_stood_in(tree: Path, tmp_p
 
 # ------------------------------------------------------------------ figures
 
-# as in test_build.py: two targets (_C, _punica_C), vLLM's default root asks for _C only
+# as in test_build_ninja.py: two targets (_C, _punica_C), vLLM's default root asks for _C only
 BUILD_NINJA = """\
 rule CUDA_COMPILER__vllm_C_unscanned_RelWithDebInfo
   command = nvcc $in
@@ -143,7 +144,7 @@ def test_target_figures_per_target(tmp_path: Path) -> None:
         "10\t30000\t0\tCMakeFiles/_C.dir/csrc/ops.cpp.o\tab\n"
         "0\t500\t0\tbuild.ninja\tcd\n"
     )
-    figs = build.target_figures(tmp_path)
+    figs = ninja.target_figures(tmp_path)
     assert figs["_C"] == {
         "edges": 3,
         "edges_done": 2,
@@ -152,13 +153,13 @@ def test_target_figures_per_target(tmp_path: Path) -> None:
         "span_s": 90.0,
     }
     assert figs["_punica_C"] == {"edges": 2, "edges_done": 0}
-    assert build.ninja_work_edges(tmp_path / "build.ninja", ["_punica_C"]) == 2
-    assert build.target_figures(tmp_path / "none") == {}
+    assert ninja.ninja_work_edges(tmp_path / "build.ninja", ["_punica_C"]) == 2
+    assert ninja.target_figures(tmp_path / "none") == {}
 
 
 def test_configure_clock_reads_cmake_and_the_first_step() -> None:
     t = iter([0.0, 42.5])
-    c = build.ConfigureClock(clock=lambda: next(t))
+    c = ninja.ConfigureClock(clock=lambda: next(t))
     for line in ["-- Configuring done (23.1s)", "-- Generating done (0.1s)", "x", "[1/29] CXX"]:
         c.feed(line)
     assert c.to_json() == {"configuring_s": 23.1, "generating_s": 0.1, "until_first_step_s": 42.5}
@@ -190,7 +191,7 @@ def _driver(
     (tmp_path / "setup.py").write_text(FAKE_SETUP)
     argv = [
         str(a)
-        for a in build.partial_argv(_Env(), build.parse_targets(targets), tmp_path / "o", keep)
+        for a in partial.partial_argv(_Env(), build.parse_targets(targets), tmp_path / "o", keep)
     ]
     return subprocess.run(
         argv, cwd=tmp_path, capture_output=True, text=True, check=False, env=dict(os.environ)
@@ -263,7 +264,7 @@ def test_gpu_depth_runs_after_smoke() -> None:
 
 
 def test_a_probe_not_run_is_no_evidence() -> None:
-    from vllm_matrix.stages import partial as p
+    from vllm_matrix.stages.build import partial as p
 
     stopped = StageResult("build", INTERRUPTED, 0.0, "interrupted (Ctrl-C)")
     v = results.verdict_of(_stages(p.probe_skipped(), stopped))

@@ -1,4 +1,6 @@
-"""Partial builds: which FetchContent sources a cut to some CMake targets needs.
+"""Partial builds (``--targets``): vLLM's setup.py cut to some CMake extension targets
+(``PARTIAL_DRIVER``), the FetchContent sources such a cut needs, and its results, audit
+and smoke test, which never show it as a wheel.
 
 vLLM 0.20's CMake includes every external project unconditionally (cutlass,
 vllm-flash-attn, FlashMLA, DeepGEMM, qutlass, triton_kernels), so configure needs a
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,9 @@ from vllm_matrix.infra import datafiles, proc, tomlfile
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
 from vllm_matrix.stages import audit, externals
+from vllm_matrix.stages.build.errors import BuildError
+from vllm_matrix.stages.build.ninja import NinjaProgress, fmt_seconds
+from vllm_matrix.stages.build.plan import JobPlan
 
 if TYPE_CHECKING:
     from vllm_matrix.stages.env import TorchEnv
@@ -279,12 +285,127 @@ def smoke_partial(
     )
 
 
+# ------------------------------------------------------------------ the setup.py driver
+
+# Runs in the env's python inside the work copy: vLLM's own setup.py (its CMake arguments,
+# its jobs, its install step), with ext_modules cut to the asked CMake targets, run as
+# ``setup.py build_ext --build-lib OUT``: the extensions land in OUT/vllm/, no wheel is made.
+# setup.py names a target by its extension's name less "vllm." and "vllm_flash_attn."
+# (0.4 ... 0.20: ``target_name``).
+PARTIAL_DRIVER = r"""
+import os, runpy, sys
+import setuptools
+wanted = [t for t in sys.argv[1].split(",") if t]
+out = sys.argv[2]
+keep = [t for t in sys.argv[3].split(",") if t]
+real = setuptools.setup
+def name(ext):
+    return ext.name.removeprefix("vllm.").removeprefix("vllm_flash_attn.")
+def setup(**kw):
+    exts = list(kw.get("ext_modules") or [])
+    have = [name(e) for e in exts]
+    missing = [t for t in wanted if t not in have]
+    if missing:
+        print("vllm-matrix: no such extension target: " + ", ".join(missing)
+              + "; this tree builds: " + ", ".join(have), flush=True)
+        sys.exit(3)
+    kept = [t for t in keep if t in have and t not in wanted]
+    kw["ext_modules"] = [e for e in exts if name(e) in wanted or name(e) in kept]
+    print("vllm-matrix: partial build of " + ", ".join(wanted) + " (of " + ", ".join(have)
+          + ")" + (", keeping " + ", ".join(kept) if kept else ""), flush=True)
+    return real(**kw)
+setuptools.setup = setup
+sys.argv = ["setup.py", "build_ext", "--build-lib", out]
+sys.path.insert(0, os.getcwd())
+runpy.run_path("setup.py", run_name="__main__")
+"""
+PARTIAL_DIR = "partial"  # under the work dir: OUT of the driver
+_TARGET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+def parse_targets(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"_C,_C_stable_libtorch"`` -> ("_C", "_C_stable_libtorch"); empty: all (a wheel)."""
+    items = text.split(",") if isinstance(text, str) else list(text or ())
+    out: list[str] = []
+    for raw in items:
+        t = raw.strip()
+        if not t:
+            continue
+        if not _TARGET_NAME.match(t):
+            raise BuildError(
+                f"not a CMake target name: {t!r}",
+                fix="name extension targets as vLLM's CMake does, e.g. --targets _C,_moe_C",
+            )
+        if t not in out:
+            out.append(t)
+    return tuple(out)
+
+
+def partial_label(targets: Sequence[str]) -> str:
+    """What every result of a partial build says, so it is never taken for a wheel."""
+    return "partial: targets " + ", ".join(targets)
+
+
+def partial_argv(
+    tv_full: TorchEnv, targets: Sequence[str], out: Path, keep: Sequence[str] = ()
+) -> list[str | os.PathLike[str]]:
+    """``keep``: targets kept when the tree has them (``knowledge/data/partial.toml`` [keep])."""
+    return [tv_full.python_exe, "-c", PARTIAL_DRIVER, ",".join(targets), out, ",".join(keep)]
+
+
+def partial_extensions(out: Path) -> list[Path]:
+    """The extension files a partial build installed under ``out``."""
+    return sorted(p for p in out.rglob("*.so") if p.is_file())
+
+
+def _partial_result(
+    targets: Sequence[str],
+    out: Path,
+    details: dict[str, Any],
+    findings: list[Finding],
+    steps: Mapping[str, Any],
+    tracker: NinjaProgress,
+    plan: JobPlan,
+    t0: float,
+    log: Path,
+) -> StageResult:
+    """A partial build's result: the extensions it installed, never a wheel."""
+    exts = partial_extensions(out)
+    if not exts:
+        raise BuildError(
+            f"{partial_label(targets)}: the build succeeded but installed no extension under {out}",
+            fix=f"read {log}: the targets may produce no .so (Python-only components)",
+        )
+    size = sum(p.stat().st_size for p in exts)
+    details["partial"] = {
+        "targets": list(targets),
+        "out": str(out),
+        "extensions": [str(p) for p in exts],
+        "size_bytes": size,
+    }
+    how = "resumed; " if steps.get("resumed") else ""
+    summary = (
+        f"{partial_label(targets)} (not a wheel): {len(exts)} extensions "
+        f"({', '.join(p.name for p in exts)}, {size / 2**20:.1f} MiB) in "
+        f"{fmt_seconds(time.monotonic() - t0)}; {how}{tracker.steps_run} ninja steps, "
+        f"MAX_JOBS={plan.max_jobs_env}"
+    )
+    status = WARN if any(f.level == "warn" for f in findings) else PASS
+    return StageResult("build", status, 0.0, summary, tuple(findings), details, str(log))
+
+
 __all__ = [
+    "PARTIAL_DIR",
+    "PARTIAL_DRIVER",
     "Feeds",
     "audit_partial",
     "externals_for",
     "load",
     "make_standin",
+    "parse_targets",
+    "partial_argv",
+    "partial_extensions",
+    "partial_label",
     "probe_skipped",
     "referenced_paths",
     "smoke_partial",

@@ -1,0 +1,366 @@
+"""ninja's progress: ``[n/N]`` lines as percent + ETA messages, and how far a build got
+from build.ninja and .ninja_log (work edges, per-target figures, configure time)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROGRESS_INTERVAL = 5.0
+
+_NINJA_LINE = re.compile(r"^\s*\[(\d+)/(\d+)\]\s*(.*?)\s*$")
+_CMAKE_TARGET = re.compile(r"CMakeFiles/([^/\s]+)\.dir/")
+_LINKED = re.compile(r"Linking \w+ [\w ]+? (?:\S*/)?([^/\s.]+)[^/\s]*\.(?:so|a)\b")
+
+
+def fmt_seconds(s: float) -> str:
+    s = round(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+@dataclass
+class NinjaRun:
+    """One ninja invocation (setup.py runs one per extension target)."""
+
+    total: int
+    done: int
+    started: float  # when the run began (the last non-ninja line before its first step)
+    last: float
+    target: str | None = None
+    first_done: int = 0  # the first [n/N] seen (1 unless lines were missed)
+
+    def eta(self, jobs: int = 1) -> float | None:
+        """Seconds left at the rate so far. With ``jobs`` units compiling at once, the
+        other jobs - 1 are on average half done when one finishes: counting that keeps
+        the first estimates from being ``jobs`` times too long."""
+        steps = self.done - self.first_done + 1
+        if steps <= 0 or self.done >= self.total:
+            return None if self.done < self.total else 0.0
+        left = self.total - self.done
+        half_done = 0.5 * min(max(0, jobs - 1), left)
+        rate = (self.last - self.started) / (steps + half_done)
+        return rate * (left - half_done)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "steps": self.total,
+            "done": self.done,
+            "seconds": round(self.last - self.started, 1),
+        }
+
+
+@dataclass
+class NinjaProgress:
+    """Turns ninja's ``[n/N]`` lines (the default status, printed as each edge finishes
+    when the output is not a terminal) into percent + ETA messages, at most one every
+    ``interval`` seconds (a run's first and last step always)."""
+
+    emit: Callable[[str], None] | None = None
+    interval: float = PROGRESS_INTERVAL
+    overall: Callable[[], tuple[int, int] | None] | None = None
+    jobs: int = 1
+    clock: Callable[[], float] = time.monotonic
+    runs: list[NinjaRun] = field(default_factory=list)
+    no_work: int = 0  # ninja runs that had nothing to do ("ninja: no work to do.")
+    _last_other: float | None = None
+    _last_emit: float | None = None
+
+    def feed(self, line: str) -> str | None:
+        now = self.clock()
+        m = _NINJA_LINE.match(line)
+        if not m:
+            if "ninja: no work to do" in line:
+                self.no_work += 1
+            self._last_other = now
+            return None
+        n, total, what = int(m.group(1)), int(m.group(2)), m.group(3)
+        run = self.runs[-1] if self.runs else None
+        new_run = run is None or n < run.done or (run.done >= run.total and n <= run.done)
+        if run is None or new_run:
+            start = self._last_other if self._last_other is not None else now
+            run = NinjaRun(total, n, start, now, None, n)
+            self.runs.append(run)
+        run.done, run.total, run.last = n, total, now
+        if run.target is None:
+            t = _CMAKE_TARGET.search(what) or _LINKED.search(what)
+            run.target = t.group(1) if t else None
+        due = (
+            new_run
+            or n >= total
+            or self._last_emit is None
+            or now - self._last_emit >= self.interval
+        )
+        if not due:
+            return None
+        self._last_emit = now
+        msg = self.message(run)
+        if self.emit is not None:
+            self.emit(msg)
+        return msg
+
+    def on_line(self, line: str) -> None:
+        self.feed(line)
+
+    def message(self, run: NinjaRun) -> str:
+        pct = 100 * run.done // max(1, run.total)
+        eta = run.eta(self.jobs)
+        name = run.target or f"ninja run {len(self.runs)}"
+        tail = "" if eta is None else (", done" if eta == 0 else f", ETA {fmt_seconds(eta)}")
+        whole = self.overall() if self.overall is not None else None
+        if whole is not None:
+            done, total = min(whole[0], whole[1]), whole[1]
+            tail += f"; all targets {done}/{total} ({100 * done // max(1, total)}%)"
+        return (
+            f"build {name}: {run.done}/{run.total} ({pct}%), "
+            f"{fmt_seconds(run.last - run.started)} in{tail}"
+        )
+
+    @property
+    def steps_run(self) -> int:
+        return sum(r.done for r in self.runs)
+
+
+# Compile and link edges of a CMake-generated build.ninja (phony and utility edges such as
+# edit_cache or install never run in a build).
+_WORK_RULE = re.compile(r"_COMPILER__|_LINKER__")
+_UNESCAPED_SPACE = re.compile(r"(?<!\$) +")
+_UNESCAPED_COLON = re.compile(r"(?<!\$):(?:\s|$)")
+# What vLLM's setup.py builds: vLLM's CMakeLists has a ``default`` target depending on
+# exactly the extensions setup.py asks for (e.g. not _punica_C unless enabled); ``all``
+# holds every target defined.
+ROOT_TARGETS = ("default", "all")
+
+
+def _unescape(path: str) -> str:
+    return path.replace("$ ", " ").replace("$:", ":").replace("$$", "$")
+
+
+def parse_ninja_edges(text: str) -> dict[str, tuple[str, str, tuple[str, ...]]]:
+    """output -> (rule, the edge's first output, inputs incl. implicit and order-only)."""
+    text = re.sub(r"(?<!\$)\$\n[ \t]*", "", text)  # line continuations
+    edges: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+    for line in text.splitlines():
+        if not line.startswith("build "):
+            continue
+        m = _UNESCAPED_COLON.search(line, 6)
+        if m is None:
+            continue
+        outs = [
+            _unescape(o) for o in _UNESCAPED_SPACE.split(line[6 : m.start()].strip()) if o != "|"
+        ]
+        rest = [t for t in _UNESCAPED_SPACE.split(line[m.end() :].strip()) if t]
+        if not outs or not rest:
+            continue
+        ins = tuple(_unescape(t) for t in rest[1:] if t not in ("|", "||", "|@"))
+        for o in outs:
+            edges[o] = (rest[0], outs[0], ins)
+    return edges
+
+
+def ninja_work_outputs(build_ninja: Path, targets: Sequence[str] = ()) -> set[str]:
+    """The first output of each compile and link edge the build's root target needs
+    (what a from-scratch build runs), as ninja writes it into .ninja_log. ``targets``:
+    the CMake targets of a partial build instead of the root target."""
+    edges = parse_ninja_edges(build_ninja.read_text(errors="replace"))
+    return _work_from(edges, _roots(edges, targets))
+
+
+def _roots(
+    edges: Mapping[str, tuple[str, str, tuple[str, ...]]], targets: Sequence[str]
+) -> list[str]:
+    if targets:
+        return list(targets)
+    return next(([r] for r in ROOT_TARGETS if r in edges), list(edges))
+
+
+def _work_from(
+    edges: Mapping[str, tuple[str, str, tuple[str, ...]]], roots: Sequence[str]
+) -> set[str]:
+    seen: set[str] = set()
+    work: set[str] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        edge = edges.get(node)
+        if edge is None or edge[1] in seen:
+            continue
+        seen.add(edge[1])
+        rule, first, ins = edge
+        if _WORK_RULE.search(rule):
+            work.add(first)
+        stack.extend(ins)
+    return work
+
+
+def ninja_work_edges(build_ninja: Path, targets: Sequence[str] = ()) -> int:
+    return len(ninja_work_outputs(build_ninja, targets))
+
+
+def _build_dirs(src: Path) -> list[Path]:
+    return sorted(p for p in (src / "build").glob("temp.*") if (p / "build.ninja").is_file())
+
+
+def ninja_logged(build_dir: Path) -> set[str]:
+    """Outputs ninja has recorded as built in ``build_dir`` (.ninja_log, unique)."""
+    log = build_dir / ".ninja_log"
+    if not log.is_file():
+        return set()
+    seen = set()
+    for line in log.read_text(errors="replace").splitlines()[1:]:
+        parts = line.split("\t")
+        if len(parts) >= 4:
+            seen.add(parts[3])
+    return seen
+
+
+def _ninja_logged(src: Path) -> int:
+    return sum(len(ninja_logged(d)) for d in _build_dirs(src))
+
+
+class OverallProgress:
+    """(work edges built, work edges) over all targets, from build.ninja and .ninja_log:
+    counts what earlier, interrupted runs built too.
+
+    ninja prints an edge's ``[n/N]`` before it appends the edge to .ninja_log, so a count
+    read right after a status line can be behind by the edges just finished: while the
+    build runs the count is a lower bound (kept from going backwards); the build's last
+    message is read after ninja has exited, when the log is complete.
+    """
+
+    def __init__(self, src: Path, targets: Sequence[str] = ()) -> None:
+        self.src = src
+        self.targets = tuple(targets)
+        self._outputs: dict[Path, tuple[float, set[str]]] = {}
+        self._done = 0
+
+    def __call__(self) -> tuple[int, int] | None:
+        done = total = 0
+        for d in _build_dirs(self.src):
+            manifest = d / "build.ninja"
+            try:
+                mtime = manifest.stat().st_mtime
+                cached = self._outputs.get(d)
+                if cached is None or cached[0] != mtime:
+                    cached = (mtime, ninja_work_outputs(manifest, self.targets))
+                    self._outputs[d] = cached
+                outs = cached[1]
+                total += len(outs)
+                done += len(outs & ninja_logged(d))
+            except OSError:
+                continue
+        if not total:
+            return None
+        self._done = min(max(done, self._done), total)
+        return self._done, total
+
+
+def progress_of(work: Path, targets: Sequence[str] = ()) -> dict[str, Any] | None:
+    """How far a (stopped) build in ``work`` got, from build.ninja and .ninja_log: work
+    edges done of all, the compile seconds they took (each edge's own time, summed), and
+    the projected total at that rate (units differ a lot: a rough guide)."""
+    src = work / "src"
+    whole = OverallProgress(src, targets)()
+    if whole is None:
+        return None
+    done, total = whole
+    spent = 0.0
+    for d in _build_dirs(src):
+        outs = ninja_work_outputs(d / "build.ninja", targets)
+        last: dict[str, float] = {}
+        with contextlib.suppress(OSError):
+            for line in (d / ".ninja_log").read_text(errors="replace").splitlines()[1:]:
+                parts = line.split("\t")
+                if len(parts) >= 4 and parts[3] in outs:
+                    last[parts[3]] = (int(parts[1]) - int(parts[0])) / 1000
+        spent += sum(last.values())
+    out: dict[str, Any] = {"edges_done": done, "edges": total, "edge_seconds_done": round(spent)}
+    if done >= min(10, total):  # from fewer edges a projection says nothing
+        out["edge_seconds_projected"] = round(spent / done * total)
+    figures = {k: v for d in _build_dirs(src) for k, v in target_figures(d).items()}
+    if figures:
+        out["targets"] = figures
+    if targets:
+        out["partial"] = list(targets)
+    return out
+
+
+def _log_times(ninja_log: Path) -> dict[str, tuple[int, int]]:
+    """output -> (start ms, end ms) of its latest record in .ninja_log."""
+    times: dict[str, tuple[int, int]] = {}
+    with contextlib.suppress(OSError):
+        for line in ninja_log.read_text(errors="replace").splitlines()[1:]:
+            parts = line.split("\t")
+            if len(parts) >= 4 and parts[0].isdigit() and parts[1].isdigit():
+                times[parts[3]] = (int(parts[0]), int(parts[1]))
+    return times
+
+
+_TARGET_DIR = re.compile(r"^CMakeFiles/([^/]+)\.dir/")
+
+
+def target_figures(build_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per CMake target with compile edges in ``build_dir``: its work edges, how many of
+    them .ninja_log records as built, the seconds those edges took (each edge's own
+    time, summed: compile seconds, about CPU seconds where jobs <= cores), the longest
+    edge, and the wall span from the first edge's start to the last edge's end (one
+    ninja run's clock: meaningful when they were built in one run)."""
+    manifest = build_dir / "build.ninja"
+    if not manifest.is_file():
+        return {}
+    edges = parse_ninja_edges(manifest.read_text(errors="replace"))
+    names = sorted(
+        {m.group(1) for o in edges for m in [_TARGET_DIR.match(o)] if m and m.group(1) in edges}
+    )
+    times = _log_times(build_dir / ".ninja_log")
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        outs = _work_from(edges, [name])
+        if not outs:
+            continue
+        done = [times[o] for o in outs if o in times]
+        each = [(e - s) / 1000 for s, e in done]
+        fig: dict[str, Any] = {"edges": len(outs), "edges_done": len(done)}
+        if done:
+            fig |= {
+                "edge_seconds": round(sum(each), 1),
+                "longest_edge_s": round(max(each), 1),
+                "span_s": round((max(e for _, e in done) - min(s for s, _ in done)) / 1000, 1),
+            }
+        out[name] = fig
+    return out
+
+
+class ConfigureClock:
+    """How long setup.py + CMake took before ninja's first step, and what CMake itself
+    says it spent ("-- Configuring done (12.3s)", "-- Generating done (0.9s)")."""
+
+    _DONE = re.compile(r"^-- (Configuring|Generating) done \(([\d.]+)s\)")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.t0 = clock()
+        self.first_step: float | None = None
+        self.cmake: dict[str, float] = {}
+
+    def feed(self, line: str) -> None:
+        m = self._DONE.match(line.strip())
+        if m:
+            self.cmake[m.group(1).lower() + "_s"] = float(m.group(2))
+        elif self.first_step is None and _NINJA_LINE.match(line):
+            self.first_step = self.clock()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.cmake)
+        if self.first_step is not None:
+            out["until_first_step_s"] = round(self.first_step - self.t0, 1)
+        return out
