@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import inspect
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 from vllm_matrix.infra import results
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.pipeline import plan
+from vllm_matrix.pipeline.context import CellContext
 
 NAMES = [s.name for s in plan.PLAN]
 
@@ -50,9 +52,11 @@ def test_long_and_sided_stages() -> None:
 
 
 def test_every_need_is_made_by_an_earlier_stage() -> None:
+    products = {f.name for f in dataclasses.fields(CellContext)}
     made: set[str] = set()
     for s in plan.PLAN:
         assert set(s.needs) <= made, (s.name, set(s.needs) - made)
+        assert set(s.makes) <= products, (s.name, set(s.makes) - products)
         made |= set(s.makes)
 
 
