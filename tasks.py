@@ -8,6 +8,7 @@ from invoke import task
 from invoke.context import Context
 
 from vllm_matrix.cli import main
+from vllm_matrix.pipeline.plan import DEFAULT_DEPTH, DEPTHS
 
 
 def _run(argv: list[str]) -> None:
@@ -41,11 +42,13 @@ def preflight(c: Context, matrix: str = "matrix.toml", cell: str = "", json: boo
 @task(
     help={
         "matrix": "matrix file",
-        "depth": "preflight|toolkit|probe|build",
+        "depth": "|".join(DEPTHS),
         "cell": "only cells whose id contains this",
     }
 )
-def run(c: Context, matrix: str = "matrix.toml", depth: str = "preflight", cell: str = "") -> None:
+def run(
+    c: Context, matrix: str = "matrix.toml", depth: str = DEFAULT_DEPTH, cell: str = ""
+) -> None:
     """Run cells up to a depth and render reports/."""
     _run(["run", "--matrix", matrix, "--depth", depth] + (["--cell", cell] if cell else []))
 
@@ -115,7 +118,7 @@ def report(c: Context, matrix: str = "matrix.toml", merge: list[str] | None = No
 @task(
     help={
         "format": "github (strategy.matrix include JSON) | gitlab (parallel:matrix YAML)",
-        "depth": "the depth each job runs to: preflight|toolkit|probe|build",
+        "depth": f"the depth each job runs to: {'|'.join(DEPTHS)}",
         "cell": "only cells whose id contains this",
         "matrix": "matrix file",
     }
@@ -123,7 +126,7 @@ def report(c: Context, matrix: str = "matrix.toml", merge: list[str] | None = No
 def ci_matrix(
     c: Context,
     format: str = "github",
-    depth: str = "probe",
+    depth: str = DEFAULT_DEPTH,
     cell: str = "",
     matrix: str = "matrix.toml",
 ) -> None:

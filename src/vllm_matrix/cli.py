@@ -26,7 +26,7 @@ from vllm_matrix.infra.errors import (
 )
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
-from vllm_matrix.pipeline import grid, mapping, runner
+from vllm_matrix.pipeline import context, grid, mapping, plan, runner
 from vllm_matrix.report import browser, merge
 from vllm_matrix.report import compat as report
 from vllm_matrix.report import map as mapreport
@@ -34,10 +34,10 @@ from vllm_matrix.stages import build, externals, facts, modelopt, probe, source,
 from vllm_matrix.stages import env as env_mod
 
 
-def _matrix(args: argparse.Namespace) -> tuple[config.Matrix, runner.Workspace]:
+def _matrix(args: argparse.Namespace) -> tuple[config.Matrix, context.Workspace]:
     path = Path(args.matrix).resolve()
     m = grid.load_matrix(path)
-    return m, runner.Workspace(path.parent)
+    return m, context.Workspace(path.parent)
 
 
 def cmd_facts(args: argparse.Namespace) -> int:
@@ -91,8 +91,8 @@ def _say(msg: str) -> None:
 
 def build_options(
     args: argparse.Namespace, matrix: config.Matrix | None = None
-) -> runner.BuildOptions:
-    return runner.BuildOptions(
+) -> context.BuildOptions:
+    return context.BuildOptions(
         max_jobs=getattr(args, "max_jobs", None),
         nvcc_threads=getattr(args, "nvcc_threads", None),
         clean=getattr(args, "clean", False),
@@ -111,8 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.vllm:
             raise MatrixError("--env current needs --vllm VERSION", fix="e.g. --vllm 0.8.5")
         cell = current_cell(args.vllm, args.arch)
-        ws = runner.Workspace(Path.cwd())
-        runner.check_depth(args.depth)
+        ws = context.Workspace(Path.cwd())
+        plan.check_depth(args.depth)
         stages = runner.run_cell(cell, ws, args.depth, force=args.force, echo=_say, opts=opts)
         v = results.verdict_of(stages)
         print(
@@ -242,8 +242,8 @@ def release_cell(args: argparse.Namespace) -> config.Cell:
 
 def cmd_release(args: argparse.Namespace) -> int:
     cell = release_cell(args)
-    ws = runner.Workspace(Path(args.matrix).resolve().parent)
-    runner.check_depth(args.depth)
+    ws = context.Workspace(Path(args.matrix).resolve().parent)
+    plan.check_depth(args.depth)
     _say(f"cell {cell.id} (provider {cell.provider}) to depth {args.depth}")
     stages = runner.run_cell(
         cell, ws, args.depth, force=args.force, echo=_say, opts=build_options(args)
@@ -341,7 +341,7 @@ def cmd_newest(args: argparse.Namespace) -> int:
     archs = config.parse_arch_list(args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST", "") or "9.0")
     ans = newest.walk(args.torch, args.cuda, archs, args.python, args.provider, echo=_say)
     if args.depth == "probe" and ans.newest:
-        ws = runner.Workspace(Path.cwd())
+        ws = context.Workspace(Path.cwd())
 
         def run_cell(cell: config.Cell, force: bool) -> list[results.StageResult]:
             _say(f"probing {cell.id}" + (" (past its predicted failure)" if force else ""))
@@ -515,7 +515,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_cells)
 
     s = with_matrix(sub.add_parser("run", help="run cells up to a depth, then render the report"))
-    s.add_argument("--depth", default=runner.DEFAULT_DEPTH, help="|".join(runner.DEPTHS))
+    s.add_argument("--depth", default=plan.DEFAULT_DEPTH, help="|".join(plan.DEPTHS))
     s.add_argument("--cell", help="only cells whose id contains this")
     s.add_argument(
         "--force",
@@ -582,7 +582,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--provider", help="debian | pypi | system | conda-prefix")
     s.add_argument("--arch", help="GPU arches (default TORCH_CUDA_ARCH_LIST, else 9.0)")
     s.add_argument("--python", help="default: the newest both vLLM and torch accept")
-    s.add_argument("--depth", default=runner.DEFAULT_DEPTH, help="|".join(runner.DEPTHS))
+    s.add_argument("--depth", default=plan.DEFAULT_DEPTH, help="|".join(plan.DEPTHS))
     s.add_argument("--force", action="store_true", help="go on past a predicted failure")
     b = s.add_argument_group("--depth build")
     b.add_argument("--max-jobs", type=int, help="MAX_JOBS (default: from cores and free RAM)")
@@ -603,7 +603,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = with_matrix(sub.add_parser("ci-matrix", help="the CI job matrix, one job per cell"))
     s.add_argument("--format", default="github", choices=cimatrix.FORMATS)
-    s.add_argument("--depth", default=runner.DEFAULT_DEPTH, help="|".join(runner.DEPTHS))
+    s.add_argument("--depth", default=plan.DEFAULT_DEPTH, help="|".join(plan.DEPTHS))
     s.add_argument("--cell", help="only cells whose id contains this")
     s.set_defaults(fn=cmd_ci_matrix)
 

@@ -202,10 +202,10 @@ def test_doctor_for_the_seed_cell_is_clean() -> None:
 def test_pixi_snippet_matches_the_fixups_a_real_run_used(tmp_path: Path) -> None:
     from vllm_matrix.commands import pixi
     from vllm_matrix.infra.config import Cell
-    from vllm_matrix.pipeline import runner
+    from vllm_matrix.pipeline import context, runner
 
     cell = Cell("0.8.5", "2.6.0", "12.4", "debian", "3.12", ("9.0",))
-    ws = runner.Workspace(tmp_path)
+    ws = context.Workspace(tmp_path)
     stages = runner.run_cell(cell, ws, "toolkit")
     assert stages[-1].stage == "env" and stages[-1].status == "pass"
     used = pixi.used_fixups(ws.results, cell)

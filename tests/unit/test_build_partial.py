@@ -257,9 +257,9 @@ def test_a_partial_build_is_never_shown_as_a_wheel() -> None:
 
 
 def test_gpu_depth_runs_after_smoke() -> None:
-    from vllm_matrix.pipeline import runner
+    from vllm_matrix.pipeline import plan
 
-    assert runner.DEPTHS[-1] == "gpu" and runner.LAST_STAGE["gpu"] == "gpu"
+    assert plan.DEPTHS[-1] == "gpu" and plan.LAST_STAGE["gpu"] == "gpu"
     assert textwrap.dedent(results.STAGE_ORDER[-1]) == "gpu"
 
 

@@ -10,7 +10,7 @@ import pytest
 from vllm_matrix.infra import results
 from vllm_matrix.infra.config import Cell, load_matrix
 from vllm_matrix.infra.errors import MatrixError, ProgramMissing
-from vllm_matrix.pipeline import runner
+from vllm_matrix.pipeline import context, plan, runner
 from vllm_matrix.stages.preflight import Host
 
 CMAKE = """
@@ -51,7 +51,7 @@ def cell(root: Path, arch: str = "9.0") -> Cell:
 
 
 def test_preflight_depth_writes_a_valid_result(tmp_path: Path) -> None:
-    ws = runner.Workspace(tmp_path / "ws")
+    ws = context.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path))
     stages = runner.run_cell(c, ws, "preflight", **MACHINE)
     assert [s.stage for s in stages] == ["source", "facts", "preflight"]
@@ -62,7 +62,7 @@ def test_preflight_depth_writes_a_valid_result(tmp_path: Path) -> None:
 def test_predicted_failure_stops_unless_forced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ws = runner.Workspace(tmp_path / "ws")
+    ws = context.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path), "12.0")
     stages = runner.run_cell(c, ws, "toolkit", **MACHINE)
     assert stages[-1].stage == "preflight" and stages[-1].status == "predicted-fail"
@@ -70,9 +70,9 @@ def test_predicted_failure_stops_unless_forced(
 
     def fake_provide(provider: str, version: str, **kw: object) -> object:
         calls.append(provider)
-        raise runner.NotAvailable("not here", fix="elsewhere")
+        raise plan.NotAvailable("not here", fix="elsewhere")
 
-    monkeypatch.setattr(runner.toolkit, "provide", fake_provide)
+    monkeypatch.setattr(plan.toolkit, "provide", fake_provide)
     stages = runner.run_cell(c, ws, "toolkit", force=True, **MACHINE)
     assert calls == ["debian"] and stages[-1].stage == "toolkit"
     assert stages[-1].status == "skip"
@@ -81,13 +81,13 @@ def test_predicted_failure_stops_unless_forced(
 def test_ctrl_c_leaves_a_valid_interrupted_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ws = runner.Workspace(tmp_path / "ws")
+    ws = context.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path))
 
     def boom(*a: object) -> object:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner.facts_mod, "read_facts", boom)
+    monkeypatch.setattr(plan.facts_mod, "read_facts", boom)
     with pytest.raises(KeyboardInterrupt):
         runner.run_cell(c, ws, "preflight", **MACHINE)
     d = results.read(ws.results / f"{c.id}.json")
@@ -97,8 +97,8 @@ def test_ctrl_c_leaves_a_valid_interrupted_result(
 
 def test_depth_errors_say_what_exists() -> None:
     with pytest.raises(MatrixError, match="did you mean 'probe'"):
-        runner.check_depth("prob")
-    runner.check_depth("toolkit")
+        plan.check_depth("prob")
+    plan.check_depth("toolkit")
 
 
 def test_matrix_run_and_report(tmp_path: Path) -> None:
@@ -109,14 +109,14 @@ def test_matrix_run_and_report(tmp_path: Path) -> None:
         f'python = "3.12"\narch = ["9.0"]\nsource = "path:{root}"\n'
     )
     matrix = load_matrix(m)
-    ws = runner.Workspace(tmp_path)
+    ws = context.Workspace(tmp_path)
     done = runner.run_matrix(matrix, ws, "preflight", echo=lambda s: None, **MACHINE)
     assert done[0][1].verdict == "PREDICTED-FAIL"
     assert "csrc/k.cu:1" in done[0][1].cause
 
 
 def test_shallower_rerun_keeps_deeper_stages(tmp_path: Path) -> None:
-    ws = runner.Workspace(tmp_path / "ws")
+    ws = context.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path))
     runner.run_cell(c, ws, "preflight", **MACHINE)
     path = ws.results / f"{c.id}.json"
@@ -132,15 +132,15 @@ def test_a_killed_long_stage_leaves_an_interrupted_result(
 ) -> None:
     # kill -9 runs no handler: the result must already say where the run is, before the
     # long stage starts. Read the file from inside the stage, as a kill would leave it.
-    ws = runner.Workspace(tmp_path / "ws")
+    ws = context.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path))
     seen: dict[str, object] = {}
 
     def provide(provider: str, version: str, **kw: object) -> object:
         seen.update(results.read(ws.results / f"{c.id}.json"))
-        raise runner.NotAvailable("not here")
+        raise plan.NotAvailable("not here")
 
-    monkeypatch.setattr(runner.toolkit, "provide", provide)
+    monkeypatch.setattr(plan.toolkit, "provide", provide)
     runner.run_cell(c, ws, "toolkit", **MACHINE)
     stages = seen["stages"]
     assert isinstance(stages, list) and stages[-1]["stage"] == "toolkit"
@@ -151,13 +151,13 @@ def test_a_killed_long_stage_leaves_an_interrupted_result(
 
 
 def test_build_is_a_depth() -> None:
-    runner.check_depth("build")
-    assert runner.LAST_STAGE["build"] == "smoke"
+    plan.check_depth("build")
+    assert plan.LAST_STAGE["build"] == "smoke"
 
 
-def ws_without_patches(tmp: Path) -> runner.Workspace:
+def ws_without_patches(tmp: Path) -> context.Workspace:
     """A workspace whose own (empty) series keeps the shipped patches off the fixture tree."""
-    ws = runner.Workspace(tmp / "ws")
+    ws = context.Workspace(tmp / "ws")
     (ws.root / "patches").mkdir(parents=True)
     (ws.root / "patches" / "series.toml").write_text("")
     return ws
@@ -206,20 +206,20 @@ def build_fakes(
         )
         for k, v in sources.items()
     }
-    monkeypatch.setattr(runner.toolkit, "provide", lambda *a, **kw: tk)
-    monkeypatch.setattr(runner.env_mod, "provide", provide_env)
+    monkeypatch.setattr(plan.toolkit, "provide", lambda *a, **kw: tk)
+    monkeypatch.setattr(plan.env_mod, "provide", provide_env)
     monkeypatch.setattr(
-        runner.fixups, "compute", lambda *a: Fixups((Fixup("CUDA_HOME", "/tk", "x"),), ())
+        plan.fixups, "compute", lambda *a: Fixups((Fixup("CUDA_HOME", "/tk", "x"),), ())
     )
     monkeypatch.setattr(
-        runner.probe,
+        plan.probe,
         "run_probe",
         lambda *a, **kw: results.StageResult("probe", "pass", 1.0, "8 units"),
     )
-    monkeypatch.setattr(runner.externals, "resolve_all", lambda *a, **kw: dirs)
-    monkeypatch.setattr(runner.build, "build_wheel", build_wheel)
-    monkeypatch.setattr(runner.audit, "audit_wheel", audit_wheel)
-    monkeypatch.setattr(runner.audit, "smoke", smoke)
+    monkeypatch.setattr(plan.externals, "resolve_all", lambda *a, **kw: dirs)
+    monkeypatch.setattr(plan.build, "build_wheel", build_wheel)
+    monkeypatch.setattr(plan.audit, "audit_wheel", audit_wheel)
+    monkeypatch.setattr(plan.audit, "smoke", smoke)
     return seen
 
 
@@ -231,7 +231,7 @@ def test_build_depth_runs_build_audit_smoke_with_the_full_env(
     c = cell(tree(tmp_path))
     said: list[str] = []
     stages = runner.run_cell(
-        c, ws, "build", echo=said.append, opts=runner.BuildOptions(max_jobs=1), **MACHINE
+        c, ws, "build", echo=said.append, opts=context.BuildOptions(max_jobs=1), **MACHINE
     )
     assert [s.stage for s in stages][-5:] == ["patches", "probe", "build", "audit", "smoke"]
     assert seen["variant"] == "full"
@@ -239,7 +239,7 @@ def test_build_depth_runs_build_audit_smoke_with_the_full_env(
     assert isinstance(kw, dict)
     assert kw["extra_env"] == {"CUTLASS_SRC_DIR": str(tmp_path / "cutlass")}
     assert kw["jobs"] == 1 and kw["dist"] == ws.root / "dist" and kw["progress"] == said.append
-    assert kw["work"] == runner.build.work_dir(c)  # in the cache: a rerun resumes it
+    assert kw["work"] == plan.build.work_dir(c)  # in the cache: a rerun resumes it
     assert seen["audited"] == (Path("/w.whl"), ("9.0",))
     v = results.verdict_of(stages)
     assert (v.verdict, v.depth) == ("PASS", "smoke") and "deps" in v.cause
@@ -271,16 +271,16 @@ def test_a_build_rerun_reuses_the_probe_that_passed_on_the_same_inputs(
         probes.append(1)
         return results.StageResult("probe", "pass", 1.0, "8 units")
 
-    monkeypatch.setattr(runner.probe, "run_probe", counted)
+    monkeypatch.setattr(plan.probe, "run_probe", counted)
     stages = runner.run_cell(c, ws, "build", **MACHINE)
     probe_stage = next(s for s in stages if s.stage == "probe")
     assert probes == [] and "reused" in probe_stage.summary
     assert probe_stage.details["reused_from"]
     # Other inputs (another torch) mean a new probe.
     monkeypatch.setattr(
-        runner.env_mod,
+        plan.env_mod,
         "provide",
-        lambda py, torch, variant, **kw: runner.env_mod.TorchEnv(
+        lambda py, torch, variant, **kw: plan.env_mod.TorchEnv(
             py, torch, variant, tmp_path, tmp_path / "py", tmp_path, "2.6.0+cu126", "12.6"
         ),
     )
@@ -312,7 +312,7 @@ def test_report_lists_runs_copied_from_other_machines(tmp_path: Path) -> None:
         f'[[cell]]\nvllm = "0.8.5"\ntorch = "2.6.0"\ncuda = "12.4"\nprovider = "debian"\n'
         f'python = "3.12"\narch = ["9.0"]\nsource = "path:{root}"\n'
     )
-    ws = runner.Workspace(tmp_path)
+    ws = context.Workspace(tmp_path)
     runner.run_matrix(load_matrix(m), ws, "preflight", echo=lambda s: None, **MACHINE)
     other = ws.reports / "device"
     other.mkdir(parents=True)
@@ -342,8 +342,8 @@ def test_ctrl_c_in_the_build_records_how_far_it_got(
     def stopped(*a: object, **kw: object) -> results.StageResult:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner.build, "build_wheel", stopped)
-    monkeypatch.setattr(runner.build, "progress_of", lambda work: {"edges_done": 7, "edges": 315})
+    monkeypatch.setattr(plan.build, "build_wheel", stopped)
+    monkeypatch.setattr(plan.build, "progress_of", lambda work: {"edges_done": 7, "edges": 315})
     with pytest.raises(KeyboardInterrupt):
         runner.run_cell(c, ws, "build", **MACHINE)
     d = results.read(ws.results / f"{c.id}.json")
@@ -360,7 +360,7 @@ def _raise_in_toolkit(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> No
     def provide(*a: object, **kw: object) -> object:
         raise exc
 
-    monkeypatch.setattr(runner.toolkit, "provide", provide)
+    monkeypatch.setattr(plan.toolkit, "provide", provide)
 
 
 @pytest.mark.parametrize(
@@ -379,7 +379,7 @@ def _raise_in_toolkit(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> No
 def test_a_stage_that_raises_is_an_error_with_cause_and_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: BaseException, cause: str, fix: str
 ) -> None:
-    ws = runner.Workspace(tmp_path / "ws")
+    ws = context.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path))
     _raise_in_toolkit(monkeypatch, exc)
     stages = runner.run_cell(c, ws, "toolkit", **MACHINE)
@@ -395,9 +395,9 @@ def test_debug_lets_a_bug_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(KeyError):
         runner.run_cell(
             cell(tree(tmp_path)),
-            runner.Workspace(tmp_path / "ws"),
+            context.Workspace(tmp_path / "ws"),
             "toolkit",
-            opts=runner.BuildOptions(debug=True),
+            opts=context.BuildOptions(debug=True),
             **MACHINE,
         )
 
@@ -437,8 +437,8 @@ def test_error_cells_are_listed_apart_and_exit_non_zero(
         f'source = "path:{root}"\n'
     )
     _raise_in_toolkit(monkeypatch, ProgramMissing("uv not found (x)", fix="pip install -e ."))
-    monkeypatch.setattr(runner.preflight, "detect_host", lambda: MACHINE["host"])
-    monkeypatch.setattr(runner.results, "machine", lambda: MACHINE["mach"])
+    monkeypatch.setattr(plan.preflight, "detect_host", lambda: MACHINE["host"])
+    monkeypatch.setattr(results, "machine", lambda: MACHINE["mach"])
     rc = cli.main(["run", "--matrix", str(m), "--depth", "toolkit"])
     out = capsys.readouterr()
     assert rc == 3, out.err
@@ -454,7 +454,7 @@ def test_torch_source_of_variants(monkeypatch: pytest.MonkeyPatch) -> None:
     from vllm_matrix.infra import index
     from vllm_matrix.infra.config import Cell
     from vllm_matrix.infra.errors import NotAvailable
-    from vllm_matrix.pipeline.runner import torch_source
+    from vllm_matrix.pipeline.plan import torch_source
 
     monkeypatch.delenv("VLLM_MATRIX_TORCH_INDEX_CU128", raising=False)
     monkeypatch.delenv("VLLM_MATRIX_TORCH_INDEX_CU124", raising=False)

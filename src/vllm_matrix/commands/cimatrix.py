@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 from vllm_matrix.infra.config import Matrix
 from vllm_matrix.infra.errors import ConfigError
-from vllm_matrix.pipeline.runner import DEPTHS
+from vllm_matrix.pipeline.plan import DEPTHS
 
 FORMATS = ("github", "gitlab")
 # GitHub Actions: "A matrix can generate a maximum of 256 jobs per workflow run";

@@ -1,0 +1,372 @@
+"""The pipeline: one ordered list of stages (``PLAN``), each a small function of the cell's
+context. The depths, the long stages and the order everyone else uses come from this list.
+
+A depth names a point in the plan: ``--depth D`` runs every stage up to the last one that
+belongs to D (``LAST_STAGE``); a verdict's depth is the last stage whose result counts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vllm_matrix.infra import results
+from vllm_matrix.infra.config import Cell
+from vllm_matrix.infra.errors import MatrixError, NotAvailable
+from vllm_matrix.infra.results import FAIL, PASS, Finding, StageResult
+from vllm_matrix.knowledge import pins
+from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.pipeline import reuse
+from vllm_matrix.pipeline.context import CellContext, need
+from vllm_matrix.stages import (
+    audit,
+    build,
+    externals,
+    fixups,
+    gpu,
+    modelopt,
+    patches,
+    preflight,
+    probe,
+    source,
+    toolkit,
+)
+from vllm_matrix.stages import env as env_mod
+from vllm_matrix.stages import facts as facts_mod
+from vllm_matrix.stages.build import partial
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[CellContext], StageResult]
+    depth: str  # the depth it belongs to
+    needs: tuple[str, ...] = ()  # the context's products it reads
+    makes: tuple[str, ...] = ()  # the products it leaves in the context
+    # Minutes or hours: a result saying "interrupted" is written before it, so a kill -9
+    # (which runs no handler) still leaves a valid result naming where it stopped.
+    long: bool = False
+    compiles: bool = False  # its PASS is evidence from compiling (results.COMPILED)
+    # Its FAILs are sorted by classify's side: all of them the machine's (or a gap in a
+    # toolkit the tool assembled) make an ERROR, not a fact about vLLM.
+    sided: bool = False
+    # What a Ctrl-C in it records in its result's details (how far it got).
+    interrupted: Callable[[CellContext], dict[str, Any]] | None = None
+
+
+def do_source(ctx: CellContext) -> StageResult:
+    tree = source.get_tree(ctx.cell.source_spec)
+    ctx.tree = tree
+    return StageResult("source", PASS, 0.0, tree.origin, details={"root": str(tree.root)})
+
+
+def do_facts(ctx: CellContext) -> StageResult:
+    tree = need(ctx.tree)
+    f = facts_mod.read_facts(tree.root, tree.version)
+    ctx.facts = f
+    return StageResult(
+        "facts",
+        PASS,
+        0.0,
+        f"torch pin {f.torch}, cutlass {f.cutlass}, cmake ≥ {f.cmake}",
+        details=f.to_json(),
+    )
+
+
+def do_preflight(ctx: CellContext) -> StageResult:
+    cell, f, root = ctx.cell, need(ctx.facts), need(ctx.tree).root
+    know = knowledge.load()
+    found = preflight.check(cell, f, know, root, ctx.host or preflight.detect_host(), pins.load())
+    column, evidence = preflight.modelopt_column(cell, f)
+    # The column rests on the release's own parser run on a ModelOpt FP8 config.
+    cfg = modelopt.check(root, modelopt.EXAMPLE)
+    return StageResult(
+        "preflight",
+        preflight.status_of(found),
+        0.0,
+        preflight.summary_of(found),
+        tuple(found),
+        details={
+            "modelopt_fp8": column
+            if cfg.accepted or not f.modelopt.supported
+            else f"no: {cfg.message}",
+            "modelopt_evidence": f"{evidence}; hf_quant_config.json FP8: {cfg.message} ({cfg.how})",
+            "modelopt_config": cfg.to_json(),
+        },
+    )
+
+
+def do_toolkit(ctx: CellContext) -> StageResult:
+    cell = ctx.cell
+    log = ctx.logs / "toolkit.log"
+    if cell.env == "current":
+        tk = toolkit.current_toolkit()
+    else:
+        tk = toolkit.provide(cell.provider, cell.cuda, log=log)
+    ctx.toolkit = tk
+    summary = f"nvcc {tk.full_version} ({tk.provider}) at {tk.root}"
+    return StageResult("toolkit", PASS, 0.0, summary, details=tk.to_json(), log=str(log))
+
+
+def do_env(ctx: CellContext) -> StageResult:
+    cell = ctx.cell
+    log = ctx.logs / "env.log"
+    if cell.env == "current":
+        tv = env_mod.current_env()
+    else:
+        # The build imports torch and needs vLLM's build requirements: the full env.
+        variant = "full" if ctx.runs("build") else "headers"
+        spec, url = torch_source(cell)
+        tv = env_mod.provide(cell.python, spec, variant, log=log, torch_index=url)
+    fx = fixups.compute(need(ctx.toolkit), tv, cell.arch)
+    ctx.env, ctx.fixups = tv, fx
+    found = tuple(Finding("fixup", "fail", p.message, p.fix) for p in fx.problems)
+    summary = f"torch {tv.torch_version} (py{tv.python}, {tv.variant}); {len(fx.items)} fixups"
+    details = {"env": tv.to_json(), "fixups": fx.to_json()}
+    return StageResult("env", FAIL if found else PASS, 0.0, summary, found, details, str(log))
+
+
+def do_patches(ctx: CellContext) -> StageResult:
+    # A private copy: patched files are copied, the rest hard-linked (the probe only
+    # reads the tree; builds make a full copy of their own).
+    tree = need(ctx.tree)
+    log = ctx.logs / "patches.log"
+    chosen = patches.select(patches.load_series(root=ctx.ws.root), tree.version)
+    work = ctx.logs / "tree"
+    if work.exists():
+        shutil.rmtree(work)
+    patches.copy_tree(tree.root, work, private=patches.touched(chosen))
+    applied = patches.apply_all(work, chosen, log=log, version=tree.version)
+    ctx.work_tree, ctx.applied = work, tuple(applied)
+    names = ", ".join(f"{a.patch.name} ({a.status})" for a in applied) or "none apply"
+    return StageResult(
+        "patches",
+        PASS,
+        0.0,
+        names,
+        details={"applied": [a.to_json() for a in applied]},
+        log=str(log),
+    )
+
+
+def do_probe(ctx: CellContext) -> StageResult:
+    if not ctx.opts.probe and ctx.runs("build"):
+        return partial.probe_skipped()
+    inputs = reuse.probe_inputs(ctx)
+    if ctx.runs("build"):
+        # A build reruns after a stop; the probe that passed for the same inputs
+        # (source, toolkit, torch, patches) minutes or hours ago still holds.
+        again = reuse.passed_probe(ctx, inputs)
+        if again is not None:
+            return again
+    r = probe.run_probe(
+        ctx.cell,
+        need(ctx.work_tree),
+        need(ctx.facts),
+        need(ctx.toolkit),
+        need(ctx.env),
+        need(ctx.fixups),
+        ctx.logs / "probe",
+        units_mode=ctx.opts.probe_units,
+    )
+    findings, details = r.findings, r.details | {"inputs": inputs}
+    pre = next((s for s in ctx.done if s.stage == "preflight"), None)
+    if pre is not None and pre.status == results.PREDICTED_FAIL:
+        # --force: the probe checks the prediction; say whether they agree.
+        agree = r.status == FAIL
+        note = Finding(
+            "prediction-check",
+            "info" if agree else "warn",
+            "preflight predicted failure; the probe "
+            + ("agrees" if agree else "compiled the units it chose without error"),
+            "" if agree else "the probe cannot see every unit: check the rule",
+            tuple(f.rule for f in pre.findings if f.level == "fail"),
+        )
+        findings = (*findings, note)
+    return StageResult(r.stage, r.status, r.seconds, r.summary, findings, details, r.log)
+
+
+def do_build(ctx: CellContext) -> StageResult:
+    cell, opts, tree = ctx.cell, ctx.opts, need(ctx.tree)
+    # The FetchContent sources come from the cache (inv prefetch) or PyPI; a missing
+    # one stops the build here, before anything compiles, saying how to bring it.
+    know = probe.load_knowledge()
+    dirs, standins = partial.externals_for(
+        need(ctx.facts), know, tree.root, opts.targets, build.work_dir(cell)
+    )
+    missing = externals.missing_error(tree.version, dirs)
+    if missing is not None:
+        raise NotAvailable(missing.message, fix=missing.fix)
+    r = build.build_wheel(
+        cell,
+        tree,
+        need(ctx.toolkit),
+        need(ctx.env),
+        need(ctx.fixups),
+        build.work_dir(cell),
+        ctx.ws.dist,
+        jobs=opts.max_jobs,
+        nvcc_threads=opts.nvcc_threads,
+        progress=ctx.echo,
+        series=patches.load_series(root=ctx.ws.root),
+        clean=opts.clean,
+        ccache=opts.ccache,
+        ccache_remote=opts.ccache_remote,
+        extra_env=externals.build_env(dirs) | {v: str(p) for p, v in standins.values()},
+        targets=opts.targets,
+    )
+    if r.status in (PASS, results.WARN) and "wheel" in r.details:
+        ctx.wheel = Path(r.details["wheel"])
+    if r.status in (PASS, results.WARN) and "partial" in r.details:
+        ctx.extensions = [Path(p) for p in r.details["partial"]["extensions"]]
+    sources = {k: {"pin": d.pin, "path": str(d.path), "origin": d.origin} for k, d in dirs.items()}
+    details = r.details | {"sources": sources}
+    if standins:
+        details["standins"] = {k: str(p) for k, (p, _) in standins.items()}
+    return StageResult(r.stage, r.status, r.seconds, r.summary, r.findings, details, r.log)
+
+
+def build_progress(ctx: CellContext) -> dict[str, Any]:
+    """How far an interrupted build got; the next run resumes from there."""
+    work, targets = build.work_dir(ctx.cell), ctx.opts.targets
+    return {"progress": build.progress_of(work, targets) if targets else build.progress_of(work)}
+
+
+def do_audit(ctx: CellContext) -> StageResult:
+    archs = tuple(ctx.cell.arch)
+    if ctx.extensions is not None:  # a partial build: its .so files and FP8 GEMM objects
+        return partial.audit_partial(
+            ctx.extensions, need(ctx.toolkit), archs, ctx.opts.targets, build.work_dir(ctx.cell)
+        )
+    return audit.audit_wheel(need(ctx.wheel), need(ctx.toolkit), archs)
+
+
+def do_smoke(ctx: CellContext) -> StageResult:
+    if ctx.extensions is not None:  # no wheel to install: load the extensions instead
+        return partial.smoke_partial(
+            ctx.extensions, need(ctx.env), ctx.opts.targets, ctx.logs / "smoke"
+        )
+    return audit.smoke(need(ctx.wheel), need(ctx.env), need(ctx.toolkit), build.work_dir(ctx.cell))
+
+
+def do_gpu(ctx: CellContext) -> StageResult:
+    exts = ctx.extensions or (
+        gpu.wheel_extensions(ctx.wheel, ctx.logs / "gpu" / "wheel") if ctx.wheel is not None else []
+    )
+    return gpu.run_stage(exts, need(ctx.env), ctx.logs / "gpu", ctx.opts.targets)
+
+
+PLAN: tuple[Stage, ...] = (
+    Stage("source", do_source, "preflight", makes=("tree",)),
+    Stage("facts", do_facts, "preflight", needs=("tree",), makes=("facts",)),
+    Stage("preflight", do_preflight, "preflight", needs=("tree", "facts")),
+    Stage("toolkit", do_toolkit, "toolkit", makes=("toolkit",), long=True),
+    Stage("env", do_env, "toolkit", needs=("toolkit",), makes=("env", "fixups"), long=True),
+    Stage("patches", do_patches, "probe", needs=("tree",), makes=("work_tree", "applied")),
+    Stage(
+        "probe",
+        do_probe,
+        "probe",
+        needs=("tree", "work_tree", "facts", "toolkit", "env", "fixups", "applied"),
+        long=True,
+        compiles=True,
+        sided=True,
+    ),
+    Stage(
+        "build",
+        do_build,
+        "build",
+        needs=("tree", "facts", "toolkit", "env", "fixups"),
+        makes=("wheel", "extensions"),  # one or the other: a wheel, or a partial build's
+        long=True,
+        compiles=True,
+        sided=True,
+        interrupted=build_progress,
+    ),
+    Stage("audit", do_audit, "build", needs=("wheel", "extensions", "toolkit"), compiles=True),
+    Stage(
+        "smoke",
+        do_smoke,
+        "build",
+        needs=("wheel", "extensions", "env", "toolkit"),
+        long=True,
+        compiles=True,
+    ),
+    Stage("gpu", do_gpu, "gpu", needs=("wheel", "extensions", "env"), long=True, compiles=True),
+)
+STAGES = {s.name: s for s in PLAN}
+
+# Depths in plan order, and the stage each ends with.
+DEPTHS = tuple(dict.fromkeys(s.depth for s in PLAN))
+LAST_STAGE = {d: [s.name for s in PLAN if s.depth == d][-1] for d in DEPTHS}
+# The deepest depth that fits on any machine: the probe needs no GPU and minutes per cell.
+# The one default of `run`, `release`, `ci-matrix`, `nox -s matrix` and `inv run`.
+DEFAULT_DEPTH = "probe"
+
+
+def check_depth(depth: str) -> None:
+    if depth not in DEPTHS:
+        from vllm_matrix.infra.tomlfile import did_you_mean
+
+        raise MatrixError(f"unknown depth '{depth}'", fix=did_you_mean(depth, DEPTHS))
+
+
+def cut(depth: str) -> tuple[Stage, ...]:
+    """The plan up to ``depth``: the stages a run to that depth walks."""
+    check_depth(depth)
+    last = [s.name for s in PLAN].index(LAST_STAGE[depth])
+    return PLAN[: last + 1]
+
+
+def torch_source(cell: Cell) -> tuple[str, str | None]:
+    """(what to install, the variant index to take it from) for the cell's torch.
+
+    A bare version comes from pip's index. A variant comes from its configured index; with
+    none configured, it is the index's default wheel when that wheel is that variant
+    (PyPI's 2.6.0 is +cu124), else it cannot be had here: NotAvailable (SKIPPED).
+    """
+    variant = cell.torch_variant
+    if variant is None:
+        return cell.torch, None
+    found = cell.torch_index_url()
+    if found is None:
+        default = knowledge.load().torch.get(cell.torch_version)
+        if default is not None and default.local == variant:
+            return cell.torch_version, None
+        from vllm_matrix.stages.torchwheel import variant_index
+
+        variant_index(variant, dict(cell.torch_index))  # raises NotAvailable with the fix
+        raise AssertionError("unreachable")  # pragma: no cover
+    url, where = found
+    try:
+        from vllm_matrix.infra import index
+
+        have = {str(f.version) for f in index.project_files("torch", url)}
+    except MatrixError as exc:
+        raise NotAvailable(
+            f"torch {cell.torch}: the {variant} index configured by {where} cannot be read: "
+            f"{exc.message}",
+            fix=f"check {where} and the network; preflight's verdict still stands",
+        ) from exc
+    if cell.torch not in have:
+        raise NotAvailable(
+            f"torch {cell.torch} is not on the {variant} index configured by {where}",
+            fix=f"pick a torch release that index serves, or fix {where}",
+        )
+    return cell.torch, url
+
+
+__all__ = [
+    "DEFAULT_DEPTH",
+    "DEPTHS",
+    "LAST_STAGE",
+    "PLAN",
+    "STAGES",
+    "Stage",
+    "check_depth",
+    "cut",
+    "torch_source",
+]
