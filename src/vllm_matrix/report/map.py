@@ -12,6 +12,7 @@ from typing import Any
 
 from packaging.version import Version
 
+from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.cache import atomic_write_text
 
 # verdict (and whether it carries warnings) -> markdown mark, css class, words
@@ -70,7 +71,7 @@ def tables(d: dict[str, Any]) -> list[tuple[tuple[str, str, str], list[dict[str,
 
 def table_title(key: tuple[str, str, str]) -> str:
     cuda, provider, arch = key
-    return f"CUDA {cuda} ({provider}) · {arch.replace('sm', 'sm_')}"
+    return f"CUDA {cuda} ({provider}) · {Arch.parse(arch).sm}"
 
 
 def table_anchor(key: tuple[str, str, str]) -> str:
