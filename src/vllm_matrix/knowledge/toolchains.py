@@ -45,7 +45,8 @@ class NvccFacts:
     def excludes_side(self, arch: str) -> str:
         """Why ``arch`` is out: 'its archs start at compute_75' / 'end at compute_90' /
         'has no family (f) targets' ... (names the side of the list that excludes it)."""
-        a = Arch.parse(arch).base
+        target = Arch.parse(arch)
+        a = target.base
         have_archs = [Arch.parse(x).base for x in self.archs]
         if have_archs and a < have_archs[0]:
             return f"its archs start at {have_archs[0].compute}"
@@ -53,12 +54,13 @@ class NvccFacts:
             return f"its archs end at {have_archs[-1].compute}"
         if a.name not in self.archs:
             return f"{a.compute} is not among its archs"
+        # listed, yet refused: an "a" or "f" target this nvcc does not take
         kind, have = (
             ("family (f)", self.family)
-            if arch.endswith("f")
+            if target.suffix == "f"
             else ("arch-specific (a)", self.arch_specific)
         )
-        listed = ", ".join(f"{h}{arch[-1]}" for h in have or ()) or "none"
+        listed = ", ".join(f"{h}{target.suffix}" for h in have or ()) or "none"
         return f"its {kind} targets are {listed}"
 
 

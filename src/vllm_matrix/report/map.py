@@ -65,7 +65,7 @@ def tables(d: dict[str, Any]) -> list[tuple[tuple[str, str, str], list[dict[str,
     for c in d["cells"]:
         by.setdefault((c["cuda"], c["provider"], c["arch"]), []).append(c)
     return sorted(
-        by.items(), key=lambda kv: (Version(kv[0][0]), kv[0][1], int(kv[0][2][2:].rstrip("af")))
+        by.items(), key=lambda kv: (Version(kv[0][0]), kv[0][1], Arch.parse(kv[0][2]).number)
     )
 
 
