@@ -3,7 +3,9 @@ cuobjdump, torch's arch flags and TORCH_CUDA_ARCH_LIST, cell ids), and CUDA's ru
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -166,6 +168,8 @@ def test_bad_suffix_is_refused() -> None:
         ("9.0", "8.0", False),  # never across majors
         ("9.0", "9.0a", False),  # arch-specific SASS runs on its own arch only
         ("9.0a", "9.0", False),  # an arch-specific target needs exactly its SASS
+        ("9.0a", "9.0a", True),
+        ("9.0", "9.0", True),
         ("12.0f", "12.0", True),  # a family target takes its major's SASS
         ("12.1", "12.0f", True),
         ("12.0f", "12.1", False),
@@ -189,3 +193,17 @@ def test_runs_sass_of(target: str, sass: str, runs: bool) -> None:
 )
 def test_jits_ptx_of(target: str, ptx: str, jits: bool) -> None:
     assert Arch.parse(target).jits_ptx_of(Arch.parse(ptx)) is jits
+
+
+def test_shipped_matrix_arches_round_trip() -> None:
+    text = (Path(__file__).parents[2] / "matrix.toml").read_text()
+    found = {
+        a
+        for m in re.findall(r"^arch = \[([^\]]*)\]", text, re.M)
+        for a in re.findall(r'"([^"]+)"', m)
+    }
+    assert found >= {"8.0", "9.0", "12.0"}
+    for a in found:
+        arch = Arch.parse(a)
+        assert Arch.parse(arch.name) == arch and Arch.parse(arch.sm) == arch
+        assert Arch.parse(arch.tag) == arch and Arch.parse(str(arch)) == arch

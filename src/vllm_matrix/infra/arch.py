@@ -19,8 +19,8 @@ from vllm_matrix.infra.errors import ConfigError
 
 # "sm_90a" / "compute_90" / "sm90a" (a cell id's tag) / "90" / "9.0" / "12.0f", "+PTX" last
 _ARCH = re.compile(r"^(?:sm_?|compute_)?(\d+)(?:\.(\d+))?([af]?)(\+PTX)?$")
-SUFFIXES = ("", "a", "f")
-SPELLINGS = 'write arches like "9.0", "sm_90", "9.0a" or "12.0f"'
+_SUFFIXES = ("", "a", "f")
+_SPELLINGS = 'write arches like "9.0", "sm_90", "9.0a" or "12.0f"'
 
 
 @dataclass(frozen=True, order=True)
@@ -35,8 +35,8 @@ class Arch:
     ptx: bool = False
 
     def __post_init__(self) -> None:
-        if self.suffix not in SUFFIXES:
-            raise ValueError(f"arch suffix {self.suffix!r} is not one of {SUFFIXES}")
+        if self.suffix not in _SUFFIXES:
+            raise ValueError(f"arch suffix {self.suffix!r} is not one of {_SUFFIXES}")
 
     @classmethod
     def parse(cls, text: str) -> Arch:
@@ -101,14 +101,17 @@ class Arch:
         return out
 
     def runs_sass_of(self, sass: Arch) -> bool:
-        """Whether SASS built for ``sass`` runs where ``self`` is wanted without being
-        exactly it: same major, not newer, and not arch-specific (an 'a' cubin runs only on
-        its own arch). A family ('f') target takes any such SASS of its major."""
+        """Whether SASS built for ``sass`` serves ``self``: its own arch, or (binary
+        compatible) the same major and not newer, where neither is arch-specific (an 'a'
+        cubin runs only on its own arch; an 'a' target wants exactly its own SASS). A family
+        ('f') target takes any such SASS of its major."""
+        if sass.name == self.name:
+            return True
         return (
             sass.suffix != "a"
+            and self.suffix != "a"
             and sass.major == self.major
             and sass.minor <= self.minor
-            and self.suffix != "a"
         )
 
     def jits_ptx_of(self, ptx: Arch) -> bool:
@@ -125,8 +128,8 @@ def _did_you_mean(text: str) -> str:
     tidy = text.strip().lower().replace(",", ".").replace("-", "_").replace("+ptx", "+PTX")
     m = _ARCH.match(tidy)
     if tidy != text.strip() and m and (m.group(2) is not None or len(m.group(1)) >= 2):
-        return f"did you mean '{Arch.parse(tidy)}'? ({SPELLINGS})"
-    return SPELLINGS
+        return f"did you mean '{Arch.parse(tidy)}'? ({_SPELLINGS})"
+    return _SPELLINGS
 
 
 def normalize_arch(text: str) -> str:
@@ -134,7 +137,7 @@ def normalize_arch(text: str) -> str:
     (a data file's arch is a build target: torch's '+PTX' is not one)."""
     arch = Arch.parse(text)
     if arch.ptx:
-        raise ConfigError(f"'{text}' is not a GPU arch", fix=SPELLINGS)
+        raise ConfigError(f"'{text}' is not a GPU arch", fix=_SPELLINGS)
     return arch.name
 
 
