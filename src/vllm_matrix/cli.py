@@ -15,6 +15,7 @@ from packaging.version import Version
 from vllm_matrix.commands import cimatrix, doctor, pixi
 from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import config, index, results, tomlfile
+from vllm_matrix.infra.arch import Arch, parse_arch_list
 from vllm_matrix.infra.cache import atomic_write_text
 from vllm_matrix.infra.errors import (
     EXIT_CELL_ERROR,
@@ -81,8 +82,8 @@ def current_cell(vllm: str, arch: str | None) -> config.Cell:
 def _archs(arch: str | None) -> tuple[str, ...]:
     """--arch: a list, or "auto"/nothing (TORCH_CUDA_ARCH_LIST, else the GPUs here)."""
     if arch and arch != "auto":
-        return config.parse_arch_list(arch)
-    return config.parse_arch_list(os.environ.get("TORCH_CUDA_ARCH_LIST", ""))
+        return parse_arch_list(arch)
+    return parse_arch_list(os.environ.get("TORCH_CUDA_ARCH_LIST", ""))
 
 
 def _say(msg: str) -> None:
@@ -197,8 +198,8 @@ def cmd_map_slice(args: argparse.Namespace) -> int:
     path = ws.results / "map.json"
     if not path.is_file():
         raise MatrixError(f"no {path.name} under results/", fix="run `nox -s map` first")
-    arch = config.arch_tag(config.normalize_arch(args.arch))
-    print(mapreport.slice_md(json.loads(path.read_text()), arch), end="")
+    tag = Arch.parse(args.arch).tag
+    print(mapreport.slice_md(json.loads(path.read_text()), tag), end="")
     return 0
 
 
@@ -228,7 +229,7 @@ def release_cell(args: argparse.Namespace) -> config.Cell:
     python = args.python or (
         default if default in pythons else (pythons[-1] if pythons else default or "3.12")
     )
-    archs = config.parse_arch_list(args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST") or "9.0")
+    archs = parse_arch_list(args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST") or "9.0")
     return config.Cell(
         v,
         torch,
@@ -338,7 +339,7 @@ def cmd_newest(args: argparse.Namespace) -> int:
         raise MatrixError(
             f"unknown depth '{args.depth}'", fix=did_you_mean(args.depth, newest.DEPTHS)
         )
-    archs = config.parse_arch_list(args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST", "") or "9.0")
+    archs = parse_arch_list(args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST", "") or "9.0")
     ans = newest.walk(args.torch, args.cuda, archs, args.python, args.provider, echo=_say)
     if args.depth == "probe" and ans.newest:
         ws = context.Workspace(Path.cwd())
@@ -363,7 +364,7 @@ def cmd_blackwell(args: argparse.Namespace) -> int:
     from vllm_matrix.commands import newest
 
     m, ws = _matrix(args)
-    arch = config.parse_arch_list(args.arch)[0]
+    arch = parse_arch_list(args.arch)[0]
     rows = []
     for v in args.vllm or ["0.8.5", "0.9.2", "0.10.1"]:
         _say(f"vLLM {v}: cheapest toolchain for {arch}")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix.infra.config import arch_tag, load_matrix, normalize_arch, split_torch, torch_tag
+from vllm_matrix.infra.config import load_matrix, split_torch, torch_tag
 from vllm_matrix.infra.errors import ConfigError
 
 GOOD = """
@@ -49,26 +49,6 @@ def test_cells_are_frozen(tmp_path: Path) -> None:
     c = load_matrix(write(tmp_path, GOOD)).cells[0]
     with pytest.raises(AttributeError):
         c.vllm = "0.9.0"  # type: ignore[misc]
-
-
-@pytest.mark.parametrize(
-    ("text", "expect"),
-    [
-        ("sm_90", "9.0"),
-        ("90", "9.0"),
-        ("9.0", "9.0"),
-        ("sm_90a", "9.0a"),
-        ("12.0f", "12.0f"),
-        ("120", "12.0"),
-        ("compute_100", "10.0"),
-    ],
-)
-def test_normalize_arch(text: str, expect: str) -> None:
-    assert normalize_arch(text) == expect
-
-
-def test_arch_tag() -> None:
-    assert arch_tag("12.0f") == "sm120f" and arch_tag("9.0") == "sm90"
 
 
 @pytest.mark.parametrize(
@@ -118,17 +98,6 @@ def test_shipped_matrix_loads() -> None:
     assert "vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm90" in ids
     assert "vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm120" in ids
     assert "vllm0.4.2-torch2.3.0-cu12.4-py3.11-sm80" in ids
-
-
-def test_parse_arch_list() -> None:
-    from vllm_matrix.infra.config import parse_arch_list
-
-    assert parse_arch_list("9.0") == ("9.0",)
-    assert parse_arch_list("8.0;9.0+PTX 12.0f") == ("8.0", "9.0", "12.0f")
-    with pytest.raises(ConfigError, match="not a GPU arch"):
-        parse_arch_list("hopper")
-    with pytest.raises(ConfigError, match="no GPU arch"):
-        parse_arch_list(" ")
 
 
 def test_ccache_table_remote(tmp_path: Path) -> None:

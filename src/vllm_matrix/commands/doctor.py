@@ -15,7 +15,8 @@ from typing import Any
 
 from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import proc
-from vllm_matrix.infra.config import Cell, arch_number
+from vllm_matrix.infra.arch import Arch
+from vllm_matrix.infra.config import Cell
 from vllm_matrix.stages import env as env_mod
 from vllm_matrix.stages import fixups, preflight, toolkit, torchwheel
 
@@ -85,8 +86,8 @@ def torch_info(tv: env_mod.TorchEnv) -> dict[str, Any]:
     lib = tv.torch_dir / "lib" / "libtorch_python.so"
     if lib.exists():
         sass, ptx = torchwheel.arch_flags_of(lib)
-        info["arch list"] = [f"sm_{a.replace('.', '')}" for a in sass] + [
-            f"compute_{a.replace('.', '')} (PTX)" for a in ptx
+        info["arch list"] = [Arch.parse(a).sm for a in sass] + [
+            f"{Arch.parse(a).compute} (PTX)" for a in ptx
         ]
         if not ptx:
             info["arch list"].append("no PTX")
@@ -109,7 +110,7 @@ def _report(
         "version": tk.full_version,
         "provider": tk.provider,
         "nvcc": str(tk.nvcc),
-        "arches": [f"compute_{a.replace('.', '')}" for a in tk.archs],
+        "arches": [Arch.parse(a).compute for a in tk.archs],
         "max host gcc": tk.max_gcc,
         "notes": list(tk.notes),
     }
@@ -129,18 +130,19 @@ def _report(
             "major versions differ",
             f"use a CUDA {tv.torch_cuda.split('.')[0]}.x toolkit",
         )
-    for a in archs:
-        if a.rstrip("af") not in tk.archs:
-            older = bool(tk.archs) and arch_number(a) < min(arch_number(x) for x in tk.archs)
+    nvcc_archs = sorted(Arch.parse(x).base for x in tk.archs)
+    for a in map(Arch.parse, archs):
+        if a.base.name not in tk.archs:
+            older = bool(nvcc_archs) and a.base < nvcc_archs[0]
             side = (
-                f"its archs start at compute_{min(arch_number(x) for x in tk.archs)}"
+                f"its archs start at {nvcc_archs[0].compute}"
                 if older
-                else f"its archs end at compute_{max(arch_number(x) for x in tk.archs)}"
-                if tk.archs
+                else f"its archs end at {nvcc_archs[-1].compute}"
+                if nvcc_archs
                 else "no arch list"
             )
             r.problem(
-                f"nvcc {tk.version} cannot target sm_{a.replace('.', '')} ({side})",
+                f"nvcc {tk.version} cannot target {a.sm} ({side})",
                 ("use an older CUDA toolkit" if older else "use a newer CUDA toolkit")
                 + " (see `inv preflight`)",
             )

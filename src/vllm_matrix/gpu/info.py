@@ -13,10 +13,11 @@ from __future__ import annotations
 import ctypes
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vllm_matrix.infra import proc
+from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.errors import MatrixError
 
 QUERY = ("--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader")
@@ -65,8 +66,8 @@ class GpuReport:
 
 def arch_for(cap: str) -> str:
     """ "9.0" -> "9.0a"; "8.9" -> "8.9": arch-specific features exist from Hopper on."""
-    major = int(cap.split(".")[0])
-    return f"{cap}a" if major >= 9 else cap
+    arch = Arch.parse(cap)
+    return replace(arch, suffix="a").name if arch.major >= 9 else arch.name
 
 
 def parse_query(text: str) -> tuple[Gpu, ...]:

@@ -15,6 +15,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from vllm_matrix.infra import tomlfile
+from vllm_matrix.infra.arch import arch_tag, normalize_arch
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.infra.tomlfile import TomlDoc
 
@@ -32,21 +33,6 @@ CCACHE_SCHEMES = ("redis", "redis+unix", "http", "https", "file", "crsh")
 _VARIANT = re.compile(r"^cu\d{3}$")
 TORCH_INDEX_ENV = "VLLM_MATRIX_TORCH_INDEX_{}"
 
-_ARCH = re.compile(r"^(?:sm_|compute_)?(\d+)(?:\.(\d+))?([af]?)$")
-
-
-def normalize_arch(text: str) -> str:
-    """'sm_90a' / '90a' / '9.0a' → '9.0a'; '12.0f' stays. Raises ValueError."""
-    m = _ARCH.match(text.strip())
-    if not m:
-        raise ValueError(text)
-    major, minor, suffix = m.groups()
-    if minor is None:
-        if len(major) < 2:
-            raise ValueError(text)
-        major, minor = major[:-1], major[-1]
-    return f"{int(major)}.{int(minor)}{suffix}"
-
 
 def read_arch_list(doc: TomlDoc, value: object, ctx: str, line: int) -> list[str]:
     """An ``arch`` list of a data file, normalised ('sm_90' -> '9.0'); clear errors."""
@@ -54,10 +40,9 @@ def read_arch_list(doc: TomlDoc, value: object, ctx: str, line: int) -> list[str
     for a in tomlfile.str_list(doc, value, "arch", ctx, line):
         try:
             archs.append(normalize_arch(a))
-        except ValueError:
+        except ConfigError as exc:
             raise ConfigError(
-                f"{doc.where('arch', line)}: '{a}' in {ctx} is not a GPU arch",
-                fix='write arches like "9.0", "sm_90", "9.0a" or "12.0f"',
+                f"{doc.where('arch', line)}: '{a}' in {ctx} is not a GPU arch", fix=exc.fix
             ) from None
     if not archs:
         raise ConfigError(
@@ -65,33 +50,6 @@ def read_arch_list(doc: TomlDoc, value: object, ctx: str, line: int) -> list[str
             fix='name at least one arch, e.g. arch = ["9.0"]',
         )
     return archs
-
-
-def parse_arch_list(text: str) -> tuple[str, ...]:
-    """'9.0;12.0' / '9.0 12.0+PTX' / 'sm_90' → normalized arches; ConfigError when bad/empty."""
-    raw = text.replace(";", " ").replace(",", " ").split()
-    try:
-        archs = tuple(normalize_arch(a.removesuffix("+PTX")) for a in raw)
-    except ValueError as exc:
-        raise ConfigError(
-            f"'{exc}' is not a GPU arch", fix='write arches like "9.0", "sm_90", "9.0a" or "12.0f"'
-        ) from None
-    if not archs:
-        raise ConfigError("no GPU arch given", fix="pass --arch 9.0 (or set TORCH_CUDA_ARCH_LIST)")
-    return archs
-
-
-def arch_tag(arch: str) -> str:
-    """'9.0a' → 'sm90a' (for cell ids)."""
-    base, suffix = arch.rstrip("af"), arch[len(arch.rstrip("af")) :]
-    major, minor = base.split(".")
-    return f"sm{major}{minor}{suffix}"
-
-
-def arch_number(arch: str) -> int:
-    """'12.0f' → 120 (capability as an integer, suffix dropped)."""
-    major, minor = arch.rstrip("af").split(".")
-    return int(major) * 10 + int(minor)
 
 
 def split_torch(spec: str) -> tuple[str, str | None]:

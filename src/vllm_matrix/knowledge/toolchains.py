@@ -17,7 +17,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from vllm_matrix.infra import datafiles, tomlfile
-from vllm_matrix.infra.config import arch_number, normalize_arch
+from vllm_matrix.infra.arch import Arch, normalize_arch
 from vllm_matrix.infra.errors import ConfigError
 
 
@@ -32,32 +32,35 @@ class NvccFacts:
     family: tuple[str, ...] | None = None
 
     def can_target(self, arch: str) -> bool:
-        base = arch.rstrip("af")
+        a = Arch.parse(arch)
+        base = a.base.name
         if base not in self.archs:
             return False
-        if arch.endswith("f") and self.family is not None:
+        if a.suffix == "f" and self.family is not None:
             return base in self.family
-        if arch.endswith("a") and self.arch_specific is not None:
+        if a.suffix == "a" and self.arch_specific is not None:
             return base in self.arch_specific
         return True
 
     def excludes_side(self, arch: str) -> str:
         """Why ``arch`` is out: 'its archs start at compute_75' / 'end at compute_90' /
         'has no family (f) targets' ... (names the side of the list that excludes it)."""
-        n = arch_number(arch)
-        base = arch.rstrip("af")
-        if self.archs and n < arch_number(self.archs[0]):
-            return f"its archs start at compute_{arch_number(self.archs[0])}"
-        if self.archs and n > arch_number(self.archs[-1]):
-            return f"its archs end at compute_{arch_number(self.archs[-1])}"
-        if base not in self.archs:
-            return f"compute_{n} is not among its archs"
+        target = Arch.parse(arch)
+        a = target.base
+        have_archs = [Arch.parse(x).base for x in self.archs]
+        if have_archs and a < have_archs[0]:
+            return f"its archs start at {have_archs[0].compute}"
+        if have_archs and a > have_archs[-1]:
+            return f"its archs end at {have_archs[-1].compute}"
+        if a.name not in self.archs:
+            return f"{a.compute} is not among its archs"
+        # listed, yet refused: an "a" or "f" target this nvcc does not take
         kind, have = (
             ("family (f)", self.family)
-            if arch.endswith("f")
+            if target.suffix == "f"
             else ("arch-specific (a)", self.arch_specific)
         )
-        listed = ", ".join(f"{a}{arch[-1]}" for a in have or ()) or "none"
+        listed = ", ".join(f"{h}{target.suffix}" for h in have or ()) or "none"
         return f"its {kind} targets are {listed}"
 
 
@@ -97,12 +100,10 @@ class TorchFacts:
         SASS runs on the same major with an equal or higher minor; PTX JIT-compiles
         for any equal or newer arch (CUDA binary compatibility rules).
         """
-        major, minor = divmod(arch_number(arch), 10)
-        for s in self.sass:
-            smaj, smin = divmod(arch_number(s), 10)
-            if smaj == major and smin <= minor:
-                return True
-        return any(arch_number(p) <= arch_number(arch) for p in self.ptx)
+        gpu = Arch.parse(arch).base
+        return any(gpu.runs_sass_of(Arch.parse(s).base) for s in self.sass) or any(
+            gpu.jits_ptx_of(Arch.parse(p).base) for p in self.ptx
+        )
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def _arches(doc: tomlfile.TomlDoc, value: object, key: str, ctx: str) -> tuple[s
     for a in tomlfile.str_list(doc, value, key, ctx):
         try:
             out.append(normalize_arch(a))
-        except ValueError:
+        except ConfigError:
             raise ConfigError(
                 f"{doc.where(key)}: bad arch {a!r} in {ctx}", fix='write arches like "9.0"'
             ) from None

@@ -27,8 +27,9 @@ from typing import Any
 from packaging.version import Version
 
 from vllm_matrix.infra import results
+from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.cache import atomic_write_text, cache_root
-from vllm_matrix.infra.config import Cell, Matrix, arch_tag
+from vllm_matrix.infra.config import Cell, Matrix
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import StageResult
 from vllm_matrix.knowledge import pins
@@ -178,7 +179,7 @@ class MapCell:
             "cuda": c.cuda,
             "provider": c.provider,
             "python": c.python,
-            "arch": arch_tag(c.arch[0]),
+            "arch": Arch.parse(c.arch[0]).tag,
             "verdict": self.verdict,
             "depth": self.depth,
             "warn": self.warn,

@@ -12,6 +12,7 @@ from typing import Any
 
 from packaging.version import Version
 
+from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.cache import atomic_write_text
 
 # verdict (and whether it carries warnings) -> markdown mark, css class, words
@@ -64,13 +65,13 @@ def tables(d: dict[str, Any]) -> list[tuple[tuple[str, str, str], list[dict[str,
     for c in d["cells"]:
         by.setdefault((c["cuda"], c["provider"], c["arch"]), []).append(c)
     return sorted(
-        by.items(), key=lambda kv: (Version(kv[0][0]), kv[0][1], int(kv[0][2][2:].rstrip("af")))
+        by.items(), key=lambda kv: (Version(kv[0][0]), kv[0][1], Arch.parse(kv[0][2]).number)
     )
 
 
 def table_title(key: tuple[str, str, str]) -> str:
     cuda, provider, arch = key
-    return f"CUDA {cuda} ({provider}) · {arch.replace('sm', 'sm_')}"
+    return f"CUDA {cuda} ({provider}) · {Arch.parse(arch).sm}"
 
 
 def table_anchor(key: tuple[str, str, str]) -> str:

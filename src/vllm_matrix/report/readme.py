@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.cache import atomic_write_text
 
 RANK = {"PASS": 0, "PREFLIGHT-OK": 1, "SKIPPED": 2, "UNKNOWN": 3, "PREDICTED-FAIL": 4, "FAIL": 5}
@@ -13,7 +14,7 @@ DEPTH_RANK = ("build", "probe", "env", "toolkit", "preflight", "facts", "source"
 
 
 def _has_arch(row: dict[str, Any], arch: str) -> bool:
-    return any(a.rstrip("af") == arch for a in row["cell"]["arch"])
+    return any(Arch.parse(a).base.name == arch for a in row["cell"]["arch"])
 
 
 def blackwell(doc: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vllm_matrix.infra import proc
-from vllm_matrix.infra.config import normalize_arch
+from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
 from vllm_matrix.stages.env import TorchEnv
@@ -44,7 +44,7 @@ NO_DEVICE_CODE = "does not contain device code"
 
 
 def _arch_of(sm: str, suffix: str) -> str:
-    return normalize_arch(f"{sm}{suffix}")
+    return Arch.parse(f"sm_{sm}{suffix}").name
 
 
 def parse_list_elf(text: str) -> tuple[str, ...]:
@@ -54,7 +54,7 @@ def parse_list_elf(text: str) -> tuple[str, ...]:
         m = _SM.search(name)
         if m:
             found.add(_arch_of(m.group(1), m.group(2)))
-    return tuple(sorted(found, key=_arch_key))
+    return tuple(sorted(found, key=Arch.parse))
 
 
 def parse_list_ptx(text: str) -> tuple[str, ...]:
@@ -64,7 +64,7 @@ def parse_list_ptx(text: str) -> tuple[str, ...]:
         m = _SM.search(name)
         if m:
             found.add(_arch_of(m.group(1), m.group(2)))
-    return tuple(sorted(found, key=_arch_key))
+    return tuple(sorted(found, key=Arch.parse))
 
 
 def count_entries(text: str, kind: str = "ELF") -> int:
@@ -78,12 +78,6 @@ def parse_readelf(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     for _, value in _RPATH.findall(text):
         paths += [p for p in value.split(":") if p]
     return needed, tuple(paths)
-
-
-def _arch_key(arch: str) -> tuple[int, int, str]:
-    base = arch.rstrip("af")
-    major, minor = base.split(".")
-    return int(major), int(minor), arch[len(base) :]
 
 
 def arch_coverage(
@@ -120,25 +114,18 @@ def coverage(
     Arch-specific targets ("9.0a") run only on their exact SASS; family targets
     ("12.0f") on SASS of the same major not newer than them.
     """
-    t_major, t_minor, t_suffix = _arch_key(target)
+    t = Arch.parse(target)
     if target in sass:
         return "sass", target
-    plain = f"{t_major}.{t_minor}"
-    if t_suffix != "a":
-        if plain in sass:
-            return "sass", plain
-        compatible = [
-            s
-            for s in sass
-            if not s.endswith("a") and _arch_key(s)[0] == t_major and _arch_key(s)[1] <= t_minor
-        ]
-        if compatible:
-            return "sass-compatible", max(compatible, key=_arch_key)
-    older = [p for p in ptx if _arch_key(p)[:2] <= (t_major, t_minor) and not p.endswith("a")]
-    if t_suffix == "a" and target in ptx:
-        older.append(target)
+    plain = t.base.name
+    if t.suffix != "a" and plain in sass:
+        return "sass", plain
+    compatible = [s for s in map(Arch.parse, sass) if t.runs_sass_of(s)]
+    if compatible:
+        return "sass-compatible", max(compatible).name
+    older = [p for p in map(Arch.parse, ptx) if t.jits_ptx_of(p)]
     if older:
-        return "ptx", max(older, key=_arch_key)
+        return "ptx", max(older).name
     return None, None
 
 
@@ -399,7 +386,7 @@ def sm90a_findings(
     ``name``: an object or .so holding the FP8 GEMM; ``sass``: its SASS arches;
     ``census``: arch -> MMA opcodes of its SASS (``sass_census``), when dumped."""
     out: list[Finding] = []
-    wants_hopper = any(_arch_key(a)[0] == 9 for a in archs)
+    wants_hopper = any(Arch.parse(a).major == 9 for a in archs)
     if wants_hopper and "9.0" in sass and "9.0a" not in sass:
         out.append(
             Finding(
@@ -413,7 +400,7 @@ def sm90a_findings(
         )
     if census is not None:
         for arch, ops in census.items():
-            if not arch.startswith("9.0"):
+            if Arch.parse(arch).number != 90:
                 continue
             if not any(op.endswith("GMMA") for op in ops):
                 mma = ", ".join(f"{k} {v}" for k, v in sorted(ops.items())) or "no MMA at all"
@@ -421,7 +408,7 @@ def sm90a_findings(
                     Finding(
                         "sm90a",
                         "fail",
-                        f"{name}: its sm_{arch.replace('.', '')} SASS has no wgmma "
+                        f"{name}: its {Arch.parse(arch).sm} SASS has no wgmma "
                         f"(GMMA) instruction ({mma}): the Hopper FP8 GEMM kernels are "
                         "empty or on a slow path",
                         "build for 9.0a (-gencode arch=compute_90a,code=sm_90a)",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
+from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.cache import cache_root, locked, staging_dir
 from vllm_matrix.stages.env import TorchEnv
 from vllm_matrix.stages.toolkit import Toolkit
@@ -76,9 +77,8 @@ def vars_of(f: Fixup) -> dict[str, str]:
 
 
 def torch_arch_list(archs: tuple[str, ...]) -> str:
-    # torch's CMake parses "9.0" and "9.0a" but not family targets ("12.0f": "Unknown CUDA
-    # Architecture Name"); vLLM derives its own family targets from the plain number.
-    return ";".join(dict.fromkeys(a.rstrip("f") for a in archs))
+    """The cell's arches as TORCH_CUDA_ARCH_LIST ('9.0a;12.0': see ``Arch.torch_name``)."""
+    return ";".join(dict.fromkeys(Arch.parse(a).torch_name for a in archs))
 
 
 def _has(root: Path, *names: str) -> bool:

@@ -33,6 +33,7 @@ from typing import Any
 
 from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import proc
+from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import FAIL, PASS, SKIP, WARN, Finding, StageResult
 from vllm_matrix.stages.env import TorchEnv
@@ -180,7 +181,8 @@ def judge(res: Mapping[str, Any], targets: Sequence[str] = ()) -> StageResult:
 
 def summarize(res: Mapping[str, Any]) -> str:
     dev = res.get("device") or {}
-    parts = [f"{dev.get('name', '?')} (sm_{str(dev.get('capability', '?')).replace('.', '')})"]
+    cap = dev.get("capability")
+    parts = [f"{dev.get('name', '?')} ({Arch.parse(str(cap)).sm if cap else 'sm_?'})"]
     gemm = [c for c in res.get("gemm", []) if "error" not in c]
     if gemm:
         worst = max(gemm, key=lambda c: c["rel_err"] / GEMM_TOL[c["out"]])

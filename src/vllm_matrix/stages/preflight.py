@@ -17,7 +17,8 @@ from pathlib import Path
 from packaging.version import Version
 
 from vllm_matrix.infra import proc, programs
-from vllm_matrix.infra.config import Cell, arch_number, arch_tag
+from vllm_matrix.infra.arch import Arch
+from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.results import PASS, PREDICTED_FAIL, SKIP, WARN, Finding
 from vllm_matrix.knowledge.toolchains import ApiSymbol, Knowledge, TorchFacts
 from vllm_matrix.stages import apiscan, gates
@@ -216,14 +217,15 @@ def check(
     # --- arches ---------------------------------------------------------------
     vllm_archs = facts.archs_for(cell.cuda)
     for arch in cell.arch:
-        sm = arch_tag(arch).replace("sm", "sm_")
+        target = Arch.parse(arch)
+        sm = target.sm
         if nv and not nv.can_target(arch):
             need = know.min_nvcc_for(arch)
             alt = (
                 f"use CUDA ≥ {need} and {_torch_hint(know, arch)}"
                 f"{_vllm_hint(know, pins, arch, facts.vllm)}"
             )
-            dropped_too_old = nv.archs and arch_number(arch) < arch_number(nv.archs[0])
+            dropped_too_old = nv.archs and target.number < Arch.parse(nv.archs[0]).number
             if dropped_too_old:
                 older = [v for v, f in know.nvcc.items() if f.can_target(arch)]
                 newest_ok = max(older, key=Version) if older else None
@@ -255,7 +257,7 @@ def check(
                     (tf.source,),
                 )
             )
-        base = arch.rstrip("af")
+        base = target.base.name
         if vllm_archs and base not in vllm_archs:
             rule = next((r for r in facts.cuda_archs if r.archs == vllm_archs), None)
             gated = next(
@@ -293,7 +295,7 @@ def check(
                     "torch-arch",
                     "fail",
                     f"torch {tl} has no kernels for {sm} "
-                    f"(SASS {', '.join('sm_' + str(arch_number(a)) for a in tf.sass)}; {ptx})",
+                    f"(SASS {', '.join(Arch.parse(a).base.sm for a in tf.sass)}; {ptx})",
                     f"use {_torch_hint(know, arch)}{_vllm_hint(know, pins, arch, facts.vllm)}",
                     (tf.source,),
                     "https://github.com/vllm-project/vllm/issues/13306",
@@ -442,14 +444,14 @@ def nvtx_finding(cell: Cell, torch_v: str) -> Finding | None:
 def _vllm_lists(facts: SourceFacts, cuda: str, arch: str) -> str:
     """What vLLM's CMake does with an arch this nvcc cannot target: list it anyway
     (0.8.x: nvcc then fails on it) or not (≥ 0.9: gated on the nvcc version)."""
-    base = arch.rstrip("af")
+    base = Arch.parse(arch).base.name
     listed = facts.archs_for(cuda)
     if listed and base in listed:
         rule = next((r for r in facts.cuda_archs if r.archs == listed), None)
         where = f" (CMakeLists.txt:{rule.line})" if rule else ""
         return (
             f"; vLLM {facts.vllm} lists {base} in CUDA_SUPPORTED_ARCHS for this nvcc{where}, "
-            f"so nvcc itself fails on compute_{arch_number(arch)}"
+            f"so nvcc itself fails on {Arch.parse(arch).base.compute}"
         )
     return ""
 
@@ -515,7 +517,7 @@ def modelopt_column(cell: Cell, facts: SourceFacts) -> tuple[str, str]:
     cap = mo.fp8_min_capability
     if cap is None:
         return "yes (no capability floor found)", ev
-    low = [a for a in cell.arch if arch_number(a) < cap]
+    low = [Arch.parse(a) for a in cell.arch if Arch.parse(a).number < cap]
     if low:
-        return f"no: {', '.join(arch_tag(a) for a in low)} < sm{cap}", ev
+        return f"no: {', '.join(a.tag for a in low)} < sm{cap}", ev
     return f"yes (sm{cap}+)", ev

@@ -17,6 +17,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from vllm_matrix.infra import config, index
+from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.errors import NotAvailable, SourceError
 
 _FLAGS = re.compile(rb"(?:sm|compute)_\d+[af]?(?: (?:sm|compute)_\d+[af]?)+")
@@ -36,16 +37,9 @@ class TorchWheelFacts:
     variant: str | None = None  # "cu128" when read from that variant's index
 
 
-def _arch(token: str) -> str:
-    num = token.split("_", 1)[1]
-    suffix = num[-1] if num[-1] in "af" else ""
-    num = num.rstrip("af")
-    return f"{int(num[:-1])}.{num[-1]}{suffix}"
-
-
 def parse_arch_flags(flags: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    sass = tuple(_arch(t) for t in flags.split() if t.startswith("sm_"))
-    ptx = tuple(_arch(t) for t in flags.split() if t.startswith("compute_"))
+    sass = tuple(Arch.parse(t).name for t in flags.split() if t.startswith("sm_"))
+    ptx = tuple(Arch.parse(t).name for t in flags.split() if t.startswith("compute_"))
     return sass, ptx
 
 
