@@ -36,7 +36,7 @@ def test_parse_nvcc_version_garbage_says_what_it_saw() -> None:
 def test_parse_arch_list_sorts_numerically() -> None:
     # nvcc 13.0 prints 110 before 103.
     out = "compute_75\ncompute_90\ncompute_100\ncompute_110\ncompute_103\ncompute_120\n"
-    assert base.parse_arch_list(out) == ("7.5", "9.0", "10.0", "10.3", "11.0", "12.0")
+    assert base.nvcc_arch_list(out) == ("7.5", "9.0", "10.0", "10.3", "11.0", "12.0")
 
 
 @pytest.mark.parametrize(

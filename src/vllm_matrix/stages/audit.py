@@ -185,7 +185,7 @@ class SharedObject:
         }
 
 
-def _cuobjdump(tk: Toolkit | None) -> str | None:
+def cuobjdump_of(tk: Toolkit | None) -> str | None:
     if tk is not None and (tk.root / "bin" / "cuobjdump").exists():
         return str(tk.root / "bin" / "cuobjdump")
     return shutil.which("cuobjdump")
@@ -232,7 +232,7 @@ def audit_wheel(wheel: Path, tk: Toolkit | None, archs: tuple[str, ...]) -> Stag
                 "relabel the wheel (build.relabel_wheel) or rebuild it",
             )
         )
-    tool = _cuobjdump(tk)
+    tool = cuobjdump_of(tk)
     if tool is None:
         findings.append(
             Finding(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vllm_matrix.infra import datafiles, proc, tomlfile
+from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
 from vllm_matrix.stages import audit, externals
@@ -201,7 +202,7 @@ def audit_partial(
     audit), and the FP8 GEMM objects' SASS: arches and matrix instructions per arch
     (wgmma ``GMMA`` on sm_90a), with the ``sm90a`` finding."""
     label = f"partial: targets {', '.join(targets)}"
-    tool = audit._cuobjdump(tk)
+    tool = audit.cuobjdump_of(tk)
     findings: list[Finding] = []
     objects: list[dict[str, Any]] = []
     coverage: dict[str, dict[str, str]] = {}
@@ -238,7 +239,7 @@ def audit_partial(
     wg = [g for g in gemm if any(op.endswith("GMMA") for ops in g["mma"].values() for op in ops)]
     summary = f"{label} (not a wheel): " + "; ".join(parts)
     if gemm:
-        per_arch = sorted({a for g in gemm for a in g["sass"]})
+        per_arch = sorted({a for g in gemm for a in g["sass"]}, key=Arch.parse)
         summary += (
             f"; FP8 GEMM objects: {len(gemm)} (SASS {'+'.join(per_arch)}; {len(wg)} with wgmma)"
         )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vllm_matrix.infra import proc
+from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.cache import atomic_write_text, locked, require_free, staging_dir
 from vllm_matrix.infra.errors import MatrixError, NotAvailable
 
@@ -79,10 +80,11 @@ def parse_nvcc_version(text: str) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
-def parse_arch_list(text: str) -> tuple[str, ...]:
-    """``nvcc --list-gpu-arch`` (compute_75 ... compute_121) as ("7.5", ..., "12.1"), sorted."""
-    found = {int(n) for n in re.findall(r"\bcompute_(\d+)\b", text)}
-    return tuple(f"{n // 10}.{n % 10}" for n in sorted(found))
+def nvcc_arch_list(text: str) -> tuple[str, ...]:
+    """``nvcc --list-gpu-arch`` (compute_75 ... compute_121) as ("7.5", ..., "12.1"), sorted;
+    plain arches only (no a/f variants: nvcc lists none)."""
+    found = {Arch.parse(f"compute_{n}") for n in re.findall(r"\bcompute_(\d+)\b", text)}
+    return tuple(a.name for a in sorted(found))
 
 
 def parse_max_gcc(text: str) -> int | None:
@@ -118,7 +120,7 @@ def inspect_root(
             f"no nvcc at {nvcc}", fix="point the provider at a CUDA root with bin/nvcc"
         )
     version, full = parse_nvcc_version(proc.run([nvcc, "--version"], log=log).output)
-    archs = parse_arch_list(proc.run([nvcc, "--list-gpu-arch"], log=log).output)
+    archs = nvcc_arch_list(proc.run([nvcc, "--list-gpu-arch"], log=log).output)
     hc = host_config(root)
     max_gcc = parse_max_gcc(hc.read_text(errors="replace")) if hc else None
     where = final_root or root
