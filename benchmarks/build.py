@@ -37,6 +37,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 SETUP = """
 import json, sys
 from pathlib import Path
+from vllm_matrix.infra import host  # noqa: E402
 from vllm_matrix.stages import build
 from vllm_matrix.stages import env
 from vllm_matrix.stages import fixups
@@ -72,8 +73,8 @@ from vllm_matrix.stages.build import ccache, stage, workcopy
 from vllm_matrix.stages.build import plan as jobplan
 chosen = patches.select(series, tree.version)
 wc = workcopy.prepare_work_copy(tree, work / "src", chosen, clean=True)
-mem = jobplan.mem_available_gib(Path("/proc/meminfo").read_text())
-plan = jobplan.plan_jobs(jobplan.cpu_count(), mem, len(cell.arch))
+mem = host.mem_available_gib(host.read_meminfo())
+plan = jobplan.plan_jobs(host.cpu_count(), mem, len(cell.arch))
 e = fx.env() | plan.env() | {"NINJA_STATUS": "[%f/%t] ", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 e |= ccache.ccache_env(work / "src", cache_root() / "ccache")
 argv = [str(a) for a in stage.pip_wheel_argv(tv, work / "src", work / "wheelhouse")]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_matrix.stages.build.plan import mem_available_gib, plan_jobs
+from vllm_matrix.infra.host import mem_available_gib
+from vllm_matrix.stages.build.plan import plan_jobs
 
 # ------------------------------------------------------------------ job sizing
 

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
 # nvcc needs 3-5 GB per job (vllm #3180, #15452); measured: 3.0 GB peak for vLLM 0.4.2
 # sm_80 units. The middle of the range leaves room for the heavier units of later releases.
 PER_JOB_GIB = 4.0
-
-
-def mem_available_gib(meminfo_text: str) -> float | None:
-    for line in meminfo_text.splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 2**20
-    return None
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from vllm_matrix.infra import proc
 from vllm_matrix.infra.cache import cache_root, locked
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.infra.host import cpu_count, mem_available_gib
 from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
 from vllm_matrix.knowledge import classify
 from vllm_matrix.stages import patches as patches_mod
@@ -45,7 +46,7 @@ from vllm_matrix.stages.build.partial import (
     partial_argv,
     partial_label,
 )
-from vllm_matrix.stages.build.plan import cpu_count, mem_available_gib, plan_jobs
+from vllm_matrix.stages.build.plan import plan_jobs
 from vllm_matrix.stages.build.wheel import _clear_partials, local_label, relabel_wheel
 from vllm_matrix.stages.build.workcopy import prepare_work_copy
 from vllm_matrix.stages.env import TorchEnv
