@@ -20,7 +20,7 @@ from vllm_matrix.infra import errors, portable, results
 from vllm_matrix.infra.config import Cell, Matrix
 from vllm_matrix.infra.errors import MatrixError, NotAvailable
 from vllm_matrix.infra.results import ERROR, FAIL, INTERRUPTED, PASS, SKIP, Finding, StageResult
-from vllm_matrix.knowledge import classify, pins
+from vllm_matrix.knowledge import classify, pins, probe_units
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.stages import (
     audit,
@@ -314,7 +314,7 @@ def run_cell(
     def do_build() -> StageResult:
         # The FetchContent sources come from the cache (inv prefetch) or PyPI; a missing
         # one stops the build here, before anything compiles, saying how to bring it.
-        know = probe.load_knowledge()
+        know = probe_units.load_knowledge()
         dirs, standins = partial.externals_for(
             state["facts"], know, state["tree"].root, opts.targets, build.work_dir(cell)
         )

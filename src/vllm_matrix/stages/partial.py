@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 from vllm_matrix.infra import datafiles, proc, tomlfile
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
+from vllm_matrix.knowledge.probe_units import ProbeKnowledge
 from vllm_matrix.stages import audit, externals
 
 if TYPE_CHECKING:
     from vllm_matrix.stages.env import TorchEnv
     from vllm_matrix.stages.facts import SourceFacts
-    from vllm_matrix.stages.probe import ProbeKnowledge
     from vllm_matrix.stages.toolkit import Toolkit
 
 DATA = datafiles.data_path("partial.toml")
