@@ -101,12 +101,3 @@ def test_functions_have_their_own_scope_and_parent_scope(tmp_path: Path) -> None
     )
     assert cm.get("RES") == "done" and cm.get("LOCAL") is None
     assert cm.get("FROM_MACRO") == "hello"
-
-
-def test_genex() -> None:
-    text = "$<$<COMPILE_LANGUAGE:CUDA>:-DA;-DB>;-DC;$<BUILD_INTERFACE:inc>;$<INSTALL_INTERFACE:x>"
-    assert values.eval_genex(text, "CUDA") == "-DA;-DB;-DC;inc;"
-    assert values.eval_genex(text, "CXX") == ";-DC;inc;"
-
-
-# ------------------------------------------------------------------ model and selection

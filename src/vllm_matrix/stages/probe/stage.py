@@ -7,16 +7,18 @@ import re
 import resource
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vllm_matrix.cmake.model import CUDA_SUFFIXES
+from vllm_matrix.cmake.model import CUDA_SUFFIXES, BuildModel
 from vllm_matrix.infra import progress, tomlfile
 from vllm_matrix.infra.cache import atomic_write_text
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
 from vllm_matrix.knowledge import classify, probe_units
+from vllm_matrix.knowledge.probe_units import ProbeKnowledge
 from vllm_matrix.stages import frontcache
 from vllm_matrix.stages.apiscan import ApiHit
 from vllm_matrix.stages.env import TorchEnv
@@ -29,7 +31,7 @@ from vllm_matrix.stages.probe.includes import GENERATED, include_closure
 from vllm_matrix.stages.probe.resources import cpu_count, job_limit, loadavg, mem_available_gib
 from vllm_matrix.stages.probe.runner import UnitResult, UnitRunner, first_error, run_all, unit_label
 from vllm_matrix.stages.probe.torchflags import torch_flags
-from vllm_matrix.stages.probe.units import Unit, search_dirs, select, unit_archs
+from vllm_matrix.stages.probe.units import Selection, Unit, search_dirs, select, unit_archs
 from vllm_matrix.stages.toolkit import Toolkit
 
 DEPTHS = ("auto", "front-end", "codegen")
@@ -73,6 +75,67 @@ def run_probe(
 
     ``only`` restricts the run to those unit paths (measurements, debugging).
     """
+    _check_modes(depth, units_mode)
+    t_start = time.monotonic()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    know = probe_units.load_knowledge()
+    archs = tuple(cell.arch)
+    work.mkdir(parents=True, exist_ok=True)
+    fe_cache = frontcache.FrontEndCache(tk.full_version) if front_end_cache else None
+    if api_hits is None:
+        api_hits = _scan_api(tree)
+    ext_dirs = _externals(facts, know)
+    fetch_dirs = {k: v.path for k, v in ext_dirs.items() if v.path is not None}
+    tfl = torch_flags(tv)
+    model = build_model(tree, tk.full_version, archs, tfl, cell.python, fetch_dirs, know)
+    sel = select(tree, facts, archs, tk.full_version, api_hits, model, know)
+    units = _units_to_run(sel, tree, model, know, only, units_mode)
+    ctx = _Context(tree, facts, tk, tv, archs, know, model, ext_dirs, fetch_dirs)
+    results, runners = _prepare_units(ctx, units, fx.env(), work, timeout_s, fe_cache)
+    n_jobs = _first_pass(cell, runners, depth, jobs, know)
+    codegen_jobs = 0
+    if depth == "auto":
+        codegen_jobs = _codegen_pass(cell, runners, jobs, budget_s, t_start, know)
+    findings, failed = _findings(results, model, archs, tk, know)
+    summary, status, deepest = _summary(results, failed)
+    details: dict[str, Any] = {
+        "depth": deepest,
+        "requested_depth": depth,
+        "jobs": n_jobs,
+        "codegen_jobs": codegen_jobs,
+        **_measurements(t_start, cpu0, budget_s),
+        "front_end_cache": {
+            "hits": sum(1 for r in results if r.front_end_cache == "hit"),
+            "misses": sum(1 for r in results if r.front_end_cache == "miss"),
+            "key": "sha256 of the preprocessed unit (tree/work paths normalised), cudafe++ "
+            "argv, nvcc version",
+        },
+        "units": [r.to_json() for r in results],
+        "families": list(sel.families),
+        "api_hits_not_built": list(sel.not_built),
+        "generated_sources": list(model.empty_globs),
+        "external_projects_not_probed": list(model.skipped_includes),
+        "externals": {
+            k: {"pin": v.pin, "path": str(v.path) if v.path else None, "origin": v.origin}
+            for k, v in ext_dirs.items()
+        },
+        "cuda_archs": list(model.cuda_archs),
+        "notes": list(model.notes),
+    }
+    summary_log = work / "probe.log"
+    atomic_write_text(summary_log, _render_log(summary, results, details))
+    return StageResult(
+        "probe",
+        status,
+        round(time.monotonic() - t_start, 1),
+        summary,
+        tuple(findings),
+        details,
+        str(summary_log),
+    )
+
+
+def _check_modes(depth: str, units_mode: str) -> None:
     if depth not in DEPTHS:
         raise MatrixError(
             f"unknown probe depth '{depth}'", fix=tomlfile.did_you_mean(depth, DEPTHS)
@@ -82,27 +145,33 @@ def run_probe(
             f"unknown probe units mode '{units_mode}'",
             fix=tomlfile.did_you_mean(units_mode, UNITS_MODES),
         )
-    t_start = time.monotonic()
-    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    know = probe_units.load_knowledge()
-    archs = tuple(cell.arch)
-    work.mkdir(parents=True, exist_ok=True)
-    fe_cache = frontcache.FrontEndCache(tk.full_version) if front_end_cache else None
-    if api_hits is None:
-        from vllm_matrix.knowledge import toolchains as knowledge
-        from vllm_matrix.stages import apiscan
 
-        api_hits = apiscan.scan(tree, knowledge.load().api)
 
-    # Externals: the tree's pins, from the override variable or PyPI (checksum-verified).
+def _scan_api(tree: Path) -> list[ApiHit]:
+    from vllm_matrix.knowledge import toolchains as knowledge
+    from vllm_matrix.stages import apiscan
+
+    return apiscan.scan(tree, knowledge.load().api)
+
+
+def _externals(facts: SourceFacts, know: ProbeKnowledge) -> dict[str, ExternalDir]:
+    """The tree's pins, from the override variable or PyPI (checksum-verified)."""
     ext_dirs: dict[str, ExternalDir] = {}
     for e in know.externals:
         if any(x.name == e.name for x in facts.external):
             ext_dirs[e.name] = external_dir(facts, e.name, know, fetch=True)
-    fetch_dirs = {k: v.path for k, v in ext_dirs.items() if v.path is not None}
-    tfl = torch_flags(tv)
-    model = build_model(tree, tk.full_version, archs, tfl, cell.python, fetch_dirs, know)
-    sel = select(tree, facts, archs, tk.full_version, api_hits, model, know)
+    return ext_dirs
+
+
+def _units_to_run(
+    sel: Selection,
+    tree: Path,
+    model: BuildModel,
+    know: ProbeKnowledge,
+    only: Sequence[str] | None,
+    units_mode: str,
+) -> list[Unit]:
+    """The selection, or ``only`` (requested paths; every built unit for units_mode "all")."""
     if units_mode == "all":  # every unit the build compiles (the accuracy study's sweep)
         only = model.built_sources()
     units = [u for u in sel.units if only is None or u.path in only]
@@ -126,13 +195,41 @@ def run_probe(
                         unit_archs(model, p),
                     )
                 )
-    env = fx.env()
+    return units
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What the units are compiled against: the tree, its toolchain and its evaluated CMake."""
+
+    tree: Path
+    facts: SourceFacts
+    tk: Toolkit
+    tv: TorchEnv
+    archs: tuple[str, ...]
+    know: ProbeKnowledge
+    model: BuildModel
+    ext_dirs: dict[str, ExternalDir]
+    fetch_dirs: dict[str, Path]
+
+
+def _prepare_units(
+    ctx: _Context,
+    units: Sequence[Unit],
+    env: dict[str, str],
+    work: Path,
+    timeout_s: float,
+    fe_cache: frontcache.FrontEndCache | None,
+) -> tuple[list[UnitResult], list[tuple[UnitRunner, UnitResult]]]:
+    """A result row per unit; a runner (flags explained in its log) per unit that can run:
+    one needing a generated header or an absent external is "not-probed" instead."""
+    tree, facts, model, know = ctx.tree, ctx.facts, ctx.model, ctx.know
     results: list[UnitResult] = []
     runners: list[tuple[UnitRunner, UnitResult]] = []
     for u in units:
         res = UnitResult(u)
         results.append(res)
-        missing = [n for n in u.needs if n not in fetch_dirs]
+        missing = [n for n in u.needs if n not in ctx.fetch_dirs]
         if GENERATED in missing:
             # A header the build writes (a code generator run from CMake): the probe does
             # not run generators, so the unit cannot be compiled here; not a failure.
@@ -141,7 +238,7 @@ def run_probe(
             res.note = f"not probed: needs a generated file ({why.get(GENERATED, '?')})"
             continue
         if missing:
-            ed = ext_dirs.get(missing[0])
+            ed = ctx.ext_dirs.get(missing[0])
             pin = ed.pin if ed else None
             var = next((x.env_var for x in facts.external if x.name == missing[0]), None)
             res.status = "not-probed"
@@ -152,14 +249,27 @@ def run_probe(
                 + (f": {ed.origin}" if ed else "")
             )
             continue
-        explained = explain_flags(u, tree, tk, tv, archs, facts, model=model, fetch_dirs=fetch_dirs)
-        r = UnitRunner(u, [f for f, _ in explained], tree, tk, env, work, timeout_s)
+        explained = explain_flags(
+            u, tree, ctx.tk, ctx.tv, ctx.archs, facts, model=model, fetch_dirs=ctx.fetch_dirs
+        )
+        r = UnitRunner(u, [f for f, _ in explained], tree, ctx.tk, env, work, timeout_s)
         r.fe_cache = fe_cache
         r.log.parent.mkdir(parents=True, exist_ok=True)
         res.log = str(r.log)
         _write_flag_notes(r.log, explained)  # starts the log afresh
         runners.append((r, res))
+    return results, runners
 
+
+def _first_pass(
+    cell: Cell,
+    runners: Sequence[tuple[UnitRunner, UnitResult]],
+    depth: str,
+    jobs: int | None,
+    know: ProbeKnowledge,
+) -> int:
+    """Every unit to the front end (depth codegen: CUDA units through codegen for their
+    lowest arch); returns the number run at a time."""
     first_depth = "codegen" if depth == "codegen" else "front-end"
     n_jobs = job_limit(know.codegen_gib if depth == "codegen" else know.front_end_gib, jobs)
 
@@ -174,63 +284,82 @@ def run_probe(
         f"probing vLLM {cell.vllm} ({first_depth}, {n_jobs} at a time)", len(runners), "units"
     ) as bar:
         run_all(bar.each(phase1, unit_label), runners, n_jobs)
+    return n_jobs
 
-    # depth auto: code generation for the lowest arch of arch-gated units that passed their
-    # front end, cheapest first, while the estimate fits the rest of the budget.
-    codegen_jobs = 0
-    if depth == "auto":
-        elapsed = time.monotonic() - t_start
-        left = budget_s - elapsed
-        cands = sorted(
-            (
-                (r, res)
-                for r, res in runners
-                if res.status == "pass" and r.u.gated and r.u.kind == "cuda"
-            ),
-            key=lambda it: it[1].front_end_s,
-        )
-        plan: list[tuple[UnitRunner, UnitResult]] = []
-        cg_jobs = job_limit(know.codegen_gib, jobs)
-        total = 0.0
-        for r, res in cands:
-            est = know.codegen_per_front_end * res.front_end_s
-            if (total + est) / cg_jobs <= left:
-                total += est
-                plan.append((r, res))
-            else:
-                res.note = (
-                    f"codegen skipped: estimated {est:.0f}s "
-                    f"({know.codegen_per_front_end:g} x front end) exceeds the "
-                    f"{max(left, 0):.0f}s left of the {budget_s:.0f}s budget"
-                )
-        codegen_jobs = cg_jobs if plan else 0
 
-        # The estimate can be far off (cicc on CUTLASS kernels for sm_120 ran for many
-        # minutes on 16 cores): the budget is a deadline. A unit still in code generation
-        # then keeps its front-end pass.
-        deadline = t_start + budget_s
+def _codegen_pass(
+    cell: Cell,
+    runners: Sequence[tuple[UnitRunner, UnitResult]],
+    jobs: int | None,
+    budget_s: float,
+    t_start: float,
+    know: ProbeKnowledge,
+) -> int:
+    """Depth auto: code generation for the lowest arch of arch-gated units that passed their
+    front end, cheapest first, while the estimate fits the rest of the budget; returns the
+    number run at a time (0: none)."""
+    elapsed = time.monotonic() - t_start
+    left = budget_s - elapsed
+    cands = sorted(
+        (
+            (r, res)
+            for r, res in runners
+            if res.status == "pass" and r.u.gated and r.u.kind == "cuda"
+        ),
+        key=lambda it: it[1].front_end_s,
+    )
+    plan: list[tuple[UnitRunner, UnitResult]] = []
+    cg_jobs = job_limit(know.codegen_gib, jobs)
+    total = 0.0
+    for r, res in cands:
+        est = know.codegen_per_front_end * res.front_end_s
+        if (total + est) / cg_jobs <= left:
+            total += est
+            plan.append((r, res))
+        else:
+            res.note = (
+                f"codegen skipped: estimated {est:.0f}s "
+                f"({know.codegen_per_front_end:g} x front end) exceeds the "
+                f"{max(left, 0):.0f}s left of the {budget_s:.0f}s budget"
+            )
+    codegen_jobs = cg_jobs if plan else 0
 
-        def phase2(item: tuple[UnitRunner, UnitResult]) -> None:
-            r, res = item
-            res.status = "not-run"
-            r.timeout_s = res.seconds + max(deadline - time.monotonic(), 1.0)
-            r.run("codegen", res, lowest_gencode(r.flags), pass_="codegen-pass")
-            if res.status == "timeout":
-                res.status, res.depth = "pass", "front-end"
-                res.note = (
-                    f"code generation stopped at the {budget_s:.0f}s budget after "
-                    f"{res.codegen_s:.0f}s (the front end passed)"
-                )
+    # The estimate can be far off (cicc on CUTLASS kernels for sm_120 ran for many
+    # minutes on 16 cores): the budget is a deadline. A unit still in code generation
+    # then keeps its front-end pass.
+    deadline = t_start + budget_s
 
-        if plan:
-            with progress.Progress(
-                f"probing vLLM {cell.vllm} (code generation, {cg_jobs} at a time)",
-                len(plan),
-                "units",
-            ) as bar:
-                run_all(bar.each(phase2, unit_label), plan, cg_jobs)
+    def phase2(item: tuple[UnitRunner, UnitResult]) -> None:
+        r, res = item
+        res.status = "not-run"
+        r.timeout_s = res.seconds + max(deadline - time.monotonic(), 1.0)
+        r.run("codegen", res, lowest_gencode(r.flags), pass_="codegen-pass")
+        if res.status == "timeout":
+            res.status, res.depth = "pass", "front-end"
+            res.note = (
+                f"code generation stopped at the {budget_s:.0f}s budget after "
+                f"{res.codegen_s:.0f}s (the front end passed)"
+            )
 
-    # ---- findings and summary
+    if plan:
+        with progress.Progress(
+            f"probing vLLM {cell.vllm} (code generation, {cg_jobs} at a time)",
+            len(plan),
+            "units",
+        ) as bar:
+            run_all(bar.each(phase2, unit_label), plan, cg_jobs)
+    return codegen_jobs
+
+
+def _findings(
+    results: Sequence[UnitResult],
+    model: BuildModel,
+    archs: tuple[str, ...],
+    tk: Toolkit,
+    know: ProbeKnowledge,
+) -> tuple[list[Finding], list[tuple[UnitResult, str]]]:
+    """A finding per failed, timed-out or not-probed unit, then the configuration's own
+    warnings; and the failed units with their short labels."""
     findings: list[Finding] = []
     failed: list[tuple[UnitResult, str]] = []
     for res in results:
@@ -283,6 +412,13 @@ def run_probe(
                 evidence=(msg.split(": ", 1)[0],),
             )
         )
+    return findings, failed
+
+
+def _summary(
+    results: Sequence[UnitResult], failed: Sequence[tuple[UnitResult, str]]
+) -> tuple[str, str, str]:
+    """The stage's one-line summary, its status, and the deepest depth any unit reached."""
     probed = [r for r in results if r.status in ("pass", "fail", "timeout")]
     deepest = (
         "codegen"
@@ -312,47 +448,20 @@ def run_probe(
     if n_to:
         summary += f"; {n_to} timed out"
     status = FAIL if failed else (WARN if n_to else PASS)
+    return summary, status, deepest
+
+
+def _measurements(t_start: float, cpu0: resource.struct_rusage, budget_s: float) -> dict[str, Any]:
+    """The machine and the time the probe took (details' measurement fields)."""
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    details: dict[str, Any] = {
-        "depth": deepest,
-        "requested_depth": depth,
-        "jobs": n_jobs,
-        "codegen_jobs": codegen_jobs,
+    return {
         "cpus": cpu_count(),
         "mem_available_gib": round(mem_available_gib(), 1),
         "loadavg_at_start": loadavg(),
         "wall_seconds": round(time.monotonic() - t_start, 1),
         "cpu_seconds": round((cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime), 1),
         "budget_s": budget_s,
-        "front_end_cache": {
-            "hits": sum(1 for r in results if r.front_end_cache == "hit"),
-            "misses": sum(1 for r in results if r.front_end_cache == "miss"),
-            "key": "sha256 of the preprocessed unit (tree/work paths normalised), cudafe++ "
-            "argv, nvcc version",
-        },
-        "units": [r.to_json() for r in results],
-        "families": list(sel.families),
-        "api_hits_not_built": list(sel.not_built),
-        "generated_sources": list(model.empty_globs),
-        "external_projects_not_probed": list(model.skipped_includes),
-        "externals": {
-            k: {"pin": v.pin, "path": str(v.path) if v.path else None, "origin": v.origin}
-            for k, v in ext_dirs.items()
-        },
-        "cuda_archs": list(model.cuda_archs),
-        "notes": list(model.notes),
     }
-    summary_log = work / "probe.log"
-    atomic_write_text(summary_log, _render_log(summary, results, details))
-    return StageResult(
-        "probe",
-        status,
-        round(time.monotonic() - t_start, 1),
-        summary,
-        tuple(findings),
-        details,
-        str(summary_log),
-    )
 
 
 # "selected": the units the probe chooses (API hits, arch-gated families, one per target);
