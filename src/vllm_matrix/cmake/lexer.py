@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,13 +48,32 @@ def _unescape(raw: str) -> str:
     return "".join(out)
 
 
-def lex(text: str, file: str) -> list[Cmd]:
-    """Commands of a CMake file; parentheses inside arguments become their own tokens."""
-    cmds: list[Cmd] = []
+@dataclass(frozen=True)
+class RawArg:
+    """An argument as written: a quoted argument's body (between the quotes, escapes
+    untouched), a bracket argument's body, a bare word, or a parenthesis."""
+
+    raw: str
+    kind: str  # "quoted" | "bracket" | "unquoted" | "paren"
+    line: int
+
+
+@dataclass(frozen=True)
+class RawCommand:
+    name: str  # lower-cased: CMake command names are case-insensitive
+    args: tuple[RawArg, ...]
+    line: int
+
+
+def scan(text: str) -> list[RawCommand]:
+    """Commands of a CMake file, arguments as written; parentheses inside arguments
+    become their own arguments."""
+    cmds: list[RawCommand] = []
     i, n = 0, len(text)
+    newlines = [k for k, ch in enumerate(text) if ch == "\n"]
 
     def line_at(pos: int) -> int:
-        return text.count("\n", 0, pos) + 1
+        return bisect.bisect_left(newlines, pos) + 1
 
     def skip_comment(pos: int) -> int:
         m = _BRACKET.match(text, pos + 1)
@@ -82,7 +102,7 @@ def lex(text: str, file: str) -> list[Cmd]:
             i = m.end()
             continue
         i = j + 1
-        args: list[Tok] = []
+        args: list[RawArg] = []
         depth = 0
         while i < n:
             c = text[i]
@@ -92,26 +112,25 @@ def lex(text: str, file: str) -> list[Cmd]:
                 i = skip_comment(i)
             elif c == "(":
                 depth += 1
-                args.append(Tok("(", False))
+                args.append(RawArg("(", "paren", line_at(i)))
                 i += 1
             elif c == ")":
                 i += 1
                 if depth == 0:
                     break
                 depth -= 1
-                args.append(Tok(")", False))
+                args.append(RawArg(")", "paren", line_at(i - 1)))
             elif c == '"':
                 k = i + 1
                 while k < n and text[k] != '"':
                     k += 2 if text[k] == "\\" else 1
-                args.append(Tok(_unescape(text[i + 1 : k]), True))
+                args.append(RawArg(text[i + 1 : k], "quoted", line_at(i)))
                 i = k + 1
             elif c == "[" and (mb := _BRACKET.match(text, i)):
                 close = "]" + mb.group(1) + "]"
                 end = text.find(close, mb.end())
                 end = n if end < 0 else end
-                body = text[mb.end() : end]
-                args.append(Tok(body[1:] if body.startswith("\n") else body, True))
+                args.append(RawArg(text[mb.end() : end], "bracket", line_at(i)))
                 i = end + len(close)
             else:
                 k = i
@@ -136,13 +155,23 @@ def lex(text: str, file: str) -> list[Cmd]:
                             k += 1
                         continue
                     k += 1
-                args.append(Tok(_unescape(text[i:k]), False))
+                args.append(RawArg(text[i:k], "unquoted", line_at(i)))
                 i = k
-        cmds.append(Cmd(m.group(0).lower(), tuple(args), f"{file}:{line_at(start)}"))
+        cmds.append(RawCommand(m.group(0).lower(), tuple(args), line_at(start)))
     return cmds
 
 
-# ==================================================================== CMake: blocks
+def _tok(a: RawArg) -> Tok:
+    if a.kind == "paren":
+        return Tok(a.raw, False)
+    if a.kind == "bracket":
+        return Tok(a.raw[1:] if a.raw.startswith("\n") else a.raw, True)
+    return Tok(_unescape(a.raw), a.kind == "quoted")
+
+
+def lex(text: str, file: str) -> list[Cmd]:
+    """Commands of a CMake file, arguments unescaped, for the interpreter."""
+    return [Cmd(c.name, tuple(_tok(a) for a in c.args), f"{file}:{c.line}") for c in scan(text)]
 
 
 # ==================================================================== blocks
