@@ -8,20 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-PHASES = (
-    "host-preprocess",
-    "front-end",
-    "device-preprocess",
-    "device-codegen",
-    "ptxas",
-    "fatbinary",
-    "host-compile",
-    "other",
-)
-
 
 @dataclass(frozen=True)
 class Step:
+    # host-preprocess | front-end | device-preprocess | device-codegen | ptxas | fatbinary
+    # | host-compile | rm | other
     phase: str
     argv: tuple[str, ...]
 
