@@ -57,9 +57,13 @@ sys.path.insert(0, str(HERE / "src"))
 from vllm_matrix.infra import proc  # noqa: E402
 from vllm_matrix.infra.cache import cache_root  # noqa: E402
 from vllm_matrix.infra.config import Cell, load_matrix  # noqa: E402
+from vllm_matrix.knowledge import probe_units  # noqa: E402
 from vllm_matrix.stages import env as env_mod  # noqa: E402
 from vllm_matrix.stages import externals, fixups, patches, probe, source, toolkit  # noqa: E402
 from vllm_matrix.stages import facts as facts_mod  # noqa: E402
+from vllm_matrix.stages.probe import configure as probe_configure  # noqa: E402
+from vllm_matrix.stages.probe import includes, torchflags  # noqa: E402
+from vllm_matrix.stages.probe import units as probe_selection  # noqa: E402
 
 # The shipped cells that reach the probe (matrix.toml); the others are SKIPPED or
 # PREDICTED-FAIL before it.
@@ -103,7 +107,7 @@ def context(cell: Cell, scratch: Path) -> Ctx:
     tk = toolkit.provide(cell.provider, cell.cuda)
     tv = env_mod.provide(cell.python, cell.torch, "headers")
     fx = fixups.compute(tk, tv, cell.arch)
-    know = probe.load_knowledge()
+    know = probe_units.load_knowledge()
     ext_dirs: dict[str, Path] = {}
     build_dirs: dict[str, Path] = {}
     for e in f.external:
@@ -212,7 +216,7 @@ def path_names(ctx: Ctx, build: Path | None = None) -> dict[str, str]:
         os.path.realpath(ctx.tv.torch_dir): "$TORCH",
         os.path.realpath(ctx.tv.site): "$SITE",
     }
-    inc = probe.torch_flags(ctx.tv).python_include
+    inc = torchflags.torch_flags(ctx.tv).python_include
     if inc:
         out[os.path.realpath(inc)] = "$PYINC"
     for name, d in {**ctx.ext_dirs, **ctx.build_dirs}.items():
@@ -244,10 +248,10 @@ def own_unit(rel: str) -> bool:
 
 def _clear_caches() -> None:
     for fn in (
-        probe._build_model_cached,
-        probe.torch_flags,
-        probe._python_include,
-        probe._includes_of,
+        probe_configure._build_model_cached,
+        torchflags.torch_flags,
+        torchflags._python_include,
+        includes._includes_of,
     ):
         fn.cache_clear()
 
@@ -255,9 +259,9 @@ def _clear_caches() -> None:
 def homemade(ctx: Ctx) -> dict[str, Any]:
     _clear_caches()
     archs = tuple(ctx.cell.arch)
-    know = probe.load_knowledge()
+    know = probe_units.load_knowledge()
     t0, c0 = time.perf_counter(), _cpu()
-    tfl = probe.torch_flags(ctx.tv)
+    tfl = torchflags.torch_flags(ctx.tv)
     model = probe.build_model(
         ctx.tree, ctx.tk.full_version, archs, tfl, ctx.cell.python, ctx.ext_dirs, know
     )
@@ -267,7 +271,7 @@ def homemade(ctx: Ctx) -> dict[str, Any]:
         if not own_unit(src):
             continue
         props = model.source_props.get(src, {})
-        kind = probe._kind(src, props) or "cxx"
+        kind = probe_selection._kind(src, props) or "cxx"
         fam = model.family_of(src)
         t = model.target_of(src)
         u = probe.Unit(
@@ -278,7 +282,7 @@ def homemade(ctx: Ctx) -> dict[str, Any]:
             fam.name if fam else "",
             fam.gated if fam else False,
             t.name if t else "",
-            probe.unit_archs(model, src),
+            probe_selection.unit_archs(model, src),
         )
         fl = probe.explain_flags(
             u, ctx.tree, ctx.tk, ctx.tv, archs, ctx.facts, model=model, fetch_dirs=ctx.ext_dirs
@@ -402,7 +406,7 @@ def configure(ctx: Ctx, build: Path, ext_mode: str, python: Path, log: Path) -> 
         str(ctx.tree),
         "-G",
         "Ninja",
-        f"-DCMAKE_BUILD_TYPE={probe.BUILD_TYPE}",
+        f"-DCMAKE_BUILD_TYPE={probe_configure.BUILD_TYPE}",
         "-DVLLM_TARGET_DEVICE=cuda",
         *[a for a in ctx.fx.cmake_args() if not a.startswith("-DVLLM_PYTHON_EXECUTABLE=")],
         f"-DVLLM_PYTHON_EXECUTABLE={python}",

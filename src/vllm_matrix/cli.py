@@ -25,7 +25,7 @@ from vllm_matrix.infra.errors import (
     ToolError,
     describe_os_error,
 )
-from vllm_matrix.knowledge import pins
+from vllm_matrix.knowledge import pins, probe_units
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import context, grid, mapping, plan, runner
 from vllm_matrix.report import browser, merge
@@ -426,7 +426,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     log = Path(args.log).resolve() if args.log else None
     dirs = externals.prefetch(
         f,
-        probe.load_knowledge(),
+        probe_units.load_knowledge(),
         git_dirs=[Path(d) for d in args.git],
         network=not args.offline,
         log=log,

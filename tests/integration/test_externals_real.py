@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix.stages import externals, facts, probe, source
+from vllm_matrix.knowledge import probe_units
+from vllm_matrix.stages import externals, facts, source
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
 
@@ -45,7 +46,7 @@ def only(f: facts.SourceFacts, name: str) -> facts.SourceFacts:
 def test_flashmla_with_its_cutlass_submodule(facts_085: facts.SourceFacts) -> None:
     f = only(facts_085, "flashmla")
     assert f.external[0].ref == FLASHMLA_PIN
-    know = probe.load_knowledge()
+    know = probe_units.load_knowledge()
     t0 = time.monotonic()
     d = externals.prefetch(f, know, git_dirs=[CUTLASS, FLASHMLA], network=False)["flashmla"]
     first = time.monotonic() - t0
@@ -74,7 +75,7 @@ def test_cutlass_tag_is_checked_against_its_version_header(
     facts_085: facts.SourceFacts,
 ) -> None:
     f = only(facts_085, "cutlass")
-    d = externals.prefetch(f, probe.load_knowledge(), git_dirs=[CUTLASS], network=False)
+    d = externals.prefetch(f, probe_units.load_knowledge(), git_dirs=[CUTLASS], network=False)
     cut = d["cutlass"]
     assert cut.status == "found" and cut.path is not None, cut.origin
     text = (cut.path / "include" / "cutlass" / "version.h").read_text()

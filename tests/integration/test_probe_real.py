@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 
 from vllm_matrix.infra.config import Cell
+from vllm_matrix.infra.results import StageResult
+from vllm_matrix.knowledge import probe_units
 from vllm_matrix.knowledge import toolchains as knowledge
-from vllm_matrix.stages import apiscan, env, facts, fixups, probe, source, toolkit
+from vllm_matrix.stages import apiscan, env, externals, facts, fixups, probe, source, toolkit
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
 
@@ -45,7 +47,7 @@ def inputs(vllm: str, torch: str) -> dict[str, Any]:
     }
 
 
-def probe_cell(c: dict[str, Any], work: Path, **kw: Any) -> probe.StageResult:
+def probe_cell(c: dict[str, Any], work: Path, **kw: Any) -> StageResult:
     return probe.run_probe(c["cell"], c["tree"], c["facts"], c["tk"], c["tv"], c["fx"], work, **kw)
 
 
@@ -189,10 +191,10 @@ def test_full_compile_costs_what_the_front_end_saves(
 
 
 def test_pypi_cutlass_matches_only_its_own_pin() -> None:
-    know = probe.load_knowledge()
+    know = probe_units.load_knowledge()
     t = source.get_tree("0.8.4")  # CUTLASS v3.8.0: PyPI has nvidia-cutlass 3.8.0.0
     f = facts.read_facts(t.root, "0.8.4")
-    d = probe.external_dir(f, "cutlass", know, fetch=True)
+    d = externals.external_dir(f, "cutlass", know, fetch=True)
     assert d.path is not None and (d.path / "include" / "cutlass" / "cutlass.h").is_file()
     assert "sha256:" in d.origin and "version.h: 3.8.0" in d.origin
     unit = probe.Unit("csrc/quantization/cutlass_w8a8/scaled_mm_c2x.cu", "test", "cuda")
@@ -201,7 +203,7 @@ def test_pypi_cutlass_matches_only_its_own_pin() -> None:
     assert f"-I{d.path / 'include'}" in fl and f"-I{d.path / 'tools' / 'util' / 'include'}" in fl
     for vllm in ("0.8.5", "0.10.1"):  # v3.9.0, v4.0.0: not on PyPI
         t = source.get_tree(vllm)
-        miss = probe.external_dir(facts.read_facts(t.root, vllm), "cutlass", know, fetch=True)
+        miss = externals.external_dir(facts.read_facts(t.root, vllm), "cutlass", know, fetch=True)
         # never from PyPI; a tree `inv prefetch` put in the sources cache may supply it
         if miss.path is None:
             assert "VLLM_CUTLASS_SRC_DIR" in miss.origin

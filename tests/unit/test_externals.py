@@ -20,7 +20,8 @@ from packaging.version import Version
 
 from vllm_matrix import cli
 from vllm_matrix.infra import index
-from vllm_matrix.stages import externals, probe
+from vllm_matrix.knowledge import probe_units
+from vllm_matrix.stages import externals
 from vllm_matrix.stages.externals import ExternalDir
 from vllm_matrix.stages.facts import External, ModelOptFacts, SourceFacts
 
@@ -132,7 +133,7 @@ def test_prefetch_from_git_dirs_fills_submodules_and_verifies(
         "vllm-flash-attn", FA_URL, str(mirrors["fa_sha"]), "VLLM_FLASH_ATTN_SRC_DIR", "x:1"
     )
     f = facts_with(cutlass_ext(), fa_ext)
-    know = probe.load_knowledge()
+    know = probe_units.load_knowledge()
     gits = [Path(str(mirrors["fa"])), Path(str(mirrors["cutlass"]))]
     dirs = externals.prefetch(f, know, git_dirs=gits, network=False)
     cut, fa = dirs["cutlass"], dirs["vllm-flash-attn"]
@@ -182,7 +183,7 @@ def test_a_needed_submodule_nobody_holds_makes_it_incomplete(mirrors: dict[str, 
     )
     f = facts_with(fa_ext)
     dirs = externals.prefetch(
-        f, probe.load_knowledge(), git_dirs=[Path(str(mirrors["fa"]))], network=False
+        f, probe_units.load_knowledge(), git_dirs=[Path(str(mirrors["fa"]))], network=False
     )
     d = dirs["vllm-flash-attn"]
     assert d.status == "incomplete" and d.incomplete == ("csrc/cutlass",)
@@ -195,7 +196,7 @@ def test_a_tag_is_taken_only_from_a_dir_named_like_the_repo(
 ) -> None:
     other = tmp_path / "mirrors" / "somebody-else"
     git(tmp_path, "clone", "-q", "--bare", str(mirrors["cutlass"]), str(other))
-    know = probe.load_knowledge()
+    know = probe_units.load_knowledge()
     by_tag = externals.prefetch(facts_with(cutlass_ext()), know, git_dirs=[other], network=False)
     assert by_tag["cutlass"].path is None
     assert "no --git dir named like 'cutlass'" in by_tag["cutlass"].origin
@@ -236,7 +237,7 @@ def test_prefetch_over_the_network_path_with_a_file_url(tmp_path: Path) -> None:
     git(up, "add", "-A")
     git(up, "commit", "-qm", "later")
     ext = External("flashmla", f"file://{up}", first, "FLASH_MLA_SRC_DIR", "x:1")
-    know = probe.load_knowledge()
+    know = probe_units.load_knowledge()
     offline = externals.prefetch(facts_with(ext), know, network=False)
     assert offline["flashmla"].path is None
     got = externals.prefetch(facts_with(ext), know, network=True)["flashmla"]
@@ -273,7 +274,7 @@ def test_missing_error_lists_every_dependency_and_how_to_bring_it() -> None:
 def test_the_variable_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VLLM_CUTLASS_SRC_DIR", str(tmp_path))
     d = externals.external_dir(
-        facts_with(cutlass_ext()), "cutlass", probe.load_knowledge(), fetch=False
+        facts_with(cutlass_ext()), "cutlass", probe_units.load_knowledge(), fetch=False
     )
     assert d.path == tmp_path and d.origin == "$VLLM_CUTLASS_SRC_DIR" and d.repo == CUTLASS_URL
 
@@ -315,18 +316,18 @@ def test_external_dir_from_pypi_checks_sha_and_version(monkeypatch: pytest.Monke
     )
     monkeypatch.setattr(index, "project_files", lambda project: (wheel,))
     monkeypatch.setattr(index, "download", lambda url: data)
-    know = probe.load_knowledge()
+    know = probe_units.load_knowledge()
     f = facts_with(cutlass_ext("v3.8.0"), vllm="0.8.4")
-    d = probe.external_dir(f, "cutlass", know, fetch=True)
+    d = externals.external_dir(f, "cutlass", know, fetch=True)
     assert d.path is not None and (d.path / "include" / "cutlass" / "version.h").is_file()
     assert "sha256:" in d.origin and "3.8.0" in d.origin
     # cached: no network the second time, even without fetch
     monkeypatch.setattr(index, "download", lambda url: pytest.fail("downloaded twice"))
-    assert probe.external_dir(f, "cutlass", know, fetch=False).path == d.path
+    assert externals.external_dir(f, "cutlass", know, fetch=False).path == d.path
     # headers only (no CMakeLists.txt): never offered to a build
     tree = externals.external_dir(f, "cutlass", know, fetch=True, need_tree=True)
     assert tree.path is None and "inv prefetch --vllm 0.8.4" in tree.origin
     # a pin PyPI does not have
-    miss = probe.external_dir(facts_with(cutlass_ext("v4.0.0")), "cutlass", know, fetch=True)
+    miss = externals.external_dir(facts_with(cutlass_ext("v4.0.0")), "cutlass", know, fetch=True)
     assert miss.path is None and "has no 4.0.0 (has 3.8.0.0)" in miss.origin
     assert "VLLM_CUTLASS_SRC_DIR" in miss.origin

@@ -17,7 +17,7 @@ from vllm_matrix.infra import results
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import MatrixError, NotAvailable
 from vllm_matrix.infra.results import FAIL, PASS, Finding, StageResult
-from vllm_matrix.knowledge import pins
+from vllm_matrix.knowledge import pins, probe_units
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import reuse
 from vllm_matrix.pipeline.context import CellContext, need
@@ -193,7 +193,7 @@ def do_build(ctx: CellContext) -> StageResult:
     cell, opts, tree = ctx.cell, ctx.opts, need(ctx.tree)
     # The FetchContent sources come from the cache (inv prefetch) or PyPI; a missing
     # one stops the build here, before anything compiles, saying how to bring it.
-    know = probe.load_knowledge()
+    know = probe_units.load_knowledge()
     dirs, standins = partial.externals_for(
         need(ctx.facts), know, tree.root, opts.targets, build.work_dir(cell)
     )

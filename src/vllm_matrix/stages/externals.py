@@ -33,19 +33,17 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
 from vllm_matrix.infra import index, proc
 from vllm_matrix.infra.cache import atomic_write_text, cache_root, extract_tar, locked, staging_dir
 from vllm_matrix.infra.errors import CommandError, MatrixError
+from vllm_matrix.knowledge.probe_units import ProbeKnowledge
 from vllm_matrix.stages import source
 from vllm_matrix.stages.facts import External, SourceFacts, read_facts
 from vllm_matrix.stages.toolkit.files import unzip_wheel
-
-if TYPE_CHECKING:
-    from vllm_matrix.stages.probe import ProbeKnowledge
 
 MARKER = ".vllm-matrix-source.json"
 PYPI_MARKER = ".vllm-matrix-external.json"

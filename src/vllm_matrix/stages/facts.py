@@ -1,9 +1,10 @@
 """Facts read from a vLLM source tree: pins, external sources, CUDA arch lists.
 
-Everything here is read, never executed: the tree's CMake files are tokenised by a
-small CMake lexer (commands, quoted/unquoted arguments, comments, if/elseif/else
-nesting), Python files are parsed with ``ast``, TOML with ``tomllib``. Each fact
-carries ``file:line`` evidence relative to the tree root so a reader can check it.
+Everything here is read, never executed: the tree's CMake files are tokenised by the
+lexer of ``vllm_matrix.cmake`` (commands, quoted/unquoted arguments, comments) and their
+if/elseif/else nesting tracked here, Python files are parsed with ``ast``, TOML with
+``tomllib``. Each fact carries ``file:line`` evidence relative to the tree root so a reader
+can check it.
 
 The torch pin is read from every place vLLM has kept it over the releases and the
 first one found (in the order of ``TORCH_PIN_SOURCES``) wins; the others are kept
@@ -14,7 +15,6 @@ other and with the torch== pin in the published wheel's metadata.
 from __future__ import annotations
 
 import ast
-import bisect
 import re
 import tomllib
 from collections.abc import Iterable, Iterator
@@ -25,6 +25,7 @@ from packaging.markers import InvalidMarker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
+from vllm_matrix.cmake.lexer import RawArg, scan
 from vllm_matrix.infra.errors import SourceError
 
 # --------------------------------------------------------------------------- model
@@ -178,115 +179,27 @@ class _Command:
         return [a.text for a in self.args]
 
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_BRACKET_OPEN = re.compile(r"\[(=*)\[")
+def _facts_text(raw: str) -> str:
+    """A quoted argument's text as facts reads it: a backslash-newline is dropped, an
+    escaped quote, backslash, dollar or semicolon is unescaped, any other escape is kept."""
+    buf: list[str] = []
+    i, n = 0, len(raw)
+    while i < n:
+        if raw[i] == "\\" and i + 1 < n:
+            nxt = raw[i + 1]
+            if nxt != "\n":  # a line continuation inside a quoted argument adds nothing
+                buf.append(nxt if nxt in '"\\$;' else "\\" + nxt)
+            i += 2
+            continue
+        buf.append(raw[i])
+        i += 1
+    return "".join(buf)
 
 
-class _Lexer:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-        self.newlines = [i for i, c in enumerate(text) if c == "\n"]
-
-    def line_at(self, pos: int) -> int:
-        return bisect.bisect_left(self.newlines, pos) + 1
-
-    def _skip_comment(self) -> None:
-        # At '#': a bracket comment #[[...]] / #[=[...]=] or a line comment.
-        m = _BRACKET_OPEN.match(self.text, self.pos + 1)
-        if m:
-            close = "]" + m.group(1) + "]"
-            end = self.text.find(close, m.end())
-            self.pos = len(self.text) if end < 0 else end + len(close)
-            return
-        end = self.text.find("\n", self.pos)
-        self.pos = len(self.text) if end < 0 else end
-
-    def commands(self) -> Iterator[_Command]:
-        text, n = self.text, len(self.text)
-        while self.pos < n:
-            c = text[self.pos]
-            if c.isspace():
-                self.pos += 1
-            elif c == "#":
-                self._skip_comment()
-            else:
-                m = _IDENT.match(text, self.pos)
-                if not m:
-                    self.pos += 1
-                    continue
-                start = self.pos
-                self.pos = m.end()
-                while self.pos < n and text[self.pos] in " \t":
-                    self.pos += 1
-                if self.pos < n and text[self.pos] == "(":
-                    self.pos += 1
-                    args = self._args()
-                    yield _Command(m.group(0).lower(), tuple(args), self.line_at(start))
-
-    def _args(self) -> list[_Arg]:
-        text, n = self.text, len(self.text)
-        args: list[_Arg] = []
-        depth = 0
-        while self.pos < n:
-            c = text[self.pos]
-            if c.isspace():
-                self.pos += 1
-            elif c == "#":
-                self._skip_comment()
-            elif c == "(":
-                args.append(_Arg("(", self.line_at(self.pos), False))
-                depth += 1
-                self.pos += 1
-            elif c == ")":
-                self.pos += 1
-                if depth == 0:
-                    return args
-                depth -= 1
-                args.append(_Arg(")", self.line_at(self.pos - 1), False))
-            elif c == '"':
-                start = self.pos
-                self.pos += 1
-                buf: list[str] = []
-                while self.pos < n and text[self.pos] != '"':
-                    if text[self.pos] == "\\" and self.pos + 1 < n:
-                        nxt = text[self.pos + 1]
-                        if nxt == "\n":  # line continuation inside a quoted argument
-                            self.pos += 2
-                            continue
-                        buf.append(nxt if nxt in '"\\$;' else "\\" + nxt)
-                        self.pos += 2
-                        continue
-                    buf.append(text[self.pos])
-                    self.pos += 1
-                self.pos += 1
-                args.append(_Arg("".join(buf), self.line_at(start), True))
-            elif c == "[" and (m := _BRACKET_OPEN.match(text, self.pos)):
-                close = "]" + m.group(1) + "]"
-                end = text.find(close, m.end())
-                end = n if end < 0 else end
-                args.append(_Arg(text[m.end() : end], self.line_at(self.pos), True))
-                self.pos = end + len(close)
-            else:
-                start = self.pos
-                while self.pos < n:
-                    ch = text[self.pos]
-                    if ch.isspace() or ch in '()"#':
-                        break
-                    if ch == "\\" and self.pos + 1 < n:
-                        self.pos += 2
-                        continue
-                    # ${...} and $ENV{...} may hold characters that end a bare word
-                    if ch == "$":
-                        brace = text.find("{", self.pos, self.pos + 5)
-                        if brace >= 0:
-                            close_at = text.find("}", brace)
-                            if close_at >= 0:
-                                self.pos = close_at + 1
-                                continue
-                    self.pos += 1
-                args.append(_Arg(text[start : self.pos], self.line_at(start), False))
-        return args
+def _arg(a: RawArg) -> _Arg:
+    if a.kind == "quoted":
+        return _Arg(_facts_text(a.raw), a.line, True)
+    return _Arg(a.raw, a.line, a.kind == "bracket")
 
 
 _DEVICE_IS = r"(?<!NOT )\b(?:VLLM_GPU_LANG|VLLM_TARGET_DEVICE)\s+STREQUAL\s+"
@@ -320,7 +233,8 @@ class _CMakeFile:
         text = (root / rel).read_text(encoding="utf-8", errors="replace")
         out: list[_Command] = []
         arms: list[_Arm] = []
-        for cmd in _Lexer(text).commands():
+        for raw in scan(text):
+            cmd = _Command(raw.name, tuple(_arg(a) for a in raw.args), raw.line)
             name = cmd.name
             if name == "if":
                 arms.append(_Arm(_cond_text(cmd.args)))

@@ -28,6 +28,7 @@ from vllm_matrix.infra import datafiles, proc, tomlfile
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
+from vllm_matrix.knowledge.probe_units import ProbeKnowledge
 from vllm_matrix.stages import audit, externals
 from vllm_matrix.stages.build.errors import BuildError
 from vllm_matrix.stages.build.ninja import NinjaProgress, fmt_seconds
@@ -36,7 +37,6 @@ from vllm_matrix.stages.build.plan import JobPlan
 if TYPE_CHECKING:
     from vllm_matrix.stages.env import TorchEnv
     from vllm_matrix.stages.facts import SourceFacts
-    from vllm_matrix.stages.probe import ProbeKnowledge
     from vllm_matrix.stages.toolkit import Toolkit
 
 DATA = datafiles.data_path("partial.toml")

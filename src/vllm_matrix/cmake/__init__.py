@@ -1,0 +1,1 @@
+"""A small CMake interpreter: lexer, conditions, values, and the evaluation of a tree."""

@@ -1,0 +1,364 @@
+"""probe stage: the per-unit pipeline end to end, on the fixture tree with fake tools.
+
+nvcc, cudafe++, gcc and g++ are fakes that print or fail the way the real tools do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from probe_trees import (
+    hits,
+    make_facts,
+    make_tree,
+    toolkit,
+    torch_env,
+)
+
+from vllm_matrix.infra import index
+from vllm_matrix.infra.config import Cell
+from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.infra.results import StageResult
+from vllm_matrix.knowledge import probe_units
+from vllm_matrix.stages import probe
+from vllm_matrix.stages.fixups import Fixup, Fixups
+
+# ------------------------------------------------------------------ the stage, fake tools
+
+FAKE_NVCC = """\
+#!PYTHON
+import os, sys
+args = sys.argv[1:]
+src = args[args.index("-c") + 1]
+keep = args[args.index("--keep-dir") + 1]
+obj = args[args.index("-o") + 1]
+base = os.path.basename(src).rsplit(".", 1)[0]
+gens = [args[i + 1] for i, a in enumerate(args) if a == "-gencode"]
+tools = os.path.dirname(os.path.abspath(__file__))
+ii = os.path.join(keep, base + ".cpp4.ii")
+print("#$ _HERE_=" + tools)
+print("#$ PATH=" + tools + ":" + os.environ.get("PATH", ""))
+print(f"#$ {tools}/gcc -E -x c++ {src} -o {ii}")
+print(f"#$ cudafe++ --gen_c_file_name {keep}/{base}.cudafe1.cpp {ii}")
+for g in gens:
+    print(f"#$ {tools}/gcc -D__CUDA_ARCH__=900 -E -x c++ {src} -o {keep}/{base}.cpp1.ii")
+    print(f"#$ cicc {keep}/{base}.cpp1.ii -o {keep}/{base}.ptx -gencode={g}")
+print(f"#$ {tools}/gcc -c -x c++ {keep}/{base}.cudafe1.cpp -o {obj}")
+"""
+
+# gcc: -E copies the source; -c writes the object. cudafe++: an EDG-style error for
+# Float8_e8m0fnu unless the (fake) torch has it. cicc: logs its -gencode.
+FAKE_GCC = """\
+#!PYTHON
+import shutil, sys
+args = sys.argv[1:]
+out = args[args.index("-o") + 1]
+src = [a for a in args if a.endswith((".cu", ".cpp", ".ii"))][0]
+shutil.copy(src, out) if "-E" in args else open(out, "w").write("obj")
+"""
+FAKE_CUDAFE = """\
+#!PYTHON
+import os, sys
+ii = sys.argv[-1]
+for n, line in enumerate(open(ii), 1):
+    if "Float8_e8m0fnu" in line and not os.environ.get("FAKE_TORCH_HAS_F8"):
+        print(f'{ii}({n}): error: namespace "at" has no member "Float8_e8m0fnu"')
+        print(f'1 error detected in the compilation of "{ii}".')
+        sys.exit(2)
+"""
+FAKE_CICC = """\
+#!PYTHON
+import os, sys, time
+time.sleep(float(os.environ.get("FAKE_CICC_SLEEP", "0")))
+print("cicc", sys.argv[-1])
+open(sys.argv[sys.argv.index("-o") + 1], "w").write("ptx")
+"""
+FAKE_CXX = """\
+#!PYTHON
+import sys
+sys.exit(0)
+"""
+
+
+def fake_tools(d: Path) -> Path:
+    d.mkdir(parents=True)
+    for name, text in (
+        ("nvcc", FAKE_NVCC),
+        ("gcc", FAKE_GCC),
+        ("cudafe++", FAKE_CUDAFE),
+        ("cicc", FAKE_CICC),
+        ("c++", FAKE_CXX),
+    ):
+        p = d / name
+        p.write_text(text.replace("#!PYTHON", f"#!{sys.executable}"))
+        p.chmod(p.stat().st_mode | stat.S_IEXEC)
+    return d
+
+
+@pytest.fixture
+def stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    monkeypatch.setenv("VLLM_MATRIX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("VLLM_CUTLASS_SRC_DIR", raising=False)
+    monkeypatch.setattr(index, "project_files", lambda project: ())
+    tools = fake_tools(tmp_path / "tools")
+    tree = make_tree(tmp_path / "tree")
+    tk = toolkit(tmp_path / "cuda", nvcc=tools / "nvcc")
+    tv = torch_env(tmp_path / "env")
+    fx = Fixups((Fixup("CXX", str(tools / "c++"), "test"), Fixup("PATH", str(tools), "test")), ())
+    cell = Cell("0.8.4", "2.6.0", "12.4", "debian", "3.12", ("9.0",))
+    return {"tree": tree, "tk": tk, "tv": tv, "fx": fx, "cell": cell, "facts": make_facts()}
+
+
+def run(stage: dict[str, object], work: Path, **kw: object) -> StageResult:
+    return probe.run_probe(
+        stage["cell"],
+        stage["tree"],
+        stage["facts"],
+        stage["tk"],
+        stage["tv"],  # type: ignore[arg-type]
+        stage["fx"],
+        work,
+        api_hits=hits(stage["tree"]),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_front_end_failure_is_classified_and_quoted(
+    stage: dict[str, object], tmp_path: Path
+) -> None:
+    r = run(stage, tmp_path / "work", depth="front-end")
+    assert r.stage == "probe" and r.status == "fail"
+    assert "front-end" in r.summary and "gptq_marlin.cu (Float8_e8m0fnu)" in r.summary
+    units = {u["path"]: u for u in r.details["units"]}
+    gm = units["csrc/quantization/gptq_marlin/gptq_marlin.cu"]
+    assert gm["status"] == "fail" and gm["depth"] == "front-end"
+    assert 'error: namespace "at" has no member "Float8_e8m0fnu"' in gm["first_error"]
+    assert Path(gm["log"]) == tmp_path / "work" / "logs" / (
+        "csrc__quantization__gptq_marlin__gptq_marlin.cu.log"
+    )
+    assert [s["phase"] for s in gm["steps"]] == ["host-preprocess", "front-end"]
+    (f,) = [f for f in r.findings if f.level == "fail"]
+    assert f.rule == "signature:torch_lacks_float8_e8m0fnu"
+    assert 'has no member "Float8_e8m0fnu"' in f.message
+    for u in units.values():  # every row says why, how deep, how long, where the log is
+        assert u["why"] and u["status"] in ("pass", "fail") and u["seconds"] >= 0
+    assert units["csrc/torch_bindings.cpp"]["status"] == "pass"
+    assert "flags and where they come from" in Path(gm["log"]).read_text()
+    assert (tmp_path / "work" / "probe.log").is_file()
+
+
+def test_front_end_passes_with_a_torch_that_has_the_symbol(
+    stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
+    r = run(stage, tmp_path / "work", depth="front-end")
+    assert r.status == "pass" and r.summary.endswith("front-end, all passed")
+    assert all(u["depth"] == "front-end" for u in r.details["units"])
+    assert not (tmp_path / "work" / "obj").exists() or not any(
+        (tmp_path / "work" / "obj").iterdir()
+    )
+
+
+def test_codegen_runs_lowest_arch_only(
+    stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
+    r = run(
+        stage,
+        tmp_path / "work",
+        depth="codegen",
+        only=["csrc/quantization/gptq_marlin/gptq_marlin.cu"],
+    )
+    (u,) = r.details["units"]
+    assert u["status"] == "pass" and u["depth"] == "codegen" and r.details["depth"] == "codegen"
+    phases = [s["phase"] for s in u["steps"]]
+    assert phases.count("device-codegen") == 1  # sm_90 only, not also compute_90
+    log = Path(u["log"]).read_text()
+    assert "-gencode=arch=compute_90,code=sm_90" in log
+    assert (tmp_path / "work" / "obj").is_dir()
+
+
+def test_auto_codegen_respects_the_budget(
+    stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
+    r = run(stage, tmp_path / "w1", depth="auto", budget_s=0.0)
+    gated = [
+        u
+        for u in r.details["units"]
+        if "ARCHS" in u["family"] and not u["family"].startswith("CUDA_ARCHS")
+    ]
+    assert gated and all(u["depth"] == "front-end" for u in gated)
+    assert all("codegen skipped" in u["note"] for u in gated)
+    r = run(stage, tmp_path / "w2", depth="auto", budget_s=3600.0)
+    units = {u["path"]: u for u in r.details["units"]}
+    assert units["csrc/quantization/gptq_marlin/gptq_marlin.cu"]["depth"] == "codegen"
+    assert units["csrc/torch_bindings.cpp"]["depth"] == "front-end"  # not arch-gated
+    assert "also codegen" in r.summary
+
+
+def test_auto_codegen_stops_at_the_budget_and_keeps_the_front_end(
+    stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The estimate fits, cicc then runs far longer (as on CUTLASS sm_120 kernels): the
+    # budget is a deadline, and the front end's pass stands.
+    monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
+    monkeypatch.setenv("FAKE_CICC_SLEEP", "60")
+    # an estimate that always fits, however slow the (loaded) machine runs the front end
+    know = dataclasses.replace(probe_units.load_knowledge(), codegen_per_front_end=0.001)
+    monkeypatch.setattr(probe_units, "load_knowledge", lambda path=None: know)
+    t = time.monotonic()
+    gm = "csrc/quantization/gptq_marlin/gptq_marlin.cu"
+    r = run(stage, tmp_path / "w", depth="auto", budget_s=8.0, only=[gm])
+    assert time.monotonic() - t < 40
+    (u,) = r.details["units"]
+    assert u["status"] == "pass" and u["depth"] == "front-end", u
+    assert "code generation stopped at the 8s budget" in u["note"]
+    assert r.status == "pass"
+
+
+def test_units_needing_an_absent_cutlass_are_not_probed(
+    stage: dict[str, object], tmp_path: Path
+) -> None:
+    r = run(
+        stage,
+        tmp_path / "work",
+        depth="front-end",
+        only=["csrc/quantization/cutlass_w8a8/scaled_mm_entry.cu"],
+    )
+    # `only` takes units outside the selection too; its needs are computed the same way
+    (u,) = r.details["units"]
+    assert u["status"] == "not-probed" and u["needs"] == ["cutlass"]
+
+
+def test_not_probed_reports_the_pin_and_the_variable(
+    stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = stage["tree"]
+    assert isinstance(tree, Path)
+    (tree / "csrc" / "layernorm_kernels.cu").write_text(
+        '#include "cutlass_extensions/common.hpp"\n'
+    )
+    (tree / "csrc" / "cache_kernels.cu").write_text('#include "cutlass_extensions/common.hpp"\n')
+    r = run(stage, tmp_path / "work", depth="front-end")
+    np = [u for u in r.details["units"] if u["status"] == "not-probed"]
+    assert np and all(u["needs"] == ["cutlass"] for u in np)
+    assert "needs cutlass v3.8.0 (VLLM_CUTLASS_SRC_DIR)" in np[0]["note"]
+    assert "not probed (needs cutlass)" in r.summary
+    assert any(f.rule == "probe-not-probed" and f.level == "info" for f in r.findings)
+    # with the variable set to a tree, the same units are compiled
+    cut = tmp_path / "cutlass"
+    (cut / "include" / "cutlass").mkdir(parents=True)
+    monkeypatch.setenv("VLLM_CUTLASS_SRC_DIR", str(cut))
+    r = run(stage, tmp_path / "work2", depth="front-end")
+    assert not [u for u in r.details["units"] if u["status"] == "not-probed"]
+    assert r.details["externals"]["cutlass"]["origin"] == "$VLLM_CUTLASS_SRC_DIR"
+
+
+def test_unknown_depth_is_refused(stage: dict[str, object], tmp_path: Path) -> None:
+    from vllm_matrix.infra.errors import MatrixError
+
+    with pytest.raises(MatrixError, match="did you mean 'codegen'"):
+        run(stage, tmp_path / "w", depth="codegn")
+
+
+def test_an_arch_the_tree_does_not_build_is_a_warning(
+    stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
+    stage["cell"] = Cell("0.8.4", "2.6.0", "12.4", "debian", "3.12", ("12.0",))
+    r = run(stage, tmp_path / "work", depth="front-end")
+    assert r.details["cuda_archs"] == []
+    (w,) = [f for f in r.findings if f.rule == "probe-no-arch"]
+    assert w.level == "warn" and "12.0" in w.message
+
+
+def test_ctrl_c_stops_the_probe_in_seconds(
+    stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A SIGINT to the probing process alone (not its compilers' groups), sent while a
+    # compiler runs: the units running are ended, the ones queued never start, and
+    # KeyboardInterrupt reaches the caller. The probe runs in a process of its own, as a
+    # user's would: under pytest-xdist the test need not own the main thread, where Python
+    # delivers SIGINT, and a load-dependent timer could fire before or after the compile.
+    import pickle
+    import signal
+    import subprocess
+
+    from vllm_matrix.infra import proc
+
+    monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
+    monkeypatch.setenv("FAKE_CICC_SLEEP", "60")
+    args = tmp_path / "args.pickle"
+    args.write_bytes(pickle.dumps((stage, tmp_path / "w", hits(stage["tree"]))))  # type: ignore[arg-type]
+    script = (
+        "import pickle, sys\n"
+        "from vllm_matrix.infra import index\nfrom vllm_matrix.stages import probe\n"
+        "index.project_files = lambda project: ()\n"
+        "s, work, api = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "probe.run_probe(s['cell'], s['tree'], s['facts'], s['tk'], s['tv'], s['fx'], work,\n"
+        "                api_hits=api, depth='codegen', jobs=1)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(args)], stderr=subprocess.PIPE, text=True
+    )
+
+    def ciccs() -> list[int]:
+        return [
+            p
+            for p in proc.descendants(child.pid)
+            if Path(f"/proc/{p}/cmdline").exists()
+            and b"cicc" in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
+
+    deadline = time.monotonic() + 120  # however loaded the machine, until cicc runs
+    while not ciccs() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ciccs(), (
+        f"the probe never reached codegen: {child.stderr.read() if child.stderr else ''}"
+    )
+    running = ciccs()
+    t = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert time.monotonic() - t < 20, "Ctrl-C took longer than 20 s to stop the probe"
+    assert "KeyboardInterrupt" in err
+    time.sleep(0.5)
+    assert not [p for p in running if Path(f"/proc/{p}").exists()]
+
+
+def test_front_end_cache_skips_an_unchanged_unit_the_second_time(
+    stage: dict[str, object], tmp_path: Path
+) -> None:
+    first = run(stage, tmp_path / "work1", depth="front-end")
+    again = run(stage, tmp_path / "work2", depth="front-end")  # another cell's work dir
+    u1 = {u["path"]: u for u in first.details["units"] if u["kind"] == "cuda"}
+    u2 = {u["path"]: u for u in again.details["units"] if u["kind"] == "cuda"}
+    passed = [p for p, u in u1.items() if u["status"] == "pass"]
+    assert passed and all(u1[p]["front_end_cache"] == "miss" for p in passed)
+    for p in passed:
+        assert u2[p]["front_end_cache"] == "hit" and u2[p]["status"] == "pass"
+        assert next(s for s in u2[p]["steps"] if s["tool"] == "cudafe++").get("cached")
+    # a failing front end is never stored: it runs (and fails) again, with its own log
+    failed = [p for p, u in u1.items() if u["status"] == "fail"]
+    assert failed and all(u2[p]["status"] == "fail" for p in failed)
+    assert all(u2[p]["front_end_cache"] == "miss" for p in failed)
+    fc = again.details["front_end_cache"]
+    assert fc["hits"] == len(passed) and fc["misses"] == len(failed)
+    assert again.status == first.status == "fail"
+
+
+def test_units_all_sweeps_every_built_unit(stage: dict[str, object], tmp_path: Path) -> None:
+    sel = run(stage, tmp_path / "w1", depth="front-end")
+    full = run(stage, tmp_path / "w2", depth="front-end", units_mode="all")
+    chosen = {u["path"] for u in sel.details["units"]}
+    swept = {u["path"] for u in full.details["units"]}
+    assert chosen < swept  # the selection is a strict subset of the sweep here
+    assert all(u["why"] == "all" for u in full.details["units"] if u["path"] not in chosen)
+    with pytest.raises(MatrixError, match="did you mean 'all'"):
+        run(stage, tmp_path / "w3", units_mode="al")
