@@ -30,3 +30,11 @@ def mem_available_gib(meminfo_text: str) -> float | None:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) / 2**20
     return None
+
+
+def loadavg() -> list[float]:
+    """The 1/5/15-minute load averages, [] where /proc/loadavg cannot be read."""
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return []

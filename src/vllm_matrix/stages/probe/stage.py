@@ -16,6 +16,7 @@ from vllm_matrix.infra import progress, tomlfile
 from vllm_matrix.infra.cache import atomic_write_text
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.infra.host import cpu_count, loadavg
 from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
 from vllm_matrix.knowledge import classify, probe_units
 from vllm_matrix.knowledge.probe_units import ProbeKnowledge
@@ -28,7 +29,7 @@ from vllm_matrix.stages.fixups import Fixups
 from vllm_matrix.stages.probe.configure import build_model
 from vllm_matrix.stages.probe.explain import explain_flags, lowest_gencode
 from vllm_matrix.stages.probe.includes import GENERATED, include_closure
-from vllm_matrix.stages.probe.resources import cpu_count, job_limit, loadavg, mem_available_gib
+from vllm_matrix.stages.probe.resources import job_limit, mem_available_gib
 from vllm_matrix.stages.probe.runner import UnitResult, UnitRunner, first_error, run_all, unit_label
 from vllm_matrix.stages.probe.torchflags import torch_flags
 from vllm_matrix.stages.probe.units import Selection, Unit, search_dirs, select, unit_archs
