@@ -181,3 +181,33 @@ def test_progress_projects_only_from_enough_edges(tmp_path: Path) -> None:
     p = build.progress_of(tmp_path)
     assert p is not None and p["edges_done"] == 10 and p["edges"] == 40
     assert p["edge_seconds_projected"] == 400
+
+
+# figures per target (the GPU-machine run's targets.json)
+def test_target_figures_per_target(tmp_path: Path) -> None:
+    (tmp_path / "build.ninja").write_text(BUILD_NINJA)
+    (tmp_path / ".ninja_log").write_text(
+        "# ninja log v6\n"
+        "0\t90000\t0\tCMakeFiles/_C.dir/csrc/cache_kernels.cu.o\tab\n"
+        "10\t30000\t0\tCMakeFiles/_C.dir/csrc/ops.cpp.o\tab\n"
+        "0\t500\t0\tbuild.ninja\tcd\n"
+    )
+    figs = ninja.target_figures(tmp_path)
+    assert figs["_C"] == {
+        "edges": 3,
+        "edges_done": 2,
+        "edge_seconds": 120.0,
+        "longest_edge_s": 90.0,
+        "span_s": 90.0,
+    }
+    assert figs["_punica_C"] == {"edges": 2, "edges_done": 0}
+    assert ninja.ninja_work_edges(tmp_path / "build.ninja", ["_punica_C"]) == 2
+    assert ninja.target_figures(tmp_path / "none") == {}
+
+
+def test_configure_clock_reads_cmake_and_the_first_step() -> None:
+    t = iter([0.0, 42.5])
+    c = ninja.ConfigureClock(clock=lambda: next(t))
+    for line in ["-- Configuring done (23.1s)", "-- Generating done (0.1s)", "x", "[1/29] CXX"]:
+        c.feed(line)
+    assert c.to_json() == {"configuring_s": 23.1, "generating_s": 0.1, "until_first_step_s": 42.5}

@@ -16,7 +16,7 @@ from vllm_matrix.infra import results
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import INTERRUPTED, PASS, SKIP, WARN, StageResult
 from vllm_matrix.stages import build
-from vllm_matrix.stages.build import ninja, partial
+from vllm_matrix.stages.build import partial
 
 
 def test_parse_targets() -> None:
@@ -109,60 +109,6 @@ def test_only_dependencies_no_chosen_target_needs_are_stood_in(tree: Path, tmp_p
     assert got["flashmla"][1] == "FLASH_MLA_SRC_DIR"
     assert (got["flashmla"][0] / "flash_mla" / "flash_mla_interface.py").is_file()
     assert partial.standins_for(tree, names, [], tmp_path / "st2", feeds) == {}
-
-
-# ------------------------------------------------------------------ figures
-
-# as in test_build_ninja.py: two targets (_C, _punica_C), vLLM's default root asks for _C only
-BUILD_NINJA = """\
-rule CUDA_COMPILER__vllm_C_unscanned_RelWithDebInfo
-  command = nvcc $in
-build CMakeFiles/_C.dir/csrc/cache_kernels.cu.o: CUDA_COMPILER___C_unscanned_RelWithDebInfo \
-/w/src/csrc/cache_kernels.cu || cmake_object_order_depends_target__C
-build CMakeFiles/_C.dir/csrc/ops.cpp.o: CXX_COMPILER___C_unscanned_RelWithDebInfo $
-    /w/src/csrc/ops.cpp || cmake_object_order_depends_target__C
-build /w/lib/vllm/_C.so: CXX_SHARED_MODULE_LINKER___C_RelWithDebInfo $
-    CMakeFiles/_C.dir/csrc/cache_kernels.cu.o CMakeFiles/_C.dir/csrc/ops.cpp.o | /t/libc10.so
-build cmake_object_order_depends_target__C: phony || CMakeFiles/_C.dir
-build CMakeFiles/_punica_C.dir/p.cu.o: CUDA_COMPILER___punica_C_unscanned_RelWithDebInfo p.cu
-build /w/lib/vllm/_punica_C.so: CXX_SHARED_MODULE_LINKER___punica_C_RelWithDebInfo $
-    CMakeFiles/_punica_C.dir/p.cu.o
-build _C: phony /w/lib/vllm/_C.so
-build _punica_C: phony /w/lib/vllm/_punica_C.so
-build CMakeFiles/edit_cache.util: CUSTOM_COMMAND
-build edit_cache: phony CMakeFiles/edit_cache.util
-build default: phony /w/lib/vllm/_C.so
-build all: phony /w/lib/vllm/_C.so /w/lib/vllm/_punica_C.so
-"""
-
-
-def test_target_figures_per_target(tmp_path: Path) -> None:
-    (tmp_path / "build.ninja").write_text(BUILD_NINJA)
-    (tmp_path / ".ninja_log").write_text(
-        "# ninja log v6\n"
-        "0\t90000\t0\tCMakeFiles/_C.dir/csrc/cache_kernels.cu.o\tab\n"
-        "10\t30000\t0\tCMakeFiles/_C.dir/csrc/ops.cpp.o\tab\n"
-        "0\t500\t0\tbuild.ninja\tcd\n"
-    )
-    figs = ninja.target_figures(tmp_path)
-    assert figs["_C"] == {
-        "edges": 3,
-        "edges_done": 2,
-        "edge_seconds": 120.0,
-        "longest_edge_s": 90.0,
-        "span_s": 90.0,
-    }
-    assert figs["_punica_C"] == {"edges": 2, "edges_done": 0}
-    assert ninja.ninja_work_edges(tmp_path / "build.ninja", ["_punica_C"]) == 2
-    assert ninja.target_figures(tmp_path / "none") == {}
-
-
-def test_configure_clock_reads_cmake_and_the_first_step() -> None:
-    t = iter([0.0, 42.5])
-    c = ninja.ConfigureClock(clock=lambda: next(t))
-    for line in ["-- Configuring done (23.1s)", "-- Generating done (0.1s)", "x", "[1/29] CXX"]:
-        c.feed(line)
-    assert c.to_json() == {"configuring_s": 23.1, "generating_s": 0.1, "until_first_step_s": 42.5}
 
 
 # ------------------------------------------------------------------ the setup.py driver
