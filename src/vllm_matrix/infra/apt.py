@@ -168,6 +168,20 @@ def apt(
     return proc.run([exe, *apt_options(apt_dir), *args[1:]], log=log, cwd=cwd, env={"LC_ALL": "C"})
 
 
+def show(
+    names: Sequence[str], apt_dir: Path, log: Path | None, *, suite: str, fix: str
+) -> list[DebPackage]:
+    """``apt-cache show`` of ``names`` (the candidate versions) in ``names``' order; a name
+    the suite does not have is NotAvailable with ``fix``."""
+    shown = parse_apt_show(
+        apt(["apt-cache", "show", "--no-all-versions", *names], apt_dir, log).output
+    )
+    missing = [n for n in names if n not in shown]
+    if missing:
+        raise NotAvailable(f"Debian {suite} lacks {', '.join(missing)}", fix=fix)
+    return [shown[n] for n in names]
+
+
 def apt_update(apt_dir: Path, suite: str, log: Path | None) -> None:
     source = debian_mirror()
     (apt_dir / "lists" / "partial").mkdir(parents=True, exist_ok=True)

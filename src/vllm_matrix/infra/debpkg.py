@@ -114,16 +114,13 @@ def unpack(
             deps = apt.apt(["apt-cache", "depends", *names], apt_dir, log).output
             libs = [d for d in lib_depends(deps) if d not in names and not installed(d)]
             wanted = [*names, *libs]
-            shown = apt.parse_apt_show(
-                apt.apt(["apt-cache", "show", "--no-all-versions", *wanted], apt_dir, log).output
+            pkgs = apt.show(
+                wanted,
+                apt_dir,
+                log,
+                suite=suite,
+                fix="check the package names against `apt-cache search`",
             )
-            missing = [n for n in wanted if n not in shown]
-            if missing:
-                raise NotAvailable(
-                    f"Debian {suite} has no package {', '.join(missing)}",
-                    fix="check the package names against `apt-cache search`",
-                )
-            pkgs = [shown[n] for n in wanted]
             debs = apt.fetch_debs(pkgs, apt_dir, cache / "downloads" / "debian" / suite, log)
         if final.exists():
             shutil.rmtree(final)

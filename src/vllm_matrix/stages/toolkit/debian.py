@@ -155,16 +155,9 @@ def provide(version: str, cache: Path, log: Path | None) -> Toolkit:
                 )
             deps = apt.apt(["apt-cache", "depends", "nvidia-cuda-dev"], apt_dir, log).output
             names = debian_package_set(deps)
-            shown = apt.parse_apt_show(
-                apt.apt(["apt-cache", "show", "--no-all-versions", *names], apt_dir, log).output
+            pkgs = apt.show(
+                names, apt_dir, log, suite=suite, fix="check the mirror's non-free component"
             )
-            missing = [n for n in names if n not in shown]
-            if missing:
-                raise NotAvailable(
-                    f"Debian {suite} lacks {', '.join(missing)}",
-                    fix="check the mirror's non-free component",
-                )
-            pkgs = [shown[n] for n in names]
             debs = apt.fetch_debs(pkgs, apt_dir, cache / "downloads" / "debian" / suite, log)
         extracted = staging / "_deb"
         for deb in progress.iterate(debs, "unpacking CUDA .debs", "debs", lambda p: p.name):
