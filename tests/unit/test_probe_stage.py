@@ -362,3 +362,38 @@ def test_units_all_sweeps_every_built_unit(stage: dict[str, object], tmp_path: P
     assert all(u["why"] == "all" for u in full.details["units"] if u["path"] not in chosen)
     with pytest.raises(MatrixError, match="did you mean 'all'"):
         run(stage, tmp_path / "w3", units_mode="al")
+
+
+def test_a_sigint_the_kernel_gives_a_worker_thread_still_stops_run_all() -> None:
+    # The kernel may hand a process-directed SIGINT to any thread; Python acts on it only
+    # when the main thread runs bytecode. run_all's main thread must not sit in an unbounded
+    # wait while a unit runs (it did: `kill -INT` stopped the probe only after the running
+    # compiler finished). Sent here to the worker thread itself, in a process of its own.
+    import subprocess
+
+    script = (
+        "import signal, sys, threading, time\n"
+        "from vllm_matrix.infra import proc\n"
+        "from vllm_matrix.stages.probe import runner\n"
+        "workers = []\n"
+        "def unit(item):\n"
+        "    workers.append(threading.get_ident())\n"
+        "    proc.run([sys.executable, '-c', 'import time; time.sleep(20)'], check=False)\n"
+        "def poke():\n"
+        "    while not workers: time.sleep(0.01)\n"
+        "    time.sleep(0.3)\n"
+        "    signal.pthread_kill(workers[0], signal.SIGINT)\n"
+        "threading.Thread(target=poke, daemon=True).start()\n"
+        "t = time.monotonic()\n"
+        "try:\n"
+        "    runner.run_all(unit, [(None, None)], 1)\n"
+        "except KeyboardInterrupt:\n"
+        "    print(f'interrupted after {time.monotonic() - t:.1f}s')\n"
+        "    sys.exit(0)\n"
+        "print('not interrupted')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.startswith("interrupted after"), done.stdout + done.stderr
+    assert float(done.stdout.split()[2].rstrip("s")) < 5, done.stdout

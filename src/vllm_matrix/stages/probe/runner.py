@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,6 +242,7 @@ def _replace_gencode(unit_flags: list[str], gencode: list[str]) -> list[str]:
 
 
 _STOP = threading.Event()  # set on Ctrl-C: units not started yet must not start
+WAIT_SLICE_S = 0.5
 
 
 def run_all(
@@ -255,7 +256,14 @@ def run_all(
     _STOP.clear()
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        list(pool.map(fn, items))
+        pending = {pool.submit(fn, item) for item in items}
+        while pending:
+            # Waits in short slices: a SIGINT the kernel hands to a worker thread (it may
+            # pick any thread of the process) is only acted on when the main thread runs
+            # Python again; an unbounded wait would hold it until the running unit ends.
+            done, pending = wait(pending, timeout=WAIT_SLICE_S, return_when=FIRST_EXCEPTION)
+            for f in done:
+                f.result()  # a unit's own exception, as pool.map raised it
     except KeyboardInterrupt:
         _STOP.set()
         pool.shutdown(wait=False, cancel_futures=True)
