@@ -37,7 +37,8 @@ from vllm_matrix.stages import env as env_mod
 
 def _matrix(args: argparse.Namespace) -> tuple[config.Matrix, context.Workspace]:
     path = Path(args.matrix).resolve()
-    m = grid.load_matrix(path)
+    m = config.load_matrix(path)
+    grid.cells_of(m)  # a bad [grid] axis is an error at load, like a bad [[cell]]
     return m, context.Workspace(path.parent)
 
 
@@ -173,7 +174,9 @@ def cmd_map(args: argparse.Namespace) -> int:
     def probe_cell(cell: config.Cell, force: bool) -> None:
         runner.run_cell(cell, ws, "probe", force=force, echo=_say)
 
-    run = mapping.run_map(m, ws.results, probe_cell, args.probe_budget, echo=_say)
+    run = mapping.run_map(
+        mapping.grid_cells(m), ws.results, probe_cell, args.probe_budget, echo=_say
+    )
     d = run.to_json()
     atomic_write_text(ws.results / "map.json", json.dumps(d) + "\n")
     md, page = mapreport.write(d, ws.reports)

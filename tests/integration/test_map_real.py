@@ -20,7 +20,7 @@ from vllm_matrix.infra.config import load_matrix
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
-from vllm_matrix.pipeline import mapping
+from vllm_matrix.pipeline import grid, mapping
 from vllm_matrix.report import browser
 from vllm_matrix.report import map as mapreport
 from vllm_matrix.stages import apiscan, gates, preflight
@@ -75,7 +75,7 @@ def test_cached_release_facts_are_the_trees_facts(version: str) -> None:
     # the map's preflight on cached facts == preflight reading the tree
     m = load_matrix(_write(Path(os.environ.get("TMPDIR", "/tmp")) / f"m-{version}.toml"))
     host = preflight.Host(None, {}, None)
-    for c in (c for c in m.grid if c.vllm == version):
+    for c in (c for c in grid.cells_of(m) if c.vllm == version):
         mc = mapping.preflight_cell(c, rf, know, host, pins.load())
         found = [
             f
@@ -96,7 +96,7 @@ def _write(p: Path) -> Path:
 @pytest.mark.usefixtures("need_index")
 def test_map_html_draws_in_headless_chromium(tmp_path: Path) -> None:
     m = load_matrix(_write(tmp_path / "matrix.toml"))
-    run = mapping.run_map(m, tmp_path / "results")
+    run = mapping.run_map(mapping.grid_cells(m), tmp_path / "results")
     d = run.to_json()
     assert d["counts"]["cells"] == 2 * 2 * 2
     _, page = mapreport.write(d, tmp_path / "reports")

@@ -89,8 +89,8 @@ def _write(results_dir: Path, cell: Cell, status: str, force: bool) -> None:
     results.write(results_dir, cell, [pre, probe], {"cpus": 2})
 
 
-def _matrix(cells: list[MapCell]) -> Matrix:
-    return Matrix(Path("matrix.toml"), (), grid=tuple(m.cell for m in cells))
+def _matrix(cells: list[MapCell]) -> tuple[Cell, ...]:
+    return tuple(m.cell for m in cells)
 
 
 def test_probes_confirm_a_boundary_within_budget(
@@ -150,7 +150,7 @@ def test_a_forced_probe_that_compiles_contradicts_the_prediction(
 
 def test_no_grid_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(mapping.MatrixError, match="no \\[grid\\]"):
-        mapping.run_map(Matrix(Path("m.toml"), ()), tmp_path)
+        mapping.grid_cells(Matrix(Path("m.toml"), ()))
 
 
 @pytest.mark.parametrize(

@@ -188,9 +188,7 @@ class Matrix:
     path: Path
     cells: tuple[Cell, ...]
     ccache: CcacheSettings = field(default_factory=CcacheSettings)
-    # [grid] expanded (pipeline/grid.py load_matrix): walked only by `map`, explicit cells
-    # of the same id win; grid_input is the table as read, for that expansion
-    grid: tuple[Cell, ...] = ()
+    # [grid] as read; pipeline/grid.py cells_of expands it (it needs the knowledge)
     grid_input: GridInput | None = field(default=None, compare=False, repr=False)
 
     def select(self, pattern: str | None) -> tuple[Cell, ...]:

@@ -20,13 +20,12 @@ data/vllm_pins.toml (generated from the index's sdists by `inv derive-pins`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from vllm_matrix.infra import config, tomlfile
+from vllm_matrix.infra import tomlfile
 from vllm_matrix.infra.config import PROVIDERS, Cell, Matrix, read_arch_list
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.infra.tomlfile import TomlDoc
@@ -267,11 +266,11 @@ def merge(explicit: tuple[Cell, ...], grid_cells: tuple[Cell, ...]) -> tuple[Cel
     return tuple(by_id.get(c.id, c) for c in grid_cells)
 
 
-def load_matrix(path: Path) -> Matrix:
-    """matrix.toml with its [grid] expanded (``Matrix.grid``)."""
-    m = config.load_matrix(path)
+def cells_of(m: Matrix) -> tuple[Cell, ...]:
+    """The matrix's [grid] expanded into cells (explicit cells of the same id win); () when
+    it has none. Walked only by `map`: `run` and the report use the [[cell]] tables."""
     if m.grid_input is None:
-        return m
+        return ()
     know = knowledge.load()
     g = parse(m.grid_input.doc, m.grid_input.table, m.grid_input.defaults, know)
-    return replace(m, grid=merge(m.cells, g.cells(know)))
+    return merge(m.cells, g.cells(know))

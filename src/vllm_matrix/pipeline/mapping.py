@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from vllm_matrix.infra.results import StageResult
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.knowledge.toolchains import Knowledge
+from vllm_matrix.pipeline import grid as grid_mod
 from vllm_matrix.stages import apiscan, gates, preflight, source
 from vllm_matrix.stages import facts as facts_mod
 from vllm_matrix.stages.facts import ArchRule, External, ModelOptFacts, SourceFacts, TorchPin
@@ -433,8 +434,19 @@ def scrub(mc: MapCell) -> MapCell:
     )
 
 
+def grid_cells(matrix: Matrix) -> tuple[Cell, ...]:
+    """The matrix's [grid] as cells; an error saying what to add when it has none."""
+    cells = grid_mod.cells_of(matrix)
+    if not cells:
+        raise MatrixError(
+            f"{matrix.path} has no [grid]",
+            fix="add a [grid] table (vllm, torch, toolchains, arch): see matrix.toml",
+        )
+    return cells
+
+
 def run_map(
-    matrix: Matrix,
+    grid: Sequence[Cell],
     results_dir: Path,
     probe: Callable[[Cell, bool], None] | None = None,
     probe_budget_s: float = 0.0,
@@ -442,15 +454,10 @@ def run_map(
     probe_cost_s: float = PROBE_COST_S,
     clock: Callable[[], float] = time.monotonic,
 ) -> MapRun:
-    """Preflight the grid; then, within ``probe_budget_s``, probe boundary cells through
+    """Preflight the grid's cells; then, within ``probe_budget_s``, probe boundary cells through
     ``probe(cell, force)`` (which writes the cell's result under ``results_dir``)."""
-    if not matrix.grid:
-        raise MatrixError(
-            f"{matrix.path} has no [grid]",
-            fix="add a [grid] table (vllm, torch, toolchains, arch): see matrix.toml",
-        )
     t0 = time.monotonic()
-    cells = preflight_all(matrix.grid)
+    cells = preflight_all(tuple(grid))
     pre_s = time.monotonic() - t0
     predicted = cells
     cells = _merge_deeper(cells, results_dir)
@@ -492,9 +499,9 @@ def run_map(
     return MapRun(
         cells,
         pre_s,
-        len({c.vllm for c in matrix.grid}),
-        len({c.torch for c in matrix.grid}),
-        len({table_key(c) for c in matrix.grid}),
+        len({c.vllm for c in grid}),
+        len({c.torch for c in grid}),
+        len({table_key(c) for c in grid}),
         probe_budget_s,
         spent,
         tuple(probed),
