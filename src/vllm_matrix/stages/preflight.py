@@ -462,7 +462,8 @@ def toolkit_unavailable(cell: Cell, know: Knowledge, host: Host) -> tuple[str, s
     if p == "system":
         if cell.cuda in host.system_cuda:
             return None
-        have = ", ".join(f"{v} ({r})" for v, r in sorted(host.system_cuda.items())) or "none"
+        # versions only: results and reports name no path of the machine that made them
+        have = ", ".join(sorted(host.system_cuda)) or "none"
         return (
             f"no system CUDA {cell.cuda} on this machine (found: {have})",
             f"install CUDA {cell.cuda} or point CUDA_HOME at it",
