@@ -296,8 +296,12 @@ def test_ctrl_c_stops_the_probe_in_seconds(
     monkeypatch.setenv("FAKE_CICC_SLEEP", "60")
     args = tmp_path / "args.pickle"
     args.write_bytes(pickle.dumps((stage, tmp_path / "w", hits(stage["tree"]))))  # type: ignore[arg-type]
+    # A process started in the background by a non-interactive shell (nohup ... &, some CI
+    # runners) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler:
+    # the child restores it, as a terminal's foreground process has it.
     script = (
-        "import pickle, sys\n"
+        "import pickle, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from vllm_matrix.infra import index\nfrom vllm_matrix.stages import probe\n"
         "index.project_files = lambda project: ()\n"
         "s, work, api = pickle.loads(open(sys.argv[1], 'rb').read())\n"
@@ -373,6 +377,7 @@ def test_a_sigint_the_kernel_gives_a_worker_thread_still_stops_run_all() -> None
 
     script = (
         "import signal, sys, threading, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # see the test above\n"
         "from vllm_matrix.infra import proc\n"
         "from vllm_matrix.stages.probe import runner\n"
         "workers = []\n"
