@@ -68,7 +68,11 @@ def main() -> None:
     rows = [row(c, pinned) for c in m.cells]
     # Runs on the GPU machine (reports/device, --env current): other releases x torch 2.11.
     for p in sorted((HERE / "reports" / "device").glob("*.json")):
-        c = results.read(p)["cell"]
+        d = results.read(p)
+        probe = next((s for s in d["stages"] if s["stage"] == "probe"), None)
+        if probe is None or probe["summary"].startswith("not run"):
+            continue  # a run without a probe (--no-probe) says nothing of the probe's accuracy
+        c = d["cell"]
         cell = config.Cell(
             c["vllm"], c["torch"], c["cuda"], c["provider"], c["python"], tuple(c["arch"])
         )
