@@ -70,7 +70,7 @@ def main() -> None:
     for p in sorted((HERE / "reports" / "device").glob("*.json")):
         d = results.read(p)
         probe = next((s for s in d["stages"] if s["stage"] == "probe"), None)
-        if probe is None or probe["summary"].startswith("not run"):
+        if probe is None or not results.ran(results.StageResult.from_json(probe)):
             continue  # a run without a probe (--no-probe) says nothing of the probe's accuracy
         c = d["cell"]
         cell = config.Cell(

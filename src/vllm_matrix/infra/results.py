@@ -107,6 +107,13 @@ class Verdict:
     evidence: tuple[str, ...]
 
 
+def ran(s: StageResult) -> bool:
+    """False for a stage that is recorded but did nothing (e.g. --no-probe: the probe is
+    there, nothing was compiled); a result written before ``not_run`` existed says so only
+    in its summary."""
+    return not (s.details.get("not_run") or s.summary.startswith("not run"))
+
+
 def verdict_of(stages: list[StageResult]) -> Verdict:
     """The cell's verdict: the first stage that stopped it decides; else how far it got."""
     if not stages:
@@ -149,10 +156,7 @@ def _verdict_of(stages: list[StageResult]) -> Verdict:
             passed = [
                 p.stage
                 for p in stages[: stages.index(s)]
-                if p.stage in COMPILED
-                and p.status in (PASS, WARN)
-                # e.g. --no-probe: the stage is there, nothing was compiled
-                and not (p.details.get("not_run") or p.summary.startswith("not run"))
+                if p.stage in COMPILED and p.status in (PASS, WARN) and ran(p)
             ]
             if s.status in (SKIP, INTERRUPTED) and passed:
                 stopped = "interrupted" if s.status == INTERRUPTED else "skipped"
