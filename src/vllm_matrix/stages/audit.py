@@ -47,24 +47,19 @@ def _arch_of(sm: str, suffix: str) -> str:
     return Arch.parse(f"sm_{sm}{suffix}").name
 
 
+def _listed_arches(line: re.Pattern[str], text: str) -> tuple[str, ...]:
+    found = {_arch_of(m.group(1), m.group(2)) for n in line.findall(text) if (m := _SM.search(n))}
+    return tuple(sorted(found, key=Arch.parse))
+
+
 def parse_list_elf(text: str) -> tuple[str, ...]:
     """Arches of the cubins ``cuobjdump --list-elf`` lists ("8.0", "9.0a"), sorted, unique."""
-    found: set[str] = set()
-    for name in _ELF_LINE.findall(text):
-        m = _SM.search(name)
-        if m:
-            found.add(_arch_of(m.group(1), m.group(2)))
-    return tuple(sorted(found, key=Arch.parse))
+    return _listed_arches(_ELF_LINE, text)
 
 
 def parse_list_ptx(text: str) -> tuple[str, ...]:
     """Virtual arches of the PTX ``cuobjdump --list-ptx`` lists (named ``*.sm_NN.ptx``)."""
-    found: set[str] = set()
-    for name in _PTX_LINE.findall(text):
-        m = _SM.search(name)
-        if m:
-            found.add(_arch_of(m.group(1), m.group(2)))
-    return tuple(sorted(found, key=Arch.parse))
+    return _listed_arches(_PTX_LINE, text)
 
 
 def count_entries(text: str, kind: str = "ELF") -> int:
