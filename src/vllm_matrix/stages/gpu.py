@@ -7,11 +7,19 @@ decides (``judge``), so the verdict logic is tested without a GPU.
 Tolerances (each case compares against a reference made from the *same* FP8 inputs:
 dequantized, matmul in fp32, so FP8's own rounding is not counted):
 
-- GEMM: ``max|out - ref| / max|ref|``. The products of FP8 values are exact in fp32 and
-  both sides accumulate in fp32, so what remains is the output's rounding (half an ulp:
-  2^-9 relative for bf16, 2^-12 for fp16, at the largest element) and the summation
-  order over K <= 14336. Allowed: twice the output's ulp, 2^-7 (bf16) and 2^-9 (fp16):
-  a wrong scale, a dropped bias or a transposed operand is off by far more.
+- GEMM: ``max|out - ref| / max|ref|``, allowed ``K * 2^-19`` plus one output ulp (2^-8
+  for bf16, 2^-11 for fp16): ``gemm_tol``. The products of FP8 values are exact, but
+  vLLM's Hopper kernels use CUTLASS's ``*FP8FastAccum`` schedules (0.20.0:
+  scaled_mm_sm90_fp8_dispatch.cuh), which leave the sum in the tensor core's own
+  accumulator, not promoted to fp32; that accumulator keeps about 14 bits (DeepSeek-V3
+  technical report, sec. 3.3.2, measured on H800). One wgmma step adds 32 products, so K
+  products take K/32 steps, each off by at most 2^-14 of the running sum: K * 2^-19.
+  Measured on an H200 (vLLM 0.20.0 built by the tool, 48 cases): max 0.0071 at K=4096
+  (bound 0.0117 for bf16) and 0.0129 at K=14336 (bound 0.0312); torch._scaled_mm,
+  which promotes, stayed within 0.0032. The first rule here allowed only the output's
+  rounding (2^-7 / 2^-9) and failed 31 of those 48 correct cases. What the bound still
+  catches: a wrong scale (50 % and more), a transposed or garbage operand (~100 %), a
+  dropped bias (the worker's bias is as large as the product's spread: ~40 %).
 - quantization: the kernel's FP8 bits against torch's ``(x / scale).clamp(+-448)`` cast:
   at most one representable step apart (a reciprocal-multiply instead of a divide moves a
   value across a rounding boundary), on at most 1% of the elements; the dynamic scale
@@ -39,7 +47,9 @@ from vllm_matrix.infra.results import FAIL, PASS, SKIP, WARN, Finding, StageResu
 from vllm_matrix.stages.env import TorchEnv
 
 WORKER = Path(__file__).with_name("gpu_worker.py")
-GEMM_TOL = {"bfloat16": 2.0**-7, "float16": 2.0**-9}
+OUT_ULP = {"bfloat16": 2.0**-8, "float16": 2.0**-11}  # relative, at the largest element
+ACCUM_STEP_K = 32  # products per FP8 wgmma step (k of wgmma.m64nNk32 for e4m3)
+ACCUM_BITS = 14  # what the FP8 fast accumulator keeps (DeepSeek-V3 report, sec. 3.3.2)
 QUANT_MAX_ULP = 1
 QUANT_MAX_MISMATCH = 0.01
 SCALE_TOL = 1e-6
@@ -54,12 +64,18 @@ def _case_name(c: Mapping[str, Any]) -> str:
     return f"cutlass_scaled_mm M={c['m']} K={c['k']} N={c['n']} {c['out']}{bias}"
 
 
+def gemm_tol(k: int, out_dtype: str) -> float:
+    """The largest ``max|out - ref| / max|ref|`` a correct FP8 GEMM with fast accumulation
+    over ``k`` products may show (see the module's docstring)."""
+    return k / ACCUM_STEP_K * 2.0**-ACCUM_BITS + OUT_ULP[out_dtype]
+
+
 def judge_gemm(c: Mapping[str, Any]) -> list[Finding]:
     name = _case_name(c)
     if "error" in c:
         return [Finding("gpu-gemm", "fail", f"{name}: {c['error']}", "read the gpu log")]
     out: list[Finding] = []
-    tol = GEMM_TOL[c["out"]]
+    tol = gemm_tol(c["k"], c["out"])
     if c["rel_err"] > tol:
         out.append(
             Finding(
@@ -185,13 +201,14 @@ def summarize(res: Mapping[str, Any]) -> str:
     parts = [f"{dev.get('name', '?')} ({Arch.parse(str(cap)).sm if cap else 'sm_?'})"]
     gemm = [c for c in res.get("gemm", []) if "error" not in c]
     if gemm:
-        worst = max(gemm, key=lambda c: c["rel_err"] / GEMM_TOL[c["out"]])
+        worst = max(gemm, key=lambda c: c["rel_err"] / gemm_tol(c["k"], c["out"]))
         slow = min(gemm, key=lambda c: c.get("ratio", float("inf")))
         big = [c for c in gemm if c["m"] == max(c2["m"] for c2 in gemm)]
         top = max(big, key=lambda c: c["tflops"])
         parts.append(
             f"cutlass_scaled_mm {len(gemm)} cases: max rel err {worst['rel_err']:.2g} "
-            f"({_case_name(worst)}), {top['tflops']} TFLOP/s at M={top['m']} "
+            f"({_case_name(worst)}: {worst['rel_err'] / gemm_tol(worst['k'], worst['out']):.2f} "
+            f"of its bound), {top['tflops']} TFLOP/s at M={top['m']} "
             f"({top.get('ratio', float('nan')):.2f}x torch), slowest ratio "
             f"{slow.get('ratio', float('nan')):.2f}x ({_case_name(slow)})"
         )
@@ -289,9 +306,9 @@ def run_stage(
 
 
 __all__ = [
-    "GEMM_TOL",
     "MIN_RATIO",
     "NO_GPU",
+    "gemm_tol",
     "judge",
     "run_stage",
     "run_worker",

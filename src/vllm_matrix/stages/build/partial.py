@@ -229,7 +229,8 @@ def audit_partial(
         census = audit.sass_census(o, tool)
         rel = o.name
         gemm.append({"object": rel, "sass": list(sass), "mma": census})
-        findings += audit.sm90a_findings(rel, archs, sass, census)
+        findings += audit.sm90a_findings(rel, archs, sass)
+    findings += audit.wgmma_findings((g["object"], g["mma"]) for g in gemm)
     levels = {f.level for f in findings}
     status = FAIL if "fail" in levels else WARN if "warn" in levels else PASS
     parts = [
