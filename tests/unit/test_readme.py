@@ -60,9 +60,7 @@ def test_a_run_elsewhere_that_targets_sm120_is_named_with_its_machine() -> None:
     }
     doc = {"generated": "T", "cells": [row("b-sm120", "12.0", "PREFLIGHT-OK", "env")]}
     text = readme.blackwell(doc | {"other_runs": [other]})
-    assert (
-        "**Probed on another machine (NVIDIA H200, its own torch 2.11.0 and CUDA 13.0):**" in text
-    )
+    assert "**Run on another machine (NVIDIA H200, its own torch 2.11.0 and CUDA 13.0):**" in text
     assert "`d-sm120-current` — PASS at probe: 12 units, all passed." in text
     assert "Probed on another" not in readme.blackwell(doc)
 

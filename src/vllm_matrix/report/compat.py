@@ -33,8 +33,20 @@ DEPTH_WORDS = {
     "build": "full build",
     "audit": "wheel audited",
     "smoke": "smoke-tested",
+    "gpu": "ran on the GPU",
     "none": "not run",
 }
+
+
+def depth_words(depth: str) -> str:
+    """``gpu (partial: targets _C)`` -> ``ran on the GPU (partial: targets _C)``."""
+    stage, _, rest = depth.partition(" ")
+    return " ".join(x for x in (DEPTH_WORDS.get(stage, stage), rest) if x)
+
+
+def depth_stage(depth: str) -> str:
+    """The stage a depth names (``gpu (partial: ...)`` -> ``gpu``)."""
+    return depth.partition(" ")[0]
 
 
 def collect(matrix: Matrix, results_dir: Path, other_dir: Path | None = None) -> dict[str, Any]:
@@ -166,7 +178,7 @@ def render_md(doc: dict[str, Any]) -> str:
                 c["python"],
                 ", ".join(c["arch"]),
                 f"**{r['verdict']}**",
-                DEPTH_WORDS.get(r["depth"], r["depth"]),
+                depth_words(r["depth"]),
                 why or "—",
                 (_short(r["fix"]) if why else "") or "—",
                 notes or "—",
@@ -212,10 +224,17 @@ def render_md(doc: dict[str, Any]) -> str:
             [
                 f"`{r['id']}`",
                 f"**{r['verdict']}**",
-                DEPTH_WORDS.get(r["depth"], r["depth"]),
+                depth_words(r["depth"]),
                 _short(
                     cause.once(
-                        next((s["summary"] for s in r["stages"] if s["stage"] == r["depth"]), "")
+                        next(
+                            (
+                                s["summary"]
+                                for s in r["stages"]
+                                if s["stage"] == depth_stage(r["depth"])
+                            ),
+                            "",
+                        )
                     )
                 ),
                 cause.cells(r)[0] or "—",

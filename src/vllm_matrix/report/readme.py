@@ -65,12 +65,16 @@ def blackwell(doc: dict[str, Any]) -> str:
         )
     for o in (r for r in doc.get("other_runs", []) if _has_arch(r, "12.0")):
         c = o["cell"]
-        probe = next((s["summary"] for s in o["stages"] if s["stage"] == "probe"), "")
+        stage = o["depth"].partition(" ")[0]
+        said = {s["stage"]: s["summary"] for s in o["stages"]}
+        what = said.get(stage, "")
+        if stage in ("gpu", "smoke") and "audit" in said:  # what was compiled for sm_120
+            what += f"; audit: {said['audit']}"
         gpu = (o.get("machine") or {}).get("gpu") or "no GPU"
         out.append(
-            f"**Probed on another machine ({gpu}, its own torch {c['torch']} and CUDA "
+            f"**Run on another machine ({gpu}, its own torch {c['torch']} and CUDA "
             f"{c['cuda']}):** `{o['id']}` — {o['verdict']} at {o['depth']}"
-            + (f": {probe}" if probe else "")
+            + (f": {what}" if what else "")
             + "."
         )
     if not good and not blocked:

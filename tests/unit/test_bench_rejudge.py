@@ -1,0 +1,76 @@
+"""benchmarks/rejudge.py: a device run's recorded data judged again with the current rules."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+from vllm_matrix.infra.results import FAIL, PASS, Finding, StageResult
+
+ROOT = Path(__file__).resolve().parents[2]
+DEVICE = Path(__file__).with_name("device")
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("rejudge", ROOT / "benchmarks" / "rejudge.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run3() -> dict:
+    """The shape of the third device run's result: a partial build, then an audit that
+    failed on the old per-object rule (its census is the run's own)."""
+    objs = json.loads((DEVICE / "fp8-gemm-objects.vllm0.20.0-sm90a_sm120a.json").read_text())
+    old = Finding(
+        "sm90a", "fail", "scaled_mm_entry.cu.o: its sm_90a SASS has no wgmma", "build for 9.0a"
+    )
+    stages = [
+        StageResult(
+            "build",
+            PASS,
+            1.0,
+            "partial",
+            (),
+            {"partial": {"targets": ["_C", "_C_stable_libtorch"]}},
+        ),
+        StageResult(
+            "audit",
+            FAIL,
+            1.0,
+            "partial: targets _C, _C_stable_libtorch (not a wheel)",
+            (old, Finding("coverage", "info", "12.0a: sass")),
+            {"targets": ["9.0a", "12.0a"], "fp8_gemm_objects": objs["fp8_gemm_objects"]},
+        ),
+    ]
+    return {"stages": [s.to_json() for s in stages]}
+
+
+def test_rejudge_clears_the_wrong_rule_and_adds_the_gpu_stage() -> None:
+    mod = _load()
+    worker = json.loads((DEVICE / "gpu-worker.vllm0.20.0-h200.json").read_text())
+    out = mod.rejudge(_run3(), worker)
+    st = {s["stage"]: s for s in out["stages"]}
+    assert st["audit"]["status"] == PASS
+    assert [f["rule"] for f in st["audit"]["findings"]] == ["coverage"]  # others kept
+    assert st["audit"]["details"]["rejudged"]["recorded_sm90a_findings"]
+    assert "re-judged" in st["audit"]["summary"] and "re-judged" in st["gpu"]["summary"]
+    assert st["gpu"]["status"] == PASS
+    assert out["verdict"]["verdict"] == "PASS"
+    assert out["verdict"]["depth"] == "gpu (partial: targets _C, _C_stable_libtorch)"
+
+
+def test_rejudge_still_fails_a_build_without_wgmma() -> None:
+    mod = _load()
+    doc = _run3()
+    audit = doc["stages"][1]
+    audit["details"]["fp8_gemm_objects"] = [
+        o for o in audit["details"]["fp8_gemm_objects"] if o["object"] == "scaled_mm_entry.cu.o"
+    ]
+    out = mod.rejudge(doc, None)
+    assert out["stages"][1]["status"] == FAIL
+    assert out["verdict"]["verdict"] == "FAIL" and "wgmma" in out["verdict"]["cause"]
+    assert [s["stage"] for s in out["stages"]] == ["build", "audit"]  # no worker: no gpu stage
