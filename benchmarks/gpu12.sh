@@ -94,9 +94,9 @@ done
 wait $FX
 python3 - $B $OUT <<'PY'
 import json, sys, pathlib
-from vllm_matrix.stages import build
+from vllm_matrix.stages.build.ninja import target_figures
 b, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-json.dump(build.target_figures(b), open(out / "targets.json", "w"), indent=1)
+json.dump(target_figures(b), open(out / "targets.json", "w"), indent=1)
 PY
 tar -czf $OUT/fixtures.tgz -C /tmp fx
 L=$(ls $VLLM_MATRIX_CACHE/builds/*/build.log | head -1); gzip -c $L > $OUT/build.log.gz
