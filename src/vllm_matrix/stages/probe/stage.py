@@ -106,6 +106,7 @@ def run_probe(
         "codegen_jobs": codegen_jobs,
         **_measurements(t_start, cpu0, budget_s),
         "front_end_cache": {
+            "enabled": fe_cache is not None,
             "hits": sum(1 for r in results if r.front_end_cache == "hit"),
             "misses": sum(1 for r in results if r.front_end_cache == "miss"),
             "key": "sha256 of the preprocessed unit (tree/work paths normalised), cudafe++ "
