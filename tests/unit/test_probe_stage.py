@@ -386,6 +386,20 @@ def test_units_all_sweeps_every_built_unit(stage: dict[str, object], tmp_path: P
         run(stage, tmp_path / "w3", units_mode="al")
 
 
+def test_units_all_stops_at_the_front_end_at_depth_auto(
+    stage: dict[str, object], tmp_path: Path
+) -> None:
+    # depth auto: the selection adds code generation within its budget; the sweep is the
+    # front end of every unit (a fast, cache-warm sweep ran codegen of gated units before)
+    sel = run(stage, tmp_path / "w1")
+    full = run(stage, tmp_path / "w2", units_mode="all")
+    assert sel.details["codegen_jobs"] > 0
+    assert any(u["depth"] == "codegen" for u in sel.details["units"])
+    assert full.details["codegen_jobs"] == 0
+    assert all(u["depth"] in ("front-end", "none") for u in full.details["units"])
+    assert not any("codegen" in u["note"] for u in full.details["units"])
+
+
 def test_a_sigint_the_kernel_gives_a_worker_thread_still_stops_run_all() -> None:
     # The kernel may hand a process-directed SIGINT to any thread; Python acts on it only
     # when the main thread runs bytecode. run_all's main thread must not sit in an unbounded
