@@ -223,6 +223,8 @@ def compare(selected: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
         "all_not_probed": sorted(
             u["path"] for u in sweep["details"].get("units", []) if u["status"] == "not-probed"
         ),
+        # sources the build generates at configure time: no unit in either mode
+        "generated_sources": sweep["details"].get("generated_sources", []),
         "cost": {
             "selected": cs,
             "all": ca,
@@ -325,7 +327,8 @@ def _cost_table(rows: list[dict[str, Any]]) -> str:
                 f"{_s(s['wall_s'])} / {_s(a['wall_s'])} ({_pct(q['wall_s'])})",
                 f"{_s(s['cpu_s'])} / {_s(a['cpu_s'])} ({_pct(q['cpu_s'])})",
                 f"{_s(s['front_end_s'])} / {_s(a['front_end_s'])} ({_pct(q['front_end_s'])})",
-                f"{_s(s['codegen_s'])} ({s['codegen_units']} units)",
+                f"{_s(s['codegen_s'])} ({s['codegen_units']} reached codegen)",
+                "<br>".join(f"`{g}`" for g in r["generated_sources"]) or "—",
             ]
         )
     return tabulate(
@@ -340,10 +343,31 @@ def _cost_table(rows: list[dict[str, Any]]) -> str:
             "probe CPU s",
             "front-end s (sum over units)",
             "selection's codegen s",
+            "generated at configure time (neither mode)",
         ],
         tablefmt="github",
         disable_numparse=True,
     )
+
+
+def _span(rows: list[dict[str, Any]], key: str) -> str:
+    xs = [r["cost"]["ratio"][key] for r in rows if r["cost"]["ratio"][key] is not None]
+    return f"{_pct(min(xs))} to {_pct(max(xs))}" if xs else "—"
+
+
+def _summary(rows: list[dict[str, Any]], how: str) -> list[str]:
+    """One line: the outcomes, and the selection's cost as a fraction of the sweep's."""
+    if not rows:
+        return []
+    outcomes: dict[str, int] = {}
+    for r in rows:
+        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+    return [
+        f"- {how}: " + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) + "; the "
+        f"selection cost {_span(rows, 'wall_s')} of the sweep's wall time, "
+        f"{_span(rows, 'cpu_s')} of its CPU time, and compiled {_span(rows, 'units_compiled')} "
+        f"of its units ({_span(rows, 'front_end_s')} of its front-end seconds)."
+    ]
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -370,6 +394,9 @@ def render(doc: dict[str, Any]) -> str:
             if doc["not_finished"]
             else "Every cell finished."
         ),
+        "",
+        *_summary(rows, "as run"),
+        *(_summary(cold, "cold (no front-end cache)") if cold else []),
         "",
         "## Verdicts and causes",
         "",

@@ -165,3 +165,25 @@ def test_both_passing_and_disagreeing_units(study: ModuleType) -> None:
     c = study.compare(sel, sweep)
     assert c["outcome"] == "both pass"
     assert c["disagree"] == [{"path": "x.cu", "selected": "timeout", "all": "pass"}]
+
+
+def test_the_report_says_what_did_not_finish_and_the_cost_span(study: ModuleType) -> None:
+    fail = {"a.cu": FLOAT8}
+    sel = probe([unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu"))], fail, 50)
+    sweep = probe(
+        [unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu")), unit("y.cu")], fail, 200
+    )
+    row = {
+        "id": "c",
+        "vllm": "0.10.1",
+        "torch": "2.6.0",
+        "preflight": "predicted-fail",
+        "machine": "x86_64 2 cores",
+        "verdict": {"selected": "FAIL", "all": "FAIL"},
+        **study.compare(sel, sweep),
+    }
+    md = study.render({"cells": [row], "cold": [], "not_finished": ["vllm0.9.2-x"]})
+    assert "Not finished (no result for both modes): `vllm0.9.2-x`" in md
+    assert "1 caught; the selection cost 25 % to 25 % of the sweep's wall time" in md
+    assert "Cold runs" not in md
+    assert "**caught**" in md
