@@ -90,14 +90,37 @@ def _run_one(cell_id: str, mode: str, deadline: float | None, cold: bool = False
     d = json.loads(src.read_text())
     if not any(s["stage"] == "probe" for s in d["stages"]):
         return f"failed (rc {rc}): no probe stage in the result"
-    dest = STUDY / f"{sub}{mode}" / f"{cell_id}.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
+    keep(d, STUDY / f"{sub}{mode}" / f"{cell_id}.json")
     # the probe's own summary log (per-unit lines and errors) of this mode
     plog = STUDY / "results" / "logs" / cell_id / "probe" / "probe.log"
     if plog.is_file():
         shutil.copyfile(plog, logs / f"{cell_id}-{'cold-' if cold else ''}{mode}.probe.log")
     return "done" if rc in (0, 1) else f"done (rc {rc})"
+
+
+# a prefetched external's origin names the local git dir it came from ("git DIR@ref"),
+# a path the workspace/cache/home scrubbing does not know
+_GIT_DIR = re.compile(r"\bgit (/[^\s@]+)@")
+_ABSOLUTE = re.compile(r"(?<![\w.<>-])/(?:work|root|home|tmp|var|opt|usr|mnt)/")
+
+
+def portable(d: dict[str, Any]) -> dict[str, Any]:
+    """A result made fit to commit: the tool's own scrubbing, and a prefetched external's
+    git dir cut to ``<git dir>``; raises if a path of this machine is left."""
+    from vllm_matrix.infra import portable as port
+
+    out: dict[str, Any] = port.doc(d, port.Roots.here(STUDY))
+    text = _GIT_DIR.sub("git <git dir>@", json.dumps(out))
+    m = _ABSOLUTE.search(text)
+    if m:
+        raise SystemExit(f"a path of this machine left in a result: ...{text[m.start() :][:80]}")
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+def keep(d: dict[str, Any], dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(portable(d), indent=1) + "\n")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -246,6 +269,8 @@ def _row(cell_id: str, base: Path = STUDY) -> dict[str, Any] | None:
     paths = {m: base / m / f"{cell_id}.json" for m in MODES}
     if not all(p.is_file() for p in paths.values()):
         return None
+    for p in paths.values():  # copies kept by an earlier version of run: made portable
+        keep(json.loads(p.read_text()), p)
     docs = {m: results.read(p) for m, p in paths.items()}
     probes = {m: probe_stage(d) for m, d in docs.items()}
     sel, sweep = probes["selected"], probes["all"]

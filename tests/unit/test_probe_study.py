@@ -187,3 +187,12 @@ def test_the_report_says_what_did_not_finish_and_the_cost_span(study: ModuleType
     assert "1 caught; the selection cost 25 % to 25 % of the sweep's wall time" in md
     assert "Cold runs" not in md
     assert "**caught**" in md
+
+
+def test_kept_results_name_no_git_dir_of_this_machine(study: ModuleType) -> None:
+    origin = "prefetched: git /srv/mirrors/NVIDIA+cutlass/repo@v4.0.0 (commit b995f933179c)"
+    d = {"stages": [{"stage": "probe", "details": {"externals": {"cutlass": {"origin": origin}}}}]}
+    out = study.portable(d)["stages"][0]["details"]["externals"]["cutlass"]["origin"]
+    assert out == "prefetched: git <git dir>@v4.0.0 (commit b995f933179c)"
+    with pytest.raises(SystemExit, match="a path of this machine"):
+        study.portable({"log": "/opt/elsewhere/probe.log"})
