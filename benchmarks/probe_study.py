@@ -200,6 +200,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
+def why_kind(why: str) -> str:
+    """Why the probe chose a unit, in a word or two (units.py's ``why`` texts)."""
+    for prefix, kind in (
+        ("API scan", "API scan"),
+        ("representative of family", "family representative"),
+        ("bindings", "bindings"),
+    ):
+        if why.startswith(prefix):
+            return kind
+    return why.split(":", 1)[0] or "?"
+
+
 def compare(selected: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
     """The selection's probe stage against the sweep's, for one cell.
 
@@ -239,6 +251,10 @@ def compare(selected: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
         "outcome": outcome,
         "all_failing": dict(sorted(all_fail.items())),
         "selected_failing": dict(sorted(sel_fail.items())),
+        # why the selection chose each unit that failed in it
+        "selected_failing_why": {
+            p: why_kind(sel_units[p].get("why", "")) for p in sorted(sel_fail)
+        },
         "causes_all": sorted(set(all_fail.values())),
         "causes_missed": missed_causes,
         "failing_not_selected": not_selected,
@@ -307,7 +323,7 @@ def _verdict_table(rows: list[dict[str, Any]]) -> str:
             r["verdict"]["selected"],
             r["verdict"]["all"],
             "<br>".join(f"`{p}`: {c}" for p, c in r["all_failing"].items()) or "—",
-            "<br>".join(f"`{p}`" for p in r["selected_failing"]) or "—",
+            "<br>".join(f"`{p}` ({w})" for p, w in r["selected_failing_why"].items()) or "—",
             "<br>".join(
                 f"`{x['path']}` ({'cause covered' if x['cause_covered'] else 'CAUSE NOT COVERED'})"
                 for x in r["failing_not_selected"]
@@ -326,7 +342,7 @@ def _verdict_table(rows: list[dict[str, Any]]) -> str:
             "selected",
             "all (sweep)",
             "sweep's failing units: cause",
-            "selection's failing units",
+            "selection's failing units (why chosen)",
             "failing units the selection did not compile",
             "outcome",
         ],

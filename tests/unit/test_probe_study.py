@@ -46,6 +46,7 @@ def unit(
         "codegen_s": cg,
         "first_error": error,
         "log": f"results/logs/c/probe/logs/{path.replace('/', '__')}.log",
+        "why": f"API scan: Float8_e8m0fnu (torch >= 2.7.0) at {path}:9" if error else "bindings: x",
     }
 
 
@@ -122,6 +123,7 @@ def test_caught_when_every_cause_of_the_sweep_is_in_the_selection(study: ModuleT
         }
     ]
     assert c["all_not_probed"] == ["gen.cu"]
+    assert c["selected_failing_why"] == {"a.cu": "API scan"}
     s, a, r = c["cost"]["selected"], c["cost"]["all"], c["cost"]["ratio"]
     assert (s["units_compiled"], a["units_compiled"]) == (2, 4)
     assert (a["cache_hits"], a["cache_misses"], a["not_probed"]) == (1, 3, 1)
@@ -186,7 +188,7 @@ def test_the_report_says_what_did_not_finish_and_the_cost_span(study: ModuleType
     assert "Not finished (no result for both modes): `vllm0.9.2-x`" in md
     assert "1 caught; the selection cost 25 % to 25 % of the sweep's wall time" in md
     assert "Cold runs" not in md
-    assert "**caught**" in md
+    assert "**caught**" in md and "`a.cu` (API scan)" in md
 
 
 def test_kept_results_name_no_git_dir_of_this_machine(study: ModuleType) -> None:
