@@ -264,6 +264,8 @@ def compare(selected: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
         ),
         # sources the build generates at configure time: no unit in either mode
         "generated_sources": sweep["details"].get("generated_sources", []),
+        # CMake external projects (their own builds): no unit in either mode
+        "external_projects": sweep["details"].get("external_projects_not_probed", []),
         "cost": {
             "selected": cs,
             "all": ca,
@@ -369,7 +371,11 @@ def _cost_table(rows: list[dict[str, Any]]) -> str:
                 f"{_s(s['cpu_s'])} / {_s(a['cpu_s'])} ({_pct(q['cpu_s'])})",
                 f"{_s(s['front_end_s'])} / {_s(a['front_end_s'])} ({_pct(q['front_end_s'])})",
                 f"{_s(s['codegen_s'])} ({s['codegen_units']} reached codegen)",
-                "<br>".join(f"`{g}`" for g in r["generated_sources"]) or "—",
+                "<br>".join(
+                    [f"`{g}`" for g in r["generated_sources"]]
+                    + [f"`{Path(e).stem}` (external project)" for e in r["external_projects"]]
+                )
+                or "—",
             ]
         )
     return tabulate(
@@ -384,7 +390,7 @@ def _cost_table(rows: list[dict[str, Any]]) -> str:
             "probe CPU s",
             "front-end s (sum over units)",
             "selection's codegen s",
-            "generated at configure time (neither mode)",
+            "in neither mode (generated at configure time; external projects)",
         ],
         tablefmt="github",
         disable_numparse=True,
