@@ -299,7 +299,9 @@ def _row(cell_id: str, base: Path = STUDY) -> dict[str, Any] | None:
         "id": cell_id,
         "vllm": docs["all"]["cell"]["vllm"],
         "torch": docs["all"]["cell"]["torch"],
-        "preflight": pre["status"],
+        "preflight": {"pass": "OK", "warn": "OK (warnings)"}.get(
+            pre["status"], pre["status"].upper()
+        ),
         "machine": results.machine_label(docs["all"]["machine"]),
         "verdict": {m: docs[m]["verdict"]["verdict"] for m in MODES},
         **compare(sel, sweep),
