@@ -245,6 +245,14 @@ def compare(selected: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
     if outcome == "MISSED" and selected["status"] != "fail":
         outcome = "false PASS"
     cs, ca = cost(selected), cost(sweep)
+    # the sweep's cache hits on units the selection did not compile: cudafe++ runs that an
+    # earlier cell (a neighbouring release) saved it, beyond what the selection itself ran
+    ca["hits_beyond_selection"] = sum(
+        1
+        for u in sweep["details"].get("units", [])
+        if u.get("front_end_cache") == "hit"
+        and sel_units.get(u["path"], {}).get("status") not in COMPILED
+    )
     return {
         "selected_status": selected["status"],
         "all_status": sweep["status"],
@@ -367,7 +375,8 @@ def _cost_table(rows: list[dict[str, Any]]) -> str:
                 r["vllm"],
                 r["torch"],
                 f"{s['units_compiled']} / {a['units_compiled']} ({_pct(q['units_compiled'])})",
-                f"{s['cache_hits']} / {a['cache_hits']}",
+                f"{s['cache_hits']} / {a['cache_hits']} "
+                f"({a.get('hits_beyond_selection', 0)} beyond the selection's units)",
                 f"{a['not_probed']}",
                 f"{_s(s['wall_s'])} / {_s(a['wall_s'])} ({_pct(q['wall_s'])})",
                 f"{_s(s['cpu_s'])} / {_s(a['cpu_s'])} ({_pct(q['cpu_s'])})",
@@ -411,12 +420,22 @@ def _summary(rows: list[dict[str, Any]], how: str) -> list[str]:
     outcomes: dict[str, int] = {}
     for r in rows:
         outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
-    return [
+    own = [r for r in rows if not r["cost"]["all"].get("hits_beyond_selection")]
+    out = [
         f"- {how}: " + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) + "; the "
         f"selection cost {_span(rows, 'wall_s')} of the sweep's wall time, "
         f"{_span(rows, 'cpu_s')} of its CPU time, and compiled {_span(rows, 'units_compiled')} "
         f"of its units ({_span(rows, 'front_end_s')} of its front-end seconds)."
     ]
+    if own and len(own) < len(rows):
+        out.append(
+            f"- {how}, only the {len(own)} cells whose sweep found no unit beyond the "
+            "selection's own in the front-end cache ("
+            + ", ".join(f"{r['vllm']} x {r['torch']}" for r in own)
+            + f"): wall {_span(own, 'wall_s')}, CPU {_span(own, 'cpu_s')}, units "
+            f"{_span(own, 'units_compiled')}, front-end seconds {_span(own, 'front_end_s')}."
+        )
+    return out
 
 
 def render(doc: dict[str, Any]) -> str:

@@ -127,6 +127,7 @@ def test_caught_when_every_cause_of_the_sweep_is_in_the_selection(study: ModuleT
     s, a, r = c["cost"]["selected"], c["cost"]["all"], c["cost"]["ratio"]
     assert (s["units_compiled"], a["units_compiled"]) == (2, 4)
     assert (a["cache_hits"], a["cache_misses"], a["not_probed"]) == (1, 3, 1)
+    assert a["hits_beyond_selection"] == 0  # x.cu's hit is the selection's own unit
     assert a["front_end_s"] == 31.0
     assert r["wall_s"] == 0.25 and r["units_compiled"] == 0.5 and r["cpu_s"] == 0.25
 
@@ -143,7 +144,9 @@ def test_a_cause_only_the_sweep_found_is_missed(study: ModuleType) -> None:
         {"a.cu": FLOAT8, "z.cu": "unknown"},
         20,
     )
+    sweep["details"]["units"].append(unit("w.cu", cache="hit"))  # an earlier cell's
     c = study.compare(sel, sweep)
+    assert c["cost"]["all"]["hits_beyond_selection"] == 1
     assert c["outcome"] == "MISSED"
     assert c["causes_missed"] == ["unknown (Float4_e2m1fn_x2)"]
     assert c["failing_not_selected"][0]["cause_covered"] is False
