@@ -8,7 +8,9 @@ rewrites results/<cell id>.json on every run). A (cell, mode) already there is s
 ``--stop-at HH:MM`` (UTC): no probe starts after it, and a probe still running then is
 stopped (its process group); the cell is then missing from the report, which says so.
 
-``report``: reports/bench/probe-study.{json,md} from those result files only.
+``report``: reports/bench/probe-study.{json,md} from those result files only. The copies
+stay on the machine that ran them (gitignored, as benchmarks/accuracy/results/ is: they quote
+where the toolkit and torch were downloaded from); the report's JSON keeps every number.
 
 Run: python benchmarks/probe_study.py run [--stop-at 03:30] [--cell ID] [--modes selected,all]
      python benchmarks/probe_study.py report
@@ -435,6 +437,16 @@ def _summary(rows: list[dict[str, Any]], how: str) -> list[str]:
             + f"): wall {_span(own, 'wall_s')}, CPU {_span(own, 'cpu_s')}, units "
             f"{_span(own, 'units_compiled')}, front-end seconds {_span(own, 'front_end_s')}."
         )
+    cold_sel = [r for r in rows if r["cost"]["selected"]["cache_hits"] == 0]
+    if cold_sel:
+        out.append(
+            f"- {how}, only the {len(cold_sel)} cells whose selection met no front-end cache "
+            "hit at all ("
+            + ", ".join(f"{r['vllm']} x {r['torch']}" for r in cold_sel)
+            + f"): wall {_span(cold_sel, 'wall_s')}, CPU {_span(cold_sel, 'cpu_s')}, units "
+            f"{_span(cold_sel, 'units_compiled')}, front-end seconds "
+            f"{_span(cold_sel, 'front_end_s')}."
+        )
     return out
 
 
@@ -487,8 +499,14 @@ def render(doc: dict[str, Any]) -> str:
         "cudafe++; failing units and C++ units are never cached. The selection ran first in "
         "each cell, so the sweep met the selection's passing units in the cache, and later "
         "cells met earlier cells' units: these costs are those of this order, not of a cold "
-        "machine (see the cold runs below where there are some). Not probed: units that need "
-        "a file the build generates at configure time (neither mode compiles them).",
+        "machine"
+        + (
+            " (the cold runs are below)."
+            if cold
+            else " (no run without the cache, `run --cold`, was made for this report)."
+        )
+        + " Not probed: units that need a file the build generates at configure time "
+        "(neither mode compiles them).",
     ]
     if cold:
         md += [
