@@ -104,6 +104,7 @@ def build_options(
         targets=build.parse_targets(getattr(args, "targets", None)),
         probe=not getattr(args, "no_probe", False),
         probe_units=getattr(args, "units", None) or "selected",
+        probe_front_end_cache=not getattr(args, "no_front_end_cache", False),
     )
 
 
@@ -537,6 +538,11 @@ def parser() -> argparse.ArgumentParser:
         "--units",
         choices=probe.UNITS_MODES,
         help="probe: the units it selects (default) or all the build compiles (slow)",
+    )
+    s.add_argument(
+        "--no-front-end-cache",
+        action="store_true",
+        help="probe: neither read nor fill the front-end cache (a cold cost, to measure)",
     )
     b = s.add_argument_group("--depth build")
     b.add_argument("--max-jobs", type=int, help="MAX_JOBS (default: from cores and free RAM)")

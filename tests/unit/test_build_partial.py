@@ -47,6 +47,14 @@ def test_cli_takes_targets_and_no_probe() -> None:
     assert cli.build_options(cli.parser().parse_args(["run"])).targets == ()
 
 
+def test_no_front_end_cache_reaches_the_probe_options() -> None:
+    parse = cli.parser().parse_args
+    assert cli.build_options(parse(["run"])).probe_front_end_cache is True
+    args = parse(["run", "--depth", "probe", "--units", "all", "--no-front-end-cache"])
+    opts = cli.build_options(args)
+    assert opts.probe_front_end_cache is False and opts.probe_units == "all"
+
+
 # ------------------------------------------------------------------ stand-ins
 
 DEEPGEMM_CMAKE = """\

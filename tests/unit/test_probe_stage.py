@@ -357,6 +357,24 @@ def test_front_end_cache_skips_an_unchanged_unit_the_second_time(
     assert again.status == first.status == "fail"
 
 
+def test_without_the_front_end_cache_every_front_end_runs(
+    stage: dict[str, object], tmp_path: Path
+) -> None:
+    # --no-front-end-cache (the accuracy study's cold cost): nothing read, nothing stored
+    run(stage, tmp_path / "work1", depth="front-end")
+    cold = run(stage, tmp_path / "work2", depth="front-end", front_end_cache=False)
+    assert cold.details["front_end_cache"] | {"key": ""} == {
+        "enabled": False,
+        "hits": 0,
+        "misses": 0,
+        "key": "",
+    }
+    assert all(u["front_end_cache"] == "" for u in cold.details["units"])
+    warm = run(stage, tmp_path / "work3", depth="front-end")
+    assert warm.details["front_end_cache"]["enabled"] is True
+    assert warm.details["front_end_cache"]["hits"] > 0  # the first run's, not the cold one's
+
+
 def test_units_all_sweeps_every_built_unit(stage: dict[str, object], tmp_path: Path) -> None:
     sel = run(stage, tmp_path / "w1", depth="front-end")
     full = run(stage, tmp_path / "w2", depth="front-end", units_mode="all")
@@ -366,6 +384,20 @@ def test_units_all_sweeps_every_built_unit(stage: dict[str, object], tmp_path: P
     assert all(u["why"] == "all" for u in full.details["units"] if u["path"] not in chosen)
     with pytest.raises(MatrixError, match="did you mean 'all'"):
         run(stage, tmp_path / "w3", units_mode="al")
+
+
+def test_units_all_stops_at_the_front_end_at_depth_auto(
+    stage: dict[str, object], tmp_path: Path
+) -> None:
+    # depth auto: the selection adds code generation within its budget; the sweep is the
+    # front end of every unit (a fast, cache-warm sweep ran codegen of gated units before)
+    sel = run(stage, tmp_path / "w1")
+    full = run(stage, tmp_path / "w2", units_mode="all")
+    assert sel.details["codegen_jobs"] > 0
+    assert any(u["depth"] == "codegen" for u in sel.details["units"])
+    assert full.details["codegen_jobs"] == 0
+    assert all(u["depth"] in ("front-end", "none") for u in full.details["units"])
+    assert not any("codegen" in u["note"] for u in full.details["units"])
 
 
 def test_a_sigint_the_kernel_gives_a_worker_thread_still_stops_run_all() -> None:

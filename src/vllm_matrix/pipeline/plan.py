@@ -171,6 +171,7 @@ def do_probe(ctx: CellContext) -> StageResult:
         need(ctx.fixups),
         ctx.logs / "probe",
         units_mode=ctx.opts.probe_units,
+        front_end_cache=ctx.opts.probe_front_end_cache,
     )
     findings, details = r.findings, r.details | {"inputs": inputs}
     pre = next((s for s in ctx.done if s.stage == "preflight"), None)

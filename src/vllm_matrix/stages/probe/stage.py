@@ -95,7 +95,8 @@ def run_probe(
     results, runners = _prepare_units(ctx, units, fx.env(), work, timeout_s, fe_cache)
     n_jobs = _first_pass(cell, runners, depth, jobs, know)
     codegen_jobs = 0
-    if depth == "auto":
+    # the sweep ("all") stops at the front end: what the selection is measured against
+    if depth == "auto" and units_mode == "selected":
         codegen_jobs = _codegen_pass(cell, runners, jobs, budget_s, t_start, know)
     findings, failed = _findings(results, model, archs, tk, know)
     summary, status, deepest = _summary(results, failed)
@@ -106,6 +107,7 @@ def run_probe(
         "codegen_jobs": codegen_jobs,
         **_measurements(t_start, cpu0, budget_s),
         "front_end_cache": {
+            "enabled": fe_cache is not None,
             "hits": sum(1 for r in results if r.front_end_cache == "hit"),
             "misses": sum(1 for r in results if r.front_end_cache == "miss"),
             "key": "sha256 of the preprocessed unit (tree/work paths normalised), cudafe++ "

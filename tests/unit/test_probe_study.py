@@ -1,0 +1,203 @@
+"""benchmarks/probe_study.py: the comparison of the probe's selection with the full sweep
+(cause classes per failing unit, caught / missed / false PASS, the cost of each mode),
+on fixture probe stages shaped as the result files' ``stages[*]``."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FLOAT8 = "signature:torch_lacks_float8_e8m0fnu"
+
+
+@pytest.fixture(scope="module")
+def study() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "probe_study", ROOT / "benchmarks" / "probe_study.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["probe_study"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def unit(
+    path: str,
+    status: str = "pass",
+    *,
+    cache: str = "miss",
+    fe: float = 10.0,
+    cg: float = 0.0,
+    error: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "path": path,
+        "status": status,
+        "depth": "codegen" if cg else ("front-end" if status != "not-probed" else "none"),
+        "front_end_cache": cache,
+        "front_end_s": fe,
+        "codegen_s": cg,
+        "first_error": error,
+        "log": f"results/logs/c/probe/logs/{path.replace('/', '__')}.log",
+        "why": f"API scan: Float8_e8m0fnu (torch >= 2.7.0) at {path}:9" if error else "bindings: x",
+    }
+
+
+def missing(name: str, path: str) -> str:
+    return f'results/logs/c/tree/{path}(9): error: namespace "at" has no member "{name}"'
+
+
+def probe(units: list[dict[str, Any]], rules: dict[str, str], wall: float) -> dict[str, Any]:
+    """A probe stage: a classify finding per failed unit (``rules``: path -> rule)."""
+    findings = [
+        {
+            "rule": rules[u["path"]],
+            "level": "fail",
+            "message": f'cause (line 9: "{u["first_error"]}")',
+            "evidence": [u["log"] + ":9", "results/logs/c/tree/" + u["path"]],
+        }
+        for u in units
+        if u["status"] == "fail"
+    ]
+    findings.append({"rule": "prediction-check", "level": "info", "message": "", "evidence": []})
+    failed = any(u["status"] == "fail" for u in units)
+    return {
+        "stage": "probe",
+        "status": "fail" if failed else "pass",
+        "seconds": wall,
+        "findings": findings,
+        "details": {"wall_seconds": wall, "cpu_seconds": 2 * wall, "units": units},
+    }
+
+
+def test_causes_are_the_signature_and_the_missing_name(study: ModuleType) -> None:
+    p = probe(
+        [
+            unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu")),
+            unit("b.cu", "fail", error="b.cu(3): error: expected a ';'"),
+            unit("c.cu"),
+        ],
+        {"a.cu": FLOAT8, "b.cu": "unknown"},
+        10,
+    )
+    assert study.unit_causes(p) == {
+        "a.cu": "torch_lacks_float8_e8m0fnu (Float8_e8m0fnu)",
+        "b.cu": "unknown",
+    }
+
+
+def test_caught_when_every_cause_of_the_sweep_is_in_the_selection(study: ModuleType) -> None:
+    fail = {"a.cu": FLOAT8, "b.cu": FLOAT8}
+    sel = probe(
+        [unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu")), unit("x.cu", cache="hit")],
+        fail,
+        50,
+    )
+    sweep = probe(
+        [
+            unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu")),
+            unit("b.cu", "fail", error=missing("Float8_e8m0fnu", "b.cu")),
+            unit("x.cu", cache="hit", fe=1.0),
+            unit("y.cu"),
+            unit("gen.cu", "not-probed", fe=0.0),
+        ],
+        fail,
+        200,
+    )
+    c = study.compare(sel, sweep)
+    assert c["outcome"] == "caught"
+    assert c["causes_missed"] == []
+    # b.cu was never compiled by the selection, but a.cu shows its cause
+    assert c["failing_not_selected"] == [
+        {
+            "path": "b.cu",
+            "cause": "torch_lacks_float8_e8m0fnu (Float8_e8m0fnu)",
+            "cause_covered": True,
+        }
+    ]
+    assert c["all_not_probed"] == ["gen.cu"]
+    assert c["selected_failing_why"] == {"a.cu": "API scan"}
+    s, a, r = c["cost"]["selected"], c["cost"]["all"], c["cost"]["ratio"]
+    assert (s["units_compiled"], a["units_compiled"]) == (2, 4)
+    assert (a["cache_hits"], a["cache_misses"], a["not_probed"]) == (1, 3, 1)
+    assert a["hits_beyond_selection"] == 0  # x.cu's hit is the selection's own unit
+    assert a["front_end_s"] == 31.0
+    assert r["wall_s"] == 0.25 and r["units_compiled"] == 0.5 and r["cpu_s"] == 0.25
+
+
+def test_a_cause_only_the_sweep_found_is_missed(study: ModuleType) -> None:
+    sel = probe(
+        [unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu"))], {"a.cu": FLOAT8}, 10
+    )
+    sweep = probe(
+        [
+            unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu")),
+            unit("z.cu", "fail", error=missing("Float4_e2m1fn_x2", "z.cu")),
+        ],
+        {"a.cu": FLOAT8, "z.cu": "unknown"},
+        20,
+    )
+    sweep["details"]["units"].append(unit("w.cu", cache="hit"))  # an earlier cell's
+    c = study.compare(sel, sweep)
+    assert c["cost"]["all"]["hits_beyond_selection"] == 1
+    assert c["outcome"] == "MISSED"
+    assert c["causes_missed"] == ["unknown (Float4_e2m1fn_x2)"]
+    assert c["failing_not_selected"][0]["cause_covered"] is False
+
+
+def test_a_selection_that_passes_where_the_sweep_fails_is_a_false_pass(
+    study: ModuleType,
+) -> None:
+    sel = probe([unit("x.cu")], {}, 10)
+    sweep = probe(
+        [unit("x.cu"), unit("z.cu", "fail", error=missing("Float8_e8m0fnu", "z.cu"))],
+        {"z.cu": FLOAT8},
+        20,
+    )
+    assert study.compare(sel, sweep)["outcome"] == "false PASS"
+
+
+def test_both_passing_and_disagreeing_units(study: ModuleType) -> None:
+    sel = probe([unit("x.cu", "timeout"), unit("y.cu")], {}, 10)
+    sweep = probe([unit("x.cu"), unit("y.cu")], {}, 20)
+    c = study.compare(sel, sweep)
+    assert c["outcome"] == "both pass"
+    assert c["disagree"] == [{"path": "x.cu", "selected": "timeout", "all": "pass"}]
+
+
+def test_the_report_says_what_did_not_finish_and_the_cost_span(study: ModuleType) -> None:
+    fail = {"a.cu": FLOAT8}
+    sel = probe([unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu"))], fail, 50)
+    sweep = probe(
+        [unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu")), unit("y.cu")], fail, 200
+    )
+    row = {
+        "id": "c",
+        "vllm": "0.10.1",
+        "torch": "2.6.0",
+        "preflight": "predicted-fail",
+        "machine": "x86_64 2 cores",
+        "verdict": {"selected": "FAIL", "all": "FAIL"},
+        **study.compare(sel, sweep),
+    }
+    md = study.render({"cells": [row], "cold": [], "not_finished": ["vllm0.9.2-x"]})
+    assert "Not finished (no result for both modes): `vllm0.9.2-x`" in md
+    assert "1 caught; the selection cost 25 % to 25 % of the sweep's wall time" in md
+    assert "Cold runs" not in md
+    assert "**caught**" in md and "`a.cu` (API scan)" in md
+
+
+def test_kept_results_name_no_git_dir_of_this_machine(study: ModuleType) -> None:
+    origin = "prefetched: git /srv/mirrors/NVIDIA+cutlass/repo@v4.0.0 (commit b995f933179c)"
+    d = {"stages": [{"stage": "probe", "details": {"externals": {"cutlass": {"origin": origin}}}}]}
+    out = study.portable(d)["stages"][0]["details"]["externals"]["cutlass"]["origin"]
+    assert out == "prefetched: git <git dir>@v4.0.0 (commit b995f933179c)"
+    with pytest.raises(SystemExit, match="a path of this machine"):
+        study.portable({"log": "/opt/elsewhere/probe.log"})
