@@ -555,7 +555,9 @@ def _locate(work: _Work, url: str | None, ref: str) -> Iterator[tuple[_Fetched |
     for d in _candidates(work.git_dirs, url, ref):
         sha = _has_commit(d, ref, work.log)
         if sha is not None:
-            yield _Fetched(d, sha, f"git {d}@{ref}"), tried
+            # Its name only: the origin lands in result files, which name no path of
+            # the machine that made them (the git dir is the user's, not a known root).
+            yield _Fetched(d, sha, f"local git dir {d.name}@{ref}"), tried
             return
         tried.append(f"{d} lacks {_short(ref)}")
     if not work.git_dirs:
