@@ -26,15 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from vllm_matrix.infra import results
-from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
+from vllm_matrix.infra.results import Finding, StageResult
 from vllm_matrix.stages import audit, gpu
 
 NOTE = "re-judged from this run's recorded data with the current rules (benchmarks/rejudge.py)"
-
-
-def _status(findings: tuple[Finding, ...]) -> str:
-    levels = {f.level for f in findings}
-    return FAIL if "fail" in levels else WARN if "warn" in levels else PASS
 
 
 def rejudge_audit(s: StageResult) -> StageResult:
@@ -50,7 +45,7 @@ def rejudge_audit(s: StageResult) -> StageResult:
     details = s.details | {"rejudged": {"note": NOTE, "recorded_sm90a_findings": was}}
     return replace(
         s,
-        status=_status(findings),
+        status=results.status_of(findings),
         summary=f"{s.summary} [{NOTE}]",
         findings=findings,
         details=details,

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,17 @@ class Verdict:
     cause: str
     fix: str
     evidence: tuple[str, ...]
+
+
+def status_of(findings: Iterable[Finding]) -> str:
+    """A stage's status from its findings: FAIL if any fails, else WARN if any warns."""
+    levels = {f.level for f in findings}
+    return FAIL if "fail" in levels else WARN if "warn" in levels else PASS
+
+
+def depth_stage(depth: str) -> str:
+    """The stage a verdict's depth names: ``gpu (partial: targets _C)`` -> ``gpu``."""
+    return depth.partition(" ")[0]
 
 
 def ran(s: StageResult) -> bool:

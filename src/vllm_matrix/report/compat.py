@@ -44,11 +44,6 @@ def depth_words(depth: str) -> str:
     return " ".join(x for x in (DEPTH_WORDS.get(stage, stage), rest) if x)
 
 
-def depth_stage(depth: str) -> str:
-    """The stage a depth names (``gpu (partial: ...)`` -> ``gpu``)."""
-    return depth.partition(" ")[0]
-
-
 def collect(matrix: Matrix, results_dir: Path, other_dir: Path | None = None) -> dict[str, Any]:
     """The matrix's cells from ``results_dir``; plus ``other_runs``: result files copied
     from other machines into ``other_dir`` (e.g. ``--env current`` runs on the GPU
@@ -231,7 +226,7 @@ def render_md(doc: dict[str, Any]) -> str:
                             (
                                 s["summary"]
                                 for s in r["stages"]
-                                if s["stage"] == depth_stage(r["depth"])
+                                if s["stage"] == results.depth_stage(r["depth"])
                             ),
                             "",
                         )

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from vllm_matrix.infra import results
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.cache import atomic_write_text
 
@@ -65,7 +66,7 @@ def blackwell(doc: dict[str, Any]) -> str:
         )
     for o in (r for r in doc.get("other_runs", []) if _has_arch(r, "12.0")):
         c = o["cell"]
-        stage = o["depth"].partition(" ")[0]
+        stage = results.depth_stage(o["depth"])
         said = {s["stage"]: s["summary"] for s in o["stages"]}
         what = said.get(stage, "")
         if stage in ("gpu", "smoke") and "audit" in said:  # what was compiled for sm_120

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vllm_matrix.infra import proc
+from vllm_matrix.infra import proc, results
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.errors import MatrixError
-from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
+from vllm_matrix.infra.results import Finding, StageResult
 from vllm_matrix.stages.env import TorchEnv
 from vllm_matrix.stages.toolkit import Toolkit
 
@@ -303,8 +303,7 @@ def audit_wheel(wheel: Path, tk: Toolkit | None, archs: tuple[str, ...]) -> Stag
                 Finding("sass", "info", f"{o.path} also has SASS for {', '.join(extra)}")
             )
         per_arch[o.path] = got
-    levels = {f.level for f in findings}
-    status = FAIL if "fail" in levels else WARN if "warn" in levels else PASS
+    status = results.status_of(findings)
     parts = [
         f"{Path(o.path).name} {o.size / 2**20:.1f} MiB "
         f"SASS {'+'.join(o.sass) or '-'} PTX {'+'.join(o.ptx) or '-'}"
@@ -629,8 +628,7 @@ def smoke(wheel: Path, tv_full: TorchEnv, tk: Toolkit, work: Path) -> StageResul
         )
     ops = data.get("ops", {})
     ok = [n for n, e in ext_data.items() if e.get("loaded")]
-    levels = {f.level for f in findings}
-    status = FAIL if "fail" in levels else WARN if "warn" in levels else PASS
+    status = results.status_of(findings)
     counts = ", ".join(
         f"{n} ({ext_data[n].get('n_functions', 0)} functions, "
         f"{len(ops.get(n.split('.')[-1], []))} torch ops)"

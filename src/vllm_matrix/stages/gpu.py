@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from vllm_matrix.gpu import info as gpuinfo
-from vllm_matrix.infra import proc
+from vllm_matrix.infra import proc, results
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.errors import MatrixError
-from vllm_matrix.infra.results import FAIL, PASS, SKIP, WARN, Finding, StageResult
+from vllm_matrix.infra.results import FAIL, SKIP, Finding, StageResult
 from vllm_matrix.stages.env import TorchEnv
 
 WORKER = Path(__file__).with_name("gpu_worker.py")
@@ -190,8 +190,7 @@ def judge(res: Mapping[str, Any], targets: Sequence[str] = ()) -> StageResult:
         findings += judge_quant(c)
     for c in res.get("gemm", []):
         findings += judge_gemm(c)
-    levels = {f.level for f in findings}
-    status = FAIL if "fail" in levels else WARN if "warn" in levels else PASS
+    status = results.status_of(findings)
     return StageResult("gpu", status, 0.0, summarize(res), tuple(findings), dict(res))
 
 

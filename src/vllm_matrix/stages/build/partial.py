@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vllm_matrix.infra import datafiles, proc, tomlfile
+from vllm_matrix.infra import datafiles, proc, results, tomlfile
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
@@ -231,8 +231,7 @@ def audit_partial(
         gemm.append({"object": rel, "sass": list(sass), "mma": census})
         findings += audit.sm90a_findings(rel, archs, sass)
     findings += audit.wgmma_findings((g["object"], g["mma"]) for g in gemm)
-    levels = {f.level for f in findings}
-    status = FAIL if "fail" in levels else WARN if "warn" in levels else PASS
+    status = results.status_of(findings)
     parts = [
         f"{o['path']} {o['size_bytes'] / 2**20:.1f} MiB SASS {'+'.join(o['sass']) or '-'}"
         for o in objects
