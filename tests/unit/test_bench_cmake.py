@@ -3,26 +3,16 @@ markdown rendered from its JSON (the prose under the marker survives a re-render
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "cmake_configure", ROOT / "benchmarks" / "cmake_configure.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["cmake_configure"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("cmake_configure")
 
 
 def test_gencode_spellings_meet(bench: ModuleType) -> None:

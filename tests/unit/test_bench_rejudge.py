@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
+from conftest import load_bench
+
 from vllm_matrix.infra.results import FAIL, PASS, Finding, StageResult
 
-ROOT = Path(__file__).resolve().parents[2]
 DEVICE = Path(__file__).with_name("device")
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("rejudge", ROOT / "benchmarks" / "rejudge.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("rejudge")
 
 
 def _run3() -> dict:

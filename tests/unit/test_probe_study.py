@@ -4,28 +4,18 @@ on fixture probe stages shaped as the result files' ``stages[*]``."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import load_bench
 
-ROOT = Path(__file__).resolve().parents[2]
 FLOAT8 = "signature:torch_lacks_float8_e8m0fnu"
 
 
 @pytest.fixture(scope="module")
 def study() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "probe_study", ROOT / "benchmarks" / "probe_study.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["probe_study"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("probe_study")
 
 
 def unit(
