@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,7 @@ def rejudge(doc: dict[str, Any], worker: dict[str, Any] | None) -> dict[str, Any
         )
     out = dict(doc)
     out["stages"] = [s.to_json() for s in stages]
-    v = results.verdict_of(stages)
-    out["verdict"] = asdict(v) | {"evidence": list(v.evidence)}
+    out["verdict"] = results.verdict_json(stages)
     return out
 
 

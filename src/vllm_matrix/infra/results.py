@@ -217,8 +217,13 @@ def machine_label(m: dict[str, Any]) -> str:
     return f"{m.get('arch')} {m.get('cpus')} cores {m.get('mem_gib')} GiB, {gpu}"
 
 
-def envelope(cell: Cell, stages: list[StageResult], mach: dict[str, Any]) -> dict[str, Any]:
+def verdict_json(stages: list[StageResult]) -> dict[str, Any]:
+    """The envelope's ``verdict``: ``verdict_of(stages)`` as JSON."""
     v = verdict_of(stages)
+    return asdict(v) | {"evidence": list(v.evidence)}
+
+
+def envelope(cell: Cell, stages: list[StageResult], mach: dict[str, Any]) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "version": SCHEMA_VERSION,
@@ -226,7 +231,7 @@ def envelope(cell: Cell, stages: list[StageResult], mach: dict[str, Any]) -> dic
         "cell": cell.to_json(),
         "machine": mach,
         "stages": [s.to_json() for s in stages],
-        "verdict": asdict(v) | {"evidence": list(v.evidence)},
+        "verdict": verdict_json(stages),
     }
 
 
