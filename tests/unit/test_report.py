@@ -145,6 +145,10 @@ def test_a_rendered_report_holds_no_absolute_path(
     elsewhere = [
         StageResult("env", "pass", 1.0, "torch at /opt/torch/.venv", log="/tmp/dws/results/logs/e"),
         StageResult("probe", "pass", 1.0, "ok", details={"src": "/root/.cache/vllm-matrix/src/v"}),
+        # The gpu stage keys its libraries by path (a key is a string a reader sees too).
+        StageResult(
+            "gpu", "pass", 1.0, "ok", details={"libs": {"/tmp/vm/builds/vllm0/p/_C.so": "loaded"}}
+        ),
     ]
     (other / "e.json").write_text(json.dumps(results.envelope(CELL, elsewhere, MACH)))
     j, md = report.write(load_matrix(_matrix(tmp_path)), ws / "results", ws / "reports")

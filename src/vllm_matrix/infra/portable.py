@@ -123,8 +123,9 @@ def _apply(s: str, pattern: re.Pattern[str] | None, symbols: dict[str, str]) -> 
 
 
 def doc(obj: Any, roots: Roots | None = None) -> Any:
-    """A JSON document (dicts, lists, strings) with every string made portable; the roots
-    recognised anywhere in it are replaced everywhere in it."""
+    """A JSON document (dicts, lists, strings) with every string made portable, dict keys
+    too (the gpu stage keys its libraries by path); the roots recognised anywhere in it are
+    replaced everywhere in it."""
     r = (roots or Roots.here()).learn(strings(obj))
     pattern = _replacer(r)
     symbols = dict(r.pairs)
@@ -133,7 +134,7 @@ def doc(obj: Any, roots: Roots | None = None) -> Any:
         if isinstance(x, str):
             return _apply(x, pattern, symbols)
         if isinstance(x, dict):
-            return {k: walk(v) for k, v in x.items()}
+            return {walk(k): walk(v) for k, v in x.items()}
         if isinstance(x, list | tuple):
             return [walk(v) for v in x]
         return x
@@ -142,11 +143,12 @@ def doc(obj: Any, roots: Roots | None = None) -> Any:
 
 
 def strings(obj: Any) -> Iterable[str]:
-    """Every string in a JSON document."""
+    """Every string in a JSON document, dict keys included."""
     if isinstance(obj, str):
         yield obj
     elif isinstance(obj, dict):
-        for v in obj.values():
+        for k, v in obj.items():
+            yield from strings(k)
             yield from strings(v)
     elif isinstance(obj, list | tuple):
         for v in obj:
