@@ -270,6 +270,18 @@ def test_the_h200_run_of_the_tools_build_passes() -> None:
     assert sum(c["rel_err"] > old[c["out"]] for c in res["gemm"]) == 31
 
 
+def test_the_pipeline_run_on_the_h200_passes_and_its_summary_names_the_largest_error() -> None:
+    """The fourth device run (the whole pipeline, the worker's bias as large as the
+    product's spread): the largest error (K=14336) and the case nearest its bound (K=4096)
+    are different cases; the summary names both."""
+    res = json.loads(_read("gpu-worker.vllm0.20.0-h200-run4.json"))
+    assert gpu.judge(res, ("_C", "_C_stable_libtorch")).status == PASS
+    line = gpu.summarize(res)
+    assert "max rel err 0.011 (cutlass_scaled_mm M=4096 K=14336 N=4096 bfloat16)" in line, line
+    assert "at most 0.60 of its bound (cutlass_scaled_mm M=4096 K=4096 N=14336 float16)" in line
+    assert "slowest ratio 0.71x" in line
+
+
 def test_below_half_of_torch_is_a_fail_naming_the_slow_path() -> None:
     r = gpu.judge(_res(gemm=[_gemm(ratio=0.31, tflops=190.0)]))
     assert r.status == FAIL
