@@ -75,6 +75,56 @@ def test_ninja_progress_is_throttled() -> None:
     assert p.feed("[100/100] Linking CXX shared module x/_C.so") is not None  # last always
 
 
+def test_one_run_of_every_target_is_named_by_its_label_not_its_first_edge() -> None:
+    """vLLM 0.20.0's setup.py builds every target in one ninja run: its first edge's
+    target (_C) is not what runs; the "all targets" count would repeat the run's own."""
+    clock = Clock()
+    p = NinjaProgress(interval=5.0, clock=clock, overall=lambda: (1, 104), label="targets _C, X")
+    msg = p.feed("[1/104] Building CUDA object CMakeFiles/_C.dir/a.cu.o")
+    assert msg is not None and msg.startswith("build targets _C, X: 1/104 (0%)")
+    assert "all targets" not in msg
+    # A resumed build's run covers less than the whole: named by its target, with the count.
+    r = NinjaProgress(interval=5.0, clock=clock, overall=lambda: (90, 104))
+    msg = r.feed("[1/14] Building CUDA object CMakeFiles/_C.dir/a.cu.o")
+    assert msg is not None and msg.startswith("build _C: 1/14") and "all targets 90/104" in msg
+    assert NinjaProgress(overall=lambda: (1, 3)).feed("[1/3] Linking x/_C.so") is not None
+
+
+def test_a_silent_build_gets_a_heartbeat_naming_the_edges_left() -> None:
+    """The H200 run: 102/104 after 14m25s, then 10 minutes with no line while
+    scaled_mm_c2x.cu compiled alone; the ETA said 8s."""
+    clock = Clock()
+    seen: list[str] = []
+    left = ["scaled_mm_c2x.cu.o", "_C_stable_libtorch.abi3.so"]
+    p = NinjaProgress(emit=seen.append, interval=5.0, clock=clock, quiet_s=60.0, left=lambda: left)
+    assert p.quiet() is None  # nothing started
+    p.feed("-- Build files have been written to: /w/src/build/temp.linux-x86_64-cpython-312")
+    clock.t = 865.0
+    p.feed("[102/104] Building CUDA object CMakeFiles/_C.dir/b.cu.o")
+    clock.t = 900.0
+    assert p.quiet() is None  # said something 35 s ago
+    clock.t = 925.0
+    beat = p.quiet()
+    assert beat == (
+        "build _C: 102/104 (98%), 15m25s in, no edge finished for 1m00s; "
+        "left: scaled_mm_c2x.cu.o, _C_stable_libtorch.abi3.so"
+    )
+    assert seen[-1] == beat
+    clock.t = 950.0
+    assert p.quiet() is None  # one a minute
+    clock.t = 1465.0
+    assert p.quiet() is not None and "no edge finished for 10m00s" in seen[-1]
+    left[:] = [f"u{i}.cu.o" for i in range(7)]
+    clock.t = 1530.0
+    assert p.quiet() == (
+        "build _C: 102/104 (98%), 25m30s in, no edge finished for 11m05s; "
+        "left: u0.cu.o, u1.cu.o, u2.cu.o, u3.cu.o and 3 more"
+    )
+    p.feed("[104/104] Linking CXX shared module x/_C_stable_libtorch.abi3.so")
+    clock.t = 2000.0
+    assert p.quiet() is None  # the run is done
+
+
 def test_no_work_runs_are_counted() -> None:
     p = NinjaProgress()
     p.feed("ninja: no work to do.")
@@ -144,6 +194,19 @@ def test_overall_progress_counts_what_earlier_runs_built(tmp_path: Path) -> None
     assert overall() == (1, 3)
     assert ninja.OverallProgress(tmp_path)() == (0, 3)
     assert ninja.OverallProgress(tmp_path / "nothing")() is None
+
+
+def test_overall_progress_names_the_edges_left(tmp_path: Path) -> None:
+    bt = tmp_path / "build" / "temp.linux-x86_64-cpython-311"
+    bt.mkdir(parents=True)
+    (bt / "build.ninja").write_text(BUILD_NINJA)
+    overall = ninja.OverallProgress(tmp_path)
+    assert overall.left() == ["cache_kernels.cu.o", "ops.cpp.o", "_C.so"]  # compiles first
+    (bt / ".ninja_log").write_text(
+        "# ninja log v6\n0\t9\t0\tCMakeFiles/_C.dir/csrc/ops.cpp.o\tab\n"
+    )
+    assert overall.left() == ["cache_kernels.cu.o", "_C.so"]
+    assert ninja.OverallProgress(tmp_path / "nothing").left() == []
 
 
 def test_progress_of_a_stopped_build(tmp_path: Path) -> None:

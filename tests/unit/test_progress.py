@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,13 @@ def test_iterate_says_failed_when_the_loop_body_raises() -> None:
         for _ in progress.iterate(["a.deb"], "unpacking", "debs", str, stream=out):
             raise ValueError("dpkg failed")
     assert out.getvalue().splitlines()[-1] == "unpacking: 0/1 debs (0%), failed, elapsed 0s"
+
+
+def test_every_calls_while_the_block_runs_and_stops_after() -> None:
+    calls: list[float] = []
+    with progress.every(lambda: calls.append(time.monotonic()), 0.01):
+        time.sleep(0.2)
+    n = len(calls)
+    assert n >= 3
+    time.sleep(0.05)
+    assert len(calls) == n  # the thread is gone

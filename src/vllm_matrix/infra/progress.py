@@ -245,6 +245,25 @@ class Progress:
         t.start()
 
 
+@contextlib.contextmanager
+def every(fn: Callable[[], object], seconds: float) -> Iterator[None]:
+    """Call ``fn`` every ``seconds`` on a daemon thread while the block runs (a heartbeat
+    beside a subprocess whose own output goes quiet for minutes)."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(seconds):
+            fn()
+
+    t = threading.Thread(target=loop, name="progress: heartbeat", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+
+
 def _isatty(stream: IO[str]) -> bool:
     try:
         return stream.isatty() and os.environ.get("TERM") != "dumb"
@@ -329,6 +348,7 @@ __all__ = [
     "amount",
     "download_bytes",
     "duration",
+    "every",
     "iterate",
     "watch_dir",
     "watching",

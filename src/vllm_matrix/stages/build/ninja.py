@@ -1,10 +1,12 @@
-"""ninja's progress: ``[n/N]`` lines as percent + ETA messages, and how far a build got
-from build.ninja and .ninja_log (work edges, per-target figures, configure time)."""
+"""ninja's progress: ``[n/N]`` lines as percent + ETA messages, a heartbeat while no edge
+finishes (naming the edges left), and how far a build got from build.ninja and .ninja_log
+(work edges, per-target figures, configure time)."""
 
 from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 PROGRESS_INTERVAL = 5.0
+# No edge finished for this long: say so, and which edges are left (vLLM 0.20.0's
+# scaled_mm_c2x.cu compiles for 14 min on an H200 host, alone for its last 10).
+QUIET_S = 60.0
 
 _NINJA_LINE = re.compile(r"^\s*\[(\d+)/(\d+)\]\s*(.*?)\s*$")
 _CMAKE_TARGET = re.compile(r"CMakeFiles/([^/\s]+)\.dir/")
@@ -70,12 +75,22 @@ class NinjaProgress:
     overall: Callable[[], tuple[int, int] | None] | None = None
     jobs: int = 1
     clock: Callable[[], float] = time.monotonic
+    # What one ninja run covering the whole build is called ("targets _C, _C_stable_libtorch");
+    # its first edge's target would name only one of them.
+    label: str | None = None
+    left: Callable[[], list[str]] | None = None  # the work edges not built yet
+    quiet_s: float = QUIET_S
     runs: list[NinjaRun] = field(default_factory=list)
     no_work: int = 0  # ninja runs that had nothing to do ("ninja: no work to do.")
     _last_other: float | None = None
     _last_emit: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def feed(self, line: str) -> str | None:
+        with self._lock:
+            return self._feed(line)
+
+    def _feed(self, line: str) -> str | None:
         now = self.clock()
         m = _NINJA_LINE.match(line)
         if not m:
@@ -111,19 +126,53 @@ class NinjaProgress:
     def on_line(self, line: str) -> None:
         self.feed(line)
 
+    def _name(self, run: NinjaRun, whole: tuple[int, int] | None) -> tuple[str, bool]:
+        """The run's name, and whether it covers the whole build (then the "all targets"
+        count would repeat its own)."""
+        if whole is not None and run.total >= whole[1]:
+            return self.label or "all targets", True
+        return run.target or f"ninja run {len(self.runs)}", False
+
     def message(self, run: NinjaRun) -> str:
         pct = 100 * run.done // max(1, run.total)
         eta = run.eta(self.jobs)
-        name = run.target or f"ninja run {len(self.runs)}"
-        tail = "" if eta is None else (", done" if eta == 0 else f", ETA {fmt_seconds(eta)}")
         whole = self.overall() if self.overall is not None else None
-        if whole is not None:
+        name, covers_all = self._name(run, whole)
+        tail = "" if eta is None else (", done" if eta == 0 else f", ETA {fmt_seconds(eta)}")
+        if whole is not None and not covers_all:
             done, total = min(whole[0], whole[1]), whole[1]
             tail += f"; all targets {done}/{total} ({100 * done // max(1, total)}%)"
         return (
             f"build {name}: {run.done}/{run.total} ({pct}%), "
             f"{fmt_seconds(run.last - run.started)} in{tail}"
         )
+
+    def quiet(self) -> str | None:
+        """The heartbeat: when nothing was said for ``quiet_s`` while a run is under way
+        (ninja prints an edge when it finishes, so a long edge is silence), how long no
+        edge has finished and which edges are left; call it every few seconds."""
+        with self._lock:
+            now = self.clock()
+            run = self.runs[-1] if self.runs else None
+            if run is None or run.done >= run.total or self._last_emit is None:
+                return None
+            if now - self._last_emit < self.quiet_s:
+                return None
+            self._last_emit = now
+            whole = self.overall() if self.overall is not None else None
+            name, _ = self._name(run, whole)
+            msg = (
+                f"build {name}: {run.done}/{run.total} ({100 * run.done // max(1, run.total)}%), "
+                f"{fmt_seconds(now - run.started)} in, no edge finished for "
+                f"{fmt_seconds(now - run.last)}"
+            )
+            names = self.left() if self.left is not None else []
+            if names:
+                more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+                msg += f"; left: {', '.join(names[:4])}{more}"
+        if self.emit is not None:
+            self.emit(msg)
+        return msg
 
     @property
     def steps_run(self) -> int:
@@ -262,6 +311,16 @@ class OverallProgress:
             return None
         self._done = min(max(done, self._done), total)
         return self._done, total
+
+    def left(self) -> list[str]:
+        """The work edges .ninja_log does not list yet (compiling or waiting), by file
+        name, compile edges first: what a silent build is busy with."""
+        self()  # fills the manifests' outputs
+        out: list[str] = []
+        for d, (_, outs) in sorted(self._outputs.items()):
+            with contextlib.suppress(OSError):
+                out.extend(outs - ninja_logged(d))
+        return sorted((Path(o).name for o in out), key=lambda n: (not n.endswith(".o"), n))
 
 
 def progress_of(work: Path, targets: Sequence[str] = ()) -> dict[str, Any] | None:

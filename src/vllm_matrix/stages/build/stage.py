@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vllm_matrix.infra import proc
+from vllm_matrix.infra import progress as progress_mod
 from vllm_matrix.infra.cache import cache_root, locked
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import MatrixError
@@ -251,8 +252,14 @@ def build_wheel(
         wheelhouse = work / "wheelhouse"
         shutil.rmtree(wheelhouse, ignore_errors=True)
         wheelhouse.mkdir()
+        overall = OverallProgress(src, targets)
         tracker = NinjaProgress(
-            emit=progress, interval=interval, overall=OverallProgress(src, targets), jobs=plan.jobs
+            emit=progress,
+            interval=interval,
+            overall=overall,
+            jobs=plan.jobs,
+            label=f"targets {', '.join(targets)}" if targets else None,
+            left=overall.left,
         )
         partial_out = work / PARTIAL_DIR
         if targets:
@@ -279,16 +286,17 @@ def build_wheel(
             tracker.on_line(line)
 
         try:
-            done = proc.run(
-                argv,
-                log=log,
-                env=env,
-                cwd=src,
-                check=False,
-                capture=False,
-                on_line=on_line,
-                timeout=timeout,
-            )
+            with progress_mod.every(tracker.quiet, max(1.0, interval)):
+                done = proc.run(
+                    argv,
+                    log=log,
+                    env=env,
+                    cwd=src,
+                    check=False,
+                    capture=False,
+                    on_line=on_line,
+                    timeout=timeout,
+                )
         except BaseException:  # Ctrl-C: ninja got SIGINT too; leave no wheel behind
             shutil.rmtree(wheelhouse, ignore_errors=True)
             raise
