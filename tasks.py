@@ -279,7 +279,7 @@ def model(
     help={
         "matrix": "matrix file (its [grid])",
         "probe_budget": "seconds for probes at verdict boundaries (default 0: preflight only)",
-        "screenshot": "also draw reports/map.png in headless Chromium",
+        "screenshot": "also draw reports/map-<arch>.png (one per arch) in headless Chromium",
     }
 )
 def map(
