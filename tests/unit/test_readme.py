@@ -82,3 +82,16 @@ def test_ci_runs_the_readme_test_command_in_a_clean_venv() -> None:
     # the way a new machine would: its own venv, a clean PATH, CI=true, its own cache
     assert "-m venv" in ci and 'export PATH="$work/venv/bin:' in ci
     assert "CI=true" in ci and "VLLM_MATRIX_CACHE=" in ci
+
+
+def test_the_readme_is_read_in_five_minutes_and_its_links_resolve() -> None:
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    readme_text = (root / "README.md").read_text()
+    assert len(readme_text.splitlines()) <= 250
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" in target:
+                continue
+            assert (doc.parent / target).exists(), f"{doc.name}: {target}"
