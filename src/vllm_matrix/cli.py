@@ -184,21 +184,29 @@ def cmd_map(args: argparse.Namespace) -> int:
         def probe_cell(cell: config.Cell, force: bool) -> None:
             runner.run_cell(cell, ws, "probe", force=force, echo=_say)
 
+        # a compile the committed map holds and results/ lacks (a fresh clone) is kept
+        earlier = mapreport.compiled_cells(committed)
+        if earlier:
+            _say(
+                f"the committed map's {len(earlier)} compiled cell(s) count where results/ has none"
+            )
         run = mapping.run_map(
-            mapping.grid_cells(m), ws.results, probe_cell, args.probe_budget, echo=_say
+            mapping.grid_cells(m),
+            ws.results,
+            probe_cell,
+            args.probe_budget,
+            echo=_say,
+            earlier=earlier,
         )
         d = run.to_json()
-        # a compile the committed map holds and this run lacks (a fresh clone) is kept
-        d, carried = mapreport.carry_compiled(d, committed)
-        if carried:
-            _say(f"kept {len(carried)} compiled cell(s) of the committed map: {carried[0]} …")
         atomic_write_text(ws.results / "map.json", json.dumps(d) + "\n")
     md, page = mapreport.write(d, ws.reports)
     if args.screenshot:
         exe = browser.headless_shell(log=ws.results / "logs" / "browser.log")
         for arch in mapreport.arch_order(d):
+            size = mapreport.picture_size(d, arch)
             png = browser.screenshot(
-                exe, page, ws.reports / f"map-{arch}.png", (1320, 1560), f"only-{arch}"
+                exe, page, ws.reports / f"map-{arch}.png", size, f"only-{arch}"
             )
             _say(f"picture: {png} ({browser.png_colors(png)} colours)")
     n, p = d["counts"], d["probes"]

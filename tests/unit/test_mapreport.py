@@ -152,30 +152,18 @@ def test_packed_data_is_the_map_again() -> None:
     assert mapreport.unpack(mapreport.unpack(p)) == d  # plain data passes through
 
 
-def test_a_compile_of_the_committed_map_is_kept_when_a_run_only_predicts() -> None:
-    old = fixture()
-    new = fixture()
-    for c in new["cells"]:
-        if c["depth"] == "probe":
-            c.update(verdict="PREFLIGHT-OK", depth="preflight", why=2)
-    new["causes"] = [new["causes"][1]]
-    got, carried = mapreport.carry_compiled(new, old)
-    assert carried == [
+def test_the_committed_maps_compiles_become_earlier_verdicts() -> None:
+    got = mapreport.compiled_cells(fixture())
+    assert set(got) == {
         "vllm0.10.1-torch2.7.0-cu12.4-py3.11-sm90",
         "vllm0.10.0-torch2.7.0-cu12.4-py3.11-sm90",
-    ]
-    by = {c["id"]: c for c in got["cells"]}
-    failed = by["vllm0.10.0-torch2.7.0-cu12.4-py3.11-sm90"]
-    assert failed["verdict"] == "FAIL" and failed["depth"] == "probe"
-    why = {c["n"]: c for c in got["causes"]}[failed["why"]]
-    assert why["cause"] == 'error: <boom> & "quoted"'
-    assert mapreport.carry_compiled(new, {}) == (new, [])
-
-
-def test_closing_note_says_what_rests_on_preflight_only() -> None:
-    md = mapreport.render_md(fixture())
-    note = md.split("## What rests on preflight only")[1].split("## ")[0]
-    assert "- 1 PREDICTED-FAIL cells rest on facts" in note  # 0.9.2 sm_120: nvcc-arch
-    assert "- 1 PREDICTED-FAIL cells rest (also) on the torch-API scan" in note
-    assert "- 2 PREFLIGHT-OK cells are predictions" in note
-    assert "- 2 cell(s) were compiled" in note and "PASS at probe" in note
+    }
+    failed = got["vllm0.10.0-torch2.7.0-cu12.4-py3.11-sm90"]["verdict"]
+    assert failed == {
+        "verdict": "FAIL",
+        "depth": "probe",
+        "cause": 'error: <boom> & "quoted"',
+        "fix": "f",
+        "evidence": ["log"],
+    }
+    assert mapreport.compiled_cells({}) == {}

@@ -186,6 +186,13 @@ def arch_order(d: dict[str, Any]) -> list[str]:
     return sorted(tags, key=lambda t: (t != "sm120", -Arch.parse(t).number))
 
 
+def picture_size(d: dict[str, Any], arch: str) -> tuple[int, int]:
+    """The window an arch's picture needs: the title, legend and column heads (~270 px),
+    then 17 px per release row (measured in Chromium at the page's CSS), a margin."""
+    rows = len({c["vllm"] for c in d["cells"] if c["arch"] == arch})
+    return 1320, 300 + 17 * rows
+
+
 def arch_title(tag: str) -> str:
     words = ARCH_WORDS.get(tag)
     return Arch.parse(tag).sm + (f" ({words})" if words else "")
@@ -559,33 +566,25 @@ def read(path: Path) -> dict[str, Any]:
     return unpack(d) if isinstance(d, dict) and "cells" in d else {}
 
 
-def carry_compiled(new: dict[str, Any], old: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Cells the committed map (``old``) knows from a compile and ``new`` only predicts (a
-    fresh clone has no results/ of its own): ``new`` with those cells as ``old`` has them,
-    their causes carried too, so a render never drops a compile. The ids carried."""
-    was = {c["id"]: c for c in old.get("cells", []) if c["depth"] != "preflight"}
-    if not was:
-        return new, []
-    old_causes = {c["n"]: c for c in old.get("causes", [])}
-    causes = [dict(c) for c in new.get("causes", [])]
-    by_text = {(c["cause"], c["fix"], tuple(c["evidence"])): c["n"] for c in causes}
-    cells, carried = [], []
-    for c in new["cells"]:
-        o = was.get(c["id"])
-        if o is None or c["depth"] != "preflight":
-            cells.append(c)
+def compiled_cells(d: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The compiled cells of a map (the committed one) as result-file verdicts by cell id,
+    for ``mapping.run_map(earlier=...)``: a re-run that only predicts keeps them."""
+    causes = {c["n"]: c for c in d.get("causes", [])}
+    out = {}
+    for c in d.get("cells", []):
+        if c["depth"] == "preflight":
             continue
-        o = dict(o)
-        why = old_causes.get(o.pop("why", 0))
-        if why:
-            k = (why["cause"], why["fix"], tuple(why["evidence"]))
-            if k not in by_text:
-                by_text[k] = len(causes) + 1
-                causes.append(why | {"n": by_text[k]})
-            o["why"] = by_text[k]
-        cells.append(o)
-        carried.append(c["id"])
-    return new | {"cells": cells, "causes": causes}, carried
+        why = causes.get(c.get("why", 0), {})
+        out[c["id"]] = {
+            "verdict": {
+                "verdict": c["verdict"],
+                "depth": c["depth"],
+                "cause": why.get("cause", ""),
+                "fix": why.get("fix", ""),
+                "evidence": list(why.get("evidence", [])),
+            }
+        }
+    return out
 
 
 SLICE_LEGEND = (
