@@ -100,3 +100,20 @@ def test_a_render_from_a_fresh_clone_does_not_shrink_the_committed_report(clone:
     assert "not rendering over reports/compat.md" in r.stderr
     assert _git(clone, "status", "--porcelain") == ""
     assert (clone / "results" / "unpublished-reports" / "compat.md").is_file()
+
+
+@pytest.mark.usefixtures("need_index")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--depth", "preflight", "--cell", "vllm0.8.5"],  # nox -s matrix, inv run
+        ["map", "--render"],  # the committed map drawn again from reports/map.json
+    ],
+    ids=["run", "map --render"],
+)
+def test_a_render_in_a_fresh_clone_changes_no_tracked_file(clone: Path, argv: list[str]) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "vllm_matrix", *argv], cwd=clone, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _git(clone, "status", "--porcelain") == "", argv
