@@ -1,7 +1,9 @@
-"""nox sessions, generated from matrix.toml. Thin: each calls the vllm-matrix CLI.
+"""nox sessions of vllm-matrix: each calls the `python -m vllm_matrix` CLI.
 
-Sessions run in the current environment (`pip install -e '.[dev]'` once): the cells'
-own toolchains and torch envs are created by the library in its cache, not by nox.
+The user's sessions come first. `bench-*` and `device-*` sessions are the project's own
+measurements and GPU-machine runs, for developers (nox has no groups: the prefix and the
+first word of the description say it). Sessions run in the current environment
+(`pip install -e '.[dev]'` once); the cells' toolkits and torch envs live in the cache.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def _cli(session: nox.Session, *args: str) -> None:
 
 @nox.session(python=False)
 def matrix(session: nox.Session) -> None:
-    """Every cell of matrix.toml up to --depth (default: what fits here), then the report.
+    """Run every [[cell]] of matrix.toml to a depth (default probe), then render the report.
 
     nox -s matrix -- --depth preflight --cell vllm0.8.5
     nox -s matrix -- 0.9.2 [--torch ...] [--cuda ...] [--arch ...]   (any release, one cell)
@@ -48,18 +50,21 @@ def matrix(session: nox.Session) -> None:
 
 @nox.session(python=False, name="map")
 def map_(session: nox.Session) -> None:
-    """The [grid] of matrix.toml (not run by `matrix`): preflight of every cell, probes at
-    verdict boundaries within a budget, reports/map.{md,html}.
+    """Preflight the [grid] of matrix.toml (~7,000 cells) and render reports/map.*.
 
-    nox -s map -- [--probe-budget SECONDS] [--screenshot]
+    Not run by `matrix`. Probes at verdict boundaries within a budget; --render draws the
+    committed reports/map.json again without preflight (seconds).
+
+    nox -s map -- [--probe-budget SECONDS] [--screenshot] [--render]
     """
     _cli(session, "map", "--matrix", str(MATRIX), *session.posargs)
 
 
 @nox.session(python=False)
 def build(session: nox.Session) -> None:
-    """Any release, in or out of the matrix: its pinned torch and a toolkit obtainable here,
-    or the ones given; wheel into dist/, audit, smoke.
+    """Build any release into a wheel in dist/ (audited, smoke-tested), matrix or not.
+
+    Its pinned torch and a toolkit obtainable here, or the ones given.
 
     nox -s build -- 0.9.2 [--torch 2.7.0] [--cuda 12.4 --provider debian] [--arch 9.0]
     """
@@ -70,7 +75,7 @@ def build(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def newest(session: nox.Session) -> None:
-    """The newest vLLM release that builds with a given torch.
+    """Find the newest vLLM release that builds with a given torch.
 
     nox -s newest -- --torch 2.6.0 [--cuda 12.4] [--arch 9.0] [--depth preflight] [--json]
     """
@@ -79,7 +84,9 @@ def newest(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def report(session: nox.Session) -> None:
-    """Re-render reports/compat.{md,json} from results/ (or from many machines' files).
+    """Render reports/compat.{md,json} and blackwell.md from results/ or merged results.
+
+    Never over a committed report that holds evidence the results lack.
 
     nox -s report -- --merge DIR [DIR ...]
     """
@@ -88,7 +95,7 @@ def report(session: nox.Session) -> None:
 
 @nox.session(python=False, name="ci-matrix")
 def ci_matrix(session: nox.Session) -> None:
-    """The CI job matrix from matrix.toml (GitHub include JSON or GitLab parallel:matrix).
+    """Print the CI job matrix of matrix.toml (GitHub include JSON, GitLab parallel:matrix).
 
     nox -s ci-matrix -- --format gitlab --depth build --cell vllm0.8.5
     """
@@ -97,8 +104,7 @@ def ci_matrix(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """ruff, mypy (strict on src/), import-linter (the layers in pyproject.toml) and pytest;
-    extra args go to pytest."""
+    """Run the checks: ruff, mypy --strict, import-linter and pytest (args go to pytest)."""
     session.run("ruff", "check", "src", "tests", "noxfile.py", "tasks.py", external=True)
     session.run("mypy", external=True)
     session.run("lint-imports", external=True)
@@ -122,7 +128,7 @@ def _build(session: nox.Session, version: str) -> None:
 
 @nox.session(python=False)
 def current(session: nox.Session) -> None:
-    """vLLM in the active env (a Pixi/conda env or venv): its torch and toolkit, no env made.
+    """Check a vLLM release against the active env (Pixi, conda or venv): its torch, toolkit.
 
     nox -s current -- --vllm 0.8.5 [--depth build] [--arch 12.0]
     """
@@ -133,7 +139,7 @@ def _build_session(version: str) -> None:
     def session_fn(session: nox.Session) -> None:
         _build(session, version)
 
-    session_fn.__doc__ = f"Build vLLM {version}'s matrix cells: wheel into dist/, audit, smoke."
+    session_fn.__doc__ = f"Build vLLM {version}'s matrix cells into wheels in dist/, audited."
     nox.session(python=False, name=f"build-{version}")(session_fn)
 
 
@@ -143,37 +149,37 @@ for _v in _versions():
 
 @nox.session(python=False, name="bench-provision")
 def bench_provision(session: nox.Session) -> None:
-    """Cold toolkit/env provisioning (fresh caches), warm reuse, kill-and-recover."""
+    """Bench (developers): toolkit/env provisioning cold, warm, killed and recovered."""
     session.run("python", "benchmarks/provision.py", *session.posargs, external=True)
 
 
 @nox.session(python=False, name="bench-preflight")
 def bench_preflight(session: nox.Session) -> None:
-    """The shipped matrix at --depth preflight, warm caches: median of 5 wall times."""
+    """Bench (developers): the shipped matrix at preflight, warm, median of 5 runs."""
     session.run("python", "benchmarks/preflight.py", *session.posargs, external=True)
 
 
 @nox.session(python=False, name="bench-probe")
 def bench_probe(session: nox.Session) -> None:
-    """The probe's three cells, warm toolkit/env, median of 3 (-- --write saves it)."""
+    """Bench (developers): the probe's three cells, warm, median of 3 (--write saves)."""
     session.run("python", "benchmarks/probe.py", *session.posargs, external=True)
 
 
 @nox.session(python=False, name="bench-build")
 def bench_build(session: nox.Session) -> None:
-    """The canary's build: tool vs the raw pip wheel it wraps, no-change rebuild, resume."""
+    """Bench (developers): the canary's build against raw pip wheel, rebuild, resume."""
     session.run("python", "benchmarks/build.py", *session.posargs, external=True)
 
 
 @nox.session(python=False, name="bench-broken")
 def bench_broken(session: nox.Session) -> None:
-    """Broken setups (no uv, read-only cache, index down, disk full) end in ERROR cells."""
+    """Bench (developers): broken setups (no uv, read-only cache, ...) end in ERROR."""
     session.run("python", "benchmarks/broken.py", *session.posargs, external=True)
 
 
 @nox.session(python=False, name="device-wheels")
 def device_wheels(session: nox.Session) -> None:
-    """vLLM's runtime wheels the GPU machine lacks, listed and downloaded into .whl/GROUP.
+    """Device run (developers): the runtime wheels the GPU machine lacks, into .whl/GROUP.
 
     nox -s device-wheels -- 0.20.0 core
     """
@@ -186,6 +192,7 @@ def device_wheels(session: nox.Session) -> None:
 
 @nox.session(python=False, name="bench-cmake")
 def bench_cmake(session: nox.Session) -> None:
-    """CMake's own configure (compile_commands.json) vs the probe's home-made CMake model:
-    units and flags per shipped cell, and the cost of each (-- --write saves it)."""
+    """Bench (developers): CMake's own configure against the probe's CMake model.
+
+    Units and flags per shipped cell, and the cost of each (-- --write saves it)."""
     session.run("python", "benchmarks/cmake_configure.py", *session.posargs, external=True)

@@ -279,14 +279,20 @@ def model(
     help={
         "matrix": "matrix file (its [grid])",
         "probe_budget": "seconds for probes at verdict boundaries (default 0: preflight only)",
-        "screenshot": "also draw reports/map.png in headless Chromium",
+        "screenshot": "also draw reports/map-<arch>.png (one per arch) in headless Chromium",
+        "render": "only redraw reports/map.* from reports/map.json (no preflight, seconds)",
     }
 )
 def map(
-    c: Context, matrix: str = "matrix.toml", probe_budget: float = 0.0, screenshot: bool = False
+    c: Context,
+    matrix: str = "matrix.toml",
+    probe_budget: float = 0.0,
+    screenshot: bool = False,
+    render: bool = False,
 ) -> None:
     """The map: matrix.toml's [grid] at preflight, probes at boundaries, reports/map.*."""
     _run(
         ["map", "--matrix", matrix, "--probe-budget", str(probe_budget)]
         + (["--screenshot"] if screenshot else [])
+        + (["--render"] if render else [])
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
+from vllm_matrix import __version__
 from vllm_matrix.commands import cimatrix, doctor, pixi
 from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import config, index, results, tomlfile
@@ -127,7 +128,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     done = runner.run_matrix(
         m, ws, args.depth, args.cell, echo=_say, force=getattr(args, "force", False), opts=opts
     )
-    _, md = report.write(m, ws.results, ws.reports)
+    # `preflight` is a query: it prints; only `run` (nox -s matrix) renders reports/
+    md = report.write(m, ws.results, ws.reports, _say)[1] if args.render else None
     if getattr(args, "json", False):
         print(
             json.dumps(
@@ -150,7 +152,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{v.verdict:15} {c.id}" + (f"\n{'':15} {v.cause}" if v.cause else ""))
             if v.verdict == "ERROR" and v.fix:
                 print(f"{'':15} fix: {v.fix}")
-        print(f"report: {md}", file=sys.stderr)
+        if md:
+            print(f"report: {md}", file=sys.stderr)
     return _exit_for([v for _, v in done])
 
 
@@ -171,20 +174,41 @@ def _exit_for(verdicts: Sequence[results.Verdict]) -> int:
 def cmd_map(args: argparse.Namespace) -> int:
     """The grid at preflight depth, probes at boundaries within --probe-budget, the map."""
     m, ws = _matrix(args)
+    committed = mapreport.read(ws.reports / "map.json")
+    if args.render:  # the committed data drawn again: no preflight, no probe
+        if not committed:
+            raise MatrixError("no reports/map.json to render", fix="run `nox -s map` first")
+        d = committed
+    else:
 
-    def probe_cell(cell: config.Cell, force: bool) -> None:
-        runner.run_cell(cell, ws, "probe", force=force, echo=_say)
+        def probe_cell(cell: config.Cell, force: bool) -> None:
+            runner.run_cell(cell, ws, "probe", force=force, echo=_say)
 
-    run = mapping.run_map(
-        mapping.grid_cells(m), ws.results, probe_cell, args.probe_budget, echo=_say
-    )
-    d = run.to_json()
-    atomic_write_text(ws.results / "map.json", json.dumps(d) + "\n")
+        # a compile the committed map holds and results/ lacks (a fresh clone) is kept
+        earlier = mapreport.compiled_cells(committed)
+        if earlier:
+            _say(
+                f"the committed map's {len(earlier)} compiled cell(s) count where results/ has none"
+            )
+        run = mapping.run_map(
+            mapping.grid_cells(m),
+            ws.results,
+            probe_cell,
+            args.probe_budget,
+            echo=_say,
+            earlier=earlier,
+        )
+        d = run.to_json()
+        atomic_write_text(ws.results / "map.json", json.dumps(d) + "\n")
     md, page = mapreport.write(d, ws.reports)
     if args.screenshot:
         exe = browser.headless_shell(log=ws.results / "logs" / "browser.log")
-        png = browser.screenshot(exe, page, ws.reports / "map.png", (2400, 1350))
-        _say(f"screenshot: {png} ({browser.png_colors(png)} colours)")
+        for arch in mapreport.arch_order(d):
+            size = mapreport.picture_size(d, arch)
+            png = browser.screenshot(
+                exe, page, ws.reports / f"map-{arch}.png", size, f"only-{arch}"
+            )
+            _say(f"picture: {png} ({browser.png_colors(png)} colours)")
     n, p = d["counts"], d["probes"]
     print(
         f"{n['cells']} cells ({n['releases']} releases x {n['torch_builds']} torch builds, "
@@ -197,13 +221,20 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 
 def cmd_map_slice(args: argparse.Namespace) -> int:
-    """One arch's tables of the last map (results/map.json), as README markdown."""
+    """One arch's tables of the committed map (reports/map.json), as markdown."""
     _, ws = _matrix(args)
-    path = ws.results / "map.json"
-    if not path.is_file():
-        raise MatrixError(f"no {path.name} under results/", fix="run `nox -s map` first")
+    d = mapreport.read(ws.reports / "map.json") or mapreport.read(ws.results / "map.json")
+    if not d:
+        raise MatrixError(
+            "no map data: neither reports/map.json nor results/map.json",
+            fix="run `nox -s map` first",
+        )
     tag = Arch.parse(args.arch).tag
-    print(mapreport.slice_md(json.loads(path.read_text()), tag), end="")
+    text = mapreport.slice_md(d, tag)
+    if not text:
+        have = ", ".join(mapreport.arch_order(d))
+        raise MatrixError(f"the map has no {tag} cells", fix=f"pick one of: {have}")
+    print(text, end="")
     return 0
 
 
@@ -261,7 +292,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     m, ws = _matrix(args)
     if not args.merge:
-        _, md = report.write(m, ws.results, ws.reports)
+        _, md = report.write(m, ws.results, ws.reports, _say)
         print(md)
         return 0
     dirs = [Path(d) for d in args.merge]
@@ -272,7 +303,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             fix="pass the directories holding the result files (results/ of each machine)",
         )
     doc, refused = merge.collect(m, dirs, ws.reports / report.OTHER_DIR)
-    _, md = report.write_doc(doc, ws.reports)
+    _, md = report.write_doc(doc, ws.reports, echo=_say)
     print(md)
     for x in refused:
         _say(f"error: refused {x.file}: {x.reason}")
@@ -367,7 +398,7 @@ def cmd_newest(args: argparse.Namespace) -> int:
 def cmd_blackwell(args: argparse.Namespace) -> int:
     from vllm_matrix.commands import newest
 
-    m, ws = _matrix(args)
+    _, ws = _matrix(args)
     arch = parse_arch_list(args.arch)[0]
     rows = []
     for v in args.vllm or ["0.8.5", "0.9.2", "0.10.1"]:
@@ -380,10 +411,14 @@ def cmd_blackwell(args: argparse.Namespace) -> int:
         "releases": rows,
         "newest": top.to_json() if top else None,
     }
+    # results/ is not tracked: `nox -s report` puts it into reports/ (a query writes no report)
     path = ws.results / "blackwell.json"
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
-    _, md = report.write(m, ws.results, ws.reports)
-    print(json.dumps(doc, indent=1) if args.json else f"wrote {path.name}; report: {md}")
+    print(
+        json.dumps(doc, indent=1)
+        if args.json
+        else f"wrote results/{path.name}; `nox -s report` puts it into reports/blackwell.md"
+    )
     return 0
 
 
@@ -503,6 +538,7 @@ def cmd_model(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vllm-matrix", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def with_matrix(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -556,12 +592,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--no-probe", action="store_true", help="skip the probe (the build compiles its units)"
     )
-    s.set_defaults(fn=cmd_run)
+    s.set_defaults(fn=cmd_run, render=True)
 
-    s = with_matrix(sub.add_parser("preflight", help="run = --depth preflight"))
+    s = with_matrix(
+        sub.add_parser("preflight", help="run --depth preflight, printed (no report written)")
+    )
     s.add_argument("--cell", help="only cells whose id contains this")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(fn=cmd_run, depth="preflight")
+    s.set_defaults(fn=cmd_run, depth="preflight", render=False)
 
     s = with_matrix(sub.add_parser("map", help="the [grid] at preflight, probes at boundaries"))
     s.add_argument(
@@ -575,7 +613,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--screenshot",
         action="store_true",
-        help="also draw reports/map.png with Debian's headless Chromium (fetched into the cache)",
+        help="also draw reports/map-<arch>.png, one per arch, with Debian's headless Chromium "
+        "(fetched into the cache)",
+    )
+    s.add_argument(
+        "--render",
+        action="store_true",
+        help="only draw reports/map.{md,html} (and pictures) again from reports/map.json: "
+        "no preflight, seconds",
     )
     s.set_defaults(fn=cmd_map)
 

@@ -102,13 +102,16 @@ def test_map_html_draws_in_headless_chromium(tmp_path: Path) -> None:
     _, page = mapreport.write(d, tmp_path / "reports")
     exe = _browser()
     dom = browser.dump_dom(exe, page)
-    cells = re.findall(r'<td class="v (\w+)"[^>]*title="([^"]*)"', dom)
-    assert len(cells) == 8  # one grid cell per map cell, each titled by the page's script
-    assert all(t.startswith("vllm0.10") for _, t in cells)
+    tds = re.findall(r'<td class="v (\w+)"([^>]*)>', dom)
+    assert len(tds) == 8  # one grid cell per map cell, each titled by the page's script
+    attrs = [dict(re.findall(r'([\w-]+)="([^"]*)"', a)) for _, a in tds]
+    titled = {a["data-id"]: a["title"] for a in attrs if "data-id" in a and "title" in a}
+    assert len(titled) == 8 and all(i.startswith("vllm0.10") for i in titled)
     # 0.10.1 x torch 2.6.0 x sm_90: the API scan's predicted failure, cause in the title
-    bad = [t for c, t in cells if "vllm0.10.1-torch2.6.0-cu12.4-py3.11-sm90" in t]
-    assert bad and "PREDICTED-FAIL" in bad[0] and "Float8_e8m0fnu" in bad[0]
-    png = browser.screenshot(exe, page, tmp_path / "map.png", (900, 500))
+    bad = titled["vllm0.10.1-torch2.6.0-cu12.4-py3.11-sm90"]
+    assert "PREDICTED-FAIL" in bad and "Float8_e8m0fnu" in bad
+    assert bad.startswith("vLLM 0.10.1 x torch 2.6.0 x CUDA 12.4 (debian) x sm_90")
+    png = browser.screenshot(exe, page, tmp_path / "map.png", (900, 500), "only-sm120")
     assert browser.png_colors(png) > 8  # a blank page has one colour
 
 
@@ -118,5 +121,6 @@ def test_committed_map_html_draws_every_cell() -> None:
         pytest.skip("no reports/map.html yet (nox -s map)")
     text = page.read_text()
     n = int(re.search(r"(\d+) cells in \d+ tables", text).group(1))  # type: ignore[union-attr]
+    assert page.stat().st_size <= 1_000_000  # small enough to open
     dom = browser.dump_dom(_browser(), page, timeout=300)
     assert len(re.findall(r'<td class="v \w+"[^>]*title="', dom)) == n

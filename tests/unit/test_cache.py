@@ -51,3 +51,19 @@ def test_extract_tar_refuses_what_leaves_dest(
     with tarfile.open(src) as tf, pytest.raises((ToolError, tarfile.TarError)):
         cache.extract_tar(tf, tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists()
+
+
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from vllm_matrix.infra.cache import atomic_write_text
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    p = tmp_path / "r.md"
+    atomic_write_text(p, "x")
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask  # 0644 under umask 022, not 0600
+    p.chmod(0o755)  # a file replaced keeps its mode
+    atomic_write_text(p, "y")
+    assert stat.S_IMODE(p.stat().st_mode) == 0o755 and p.read_text() == "y"

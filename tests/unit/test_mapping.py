@@ -185,3 +185,24 @@ def test_the_map_names_no_path_of_the_machine() -> None:
     assert "/usr/local" not in text and "/root" not in text
     assert d["cells"][0]["here"] == "no system CUDA 12.8 on this machine (found: 13.0)"
     assert d["causes"][0]["cause"] == "command not found: …"
+
+
+def test_earlier_compiles_count_where_results_have_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cells = grid()
+    monkeypatch.setattr(mapping, "preflight_all", lambda cs, know=None, echo=None: list(cells))
+    ok, bad = "vllm0.10.1-torch2.7.0-cu12.4-py3.11-sm90", "vllm0.10.1-torch2.6.0-cu12.4-py3.11-sm90"
+    earlier = {
+        ok: {"verdict": {"verdict": "PASS", "depth": "probe"}},
+        bad: {"verdict": {"verdict": "FAIL", "depth": "probe", "cause": "error: x"}},
+    }
+    run = mapping.run_map(_matrix(cells), tmp_path, earlier=earlier)  # an empty results/
+    byid = {m.cell.id: m for m in run.cells}
+    assert (byid[bad].verdict, byid[bad].depth, byid[bad].cause) == ("FAIL", "probe", "error: x")
+    assert len(run.confirmed) == 1  # the torch-axis boundary, compiled on both sides
+    # a result of this machine outranks the earlier one
+    _write(tmp_path, cells[3].cell, PASS, force=False)
+    _write(tmp_path, cells[2].cell, PASS, force=True)
+    again = {m.cell.id: m for m in mapping.run_map(_matrix(cells), tmp_path, earlier=earlier).cells}
+    assert again[bad].verdict != "FAIL"

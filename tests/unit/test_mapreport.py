@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -68,48 +69,57 @@ def fixture() -> dict[str, Any]:
     }
 
 
-def test_md_has_one_pivot_per_toolchain_and_arch_with_rows_and_columns_in_version_order() -> None:
+def test_md_has_a_section_per_arch_sm120_first_and_a_pivot_per_toolchain_in_it() -> None:
     md = mapreport.render_md(fixture())
-    heads = re.findall(r"^## (CUDA .*)$", md, re.M)
+    assert re.findall(r"^## (sm_\d+)", md, re.M) == ["sm_120", "sm_90"]
+    heads = re.findall(r"^### (CUDA .*)$", md, re.M)
     assert heads == [
-        "CUDA 12.4 (debian) · sm_90",
         "CUDA 12.4 (debian) · sm_120",
+        "CUDA 12.4 (debian) · sm_90",
         "CUDA 13.0 (pypi) · sm_90",
     ]
-    sm90 = md.split("## CUDA 12.4 (debian) · sm_90")[1].split("## ")[0]
+    sm90 = md.split("### CUDA 12.4 (debian) · sm_90")[1].split("### ")[0]
     assert "| vLLM \\ torch | 2.6.0 | 2.7.0 |" in sm90
-    rows = [r for r in sm90.splitlines() if r.startswith("| [")]
-    assert [r.split("]")[0][3:] for r in rows] == ["0.10.0", "0.10.1"]  # 0.10.0 < 0.10.1
-    assert rows[0] == "| [0.10.0](#v0-10-0) | [🟡pf](#v0-10-0) | [❌pr](#v0-10-0) |"
-    assert rows[1] == "| [0.10.1](#v0-10-1) | [🟥pf](#v0-10-1) | [✅pr](#v0-10-1) |"
-    # every link has its anchor
-    for a in set(re.findall(r"\]\(#([\w-]+)\)", md)):
-        assert f'<a id="{a}"></a>' in md, a
+    rows = [r for r in sm90.splitlines() if r.startswith("| 0.")]
+    # rows in version order (0.10.0 < 0.10.1); compiled ✅/❌ apart from predicted 🟢🟡🟥
+    assert rows == ["| 0.10.0 | 🟡 | ❌ |", "| 0.10.1 | 🟥 | ✅ |"]
+    assert "pf" not in sm90
+    for a in set(re.findall(r"\]\(#([\w-]+)\)", md)):  # every link has its anchor
+        assert f'<a id="{a}"></a>' in md or a == "releases-why-their-cells-fail", a
 
 
 def test_md_summary_legend_and_release_details() -> None:
     md = mapreport.render_md(fixture())
     assert "**Resting only on preflight: 4 of 6 cells**" in md
     assert "budget 400 s, spent 390 s, 2 cell(s) probed" in md and "1 are confirmed" in md
+    legend = md.split("## Legend")[1].split("## ")[0]
     for m in ("✅", "❌", "🟢", "🟡", "🟥", "⬜"):
-        assert f"- {m} " in md
+        assert m in legend
+    assert "compiled" in legend and "predicted" in legend
     detail = md.split('<a id="v0-10-1"></a>')[1].split("<a id=")[0]
     assert "**api-Float8_e8m0fnu** (1 cells; torch 2.6.0" in detail
     assert "fix: torch ≥ 2.7.0" in detail and "`csrc/x.cu:938`" in detail
     assert "`vllm0.10.1-torch2.7.0-cu12.4-py3.11-sm90` PASS" in detail
 
 
-def test_html_grid_cells_carry_verdict_class_and_cause_index() -> None:
+def test_html_cells_carry_only_class_and_cause_and_compiled_ones_a_mark() -> None:
     page = mapreport.render_html(fixture())
-    tds = re.findall(r'<td class="v (\w+)"[^>]*data-w="(\d*)"', page)
+    tds = re.findall(r'<td class="v (\w+)"([^>]*)>([^<]*)</td>', page)
     assert len(tds) == 6
-    assert sorted(c for c, _ in tds) == ["fail", "ok", "pass", "pfail", "pfail", "warn"]
+    assert sorted(c for c, _, _ in tds) == ["fail", "ok", "pass", "pfail", "pfail", "warn"]
+    # compiled cells (probe) show ✓/✗, predicted ones nothing
+    assert {c: t for c, _, t in tds if t} == {"pass": "✓", "fail": "✗"}
+    assert sum(1 for _, a, _ in tds if 'data-w="1"' in a) == 2
     # the sm_120 table has one column and one row: no empty slots; sm_90 is full 2x2
     assert page.count('<td class="none">') == 0
-    assert "&lt;boom&gt;" in page or "<boom>" not in page.split("<script")[0]
-    assert '"3": {"cause": "error: <boom> & \\"quoted\\""' in page
-    assert "</script>" not in page.split('id="causes">')[1].split("</script>")[0]
+    assert "<boom>" not in page.split("<script")[0]
+    data = json.loads(page.split('id="data">')[1].split("</script>")[0])
+    cause3 = data["causes"]["3"]
+    assert [data["texts"][i] for i in cause3[0]] == ['error: <boom> & "quoted"']
     assert page.count("<table") == 3
+    # sm_120 first; a legend with the compiled/predicted swatches
+    assert page.index('id="arch-sm120"') < page.index('id="arch-sm90"')
+    assert "compiled: PASS" in page and "predicted: cannot build" in page
 
 
 def test_missing_slot_is_drawn_empty() -> None:
@@ -118,25 +128,42 @@ def test_missing_slot_is_drawn_empty() -> None:
     page = mapreport.render_html(d)
     assert page.count('<td class="none">') == 1
     md = mapreport.render_md(d)
-    assert "| [0.10.0](#v0-10-0) | [🟡pf](#v0-10-0) |  |" in md
+    assert "| 0.10.0 | 🟡 |  |" in md
 
 
-def test_slice_md_is_one_arch_with_equal_neighbouring_rows_merged() -> None:
+def test_slice_md_is_one_arch_with_equal_neighbouring_rows_merged_and_a_legend() -> None:
     d = fixture()
     s = mapreport.slice_md(d, "sm120", skip_all_failing=False)
     assert "CUDA 12.4 (debian) · sm_120" in s and "sm_90" not in s
-    assert "| 0.9.2 | 🟥pf |" in s
+    assert "| 0.9.2 | 🟥 |" in s and "Legend: ✅ ❌ compiled" in s
     assert "Every cell fails in: CUDA 12.4 (debian) · sm_120." in mapreport.slice_md(d, "sm120")
     d["cells"] += [cell(v, "2.6.0", "sm120", "PREDICTED-FAIL") for v in ("0.9.0", "0.9.1")]
     d["cells"].append(cell("0.10.0", "2.6.0", "sm120", "PREFLIGHT-OK"))
     s = mapreport.slice_md(d, "sm120")
-    assert "| 0.9.0 … 0.9.2 | 🟥pf |" in s and "| 0.10.0 | 🟢pf |" in s
+    assert "| 0.9.0 … 0.9.2 | 🟥 |" in s and "| 0.10.0 | 🟢 |" in s
+    assert mapreport.slice_md(d, "sm80") == ""
 
 
-def test_closing_note_says_what_rests_on_preflight_only() -> None:
-    md = mapreport.render_md(fixture())
-    note = md.split("## What rests on preflight only")[1].split("## ")[0]
-    assert "- 1 PREDICTED-FAIL cells rest on facts" in note  # 0.9.2 sm_120: nvcc-arch
-    assert "- 1 PREDICTED-FAIL cells rest (also) on the torch-API scan" in note
-    assert "- 2 PREFLIGHT-OK cells are predictions" in note
-    assert "- 2 cell(s) were compiled" in note and "PASS at probe" in note
+def test_packed_data_is_the_map_again() -> None:
+    d = fixture()
+    d["cells"].append(cell("0.10.1", "2.7.1+cu128", "sm120", "PREFLIGHT-OK", id="odd-id"))
+    p = mapreport.pack(d)
+    assert p["packed"] == 1 and mapreport.unpack(p) == d
+    assert mapreport.unpack(mapreport.unpack(p)) == d  # plain data passes through
+
+
+def test_the_committed_maps_compiles_become_earlier_verdicts() -> None:
+    got = mapreport.compiled_cells(fixture())
+    assert set(got) == {
+        "vllm0.10.1-torch2.7.0-cu12.4-py3.11-sm90",
+        "vllm0.10.0-torch2.7.0-cu12.4-py3.11-sm90",
+    }
+    failed = got["vllm0.10.0-torch2.7.0-cu12.4-py3.11-sm90"]["verdict"]
+    assert failed == {
+        "verdict": "FAIL",
+        "depth": "probe",
+        "cause": 'error: <boom> & "quoted"',
+        "fix": "f",
+        "evidence": ["log"],
+    }
+    assert mapreport.compiled_cells({}) == {}

@@ -278,3 +278,45 @@ def test_the_cause_cell_reads_what_classify_writes(tmp_path: Path) -> None:
     assert cause.fail_cell([finding.message]).startswith(
         'gptq_marlin.cu:911: namespace "at" has no member "Float8_e8m0fnu" — '
     )
+
+
+def _answered(ws: Path, stages: list[StageResult]) -> None:
+    (ws / "results").mkdir(parents=True, exist_ok=True)
+    raw = results.envelope(CELL, stages, MACH)
+    (ws / "results" / f"{CELL.id}.json").write_text(json.dumps(raw))
+
+
+def test_a_render_from_fewer_results_never_replaces_the_report(tmp_path: Path) -> None:
+    m = load_matrix(_matrix(tmp_path))
+    ws = tmp_path / "ws"
+    probe = StageResult("probe", "fail", 9.0, "2 failed", (Finding("s", "fail", "x", "y"),))
+    _answered(ws, [StageResult("preflight", "pass", 0.1, "ok"), probe])
+    md = report.write(m, ws / "results", ws / "reports")[1]
+    assert md == ws / "reports" / "compat.md" and "FAIL" in md.read_text()
+    assert (ws / "reports" / "blackwell.md").is_file()
+    published = md.read_text()
+    said: list[str] = []
+    # a fresh clone: no results at all -> the committed report stays, a scratch copy is named
+    (ws / "results" / f"{CELL.id}.json").unlink()
+    md2 = report.write(m, ws / "results", ws / "reports", said.append)[1]
+    assert md.read_text() == published
+    assert md2 == ws / "results" / report.SCRATCH / "compat.md" and "UNKNOWN" in md2.read_text()
+    assert len(said) == 1 and "FAIL at probe" in said[0] and str(md2.parent) in said[0]
+    # shallower evidence for the same cell (preflight only) is a loss too
+    _answered(ws, [StageResult("preflight", "pass", 0.1, "ok")])
+    report.write(m, ws / "results", ws / "reports", said.append)
+    assert md.read_text() == published and len(said) == 2
+    # as deep or deeper: published
+    deeper = [StageResult("preflight", "pass", 0.1, "ok"), StageResult("probe", "pass", 1, "")]
+    _answered(ws, deeper)
+    assert report.write(m, ws / "results", ws / "reports", said.append)[1] == md
+    assert "PASS" in md.read_text() and len(said) == 2
+
+
+def test_a_cell_taken_out_of_the_matrix_is_no_loss() -> None:
+    old = {"cells": [{"id": "a", "verdict": "PASS", "depth": "probe"}]}
+    assert report.lost_evidence(old, {"cells": []}) == []
+    new = {"cells": [{"id": "a", "verdict": "UNKNOWN", "depth": "none"}]}
+    assert report.lost_evidence(old, new) == ["a (PASS at probe)"]
+    deeper = {"cells": [{"id": "a", "verdict": "FAIL", "depth": "build (partial: targets _C)"}]}
+    assert report.lost_evidence(old, deeper) == []

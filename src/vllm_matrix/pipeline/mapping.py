@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -453,14 +453,18 @@ def run_map(
     echo: Callable[[str], None] | None = None,
     probe_cost_s: float = PROBE_COST_S,
     clock: Callable[[], float] = time.monotonic,
+    earlier: Mapping[str, dict[str, Any]] | None = None,
 ) -> MapRun:
     """Preflight the grid's cells; then, within ``probe_budget_s``, probe boundary cells through
-    ``probe(cell, force)`` (which writes the cell's result under ``results_dir``)."""
+    ``probe(cell, force)`` (which writes the cell's result under ``results_dir``).
+    ``earlier``: compiled verdicts by cell id (``{"verdict": {...}}``, as in a result file)
+    from the committed map, counted where ``results_dir`` has none for the cell (a fresh
+    clone has no results of its own: a re-run never drops a compile)."""
     t0 = time.monotonic()
     cells = preflight_all(tuple(grid))
     pre_s = time.monotonic() - t0
     predicted = cells
-    cells = _merge_deeper(cells, results_dir)
+    cells = _merge_deeper(cells, results_dir, earlier)
     spent, probed, notes = 0.0, list[str](), list[str]()
     if probe is not None and probe_budget_s > 0:
         for b, todo in plan_probes(boundaries(cells)):
@@ -485,7 +489,7 @@ def run_map(
             else:
                 continue
             break
-        cells = _merge_deeper(cells, results_dir)
+        cells = _merge_deeper(cells, results_dir, earlier)
     bs = boundaries(cells)
     confirmed = tuple(b.key for b in bs if b.confirmed())
     # A compile that disagrees with the prediction: predicted ok but FAIL, or predicted
@@ -513,8 +517,12 @@ def run_map(
     )
 
 
-def _merge_deeper(cells: list[MapCell], results_dir: Path) -> list[MapCell]:
-    deeper = deeper_results(results_dir, (mc.cell for mc in cells))
+def _merge_deeper(
+    cells: list[MapCell],
+    results_dir: Path,
+    earlier: Mapping[str, dict[str, Any]] | None = None,
+) -> list[MapCell]:
+    deeper = dict(earlier or {}) | deeper_results(results_dir, (mc.cell for mc in cells))
     return [_from_result(mc, deeper[mc.cell.id]) if mc.cell.id in deeper else mc for mc in cells]
 
 

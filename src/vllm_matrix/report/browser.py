@@ -156,14 +156,19 @@ def dump_dom(exe: Path, html: Path, timeout: float = 120) -> str:
     return r.output
 
 
-def screenshot(exe: Path, html: Path, png: Path, size: tuple[int, int] = (1400, 1000)) -> Path:
+def screenshot(
+    exe: Path, html: Path, png: Path, size: tuple[int, int] = (1400, 1000), fragment: str = ""
+) -> Path:
+    """``html`` drawn at ``size`` into ``png``; ``fragment`` (``only-sm120``) is handed to
+    the page as its URL's #fragment."""
     png.parent.mkdir(parents=True, exist_ok=True)
+    url = html.resolve().as_uri() + (f"#{fragment}" if fragment else "")
     proc.run(
         [
             *_args(exe),
             f"--screenshot={png.resolve()}",
             f"--window-size={size[0]},{size[1]}",
-            html.resolve().as_uri(),
+            url,
         ],
         env=_env(exe),
         timeout=180,

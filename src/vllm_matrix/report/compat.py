@@ -6,7 +6,9 @@ The markdown is generated from the JSON, never written by hand.
 from __future__ import annotations
 
 import json
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -332,15 +334,77 @@ def portable_copies(other_dir: Path, workspace: Path) -> list[Path]:
     return changed
 
 
-def write(matrix: Matrix, results_dir: Path, reports_dir: Path) -> tuple[Path, Path]:
+def write(
+    matrix: Matrix,
+    results_dir: Path,
+    reports_dir: Path,
+    echo: Callable[[str], None] | None = None,
+) -> tuple[Path, Path]:
     portable_copies(reports_dir / OTHER_DIR, results_dir.parent)
-    return write_doc(collect(matrix, results_dir, reports_dir / OTHER_DIR), reports_dir)
+    doc = collect(matrix, results_dir, reports_dir / OTHER_DIR)
+    return write_doc(doc, reports_dir, results_dir / SCRATCH, echo)
 
 
-def write_doc(doc: dict[str, Any], reports_dir: Path) -> tuple[Path, Path]:
-    """compat.json and compat.md (and the README's generated section) from ``doc``."""
+# Where a render that would drop committed evidence goes instead (results/ is not tracked).
+SCRATCH = "unpublished-reports"
+
+
+def _depth_rank(row: dict[str, Any]) -> int:
+    if row.get("verdict") in (None, "UNKNOWN", "ERROR"):
+        return -1
+    stage = results.depth_stage(str(row.get("depth", "")))
+    return results.STAGE_ORDER.index(stage) if stage in results.STAGE_ORDER else -1
+
+
+def lost_evidence(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What rendering ``new`` over ``old`` (the report on disk) would throw away: a cell
+    answered in ``old`` that ``new`` leaves unanswered or answers from shallower evidence,
+    a run of another machine ``new`` lacks. Cells no longer in the matrix are not counted:
+    taking a cell out of matrix.toml is a choice, not a loss."""
+    now = {r["id"]: r for r in new.get("cells", [])}
+    lost = [
+        f"{r['id']} ({r['verdict']} at {r['depth']})"
+        for r in old.get("cells", [])
+        if r["id"] in now and _depth_rank(now[r["id"]]) < _depth_rank(r)
+    ]
+    runs = {r["id"] for r in new.get("other_runs", [])}
+    lost += [f"{r['id']} (run elsewhere)" for r in old.get("other_runs", []) if r["id"] not in runs]
+    if old.get("blackwell") and not new.get("blackwell"):
+        lost.append("the Blackwell table (results/blackwell.json)")
+    return lost
+
+
+def _on_disk(path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) and d.get("schema") == SCHEMA else {}
+
+
+def write_doc(
+    doc: dict[str, Any],
+    reports_dir: Path,
+    scratch: Path | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> tuple[Path, Path]:
+    """compat.json, compat.md and blackwell.md from ``doc``. Never over a report on disk
+    that holds evidence ``doc`` lacks: then into ``scratch`` (default
+    results/unpublished-reports), saying so; the paths written are returned."""
+    lost = lost_evidence(_on_disk(reports_dir / "compat.json"), doc)
+    if lost:
+        target = scratch or reports_dir.parent / "results" / SCRATCH
+        say = echo or (lambda m: print(m, file=sys.stderr, flush=True))
+        say(
+            f"not rendering over {reports_dir.name}/compat.md: it holds evidence these results "
+            f"lack ({len(lost)}: {', '.join(lost[:3])}{' …' if len(lost) > 3 else ''}); "
+            f"rendered into {target} instead. To publish, rerun those cells here or merge "
+            "the results they came from (nox -s report -- --merge DIR ...)"
+        )
+        reports_dir = target
     j, m = reports_dir / "compat.json", reports_dir / "compat.md"
     atomic_write_text(j, json.dumps(doc, indent=1) + "\n")
     atomic_write_text(m, render_md(doc))
-    readme.update(reports_dir.parent / "README.md", doc)
+    # the Blackwell section the README links (the README itself is never generated)
+    atomic_write_text(reports_dir / "blackwell.md", readme.render_md(doc))
     return j, m

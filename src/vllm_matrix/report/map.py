@@ -1,12 +1,16 @@
-"""The map as pivot tables: reports/map.md (vLLM rows × torch columns, one table per
-(toolchain, arch)) and reports/map.html (the same as a coloured grid, one static file, each
-cell's title giving its cause, fix and evidence). Rendered from the map's JSON only."""
+"""The map as pictures a person reads: one section per GPU arch (sm_120 first: the question
+people ask), a pivot table per toolchain in it (vLLM rows × torch columns). reports/map.md
+(equal neighbouring releases merged), reports/map.html (a coloured grid, one static file,
+each cell's title giving its cause, fix and evidence) and reports/map.json (the map's data,
+packed, committed: map-slice and a re-render read it). What was compiled is told from what
+is predicted at a glance: a compiled cell is a solid colour with ✓/✗, a prediction a pale
+one with no text. Rendered from the map's JSON only."""
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ MARKS: dict[tuple[str, bool], tuple[str, str, str]] = {
     ("SKIPPED", True): ("⬜", "skip", "SKIPPED"),
 }
 UNKNOWN = ("❔", "unknown", "UNKNOWN: not run, or interrupted")
+COMPILED_DEPTHS = ("probe", "build", "audit", "smoke", "gpu")
 DEPTH = {
     "preflight": "pf",
     "probe": "pr",
@@ -112,8 +117,8 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
         f"both sides (this run's probes and earlier ones)"
         + (f"; contradicted: {', '.join(p['contradicted'])}" if p["contradicted"] else "")
         + ".",
-        f"**Resting only on preflight: {only_pf} of {len(cells)} cells** (depth `pf`); "
-        f"{deeper} were compiled (`pr` probe, `bd` build). A preflight verdict is a "
+        f"**Resting only on preflight: {only_pf} of {len(cells)} cells** (🟢 🟡 🟥, pale "
+        f"in the pictures); {deeper} were compiled (✅ ❌, solid). A preflight verdict is a "
         "prediction from the release's sources and the toolchain facts; the arch, CUDA-major "
         "and Python rules are facts of nvcc's, torch's and CMake's own lists, the API rule "
         "is a scan a compile can contradict.",
@@ -153,27 +158,97 @@ def closing_lines(d: dict[str, Any]) -> list[str]:
 
 
 def legend_lines() -> list[str]:
-    seen: dict[str, str] = {}
-    for m, _, words in [*MARKS.values(), UNKNOWN]:
-        seen.setdefault(m, words)
-    out = [f"- {m} {w}" for m, w in seen.items()]
-    out.append(
-        "- depth: `pf` preflight (rules only), `pr` probe (the deciding units compiled to "
-        "the front end or codegen), `bd` build (wheel built, audited, smoke-tested)"
-    )
-    out.append("- each mark links to its release's details below; a blank cell: not in the grid")
+    return [
+        "- compiled here or elsewhere (probe or build): ✅ PASS · ❌ FAIL "
+        "(a `bd` after the mark: a wheel was built)",
+        "- predicted from the release's sources and the toolchain facts, nothing compiled: "
+        "🟢 should build on the release's own torch pin · 🟡 should build, with warnings "
+        "(off the pin, or nvcc older than torch's CUDA) · 🟥 a rule says it cannot build",
+        "- ⬜ skipped · ❔ not run · a blank slot: not in the grid",
+        "- rows: vLLM releases (equal neighbours merged: `0.4.1 … 0.7.3`); columns: torch "
+        "builds; the reasons per release are under [Releases](#releases-why-their-cells-fail)",
+    ]
+
+
+ARCH_WORDS = {
+    "sm120": "Blackwell GeForce / workstation: RTX 50xx, RTX PRO 6000",
+    "sm100": "Blackwell data centre: B200, GB200",
+    "sm90": "Hopper: H100, H200",
+    "sm89": "Ada: L4, L40, RTX 40xx",
+    "sm86": "Ampere: A10, A40, RTX 30xx",
+    "sm80": "Ampere: A100, A30",
+}
+
+
+def arch_order(d: dict[str, Any]) -> list[str]:
+    """The map's arches, sm_120 first (the question people ask), then newest first."""
+    tags = {c["arch"] for c in d["cells"]}
+    return sorted(tags, key=lambda t: (t != "sm120", -Arch.parse(t).number))
+
+
+def picture_size(d: dict[str, Any], arch: str) -> tuple[int, int]:
+    """The window an arch's picture needs: the title, legend and column heads (~270 px),
+    then 17 px per release row (measured in Chromium at the page's CSS), a margin."""
+    rows = len({c["vllm"] for c in d["cells"] if c["arch"] == arch})
+    return 1320, 300 + 17 * rows
+
+
+def arch_title(tag: str) -> str:
+    words = ARCH_WORDS.get(tag)
+    return Arch.parse(tag).sm + (f" ({words})" if words else "")
+
+
+def arch_anchor(tag: str) -> str:
+    return f"arch-{tag}"
+
+
+def cell_text(c: dict[str, Any]) -> str:
+    """The mark a markdown cell shows: the verdict's, plus the depth where the mark alone
+    does not say it (a build, or a predicted verdict that a compile reached)."""
+    m = mark(c)[0]
+    compiled = str(c["depth"]).partition(" ")[0] in COMPILED_DEPTHS
+    if compiled and (c["verdict"] not in ("PASS", "FAIL") or depth_code(c) != "pr"):
+        return m + depth_code(c)
+    return m
+
+
+def merged_rows(
+    cells: list[dict[str, Any]], text: Callable[[dict[str, Any]], str]
+) -> tuple[list[str], list[tuple[str, str, list[str]]]]:
+    """Columns, and rows of equal neighbouring releases merged: (first, last, cells)."""
+    rows, cols = _axes(cells)
+    at = {(c["vllm"], c["torch"]): c for c in cells}
+    runs: list[tuple[str, str, list[str]]] = []
+    for v in rows:
+        tds = [text(at[(v, t)]) if (v, t) in at else "" for t in cols]
+        if runs and runs[-1][2] == tds:
+            runs[-1] = (runs[-1][0], v, tds)
+        else:
+            runs.append((v, v, tds))
+    return cols, runs
+
+
+def _md_table(cells: list[dict[str, Any]]) -> list[str]:
+    cols, runs = merged_rows(cells, cell_text)
+    out = ["| vLLM \\ torch | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for first, last, tds in runs:
+        label = first if first == last else f"{first} … {last}"
+        out.append(f"| {label} | " + " | ".join(tds) + " |")
     return out
 
 
 def render_md(d: dict[str, Any]) -> str:
     ts = tables(d)
     causes = _causes(d)
+    archs = arch_order(d)
     out = [
         "# The map: which vLLM releases build with which torch, CUDA toolkit and GPU arch",
         "",
-        "Generated by `nox -s map` (`python -m vllm_matrix map`) from matrix.toml's `[grid]`; "
-        "do not edit. The same as a coloured grid: [map.html](map.html) (each cell's "
-        "tooltip: cause, fix, evidence).",
+        "Generated by `nox -s map` from matrix.toml's `[grid]` (data: [map.json](map.json)); "
+        "do not edit. The same as a coloured grid: [map.html](map.html) (hover a cell: its "
+        "cause, fix, evidence); one arch as markdown: `python -m vllm_matrix map-slice "
+        "--arch 12.0`. Pictures: "
+        + " · ".join(f"[{Arch.parse(a).sm}](map-{a}.png)" for a in archs),
         "",
         *summary_lines(d),
         "",
@@ -181,30 +256,17 @@ def render_md(d: dict[str, Any]) -> str:
         "",
         *legend_lines(),
         "",
-        "Tables: " + " · ".join(f"[{table_title(k)}](#{table_anchor(k)})" for k, _ in ts),
+        "Arches: " + " · ".join(f"[{arch_title(a)}](#{arch_anchor(a)})" for a in archs),
         "",
     ]
-    for key, cells in ts:
-        rows, cols = _axes(cells)
-        at = {(c["vllm"], c["torch"]): c for c in cells}
-        out += [
-            f'<a id="{table_anchor(key)}"></a>',
-            "",
-            f"## {table_title(key)}",
-            "",
-            "| vLLM \\ torch | " + " | ".join(cols) + " |",
-            "|---|" + "---|" * len(cols),
-        ]
-        for v in rows:
-            tds = []
-            for t in cols:
-                c = at.get((v, t))
-                if c is None:
-                    tds.append("")
-                    continue
-                tds.append(f"[{mark(c)[0]}{depth_code(c)}](#{release_anchor(v)})")
-            out.append(f"| [{v}](#{release_anchor(v)}) | " + " | ".join(tds) + " |")
-        out.append("")
+    for a in archs:
+        out += [f'<a id="{arch_anchor(a)}"></a>', "", f"## {arch_title(a)}", ""]
+        for key, cells in ts:
+            if key[2] != a:
+                continue
+            out += [f'<a id="{table_anchor(key)}"></a>', "", f"### {table_title(key)}", ""]
+            out += _md_table(cells)
+            out.append("")
     out += closing_lines(d)
     out += ["## Releases: why their cells fail", ""]
     by_release: dict[str, list[dict[str, Any]]] = {}
@@ -246,105 +308,296 @@ def render_md(d: dict[str, Any]) -> str:
 
 
 CSS = """
-body{font:13px/1.35 system-ui,sans-serif;margin:16px;color:#222;background:#fff}
-h1{font-size:20px;margin:0 0 8px}h2{font-size:15px;margin:18px 0 6px}
-p{max-width:1100px;margin:4px 0}
-.legend span{display:inline-block;padding:1px 6px;margin:2px 4px 2px 0;border-radius:3px}
-table.map{border-collapse:collapse;font:11px monospace}
-table.map th{padding:1px 4px;background:#f2f2f2;font-weight:normal;white-space:nowrap}
-table.map td{width:34px;height:13px;padding:0 2px;text-align:center;border:1px solid #fff}
-.pass{background:#1a7f37;color:#fff}.ok{background:#8fd19e}.warn{background:#e3d26f}
-.pfail{background:#f1a7a7}.fail{background:#b42318;color:#fff}.skip{background:#ccc}
-.unknown{background:#eee}td.none{background:#fafafa}
-.tables{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
+body{font:14px/1.4 system-ui,sans-serif;margin:16px 20px;color:#222;background:#fff}
+h1{font-size:21px;margin:0 0 6px}h2{font-size:18px;margin:22px 0 4px;
+border-bottom:2px solid #ddd}h3{font-size:14px;margin:8px 0 4px}
+p{max-width:1150px;margin:4px 0}
+.legend{display:flex;flex-wrap:wrap;gap:4px 14px;margin:8px 0;align-items:center}
+.legend .sw{display:inline-block;width:26px;height:16px;line-height:16px;text-align:center;
+vertical-align:middle;margin-right:5px;border-radius:2px;font-weight:bold}
+.tables{display:flex;flex-wrap:wrap;gap:22px;align-items:flex-start}
+table.map{border-collapse:collapse;font:12px/1 system-ui,sans-serif}
+table.map th{padding:2px 5px;font-weight:normal;white-space:nowrap;text-align:right}
+table.map thead th{writing-mode:vertical-rl;transform:rotate(180deg);text-align:left;
+height:76px;padding:3px 1px;vertical-align:bottom}
+table.map td{width:24px;min-width:24px;height:16px;padding:0;text-align:center;
+border:1px solid #fff;font-weight:bold;font-size:13px}
+.ok,.sw.ok{background:#b9e4c2}.warn,.sw.warn{background:#f3e6a3}
+.pfail,.sw.pfail{background:#f5c4c0}.skip,.sw.skip{background:#ddd}
+.unknown,.sw.unknown{background:#f4f4f4}td.none{background:#fff}
+.pass,.sw.pass{background:#137333;color:#fff}.fail,.sw.fail{background:#a50e0e;color:#fff}
+.note{color:#555;font-size:13px}
 """
 
+# verdict class -> (swatch text, legend words), in legend order
+LEGEND = (
+    ("pass", "✓", "compiled: PASS"),
+    ("fail", "✗", "compiled: FAIL"),
+    ("ok", "", "predicted: should build (own torch pin)"),
+    ("warn", "", "predicted: should build, with warnings (off the pin)"),
+    ("pfail", "", "predicted: cannot build (a rule says)"),
+    ("skip", "", "skipped"),
+    ("unknown", "", "not run"),
+)
+VERDICT_OF = {
+    "pass": "PASS",
+    "fail": "FAIL",
+    "ok": "PREFLIGHT-OK",
+    "warn": "PREFLIGHT-OK (warnings)",
+    "pfail": "PREDICTED-FAIL",
+    "skip": "SKIPPED",
+    "unknown": "UNKNOWN",
+}
+
+# Each cell's title is made here from the page's data: the cell itself carries only its
+# class and a cause number (the page stays small: ~7,000 cells).
 SCRIPT = """
-const W = JSON.parse(document.getElementById('causes').textContent);
-for (const td of document.querySelectorAll('td.v')) {
-  const c = W[td.dataset.w];
-  let t = td.dataset.id + '\\n' + td.dataset.verdict + ' at ' + td.dataset.depth;
-  if (c) {
-    t += '\\ncause: ' + c.cause;
-    if (c.fix) t += '\\nfix: ' + c.fix;
-    if (c.evidence.length) t += '\\nevidence: ' + c.evidence.join(', ');
+const D = JSON.parse(document.getElementById('data').textContent);
+const T = (ix) => ix.map(i => D.texts[i]).join('; ');
+for (const tb of document.querySelectorAll('table.map')) {
+  const cols = [...tb.querySelectorAll('thead th')].slice(1).map(th => th.textContent);
+  for (const tr of tb.querySelectorAll('tbody tr')) {
+    const v = tr.firstElementChild.textContent;
+    [...tr.children].slice(1).forEach((td, i) => {
+      if (!td.classList.contains('v')) return;
+      const t = cols[i].replace('+', '');
+      let s = 'vLLM ' + v + ' x torch ' + cols[i] + ' x CUDA ' + tb.dataset.cuda +
+        ' (' + tb.dataset.provider + ') x ' + tb.dataset.sm +
+        '\\n' + D.verdicts[td.classList[1]] + ' at ' + (td.dataset.d || 'preflight');
+      const c = D.causes[td.dataset.w];
+      if (c) {
+        s += '\\ncause: ' + T(c[0]);
+        if (c[1].length) s += '\\nfix: ' + T(c[1]);
+        if (c[2].length) s += '\\nevidence: ' + c[2].map(i => D.texts[i]).join(', ');
+      }
+      if (td.dataset.h) s += '\\nhere: ' + D.texts[td.dataset.h];
+      td.title = s;
+      td.dataset.id = 'vllm' + v + '-torch' + t + '-cu' + tb.dataset.cuda + '-py' +
+        (td.dataset.py || tb.dataset.py) + '-' + tb.dataset.arch;
+    });
   }
-  if (td.dataset.here) t += '\\nhere: ' + td.dataset.here;
-  td.title = t;
+}
+// map.html#only-sm120: that arch's section alone (the pictures are drawn this way)
+const only = location.hash.match(/^#only-(\\w+)$/);
+if (only) {
+  document.body.classList.add('only');
+  for (const s of document.querySelectorAll('section.arch'))
+    if (s.id !== 'arch-' + only[1]) s.remove();
+  for (const e of document.querySelectorAll('.full')) e.remove();
 }
 """
+
+
+def _interned(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
+    """The page's data: texts interned (cause and fix split at '; '), causes as index lists."""
+    texts: dict[str, int] = {}
+
+    def ix(x: str) -> int:
+        return texts.setdefault(x, len(texts))
+
+    causes = {
+        str(c["n"]): [
+            [ix(x) for x in c["cause"].split("; ")] if c["cause"] else [],
+            [ix(x) for x in c["fix"].split("; ")] if c["fix"] else [],
+            [ix(x) for x in c["evidence"]],
+        ]
+        for c in d.get("causes", [])
+    }
+    for c in d["cells"]:
+        if c.get("here"):
+            ix(c["here"])
+    data = {"verdicts": VERDICT_OF, "causes": causes}
+    return data, texts
+
+
+def _legend_html() -> str:
+    esc = html.escape
+    items = [
+        f'<span><span class="sw {cls}">{esc(t)}</span>{esc(words)}</span>'
+        for cls, t, words in LEGEND
+    ]
+    return (
+        '<div class="legend">' + "".join(items) + "<span class=note>rows: vLLM releases, "
+        "columns: torch builds; hover a cell for its cause, fix and evidence</span></div>"
+    )
 
 
 def render_html(d: dict[str, Any]) -> str:
     esc = html.escape
     ts = tables(d)
-    causes = {
-        str(c["n"]): {k: c[k] for k in ("cause", "fix", "evidence")} for c in d.get("causes", [])
-    }
+    data, texts = _interned(d)
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         "<title>vLLM build map: release × torch × toolchain × arch</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>Which vLLM releases build with which torch, CUDA toolkit and GPU arch</h1>",
+        _legend_html(),
     ]
     for line in summary_lines(d):
-        parts.append(f"<p>{esc(line.replace('**', '').replace('`', ''))}</p>")
-    parts.append('<p class="legend">')
-    seen = set()
-    for _, cls, words in [*MARKS.values(), UNKNOWN]:
-        if cls in seen:
-            continue
-        seen.add(cls)
-        parts.append(f'<span class="{cls}">{esc(words.split(":")[0])}</span>')
-    parts.append(
-        " cell text: depth (pf preflight, pr probe, bd build); hover a cell for cause, fix, "
-        "evidence</p>"
-    )
-    parts.append('<div class="tables">')
-    for key, cells in ts:
-        rows, cols = _axes(cells)
-        at = {(c["vllm"], c["torch"]): c for c in cells}
-        parts.append(f'<section><h2 id="{table_anchor(key)}">{esc(table_title(key))}</h2>')
-        parts.append('<table class="map"><thead><tr><th>vLLM \\ torch</th>')
-        parts += [f"<th>{esc(t)}</th>" for t in cols]
-        parts.append("</tr></thead><tbody>")
-        for v in rows:
-            parts.append(f"<tr><th>{esc(v)}</th>")
-            for t in cols:
-                c = at.get((v, t))
-                if c is None:
-                    parts.append('<td class="none"></td>')
-                    continue
-                _, cls, _ = mark(c)
-                parts.append(
-                    f'<td class="v {cls}" data-id="{esc(c["id"])}" '
-                    f'data-verdict="{esc(c["verdict"])}" data-depth="{esc(c["depth"])}" '
-                    f'data-w="{c.get("why", "")}"'
-                    + (f' data-here="{esc(c["here"])}"' if c.get("here") else "")
-                    + f">{depth_code(c)}</td>"
-                )
-            parts.append("</tr>")
-        parts.append("</tbody></table></section>")
-    parts.append("</div>")
-    blob = json.dumps(causes, ensure_ascii=False).replace("</", "<\\/")
-    parts.append(f'<script type="application/json" id="causes">{blob}</script>')
+        plain = line.replace("**", "").replace("`", "")
+        parts.append(f'<p class="note full">{esc(plain)}</p>')
+    for a in arch_order(d):
+        parts.append(f'<section class="arch" id="{arch_anchor(a)}">')
+        parts.append(f"<h2>{esc(arch_title(a))}</h2>")
+        parts.append('<div class="tables">')
+        for key, cells in ts:
+            if key[2] != a:
+                continue
+            rows, cols = _axes(cells)
+            at = {(c["vllm"], c["torch"]): c for c in cells}
+            pys = [c["python"] for c in cells]
+            py = max(set(pys), key=pys.count)
+            parts.append(
+                f'<div><h3 id="{table_anchor(key)}">CUDA {esc(key[0])} ({esc(key[1])})</h3>'
+                f'<table class="map" data-cuda="{esc(key[0])}" data-provider="{esc(key[1])}" '
+                f'data-arch="{esc(a)}" data-sm="{esc(Arch.parse(a).sm)}" data-py="{esc(py)}">'
+                "<thead><tr><th></th>"
+            )
+            parts += [f"<th>{esc(t)}</th>" for t in cols]
+            parts.append("</tr></thead><tbody>")
+            for v in rows:
+                tds = []
+                for t in cols:
+                    c = at.get((v, t))
+                    if c is None:
+                        tds.append('<td class="none"></td>')
+                        continue
+                    _, cls, _ = mark(c)
+                    compiled = str(c["depth"]).partition(" ")[0] in COMPILED_DEPTHS
+                    attrs = f' data-w="{c["why"]}"' if c.get("why") else ""
+                    if c["depth"] != "preflight":
+                        attrs += f' data-d="{esc(c["depth"])}"'
+                    if c.get("here"):
+                        attrs += f' data-h="{texts[c["here"]]}"'
+                    if c["python"] != py:
+                        attrs += f' data-py="{esc(c["python"])}"'
+                    text = {"pass": "✓", "fail": "✗"}.get(cls, "•") if compiled else ""
+                    tds.append(f'<td class="v {cls}"{attrs}>{text}</td>')
+                parts.append(f"<tr><th>{esc(v)}</th>" + "".join(tds) + "</tr>")
+            parts.append("</tbody></table></div>")
+        parts.append("</div></section>")
+    data["texts"] = list(texts)
+    blob = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    parts.append(f'<script type="application/json" id="data">{blob}</script>')
     parts.append(f"<script>{SCRIPT}</script>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
 def write(d: dict[str, Any], reports: Path) -> tuple[Path, Path]:
+    """map.md, map.html and map.json (the data they are drawn from, packed)."""
     md, page = reports / "map.md", reports / "map.html"
     atomic_write_text(md, render_md(d))
     atomic_write_text(page, render_html(d))
+    atomic_write_text(reports / "map.json", json.dumps(pack(d), separators=(",", ":")) + "\n")
     return md, page
 
 
+# ------------------------------------------------------------------ the committed data
+
+CELL_KEYS = ("vllm", "torch", "cuda", "provider", "python", "arch", "verdict", "depth", "here")
+
+
+def _cell_id(c: dict[str, Any]) -> str:
+    torch = c["torch"].replace("+", "")
+    return f"vllm{c['vllm']}-torch{torch}-cu{c['cuda']}-py{c['python']}-{c['arch']}"
+
+
+def pack(d: dict[str, Any]) -> dict[str, Any]:
+    """The map's JSON with every text interned (cause and fix split at '; ') and each cell a
+    row of indices: reports/map.json, ~1/15 of the plain JSON's size; ``unpack`` undoes it."""
+    texts: dict[str, int] = {}
+
+    def ix(x: str) -> int:
+        return texts.setdefault(x, len(texts))
+
+    def parts(x: str) -> list[int]:
+        return [ix(y) for y in x.split("; ")] if x else []
+
+    causes = [
+        [c["n"], parts(c["cause"]), parts(c["fix"]), [ix(e) for e in c["evidence"]]]
+        for c in d.get("causes", [])
+    ]
+    cells = []
+    for c in d["cells"]:
+        row: list[Any] = [ix(c[k]) for k in CELL_KEYS]
+        row += [int(bool(c.get("warn"))), [ix(r) for r in c.get("rules", [])], c.get("why", 0)]
+        if c["id"] != _cell_id(c):
+            row.append(c["id"])
+        cells.append(row)
+    rest = {k: v for k, v in d.items() if k not in ("cells", "causes")}
+    return rest | {"packed": 1, "texts": list(texts), "causes": causes, "cells": cells}
+
+
+def unpack(p: dict[str, Any]) -> dict[str, Any]:
+    if not p.get("packed"):
+        return p
+    t = p["texts"]
+    causes = [
+        {
+            "n": n,
+            "cause": "; ".join(t[i] for i in c),
+            "fix": "; ".join(t[i] for i in f),
+            "evidence": [t[i] for i in e],
+        }
+        for n, c, f, e in p["causes"]
+    ]
+    cells = []
+    for row in p["cells"]:
+        c: dict[str, Any] = {k: t[i] for k, i in zip(CELL_KEYS, row, strict=False)}
+        n = len(CELL_KEYS)
+        c["warn"] = bool(row[n])
+        c["rules"] = [t[i] for i in row[n + 1]]
+        if row[n + 2]:
+            c["why"] = row[n + 2]
+        c = {"id": row[n + 3] if len(row) > n + 3 else _cell_id(c)} | c
+        cells.append(c)
+    rest = {k: v for k, v in p.items() if k not in ("cells", "causes", "texts", "packed")}
+    return rest | {"causes": causes, "cells": cells}
+
+
+def read(path: Path) -> dict[str, Any]:
+    """A map's data (packed or not); {} when there is none."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return unpack(d) if isinstance(d, dict) and "cells" in d else {}
+
+
+def compiled_cells(d: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The compiled cells of a map (the committed one) as result-file verdicts by cell id,
+    for ``mapping.run_map(earlier=...)``: a re-run that only predicts keeps them."""
+    causes = {c["n"]: c for c in d.get("causes", [])}
+    out = {}
+    for c in d.get("cells", []):
+        if c["depth"] == "preflight":
+            continue
+        why = causes.get(c.get("why", 0), {})
+        out[c["id"]] = {
+            "verdict": {
+                "verdict": c["verdict"],
+                "depth": c["depth"],
+                "cause": why.get("cause", ""),
+                "fix": why.get("fix", ""),
+                "evidence": list(why.get("evidence", [])),
+            }
+        }
+    return out
+
+
+SLICE_LEGEND = (
+    "✅ ❌ compiled (PASS, FAIL) · 🟢 🟡 🟥 predicted, nothing compiled (should build on "
+    "its pin, should build off it, a rule says it cannot) · ⬜ skipped · ❔ not run; "
+    "equal neighbouring releases merged."
+)
+
+
 def slice_md(d: dict[str, Any], arch: str, skip_all_failing: bool = True) -> str:
-    """One arch's tables (e.g. "sm120") for the README: marks without links, consecutive
-    releases with the same row merged ("0.4.1 … 0.7.3"), tables where every cell fails left
-    out (named in one line instead)."""
+    """One arch's tables (e.g. "sm120"): marks without links, consecutive releases with the
+    same row merged ("0.4.1 … 0.7.3"), tables where every cell fails left out (named in one
+    line instead), the legend last."""
     out, dropped = [], []
     for key, cells in tables(d):
         if key[2] != arch:
@@ -352,29 +605,11 @@ def slice_md(d: dict[str, Any], arch: str, skip_all_failing: bool = True) -> str
         if skip_all_failing and all(c["verdict"] in ("PREDICTED-FAIL", "FAIL") for c in cells):
             dropped.append(table_title(key))
             continue
-        rows, cols = _axes(cells)
-        at = {(c["vllm"], c["torch"]): c for c in cells}
-        out += [
-            f"**{table_title(key)}**",
-            "",
-            "| vLLM \\ torch | " + " | ".join(cols) + " |",
-            "|---|" + "---|" * len(cols),
-        ]
-        runs: list[tuple[str, str, list[str]]] = []
-        for v in rows:
-            tds = [
-                f"{mark(at[(v, t)])[0]}{depth_code(at[(v, t)])}" if (v, t) in at else ""
-                for t in cols
-            ]
-            if runs and runs[-1][2] == tds:
-                runs[-1] = (runs[-1][0], v, tds)
-            else:
-                runs.append((v, v, tds))
-        for first, last, tds in runs:
-            label = first if first == last else f"{first} … {last}"
-            out.append(f"| {label} | " + " | ".join(tds) + " |")
-        out.append("")
+        out += [f"**{table_title(key)}**", "", *_md_table(cells), ""]
     if dropped:
         out.append("Every cell fails in: " + "; ".join(dropped) + ".")
         out.append("")
+    if not out:
+        return ""
+    out += [f"Legend: {SLICE_LEGEND}", ""]
     return "\n".join(out)
