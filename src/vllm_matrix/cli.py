@@ -14,7 +14,7 @@ from packaging.version import Version
 
 from vllm_matrix.commands import cimatrix, doctor, pixi
 from vllm_matrix.gpu import info as gpuinfo
-from vllm_matrix.infra import config, index, results, tomlfile
+from vllm_matrix.infra import config, results, tomlfile
 from vllm_matrix.infra.arch import Arch, parse_arch_list
 from vllm_matrix.infra.cache import atomic_write_text
 from vllm_matrix.infra.errors import (
@@ -401,15 +401,13 @@ def cmd_derive_torch(args: argparse.Namespace) -> int:
 
 def cmd_derive_pins(args: argparse.Namespace) -> int:
     rows: dict[str, tuple[str | None, str]] = {}
-    vs = sorted(
-        {
-            f.version
-            for f in index.project_files("vllm")
-            if f.kind == "sdist"
-            and not f.version.is_prerelease
-            and f.version >= Version(args.since)
-        }
-    )
+    listed = pins.release_list(refresh=True)
+    if listed.index is None:
+        raise MatrixError(
+            "derive-pins needs the index's list of releases: " + listed.origin,
+            fix="check the network / pip's index-url (and VLLM_MATRIX_RELEASES is not pinned)",
+        )
+    vs = [v for v in map(Version, listed.versions) if v >= Version(args.since)]
     for n, v in enumerate(vs, 1):
         tree = source.sdist_tree(str(v))
         f = facts.read_facts(tree.root, tree.version)
@@ -717,7 +715,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "derive-pins", help="regenerate knowledge/data/vllm_pins.toml from real sdists"
     )
-    s.add_argument("--since", default="0.4.0")
+    s.add_argument("--since", default=str(pins.FIRST))
     s.add_argument("--write", action="store_true")
     s.set_defaults(fn=cmd_derive_pins)
     return p
