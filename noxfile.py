@@ -96,6 +96,14 @@ def ci_matrix(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
+def currency(session: nox.Session) -> None:
+    """Is the knowledge current with the index? New releases, patch ranges, knowledge gaps,
+    every release preflighted; says what to update, exits non-zero when something is stale
+    (not part of `tests`: the suite never depends on what the index holds today)."""
+    _cli(session, "currency", "--matrix", str(MATRIX), *session.posargs)
+
+
+@nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """ruff, mypy (strict on src/), import-linter (the layers in pyproject.toml) and pytest;
     extra args go to pytest."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from vllm_matrix.commands import cimatrix, doctor, pixi
+from vllm_matrix.commands import cimatrix, currency, doctor, pixi
 from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import config, results, tomlfile
 from vllm_matrix.infra.arch import Arch, parse_arch_list
@@ -332,6 +332,25 @@ def cmd_pixi_snippet(args: argparse.Namespace) -> int:
     pixi.parse(text)  # never print TOML that does not parse
     print(text, end="")
     return 0
+
+
+def cmd_currency(args: argparse.Namespace) -> int:
+    """The outside world against the project's knowledge: 0 current, 1 stale, 3 no answer."""
+    root = Path(args.matrix).resolve().parent
+    try:
+        rep = currency.check(
+            root, Arch.parse(args.arch).name, args.since, not args.no_preflight, echo=_say
+        )
+    except MatrixError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.fix:
+            print(f"  fix: {exc.fix}", file=sys.stderr)
+        return EXIT_CELL_ERROR
+    if args.json:
+        print(json.dumps(rep.to_json(), indent=1))
+    else:
+        print(currency.render(rep), end="")
+    return 1 if rep.items else 0
 
 
 def cmd_newest(args: argparse.Namespace) -> int:
@@ -675,6 +694,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--python", default=sys.executable, help="the Python that has vLLM")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_model)
+
+    s = sub.add_parser(
+        "currency",
+        help="is the knowledge current? new releases, patch ranges, knowledge gaps "
+        "(exit 0 current, 1 stale, 3 no answer)",
+    )
+    s.add_argument("--matrix", default="matrix.toml", help="its directory holds patches/")
+    s.add_argument("--arch", default="12.0", help="the arch each release is preflighted for")
+    s.add_argument("--since", help="preflight only releases from this one on (default: all)")
+    s.add_argument("--no-preflight", action="store_true", help="releases and patches only")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_currency)
 
     s = sub.add_parser(
         "newest", help="the newest vLLM release that builds with a given torch (walks releases)"
