@@ -103,6 +103,14 @@ def ci_matrix(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
+def currency(session: nox.Session) -> None:
+    """Is the knowledge current with the index? New releases, patch ranges, knowledge gaps,
+    every release preflighted; says what to update, exits non-zero when something is stale
+    (not part of `tests`: the suite never depends on what the index holds today)."""
+    _cli(session, "currency", "--matrix", str(MATRIX), *session.posargs)
+
+
+@nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """Run the checks: ruff, mypy --strict, import-linter and pytest (args go to pytest)."""
     session.run("ruff", "check", "src", "tests", "noxfile.py", "tasks.py", external=True)

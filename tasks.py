@@ -213,6 +213,12 @@ def derive_torch(c: Context, version: list[str]) -> None:
     _run(["derive-torch", *version])
 
 
+@task(help={"since": "preflight only releases from this one on", "arch": "default 12.0"})
+def currency(c: Context, since: str = "", arch: str = "12.0") -> None:
+    """Is the knowledge current with the index? (exit 0 current, 1 stale, 3 no answer)"""
+    _run(["currency", "--arch", arch] + (["--since", since] if since else []))
+
+
 @task(help={"write": "write knowledge/data/vllm_pins.toml instead of printing"})
 def derive_pins(c: Context, write: bool = False) -> None:
     """vLLM release → torch pin for every sdist on the index."""

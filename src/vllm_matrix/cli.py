@@ -13,9 +13,9 @@ from pathlib import Path
 from packaging.version import Version
 
 from vllm_matrix import __version__
-from vllm_matrix.commands import cimatrix, doctor, pixi
+from vllm_matrix.commands import cimatrix, currency, doctor, pixi
 from vllm_matrix.gpu import info as gpuinfo
-from vllm_matrix.infra import config, index, results, tomlfile
+from vllm_matrix.infra import config, results, tomlfile
 from vllm_matrix.infra.arch import Arch, parse_arch_list
 from vllm_matrix.infra.cache import atomic_write_text
 from vllm_matrix.infra.errors import (
@@ -365,6 +365,25 @@ def cmd_pixi_snippet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_currency(args: argparse.Namespace) -> int:
+    """The outside world against the project's knowledge: 0 current, 1 stale, 3 no answer."""
+    root = Path(args.matrix).resolve().parent
+    try:
+        rep = currency.check(
+            root, Arch.parse(args.arch).name, args.since, not args.no_preflight, echo=_say
+        )
+    except MatrixError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.fix:
+            print(f"  fix: {exc.fix}", file=sys.stderr)
+        return EXIT_CELL_ERROR
+    if args.json:
+        print(json.dumps(rep.to_json(), indent=1))
+    else:
+        print(currency.render(rep), end="")
+    return 1 if rep.items else 0
+
+
 def cmd_newest(args: argparse.Namespace) -> int:
     from vllm_matrix.commands import newest
 
@@ -436,15 +455,13 @@ def cmd_derive_torch(args: argparse.Namespace) -> int:
 
 def cmd_derive_pins(args: argparse.Namespace) -> int:
     rows: dict[str, tuple[str | None, str]] = {}
-    vs = sorted(
-        {
-            f.version
-            for f in index.project_files("vllm")
-            if f.kind == "sdist"
-            and not f.version.is_prerelease
-            and f.version >= Version(args.since)
-        }
-    )
+    listed = pins.release_list(refresh=True)
+    if listed.index is None:
+        raise MatrixError(
+            "derive-pins needs the index's list of releases: " + listed.origin,
+            fix="check the network / pip's index-url (and VLLM_MATRIX_RELEASES is not pinned)",
+        )
+    vs = [v for v in map(Version, listed.versions) if v >= Version(args.since)]
     for n, v in enumerate(vs, 1):
         tree = source.sdist_tree(str(v))
         f = facts.read_facts(tree.root, tree.version)
@@ -724,6 +741,18 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_model)
 
     s = sub.add_parser(
+        "currency",
+        help="is the knowledge current? new releases, patch ranges, knowledge gaps "
+        "(exit 0 current, 1 stale, 3 no answer)",
+    )
+    s.add_argument("--matrix", default="matrix.toml", help="its directory holds patches/")
+    s.add_argument("--arch", default="12.0", help="the arch each release is preflighted for")
+    s.add_argument("--since", help="preflight only releases from this one on (default: all)")
+    s.add_argument("--no-preflight", action="store_true", help="releases and patches only")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_currency)
+
+    s = sub.add_parser(
         "newest", help="the newest vLLM release that builds with a given torch (walks releases)"
     )
     s.add_argument("--torch", required=True, help="2.6.0 (the index's wheel) or 2.7.1+cu128")
@@ -762,7 +791,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "derive-pins", help="regenerate knowledge/data/vllm_pins.toml from real sdists"
     )
-    s.add_argument("--since", default="0.4.0")
+    s.add_argument("--since", default=str(pins.FIRST))
     s.add_argument("--write", action="store_true")
     s.set_defaults(fn=cmd_derive_pins)
     return p

@@ -18,7 +18,8 @@ def _with(algo: str) -> dict[str, object]:
     return cfg
 
 
-@pytest.mark.parametrize("version", ["0.6.6", "0.8.5", "0.10.2", "0.20.0"])
+# 0.34.0 builds QUANT_ALGOS as [*LINEAR_ALGOS, "MIXED_PRECISION"] (modelopt.py:167)
+@pytest.mark.parametrize("version", ["0.6.6", "0.8.5", "0.10.2", "0.20.0", "0.34.0"])
 def test_a_modelopt_fp8_export_is_accepted(version: str) -> None:
     c = modelopt.check(source.sdist_tree(version).root, modelopt.EXAMPLE)
     assert c.accepted and c.quant_algo == "FP8" and c.linear_method == "ModelOptFp8LinearMethod"

@@ -158,3 +158,19 @@ def test_workflow_wiring() -> None:
     down = next(s for s in rep["steps"] if str(s.get("uses", "")).startswith("actions/download"))
     merged = " ".join(s.get("run", "") for s in rep["steps"])
     assert f"nox -s report -- --merge {down['with']['path']}/*" in merged
+
+
+def test_workflow_checks_currency_daily_apart_from_the_matrix() -> None:
+    """`nox -s currency` on its own daily cron; the matrix jobs keep the weekly one."""
+    wf = _yaml(WORKFLOW.read_text())
+    assert isinstance(wf, dict)
+    on = wf.get("on", wf.get(True))
+    crons = [c["cron"] for c in on["schedule"]]
+    assert len(crons) == 2
+    jobs = wf["jobs"]
+    cur = jobs["currency"]
+    assert "needs" not in cur and "if" not in cur  # every trigger, the daily cron included
+    assert any(s.get("run", "") == "nox -s currency" for s in cur["steps"])
+    weekly = next(c for c in crons if c in jobs["matrix"]["if"])
+    assert weekly != next(c for c in crons if c not in jobs["matrix"]["if"])
+    assert "needs.cell.result != 'skipped'" in jobs["report"]["if"]

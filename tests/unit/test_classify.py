@@ -392,3 +392,28 @@ def test_signature_is_a_frozen_value() -> None:
     assert isinstance(sig, Signature)
     with pytest.raises(AttributeError):
         sig.id = "x"  # type: ignore[misc]
+
+
+def test_a_background_source_is_cited_as_such(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        'source = "https://github.com/o/r/issues/2"\n',
+        ('source = "https://github.com/o/r/issues/2"\nbackground = true\n'),
+    )
+    sigs = classify.load_signatures(write(tmp_path, text))
+    assert [s.background for s in sigs] == [False, True]
+    f = classify.classify("Killed\n", sigs).to_finding(None)
+    assert f.source == f"https://github.com/o/r/issues/2 ({classify.BACKGROUND})"
+    bad = text.replace("background = true", 'background = "yes"')
+    with pytest.raises(ConfigError, match=r"background in .* must be true or false"):
+        classify.load_signatures(write(tmp_path, bad))
+
+
+def test_shipped_citations_that_show_no_failure_are_background() -> None:
+    """Issue 22: six sources are on topic but no report of the error; PR 7695 gave way to
+    the Machete PR's thread that shows 'Machete generation failed'."""
+    by = {s.source.rsplit("/", 2)[-1]: s for s in classify.default_signatures()}
+    for n in ("2283", "13164", "17830", "6200", "23910", "9180"):
+        assert by[n].background, n
+    assert "7695" not in by and not by["7174"].background
+    e8m0 = next(s for s in classify.default_signatures() if s.id == "torch_lacks_float8_e8m0fnu")
+    assert "vLLM >= 0.10.1" in e8m0.cause and not e8m0.background

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -693,3 +694,40 @@ def test_archs_for_takes_the_first_matching_rule() -> None:
     assert f.archs_for("12.8.93") == ("7.0", "10.1")
     assert f.archs_for("12.4") == ("7.0",)
     assert f.archs_for("not-a-version") == ("7.0",)
+
+
+# --- what a reader cannot read: a gap naming file:line, never an exception ------------
+
+
+def test_unreadable_facts_are_gaps_naming_file_and_line(tmp_path: Path) -> None:
+    files = {
+        "CMakeLists.txt": """
+            cmake_minimum_required(VERSION ${MIN_CMAKE})
+            set(TORCH_SUPPORTED_VERSION_CUDA "${TORCH_FROM_ELSEWHERE}")
+            if(${CMAKE_CUDA_COMPILER_VERSION} VERSION_GREATER 12.8)
+              set(CUDA_SUPPORTED_ARCHS "9.0;${NEW_ARCHS};12.0")
+            endif()
+        """,
+        "pyproject.toml": "[project\nrequires-python = '>=3.10'\n",
+        "requirements/cuda.txt": "torch==2.14.0\n",
+        f"{QUANT}/__init__.py": "type Config = dict[str, object]\nX = {'modelopt': M}\n",
+    }
+    f = read_facts(write_tree(tmp_path, files), "9.9.9")
+    by = {g.evidence: g for g in f.gaps}
+    assert "torch pin '${TORCH_FROM_ELSEWHERE}' is not a version" in by["CMakeLists.txt:2"].what
+    assert f.torch == "2.14.0"  # the next place that pins it, read as before
+    assert "is not a version" in by["CMakeLists.txt:1"].what and f.cmake is None
+    arch = [g for g in f.gaps if g.evidence == "CMakeLists.txt:4"]
+    assert {g.rests for g in arch} == {"the arch rule"}
+    assert any("${NEW_ARCHS}" in g.what for g in arch)
+    assert any("VERSION_GREATER 12.8" in g.what for g in arch)
+    assert f.cuda_archs[0].archs == ("9.0", "12.0")
+    assert any(g.evidence == "pyproject.toml" for g in f.gaps)
+    if sys.version_info < (3, 12):  # PEP 695 `type X = ...` is 3.12 syntax
+        g = by[f"{QUANT}/__init__.py:1"]
+        assert g.rests == "the ModelOpt FP8 column" and "SyntaxError" in g.what
+    assert f.to_json()["gaps"]
+
+
+def test_a_tree_it_reads_whole_has_no_gaps(tmp_path: Path) -> None:
+    assert read_facts(write_tree(tmp_path, V085), "0.8.5").gaps == ()

@@ -71,3 +71,53 @@ def test_what_the_parser_or_the_fp8_config_refuses(tmp_path: Path) -> None:
     c = modelopt.check(root, {"quantization": {"quant_algo": "NVFP4"}})
     assert not c.accepted and "not an FP8 algo of ModelOptFp8Config (FP8, FP8_PB_WO)" in c.message
     assert not modelopt.check(tmp_path / "none", modelopt.EXAMPLE).accepted
+
+
+def _with_algos(tmp_path: Path, algos: str) -> Path:
+    root = _tree(tmp_path)
+    path = root / modelopt.QUANT_DIR / "modelopt.py"
+    path.write_text(MODELOPT.replace('QUANT_ALGOS = ["FP8", "FP8_PB_WO", "NVFP4"]', algos))
+    return root
+
+
+def test_quant_algos_built_from_a_table_as_0_34_writes_it(tmp_path: Path) -> None:
+    """vLLM 0.34.0 modelopt.py:150-167: an annotated dict, then [*LINEAR_ALGOS, ...]."""
+    algos = (
+        "LINEAR_ALGOS: dict[str, tuple[str, str]] = {\n"
+        '    "FP8": ("modelopt", "fp8_config"),\n'
+        '    "NVFP4": ("modelopt_fp4", "nvfp4_config"),\n'
+        "}\n"
+        'QUANT_ALGOS = [*LINEAR_ALGOS, "MIXED_PRECISION"]'
+    )
+    c = modelopt.check(_with_algos(tmp_path, algos), modelopt.EXAMPLE)
+    assert c.accepted and c.unreadable is None
+    assert "QUANT_ALGOS ['FP8', 'NVFP4', 'MIXED_PRECISION']" in c.how
+
+
+def test_list_sums_and_tuples_of_known_names(tmp_path: Path) -> None:
+    algos = 'A = ("FP8",)\nB = ["NVFP4"]\nQUANT_ALGOS = [*A] + B'
+    c = modelopt.check(_with_algos(tmp_path, algos), modelopt.EXAMPLE)
+    assert c.accepted and "['FP8', 'NVFP4']" in c.how
+
+
+def test_a_construct_it_cannot_evaluate_names_file_and_line(tmp_path: Path) -> None:
+    algos = "QUANT_ALGOS = sorted(load_algos())"
+    c = modelopt.check(_with_algos(tmp_path, algos), modelopt.EXAMPLE)
+    line = MODELOPT.splitlines().index('QUANT_ALGOS = ["FP8", "FP8_PB_WO", "NVFP4"]') + 1
+    assert not c.accepted and c.unreadable is not None
+    assert c.unreadable.startswith(f"{modelopt.QUANT_DIR.as_posix()}/modelopt.py:{line}: ")
+    assert "sorted(load_algos())" in c.unreadable and c.message.startswith("unknown: ")
+
+
+def test_a_name_bound_to_something_not_literal_is_unreadable(tmp_path: Path) -> None:
+    algos = "A = make()\nQUANT_ALGOS = [*A, 'FP8']"
+    c = modelopt.check(_with_algos(tmp_path, algos), modelopt.EXAMPLE)
+    assert c.unreadable is not None and "'A' (Name)" in c.unreadable
+
+
+def test_syntax_this_python_cannot_parse_is_unreadable(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    (root / modelopt.QUANT_DIR / "base_config.py").write_text("def f(:\n    pass\n")
+    c = modelopt.check(root, modelopt.EXAMPLE)
+    assert c.unreadable is not None
+    assert c.unreadable.startswith(f"{modelopt.QUANT_DIR.as_posix()}/base_config.py:1: ")

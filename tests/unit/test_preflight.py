@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.stages import preflight
-from vllm_matrix.stages.facts import ArchRule, ModelOptFacts, SourceFacts
+from vllm_matrix.stages.facts import ArchRule, Gap, ModelOptFacts, SourceFacts
 
 K = knowledge.load()
 HOST = preflight.Host(gcc_major=12, system_cuda={}, conda_prefix=None)
@@ -226,3 +227,16 @@ def test_torch_2_7_with_cuda_12_9_nvtx_rule(tmp_path: Path) -> None:
         HOST,
     )
     assert not any(x.rule == "torch-nvtx" for x in ok)
+
+
+def test_a_gap_is_a_warning_naming_file_line_and_what_rests_on_it(tmp_path: Path) -> None:
+    where = "vllm/model_executor/layers/quantization/__init__.py:1"
+    gap = Gap(where, "cannot be parsed: SyntaxError", "the ModelOpt FP8 column")
+    f = replace(facts(), gaps=(gap,))
+    found = preflight.check(cell(), f, K, tree(tmp_path), HOST)
+    (w,) = [x for x in found if x.rule == "unreadable"]
+    assert w.level == "warn" and w.evidence == (where,)
+    assert f"{where}: could not read cannot be parsed" in w.message
+    assert "the ModelOpt FP8 column rests on it and is not judged" in w.message
+    assert preflight.status_of(found) == "warn"  # the verdict stands, with what it lacks
+    assert preflight.modelopt_column(cell(), f) == (f"unknown: {where} could not be read", where)

@@ -59,6 +59,36 @@ def test_preflight_depth_writes_a_valid_result(tmp_path: Path) -> None:
     assert d["verdict"]["verdict"] == "PREFLIGHT-OK"
 
 
+def test_an_unreadable_modelopt_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    """Issue 22: 0.30.0 ... 0.34.0 wrote QUANT_ALGOS in a way ast.literal_eval refuses, and
+    every preflight of them ended in ERROR. What the reader cannot evaluate is a warning
+    naming file:line; the cell keeps its verdict and the ModelOpt column says unknown."""
+    root = tree(tmp_path)
+    q = root / "vllm" / "model_executor" / "layers" / "quantization"
+    q.mkdir(parents=True)
+    (q / "__init__.py").write_text('M = {"modelopt": ModelOptFp8Config}\n')
+    (q / "base_config.py").write_text("class QuantizationConfig:\n    pass\n")
+    (q / "modelopt.py").write_text(
+        "QUANT_ALGOS = list(load_algos())\n\n"
+        "class ModelOptFp8Config:\n"
+        "    @classmethod\n"
+        "    def from_config(cls, config):\n"
+        "        return cls()\n"
+    )
+    ws = context.Workspace(tmp_path / "ws")
+    c = cell(root)
+    stages = runner.run_cell(c, ws, "preflight", **MACHINE)
+    pre = stages[-1]
+    assert pre.status == results.WARN, pre
+    (w,) = [f for f in pre.findings if f.rule == "unreadable"]
+    where = "vllm/model_executor/layers/quantization/modelopt.py:1"
+    assert w.evidence == (where,) and "list(load_algos())" in w.message
+    assert "the ModelOpt FP8 column (its config parser) rests on it" in w.message
+    assert pre.details["modelopt_fp8"] == f"unknown: {where} could not be read"
+    d = results.read(ws.results / f"{c.id}.json")
+    assert d["verdict"]["verdict"] == "PREFLIGHT-OK"
+
+
 def test_predicted_failure_stops_unless_forced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,6 +28,7 @@ from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.stages import facts as facts_mod
 from vllm_matrix.stages import preflight, source
+from vllm_matrix.stages import releases as releases_mod
 
 DEPTHS = ("preflight", "probe")
 
@@ -99,9 +100,11 @@ def provider_for(cuda: str, know: knowledge.Knowledge) -> str:
     return "system"
 
 
-def releases(pinned: dict[str, str]) -> list[str]:
-    """Final releases, newest first (the pins file lists every release with an sdist)."""
-    return sorted((v for v in pinned if not Version(v).is_prerelease), key=Version, reverse=True)
+def releases(pinned: dict[str, str] | None = None) -> list[str]:
+    """Final releases, newest first: ``pins.releases()`` (the index's list, see
+    knowledge/pins.py), or the releases of ``pinned`` where a caller passes its own."""
+    vs = pins.releases() if pinned is None else list(pinned)
+    return sorted((v for v in vs if not Version(v).is_prerelease), key=Version, reverse=True)
 
 
 def make_cell(
@@ -146,7 +149,7 @@ def walk(
 ) -> Answer:
     """Preflight each release newest-down; stop at the first one not predicted to fail."""
     know = know or knowledge.load()
-    pinned = pinned if pinned is not None else pins.load()
+    given, pinned = pinned, pinned if pinned is not None else releases_mod.pinned()
     try:
         version, _ = split_torch(torch)
     except ValueError as exc:
@@ -166,7 +169,7 @@ def walk(
     run = step or (lambda c: _step(c, know, host, pinned))
     steps: list[Step] = []
     newest = None
-    for v in releases(pinned):
+    for v in releases(given):
         s = run(make_cell(v, torch, cuda, provider, python, arch))
         steps.append(s)
         if echo:
@@ -421,7 +424,7 @@ def cheapest(
 ) -> Cheapest:
     """The first candidate toolchain (cheapest first) that preflight lets through."""
     know = know or knowledge.load()
-    pinned = pinned if pinned is not None else pins.load()
+    pinned = pinned if pinned is not None else releases_mod.pinned()
     host = host or preflight.detect_host()
     tree = source.sdist_tree(vllm)
     f = facts_mod.read_facts(tree.root, tree.version)
@@ -483,8 +486,8 @@ def newest_serving(
     host: preflight.Host | None = None,
 ) -> Cheapest | None:
     """The newest release whose cheapest toolchain for ``arch`` passes preflight."""
-    pinned = pinned if pinned is not None else pins.load()
-    for v in releases(pinned):
+    given, pinned = pinned, pinned if pinned is not None else releases_mod.pinned()
+    for v in releases(given):
         c = cheapest(v, arch, know=know, pinned=pinned, host=host)
         if c.cell is not None:
             return c

@@ -38,7 +38,8 @@ from vllm_matrix.infra.results import STAGE_ORDER, Finding
 
 ROLES = ("cause", "hint", "consequence")
 SIDES = ("combination", "toolkit", "machine")
-_KEYS = ("id", "pattern", "flags", "cause", "fix", "source", "stage", "role", "side")
+_KEYS = ("id", "pattern", "flags", "cause", "fix", "source", "background", "stage", "role", "side")
+BACKGROUND = "background: on topic, not a report of this error"
 _FLAGS = {"i": re.IGNORECASE}
 # Ids name the test excerpts (tests/unit/logs/<id>.log) and the finding rule.
 _ID = re.compile(r"^[a-z0-9_]+$")
@@ -87,10 +88,17 @@ class Signature:
     stages: tuple[str, ...] = ()
     role: str = "cause"
     side: str = "combination"
+    # The source is on topic (the change, the option, the file) but shows no one hitting
+    # this error: cited as background wherever the citation is shown.
+    background: bool = False
 
     @property
     def weak(self) -> bool:
         return self.role != "cause"
+
+    @property
+    def citation(self) -> str:
+        return f"{self.source} ({BACKGROUND})" if self.background else self.source
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,7 @@ class Classification:
         quote = _quote(self.line)
         if self.signature is not None:
             message = f'{self.signature.cause} (line {self.line_no}: "{quote}")'
-            fix, source = self.signature.fix, self.signature.source
+            fix, source = self.signature.fix, self.signature.citation
         elif self.line_no:
             message = f'unrecognized failure (line {self.line_no}: "{quote}")'
             fix = (
@@ -201,13 +209,27 @@ def _signature(doc: tomlfile.TomlDoc, table: Any, ctx: str, after: int) -> Signa
             f"not {source!r}",
             fix="link the upstream issue, PR or doc that describes this failure",
         )
+    background = table.get("background", False)
+    if not isinstance(background, bool):
+        raise ConfigError(
+            f"{doc.where('background', after)}: background in {ctx} must be true or false",
+            fix="background = true when the source is on topic but shows no one hitting it",
+        )
     cause = tomlfile.require(doc, table, "cause", str, ctx, after)
     fix = tomlfile.require(doc, table, "fix", str, ctx, after)
     for key, value in (("cause", cause), ("fix", fix)):
         if not value.strip():
             raise ConfigError(f"{doc.where(key, after)}: empty {key} in {ctx}", fix=f"write {key}")
     return Signature(
-        sid, _compile(doc, patterns, flags, ctx, after), cause, fix, source, stages, role, side
+        sid,
+        _compile(doc, patterns, flags, ctx, after),
+        cause,
+        fix,
+        source,
+        stages,
+        role,
+        side,
+        background,
     )
 
 

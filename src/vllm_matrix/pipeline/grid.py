@@ -14,8 +14,9 @@ replaced by the explicit one (its note, source and options win).
 
 A torch build is paired with the toolchains of its own CUDA major (torch 2.11.0+cu130 with
 nvcc 13.x; torch 2.6.0+cu124 with nvcc 12.x): a cross-major pair fails on a rule that says
-nothing about the release, so it is not expanded.  The known releases are those of
-data/vllm_pins.toml (generated from the index's sdists by `inv derive-pins`).
+nothing about the release, so it is not expanded.  The known releases are
+``pins.releases()``: the index's list (cached; offline the last one seen, else the
+releases of data/vllm_pins.toml), so "latest" is the newest release published.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def parse(
             raise ConfigError(
                 f"{doc.path}:{line}: {ctx} is missing '{key}'", fix=f"add {key} = ... to {ctx}"
             )
-    releases = releases if releases is not None else _ordered(list(pins.load()))
+    releases = releases if releases is not None else _ordered(pins.releases())
     vllm = _axis(doc, raw["vllm"], "vllm", releases, line, "vLLM release")
     torch_known = _ordered([t for t in know.torch if "+" not in t])
     torch = _axis(doc, raw["torch"], "torch", torch_known, line, "torch release")

@@ -32,17 +32,23 @@ from vllm_matrix.infra.cache import atomic_write_text, cache_root
 from vllm_matrix.infra.config import Cell, Matrix
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import StageResult
-from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.knowledge.toolchains import Knowledge
 from vllm_matrix.pipeline import grid as grid_mod
-from vllm_matrix.stages import apiscan, gates, preflight, source
+from vllm_matrix.stages import apiscan, gates, preflight, releases, source
 from vllm_matrix.stages import facts as facts_mod
-from vllm_matrix.stages.facts import ArchRule, External, ModelOptFacts, SourceFacts, TorchPin
+from vllm_matrix.stages.facts import (
+    ArchRule,
+    External,
+    Gap,
+    ModelOptFacts,
+    SourceFacts,
+    TorchPin,
+)
 
 SCHEMA = "vllm-matrix/map"
 SCHEMA_VERSION = 1
-FACTS_SCHEMA = 1
+FACTS_SCHEMA = 2  # 2: SourceFacts.gaps
 OK_VERDICTS = ("PASS", "PREFLIGHT-OK")
 BAD_VERDICTS = ("FAIL", "PREDICTED-FAIL")
 PROBE_COST_S = 200.0  # a probe on 2 shared cores (reports/bench: 195-216 s)
@@ -92,6 +98,7 @@ def _facts_from_json(d: dict[str, Any]) -> SourceFacts:
         python_evidence=d["python_evidence"],
         requires_python_evidence=d["requires_python_evidence"],
         cmake_evidence=d["cmake_evidence"],
+        gaps=tuple(Gap(**g) for g in d.get("gaps", ())),
     )
 
 
@@ -246,7 +253,7 @@ def preflight_all(
     know = know or knowledge.load()
     real = preflight.detect_host()
     host = preflight.Host(None, real.system_cuda, real.conda_prefix)
-    pin = pins.load()
+    pin = releases.pinned()
     out = []
     rfs: dict[str, ReleaseFacts] = {}
     for c in cells:

@@ -17,7 +17,7 @@ from vllm_matrix.infra import results
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import MatrixError, NotAvailable
 from vllm_matrix.infra.results import FAIL, PASS, Finding, StageResult
-from vllm_matrix.knowledge import pins, probe_units
+from vllm_matrix.knowledge import probe_units
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import reuse
 from vllm_matrix.pipeline.context import CellContext, need
@@ -31,6 +31,7 @@ from vllm_matrix.stages import (
     patches,
     preflight,
     probe,
+    releases,
     source,
     toolkit,
 )
@@ -79,10 +80,21 @@ def do_facts(ctx: CellContext) -> StageResult:
 def do_preflight(ctx: CellContext) -> StageResult:
     cell, f, root = ctx.cell, need(ctx.facts), need(ctx.tree).root
     know = knowledge.load()
-    found = preflight.check(cell, f, know, root, ctx.host or preflight.detect_host(), pins.load())
+    found = preflight.check(
+        cell, f, know, root, ctx.host or preflight.detect_host(), releases.pinned()
+    )
     column, evidence = preflight.modelopt_column(cell, f)
-    # The column rests on the release's own parser run on a ModelOpt FP8 config.
+    # The column rests on the release's own parser run on a ModelOpt FP8 config; what of
+    # it cannot be read is a warning naming file:line, and the column says "unknown".
     cfg = modelopt.check(root, modelopt.EXAMPLE)
+    if cfg.unreadable is not None:
+        where, _, what = cfg.unreadable.partition(": ")
+        found.append(
+            preflight.unreadable(
+                f"vLLM {f.vllm}", where, what, "the ModelOpt FP8 column (its config parser)"
+            )
+        )
+        column = f"unknown: {where} could not be read"
     return StageResult(
         "preflight",
         preflight.status_of(found),
@@ -91,7 +103,7 @@ def do_preflight(ctx: CellContext) -> StageResult:
         tuple(found),
         details={
             "modelopt_fp8": column
-            if cfg.accepted or not f.modelopt.supported
+            if cfg.accepted or cfg.unreadable or not f.modelopt.supported
             else f"no: {cfg.message}",
             "modelopt_evidence": f"{evidence}; hf_quant_config.json FP8: {cfg.message} ({cfg.how})",
             "modelopt_config": cfg.to_json(),

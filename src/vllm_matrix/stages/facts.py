@@ -17,9 +17,10 @@ from __future__ import annotations
 import ast
 import re
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from packaging.markers import InvalidMarker
 from packaging.requirements import InvalidRequirement, Requirement
@@ -27,6 +28,8 @@ from packaging.version import InvalidVersion, Version
 
 from vllm_matrix.cmake.lexer import RawArg, scan
 from vllm_matrix.infra.errors import SourceError
+
+T = TypeVar("T")
 
 # --------------------------------------------------------------------------- model
 
@@ -59,6 +62,19 @@ class ModelOptFacts:
 
 
 @dataclass(frozen=True)
+class Gap:
+    """A fact the readers could not read: where, what, and what rests on it.
+
+    A release may write something the readers do not know (a new Python construct, a
+    value that is not a version, a file moved): that is a finding of the release's
+    preflight, never an ERROR of the whole cell."""
+
+    evidence: str  # file:line (relative to the tree root), or the file
+    what: str  # what could not be read, and why
+    rests: str  # what of the verdict rests on it
+
+
+@dataclass(frozen=True)
 class TorchPin:
     """One place in the tree that pins the CUDA torch version."""
 
@@ -84,6 +100,7 @@ class SourceFacts:
     python_evidence: str | None = None
     requires_python_evidence: str | None = None
     cmake_evidence: str | None = None
+    gaps: tuple[Gap, ...] = ()
 
     def archs_for(self, nvcc: str) -> tuple[str, ...]:
         """CUDA_SUPPORTED_ARCHS this tree uses when compiled with ``nvcc``.
@@ -135,6 +152,7 @@ class SourceFacts:
                 "requires_python": self.requires_python_evidence,
                 "cmake": self.cmake_evidence,
             },
+            "gaps": [{"at": g.evidence, "what": g.what, "rests": g.rests} for g in self.gaps],
         }
 
 
@@ -312,15 +330,38 @@ _NVCC_GE = re.compile(
 )
 
 
-def _arch_rules(cm: _CMakeFile) -> tuple[ArchRule, ...]:
+_ARCH_TEXT = re.compile(r"^\d+\.\d+[af]?(\+PTX)?$")
+
+
+def _arch_rules(cm: _CMakeFile, gaps: list[Gap]) -> tuple[ArchRule, ...]:
     rules = []
     for cmd, vals in cm.sets("CUDA_SUPPORTED_ARCHS"):
-        archs = tuple(a for v in vals for a in v.text.split(";") if a.strip())
+        archs = tuple(a.strip() for v in vals for a in v.text.split(";") if a.strip())
+        odd = [a for a in archs if not _ARCH_TEXT.match(a)]
+        if odd:
+            gaps.append(
+                Gap(
+                    f"{cm.rel}:{cmd.line}",
+                    f"CUDA_SUPPORTED_ARCHS entries {', '.join(odd)} are not arches "
+                    "(a variable or a spelling the reader does not expand)",
+                    "the arch rule",
+                )
+            )
+            archs = tuple(a for a in archs if a not in odd)
         min_nvcc = None
         if cmd.branches:
             cond = cmd.branches[-1].cond
             m = _NVCC_GE.search(cond) if cond else None
             min_nvcc = m.group(1) if m else None
+            if m is None and cond and "CMAKE_CUDA_COMPILER_VERSION" in cond:
+                gaps.append(
+                    Gap(
+                        f"{cm.rel}:{cmd.line}",
+                        f"the nvcc condition 'if({cond})' is not one the reader knows "
+                        "(VERSION_GREATER_EQUAL x): the rule is taken as unconditional",
+                        "the arch rule",
+                    )
+                )
         rules.append(ArchRule(min_nvcc, archs, cmd.line))
     return tuple(rules)
 
@@ -332,13 +373,22 @@ def _single_value(cm: _CMakeFile, var: str) -> tuple[str, int] | None:
     return s[1][0].text.strip(), s[0].line
 
 
-def _cmake_minimum(cm: _CMakeFile) -> tuple[str, int] | None:
+def _cmake_minimum(cm: _CMakeFile, gaps: list[Gap]) -> tuple[str, int] | None:
     for cmd in cm.commands:
         if cmd.name == "cmake_minimum_required":
             vals = cmd.values()
             if "VERSION" in vals and vals.index("VERSION") + 1 < len(vals):
-                ver = vals[vals.index("VERSION") + 1]
-                return ver.split("...")[0], cmd.line
+                ver = vals[vals.index("VERSION") + 1].split("...")[0]
+                if _version(ver) is None:
+                    gaps.append(
+                        Gap(
+                            f"{cm.rel}:{cmd.line}",
+                            f"cmake_minimum_required VERSION {ver!r} is not a version",
+                            "the cmake minimum",
+                        )
+                    )
+                    return None
+                return ver, cmd.line
     return None
 
 
@@ -409,12 +459,16 @@ def _env_for(cm: _CMakeFile, name: str, aliases: dict[str, str]) -> str | None:
     return None
 
 
-def _externals(root: Path, top: _CMakeFile) -> tuple[External, ...]:
+def _externals(root: Path, top: _CMakeFile, gaps: list[Gap]) -> tuple[External, ...]:
     files = [top]
     ext_dir = root / "cmake" / "external_projects"
     if ext_dir.is_dir():
         for p in sorted(ext_dir.glob("*.cmake")):
-            files.append(_CMakeFile.read(root, p.relative_to(root).as_posix()))
+            rel = p.relative_to(root).as_posix()
+            try:
+                files.append(_CMakeFile.read(root, rel))
+            except Exception as exc:
+                gaps.append(Gap(rel, f"{type(exc).__name__}: {exc}", "the external sources"))
     out: dict[str, External] = {}
     for cm in files:
         aliases = _env_aliases(cm)
@@ -482,14 +536,15 @@ def _line_of(text: str, needle: str) -> int:
     return text.count("\n", 0, idx) + 1 if idx >= 0 else 1
 
 
-def _pins_in_pyproject(root: Path) -> list[TorchPin]:
+def _pins_in_pyproject(root: Path, gaps: list[Gap]) -> list[TorchPin]:
     path = root / "pyproject.toml"
     if not path.is_file():
         return []
     text = path.read_text(encoding="utf-8", errors="replace")
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as exc:
+        gaps.append(Gap("pyproject.toml", f"not TOML this reader knows: {exc}", "the torch pin"))
         return []
     reqs = doc.get("build-system", {}).get("requires", [])
     pins = []
@@ -513,29 +568,41 @@ _REQUIREMENT_FILES_BUILD = (
 _REQUIREMENT_FILES_RUN = ("requirements/cuda.txt", "requirements-cuda.txt")
 
 
-def _torch_pins(root: Path, top: _CMakeFile) -> list[TorchPin]:
-    pins: list[TorchPin] = []
+def _torch_pins(root: Path, top: _CMakeFile, gaps: list[Gap]) -> list[TorchPin]:
+    found: list[TorchPin] = []
     v = _single_value(top, "TORCH_SUPPORTED_VERSION_CUDA")
     if v:
-        pins.append(TorchPin(v[0], f"CMakeLists.txt:{v[1]}"))
+        found.append(TorchPin(v[0], f"CMakeLists.txt:{v[1]}"))
     for rel in _REQUIREMENT_FILES_BUILD:
-        pins += _pins_in_requirements(root, rel)
-    pins += _pins_in_pyproject(root)
+        found += _pins_in_requirements(root, rel)
+    found += _pins_in_pyproject(root, gaps)
     for rel in _REQUIREMENT_FILES_RUN:
-        pins += _pins_in_requirements(root, rel)
+        found += _pins_in_requirements(root, rel)
+    pins = []
+    for p in found:  # a value that is not a version ("${X}", a new spelling) is not a pin
+        if _version(p.version) is None:
+            gaps.append(
+                Gap(p.evidence, f"torch pin {p.version!r} is not a version", "the torch pin")
+            )
+        else:
+            pins.append(p)
     return pins
 
 
 # ------------------------------------------------------------- requires-python
 
 
-def _requires_python(root: Path) -> tuple[str | None, str | None]:
+_RP_RESTS = "the requires-python rule"
+
+
+def _requires_python(root: Path, gaps: list[Gap]) -> tuple[str | None, str | None]:
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
         text = pyproject.read_text(encoding="utf-8", errors="replace")
         try:
             rp = tomllib.loads(text).get("project", {}).get("requires-python")
-        except tomllib.TOMLDecodeError:
+        except tomllib.TOMLDecodeError as exc:
+            gaps.append(Gap("pyproject.toml", f"not TOML this reader knows: {exc}", _RP_RESTS))
             rp = None
         if isinstance(rp, str):
             return rp, f"pyproject.toml:{_line_of(text, 'requires-python')}"
@@ -558,17 +625,29 @@ def _requires_python(root: Path) -> tuple[str | None, str | None]:
 _QUANT = Path("vllm/model_executor/layers/quantization")
 
 
-def _parse_py(path: Path) -> ast.Module | None:
+def _parse_py(
+    path: Path, gaps: list[Gap] | None = None, rests: str = "", rel: str | None = None
+) -> ast.Module | None:
+    """The file's syntax tree; None (and a Gap, where ``gaps`` is given) when this Python
+    cannot parse it -- e.g. syntax newer than the Python the tool runs on."""
     try:
         return ast.parse(path.read_text(encoding="utf-8", errors="replace"))
-    except (OSError, SyntaxError, ValueError):
+    except (OSError, SyntaxError, ValueError) as exc:
+        if gaps is not None:
+            line = getattr(exc, "lineno", None)
+            where = (rel or path.name) + (f":{line}" if line else "")
+            gaps.append(Gap(where, f"cannot be parsed: {type(exc).__name__}: {exc}", rests))
         return None
 
 
-def _modelopt_registered(root: Path) -> str | None:
+_MO_RESTS = "the ModelOpt FP8 column"
+
+
+def _modelopt_registered(root: Path, gaps: list[Gap]) -> str | None:
     """Where ``"modelopt": ModelOptFp8Config`` maps the method name, if anywhere."""
     init = root / _QUANT / "__init__.py"
-    tree = _parse_py(init) if init.is_file() else None
+    rel = f"{_QUANT.as_posix()}/__init__.py"
+    tree = _parse_py(init, gaps, _MO_RESTS, rel) if init.is_file() else None
     if tree is None:
         return None
     for node in ast.walk(tree):
@@ -584,7 +663,7 @@ def _modelopt_registered(root: Path) -> str | None:
     return None
 
 
-def _min_capability(root: Path) -> tuple[int | None, str | None]:
+def _min_capability(root: Path, gaps: list[Gap]) -> tuple[int | None, str | None]:
     candidates = [root / _QUANT / "modelopt.py"]
     qdir = root / _QUANT
     if qdir.is_dir():
@@ -592,7 +671,8 @@ def _min_capability(root: Path) -> tuple[int | None, str | None]:
     for path in candidates:
         if not path.is_file() or "ModelOptFp8Config" not in path.read_text(errors="replace"):
             continue
-        tree = _parse_py(path)
+        rel = path.relative_to(root).as_posix()
+        tree = _parse_py(path, gaps, "the ModelOpt FP8 minimum capability", rel)
         if tree is None:
             continue
         classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
@@ -618,11 +698,11 @@ def _min_capability(root: Path) -> tuple[int | None, str | None]:
     return None, None
 
 
-def _modelopt(root: Path) -> ModelOptFacts:
-    reg = _modelopt_registered(root)
+def _modelopt(root: Path, gaps: list[Gap]) -> ModelOptFacts:
+    reg = _modelopt_registered(root, gaps)
     if reg is None:
         return ModelOptFacts(False, None, None)
-    cap, ev = _min_capability(root)
+    cap, ev = _min_capability(root, gaps)
     return ModelOptFacts(True, cap, ev or reg)
 
 
@@ -636,26 +716,74 @@ def read_facts(tree: Path, version: str) -> SourceFacts:
             f"{tree} has no CMakeLists.txt: not a vLLM source tree with CUDA kernels",
             fix="point at the top of an unpacked vLLM sdist or checkout (0.4.1 or later)",
         )
-    top = _CMakeFile.read(tree, "CMakeLists.txt")
-    pins = _torch_pins(tree, top)
-    externals = _externals(tree, top)
+    try:
+        top = _CMakeFile.read(tree, "CMakeLists.txt")
+    except Exception as exc:  # every CMake fact rests on it: the tool cannot go on
+        raise SourceError(
+            f"CMakeLists.txt of vLLM {version} cannot be read: {type(exc).__name__}: {exc}",
+            fix="a reader of vllm-matrix does not know this CMake: report it with the release",
+        ) from exc
+    gaps: list[Gap] = []
+
+    def guard(rests: str, where: str, fn: Callable[[], T], default: T) -> T:
+        """One reader: what it cannot read becomes a Gap naming the file, never an ERROR."""
+        try:
+            return fn()
+        except Exception as exc:
+            line = getattr(exc, "lineno", None)
+            gaps.append(
+                Gap(
+                    where + (f":{line}" if line else ""),
+                    f"{type(exc).__name__}: {exc}",
+                    rests,
+                )
+            )
+            return default
+
+    no_pins: list[TorchPin] = []
+    no_ext: tuple[External, ...] = ()
+    no_py: tuple[tuple[str, ...], int | None] = ((), None)
+    no_rp: tuple[str | None, str | None] = (None, None)
+    no_archs: tuple[ArchRule, ...] = ()
+    no_cmake: tuple[str, int] | None = None
+    pins = guard("the torch pin", "CMakeLists.txt", lambda: _torch_pins(tree, top, gaps), no_pins)
+    externals = guard(
+        "the external sources (FetchContent)",
+        "cmake/external_projects",
+        lambda: _externals(tree, top, gaps),
+        no_ext,
+    )
     cutlass = next((e.ref for e in externals if e.name == "cutlass"), None)
-    python, python_line = _python_versions(top)
-    cmake = _cmake_minimum(top)
-    requires_python, rp_ev = _requires_python(tree)
+    python, python_line = guard(
+        "the Python rule", "CMakeLists.txt", lambda: _python_versions(top), no_py
+    )
+    cmake = guard(
+        "the cmake minimum", "CMakeLists.txt", lambda: _cmake_minimum(top, gaps), no_cmake
+    )
+    requires_python, rp_ev = guard(
+        _RP_RESTS, "pyproject.toml", lambda: _requires_python(tree, gaps), no_rp
+    )
+    archs = guard("the CUDA arch rules", "CMakeLists.txt", lambda: _arch_rules(top, gaps), no_archs)
+    modelopt = guard(
+        _MO_RESTS,
+        _QUANT.as_posix(),
+        lambda: _modelopt(tree, gaps),
+        ModelOptFacts(False, None, None),
+    )
     return SourceFacts(
         vllm=version,
         torch=pins[0].version if pins else None,
         torch_evidence=pins[0].evidence if pins else None,
         cutlass=cutlass,
         external=externals,
-        cuda_archs=_arch_rules(top),
+        cuda_archs=archs,
         python=python,
         requires_python=requires_python,
         cmake=cmake[0] if cmake else None,
-        modelopt=_modelopt(tree),
+        modelopt=modelopt,
         torch_pins=tuple(pins),
         python_evidence=f"CMakeLists.txt:{python_line}" if python_line else None,
         requires_python_evidence=rp_ev,
         cmake_evidence=f"CMakeLists.txt:{cmake[1]}" if cmake else None,
+        gaps=tuple(gaps),
     )

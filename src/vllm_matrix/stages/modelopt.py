@@ -42,6 +42,8 @@ class Check:
     message: str
     how: str  # what of the release ran, and what was read statically
     parsed: dict[str, Any] = field(default_factory=dict)
+    # file:line and what the reader could not read; the check then says nothing either way
+    unreadable: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +53,7 @@ class Check:
             "message": self.message,
             "how": self.how,
             "parsed": self.parsed,
+            "unreadable": self.unreadable,
         }
 
 
@@ -125,30 +128,111 @@ def _fp8_branches(cls: ast.ClassDef | None) -> dict[str, str]:
     return out
 
 
+class Unreadable(Exception):
+    """A construct of the release's source that the reader cannot evaluate."""
+
+    def __init__(self, line: int | None, what: str) -> None:
+        super().__init__(what)
+        self.line = line
+        self.what = what
+
+
+def _value(node: ast.expr, names: dict[str, Any]) -> Any:
+    """A literal, as ``ast.literal_eval`` reads it, plus what module-level lists are built
+    from: names bound earlier in the module to such values, ``*name`` inside a list/tuple
+    (0.34.0: ``QUANT_ALGOS = [*LINEAR_ALGOS, "MIXED_PRECISION"]``) and ``a + b``."""
+    if isinstance(node, ast.Name) and node.id in names:
+        return names[node.id]
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        out: list[Any] = []
+        for e in node.elts:
+            if isinstance(e, ast.Starred):
+                inner = _value(e.value, names)  # a dict unpacks to its keys, as in Python
+                if not isinstance(inner, (list, tuple, set, frozenset, dict)):
+                    raise Unreadable(e.lineno, f"*{ast.unparse(e.value)} is not a list")
+                out += list(inner)
+            else:
+                out.append(_value(e, names))
+        return tuple(out) if isinstance(node, ast.Tuple) else out
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _value(node.left, names), _value(node.right, names)
+        if isinstance(left, list) and isinstance(right, list):
+            return left + right
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise Unreadable(
+            getattr(node, "lineno", None),
+            f"{ast.unparse(node)[:120]!r} ({type(node).__name__}) is not a value the reader "
+            "can evaluate",
+        ) from None
+
+
 def _quant_algos(tree: ast.Module) -> list[str] | None:
+    """The module's QUANT_ALGOS; Unreadable when it is built in a way the reader cannot
+    follow. Names bound before it at module level to literal values are known."""
+    names: dict[str, Any] = {}
     for n in tree.body:
-        if isinstance(n, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "QUANT_ALGOS" for t in n.targets
-        ):
-            value = ast.literal_eval(n.value)
+        if isinstance(n, ast.Assign) and len(n.targets) == 1:
+            target = n.targets[0]
+        elif isinstance(n, ast.AnnAssign) and n.value is not None:  # X: dict[...] = {...}
+            target = n.target
+        else:
+            continue
+        if not isinstance(target, ast.Name) or n.value is None:
+            continue
+        if target.id == "QUANT_ALGOS":
+            value = _value(n.value, names)
+            if not isinstance(value, (list, tuple, set)):
+                raise Unreadable(n.lineno, f"QUANT_ALGOS is a {type(value).__name__}, not a list")
             return [str(v) for v in value]
+        try:
+            names[target.id] = _value(n.value, names)
+        except Unreadable:
+            names.pop(target.id, None)  # not a literal: a later use of it is Unreadable
     return None
 
 
 def check(root: Path, config: dict[str, Any]) -> Check:
-    """Run the release at ``root``'s ModelOpt parser on ``config`` (hf_quant_config.json)."""
+    """Run the release at ``root``'s ModelOpt parser on ``config`` (hf_quant_config.json).
+
+    What the reader cannot read or run of the release's source (a construct it does not
+    know, a file moved, syntax newer than this Python) is a Check with ``unreadable`` set,
+    naming file:line: the answer is then unknown, never an exception."""
     path = root / QUANT_DIR / "modelopt.py"
     if not path.is_file():
         return Check(False, None, None, "this vLLM has no modelopt.py", "file missing")
+    rel = (QUANT_DIR / "modelopt.py").as_posix()
+    try:
+        return _check(root, path, config)
+    except Unreadable as exc:
+        where = f"{rel}:{exc.line}" if exc.line else rel
+        return _unreadable(where, exc.what)
+    except SyntaxError as exc:
+        name = Path(exc.filename or rel).name
+        f = (QUANT_DIR / name).as_posix() if name != "<unknown>" else rel
+        return _unreadable(f"{f}:{exc.lineno}", f"cannot be parsed by this Python: {exc.msg}")
+    except OSError as exc:
+        return _unreadable(rel, f"a file the parser needs cannot be read: {exc}")
+    except Exception as exc:  # the release's own code did something the stand-in lacks
+        return _unreadable(rel, f"its parser could not be run here: {type(exc).__name__}: {exc}")
+
+
+def _unreadable(where: str, what: str) -> Check:
+    msg = f"unknown: {where}: {what}"
+    return Check(False, None, None, msg, "not read", unreadable=f"{where}: {what}")
+
+
+def _check(root: Path, path: Path, config: dict[str, Any]) -> Check:
     text = path.read_text(encoding="utf-8")
-    tree = ast.parse(text)
+    tree = ast.parse(text, "modelopt.py")
     classes = _classes(tree)
     found = _find_from_config(tree, classes)
     if found is None:
         return Check(False, None, None, "no from_config for ModelOptFp8Config", "static")
     owner, fn = found
     base_text = (root / QUANT_DIR / "base_config.py").read_text(encoding="utf-8")
-    base_tree = ast.parse(base_text)
+    base_tree = ast.parse(base_text, "base_config.py")
     qc = _classes(base_tree).get("QuantizationConfig")
     gfk = _method(qc, "get_from_keys") if qc is not None else None
     ns: dict[str, Any] = {"Any": Any, "Dict": dict, "List": list, "Optional": Any}
@@ -206,4 +290,4 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(json.dumps(d, default=str)))
 
 
-__all__ = ["EXAMPLE", "Check", "check"]
+__all__ = ["EXAMPLE", "Check", "Unreadable", "check"]

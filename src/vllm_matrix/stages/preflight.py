@@ -161,6 +161,10 @@ def check(
             )
         )
 
+    # --- what the readers could not read -----------------------------------
+    for gap in facts.gaps:
+        add(unreadable(ver, gap.evidence, gap.what, gap.rests))
+
     # --- torch pin ----------------------------------------------------------
     if facts.torch and Version(facts.torch) != Version(torch_v):
         add(
@@ -498,6 +502,23 @@ def status_of(findings: list[Finding]) -> str:
     return PASS
 
 
+UNREADABLE_FIX = (
+    "nothing for the build: the tool's reader does not know this construct yet; "
+    "`nox -s currency` lists such gaps (report it with the release and file:line)"
+)
+
+
+def unreadable(ver: str, where: str, what: str, rests: str) -> Finding:
+    """A fact a reader could not read: a warning naming file:line and what rests on it."""
+    return Finding(
+        "unreadable",
+        "warn",
+        f"{ver}: {where}: could not read {what}; {rests} rests on it and is not judged",
+        UNREADABLE_FIX,
+        (where,),
+    )
+
+
 def summary_of(findings: list[Finding]) -> str:
     fails = [f for f in findings if f.level == "fail"]
     if fails:
@@ -513,6 +534,9 @@ def modelopt_column(cell: Cell, facts: SourceFacts) -> tuple[str, str]:
     """The 'ModelOpt FP8' column (short answer) and the file:line it rests on."""
     mo = facts.modelopt
     ev = mo.evidence or ""
+    gap = next((g for g in facts.gaps if g.rests.startswith("the ModelOpt FP8")), None)
+    if gap is not None:
+        return f"unknown: {gap.evidence} could not be read", gap.evidence
     if not mo.supported:
         return "no (not in this vLLM)", ev
     cap = mo.fp8_min_capability
