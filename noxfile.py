@@ -104,9 +104,11 @@ def ci_matrix(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def currency(session: nox.Session) -> None:
-    """Is the knowledge current with the index? New releases, patch ranges, knowledge gaps,
-    every release preflighted; says what to update, exits non-zero when something is stale
-    (not part of `tests`: the suite never depends on what the index holds today)."""
+    """Check the knowledge against the index: new releases, patch ranges, knowledge gaps.
+
+    Every release is preflighted; it says what to update and exits non-zero when something
+    is stale (not part of `tests`: the suite never depends on what the index holds today).
+    """
     _cli(session, "currency", "--matrix", str(MATRIX), *session.posargs)
 
 
