@@ -198,7 +198,14 @@ def preflight_cell(
     found = preflight.check(
         cell, rf.facts, know, rf.tree, host, pin, scan=rf.scan, kernel_gates=rf.gates
     )
-    here = next((f.message for f in found if f.rule == "toolkit-obtainable"), "")
+    here = next(
+        (
+            f.message.removeprefix(preflight.NOT_HERE)
+            for f in found
+            if f.rule == "toolkit-obtainable"
+        ),
+        "",
+    )
     found = [f for f in found if f.rule != "toolkit-obtainable"]
     stage = StageResult(
         "preflight", preflight.status_of(found), 0.0, preflight.summary_of(found), tuple(found)
