@@ -191,6 +191,12 @@ class Adviser:
         field(default_factory=dict)
     )
     _newest: dict[tuple[str, str, tuple[str, ...], str], str | None] = field(default_factory=dict)
+    _memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+    def _cached(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
     def releases(self) -> list[str]:
         return sorted(
@@ -259,6 +265,11 @@ class Adviser:
         return self._newest[k]
 
     def newest_on(self, torch: str, cuda: str, arch: tuple[str, ...], python: str) -> str | None:
+        key = ("on", torch, cuda, arch, python)
+        out: str | None = self._cached(key, lambda: self._newest_on(torch, cuda, arch, python))
+        return out
+
+    def _newest_on(self, torch: str, cuda: str, arch: tuple[str, ...], python: str) -> str | None:
         """For a toolchain the user would change to anyway: the newest release pinned to
         that torch version that preflight lets through (the combination upstream ships),
         else the newest release preflight lets through."""
@@ -279,6 +290,11 @@ class Adviser:
         return tf.label if tf else torch
 
     def toolchains(self, have: Have, first_torch: str | None = None) -> list[tuple[str, str]]:
+        key = ("chains", have.torch, have.cuda, have.arch, first_torch)
+        out: list[tuple[str, str]] = self._cached(key, lambda: self._toolchains(have, first_torch))
+        return out
+
+    def _toolchains(self, have: Have, first_torch: str | None) -> list[tuple[str, str]]:
         """(torch build, nvcc) pairs that serve the arch, smallest change from ``have``
         first: the user's torch build, then ``first_torch``'s builds (a release's pin),
         then newer torch versions, oldest first; within a build, the user's nvcc if it
@@ -397,6 +413,13 @@ class Adviser:
         return Advice(have, False, tuple(opts[:MAX_OPTIONS]), "" if opts else tried)
 
     def newest_on_pin(self, arch: tuple[str, ...], python: str) -> tuple[str, str, str] | None:
+        key = ("on-pin", arch, python)
+        out: tuple[str, str, str] | None = self._cached(
+            key, lambda: self._newest_on_pin(arch, python)
+        )
+        return out
+
+    def _newest_on_pin(self, arch: tuple[str, ...], python: str) -> tuple[str, str, str] | None:
         """The newest release that builds for ``arch`` with (a build of) its own pinned
         torch and the oldest nvcc that serves it."""
         for v in self.releases():
