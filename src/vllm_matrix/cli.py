@@ -264,6 +264,8 @@ def cmd_release(args: argparse.Namespace) -> int:
     v = results.verdict_of(stages)
     print(f"{v.verdict:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else ""))
     print("\n".join(target_opts.preflight_lines(stages)))
+    for line in target_opts.elsewhere_lines(cell, ws.root):
+        print(line)
     return 0
 
 
@@ -376,6 +378,10 @@ def cmd_newest(args: argparse.Namespace) -> int:
         except MatrixError as exc:
             _say(f"the wheel metadata of vLLM {ans.newest} could not be read: {exc.message}")
     ans = newest.explain(ans, wheel_torch)
+    if ans.newest:  # the answer compiled on another machine counts, with that machine named
+        cell = newest.make_cell(ans.newest, ans.torch, ans.cuda, ans.provider, ans.python, ans.arch)
+        more = target_opts.elsewhere_lines(cell, Path.cwd())
+        ans = replace(ans, rests_on=(*ans.rests_on, *more))
     print(json.dumps(ans.to_json(), indent=1) if args.json else newest.render(ans, args.verbose))
     return 0 if ans.newest else 1
 

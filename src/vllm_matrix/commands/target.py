@@ -8,9 +8,13 @@ change); this module only turns arguments into them and results into lines.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
+from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.results import Finding, StageResult
+from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.pipeline import advice
 from vllm_matrix.pipeline import target as target_mod
 
 
@@ -65,4 +69,13 @@ def preflight_lines(stages: list[StageResult]) -> list[str]:
     return out
 
 
-__all__ = ["add_options", "preflight_lines", "resolve"]
+def elsewhere_lines(cell: Cell, root: Path) -> list[str]:
+    """The same cell compiled on another machine (reports/device/, results/), named."""
+    know = knowledge.load()
+    done = advice.compiled_results(advice.result_dirs(root), know)
+    key = advice.compiled_key(cell.vllm, cell.torch, cell.cuda, cell.arch, know)
+    c = done.get(key)
+    return [f"compiled elsewhere: {c.text()}"] if c else []
+
+
+__all__ = ["add_options", "elsewhere_lines", "preflight_lines", "resolve"]

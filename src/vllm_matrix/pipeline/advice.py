@@ -140,6 +140,9 @@ def _key(vllm: str, torch: str, cuda: str, arch: Iterable[str], know: Knowledge)
     return f"{vllm}|{label}|{cuda}|{archs}"
 
 
+compiled_key = _key
+
+
 def compiled_results(dirs: Iterable[Path], know: Knowledge) -> dict[str, Compiled]:
     """Cells compiled (probe or deeper) in the result files under ``dirs``, keyed by
     vLLM × torch build × CUDA × arch, the deepest first seen kept."""
