@@ -263,10 +263,12 @@ def cmd_release(args: argparse.Namespace) -> int:
     )
     v = results.verdict_of(stages)
     print(f"{v.verdict:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else ""))
-    print("\n".join(target_opts.preflight_lines(stages)))
-    for line in target_opts.elsewhere_lines(cell, ws.root):
-        print(line)
-    return 0
+    driver = target_opts.resolve(args, required=False).driver_cuda
+    lines = target_opts.preflight_lines(stages, driver)
+    lines += target_opts.elsewhere_lines(cell, ws.root) + target_opts.driver_lines(cell, driver)
+    print("\n".join(lines))
+    # 0 answered (it builds, or as far as could be checked), 1 vLLM fails, 3 ERROR
+    return {"FAIL": 1, "PREDICTED-FAIL": 1, "ERROR": EXIT_CELL_ERROR}.get(v.verdict, 0)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -361,7 +363,9 @@ def cmd_newest(args: argparse.Namespace) -> int:
     tgt = target_opts.resolve(args)
     torch, cuda, python = newest.from_env(tgt, args.torch, args.cuda, args.python)
     echo = _say if args.verbose else None
-    ans = newest.walk(torch, cuda, tgt.archs, python, args.provider, echo=echo)
+    ans = newest.walk(
+        torch, cuda, tgt.archs, python, args.provider, echo=echo, driver_cuda=tgt.driver_cuda
+    )
     ans = replace(ans, target=tgt.line())
     if args.depth == "probe" and ans.newest:
         ws = context.Workspace(Path.cwd())

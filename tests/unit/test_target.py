@@ -84,3 +84,15 @@ def test_doctor_on_a_prefix_for_a_5090(tmp_path: Path, monkeypatch: pytest.Monke
     # no GPU here and no target named: say how to name it
     r = doctor.for_prefix(pf, target.resolve(required=False, detect=lambda: NO_GPU))
     assert any('--gpu "RTX 5090"' in p["fix"] for p in r.problems)
+
+
+def test_newest_without_a_target_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vllm_matrix import cli
+
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    monkeypatch.setattr(gpuinfo, "detect", lambda: NO_GPU)
+    assert cli.main(["newest", "--torch", "2.6.0", "--cuda", "12.4"]) == 2
+    err = capsys.readouterr().err
+    assert "no target arch" in err and '--gpu "RTX 5090"' in err

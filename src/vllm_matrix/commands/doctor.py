@@ -192,14 +192,20 @@ def _report(
 
 
 def _advise(
-    r: Report, torch: str | None, cuda: str | None, archs: tuple[str, ...], python: str | None
+    r: Report,
+    torch: str | None,
+    cuda: str | None,
+    archs: tuple[str, ...],
+    python: str | None,
+    driver_cuda: str | None = None,
 ) -> str:
     """Fill the report's advice (the one advice, pipeline/advice.py) for this torch and
     nvcc on the target's arches; return the fix an arch problem names (its first option)."""
     if not torch or not cuda or not archs:
         return ""
     try:
-        a = advice.adviser_for(Path.cwd()).advise(advice.Have(torch, cuda, archs, python or "3.12"))
+        have = advice.Have(torch, cuda, archs, python or "3.12", driver_cuda=driver_cuda)
+        a = advice.adviser_for(Path.cwd()).advise(have)
     except MatrixError:
         return ""
     r.advice = [o.text() for o in a.options]
@@ -310,7 +316,7 @@ def for_prefix(pf: envprefix.PrefixFacts, tgt: target_mod.Target) -> Report:
         r.torch = torch_info(tv)
     else:
         r.torch = {"version": "none in the env"}
-    fix = _advise(r, pf.torch, pf.nvcc or pf.torch_cuda, tgt.archs, pf.python)
+    fix = _advise(r, pf.torch, pf.nvcc or pf.torch_cuda, tgt.archs, pf.python, tgt.driver_cuda)
     if not tgt.archs:
         err = target_mod.no_arch_error()
         r.problem(err.message, err.fix or "")

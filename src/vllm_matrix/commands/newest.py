@@ -145,6 +145,7 @@ def walk(
     step: Callable[[Cell], Step] | None = None,
     echo: Callable[[str], None] | None = None,
     adviser: advice_mod.Adviser | None = None,
+    driver_cuda: str | None = None,
 ) -> Answer:
     """Preflight each release newest-down; stop at the first one not predicted to fail."""
     know = know or knowledge.load()
@@ -184,7 +185,8 @@ def walk(
     same = [v for v, p in pinned.items() if Version(p) == Version(version)]
     adv_answer = None
     if newest is None and step is None:  # the cheapest way out, from the one advice
-        adv_answer = adv.advise(advice_mod.Have(torch, cuda, arch, python))
+        have = advice_mod.Have(torch, cuda, arch, python, driver_cuda=driver_cuda)
+        adv_answer = adv.advise(have)
     return Answer(
         torch,
         cuda,

@@ -11,6 +11,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from packaging.version import Version
+
+from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.results import Finding, StageResult
 from vllm_matrix.knowledge import toolchains as knowledge
@@ -44,8 +47,9 @@ def resolve(args: argparse.Namespace, required: bool = True) -> target_mod.Targe
     )
 
 
-def preflight_lines(stages: list[StageResult]) -> list[str]:
-    """Every rule of a cell's preflight, failures first, then what limits the depth here."""
+def preflight_lines(stages: list[StageResult], driver_cuda: str | None = None) -> list[str]:
+    """Every rule of a cell's preflight, failures first, then what limits the depth here;
+    the advice's options less those the target's driver (``driver_cuda``) cannot run."""
     pre = next((s for s in stages if s.stage == "preflight"), None)
     if pre is None:
         return []
@@ -63,9 +67,18 @@ def preflight_lines(stages: list[StageResult]) -> list[str]:
     here = [f for f in pre.findings if f.rule == "toolkit-obtainable"]
     out += [f"{f.message} (to compile: {f.fix})" for f in here]
     adv: dict[str, Any] = pre.details.get("advice") or {}
-    if adv.get("options"):
+    opts = adv.get("options") or []
+    if driver_cuda:
+        runs = [o for o in opts if Version(o["cuda"]) <= Version(driver_cuda)]
+        if len(runs) < len(opts):
+            out.append(
+                f"({len(opts) - len(runs)} option(s) need a driver newer than CUDA "
+                f"{driver_cuda}: left out)"
+            )
+        opts = runs
+    if opts:
         out.append("smallest change first (vLLM × torch build × CUDA toolkit; evidence):")
-        out += [f"  {n}. {o['text']}" for n, o in enumerate(adv["options"], 1)]
+        out += [f"  {n}. {o['text']}" for n, o in enumerate(opts, 1)]
     return out
 
 
@@ -78,4 +91,20 @@ def elsewhere_lines(cell: Cell, root: Path) -> list[str]:
     return [f"compiled elsewhere: {c.text()}"] if c else []
 
 
-__all__ = ["add_options", "elsewhere_lines", "preflight_lines", "resolve"]
+def driver_lines(cell: Cell, driver_cuda: str | None) -> list[str]:
+    """What the target's driver cannot run of this cell (--driver-cuda)."""
+    if not driver_cuda:
+        return []
+    tf = knowledge.load().torch_facts(cell.torch)
+    out = []
+    for msg, fix in gpuinfo.check(
+        gpuinfo.GpuReport((), driver_cuda, "--driver-cuda"),
+        cell.cuda,
+        tf.label if tf else cell.torch,
+        tf.cuda if tf else None,
+    ):
+        out.append(f"the target's driver: {msg} (fix: {fix})")
+    return out or [f"the target's driver (CUDA ≤ {driver_cuda}) runs this torch and toolkit"]
+
+
+__all__ = ["add_options", "driver_lines", "elsewhere_lines", "preflight_lines", "resolve"]

@@ -56,6 +56,7 @@ class Have:
     arch: tuple[str, ...]
     python: str = "3.12"
     vllm: str | None = None
+    driver_cuda: str | None = None  # the target's driver runs CUDA up to this
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,7 @@ class Adviser:
         return tf.label if tf else torch
 
     def toolchains(self, have: Have, first_torch: str | None = None) -> list[tuple[str, str]]:
-        key = ("chains", have.torch, have.cuda, have.arch, first_torch)
+        key = ("chains", have.torch, have.cuda, have.arch, first_torch, have.driver_cuda)
         out: list[tuple[str, str]] = self._cached(key, lambda: self._toolchains(have, first_torch))
         return out
 
@@ -341,6 +342,9 @@ class Adviser:
             if have.cuda in nvccs:
                 nvccs.remove(have.cuda)
                 nvccs.insert(0, have.cuda)
+            if have.driver_cuda:  # a build the target's driver cannot run is no option
+                cap = Version(have.driver_cuda)
+                nvccs = [v for v in nvccs if Version(v) <= cap] if Version(f.cuda) <= cap else []
             if nvccs:
                 out.append((spec, nvccs[0]))
         return out
@@ -405,7 +409,7 @@ class Adviser:
                     add(v, torch, cuda)
                     break
         # 4. the newest release on its own pinned torch
-        top = self.newest_on_pin(have.arch, have.python)
+        top = self.newest_on_pin(have.arch, have.python, have.driver_cuda)
         if top:
             add(*top)
         opts.sort(key=lambda o: len(o.changes))
@@ -415,14 +419,18 @@ class Adviser:
         )
         return Advice(have, False, tuple(opts[:MAX_OPTIONS]), "" if opts else tried)
 
-    def newest_on_pin(self, arch: tuple[str, ...], python: str) -> tuple[str, str, str] | None:
-        key = ("on-pin", arch, python)
+    def newest_on_pin(
+        self, arch: tuple[str, ...], python: str, driver_cuda: str | None = None
+    ) -> tuple[str, str, str] | None:
+        key = ("on-pin", arch, python, driver_cuda)
         out: tuple[str, str, str] | None = self._cached(
-            key, lambda: self._newest_on_pin(arch, python)
+            key, lambda: self._newest_on_pin(arch, python, driver_cuda)
         )
         return out
 
-    def _newest_on_pin(self, arch: tuple[str, ...], python: str) -> tuple[str, str, str] | None:
+    def _newest_on_pin(
+        self, arch: tuple[str, ...], python: str, driver_cuda: str | None
+    ) -> tuple[str, str, str] | None:
         """The newest release that builds for ``arch`` with (a build of) its own pinned
         torch and the oldest nvcc that serves it."""
         for v in self.releases():
@@ -430,7 +438,8 @@ class Adviser:
             if not pin:
                 continue
             tf = self.know.torch_facts(pin)
-            for torch, cuda in self.toolchains(Have(pin, tf.cuda if tf else "0.0", arch, python)):
+            mine = Have(pin, tf.cuda if tf else "0.0", arch, python, driver_cuda=driver_cuda)
+            for torch, cuda in self.toolchains(mine):
                 if Version(split_torch(torch)[0]) != Version(pin):
                     break  # ranked: the pin's builds come first
                 if self.ok(v, torch, cuda, arch, python):

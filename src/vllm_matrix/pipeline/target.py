@@ -78,7 +78,7 @@ def resolve(
     env: str | None = None,
     *,
     required: bool = True,
-    detect: Callable[[], gpuinfo.GpuReport] = gpuinfo.detect,
+    detect: Callable[[], gpuinfo.GpuReport] | None = None,
 ) -> Target:
     prefix = envprefix.read_prefix(Path(env)) if env else None
     if arch and gpu:
@@ -95,7 +95,7 @@ def resolve(
         return Target(
             parse_arch_list(listed), "TORCH_CUDA_ARCH_LIST", driver_cuda, drv_from, prefix
         )
-    here = detect()
+    here = (detect or gpuinfo.detect)()
     if here.gpus:
         names = ", ".join(sorted({g.name for g in here.gpus}))
         return Target(
