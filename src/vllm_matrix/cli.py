@@ -334,6 +334,9 @@ def cmd_pixi_snippet(args: argparse.Namespace) -> int:
             fix="name one: " + ", ".join(c.id for c in cells),
         )
     cell = cells[0]
+    note = target_opts.advice_note(cell, ws.root)  # the one advice, as every command gives it
+    if note:
+        _say(f"note: {note}")
     used = pixi.used_fixups(ws.results, cell)
     tree = source.get_tree(cell.source_spec)
     f = facts.read_facts(tree.root, tree.version)

@@ -107,4 +107,19 @@ def driver_lines(cell: Cell, driver_cuda: str | None) -> list[str]:
     return out or [f"the target's driver (CUDA ≤ {driver_cuda}) runs this torch and toolkit"]
 
 
-__all__ = ["add_options", "driver_lines", "elsewhere_lines", "preflight_lines", "resolve"]
+def advice_note(cell: Cell, root: Path) -> str:
+    """One line for a cell predicted to fail (pixi-snippet says it before the snippet):
+    the one advice, as every other command gives it; "" when nothing is predicted to fail."""
+    have = advice.Have(cell.torch, cell.cuda, cell.arch, cell.python, cell.vllm)
+    a = advice.adviser_for(root).advise(have)
+    return "" if a.ok_as_is else f"{cell.id} is predicted to fail; instead: {a.text()}"
+
+
+__all__ = [
+    "add_options",
+    "advice_note",
+    "driver_lines",
+    "elsewhere_lines",
+    "preflight_lines",
+    "resolve",
+]
