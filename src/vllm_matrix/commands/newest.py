@@ -361,8 +361,9 @@ def render(ans: Answer, verbose: bool = False) -> str:
     )
     if ans.newest is None and ans.steps:
         top = ans.steps[0]
-        why = top.fails[0] if top.fails else top.note
-        lines.append(f"  why, for the newest ({top.vllm}): {why[:200]}")
+        lines.append(f"  why, for the newest ({top.vllm}):")
+        whys = top.fails or (top.note,)
+        lines += [f"    - {w if len(w) <= 130 else w[:129] + '…'}" for w in whys[:3]]
     if ans.advice is not None:
         lines.append("smallest change first (vLLM × torch build × CUDA toolkit; evidence):")
         lines += [f"  {n}. {o.text()}" for n, o in enumerate(ans.advice.options, 1)]
