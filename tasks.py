@@ -137,13 +137,31 @@ def ci_matrix(
     )
 
 
+TARGET_HELP = {
+    "arch": "the target's GPU arches, e.g. 12.0 (default: the GPU here)",
+    "gpu": 'the target\'s GPU by name, e.g. "RTX 5090" (instead of --arch)',
+    "driver_cuda": "the newest CUDA the target's driver runs, e.g. 12.8",
+    "env": "an env prefix (venv, conda/Pixi prefix or Pixi project), read from its files",
+}
+
+
+def _target(arch: str, gpu: str, driver_cuda: str, env: str) -> list[str]:
+    return (
+        (["--arch", arch] if arch else [])
+        + (["--gpu", gpu] if gpu else [])
+        + (["--driver-cuda", driver_cuda] if driver_cuda else [])
+        + (["--env", env] if env else [])
+    )
+
+
 @task(
     help={
         "cell": "the cell (id or a unique part of it)",
-        "env": "'current': the active env instead of a cell",
-        "arch": "arches for --env current",
         "matrix": "matrix file",
         "json": "print JSON",
+        **TARGET_HELP,
+        "env": "an env prefix to read (default: $CONDA_PREFIX, $VIRTUAL_ENV, "
+        "$PIXI_PROJECT_ROOT), or 'current' (this interpreter)",
     }
 )
 def doctor(
@@ -151,16 +169,51 @@ def doctor(
     cell: str = "",
     env: str = "",
     arch: str = "",
+    gpu: str = "",
+    driver_cuda: str = "",
     matrix: str = "matrix.toml",
     json: bool = False,
 ) -> None:
-    """nvcc, host gcc, torch (CUDA, arches, ABI), cmake/ninja, fixups and problems."""
+    """An env's toolchain against the target: nvcc, torch's arch list, problems with fixes."""
     _run(
         ["doctor", "--matrix", matrix]
         + (["--cell", cell] if cell else [])
-        + (["--env", env] if env else [])
-        + (["--arch", arch] if arch else [])
+        + _target(arch, gpu, driver_cuda, env)
         + (["--json"] if json else [])
+    )
+
+
+@task(
+    help={
+        "version": "a vLLM release, e.g. 0.8.5",
+        "torch": "default: the release's pin; 2.6.0 or a variant 2.7.0+cu128",
+        "cuda": "nvcc version (default: the torch's CUDA)",
+        "python": "default: the newest both vLLM and torch accept",
+        "depth": "preflight (every rule, seconds) | toolkit | probe | build ...",
+        "matrix": "matrix file",
+        **TARGET_HELP,
+    }
+)
+def release(
+    c: Context,
+    version: str,
+    torch: str = "",
+    cuda: str = "",
+    python: str = "",
+    depth: str = "preflight",
+    arch: str = "",
+    gpu: str = "",
+    driver_cuda: str = "",
+    env: str = "",
+    matrix: str = "matrix.toml",
+) -> None:
+    """One release x torch x CUDA for the target: every preflight rule, what to change."""
+    _run(
+        ["release", version, "--matrix", matrix, "--depth", depth]
+        + (["--torch", torch] if torch else [])
+        + (["--cuda", cuda] if cuda else [])
+        + (["--python", python] if python else [])
+        + _target(arch, gpu, driver_cuda, env)
     )
 
 
@@ -182,27 +235,36 @@ def pixi_snippet(
 @task(
     help={
         "torch": "the torch you have: 2.6.0 (the index's wheel) or a variant 2.7.1+cu128",
-        "cuda": "nvcc version (default: the torch build's CUDA)",
-        "arch": "GPU arches (default: TORCH_CUDA_ARCH_LIST, else 9.0)",
-        "python": "Python version",
-        "depth": "preflight (walk only) | probe (also compile the answer and the next release)",
+        "cuda": "nvcc version (default: --env's nvcc, else the torch build's CUDA)",
+        "python": "Python version (default: --env's, else 3.12)",
+        "depth": "preflight (default: seconds) | probe (also compile the answer and the next "
+        "newer release: minutes)",
+        "verbose": "also list every release of the walk",
         "json": "print JSON",
+        **TARGET_HELP,
     }
 )
 def newest(
     c: Context,
-    torch: str,
+    torch: str = "",
     cuda: str = "",
     arch: str = "",
-    python: str = "3.12",
-    depth: str = "probe",
+    gpu: str = "",
+    driver_cuda: str = "",
+    env: str = "",
+    python: str = "",
+    depth: str = "preflight",
+    verbose: bool = False,
     json: bool = False,
 ) -> None:
-    """The newest vLLM release that builds with this torch (walks releases newest-down)."""
+    """The newest vLLM release that builds with this torch for the target, else what to change."""
     _run(
-        ["newest", "--torch", torch, "--python", python, "--depth", depth]
+        ["newest", "--depth", depth]
+        + (["--torch", torch] if torch else [])
         + (["--cuda", cuda] if cuda else [])
-        + (["--arch", arch] if arch else [])
+        + (["--python", python] if python else [])
+        + _target(arch, gpu, driver_cuda, env)
+        + (["--verbose"] if verbose else [])
         + (["--json"] if json else [])
     )
 

@@ -68,3 +68,27 @@ def need_index() -> None:
     why = index_reachable()
     if why:
         skip_or_fail(why)
+
+
+@pytest.fixture(autouse=True)
+def offline_advice(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests only: the one advice (pipeline/advice.py) walks real releases' facts; a
+    unit test that reaches it through a predicted failure (the preflight stage stores the
+    advice) gets an adviser that reads none, so no unit test downloads a vLLM sdist.
+    test_advice.py gives it fixture releases; integration tests get the real one."""
+    if "unit" not in Path(str(request.node.path)).parts:
+        return
+    from vllm_matrix.infra.errors import SourceError
+    from vllm_matrix.pipeline import advice
+
+    def no_release(version: str) -> object:
+        raise SourceError(f"unit tests read no release from the index (vLLM {version})")
+
+    real = advice.adviser_for
+
+    def offline(*a: object, **k: object) -> advice.Adviser:
+        adv = real(*a, **k)  # type: ignore[arg-type]
+        adv.facts = no_release
+        return adv
+
+    monkeypatch.setattr(advice, "adviser_for", offline)

@@ -8,12 +8,14 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from packaging.version import Version
 
 from vllm_matrix import __version__
 from vllm_matrix.commands import cimatrix, currency, doctor, pixi
+from vllm_matrix.commands import target as target_opts
 from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import config, results, tomlfile
 from vllm_matrix.infra.arch import Arch, parse_arch_list
@@ -34,6 +36,7 @@ from vllm_matrix.report import compat as report
 from vllm_matrix.report import map as mapreport
 from vllm_matrix.stages import build, externals, facts, modelopt, probe, source, toolkit, torchwheel
 from vllm_matrix.stages import env as env_mod
+from vllm_matrix.stages import envprefix as env_prefix
 
 
 def _matrix(args: argparse.Namespace) -> tuple[config.Matrix, context.Workspace]:
@@ -244,6 +247,11 @@ def release_cell(args: argparse.Namespace) -> config.Cell:
     v = args.version
     tree = source.get_tree(v)
     f = facts.read_facts(tree.root, tree.version)
+    env = target_opts.resolve(args, required=False).env
+    if env is not None:  # --env PREFIX: its torch, nvcc and Python unless given
+        args.torch = args.torch or env.torch
+        args.cuda = args.cuda or env.nvcc
+        args.python = args.python or env.python
     torch = args.torch or f.torch or pins.load().get(v)
     if not torch:
         raise MatrixError(f"vLLM {v} pins no torch that could be read", fix="pass --torch X")
@@ -264,7 +272,7 @@ def release_cell(args: argparse.Namespace) -> config.Cell:
     python = args.python or (
         default if default in pythons else (pythons[-1] if pythons else default or "3.12")
     )
-    archs = parse_arch_list(args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST") or "9.0")
+    archs = target_opts.resolve(args).archs
     return config.Cell(
         v,
         torch,
@@ -286,7 +294,12 @@ def cmd_release(args: argparse.Namespace) -> int:
     )
     v = results.verdict_of(stages)
     print(f"{v.verdict:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else ""))
-    return 0
+    driver = target_opts.resolve(args, required=False).driver_cuda
+    lines = target_opts.preflight_lines(stages, driver)
+    lines += target_opts.elsewhere_lines(cell, ws.root) + target_opts.driver_lines(cell, driver)
+    print("\n".join(lines))
+    # 0 answered (it builds, or as far as could be checked), 1 vLLM fails, 3 ERROR
+    return {"FAIL": 1, "PREDICTED-FAIL": 1, "ERROR": EXIT_CELL_ERROR}.get(v.verdict, 0)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -322,10 +335,14 @@ def cmd_ci_matrix(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    if args.env == "current":
-        rep = doctor.for_current(_archs(args.arch))
-    elif args.env:
-        raise MatrixError(f"unknown --env '{args.env}'", fix="use --env current, or --cell ID")
+    prefix = doctor.active_prefix() if not args.env and not args.cell else None
+    if args.env == "current" or (not args.env and not args.cell and prefix is None):
+        tgt = target_opts.resolve(args, required=False)
+        rep = doctor.for_current(tgt.archs)
+    elif args.env or prefix is not None:
+        tgt = target_opts.resolve(args, required=False)
+        pf = tgt.env or env_prefix.read_prefix(prefix or Path(args.env))
+        rep = doctor.for_prefix(pf, tgt)
     else:
         m, _ = _matrix(args)
         cells = m.select(args.cell)
@@ -348,6 +365,9 @@ def cmd_pixi_snippet(args: argparse.Namespace) -> int:
             fix="name one: " + ", ".join(c.id for c in cells),
         )
     cell = cells[0]
+    note = target_opts.advice_note(cell, ws.root)  # the one advice, as every command gives it
+    if note:
+        _say(f"note: {note}")
     used = pixi.used_fixups(ws.results, cell)
     tree = source.get_tree(cell.source_spec)
     f = facts.read_facts(tree.root, tree.version)
@@ -393,8 +413,13 @@ def cmd_newest(args: argparse.Namespace) -> int:
         raise MatrixError(
             f"unknown depth '{args.depth}'", fix=did_you_mean(args.depth, newest.DEPTHS)
         )
-    archs = parse_arch_list(args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST", "") or "9.0")
-    ans = newest.walk(args.torch, args.cuda, archs, args.python, args.provider, echo=_say)
+    tgt = target_opts.resolve(args)
+    torch, cuda, python = newest.from_env(tgt, args.torch, args.cuda, args.python)
+    echo = _say if args.verbose else None
+    ans = newest.walk(
+        torch, cuda, tgt.archs, python, args.provider, echo=echo, driver_cuda=tgt.driver_cuda
+    )
+    ans = replace(ans, target=tgt.line())
     if args.depth == "probe" and ans.newest:
         ws = context.Workspace(Path.cwd())
 
@@ -410,7 +435,11 @@ def cmd_newest(args: argparse.Namespace) -> int:
         except MatrixError as exc:
             _say(f"the wheel metadata of vLLM {ans.newest} could not be read: {exc.message}")
     ans = newest.explain(ans, wheel_torch)
-    print(json.dumps(ans.to_json(), indent=1) if args.json else newest.render(ans))
+    if ans.newest:  # the answer compiled on another machine counts, with that machine named
+        cell = newest.make_cell(ans.newest, ans.torch, ans.cuda, ans.provider, ans.python, ans.arch)
+        more = target_opts.elsewhere_lines(cell, Path.cwd())
+        ans = replace(ans, rests_on=(*ans.rests_on, *more))
+    print(json.dumps(ans.to_json(), indent=1) if args.json else newest.render(ans, args.verbose))
     return 0 if ans.newest else 1
 
 
@@ -652,8 +681,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--torch", help="default: the release's pin (knowledge/data/vllm_pins.toml)")
     s.add_argument("--cuda", help="default: the torch's CUDA, or the nearest obtainable here")
     s.add_argument("--provider", help="debian | pypi | system | conda-prefix")
-    s.add_argument("--arch", help="GPU arches (default TORCH_CUDA_ARCH_LIST, else 9.0)")
     s.add_argument("--python", help="default: the newest both vLLM and torch accept")
+    target_opts.add_options(s)
     s.add_argument("--depth", default=plan.DEFAULT_DEPTH, help="|".join(plan.DEPTHS))
     s.add_argument("--force", action="store_true", help="go on past a predicted failure")
     b = s.add_argument_group("--depth build")
@@ -679,13 +708,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cell", help="only cells whose id contains this")
     s.set_defaults(fn=cmd_ci_matrix)
 
-    s = with_matrix(sub.add_parser("doctor", help="a cell's or the current env's toolchain"))
-    s.add_argument("--cell", help="the cell (id or a unique part of it)")
-    s.add_argument("--env", help="'current': the active env (conda/pixi/venv) instead of a cell")
-    s.add_argument(
-        "--arch",
-        help="--env current: arches or auto (TORCH_CUDA_ARCH_LIST, else the GPUs here)",
+    s = with_matrix(
+        sub.add_parser(
+            "doctor",
+            help="an env's toolchain against a target: the active env ($CONDA_PREFIX, "
+            "$VIRTUAL_ENV, $PIXI_PROJECT_ROOT), --env PATH, or a --cell",
+        )
     )
+    s.add_argument("--cell", help="the cell (id or a unique part of it)")
+    target_opts.add_options(s)
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_doctor)
 
@@ -755,16 +786,20 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "newest", help="the newest vLLM release that builds with a given torch (walks releases)"
     )
-    s.add_argument("--torch", required=True, help="2.6.0 (the index's wheel) or 2.7.1+cu128")
-    s.add_argument("--cuda", help="nvcc version (default: the torch build's CUDA)")
-    s.add_argument("--arch", help="GPU arches (default: TORCH_CUDA_ARCH_LIST, else 9.0)")
-    s.add_argument("--python", default="3.12")
+    s.add_argument(
+        "--torch", help="2.6.0 (the index's wheel) or 2.7.1+cu128 (default: --env's torch)"
+    )
+    s.add_argument("--cuda", help="nvcc version (default: --env's nvcc, else the torch's CUDA)")
+    s.add_argument("--python", help="default: --env's Python, else 3.12")
     s.add_argument("--provider", help="toolkit provider (default: one that can supply --cuda)")
     s.add_argument(
         "--depth",
-        default="probe",
-        help="preflight (walk only) | probe (also compile the answer and the next release)",
+        default="preflight",
+        help="preflight (the default: every rule, seconds) | probe (also compile the answer "
+        "and the next newer release: minutes, GBs of downloads)",
     )
+    target_opts.add_options(s)
+    s.add_argument("--verbose", action="store_true", help="also list every release of the walk")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_newest)
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_advice import PINS, K, fake_facts
 
 from vllm_matrix.commands import doctor
+from vllm_matrix.pipeline import advice
 from vllm_matrix.stages import preflight
 from vllm_matrix.stages.env import TorchEnv
 from vllm_matrix.stages.toolkit import Toolkit
@@ -42,6 +44,10 @@ def parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Toolkit, Tor
         "12.4",
     )
     monkeypatch.setattr(preflight, "detect_host", lambda: preflight.Host(14, {}, None))
+    # the one advice over fixture releases (nothing read from the index)
+    rf = fake_facts(tmp_path)
+    fixed = advice.Adviser(know=K, pinned=PINS, facts=rf.__getitem__)
+    monkeypatch.setattr(advice, "adviser_for", lambda *a, **k: fixed)
     return tk, tv
 
 
@@ -59,4 +65,19 @@ def test_report_names_everything_and_each_problem_has_a_fix(
     assert all(p["fix"] for p in r.problems)
     text = r.render()
     assert "TORCH_CUDA_ARCH_LIST=9.0;12.0" in text and "why:" in text
-    assert set(r.to_json()) == {"title", "toolkit", "host", "torch", "tools", "fixups", "problems"}
+    assert set(r.to_json()) == {
+        "title",
+        "toolkit",
+        "host",
+        "torch",
+        "tools",
+        "fixups",
+        "problems",
+        "advice",
+    }
+    # torch 2.6.0+cu124's own arch list (sm_80, sm_90 here) has nothing for sm_120
+    torch_p = next(p for p in r.problems if p["message"].startswith("torch 2.6.0+cu124 has no"))
+    assert "sm_120" in torch_p["message"]
+    # fixes carry versions: vLLM × torch build × CUDA, from the one advice
+    assert "× torch 2.7.0+cu128 × CUDA 12.8" in torch_p["fix"]
+    assert r.advice and "CUDA 12.4 → 12.8" in r.advice[0]

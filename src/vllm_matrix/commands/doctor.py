@@ -7,18 +7,24 @@ and every problem with its fix.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import proc
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell
+from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.pipeline import advice
+from vllm_matrix.pipeline import target as target_mod
 from vllm_matrix.stages import env as env_mod
-from vllm_matrix.stages import fixups, preflight, toolkit, torchwheel
+from vllm_matrix.stages import envprefix, fixups, preflight, toolkit, torchwheel
 
 
 @dataclass
@@ -31,6 +37,8 @@ class Report:
     fixups: list[dict[str, str]] = field(default_factory=list)
     problems: list[dict[str, str]] = field(default_factory=list)
     gpu: dict[str, Any] = field(default_factory=dict)  # --env current: the GPUs, driver
+    target: str = ""  # the machine the answer is for (pipeline/target.py)
+    advice: list[str] = field(default_factory=list)  # the one advice's options
 
     def problem(self, message: str, fix: str) -> None:
         self.problems.append({"message": message, "fix": fix})
@@ -39,10 +47,15 @@ class Report:
         d = dict(vars(self))
         if not self.gpu:  # only --env current reads the GPUs
             d.pop("gpu")
+        for k in ("target", "advice"):
+            if not d[k]:
+                d.pop(k)
         return d
 
     def render(self) -> str:
         out = [self.title]
+        if self.target:
+            out.append(self.target)
 
         def section(name: str, d: dict[str, Any]) -> None:
             out.append(f"{name}:")
@@ -63,6 +76,9 @@ class Report:
         out += [f"  {f['name']}={f['value']}\n      why: {f['reason']}" for f in self.fixups]
         out.append(f"problems: {len(self.problems) or 'none'}")
         out += [f"  - {p['message']}\n    fix: {p['fix']}" for p in self.problems]
+        if self.advice:
+            out.append("smallest change first (vLLM × torch build × CUDA toolkit; evidence):")
+            out += [f"  {n}. {a}" for n, a in enumerate(self.advice, 1)]
         return "\n".join(out)
 
 
@@ -86,6 +102,7 @@ def torch_info(tv: env_mod.TorchEnv) -> dict[str, Any]:
     lib = tv.torch_dir / "lib" / "libtorch_python.so"
     if lib.exists():
         sass, ptx = torchwheel.arch_flags_of(lib)
+        info["_sass"], info["_ptx"] = sass, ptx
         info["arch list"] = [Arch.parse(a).sm for a in sass] + [
             f"{Arch.parse(a).compute} (PTX)" for a in ptx
         ]
@@ -130,6 +147,8 @@ def _report(
             "major versions differ",
             f"use a CUDA {tv.torch_cuda.split('.')[0]}.x toolkit",
         )
+    fix_for_arch = _advise(r, tv.torch_version, tk.version, archs, tv.python)
+    _torch_arch_problems(r, tv.torch_version, archs, fix_for_arch)
     nvcc_archs = sorted(Arch.parse(x).base for x in tk.archs)
     for a in map(Arch.parse, archs):
         if a.base.name not in tk.archs:
@@ -143,8 +162,8 @@ def _report(
             )
             r.problem(
                 f"nvcc {tk.version} cannot target {a.sm} ({side})",
-                ("use an older CUDA toolkit" if older else "use a newer CUDA toolkit")
-                + " (see `inv preflight`)",
+                fix_for_arch
+                or ("use an older CUDA toolkit" if older else "use a newer CUDA toolkit"),
             )
     cmake = tv.root / "bin" / "cmake"
     ninja = tv.root / "bin" / "ninja"
@@ -172,6 +191,56 @@ def _report(
     return r
 
 
+def _advise(
+    r: Report,
+    torch: str | None,
+    cuda: str | None,
+    archs: tuple[str, ...],
+    python: str | None,
+    driver_cuda: str | None = None,
+) -> str:
+    """Fill the report's advice (the one advice, pipeline/advice.py) for this torch and
+    nvcc on the target's arches; return the fix an arch problem names (its first option)."""
+    if not torch or not cuda or not archs:
+        return ""
+    try:
+        have = advice.Have(torch, cuda, archs, python or "3.12", driver_cuda=driver_cuda)
+        a = advice.adviser_for(Path.cwd()).advise(have)
+    except MatrixError:
+        return ""
+    r.advice = [o.text() for o in a.options]
+    first = a.options[0] if a.options else None
+    if first is None:
+        return a.text()
+    return f"{first.combo()} (option 1 below; {', '.join(first.changes) or 'no change'})"
+
+
+def _torch_arch_problems(r: Report, torch: str | None, archs: tuple[str, ...], fix: str) -> None:
+    """The torch in the env has no kernels for a target arch (read from its own
+    libtorch_python.so arch list; where that is absent, from the knowledge)."""
+    sass, ptx = r.torch.get("_sass"), r.torch.get("_ptx")
+    r.torch.pop("_sass", None)
+    r.torch.pop("_ptx", None)
+    if sass is None and torch:
+        tf = knowledge.load().torch_facts(torch)
+        sass, ptx = (tf.sass, tf.ptx) if tf else (None, None)
+    if sass is None:
+        return
+    for a in map(Arch.parse, archs):
+        runs = any(a.base.runs_sass_of(Arch.parse(x).base) for x in sass) or any(
+            a.base.jits_ptx_of(Arch.parse(x).base) for x in ptx or ()
+        )
+        if not runs:
+            have = ", ".join(Arch.parse(x).sm for x in sass) + (
+                f"; PTX {', '.join(ptx)}" if ptx else "; no PTX"
+            )
+            r.problem(
+                f"torch {torch} has no kernels for {a.sm} (its arch list: {have}): "
+                "vLLM built on it fails on this GPU with 'no kernel image is available'",
+                fix or "a torch build with code for it",
+            )
+
+
 def for_cell(cell: Cell) -> Report:
     tk = toolkit.provide(cell.provider, cell.cuda)
     tv = env_mod.provide(cell.python, cell.torch, "headers")
@@ -196,6 +265,85 @@ def for_current(archs: tuple[str, ...], gpus: gpuinfo.GpuReport | None = None) -
         "arch list": list(archs) or ["none (no GPU and no --arch)"],
         "read by": gpus.source,
     }
+    if not archs:
+        err = target_mod.no_arch_error()
+        r.problem(err.message, err.fix or "")
     for msg, fix in gpuinfo.check(gpus, tk.version, tv.torch_version, tv.torch_cuda):
         r.problem(msg, fix)
+    return r
+
+
+def active_prefix() -> Path | None:
+    """The env the user is in, when it is not this interpreter's: $CONDA_PREFIX (conda,
+    and Pixi's `pixi run`/`pixi shell`), $VIRTUAL_ENV, $PIXI_PROJECT_ROOT's default env."""
+    here = Path(sys.prefix).resolve()
+    for var, sub in (
+        ("CONDA_PREFIX", ""),
+        ("VIRTUAL_ENV", ""),
+        ("PIXI_PROJECT_ROOT", ".pixi/envs/default"),
+    ):
+        v = os.environ.get(var)
+        if not v:
+            continue
+        p = Path(v) / sub if sub else Path(v)
+        if p.is_dir() and p.resolve() != here:
+            return p
+    return None
+
+
+def for_prefix(pf: envprefix.PrefixFacts, tgt: target_mod.Target) -> Report:
+    """An environment prefix read from its files (nothing in it is run), for the target."""
+    r = Report(f"{pf.kind} env {pf.prefix} (read from its files, not run: {'; '.join(pf.read)})")
+    r.target = tgt.line()
+    know = knowledge.load()
+    nv = know.nvcc_for(pf.nvcc) if pf.nvcc else None
+    r.toolkit = {
+        "version": pf.nvcc or "none in the env",
+        "arches": [Arch.parse(a).compute for a in nv.archs] if nv else [],
+        "max host gcc": nv.max_gcc if nv else None,
+    }
+    if pf.torch and pf.site is not None:
+        tv = env_mod.TorchEnv(
+            pf.python or "",
+            pf.torch_version or "",
+            "prefix",
+            pf.prefix,
+            pf.prefix / "bin" / "python",
+            pf.site,
+            pf.torch,
+            pf.torch_cuda,
+        )
+        r.torch = torch_info(tv)
+    else:
+        r.torch = {"version": "none in the env"}
+    fix = _advise(r, pf.torch, pf.nvcc or pf.torch_cuda, tgt.archs, pf.python, tgt.driver_cuda)
+    if not tgt.archs:
+        err = target_mod.no_arch_error()
+        r.problem(err.message, err.fix or "")
+    if not pf.torch:
+        r.problem(f"no torch in {pf.prefix}", "install one: " + (fix or "pip install torch"))
+    if not pf.nvcc:
+        want = pf.torch_cuda or "the torch's CUDA"
+        r.problem(
+            f"no nvcc in {pf.prefix}: vLLM compiles CUDA code",
+            f"add CUDA {want}'s compiler to the env (conda/Pixi: cuda-nvcc {want}.* with "
+            "cuda-cudart-dev, libcublas-dev, libcusparse-dev, libcusolver-dev, libcurand-dev; "
+            "CUDA 13 from PyPI: nvidia-cuda-nvcc)",
+        )
+    if pf.nvcc and pf.torch_cuda and pf.nvcc.split(".")[0] != pf.torch_cuda.split(".")[0]:
+        r.problem(
+            f"torch is built with CUDA {pf.torch_cuda}, nvcc is {pf.nvcc}: major versions differ",
+            f"use a CUDA {pf.torch_cuda.split('.')[0]}.x toolkit",
+        )
+    _torch_arch_problems(r, pf.torch, tgt.archs, fix)
+    for a in tgt.archs:
+        if nv is not None and not nv.can_target(a):
+            r.problem(
+                f"nvcc {pf.nvcc} cannot target {Arch.parse(a).sm} ({nv.excludes_side(a)})",
+                fix or "a newer CUDA toolkit",
+            )
+    if tgt.driver_cuda:
+        rep = gpuinfo.GpuReport((), tgt.driver_cuda, tgt.driver_from)
+        for msg, dfix in gpuinfo.check(rep, pf.nvcc, pf.torch, pf.torch_cuda):
+            r.problem(msg, dfix)
     return r

@@ -21,13 +21,14 @@ from typing import Any
 from packaging.version import Version
 
 from vllm_matrix.infra import index, results
+from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell, split_torch
-from vllm_matrix.infra.errors import ConfigError, MatrixError
+from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.infra.results import PREDICTED_FAIL, Finding
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
-from vllm_matrix.stages import facts as facts_mod
-from vllm_matrix.stages import preflight, source
+from vllm_matrix.pipeline import advice as advice_mod
+from vllm_matrix.stages import preflight
 from vllm_matrix.stages import releases as releases_mod
 
 DEPTHS = ("preflight", "probe")
@@ -68,6 +69,9 @@ class Answer:
     rests_on: tuple[str, ...] = ()
     wheel_torch: str | None = None  # the newest release's wheel's torch requirement
     pinned_to_this_torch: str | None = None  # the newest release whose own pin is this torch
+    # no release serves it: the smallest toolchain change (pipeline/advice.py)
+    advice: advice_mod.Advice | None = None
+    target: str = ""  # how the arch (and env) was had
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +85,8 @@ class Answer:
                 "arch": list(self.arch),
                 "python": self.python,
             },
+            "advice": self.advice.to_json() if self.advice else None,
+            "target": self.target,
             "evidence": {
                 "walk": [s.to_json() for s in self.steps],
                 "probes": self.probes,
@@ -113,16 +119,11 @@ def make_cell(
     return Cell(vllm, torch, cuda, provider, py, arch, note="newest: a release on the walk")
 
 
-def _step(
-    cell: Cell, know: knowledge.Knowledge, host: preflight.Host, pinned: dict[str, str]
-) -> Step:
-    try:
-        tree = source.sdist_tree(cell.vllm)
-        f = facts_mod.read_facts(tree.root, tree.version)
-    except MatrixError as exc:
-        return Step(cell.vllm, "error", note=exc.message)
-    found = preflight.check(cell, f, know, tree.root, host, pinned)
-    status = preflight.status_of(found)
+def _step(cell: Cell, adv: advice_mod.Adviser) -> Step:
+    """One release's preflight, on the release facts cache (a warm walk reads no tree)."""
+    status, found = adv.findings(cell.vllm, cell.torch, cell.cuda, cell.arch, cell.python)
+    if status == "error":
+        return Step(cell.vllm, "error", note=found[0].message if found else "")
     bad = [x for x in found if x.level == "fail"]
     soft = [x for x in found if x.level in ("warn", "skip")]
     return Step(
@@ -146,6 +147,8 @@ def walk(
     pinned: dict[str, str] | None = None,
     step: Callable[[Cell], Step] | None = None,
     echo: Callable[[str], None] | None = None,
+    adviser: advice_mod.Adviser | None = None,
+    driver_cuda: str | None = None,
 ) -> Answer:
     """Preflight each release newest-down; stop at the first one not predicted to fail."""
     know = know or knowledge.load()
@@ -165,8 +168,8 @@ def walk(
             )
         cuda = tf.cuda
     provider = provider or provider_for(cuda, know)
-    host = host or preflight.detect_host()
-    run = step or (lambda c: _step(c, know, host, pinned))
+    adv = adviser or advice_mod.Adviser(know=know, pinned=pinned)
+    run = step or (lambda c: _step(c, adv))
     steps: list[Step] = []
     newest = None
     for v in releases(given):
@@ -183,6 +186,10 @@ def walk(
         else None
     )
     same = [v for v, p in pinned.items() if Version(p) == Version(version)]
+    adv_answer = None
+    if newest is None and step is None:  # the cheapest way out, from the one advice
+        have = advice_mod.Have(torch, cuda, arch, python, driver_cuda=driver_cuda)
+        adv_answer = adv.advise(have)
     return Answer(
         torch,
         cuda,
@@ -194,7 +201,23 @@ def walk(
         "preflight",
         tuple(steps),
         pinned_to_this_torch=max(same, key=Version) if same else None,
+        advice=adv_answer,
     )
+
+
+def from_env(
+    tgt: Any, torch: str | None, cuda: str | None, python: str | None
+) -> tuple[str, str | None, str]:
+    """--torch/--cuda/--python, each defaulting to what ``--env``'s prefix holds."""
+    env = tgt.env
+    torch = torch or (env.torch if env else None)
+    if not torch:
+        raise ConfigError(
+            "which torch? pass --torch (e.g. --torch 2.6.0) or --env PREFIX (read from it)",
+            fix="--torch 2.6.0 or --env $CONDA_PREFIX",
+        )
+    cuda = cuda or (env.nvcc if env else None)
+    return torch, cuda, python or (env.python if env and env.python else "3.12")
 
 
 def wheel_torch_requirement(vllm: str) -> str | None:
@@ -325,14 +348,39 @@ def _first_fail(ans: Answer, v: str) -> str:
     return s.fails[0] if s and s.fails else "?"
 
 
-def render(ans: Answer) -> str:
+MAX_LINES = 20
+
+
+def render(ans: Answer, verbose: bool = False) -> str:
+    """At most MAX_LINES lines; ``verbose`` adds every release of the walk."""
+    archs = ", ".join(Arch.parse(a).sm for a in ans.arch)
     lines = [
-        f"torch {ans.torch} × CUDA {ans.cuda} ({ans.provider}) × {', '.join(ans.arch)} "
-        f"× Python {ans.python}",
-        f"newest: {ans.newest or 'none'}   next newer: {ans.next or '-'}   depth: {ans.depth}",
+        f"torch {ans.torch} × CUDA {ans.cuda} ({ans.provider}) × {archs} × Python {ans.python}",
     ]
+    if ans.target:
+        lines.append(ans.target)
+    lines.append(
+        f"newest: {ans.newest or 'none'}   next newer: {ans.next or '-'}   depth: {ans.depth}"
+    )
+    if ans.newest is None and ans.steps:
+        top = ans.steps[0]
+        lines.append(f"  why, for the newest ({top.vllm}):")
+        whys = top.fails or (top.note,)
+        lines += [f"    - {w if len(w) <= 130 else w[:129] + '…'}" for w in whys[:3]]
+    if ans.advice is not None:
+        lines.append("smallest change first (vLLM × torch build × CUDA toolkit; evidence):")
+        lines += [f"  {n}. {o.text()}" for n, o in enumerate(ans.advice.options, 1)]
+        if not ans.advice.options:
+            lines.append(f"  {ans.advice.text()}")
     lines += [f"  - {r}" for r in ans.rests_on]
-    lines.append("walk (newest first):")
+    fails = [s for s in ans.steps if s.status == PREDICTED_FAIL]
+    walked = f"walk: {len(ans.steps)} releases preflighted"
+    if fails:
+        walked += f", {fails[0].vllm} … {fails[-1].vllm} predicted to fail"
+    if not verbose:
+        lines.append(walked + " (--verbose lists each)")
+        return "\n".join(lines[: MAX_LINES - 1] + lines[-1:] if len(lines) > MAX_LINES else lines)
+    lines.append(walked + ":")
     for s in ans.steps:
         why = s.fails[0] if s.fails else s.note
         lines.append(f"  {s.vllm:12} {s.status:15} {why[:140]}")
@@ -420,49 +468,52 @@ def cheapest(
     know: knowledge.Knowledge | None = None,
     host: preflight.Host | None = None,
     pinned: dict[str, str] | None = None,
-    limit: int = 6,
+    adviser: advice_mod.Adviser | None = None,
 ) -> Cheapest:
-    """The first candidate toolchain (cheapest first) that preflight lets through."""
+    """The release on the smallest toolchain change from its own pin that preflight lets
+    through: the one advice's option that keeps this vLLM (pipeline/advice.py), so the
+    Blackwell table and every other command agree. ``host`` is unused: the host
+    compiler is this machine's matter, not the target's."""
     know = know or knowledge.load()
     pinned = pinned if pinned is not None else releases_mod.pinned()
-    host = host or preflight.detect_host()
-    tree = source.sdist_tree(vllm)
-    f = facts_mod.read_facts(tree.root, tree.version)
-    tried: list[str] = []
-    for spec, nvcc, off in candidates(vllm, arch, know, pinned)[:limit]:
-        cell = make_cell(vllm, spec, nvcc, provider_for(nvcc, know), python, (arch,))
-        found = preflight.check(cell, f, know, tree.root, host, pinned)
-        status = preflight.status_of(found)
-        if status == PREDICTED_FAIL:
-            bad = next(x for x in found if x.level == "fail")
-            tried.append(f"torch {spec} × CUDA {nvcc}: {bad.message}")
-            continue
-        mo, mo_ev = preflight.modelopt_column(cell, f)
-        tf = know.torch_facts(spec)
-        return Cheapest(
-            vllm,
-            arch,
-            cell,
-            status,
-            off,
-            tuple(x.message for x in found if x.level in ("warn", "skip")),
-            tuple(e for x in found if x.level in ("warn", "skip", "fail") for e in x.evidence),
-            mo,
-            mo_ev,
-            tf.basis if tf else "unknown",
-            _kernels(found),
-        )
+    adv = adviser or advice_mod.Adviser(know=know, pinned=pinned)
+    pin = pinned.get(vllm)
+    ptf = know.torch_facts(pin) if pin else None
+    have = advice_mod.Have(pin or "", ptf.cuda if ptf else "0.0", (arch,), python, vllm)
+    chosen: tuple[str, str] | None = None
+    tried = ("no torch pin known for this release",)
+    if pin:
+        a = adv.advise(have)
+        if a.ok_as_is:
+            chosen = (pin, have.cuda)
+        else:
+            keep = [o for o in a.options if not any(c.startswith("vLLM") for c in o.changes)]
+            chosen = (keep[0].torch, keep[0].cuda) if keep else None
+            tried = (a.text(),)
+    if chosen is None:
+        return Cheapest(vllm, arch, None, PREDICTED_FAIL, False, tried, (), "", "", "unknown")
+    label, nvcc = chosen
+    tf = know.torch_facts(label)
+    base = know.torch_facts(tf.version) if tf else None
+    spec = tf.version if tf and base is not None and base.label == tf.label else label
+    status, found_t = adv.findings(vllm, spec, nvcc, (arch,), python)
+    found = list(found_t)
+    cell = make_cell(vllm, spec, nvcc, provider_for(nvcc, know), python, (arch,))
+    f = adv.release(vllm).facts
+    mo, mo_ev = preflight.modelopt_column(cell, f)
+    off = bool(pin) and Version(str(pin)) != Version(cell.torch_version)
     return Cheapest(
         vllm,
         arch,
-        None,
-        PREDICTED_FAIL,
-        False,
-        tuple(tried) or ("no known torch build",),
-        (),
-        "",
-        "",
-        "unknown",
+        cell,
+        status,
+        off,
+        tuple(x.message for x in found if x.level in ("warn", "skip")),
+        tuple(e for x in found if x.level in ("warn", "skip", "fail") for e in x.evidence),
+        mo,
+        mo_ev,
+        tf.basis if tf else "unknown",
+        _kernels(found),
     )
 
 
@@ -484,11 +535,12 @@ def newest_serving(
     know: knowledge.Knowledge | None = None,
     pinned: dict[str, str] | None = None,
     host: preflight.Host | None = None,
+    adviser: advice_mod.Adviser | None = None,
 ) -> Cheapest | None:
     """The newest release whose cheapest toolchain for ``arch`` passes preflight."""
     given, pinned = pinned, pinned if pinned is not None else releases_mod.pinned()
     for v in releases(given):
-        c = cheapest(v, arch, know=know, pinned=pinned, host=host)
+        c = cheapest(v, arch, know=know, pinned=pinned, host=host, adviser=adviser)
         if c.cell is not None:
             return c
     return None

@@ -12,6 +12,7 @@ only on its exact arch; PTX JIT-compiles for any equal or newer arch.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -42,6 +43,12 @@ class Arch:
     def parse(cls, text: str) -> Arch:
         """'9.0' / '90' / 'sm_90a' / 'compute_90' / 'sm90a' / '12.0f' / '9.0+PTX'.
         A bare number is capability x 10 ('120' is 12.0). ConfigError for anything else."""
+        if cls is Arch:  # immutable: one parse per spelling (the map parses millions)
+            return _parse(text)
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Arch:
         m = _ARCH.match(text.strip())
         if m:
             major, minor, suffix, ptx = m.groups()
@@ -153,3 +160,8 @@ def parse_arch_list(text: str) -> tuple[str, ...]:
     if not archs:
         raise ConfigError("no GPU arch given", fix="pass --arch 9.0 (or set TORCH_CUDA_ARCH_LIST)")
     return archs
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> Arch:
+    return Arch._parse(text)

@@ -154,6 +154,10 @@ def _verdict_of(stages: list[StageResult]) -> Verdict:
             bad = [f for f in s.findings if f.level == level]
             cause = "; ".join(f.message for f in bad) or s.summary
             fix = "; ".join(dict.fromkeys(f.fix for f in bad if f.fix))
+            # One advice (pipeline/advice.py) where the stage stored it: it replaces the
+            # rules' own fixes, which each see one rule.
+            if s.status == PREDICTED_FAIL and s.details.get("advice", {}).get("text"):
+                fix = str(s.details["advice"]["text"])
             ev = tuple(e for f in bad for e in f.evidence)
             name = {
                 FAIL: "FAIL",
@@ -173,6 +177,12 @@ def _verdict_of(stages: list[StageResult]) -> Verdict:
             if s.status in (SKIP, INTERRUPTED) and passed:
                 stopped = "interrupted" if s.status == INTERRUPTED else "skipped"
                 return Verdict("PASS", passed[-1], f"{s.stage} {stopped}: {cause}", fix, ev)
+            # Nothing compiled because this machine lacks the toolkit, torch or GPU: the
+            # answer is still every rule's (design.md: answers are about the asker's
+            # machine); what is missing here only limits the depth.
+            pre = next((p for p in stages[: stages.index(s)] if p.stage == "preflight"), None)
+            if s.status == SKIP and pre is not None and pre.status in (PASS, WARN):
+                return Verdict("PREFLIGHT-OK", "preflight", f"not compiled here: {cause}", fix, ev)
             # A prediction's depth is how far the cell got (--force may have gone on).
             return Verdict(name, depth if s.status == PREDICTED_FAIL else s.stage, cause, fix, ev)
     warns = [f for s in stages for f in s.findings if f.level == "warn"]

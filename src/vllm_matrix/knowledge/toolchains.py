@@ -10,6 +10,7 @@ Tests re-derive the facts from real tools and wheels (tests/integration/test_kno
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -100,10 +101,15 @@ class TorchFacts:
         SASS runs on the same major with an equal or higher minor; PTX JIT-compiles
         for any equal or newer arch (CUDA binary compatibility rules).
         """
-        gpu = Arch.parse(arch).base
-        return any(gpu.runs_sass_of(Arch.parse(s).base) for s in self.sass) or any(
-            gpu.jits_ptx_of(Arch.parse(p).base) for p in self.ptx
-        )
+        return _runs_on(self.sass, self.ptx, arch)
+
+
+@functools.lru_cache(maxsize=8192)
+def _runs_on(sass: tuple[str, ...], ptx: tuple[str, ...], arch: str) -> bool:
+    gpu = Arch.parse(arch).base
+    return any(gpu.runs_sass_of(Arch.parse(s).base) for s in sass) or any(
+        gpu.jits_ptx_of(Arch.parse(p).base) for p in ptx
+    )
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import StageResult
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.knowledge.toolchains import Knowledge
+from vllm_matrix.pipeline import advice
 from vllm_matrix.pipeline import grid as grid_mod
 from vllm_matrix.stages import apiscan, gates, preflight, releases, source
 from vllm_matrix.stages import facts as facts_mod
@@ -200,15 +201,34 @@ class MapCell:
 
 
 def preflight_cell(
-    cell: Cell, rf: ReleaseFacts, know: Knowledge, host: preflight.Host, pin: dict[str, str]
+    cell: Cell,
+    rf: ReleaseFacts,
+    know: Knowledge,
+    host: preflight.Host,
+    pin: dict[str, str],
+    adviser: advice.Adviser | None = None,
 ) -> MapCell:
+    """``adviser``: a predicted failure's fix is the one advice (pipeline/advice.py), as
+    in compat.md and every command; without one, the rules' own fixes."""
     found = preflight.check(
         cell, rf.facts, know, rf.tree, host, pin, scan=rf.scan, kernel_gates=rf.gates
     )
-    here = next((f.message for f in found if f.rule == "toolkit-obtainable"), "")
+    here = next(
+        (
+            f.message.removeprefix(preflight.NOT_HERE)
+            for f in found
+            if f.rule == "toolkit-obtainable"
+        ),
+        "",
+    )
     found = [f for f in found if f.rule != "toolkit-obtainable"]
+    status = preflight.status_of(found)
+    details: dict[str, Any] = {}
+    if status == results.PREDICTED_FAIL and adviser is not None:
+        have = advice.Have(cell.torch, cell.cuda, cell.arch, cell.python, cell.vllm)
+        details["advice"] = adviser.advise(have).to_json()
     stage = StageResult(
-        "preflight", preflight.status_of(found), 0.0, preflight.summary_of(found), tuple(found)
+        "preflight", status, 0.0, preflight.summary_of(found), tuple(found), details
     )
     v = results.verdict_of([stage])
     rules = tuple(dict.fromkeys(f.rule for f in found if f.level == "fail"))
@@ -256,6 +276,13 @@ def preflight_all(
     pin = releases.pinned()
     out = []
     rfs: dict[str, ReleaseFacts] = {}
+
+    def facts_of(v: str) -> ReleaseFacts:
+        if v not in rfs:
+            rfs[v] = release_facts(v, know)
+        return rfs[v]
+
+    adviser = advice.Adviser(know=know, pinned=pin, facts=facts_of)
     for c in cells:
         rf = rfs.get(c.vllm)
         if rf is None:
@@ -267,7 +294,7 @@ def preflight_all(
             rf = rfs[c.vllm] = release_facts(c.vllm, know)
             if echo:
                 echo(f"facts {c.vllm}")
-        out.append(preflight_cell(c, rf, know, host, pin))
+        out.append(preflight_cell(c, rf, know, host, pin, adviser))
     return out
 
 

@@ -19,7 +19,7 @@ from vllm_matrix.infra.errors import MatrixError, NotAvailable
 from vllm_matrix.infra.results import FAIL, PASS, Finding, StageResult
 from vllm_matrix.knowledge import probe_units
 from vllm_matrix.knowledge import toolchains as knowledge
-from vllm_matrix.pipeline import reuse
+from vllm_matrix.pipeline import advice, reuse
 from vllm_matrix.pipeline.context import CellContext, need
 from vllm_matrix.stages import (
     audit,
@@ -83,6 +83,7 @@ def do_preflight(ctx: CellContext) -> StageResult:
     found = preflight.check(
         cell, f, know, root, ctx.host or preflight.detect_host(), releases.pinned()
     )
+    details: dict[str, Any] = {}
     column, evidence = preflight.modelopt_column(cell, f)
     # The column rests on the release's own parser run on a ModelOpt FP8 config; what of
     # it cannot be read is a warning naming file:line, and the column says "unknown".
@@ -95,13 +96,21 @@ def do_preflight(ctx: CellContext) -> StageResult:
             )
         )
         column = f"unknown: {where} could not be read"
+    status = preflight.status_of(found)
+    if status == results.PREDICTED_FAIL:
+        # the fix is the one advice every command gives (pipeline/advice.py)
+        adv = advice.adviser_for(ctx.ws.root).advise(
+            advice.Have(cell.torch, cell.cuda, cell.arch, cell.python, cell.vllm)
+        )
+        details["advice"] = adv.to_json()
     return StageResult(
         "preflight",
-        preflight.status_of(found),
+        status,
         0.0,
         preflight.summary_of(found),
         tuple(found),
-        details={
+        details=details
+        | {
             "modelopt_fp8": column
             if cfg.accepted or cfg.unreadable or not f.modelopt.supported
             else f"no: {cfg.message}",

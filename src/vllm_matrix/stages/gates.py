@@ -34,7 +34,15 @@ class Gate:
     line: int
 
     def needs(self) -> str:
-        return f"nvcc {self.op} {self.nvcc}"
+        """The gate as a reader takes it: CMake's ``VERSION_GREATER 12.8`` compares the
+        full compiler version (12.8.61 for CUDA 12.8), so every 12.8.x nvcc passes it --
+        "nvcc ≥ 12.8", as vLLM's own comment above the gate says ("CUDA 12.8 or later")."""
+        if self.op == ">":
+            return (
+                f"nvcc ≥ {self.nvcc} (CMake `VERSION_GREATER {self.nvcc}` holds for nvcc "
+                f"{self.nvcc}.x, which reports {self.nvcc}.<build>)"
+            )
+        return f"nvcc ≥ {self.nvcc}"
 
     def built_with(self, nvcc: str) -> bool:
         # Compared on major.minor: "VERSION_GREATER 12.8" holds for every real 12.8.x nvcc

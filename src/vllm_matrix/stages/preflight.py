@@ -390,11 +390,16 @@ def check(
                 )
             )
 
-    # --- obtainability (SKIPPED, not FAIL) ---------------------------------------
+    # --- obtainability: how deep the evidence can go here, never the verdict --------
+    # (design.md "Answers are about the asker's machine": every rule above is judged
+    # whatever this machine has; a later stage that needs the toolkit says SKIPPED.)
     reason = toolkit_unavailable(cell, know, host)
     if reason:
-        add(Finding("toolkit-obtainable", "skip", reason[0], reason[1]))
+        add(Finding("toolkit-obtainable", "info", f"{NOT_HERE}{reason[0]}", reason[1]))
     return out
+
+
+NOT_HERE = "not compiled here: "
 
 
 # torch's CMake config (Caffe2/public/cuda.cmake) of releases before 2.8 links
