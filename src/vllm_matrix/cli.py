@@ -129,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stages = runner.run_cell(cell, ws, args.depth, force=args.force, echo=_say, opts=opts)
         v = results.verdict_of(stages)
         print(
-            f"{v.verdict:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else "")
+            f"{v.label:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else "")
         )
         return _exit_for([v])
     m, ws = _matrix(args)
@@ -145,6 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     {
                         "id": c.id,
                         "verdict": v.verdict,
+                        "rests_on": v.rests_on,
                         "depth": v.depth,
                         "cause": v.cause,
                         "fix": v.fix,
@@ -157,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     else:
         for c, v in done:
-            print(f"{v.verdict:15} {c.id}" + (f"\n{'':15} {v.cause}" if v.cause else ""))
+            print(f"{v.label:15} {c.id}" + (f"\n{'':15} {v.cause}" if v.cause else ""))
             if v.verdict == "ERROR" and v.fix:
                 print(f"{'':15} fix: {v.fix}")
         print(f"report: {md}", file=sys.stderr)
@@ -264,7 +265,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         cell, ws, args.depth, force=args.force, echo=_say, opts=build_options(args)
     )
     v = results.verdict_of(stages)
-    print(f"{v.verdict:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else ""))
+    print(f"{v.label:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else ""))
     return 0
 
 
