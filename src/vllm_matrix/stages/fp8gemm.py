@@ -283,7 +283,7 @@ def answer(tree: Path, arch: str, nvcc: str, model: Any) -> Answer:
         short = f"no: {route} is not built for {sm} ({fam.arch_var}: {';'.join(fam.archs)})"
         ok = False
     elif known and not runs:
-        lacks = "; ".join(f"{t.name} {t.mma}" for t in known)
+        lacks = "; ".join(f"{t.name} {t.mma.split(' (')[0]}" for t in known)
         short = f"no: {b.text()} goes to {b.callee} ({lacks} kernels), which {sm} lacks"
         ok = False
     elif not known:
