@@ -137,7 +137,8 @@ def _audits(ctx: CellContext, arch: str) -> list[tuple[list[dict[str, Any]], str
     ``arch``'s capability, with the machine they were compiled on."""
     number = Arch.parse(arch).number
     docs = [ctx.previous] if ctx.previous else []
-    for d in (ctx.ws.results, ctx.ws.reports / "device"):
+    # reports/fp8gemm: FP8 GEMM kernel units compiled alone for an arch and audited
+    for d in (ctx.ws.results, ctx.ws.reports / "device", ctx.ws.reports / "fp8gemm"):
         docs += [x for p in sorted(d.glob("*.json")) if (x := _read_json(p)) is not None]
     out = []
     for doc in docs:
