@@ -222,13 +222,19 @@ def release(
         "cell": "the cell (id or a unique part of it)",
         "matrix": "matrix file",
         "torch_channel": "torch from this conda channel (default: $VLLM_MATRIX_TORCH_CHANNEL)",
+        "tool_path": "where the Pixi workspace has a vllm-matrix checkout (default vllm-matrix)",
     }
 )
 def pixi_snippet(
-    c: Context, cell: str, matrix: str = "matrix.toml", torch_channel: str = ""
+    c: Context,
+    cell: str,
+    matrix: str = "matrix.toml",
+    torch_channel: str = "",
+    tool_path: str = "vllm-matrix",
 ) -> None:
-    """[tool.pixi.*] tables that reproduce a cell, from the fixups its run used."""
+    """A pixi.toml that builds the cell's vLLM, from facts alone (no local toolkit needed)."""
     extra = ["--torch-channel", torch_channel] if torch_channel else []
+    extra += ["--tool-path", tool_path]
     _run(["pixi-snippet", "--matrix", matrix, "--cell", cell, *extra])
 
 

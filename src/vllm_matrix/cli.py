@@ -34,7 +34,17 @@ from vllm_matrix.pipeline import context, grid, mapping, plan, runner
 from vllm_matrix.report import browser, merge
 from vllm_matrix.report import compat as report
 from vllm_matrix.report import map as mapreport
-from vllm_matrix.stages import build, externals, facts, modelopt, probe, source, toolkit, torchwheel
+from vllm_matrix.stages import (
+    build,
+    externals,
+    facts,
+    modelopt,
+    patches,
+    probe,
+    source,
+    toolkit,
+    torchwheel,
+)
 from vllm_matrix.stages import env as env_mod
 from vllm_matrix.stages import envprefix as env_prefix
 
@@ -123,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stages = runner.run_cell(cell, ws, args.depth, force=args.force, echo=_say, opts=opts)
         v = results.verdict_of(stages)
         print(
-            f"{v.verdict:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else "")
+            f"{v.label:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else "")
         )
         return _exit_for([v])
     m, ws = _matrix(args)
@@ -140,6 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     {
                         "id": c.id,
                         "verdict": v.verdict,
+                        "rests_on": v.rests_on,
                         "depth": v.depth,
                         "cause": v.cause,
                         "fix": v.fix,
@@ -152,7 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     else:
         for c, v in done:
-            print(f"{v.verdict:15} {c.id}" + (f"\n{'':15} {v.cause}" if v.cause else ""))
+            print(f"{v.label:15} {c.id}" + (f"\n{'':15} {v.cause}" if v.cause else ""))
             if v.verdict == "ERROR" and v.fix:
                 print(f"{'':15} fix: {v.fix}")
         if md:
@@ -293,7 +304,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         cell, ws, args.depth, force=args.force, echo=_say, opts=build_options(args)
     )
     v = results.verdict_of(stages)
-    print(f"{v.verdict:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else ""))
+    print(f"{v.label:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else ""))
     driver = target_opts.resolve(args, required=False).driver_cuda
     lines = target_opts.preflight_lines(stages, driver)
     lines += target_opts.elsewhere_lines(cell, ws.root) + target_opts.driver_lines(cell, driver)
@@ -372,13 +383,17 @@ def cmd_pixi_snippet(args: argparse.Namespace) -> int:
     tree = source.get_tree(cell.source_spec)
     f = facts.read_facts(tree.root, tree.version)
     nv = knowledge.load().nvcc_for(cell.cuda)
+    series = patches.select(patches.load_series(), tree.version)
     text = pixi.snippet(
         cell,
         used,
         max_jobs=cell.options.max_jobs,
         cmake_min=f.cmake,
         max_gcc=nv.max_gcc if nv else None,
+        build_reqs=pixi.build_requirements(tree.root),
+        patches=[p.name for p in series],
         channel=pixi.torch_channel(args.torch_channel),
+        tool_path=args.tool_path,
     )
     pixi.parse(text)  # never print TOML that does not parse
     print(text, end="")
@@ -720,11 +735,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_doctor)
 
-    s = with_matrix(sub.add_parser("pixi-snippet", help="pyproject.toml pieces for a Pixi project"))
+    s = with_matrix(
+        sub.add_parser("pixi-snippet", help="a pixi.toml that builds a cell (from facts alone)")
+    )
     s.add_argument("--cell", required=True, help="the cell (id or a unique part of it)")
     s.add_argument(
         "--torch-channel",
         help=f"torch from this conda channel, not the index (default: ${pixi.TORCH_CHANNEL_ENV})",
+    )
+    s.add_argument(
+        "--tool-path",
+        default="vllm-matrix",
+        help="where the Pixi workspace has a vllm-matrix checkout (its tasks run it)",
     )
     s.set_defaults(fn=cmd_pixi_snippet)
 

@@ -209,8 +209,14 @@ def test_pixi_snippet_matches_the_fixups_a_real_run_used(tmp_path: Path) -> None
     stages = runner.run_cell(cell, ws, "toolkit")
     assert stages[-1].stage == "env" and stages[-1].status == "pass"
     used = pixi.used_fixups(ws.results, cell)
+    assert used is not None
     text = pixi.snippet(cell, used, max_jobs=None, cmake_min="3.26", max_gcc=13)
-    act = pixi.parse(text)["tool"]["pixi"]["activation"]["env"]
+    act = pixi.parse(text)["activation"]["env"]
+    # the fixups planned from facts alone are the ones the real run set, plus the nvtx
+    # path a conda-forge env needs (cuda-nvtx-dev: targets/x86_64-linux) where Debian's
+    # toolkit ships nvToolsExt.h and libnvToolsExt.so in its own include/ and lib64/
+    planned = {f["name"] for f in pixi.planned_fixups(cell)}
+    assert planned - {f["name"] for f in used if f["name"] in act} == {"NVTOOLSEXT_PATH"}
     names = {f["name"] for f in used if not f["name"].startswith("link:")}
     assert set(act) == names - set(pixi.NOT_IN_ACTIVATION)
     for f in used:

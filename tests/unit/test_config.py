@@ -186,3 +186,22 @@ def test_bad_torch_variant_is_a_config_error(tmp_path: Path, bad: str) -> None:
 def test_torch_index_keys_are_variants(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="keys are CUDA variants"):
         load_matrix(write(tmp_path, VARIANTS.replace("cu128 =", "cuda128 =")))
+
+
+def test_force_option_is_a_bool(tmp_path: Path) -> None:
+    m = load_matrix(write(tmp_path, GOOD.replace("max_jobs = 2 }", "max_jobs = 2, force = true }")))
+    assert m.cells[1].options.force is True and m.cells[0].options.force is None
+    assert m.cells[1].to_json()["options"] == {"max_jobs": 2, "force": True}
+    with pytest.raises(ConfigError, match=r"'force' in .* must be a bool"):
+        load_matrix(write(tmp_path, GOOD.replace("max_jobs = 2 }", "force = 1 }")))
+
+
+def test_the_shipped_seed_rows_rest_on_a_compile() -> None:
+    """The seed's predicted failures go on past the prediction (issue 23): their rows in
+    compat.md are a compile's verdict, not a source scan's."""
+    m = load_matrix(Path(__file__).parents[2] / "matrix.toml")
+    forced = {c.id for c in m.cells if c.options.force}
+    assert forced == {
+        "vllm0.10.1-torch2.6.0-cu12.4-py3.12-sm90",
+        "vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm120",
+    }

@@ -35,6 +35,8 @@ def test_envelope_contract(tmp_path: Path) -> None:
         "cause": "pins 2.6.0",
         "fix": "use it",
         "evidence": ["CMakeLists.txt:49"],
+        "rests_on": "",
+        "label": "PREFLIGHT-OK",
     }
     assert StageResult.from_json(s) == st("preflight", "warn", f)
     assert not list(tmp_path.glob(".*.tmp")), "atomic write left a temp file"
@@ -99,3 +101,24 @@ def test_a_build_that_could_not_run_keeps_the_probes_pass() -> None:
     assert v.verdict == "SKIPPED"
     v = results.verdict_of([*probed, st("build", "pass"), st("audit", "fail", bad)])
     assert (v.verdict, v.depth) == ("FAIL", "audit")
+
+
+def _unit(path: str, status: str, note: str = "") -> dict[str, str]:
+    return {"path": path, "status": status, "note": note}
+
+
+def test_a_probe_that_compiled_part_of_its_selection_says_so() -> None:
+    """vLLM 0.10.0 x torch 2.6.0 x sm_90 (measured here): 14 units selected, the 7 that
+    include CUTLASS not compiled (PyPI's nvidia-cutlass has no 4.0.0)."""
+    cut = "not probed: needs cutlass v4.0.0 (VLLM_CUTLASS_SRC_DIR): PyPI nvidia-cutlass has none"
+    units = [_unit(f"a{i}.cu", "pass") for i in range(7)] + [
+        _unit(f"c{i}.cu", "not-probed", cut) for i in range(6)
+    ]
+    units.append(_unit("g.cu", "not-probed", "not probed: needs a generated file (x.h)"))
+    probe = StageResult("probe", "pass", 1.0, "7 units", (), {"units": units})
+    v = results.verdict_of([st("source", "pass"), st("preflight", "pass"), probe])
+    assert v.verdict == "PASS" and v.depth == "probe"
+    assert v.rests_on == "7 of 14 units; 6 need CUTLASS v4.0.0; 1 needs a generated file"
+    assert v.label == "PASS (7 of 14 units; 6 need CUTLASS v4.0.0; 1 needs a generated file)"
+    whole = StageResult("probe", "pass", 1.0, "7 units", (), {"units": units[:7]})
+    assert results.verdict_of([st("preflight", "pass"), whole]).label == "PASS"

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import errno
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vllm_matrix.infra import results
-from vllm_matrix.infra.config import Cell, load_matrix
+from vllm_matrix.infra.config import Cell, Options, load_matrix
 from vllm_matrix.infra.errors import MatrixError, ProgramMissing
 from vllm_matrix.pipeline import context, plan, runner
 from vllm_matrix.stages.preflight import Host
@@ -106,6 +107,10 @@ def test_predicted_failure_stops_unless_forced(
     stages = runner.run_cell(c, ws, "toolkit", force=True, **MACHINE)
     assert calls == ["debian"] and stages[-1].stage == "toolkit"
     assert stages[-1].status == "skip"
+    # matrix.toml's options = { force = true } does the same for its cell (the seed rows)
+    seeded = replace(c, options=Options(force=True))
+    stages = runner.run_cell(seeded, ws, "toolkit", **MACHINE)
+    assert calls == ["debian", "debian"] and stages[-1].stage == "toolkit"
 
 
 def test_ctrl_c_leaves_a_valid_interrupted_result(

@@ -255,6 +255,7 @@ def probe_boundary(
         probes[v] = {
             "cell": cell.id,
             "verdict": verdict.verdict,
+            "label": verdict.label,  # "PASS (7 of 14 units; 7 need CUTLASS v4.0.0)"
             "depth": verdict.depth,
             "cause": verdict.cause,
             "evidence": list(verdict.evidence),
@@ -293,7 +294,8 @@ def explain(ans: Answer, wheel_torch: str | None) -> Answer:
         elif probe:
             covered = f" ({probe['probe']})" if probe.get("probe") else ""
             out.append(
-                f"probe: vLLM {ans.newest} → {probe['verdict']} at {probe['depth']}{covered}"
+                f"probe: vLLM {ans.newest} → {probe.get('label', probe['verdict'])} at "
+                f"{probe['depth']}{covered}"
                 + (
                     f"; {ans.next} → {ans.probes[ans.next]['verdict']} "
                     f"at {ans.probes[ans.next]['depth']}"

@@ -22,7 +22,7 @@ from vllm_matrix.infra.tomlfile import TomlDoc
 PROVIDERS = ("debian", "pypi", "system", "conda-prefix")
 CELL_KEYS = ("vllm", "torch", "cuda", "provider", "python", "arch", "source", "note", "options")
 DEFAULT_KEYS = tuple(k for k in CELL_KEYS if k not in ("vllm", "note"))
-OPTION_KEYS = ("max_jobs", "nvcc_threads")
+OPTION_KEYS = ("max_jobs", "nvcc_threads", "force")
 TOP_KEYS = ("defaults", "cell", "ccache", "torch-index", "grid")
 CCACHE_KEYS = ("remote",)
 # ccache's remote storage backends (ccache >= 4.4 "remote_storage"; 4.14 adds crsh).
@@ -89,6 +89,9 @@ def torch_index_for(variant: str, table: dict[str, str] | None = None) -> tuple[
 class Options:
     max_jobs: int | None = None
     nvcc_threads: int | None = None
+    # go on past a predicted failure (runner's --force) for this cell: its row then rests
+    # on a compile, not on the prediction (the seed's rows)
+    force: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -266,7 +269,10 @@ def _cell(
     tomlfile.expect(doc, opts_raw, "options", dict, ctx, line)
     tomlfile.check_keys(doc, opts_raw, OPTION_KEYS, f"{ctx} options", line)
     options = Options(
-        **{k: tomlfile.expect(doc, v, k, int, ctx, line) for k, v in opts_raw.items()}
+        **{
+            k: tomlfile.expect(doc, v, k, bool if k == "force" else int, ctx, line)
+            for k, v in opts_raw.items()
+        }
     )
     source = merged.get("source")
     if source is not None:

@@ -10,8 +10,9 @@ import contextlib
 import json
 import os
 import platform
+import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,14 @@ class Verdict:
     cause: str
     fix: str
     evidence: tuple[str, ...]
+    # what a PASS rests on where it is less than it set out to check:
+    # "7 of 14 units; 7 need CUTLASS v4.0.0" (a probe that compiled part of its selection)
+    rests_on: str = ""
+
+    @property
+    def label(self) -> str:
+        """The verdict as shown: ``PASS (7 of 14 units; 7 need CUTLASS v4.0.0)``."""
+        return f"{self.verdict} ({self.rests_on})" if self.rests_on else self.verdict
 
 
 def status_of(findings: Iterable[Finding]) -> str:
@@ -138,7 +147,36 @@ def verdict_of(stages: list[StageResult]) -> Verdict:
     )
     if cut is not None and v.depth in ("build", "audit", "smoke", "gpu"):
         v = replace(v, depth=f"{v.depth} (partial: targets {', '.join(cut['targets'])})")
+    if v.verdict == "PASS" and depth_stage(v.depth) == "probe":
+        probe = next((s for s in stages if s.stage == "probe"), None)
+        v = replace(v, rests_on=probe_coverage(probe.details) if probe else "")
     return v
+
+
+_NEEDS = re.compile(r"not probed: needs (.+?)(?: \(|:|$)")
+
+
+def probe_coverage(details: Mapping[str, Any]) -> str:
+    """ "7 of 14 units; 7 need CUTLASS v4.0.0" where a probe compiled fewer units than it
+    selected (a unit needing an absent external source or a generated file is not
+    compiled); "" where it compiled them all."""
+    units = list(details.get("units", []))
+    compiled = [u for u in units if u.get("status") in ("pass", "fail", "timeout")]
+    if not units or len(compiled) == len(units):
+        return ""
+    why: dict[str, int] = {}
+    for u in units:
+        if u in compiled:
+            continue
+        m = _NEEDS.search(str(u.get("note") or ""))
+        need = m.group(1) if m else "not compiled"
+        need = re.sub(r"^cutlass\b", "CUTLASS", need)
+        why[need] = why.get(need, 0) + 1
+    parts = [
+        f"{n} {w}" if w == "not compiled" else f"{n} need{'s' if n == 1 else ''} {w}"
+        for w, n in why.items()
+    ]
+    return f"{len(compiled)} of {len(units)} units; " + "; ".join(parts)
 
 
 def _verdict_of(stages: list[StageResult]) -> Verdict:
@@ -230,7 +268,7 @@ def machine_label(m: dict[str, Any]) -> str:
 def verdict_json(stages: list[StageResult]) -> dict[str, Any]:
     """The envelope's ``verdict``: ``verdict_of(stages)`` as JSON."""
     v = verdict_of(stages)
-    return asdict(v) | {"evidence": list(v.evidence)}
+    return asdict(v) | {"evidence": list(v.evidence), "label": v.label}
 
 
 def envelope(cell: Cell, stages: list[StageResult], mach: dict[str, Any]) -> dict[str, Any]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from vllm_matrix.infra import results
+from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import MatrixError, NotAvailable
 from vllm_matrix.infra.results import FAIL, PASS, Finding, StageResult
@@ -26,6 +27,7 @@ from vllm_matrix.stages import (
     build,
     externals,
     fixups,
+    fp8gemm,
     gpu,
     modelopt,
     patches,
@@ -38,6 +40,7 @@ from vllm_matrix.stages import (
 from vllm_matrix.stages import env as env_mod
 from vllm_matrix.stages import facts as facts_mod
 from vllm_matrix.stages.build import partial
+from vllm_matrix.stages.probe.configure import build_model
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,11 @@ def do_preflight(ctx: CellContext) -> StageResult:
     )
     details: dict[str, Any] = {}
     column, evidence = preflight.modelopt_column(cell, f)
-    # The column rests on the release's own parser run on a ModelOpt FP8 config; what of
-    # it cannot be read is a warning naming file:line, and the column says "unknown".
+    # The column rests on the release's own parser run on a ModelOpt FP8 config (what of
+    # it cannot be read is a warning naming file:line, and the column says "unknown"), then
+    # on the FP8 GEMM the release dispatches for each arch (stages/fp8gemm.py).
     cfg = modelopt.check(root, modelopt.EXAMPLE)
+    answers: list[fp8gemm.Answer] = []
     if cfg.unreadable is not None:
         where, _, what = cfg.unreadable.partition(": ")
         found.append(
@@ -96,6 +101,16 @@ def do_preflight(ctx: CellContext) -> StageResult:
             )
         )
         column = f"unknown: {where} could not be read"
+    elif not f.modelopt.supported:
+        pass
+    elif not cfg.accepted:
+        column = f"no: {cfg.message}"
+    elif not column.startswith("no"):
+        answers = [_fp8_answer(ctx, root, a, know) for a in cell.arch]
+        column = "; ".join(
+            (f"{Arch.parse(a.arch).sm}: " if len(answers) > 1 else "") + a.column for a in answers
+        )
+        evidence = "; ".join([evidence, *(e for a in answers for e in a.evidence)])
     status = preflight.status_of(found)
     if status == results.PREDICTED_FAIL:
         # the fix is the one advice every command gives (pipeline/advice.py)
@@ -111,13 +126,64 @@ def do_preflight(ctx: CellContext) -> StageResult:
         tuple(found),
         details=details
         | {
-            "modelopt_fp8": column
-            if cfg.accepted or cfg.unreadable or not f.modelopt.supported
-            else f"no: {cfg.message}",
+            "modelopt_fp8": column,
             "modelopt_evidence": f"{evidence}; hf_quant_config.json FP8: {cfg.message} ({cfg.how})",
             "modelopt_config": cfg.to_json(),
+            "modelopt_fp8_gemm": [a.to_json() for a in answers],
         },
     )
+
+
+def _fp8_answer(ctx: CellContext, root: Path, arch: str, know: Any) -> fp8gemm.Answer:
+    """The arch's FP8 GEMM from the source (CMake evaluated for an nvcc that reaches the
+    arch), deepened by any audit of the same release and arch: this cell's previous run,
+    or a result from another machine (the workspace's results/, reports/device/)."""
+    nvcc, why = fp8gemm.nvcc_for_scan(ctx.cell.cuda, arch, know)
+    try:
+        model = build_model(root, nvcc, (arch,), python=ctx.cell.python)
+    except MatrixError as exc:
+        return fp8gemm.Answer(arch, None, f"unknown: CMake not evaluated ({exc.message})", ())
+    ans = fp8gemm.answer(root, arch, nvcc, model)
+    if why:
+        ans = replace(ans, evidence=(*ans.evidence, f"CMake evaluated with nvcc {nvcc}: {why}"))
+    for objects, machine in _audits(ctx, arch):
+        ans = fp8gemm.confirm(ans, objects, machine)
+        if ans.depth == fp8gemm.AUDITED:
+            break
+    return ans
+
+
+def _audits(ctx: CellContext, arch: str) -> list[tuple[list[dict[str, Any]], str]]:
+    """Audit stages' FP8 GEMM objects of results for this vLLM whose arches include
+    ``arch``'s capability, with the machine they were compiled on."""
+    number = Arch.parse(arch).number
+    docs = [ctx.previous] if ctx.previous else []
+    # reports/fp8gemm: FP8 GEMM kernel units compiled alone for an arch and audited
+    for d in (ctx.ws.results, ctx.ws.reports / "device", ctx.ws.reports / "fp8gemm"):
+        docs += [x for p in sorted(d.glob("*.json")) if (x := _read_json(p)) is not None]
+    out = []
+    for doc in docs:
+        c, m = doc.get("cell", {}), doc.get("machine", {})
+        if c.get("vllm") != ctx.cell.vllm or number not in {
+            Arch.parse(a).number for a in c.get("arch", [])
+        }:
+            continue
+        for s in doc.get("stages", []):
+            objs = s.get("details", {}).get("fp8_gemm_objects") if s["stage"] == "audit" else None
+            if objs:
+                machine = f"{m.get('gpu') or 'no GPU'}, {m.get('cpus', '?')} cores ({c.get('id')})"
+                out.append((list(objs), machine))
+    return out
+
+
+def _read_json(p: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
 
 
 def do_toolkit(ctx: CellContext) -> StageResult:

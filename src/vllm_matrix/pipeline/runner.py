@@ -119,6 +119,7 @@ def run_cell(
     that ``force`` goes on past a predicted failure (to check the prediction). ``host`` and
     ``mach`` are the machine's facts (detected when None; tests pass fixed ones)."""
     walk = plan.cut(depth)
+    force = force or bool(cell.options.force)  # matrix.toml: options = { force = true }
     previous = reuse.previous(ws, cell)  # read before this run's first write replaces it
     ctx = CellContext(cell, ws, opts, tuple(s.name for s in walk), host, echo, previous)
     mach = mach or results.machine()
@@ -174,9 +175,7 @@ def run_matrix(
         t0 = time.monotonic()
         stages = run_cell(cell, ws, depth, mach, force, echo, opts, host)
         v = results.verdict_of(stages)
-        echo(
-            f"[{n}/{len(cells)}] {cell.id}: {v.verdict} at {v.depth} ({time.monotonic() - t0:.1f}s)"
-        )
+        echo(f"[{n}/{len(cells)}] {cell.id}: {v.label} at {v.depth} ({time.monotonic() - t0:.1f}s)")
         out.append((cell, v))
     return out
 

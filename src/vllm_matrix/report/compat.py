@@ -109,6 +109,7 @@ def _row(cell_id: str, d: dict[str, Any]) -> dict[str, Any]:
         "id": cell_id,
         "cell": d["cell"],
         "verdict": vv.verdict,
+        "rests_on": vv.rests_on,
         "depth": vv.depth,
         "cause": vv.cause,
         "fix": vv.fix,
@@ -122,6 +123,12 @@ def _row(cell_id: str, d: dict[str, Any]) -> dict[str, Any]:
         ],
         "written": d["written"],
     }
+
+
+def _verdict_cell(r: dict[str, Any]) -> str:
+    """**PASS**, or **PASS** (7 of 14 units; 7 need CUTLASS v4.0.0): what it rests on."""
+    rests = r.get("rests_on") or ""
+    return f"**{r['verdict']}**" + (f" ({rests})" if rests else "")
 
 
 def _short(text: str, n: int = cause.WIDTH) -> str:
@@ -174,7 +181,7 @@ def render_md(doc: dict[str, Any]) -> str:
                 f"{c['cuda']} ({c['provider']})",
                 c["python"],
                 ", ".join(c["arch"]),
-                f"**{r['verdict']}**",
+                _verdict_cell(r),
                 depth_words(r["depth"]),
                 why or "—",
                 (_short(r["fix"]) if why else "") or "—",
@@ -220,7 +227,7 @@ def render_md(doc: dict[str, Any]) -> str:
         table = [
             [
                 f"`{r['id']}`",
-                f"**{r['verdict']}**",
+                _verdict_cell(r),
                 depth_words(r["depth"]),
                 _short(
                     cause.once(
