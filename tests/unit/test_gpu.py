@@ -17,6 +17,7 @@ import pytest
 
 from vllm_matrix.commands import doctor
 from vllm_matrix.gpu import info as gpuinfo
+from vllm_matrix.infra.errors import ToolError
 from vllm_matrix.infra.results import FAIL, PASS, SKIP, WARN
 from vllm_matrix.stages import audit, gpu, preflight, toolkit
 from vllm_matrix.stages import env as env_mod
@@ -401,3 +402,24 @@ def test_a_gemm_case_without_torchs_figure_is_a_warning() -> None:
     found = gpu.judge_gemm(c)
     assert [f.level for f in found] == ["warn"] and "cuBLASLt" in found[0].message
     assert gpu.judge(_res(gemm=[c])).status == WARN
+
+
+def _fake_cuobjdump(tmp_path: Path, body: str) -> str:
+    tool = tmp_path / "cuobjdump"
+    tool.write_text("#!/bin/sh\ncat <<'END'\n" + body + "\nEND\n")
+    tool.chmod(0o755)
+    return str(tool)
+
+
+def test_sass_census_refuses_a_dump_without_instructions(tmp_path: Path) -> None:
+    """cuobjdump without nvdisasm beside it prints the sections' headers and no SASS, and
+    exits 0: a count of zero MMA there is no evidence of "no MMA"."""
+    headers_only = "\n\tcode for sm_120a\n\t\tFunction : _Z6kernelv\n\t.headerflags @EF_CUDA_SM120"
+    with pytest.raises(ToolError, match="nvdisasm"):
+        audit.sass_census(tmp_path / "x.cu.o", _fake_cuobjdump(tmp_path, headers_only))
+    disassembled = headers_only + (
+        "\n        /*0000*/                   QMMA.16832.F32.E4M3.E4M3 R4, R8, R12, R4 ;"
+        "\n        /*0010*/                   EXIT ;"
+    )
+    census = audit.sass_census(tmp_path / "x.cu.o", _fake_cuobjdump(tmp_path, disassembled))
+    assert census == {"12.0a": {"QMMA": 1}}

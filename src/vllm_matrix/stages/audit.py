@@ -28,7 +28,7 @@ from typing import Any
 
 from vllm_matrix.infra import proc, results
 from vllm_matrix.infra.arch import Arch
-from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.infra.errors import MatrixError, ToolError
 from vllm_matrix.infra.results import Finding, StageResult
 from vllm_matrix.stages.env import TorchEnv
 from vllm_matrix.stages.toolkit import Toolkit
@@ -336,19 +336,30 @@ class MmaCensus:
     def __init__(self) -> None:
         self.arch: str | None = None
         self.counts: dict[str, dict[str, int]] = {}
+        # every instruction line per arch: a "code for sm_NN" section with none is a dump
+        # cuobjdump could not disassemble (it needs nvdisasm beside it and says nothing when
+        # that is missing), and its zero MMA count must not read as "no MMA".
+        self.instructions: dict[str, int] = {}
 
     def feed(self, line: str) -> None:
         m = _CODE_FOR.match(line)
         if m:
             self.arch = _arch_of(m.group(1), m.group(2))
             self.counts.setdefault(self.arch, {})
+            self.instructions.setdefault(self.arch, 0)
             return
         if self.arch is None:
             return
         i = _INSN.search(line)
-        if i and i.group(1).endswith("MMA"):
-            per = self.counts[self.arch]
-            per[i.group(1)] = per.get(i.group(1), 0) + 1
+        if i:
+            self.instructions[self.arch] += 1
+            if i.group(1).endswith("MMA"):
+                per = self.counts[self.arch]
+                per[i.group(1)] = per.get(i.group(1), 0) + 1
+
+    def undisassembled(self) -> list[str]:
+        """The arches whose sections held no instruction at all."""
+        return sorted(a for a, n in self.instructions.items() if n == 0)
 
 
 def mma_census(text: str) -> dict[str, dict[str, int]]:
@@ -360,8 +371,19 @@ def mma_census(text: str) -> dict[str, dict[str, int]]:
 
 
 def sass_census(path: Path, cuobjdump: str) -> dict[str, dict[str, int]]:
+    """arch -> {MMA opcode: count} of one object; a ToolError when cuobjdump listed code
+    sections it did not disassemble (an MMA count of zero would then be a false "none")."""
     c = MmaCensus()
     proc.run([cuobjdump, "--dump-sass", path], check=False, capture=False, on_line=c.feed)
+    blank = c.undisassembled()
+    if blank:
+        raise ToolError(
+            f"cuobjdump --dump-sass printed no instructions for {', '.join(blank)} in "
+            f"{path.name}: it disassembles through nvdisasm, which is missing or failed "
+            f"beside {cuobjdump}",
+            fix="use a toolkit whose bin/ has both cuobjdump and nvdisasm "
+            "(PyPI: nvidia-cuda-cuobjdump and nvidia-nvdisasm of one CUDA release)",
+        )
     return c.counts
 
 
