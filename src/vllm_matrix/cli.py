@@ -125,8 +125,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _exit_for([v])
     m, ws = _matrix(args)
     opts = build_options(args, m)
+    at_once = getattr(args, "cells_at_once", None)
+    if at_once is None:  # builds take every core; cells up to the probe leave some idle
+        at_once = 1 if plan.DEPTHS.index(args.depth) > plan.DEPTHS.index("probe") else 2
     done = runner.run_matrix(
-        m, ws, args.depth, args.cell, echo=_say, force=getattr(args, "force", False), opts=opts
+        m,
+        ws,
+        args.depth,
+        args.cell,
+        echo=_say,
+        force=getattr(args, "force", False),
+        opts=opts,
+        at_once=at_once,
     )
     _, md = report.write(m, ws.results, ws.reports)
     if getattr(args, "json", False):
@@ -580,6 +590,12 @@ def parser() -> argparse.ArgumentParser:
         "--no-front-end-cache",
         action="store_true",
         help="probe: neither read nor fill the front-end cache (a cold cost, to measure)",
+    )
+    s.add_argument(
+        "--cells-at-once",
+        type=int,
+        help="cells run side by side (default 2 up to --depth probe: the next cell's "
+        "downloads and units fill the cores a probe's tail leaves idle; 1 for builds)",
     )
     s.add_argument(
         "--probe-depth",
