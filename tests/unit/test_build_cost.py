@@ -155,3 +155,56 @@ def test_a_record_edit_moves_the_prediction() -> None:
         nvcc_threads=1,
     )
     assert b.cpu_s == pytest.approx(2 * a.cpu_s)
+
+
+def test_a_cell_estimate_from_its_tree_and_probe(tmp_path: Path) -> None:
+    from probe_trees import make_tree
+
+    from vllm_matrix.infra.config import Cell
+    from vllm_matrix.pipeline import estimate
+
+    root = make_tree(tmp_path / "t")
+    cell = Cell("0.8.4", "2.6.0", "12.4", "debian", "3.12", ("9.0",))
+    units = [
+        {"kind": "cuda", "status": "pass", "front_end_s": s, "front_end_cache": c}
+        for s, c in ((30.0, "miss"), (50.0, ""), (1.0, "hit"))
+    ]
+    fe = estimate.front_end_of(units, {"cpus": 2})
+    assert fe is not None and fe.seconds == 40.0  # the cache hit skipped cudafe++
+    est = estimate.estimate_cell(cell, root, front_end=fe, cores=2, mem_gib=16.0)
+    wheel = est["wheel"]
+    assert sum(wheel["edges"].values()) >= 2 and wheel["max_jobs"] == 2
+    assert wheel["cpu_s"] > 0 and wheel["wall_s"] >= wheel["longest_edge_s"]
+    assert any("the cell's probe" in r for r in wheel["rests_on"])
+    assert "MAX_JOBS=2 because" in estimate.say(est, "wheel")
+    # without a probe: a recorded build's front end, and the line says to probe
+    bare = estimate.estimate_cell(cell, root, cores=16, mem_gib=64.0)
+    assert "run the probe" in bare["front_end"]["source"]
+    assert bare["wheel"]["wall_s"] < wheel["wall_s"] * 2
+
+
+def test_compat_md_shows_the_estimate_from_the_result(tmp_path: Path) -> None:
+    from vllm_matrix.report import compat as report
+    from vllm_matrix.infra import results
+    from vllm_matrix.infra.config import Cell, load_matrix
+
+    m = tmp_path / "matrix.toml"
+    m.write_text(
+        '[[cell]]\nvllm = "0.8.5"\ntorch = "2.6.0"\ncuda = "12.4"\nprovider = "debian"\n'
+        'python = "3.12"\narch = ["9.0"]\n'
+    )
+    cell = Cell("0.8.5", "2.6.0", "12.4", "debian", "3.12", ("9.0",))
+    est = {
+        "cores": 2,
+        "wheel": {"line": "308 edges, 13.8 CPU-h"},
+        "partial": {"line": "57 edges, 2.6 CPU-h", "targets": ["_C"]},
+    }
+    stages = [
+        results.StageResult("source", "pass", 0.0, "x"),
+        results.StageResult("probe", "pass", 9.0, "3 units", details={"estimate": est}),
+    ]
+    results.write(tmp_path / "results", cell, stages, {"cpus": 2})
+    _, md = report.write(load_matrix(m), tmp_path / "results", tmp_path / "reports")
+    text = md.read_text()
+    assert "build cost on 2 cores" in text
+    assert "full wheel: 308 edges, 13.8 CPU-h" in text and "_C (serving): 57 edges" in text
