@@ -184,9 +184,9 @@ def test_a_cell_estimate_from_its_tree_and_probe(tmp_path: Path) -> None:
 
 
 def test_compat_md_shows_the_estimate_from_the_result(tmp_path: Path) -> None:
-    from vllm_matrix.report import compat as report
     from vllm_matrix.infra import results
     from vllm_matrix.infra.config import Cell, load_matrix
+    from vllm_matrix.report import compat as report
 
     m = tmp_path / "matrix.toml"
     m.write_text(
