@@ -143,6 +143,7 @@ def estimate_cell(
     cores: int | None = None,
     mem_gib: float | None = None,
     jobs: int | None = None,
+    nvcc_threads: int | None = None,
     data: BuildData | None = None,
 ) -> dict[str, Any]:
     """The cell's estimate as result data: the whole wheel ("wheel") and the partial set
@@ -177,6 +178,7 @@ def estimate_cell(
             mem_gib=mem,
             n_archs=len(cell.arch),
             jobs=jobs,
+            nvcc_threads=nvcc_threads,
             uncertainty=unc,
             rests_on=(f"front end: {fe.source}",),
         )

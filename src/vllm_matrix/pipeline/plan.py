@@ -203,7 +203,11 @@ def _estimate(ctx: CellContext, fe: estimate.FrontEnd | None) -> dict[str, Any]:
             previous=ctx.previous,
             front_end=fe,
             targets=ctx.opts.targets,
-            jobs=ctx.opts.max_jobs,
+            # what the build stage will size with (build_wheel: options, else the cell's)
+            jobs=ctx.opts.max_jobs if ctx.opts.max_jobs is not None else ctx.cell.options.max_jobs,
+            nvcc_threads=ctx.opts.nvcc_threads
+            if ctx.opts.nvcc_threads is not None
+            else ctx.cell.options.nvcc_threads,
         )
     except Exception as exc:  # the estimate is advice: never the stage's failure
         return {"error": f"{type(exc).__name__}: {exc}"}
