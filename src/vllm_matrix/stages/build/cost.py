@@ -154,7 +154,10 @@ class Estimate:
     max_jobs: int
     jobs_reason: str
     peak_rss_job_mib: int
-    peak_rss_total_mib: int  # every job at its peak at once: an upper bound
+    # the heaviest job at its recorded peak beside jobs - 1 at the build's own sizing
+    # (build/plan.py: ~4 GiB per nvcc job and thread); every job at the peak at once would
+    # be jobs x peak, which no recorded build came near (the 16-core one: 18 GiB in use)
+    peak_rss_total_mib: int
     disk_bytes: int
     cores: int
     mem_gib: float | None
@@ -182,7 +185,7 @@ class Estimate:
             f"{sum(self.edges.values())} edges, {self.cpu_s / 3600:.1f} CPU-h"
             f"{_pm(unc.get('cpu_s'))}, {wall}{_pm(unc.get('wall_s'))}; peak RSS "
             f"{self.peak_rss_job_mib / 1024:.1f} GiB per job{_pm(unc.get('peak_rss_mib'))}, "
-            f"at most {self.peak_rss_total_mib / 1024:.0f} GiB at {self.jobs} jobs"
+            f"~{self.peak_rss_total_mib / 1024:.0f} GiB at {self.jobs} jobs"
             + (
                 f" (more than the {self.mem_gib:.0f} GiB available: lower MAX_JOBS if the "
                 "heavy edges meet)"
@@ -247,7 +250,7 @@ def predict(
         plan.max_jobs_env,
         plan.reason,
         peak_mib,
-        peak_mib * j,
+        round(peak_mib + (j - 1) * plan.per_job_gib * plan.nvcc_threads * 1024),
         disk,
         cores,
         mem_gib,
