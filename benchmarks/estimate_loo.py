@@ -4,6 +4,8 @@ calibrated on the others; predicted against measured wall, CPU-seconds and peak 
 job. Prints the table; ``--write`` saves reports/bench/estimate-loo.{json,md}.
 
 Run: python benchmarks/estimate_loo.py [--write]
+     python benchmarks/estimate_loo.py --record RESULT.json   (a [[build]] block for
+     builds.toml from a build the tool ran: its targets, resources, configure, edge_log)
 """
 
 from __future__ import annotations
@@ -114,7 +116,55 @@ def render(rs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def record(path: Path) -> str:
+    """A builds.toml [[build]] block from a cell result holding a build stage (its probe,
+    when it ran, gives the front end; else fill front_end_s in by hand)."""
+    d = json.loads(path.read_text())
+    b = next(s for s in d["stages"] if s["stage"] == "build")["details"]
+    probe = next((s for s in d["stages"] if s["stage"] == "probe"), None)
+    fe = [
+        u["front_end_s"]
+        for u in (probe or {}).get("details", {}).get("units", [])
+        if u.get("kind") == "cuda" and u.get("status") == "pass" and u.get("front_end_s", 0) > 0
+    ]
+    res, cell = b.get("resources", {}), d["cell"]
+    targets = {
+        k: v for k, v in b.get("targets", {}).items() if v.get("edges_done") == v.get("edges")
+    }
+    tline = ", ".join(
+        f"{k} = {{ edges = {v['edges']}, edge_seconds = {v['edge_seconds']}, "
+        f"longest_edge_s = {v['longest_edge_s']} }}"
+        for k, v in targets.items()
+    )
+    fe_s = sorted(fe)[len(fe) // 2] if fe else 0.0
+    return "\n".join(
+        [
+            "[[build]]",
+            f'id = "{cell["id"]}"',
+            f'vllm = "{cell["vllm"]}"',
+            f'torch = "{cell["torch"]}"',
+            f'nvcc = "{cell["cuda"]}"',
+            f"archs = {json.dumps(cell['arch'])}",
+            f"cores = {d['machine'].get('cpus', 0)}",
+            f"jobs = {b.get('jobs', {}).get('jobs', 0)}",
+            f"full = {'false' if b.get('steps', {}).get('resumed') else 'true'}",
+            "mean_archs = 0.0  # gencode outputs per unit: the estimate's EdgeSet says",
+            f"targets = {{ {tline} }}",
+            f"wall_s = {res.get('wall_s', 0.0)}",
+            f"cpu_s = {round(res.get('cpu_user_s', 0.0) + res.get('cpu_sys_s', 0.0), 1)}",
+            f"peak_rss_mib = {res.get('peak_child_rss_mib', 0)}",
+            f"until_first_step_s = {b.get('configure', {}).get('until_first_step_s', 0.0)}",
+            f"output_bytes = {b.get('partial', {}).get('size_bytes', 0)}",
+            f"front_end_s = {fe_s}",
+            f'source = "{path.name}"',
+        ]
+    )
+
+
 def main(argv: list[str]) -> int:
+    if "--record" in argv:
+        print(record(Path(argv[argv.index("--record") + 1])))
+        return 0
     rs = rows()
     md = render(rs)
     print(md)

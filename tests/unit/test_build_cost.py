@@ -208,3 +208,17 @@ def test_compat_md_shows_the_estimate_from_the_result(tmp_path: Path) -> None:
     text = md.read_text()
     assert "build cost on 2 cores" in text
     assert "full wheel: 308 edges, 13.8 CPU-h" in text and "_C (serving): 57 edges" in text
+
+
+def test_the_loo_table_and_a_record_from_a_result() -> None:
+    from conftest import load_bench
+
+    loo = load_bench("estimate_loo")
+    rs = loo.rows()
+    assert {r["id"] for r in rs} == {b.id for b in builds.load().builds}
+    md = loo.render(rs)
+    assert "| `gpu-run3-0.20.0-sm90a_sm120a-32cores` | 32 / 32 |" in md
+    block = loo.record(RUN3)
+    rec = _record("gpu-run3-0.20.0-sm90a_sm120a-32cores")
+    assert f"cpu_s = {rec.cpu_s}" in block and f"wall_s = {rec.wall_s}" in block
+    assert "_C_stable_libtorch = { edges = 29" in block
