@@ -101,6 +101,13 @@ def render(rs: list[dict[str, Any]]) -> str:
         "peak RSS (3.0 GB, vLLM 0.4.2, sm_80) is predicted from 0.20.0's 11.8 GB (CUTLASS 3.x "
         "kernels for two arches): with one recorded build per release the per-job memory of "
         "an unrecorded release is a guess, and the table says so.",
+        "- Code generation per arch is not one number across releases: the canary's "
+        "edges cost ~1.8 front ends per arch (2,103 CPU-s over 19 units, 39.5 s front end; "
+        "sm_80 kernels without CUTLASS 3.x), 0.20.0's ~3.6 (CUTLASS 3.x GEMMs for 9.0a and "
+        "12.0a). Calibrated on 0.20.0 alone, the canary's CPU and wall come out 70-95 % high. "
+        "A probe at `--probe-depth auto` measures a cell's own code generation (codegen_s "
+        "beside front_end_s per unit); feeding that ratio in instead of the calibrated g is "
+        "the next step, not done.",
         "- The 16-core host ran the same edges 1.12x slower than the 32-core one; the "
         "model's scale is the front end a probe measured on the 16-core kind, used for both.",
         "- Per-edge .ninja_log times were not kept by the recorded builds (only per-target "
