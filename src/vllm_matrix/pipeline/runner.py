@@ -89,9 +89,10 @@ def _timed(
         )
     if r.status == FAIL and r.stage in plan.STAGES and plan.STAGES[r.stage].sided:
         r = _tool_side(r, tool_made)
-    # The stage's CPU (this process and the commands it waited for): on a shared machine
-    # the wall says little, the CPU-seconds say what the stage costs.
-    details = {"stage_cpu_s": round(_cpu_s() - cpu0, 1)} | r.details
+    # The process's CPU over the stage (its threads and the commands it waited for): on a
+    # shared machine the wall says little, the CPU-seconds say what a stage costs. With
+    # cells side by side (run_matrix's at_once > 1) it holds the other cells' work too.
+    details = {"process_cpu_s": round(_cpu_s() - cpu0, 1)} | r.details
     return StageResult(
         r.stage, r.status, round(time.monotonic() - t0, 3), r.summary, r.findings, details, r.log
     )
