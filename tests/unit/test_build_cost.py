@@ -171,6 +171,10 @@ def test_a_cell_estimate_from_its_tree_and_probe(tmp_path: Path) -> None:
     ]
     fe = estimate.front_end_of(units, {"cpus": 2})
     assert fe is not None and fe.seconds == 40.0  # the cache hit skipped cudafe++
+    # units' times are wall: on a loaded machine they got a share of a core
+    loaded = [u | {"seconds": u["front_end_s"]} for u in units]
+    share = estimate.front_end_of(loaded, {"cpus": 2}, cpu_seconds=40.5)
+    assert share is not None and share.seconds == 20.0 and "0.50 of a core" in share.source
     est = estimate.estimate_cell(cell, root, front_end=fe, cores=2, mem_gib=16.0)
     wheel = est["wheel"]
     assert sum(wheel["edges"].values()) >= 2 and wheel["max_jobs"] == 2

@@ -38,12 +38,18 @@ def probe_front_end(previous: dict[str, Any] | None) -> FrontEnd | None:
     st = next((s for s in previous.get("stages", []) if s.get("stage") == "probe"), None)
     if st is None:
         return None
-    return front_end_of(st.get("details", {}).get("units", []), previous.get("machine", {}))
+    det = st.get("details", {})
+    return front_end_of(det.get("units", []), previous.get("machine", {}), det.get("cpu_seconds"))
 
 
-def front_end_of(units: Sequence[dict[str, Any]], machine: dict[str, Any]) -> FrontEnd | None:
+def front_end_of(
+    units: Sequence[dict[str, Any]], machine: dict[str, Any], cpu_seconds: float | None = None
+) -> FrontEnd | None:
     """The median front end per CUDA unit of a probe's units (those whose front end ran:
-    not cache hits, which skip cudafe++)."""
+    not cache hits, which skip cudafe++), in CPU-seconds: a unit's times are wall, and on a
+    loaded machine (or beside another cell's probe) a compiler gets a share of a core, the
+    probe's CPU-seconds over its units' wall seconds (an upper bound beside another cell,
+    whose compilers count in the process's CPU too)."""
     fe = [
         float(u["front_end_s"])
         for u in units
@@ -54,9 +60,14 @@ def front_end_of(units: Sequence[dict[str, Any]], machine: dict[str, Any]) -> Fr
     ]
     if not fe:
         return None
+    walls = sum(float(u.get("seconds", 0)) for u in units)
+    share = 1.0
+    if cpu_seconds and walls > 0:
+        share = min(1.0, float(cpu_seconds) / walls)
     return FrontEnd(
-        round(statistics.median(fe), 1),
-        f"the cell's probe ({len(fe)} CUDA units, median; {machine.get('cpus', '?')} cores)",
+        round(statistics.median(fe) * share, 1),
+        f"the cell's probe ({len(fe)} CUDA units, median {statistics.median(fe):.0f} s wall "
+        f"x {share:.2f} of a core; {machine.get('cpus', '?')} cores)",
     )
 
 

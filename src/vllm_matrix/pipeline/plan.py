@@ -175,7 +175,9 @@ def do_probe(ctx: CellContext) -> StageResult:
         front_end_cache=ctx.opts.probe_front_end_cache,
     )
     findings, details = r.findings, r.details | {"inputs": inputs}
-    fe = estimate.front_end_of(r.details.get("units", []), {"cpus": r.details.get("cpus")})
+    fe = estimate.front_end_of(
+        r.details.get("units", []), {"cpus": r.details.get("cpus")}, r.details.get("cpu_seconds")
+    )
     details["estimate"] = _estimate(ctx, fe)
     pre = next((s for s in ctx.done if s.stage == "preflight"), None)
     if pre is not None and pre.status == results.PREDICTED_FAIL:
