@@ -74,6 +74,19 @@ def build(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
+def estimate(session: nox.Session) -> None:
+    """Estimate a build's cost before it starts, from measured per-unit costs.
+
+    Edges per target, CPU-hours, wall on N cores with the MAX_JOBS it would use, peak
+    memory, disk (a query: writes nothing).
+
+    nox -s estimate -- 0.8.5 --cores 16 [--mem 64] [--targets _C,_C_stable_libtorch]
+    nox -s estimate -- --cell vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm90 [--json]
+    """
+    _cli(session, "estimate", "--matrix", str(MATRIX), *session.posargs)
+
+
+@nox.session(python=False)
 def newest(session: nox.Session) -> None:
     """Find the newest vLLM release that builds with a given torch.
 

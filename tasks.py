@@ -157,6 +157,39 @@ def _target(arch: str, gpu: str, driver_cuda: str, env: str) -> list[str]:
 @task(
     help={
         "cell": "the cell (id or a unique part of it)",
+        "version": "a release instead of a cell (its pinned toolchain)",
+        "cores": "the building machine's cores (default: this one's)",
+        "mem": "its available memory in GiB (default: this one's)",
+        "targets": "a partial build's targets (default _C,_C_stable_libtorch)",
+        "matrix": "matrix file",
+        "json": "print JSON",
+    }
+)
+def estimate(
+    c: Context,
+    cell: str = "",
+    version: str = "",
+    cores: int = 0,
+    mem: float = 0.0,
+    targets: str = "",
+    matrix: str = "matrix.toml",
+    json: bool = False,
+) -> None:
+    """A build's cost before it: edges, CPU-hours, wall on N cores, MAX_JOBS, memory, disk."""
+    _run(
+        ["estimate", "--matrix", matrix]
+        + ([version] if version else [])
+        + (["--cell", cell] if cell else [])
+        + (["--cores", str(cores)] if cores else [])
+        + (["--mem", str(mem)] if mem else [])
+        + (["--targets", targets] if targets else [])
+        + (["--json"] if json else [])
+    )
+
+
+@task(
+    help={
+        "cell": "the cell (id or a unique part of it)",
         "matrix": "matrix file",
         "json": "print JSON",
         **TARGET_HELP,

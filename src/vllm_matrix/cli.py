@@ -30,7 +30,7 @@ from vllm_matrix.infra.errors import (
 )
 from vllm_matrix.knowledge import pins, probe_units
 from vllm_matrix.knowledge import toolchains as knowledge
-from vllm_matrix.pipeline import context, grid, mapping, plan, runner
+from vllm_matrix.pipeline import context, estimate, grid, mapping, plan, reuse, runner
 from vllm_matrix.report import browser, merge
 from vllm_matrix.report import compat as report
 from vllm_matrix.report import map as mapreport
@@ -119,6 +119,7 @@ def build_options(
         probe=not getattr(args, "no_probe", False),
         probe_units=getattr(args, "units", None) or "selected",
         probe_front_end_cache=not getattr(args, "no_front_end_cache", False),
+        probe_depth=getattr(args, "probe_depth", None) or "front-end",
     )
 
 
@@ -138,8 +139,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _exit_for([v])
     m, ws = _matrix(args)
     opts = build_options(args, m)
+    # Side by side is asked for, not the default: on a loaded 2-core machine it gained
+    # nothing (the main job: 2316 s and 996 CPU-s against 2290 s and 934 one at a time,
+    # load 11), and a probe's CPU share can then not be told from the other cell's.
+    at_once = getattr(args, "cells_at_once", None) or 1
     done = runner.run_matrix(
-        m, ws, args.depth, args.cell, echo=_say, force=getattr(args, "force", False), opts=opts
+        m,
+        ws,
+        args.depth,
+        args.cell,
+        echo=_say,
+        force=getattr(args, "force", False),
+        opts=opts,
+        at_once=at_once,
     )
     # `preflight` is a query: it prints; only `run` (nox -s matrix) renders reports/
     md = report.write(m, ws.results, ws.reports, _say)[1] if args.render else None
@@ -311,6 +323,42 @@ def cmd_release(args: argparse.Namespace) -> int:
     print("\n".join(lines))
     # 0 answered (it builds, or as far as could be checked), 1 vLLM fails, 3 ERROR
     return {"FAIL": 1, "PREDICTED-FAIL": 1, "ERROR": EXIT_CELL_ERROR}.get(v.verdict, 0)
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    """What building a cell or release costs on a machine, before building (a query)."""
+    m, ws = _matrix(args)
+    if args.version:
+        cell = release_cell(args)
+    else:
+        cells = m.select(args.cell)
+        if len(cells) != 1:
+            raise MatrixError(
+                f"--cell '{args.cell or ''}' matches {len(cells)} cells",
+                fix="name one (or a release: estimate 0.8.5): " + ", ".join(c.id for c in cells),
+            )
+        cell = cells[0]
+    tree = source.get_tree(cell.source_spec)
+    est = estimate.estimate_cell(
+        cell,
+        tree.root,
+        previous=reuse.previous(ws, cell),
+        cores=args.cores,
+        mem_gib=args.mem,
+        jobs=args.max_jobs,
+        targets=build.parse_targets(args.targets),
+    )
+    if args.json:
+        print(json.dumps(est, indent=1))
+        return 0
+    where = f"{est['cores']} cores" + (
+        f", {est['mem_gib']:g} GiB available" if est["mem_gib"] is not None else ""
+    )
+    print(f"{cell.id} on {where}:")
+    for kind in ("wheel", "partial"):
+        if kind in est:
+            print(f"  {estimate.say(est, kind)}")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -641,6 +689,18 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="probe: neither read nor fill the front-end cache (a cold cost, to measure)",
     )
+    s.add_argument(
+        "--cells-at-once",
+        type=int,
+        help="cells run side by side (default 1): the next cell's downloads and units "
+        "fill the cores a probe's last unit leaves idle (not for builds: they take every core)",
+    )
+    s.add_argument(
+        "--probe-depth",
+        choices=probe.DEPTHS,
+        help="probe: front-end (default: it decided every verdict the probe study saw), auto "
+        "(then code generation of arch-gated units within 180 s) or codegen (every unit)",
+    )
     b = s.add_argument_group("--depth build")
     b.add_argument("--max-jobs", type=int, help="MAX_JOBS (default: from cores and free RAM)")
     b.add_argument("--nvcc-threads", type=int, help="NVCC_THREADS (default: from free RAM)")
@@ -706,6 +766,23 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--clean", action="store_true", help="remake the work copy (no resume)")
     b.add_argument("--no-ccache", action="store_true", help="build without ccache")
     s.set_defaults(fn=cmd_release)
+
+    s = with_matrix(
+        sub.add_parser("estimate", help="a build's cost (edges, CPU, wall, memory, disk) before it")
+    )
+    s.add_argument("version", nargs="?", help="a vLLM release (else --cell)")
+    s.add_argument("--cell", help="a matrix cell (id or a unique part of it)")
+    s.add_argument("--torch", help="with a release: default its pin")
+    s.add_argument("--cuda", help="with a release: default the torch's CUDA")
+    s.add_argument("--provider", help="with a release: debian | pypi | system | conda-prefix")
+    s.add_argument("--arch", help="with a release: GPU arches (default 9.0)")
+    s.add_argument("--python", help="with a release: default the matrix's")
+    s.add_argument("--cores", type=int, help="the building machine's cores (default: this one's)")
+    s.add_argument("--mem", type=float, help="its available memory, GiB (default: this one's)")
+    s.add_argument("--max-jobs", type=int, help="MAX_JOBS (default: what the build would pick)")
+    s.add_argument("--targets", help="a partial build's targets (default _C,_C_stable_libtorch)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_estimate)
 
     s = with_matrix(sub.add_parser("report", help="re-render reports/ from results/"))
     s.add_argument(

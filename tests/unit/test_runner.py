@@ -150,6 +150,27 @@ def test_matrix_run_and_report(tmp_path: Path) -> None:
     assert "csrc/k.cu:1" in done[0][1].cause
 
 
+def test_cells_side_by_side_answer_in_matrix_order(tmp_path: Path) -> None:
+    bad = tree(tmp_path / "a", "auto p = x.data_ptr<at::Float8_e8m0fnu>();\n")
+    good = tree(tmp_path / "b")
+    m = tmp_path / "matrix.toml"
+    m.write_text(
+        "".join(
+            f'[[cell]]\nvllm = "0.8.5"\ntorch = "{t}"\ncuda = "12.4"\nprovider = "debian"\n'
+            f'python = "3.12"\narch = ["9.0"]\nsource = "path:{root}"\n'
+            for t, root in (("2.6.0", bad), ("2.7.0", good), ("2.7.1", good))
+        )
+    )
+    said: list[str] = []
+    ws = context.Workspace(tmp_path)
+    one = runner.run_matrix(load_matrix(m), ws, "preflight", echo=lambda s: None, **MACHINE)
+    two = runner.run_matrix(load_matrix(m), ws, "preflight", echo=said.append, at_once=2, **MACHINE)
+    assert [c.id for c, _ in two] == [c.id for c, _ in one]
+    assert [v.verdict for _, v in two] == [v.verdict for _, v in one]
+    assert two[0][1].verdict == "PREDICTED-FAIL"
+    assert sorted(s.split("]")[0] for s in said if s.startswith("[")) == ["[1/3", "[2/3", "[3/3"]
+
+
 def test_shallower_rerun_keeps_deeper_stages(tmp_path: Path) -> None:
     ws = context.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path))

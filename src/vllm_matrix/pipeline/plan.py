@@ -20,7 +20,7 @@ from vllm_matrix.infra.errors import MatrixError, NotAvailable
 from vllm_matrix.infra.results import FAIL, PASS, Finding, StageResult
 from vllm_matrix.knowledge import probe_units
 from vllm_matrix.knowledge import toolchains as knowledge
-from vllm_matrix.pipeline import advice, reuse
+from vllm_matrix.pipeline import advice, estimate, reuse
 from vllm_matrix.pipeline.context import CellContext, need
 from vllm_matrix.stages import (
     audit,
@@ -257,10 +257,15 @@ def do_probe(ctx: CellContext) -> StageResult:
         need(ctx.env),
         need(ctx.fixups),
         ctx.logs / "probe",
+        depth=ctx.opts.probe_depth,
         units_mode=ctx.opts.probe_units,
         front_end_cache=ctx.opts.probe_front_end_cache,
     )
     findings, details = r.findings, r.details | {"inputs": inputs}
+    fe = estimate.front_end_of(
+        r.details.get("units", []), {"cpus": r.details.get("cpus")}, r.details.get("cpu_seconds")
+    )
+    details["estimate"] = _estimate(ctx, fe)
     pre = next((s for s in ctx.done if s.stage == "preflight"), None)
     if pre is not None and pre.status == results.PREDICTED_FAIL:
         # --force: the probe checks the prediction; say whether they agree.
@@ -277,8 +282,33 @@ def do_probe(ctx: CellContext) -> StageResult:
     return StageResult(r.stage, r.status, r.seconds, r.summary, findings, details, r.log)
 
 
+def _estimate(ctx: CellContext, fe: estimate.FrontEnd | None) -> dict[str, Any]:
+    """The build's cost on this machine (pipeline/estimate.py), as result data; a model
+    that cannot be evaluated says why and stops nothing."""
+    try:
+        return estimate.estimate_cell(
+            ctx.cell,
+            need(ctx.work_tree or (ctx.tree.root if ctx.tree else None)),
+            previous=ctx.previous,
+            front_end=fe,
+            targets=ctx.opts.targets,
+            # what the build stage will size with (build_wheel: options, else the cell's)
+            jobs=ctx.opts.max_jobs if ctx.opts.max_jobs is not None else ctx.cell.options.max_jobs,
+            nvcc_threads=ctx.opts.nvcc_threads
+            if ctx.opts.nvcc_threads is not None
+            else ctx.cell.options.nvcc_threads,
+        )
+    except Exception as exc:  # the estimate is advice: never the stage's failure
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def do_build(ctx: CellContext) -> StageResult:
     cell, opts, tree = ctx.cell, ctx.opts, need(ctx.tree)
+    # Before anything compiles: what it will cost here, the MAX_JOBS and why.
+    cost = _estimate(ctx, None)
+    kind = "partial" if opts.targets and "partial" in cost else "wheel"
+    if ctx.echo is not None and kind in cost:
+        ctx.echo(estimate.say(cost, kind))
     # The FetchContent sources come from the cache (inv prefetch) or PyPI; a missing
     # one stops the build here, before anything compiles, saying how to bring it.
     know = probe_units.load_knowledge()
@@ -311,7 +341,7 @@ def do_build(ctx: CellContext) -> StageResult:
     if r.status in (PASS, results.WARN) and "partial" in r.details:
         ctx.extensions = [Path(p) for p in r.details["partial"]["extensions"]]
     sources = {k: {"pin": d.pin, "path": str(d.path), "origin": d.origin} for k, d in dirs.items()}
-    details = r.details | {"sources": sources}
+    details = r.details | {"sources": sources, "estimate": cost}
     if standins:
         details["standins"] = {k: str(p) for k, (p, _) in standins.items()}
     return StageResult(r.stage, r.status, r.seconds, r.summary, r.findings, details, r.log)

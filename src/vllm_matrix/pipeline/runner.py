@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import functools
 import os
+import resource
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from vllm_matrix.infra.results import (
 from vllm_matrix.knowledge import classify
 from vllm_matrix.pipeline import plan, reuse
 from vllm_matrix.pipeline.context import BuildOptions, CellContext, Workspace
+from vllm_matrix.stages import probe
 from vllm_matrix.stages.preflight import Host
 
 DEFAULT_OPTIONS = BuildOptions()  # frozen: one shared default is safe
@@ -57,7 +61,7 @@ def _timed(
 ) -> StageResult:
     """Run one stage. A stage says FAIL itself (a compile failed, a rule objects); an
     exception out of a stage is the tool's or the machine's failure: ERROR, never FAIL."""
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), _cpu_s()
     try:
         r = fn()
     except NotAvailable as exc:  # cannot be had on this machine: SKIPPED, not FAIL
@@ -85,9 +89,21 @@ def _timed(
         )
     if r.status == FAIL and r.stage in plan.STAGES and plan.STAGES[r.stage].sided:
         r = _tool_side(r, tool_made)
+    # The process's CPU over the stage (its threads and the commands it waited for): on a
+    # shared machine the wall says little, the CPU-seconds say what a stage costs. With
+    # cells side by side (run_matrix's at_once > 1) it holds the other cells' work too.
+    details = {"process_cpu_s": round(_cpu_s() - cpu0, 1)} | r.details
     return StageResult(
-        r.stage, r.status, round(time.monotonic() - t0, 3), r.summary, r.findings, r.details, r.log
+        r.stage, r.status, round(time.monotonic() - t0, 3), r.summary, r.findings, details, r.log
     )
+
+
+def _cpu_s() -> float:
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _tool_side(r: StageResult, tool_made: bool) -> StageResult:
@@ -128,6 +144,8 @@ def run_cell(
     try:
         for stage in walk:
             current = stage
+            if _CANCEL.is_set():
+                raise KeyboardInterrupt
             if stage.long:
                 if echo is not None:  # what the progress lines below belong to
                     echo(f"{cell.id}: {stage.name}")
@@ -165,19 +183,49 @@ def run_matrix(
     opts: BuildOptions = DEFAULT_OPTIONS,
     host: Host | None = None,
     mach: dict[str, Any] | None = None,
+    at_once: int = 1,
 ) -> list[tuple[Cell, results.Verdict]]:
+    """Every selected cell; ``at_once`` of them side by side (the next cell's toolkit and
+    env are fetched, and its units compiled, while a cell's last units finish: a probe's
+    tail and a download leave cores idle). Verdicts come back in matrix order."""
     plan.check_depth(depth)
-    echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
     cells = matrix.select(select)
     mach = mach or results.machine()
-    out = []
-    for n, cell in enumerate(cells, 1):
+
+    def one(n: int, cell: Cell) -> results.Verdict:
         t0 = time.monotonic()
-        stages = run_cell(cell, ws, depth, mach, force, echo, opts, host)
+        stages = run_cell(cell, ws, depth, mach, force, say, opts, host)
         v = results.verdict_of(stages)
-        echo(f"[{n}/{len(cells)}] {cell.id}: {v.label} at {v.depth} ({time.monotonic() - t0:.1f}s)")
-        out.append((cell, v))
-    return out
+        took = time.monotonic() - t0
+        say(f"[{n}/{len(cells)}] {cell.id}: {v.label} at {v.depth} ({took:.1f}s)")
+        return v
+
+    if at_once <= 1 or len(cells) <= 1:
+        return [(cell, one(n, cell)) for n, cell in enumerate(cells, 1)]
+    pool = ThreadPoolExecutor(max_workers=at_once)
+    try:
+        futures = [pool.submit(one, n, cell) for n, cell in enumerate(cells, 1)]
+        pending = set(futures)
+        while pending:
+            # short slices: Ctrl-C reaches the main thread only while it runs Python
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+            for f in done:
+                f.result()
+        return [(cell, f.result()) for cell, f in zip(cells, futures, strict=True)]
+    except KeyboardInterrupt:
+        _CANCEL.set()  # the other cells stop at their next stage, their results say so
+        pool.shutdown(wait=False, cancel_futures=True)
+        probe.stop_all()  # the compilers of every cell, not only this thread's
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        _CANCEL.clear()
+
+
+# Set when Ctrl-C stops a run of cells side by side: a cell on another thread (which never
+# sees the KeyboardInterrupt) ends at its next stage as if it had been interrupted there.
+_CANCEL = threading.Event()
 
 
 __all__ = ["run_cell", "run_matrix"]

@@ -122,6 +122,7 @@ def _row(cell_id: str, d: dict[str, Any]) -> dict[str, Any]:
             {k: s[k] for k in ("stage", "status", "seconds", "summary", "log")} for s in d["stages"]
         ],
         "written": d["written"],
+        "estimate": _estimate(d),
     }
 
 
@@ -129,6 +130,20 @@ def _verdict_cell(r: dict[str, Any]) -> str:
     """**PASS**, or **PASS** (7 of 14 units; 7 need CUTLASS v4.0.0): what it rests on."""
     rests = r.get("rests_on") or ""
     return f"**{r['verdict']}**" + (f" ({rests})" if rests else "")
+
+
+def _estimate(d: dict[str, Any]) -> dict[str, Any]:
+    """The build-cost estimate the deepest stage holding one wrote (probe or build): one
+    line per build kind, for the machine it ran on."""
+    for s in reversed(d["stages"]):
+        est = s.get("details", {}).get("estimate")
+        if isinstance(est, dict) and "wheel" in est:
+            out: dict[str, Any] = {"cores": est.get("cores"), "wheel": est["wheel"]["line"]}
+            if "partial" in est:
+                out["partial"] = est["partial"]["line"]
+                out["targets"] = est["partial"].get("targets", [])
+            return out
+    return {}
 
 
 def _short(text: str, n: int = cause.WIDTH) -> str:
@@ -283,6 +298,12 @@ def render_md(doc: dict[str, Any]) -> str:
                 f"  - {f['level'].upper()} `{f['rule']}`: {f['message']}. "
                 f"Fix: {f['fix'] or '—'}.{extra}{src}"
             )
+        est = r.get("estimate") or {}
+        if est:
+            out.append(f"- build cost on {est['cores']} cores (estimate, before building):")
+            out.append(f"  - full wheel: {est['wheel']}")
+            if est.get("partial"):
+                out.append(f"  - {' + '.join(est['targets'])} (serving): {est['partial']}")
         if r["machine"]:
             out.append(
                 f"- machine: {results.machine_label(r['machine'])}, "

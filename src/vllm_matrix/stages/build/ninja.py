@@ -399,6 +399,31 @@ def target_figures(build_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def edge_log(build_dir: Path) -> list[dict[str, Any]]:
+    """Every work edge .ninja_log records (its latest run): CMake target, source file name,
+    start and end in seconds on that run's clock: what the build-cost model calibrates on
+    (stages/build/cost.py), kept in the build's result."""
+    manifest = build_dir / "build.ninja"
+    if not manifest.is_file():
+        return []
+    edges = parse_ninja_edges(manifest.read_text(errors="replace"))
+    work = _work_from(edges, _roots(edges, ()))
+    out = []
+    for o, (s, e) in sorted(_log_times(build_dir / ".ninja_log").items(), key=lambda i: i[1]):
+        if o not in work:
+            continue
+        m = _TARGET_DIR.match(o)
+        out.append(
+            {
+                "target": m.group(1) if m else "",
+                "edge": Path(o).name,
+                "start_s": round(s / 1000, 1),
+                "end_s": round(e / 1000, 1),
+            }
+        )
+    return out
+
+
 class ConfigureClock:
     """How long setup.py + CMake took before ninja's first step, and what CMake itself
     says it spent ("-- Configuring done (12.3s)", "-- Generating done (0.9s)")."""

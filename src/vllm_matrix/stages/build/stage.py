@@ -37,6 +37,7 @@ from vllm_matrix.stages.build.ninja import (
     OverallProgress,
     _build_dirs,
     _ninja_logged,
+    edge_log,
     fmt_seconds,
     ninja_work_edges,
     target_figures,
@@ -314,6 +315,8 @@ def build_wheel(
         dirs = _build_dirs(src)
         total_edges = sum(ninja_work_edges(d / "build.ninja", targets) for d in dirs)
         details["targets"] = {k: v for d in dirs for k, v in target_figures(d).items()}
+        # each edge's times: the cost model's calibration data (stages/build/cost.py)
+        details["edge_log"] = [e for d in dirs for e in edge_log(d)]
         whole = OverallProgress(src, targets)()  # ninja has exited: .ninja_log is complete
         if progress is not None and whole is not None:
             progress(

@@ -265,14 +265,20 @@ def run_all(
             for f in done:
                 f.result()  # a unit's own exception, as pool.map raised it
     except KeyboardInterrupt:
-        _STOP.set()
         pool.shutdown(wait=False, cancel_futures=True)
-        for pid in proc.descendants(os.getpid()):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        stop_all()
         raise
     finally:
         pool.shutdown(wait=True)
+
+
+def stop_all() -> None:
+    """Ctrl-C: no unit starts any more, and every compiler of this process ends (probes of
+    several cells run side by side on threads that never see the KeyboardInterrupt)."""
+    _STOP.set()
+    for pid in proc.descendants(os.getpid()):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def unit_label(item: tuple[UnitRunner, UnitResult]) -> str:
