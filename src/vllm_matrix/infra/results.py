@@ -39,7 +39,14 @@ STATUSES = (PASS, FAIL, WARN, SKIP, PREDICTED_FAIL, INTERRUPTED, ERROR)
 # Cell verdicts (design.md), plus PREFLIGHT-OK: every rule passed, nothing compiled yet.
 VERDICTS = ("PASS", "FAIL", "PREDICTED-FAIL", "PREFLIGHT-OK", "SKIPPED", "ERROR", "UNKNOWN")
 
-COMPILED = ("probe", "build", "audit", "smoke", "gpu")  # stages whose verdicts come from compiling
+COMPILED = (
+    "probe",
+    "build",
+    "audit",
+    "smoke",
+    "gpu",
+    "model",
+)  # stages whose verdicts come from compiling
 STAGE_ORDER = (
     "source",
     "facts",
@@ -52,6 +59,7 @@ STAGE_ORDER = (
     "audit",
     "smoke",
     "gpu",
+    "model",
 )
 
 
@@ -136,7 +144,7 @@ def verdict_of(stages: list[StageResult]) -> Verdict:
         (s.details["partial"] for s in stages if s.stage == "build" and "partial" in s.details),
         None,
     )
-    if cut is not None and v.depth in ("build", "audit", "smoke", "gpu"):
+    if cut is not None and v.depth in ("build", "audit", "smoke", "gpu", "model"):
         v = replace(v, depth=f"{v.depth} (partial: targets {', '.join(cut['targets'])})")
     return v
 
