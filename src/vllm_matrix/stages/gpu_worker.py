@@ -177,6 +177,29 @@ def gemm_cases(torch: Any, ops: Any) -> list[dict[str, Any]]:
                             case["ratio"] = round(t_t / t_c, 3)
                         except Exception as exc:
                             case["torch_error"] = f"{type(exc).__name__}: {exc}"[:300]
+                        # Like for like (issue 26 item 4): vLLM's Hopper kernels accumulate
+                        # fast (CUTLASS FP8FastAccum, no fp32 promotion); torch's default
+                        # promotes, so the ratio above compares unlike accumulations.
+                        try:
+                            fast = functools.partial(
+                                torch._scaled_mm,
+                                a,
+                                b,
+                                scale_a=sa,
+                                scale_b=sb,
+                                bias=bias,
+                                out_dtype=dt,
+                                use_fast_accum=True,
+                            )
+                            case["torch_fast_rel_err"] = float(
+                                ((fast().float() - ref).abs().max() / denom).item()
+                            )
+                            t_f = _timed(torch, fast, iters)
+                            case["torch_fast_tflops"] = round(flops / t_f / 1e12, 2)
+                            case["torch_fast_us"] = round(t_f * 1e6, 2)
+                            case["ratio_fast"] = round(t_f / t_c, 3)
+                        except Exception as exc:
+                            case["torch_fast_error"] = f"{type(exc).__name__}: {exc}"[:300]
                     except Exception as exc:
                         case["error"] = f"{type(exc).__name__}: {exc}"[:500]
                     out.append(case)
