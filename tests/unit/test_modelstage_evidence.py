@@ -129,3 +129,30 @@ def test_vllm_failing_to_serve_is_fail_with_its_first_error(tmp_path: Path) -> N
         res.findings[0].message
         == "eager mode: ERROR 12-07 09:46:31 [core.py:2] EngineCore failed to start."
     )
+
+
+def test_map_kernels_by_name_then_by_identifiers() -> None:
+    owned = {
+        # as c++filt prints them
+        "_C.abi3.so": {"void vllm::rms_norm_kernel<c10::BFloat16, 8, 2>(c10::BFloat16*)"},
+        "_C_stable_libtorch.abi3.so": {
+            "void cutlass::device_kernel<vllm::cutlass_3x_gemm_sm90_fp8<cutlass::float_e4m3_t, "
+            "cutlass::bfloat16_t, vllm::c3x::ScaledEpilogue, cute::tuple<cute::C<64l> > > >"
+            "(vllm::c3x::Params)"
+        },
+    }
+    kernels = {
+        "void vllm::rms_norm_kernel<c10::BFloat16, 8, 2>(c10::BFloat16*)": 4,
+        CUTLASS: 32,  # spelled differently (no cute::C<64l>): found by identifiers
+        "void at::native::vectorized_elementwise_kernel<4>(int)": 8,
+    }
+    mapped, other, by_idents = modelstage.map_kernels(kernels, owned)
+    # The identifiers come from the names as printed: "void cutlass::" stays two words.
+    assert "cutlass::device_kernel" in modelstage._idents(
+        next(iter(owned["_C_stable_libtorch.abi3.so"]))
+    )
+    assert mapped["_C.abi3.so"] == {
+        "void vllm::rms_norm_kernel<c10::BFloat16, 8, 2>(c10::BFloat16*)": 4
+    }
+    assert mapped["_C_stable_libtorch.abi3.so"] == {CUTLASS: 32} and by_idents == [CUTLASS]
+    assert other == {"void at::native::vectorized_elementwise_kernel<4>(int)": 8}

@@ -465,8 +465,8 @@ def _ops_of_libs(torch: Any, libs: Sequence[str]) -> dict[str, list[str]]:
 
 
 def _kernels_of_libs(libs: Sequence[str]) -> dict[str, set[str]]:
-    """Each built library -> its device functions, demangled, spaces removed (cuobjdump
-    --list-text, then c++filt with the names as arguments)."""
+    """Each built library -> its device functions, demangled (cuobjdump --list-text, then
+    c++filt with the names as arguments)."""
     out: dict[str, set[str]] = {}
     for lib in libs:
         text = proc.output_of(["cuobjdump", "--list-text", lib], timeout=300) or ""
@@ -477,7 +477,7 @@ def _kernels_of_libs(libs: Sequence[str]) -> dict[str, set[str]]:
             chunk = mangled[i : i + 200]
             dem = proc.output_of(["c++filt", *chunk], timeout=120)
             lines = dem.splitlines() if dem is not None else []
-            names |= {_norm(d) for d in lines} if len(lines) == len(chunk) else set(chunk)
+            names |= set(lines) if len(lines) == len(chunk) else set(chunk)
         out[Path(lib).name] = names
     return out
 
@@ -515,16 +515,41 @@ def _profile(
         except Exception as exc:  # the counts above stand without the file
             print(f"model worker: trace not written: {exc}", file=sys.stderr)
     owned = _kernels_of_libs(libs)
-    mapped: dict[str, dict[str, int]] = {Path(lib).name: {} for lib in libs}
+    mapped, other, by_idents = map_kernels(kernels, owned)
+    return {
+        "ops_called": dict(sorted(ops.items())),
+        "kernels_by_library": mapped,
+        "kernels_elsewhere": dict(sorted(other.items(), key=lambda kv: -kv[1])[:40]),
+        "library_functions": {k: len(v) for k, v in owned.items()},
+        "matched_by_identifiers": by_idents,
+        # What the libraries' GEMM functions look like (issue 24's H100 run found none of
+        # the trace's CUTLASS GEMM launches in _C_stable_libtorch's list, cause unknown).
+        "library_gemm_sample": {
+            k: sorted(x[:400] for x in v if "gemm" in x or "scaled_mm" in x)[:8]
+            for k, v in owned.items()
+        },
+        "trace": trace.name if trace is not None else None,
+    }
+
+
+def map_kernels(
+    kernels: Mapping[str, int], owned: Mapping[str, set[str]]
+) -> tuple[dict[str, dict[str, int]], dict[str, int], list[str]]:
+    """(library -> its kernels' launches, launches found in no built library, the kernels
+    matched by identifiers). A kernel is the library's when its demangled name, spaces
+    removed, is one of the library's functions; else (c++filt and the profiler may spell a
+    template differently) when its qualified identifiers, vllm:: among them, are all in
+    one function of exactly one library (no library but the built ones has vllm::)."""
+    mapped: dict[str, dict[str, int]] = {lib: {} for lib in owned}
     other: dict[str, int] = {}
-    # The demangled names of c++filt and the profiler differ in some CUTLASS templates: a
-    # kernel not found by name is matched by its qualified identifiers (all of them in one
-    # of the library's functions, vllm:: among them: no library but the built ones has any).
+    # Identifiers from the names as demangled: with spaces removed "void cutlass::..."
+    # would read "voidcutlass::..." (issue 24's run matched nothing by identifiers so).
     idents = {lib: [_idents(x) for x in names] for lib, names in owned.items()}
+    exact = {lib: {_norm(x) for x in names} for lib, names in owned.items()}
     by_idents: list[str] = []
     for name, n in kernels.items():
         key = _norm(name)
-        hit = next((lib for lib, names in owned.items() if key in names), None)
+        hit = next((lib for lib, names in exact.items() if key in names), None)
         if hit is None and "vllm::" in name:
             want = _idents(name)
             hits = [lib for lib, sets in idents.items() if any(want <= x for x in sets)]
@@ -535,14 +560,7 @@ def _profile(
             other[name] = n
         else:
             mapped[hit][name] = n
-    return {
-        "ops_called": dict(sorted(ops.items())),
-        "kernels_by_library": mapped,
-        "kernels_elsewhere": dict(sorted(other.items(), key=lambda kv: -kv[1])[:40]),
-        "library_functions": {k: len(v) for k, v in owned.items()},
-        "matched_by_identifiers": by_idents,
-        "trace": trace.name if trace is not None else None,
-    }
+    return mapped, other, by_idents
 
 
 class _Lines:
