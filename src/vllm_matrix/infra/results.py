@@ -39,14 +39,6 @@ STATUSES = (PASS, FAIL, WARN, SKIP, PREDICTED_FAIL, INTERRUPTED, ERROR)
 # Cell verdicts (design.md), plus PREFLIGHT-OK: every rule passed, nothing compiled yet.
 VERDICTS = ("PASS", "FAIL", "PREDICTED-FAIL", "PREFLIGHT-OK", "SKIPPED", "ERROR", "UNKNOWN")
 
-COMPILED = (
-    "probe",
-    "build",
-    "audit",
-    "smoke",
-    "gpu",
-    "model",
-)  # stages whose verdicts come from compiling
 STAGE_ORDER = (
     "source",
     "facts",
@@ -61,6 +53,7 @@ STAGE_ORDER = (
     "gpu",
     "model",
 )
+COMPILED = STAGE_ORDER[STAGE_ORDER.index("probe") :]  # stages whose verdicts come from compiling
 
 
 @dataclass(frozen=True)
