@@ -11,8 +11,10 @@ checkpoint wrong".
 
 Each model runs in a worker process of its own (`python -m vllm_matrix.stages.modelstage`): two
 engines in one process do not give the GPU memory back reliably. Without a GPU the stage is
-"not run: no GPU" (SKIP). It has not run end to end on any machine yet (no vLLM built by the
-tool has been installed beside a GPU): see docs-model.md.
+"not run: no GPU" (SKIP). In the pipeline (`--depth model`) it serves the build's installable
+partial dir, in eager and default compile mode, and the FP8 runs collect the evidence that the
+built libraries served (ops, trace kernels per library, the CUTLASS log line). First run: issue
+24, one H100 (reports/device/issue24-model-run.md).
 """
 
 from __future__ import annotations
