@@ -210,11 +210,12 @@ def test_a_partial_build_is_never_shown_as_a_wheel() -> None:
     assert results.verdict_of(_stages(full)).depth == "build"
 
 
-def test_gpu_depth_runs_after_smoke() -> None:
+def test_gpu_depth_runs_after_smoke_and_model_after_gpu() -> None:
     from vllm_matrix.pipeline import plan
 
-    assert plan.DEPTHS[-1] == "gpu" and plan.LAST_STAGE["gpu"] == "gpu"
-    assert textwrap.dedent(results.STAGE_ORDER[-1]) == "gpu"
+    assert plan.DEPTHS[-2:] == ("gpu", "model") and plan.LAST_STAGE["gpu"] == "gpu"
+    assert plan.LAST_STAGE["model"] == "model"
+    assert textwrap.dedent(results.STAGE_ORDER[-1]) == "model"
 
 
 def test_a_probe_not_run_is_no_evidence() -> None:

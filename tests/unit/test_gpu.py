@@ -423,3 +423,13 @@ def test_sass_census_refuses_a_dump_without_instructions(tmp_path: Path) -> None
     )
     census = audit.sass_census(tmp_path / "x.cu.o", _fake_cuobjdump(tmp_path, disassembled))
     assert census == {"12.0a": {"QMMA": 1}}
+
+
+def test_the_h100_run_compares_with_torch_fast_accum_too() -> None:
+    """Issue 26 item 4, issue 24's H100 run: every case also timed against
+    torch._scaled_mm(use_fast_accum=True); the summary gives both medians."""
+    res = json.loads(_read("gpu-worker.vllm0.20.0-h100-issue24.json"))
+    assert all("ratio_fast" in c for c in res["gemm"])
+    assert gpu.judge(res, ("_C", "_C_stable_libtorch")).status == PASS
+    line = gpu.summarize(res)
+    assert "median ratio 1.06x torch._scaled_mm (default), 1.05x with use_fast_accum=True" in line

@@ -80,5 +80,7 @@ def test_no_vllm_is_an_error_not_a_fact_about_the_checkpoint(
     monkeypatch.setattr(modelstage, "gpu_name", lambda: "NVIDIA H200")
     res = modelstage.run(tmp_path, tmp_path, tmp_path / "work", python=sys.executable)
     assert res.status == ERROR, res
-    assert res.summary == "vLLM is not importable"
+    assert "the worker cannot start" in res.summary
+    # The fix names the missing runtime package (here torch, imported first).
+    assert "install vLLM's runtime package 'torch'" in res.findings[0].fix
     assert "fix" not in res.findings[0].message and res.findings[0].fix

@@ -24,13 +24,14 @@ def test_the_plan_is_the_stage_order_results_know() -> None:
 
 
 def test_depths_and_their_last_stages_come_from_the_plan() -> None:
-    assert plan.DEPTHS == ("preflight", "toolkit", "probe", "build", "gpu")
+    assert plan.DEPTHS == ("preflight", "toolkit", "probe", "build", "gpu", "model")
     assert plan.LAST_STAGE == {
         "preflight": "preflight",
         "toolkit": "env",
         "probe": "probe",
         "build": "smoke",
         "gpu": "gpu",
+        "model": "model",
     }
     # A depth's stages are one run of the plan: depths never interleave.
     seen = [s.depth for s in plan.PLAN]
@@ -46,6 +47,7 @@ def test_long_and_sided_stages() -> None:
         "build",
         "smoke",
         "gpu",
+        "model",
     ]
     assert [s.name for s in plan.PLAN if s.sided] == ["probe", "build"]
     assert [s.name for s in plan.PLAN if s.interrupted is not None] == ["build"]
@@ -70,7 +72,8 @@ def test_the_cut_ends_with_the_depths_last_stage(depth: str, last: str) -> None:
 
 
 def test_the_deepest_cut_is_the_whole_plan() -> None:
-    assert plan.cut("gpu") == plan.PLAN
+    assert plan.cut("model") == plan.PLAN
+    assert plan.cut("gpu") == plan.PLAN[:-1]
 
 
 def test_an_unknown_depth_says_what_exists() -> None:

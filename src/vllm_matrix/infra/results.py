@@ -40,7 +40,6 @@ STATUSES = (PASS, FAIL, WARN, SKIP, PREDICTED_FAIL, INTERRUPTED, ERROR)
 # Cell verdicts (design.md), plus PREFLIGHT-OK: every rule passed, nothing compiled yet.
 VERDICTS = ("PASS", "FAIL", "PREDICTED-FAIL", "PREFLIGHT-OK", "SKIPPED", "ERROR", "UNKNOWN")
 
-COMPILED = ("probe", "build", "audit", "smoke", "gpu")  # stages whose verdicts come from compiling
 STAGE_ORDER = (
     "source",
     "facts",
@@ -53,7 +52,9 @@ STAGE_ORDER = (
     "audit",
     "smoke",
     "gpu",
+    "model",
 )
+COMPILED = STAGE_ORDER[STAGE_ORDER.index("probe") :]  # stages whose verdicts come from compiling
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def verdict_of(stages: list[StageResult]) -> Verdict:
         (s.details["partial"] for s in stages if s.stage == "build" and "partial" in s.details),
         None,
     )
-    if cut is not None and v.depth in ("build", "audit", "smoke", "gpu"):
+    if cut is not None and v.depth in ("build", "audit", "smoke", "gpu", "model"):
         v = replace(v, depth=f"{v.depth} (partial: targets {', '.join(cut['targets'])})")
     if v.verdict == "PASS" and depth_stage(v.depth) == "probe":
         probe = next((s for s in stages if s.stage == "probe"), None)

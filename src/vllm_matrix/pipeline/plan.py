@@ -7,6 +7,7 @@ belongs to D (``LAST_STAGE``); a verdict's depth is the last stage whose result 
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ from vllm_matrix.stages import (
     fp8gemm,
     gpu,
     modelopt,
+    modelstage,
     patches,
     preflight,
     probe,
@@ -39,7 +41,7 @@ from vllm_matrix.stages import (
 )
 from vllm_matrix.stages import env as env_mod
 from vllm_matrix.stages import facts as facts_mod
-from vllm_matrix.stages.build import partial
+from vllm_matrix.stages.build import installable, partial
 from vllm_matrix.stages.probe.configure import build_model
 
 
@@ -342,6 +344,15 @@ def do_build(ctx: CellContext) -> StageResult:
         ctx.extensions = [Path(p) for p in r.details["partial"]["extensions"]]
     sources = {k: {"pin": d.pin, "path": str(d.path), "origin": d.origin} for k, d in dirs.items()}
     details = r.details | {"sources": sources, "estimate": cost}
+    if ctx.extensions is not None:
+        # Installable: vLLM's Python package + the built extensions + a dist-info (never a
+        # wheel), what the model stage serves from.
+        work = build.work_dir(cell)
+        dest = work / installable.name_of(tree.version, opts.targets)
+        doc = installable.assemble(
+            work / "src", work / partial.PARTIAL_DIR, dest, tree.version, opts.targets
+        )
+        details["installable"] = doc | {"path": str(dest)}
     if standins:
         details["standins"] = {k: str(p) for k, (p, _) in standins.items()}
     return StageResult(r.stage, r.status, r.seconds, r.summary, r.findings, details, r.log)
@@ -375,6 +386,41 @@ def do_gpu(ctx: CellContext) -> StageResult:
         gpu.wheel_extensions(ctx.wheel, ctx.logs / "gpu" / "wheel") if ctx.wheel is not None else []
     )
     return gpu.run_stage(exts, need(ctx.env), ctx.logs / "gpu", ctx.opts.targets)
+
+
+def do_model(ctx: CellContext) -> StageResult:
+    built = next((s for s in ctx.done if s.stage == "build"), None)
+    inst = built.details.get("installable") if built is not None else None
+    if not inst:
+        return modelstage.not_run(
+            "no installable partial build to serve (run with --targets; for a wheel, "
+            "install it and run `vllm-matrix model`)"
+        )
+    try:
+        from vllm_matrix.stages import tinymodel
+    except ImportError as exc:
+        raise NotAvailable(
+            f"the model stage makes its checkpoint with torch, safetensors and tokenizers ({exc})",
+            fix="pip install -e '.[model]' in the tool's interpreter",
+        ) from exc
+    work = ctx.logs / "model"
+    tiny = work / "tiny"
+    tinymodel.make(tiny)
+    dest = Path(inst["path"])
+    libs = [dest / e for e in inst["extensions"] if Path(e).name.startswith("_C")]
+    path = os.pathsep.join(p for p in (str(dest), os.environ.get("PYTHONPATH", "")) if p)
+    return modelstage.run(
+        tiny / "bf16",
+        tiny / "fp8",
+        work,
+        python=str(need(ctx.env).python_exe),
+        echo=ctx.echo,
+        libs=libs,
+        env={"PYTHONPATH": path},
+        attention_backend="TRITON_ATTN" if inst.get("standins") else None,
+        attention=str(inst.get("attention") or ""),
+        timeout=600,
+    )
 
 
 PLAN: tuple[Stage, ...] = (
@@ -414,6 +460,7 @@ PLAN: tuple[Stage, ...] = (
         compiles=True,
     ),
     Stage("gpu", do_gpu, "gpu", needs=("wheel", "extensions", "env"), long=True, compiles=True),
+    Stage("model", do_model, "model", needs=("extensions", "env"), long=True, compiles=True),
 )
 STAGES = {s.name: s for s in PLAN}
 

@@ -36,6 +36,7 @@ DEPTH_WORDS = {
     "audit": "wheel audited",
     "smoke": "smoke-tested",
     "gpu": "ran on the GPU",
+    "model": "served a model",
     "none": "not run",
 }
 

@@ -221,6 +221,13 @@ def summarize(res: Mapping[str, Any]) -> str:
             f"({top.get('ratio', float('nan')):.2f}x torch), slowest ratio "
             f"{slow.get('ratio', float('nan')):.2f}x ({_case_name(slow)})"
         )
+        fast = sorted(c["ratio_fast"] for c in gemm if "ratio_fast" in c)
+        if fast:
+            plain = sorted(c["ratio"] for c in gemm if "ratio" in c)
+            parts.append(
+                f"median ratio {_median(plain):.2f}x torch._scaled_mm (default), "
+                f"{_median(fast):.2f}x with use_fast_accum=True ({len(fast)} cases)"
+            )
     quant = [c for c in res.get("quant", []) if "error" not in c]
     if quant:
         parts.append(
@@ -228,6 +235,13 @@ def summarize(res: Mapping[str, Any]) -> str:
             f"step(s) from the reference"
         )
     return "; ".join(parts)
+
+
+def _median(xs: Sequence[float]) -> float:
+    if not xs:
+        return float("nan")
+    ys, n = sorted(xs), len(xs)
+    return ys[n // 2] if n % 2 else (ys[n // 2 - 1] + ys[n // 2]) / 2
 
 
 def table(res: Mapping[str, Any]) -> list[str]:

@@ -11,21 +11,25 @@ checkpoint wrong".
 
 Each model runs in a worker process of its own (`python -m vllm_matrix.stages.modelstage`): two
 engines in one process do not give the GPU memory back reliably. Without a GPU the stage is
-"not run: no GPU" (SKIP). It has not run end to end on any machine yet (no vLLM built by the
-tool has been installed beside a GPU): see docs-model.md.
+"not run: no GPU" (SKIP). In the pipeline (`--depth model`) it serves the build's installable
+partial dir, in eager and default compile mode, and the FP8 runs collect the evidence that the
+built libraries served (ops, trace kernels per library, the CUTLASS log line). First run: issue
+24, one H100 (reports/device/issue24-model-run.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vllm_matrix.infra import proc, programs
+from vllm_matrix.infra import proc, programs, results
 from vllm_matrix.infra.errors import CommandError
 from vllm_matrix.infra.results import ERROR, FAIL, PASS, SKIP, Finding, StageResult
 from vllm_matrix.stages import modelcheck
@@ -33,6 +37,8 @@ from vllm_matrix.stages import modelcheck
 STAGE = "model"
 RUN_SCHEMA = "vllm-matrix/model-run"
 EXIT_NO_VLLM = 3  # the worker's exit code when `import vllm` fails
+_LIST_TEXT = re.compile(r"(?:: x-|\.text\.)(\S+?)(?:\.sm_\w+\.elf\.bin)?$", re.M)
+_ERROR_LINE = re.compile(r"\b\w*(Error|Exception)\b[:(]|\bERROR\b")
 
 
 def gpu_name() -> str | None:
@@ -131,14 +137,199 @@ def _worker(
     reference: Path | None,
     timeout: float,
     on_line: Callable[[str], None] | None,
+    *,
+    compiled: bool = False,
+    extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     argv: list[str] = [python, "-m", "vllm_matrix.stages.modelstage", str(model), str(out)]
     argv += ["--workload", str(workload)]
     argv += ["--quantization", quantization] if quantization else []
     argv += ["--reference", str(reference)] if reference else []
-    proc.run(argv, log=log, timeout=timeout, on_line=on_line)
+    argv += ["--compile"] if compiled else []
+    argv += list(extra)
+    proc.run(argv, log=log, timeout=timeout, on_line=on_line, env=env)
     doc: dict[str, Any] = json.loads(out.read_text())
     return doc
+
+
+# The ops a ModelOpt FP8 Llama must call in eager mode, and the library kernels it must run:
+# without them the stage does not pass (the tokens alone could come from any kernels).
+REQUIRED_OPS = ("_C::cutlass_scaled_mm", "_C::static_scaled_fp8_quant")
+CUTLASS_LINE = re.compile(r"Selected CutlassFP8ScaledMMLinearKernel for ")
+MODES = ("eager", "compile")
+
+
+def judge_evidence(doc: Mapping[str, Any], libs: Sequence[str]) -> tuple[list[Finding], str]:
+    """Did the built libraries serve the FP8 model? (ops counted in the profiler, kernels of
+    the trace found in each built .so, the log line that chose the CUTLASS FP8 kernel)."""
+    ev = doc.get("evidence") or {}
+    mode = "compile" if doc.get("compiled") else "eager"
+    found: list[Finding] = []
+    if ev.get("error"):
+        found.append(
+            Finding(
+                "kernel-evidence",
+                "fail",
+                f"{mode}: profiling failed: {ev['error']}",
+                "rerun the model stage; read the worker's log",
+            )
+        )
+    ops = ev.get("ops_called") or {}
+    owned = {op for names in (ev.get("library_ops") or {}).values() for op in names}
+    if mode == "eager":
+        for op in REQUIRED_OPS:
+            if not ops.get(op):
+                found.append(
+                    Finding(
+                        "kernel-evidence",
+                        "fail",
+                        f"{mode}: no call into {op} while the FP8 model generated",
+                        "check that vLLM imported the built extensions "
+                        "(the worker's vllm_file) and chose the CUTLASS kernel",
+                    )
+                )
+            elif owned and op not in owned:
+                found.append(
+                    Finding(
+                        "kernel-evidence",
+                        "fail",
+                        f"{mode}: {op} is not registered by the built libraries",
+                        "the op came from another library: check PYTHONPATH",
+                    )
+                )
+    by_lib = ev.get("kernels_by_library") or {}
+    for lib in libs:
+        name = Path(lib).name
+        if not by_lib.get(name):
+            found.append(
+                Finding(
+                    "kernel-evidence",
+                    "fail" if mode == "eager" else "warn",
+                    f"{mode}: no kernel of the trace is in {name}",
+                    "the built library did not run: read the worker's evidence",
+                )
+            )
+    lines = [ln for ln in ev.get("log_lines") or [] if CUTLASS_LINE.search(ln)]
+    if not lines:
+        found.append(
+            Finding(
+                "kernel-evidence",
+                "fail",
+                f"{mode}: vLLM did not log choosing CutlassFP8ScaledMMLinearKernel",
+                "read the worker's log lines: another FP8 kernel served",
+            )
+        )
+    n_ops = sum(v for k, v in ops.items() if not owned or k in owned)
+    n_k = {Path(k).name.split(".")[0]: sum(v.values()) for k, v in by_lib.items()}
+    called = ", ".join(f"{k.removeprefix('_C::')} {v}" for k, v in ops.items())
+    chosen = "CUTLASS FP8 chosen (log)" if lines else "no CUTLASS log line"
+    said = (
+        f"{mode}: {n_ops} calls into the built ops ({called}); "
+        f"kernel launches by library {n_k}; {chosen}"
+    )
+    return found, said
+
+
+def combine(
+    pairs: Mapping[str, tuple[dict[str, Any], dict[str, Any]]],
+    workload: modelcheck.Workload,
+    libs: Sequence[str],
+    references: Mapping[str, Mapping[str, dict[str, Any]] | None],
+    seconds: float,
+    attention: str | None = None,
+) -> StageResult:
+    """The stage over both modes: each mode judged as `judge` does (FP8 vs bf16, each
+    against the plain-torch forward), the kernel evidence of each FP8 run, eager vs compile."""
+    findings: list[Finding] = []
+    details: dict[str, Any] = {"modes": {}, "attention": attention, "libraries": list(libs)}
+    parts = []
+    for mode, (bf16, fp8) in pairs.items():
+        ref = references.get(mode)
+        r = judge(bf16, fp8, workload, dict(ref) if ref is not None else None, 0.0)
+        findings += [replace_message(f, f"{mode}: {f.message}") for f in r.findings]
+        ev_found, ev_said = judge_evidence(fp8, libs)
+        findings += ev_found
+        d = dict(r.details)
+        d["evidence"] = {"bf16": bf16.get("evidence"), "fp8": fp8.get("evidence"), "said": ev_said}
+        details["modes"][mode] = d
+        tp = d["throughput"]
+        parts.append(
+            f"{mode}: tokens/s fp8 {(tp.get('fp8') or {}).get('tokens_per_s')} vs bf16 "
+            f"{(tp.get('bf16') or {}).get('tokens_per_s')}; fp8 vs bf16 teacher-forced top-1 "
+            f"{d['fp8_vs_bf16']['forced_top1_agreement']}, mean |dlogprob| "
+            f"{d['fp8_vs_bf16']['forced_mean_abs_dlogprob']}"
+            + "".join(
+                f"; {k} vs torch reference: prefix agreement "
+                f"{d[f'{k}_vllm_vs_reference']['prefix_agreement']}, identical "
+                f"{d[f'{k}_vllm_vs_reference']['identical_sequences']}/"
+                f"{d[f'{k}_vllm_vs_reference']['prompts']}"
+                for k in ("fp8", "bf16")
+                if f"{k}_vllm_vs_reference" in d
+            )
+        )
+        details.setdefault("evidence_said", []).append(ev_said)
+    if set(MODES) <= set(pairs):
+        for kind in (0, 1):
+            e, c = pairs["eager"][kind], pairs["compile"][kind]
+            cmp = modelcheck.compare(_outputs(e), _outputs(c))
+            details[f"{'bf16' if kind == 0 else 'fp8'}_eager_vs_compile"] = cmp.to_json()
+    status = results.status_of(findings)
+    summary = "; ".join(parts + details.get("evidence_said", []))
+    if attention:
+        summary = f"{attention}; {summary}"
+    return StageResult(STAGE, status, round(seconds, 2), summary, tuple(findings), details)
+
+
+def replace_message(f: Finding, message: str) -> Finding:
+    return Finding(f.rule, f.level, message, f.fix, f.evidence)
+
+
+def worker_failure(exc: CommandError, seconds: float, log: Path, what: str) -> StageResult:
+    """A worker that could not start is the machine's (ERROR, with the fix); vLLM failing
+    to load or serve the checkpoint is vLLM's (FAIL, with its first error)."""
+    tail = exc.tail or ""
+    no_tool = re.search(r"No module named '?vllm_matrix", tail)
+    if exc.returncode == EXIT_NO_VLLM or no_tool:
+        missing = re.search(r"missing module: (\S+)", tail)
+        if no_tool:
+            msg = "the worker cannot start: vllm_matrix is not importable in that interpreter"
+            fix = (
+                "put vllm-matrix's src/ on that interpreter's PYTHONPATH or "
+                "pip install vllm-matrix there"
+            )
+        else:
+            name = missing.group(1) if missing else "?"
+            msg = f"the worker cannot start: {_first_error(tail)}"
+            fix = (
+                f"install vLLM's runtime package '{name}' in that interpreter "
+                "(on a machine without an index: benchmarks/wheels_for_device.sh)"
+            )
+        return StageResult(
+            STAGE,
+            ERROR,
+            round(seconds, 2),
+            f"{what}: {msg}",
+            (Finding("model-run", "error", msg, fix),),
+            log=str(log),
+        )
+    first = _first_error(tail) or exc.message
+    return StageResult(
+        STAGE,
+        FAIL,
+        round(seconds, 2),
+        f"{what}: vLLM did not serve the checkpoint: {first}",
+        (
+            Finding(
+                "model-run",
+                "fail",
+                f"{what}: {first}",
+                f"read {log.name}: vLLM's first error above",
+            ),
+        ),
+        {"tail": tail[-4000:]},
+        str(log),
+    )
 
 
 def run(
@@ -150,8 +341,14 @@ def run(
     workload_file: Path = modelcheck.DATA,
     timeout: float = 900,
     echo: Callable[[str], None] | None = None,
+    libs: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
+    attention_backend: str | None = None,
+    attention: str | None = None,
+    modes: Sequence[str] = MODES,
 ) -> StageResult:
-    """The stage on this machine: both models through vLLM (in `python`), then judged."""
+    """The stage on this machine: both models through vLLM (in `python`) in each mode,
+    then judged; with ``libs`` (the built extensions) the FP8 runs collect the evidence."""
     t0 = time.monotonic()
     gpu = gpu_name()
     if gpu is None:
@@ -159,42 +356,52 @@ def run(
     work.mkdir(parents=True, exist_ok=True)
     log = work / "model.log"
     workload = modelcheck.load(workload_file)
-    try:
-        bf16 = _worker(
-            python, bf16_dir, work / "bf16.json", workload_file, log, None, None, timeout, echo
-        )
-        fp8 = _worker(
-            python,
-            fp8_dir,
-            work / "fp8.json",
-            workload_file,
-            log,
-            "modelopt",
-            work / "bf16.json",
-            timeout,
-            echo,
-        )
-    except CommandError as exc:
-        no_vllm = exc.returncode == EXIT_NO_VLLM
-        return StageResult(
-            STAGE,
-            ERROR if no_vllm else FAIL,
-            round(time.monotonic() - t0, 2),
-            "vLLM is not importable" if no_vllm else "vLLM did not serve the checkpoint",
-            (
-                Finding(
-                    "model-run",
-                    "error" if no_vllm else "fail",
-                    exc.tail.strip().splitlines()[-1] if exc.tail.strip() else exc.message,
-                    fix="install the wheel the build stage made (and its runtime packages)"
-                    if no_vllm
-                    else "see the log",
-                ),
-            ),
-            log=str(log),
-        )
-    reference = _reference(bf16_dir, fp8_dir, bf16, fp8, workload)
-    res = judge(bf16, fp8, workload, reference, time.monotonic() - t0)
+    extra: list[str] = []
+    if attention_backend:
+        extra += ["--attention-backend", attention_backend]
+    # _C first: the libraries' ops are told apart by loading them in turn.
+    ordered = sorted((str(p) for p in libs), key=lambda x: (Path(x).name != "_C.abi3.so", x))
+    if ordered:
+        extra += ["--libs", ",".join(ordered)]
+    pairs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    refs: dict[str, Mapping[str, dict[str, Any]] | None] = {}
+    for mode in modes:
+        compiled = mode == "compile"
+        what = f"{mode} mode"
+        try:
+            bf16 = _worker(
+                python,
+                bf16_dir,
+                work / f"bf16-{mode}.json",
+                workload_file,
+                log,
+                None,
+                None,
+                timeout,
+                echo,
+                compiled=compiled,
+                extra=extra,
+                env=env,
+            )
+            fp8 = _worker(
+                python,
+                fp8_dir,
+                work / f"fp8-{mode}.json",
+                workload_file,
+                log,
+                "modelopt",
+                work / f"bf16-{mode}.json",
+                timeout,
+                echo,
+                compiled=compiled,
+                extra=[*extra, "--evidence"],
+                env=env,
+            )
+        except CommandError as exc:
+            return worker_failure(exc, time.monotonic() - t0, log, what)
+        pairs[mode] = (bf16, fp8)
+        refs[mode] = _reference(bf16_dir, fp8_dir, bf16, fp8, workload)
+    res = combine(pairs, workload, ordered, refs, time.monotonic() - t0, attention)
     return StageResult(
         res.stage,
         res.status,
@@ -237,6 +444,149 @@ def _top1(pos: Any) -> int:
     return int(max(pos.items(), key=lambda kv: kv[1].logprob)[0])
 
 
+def _first_error(text: str) -> str:
+    """The first line that reports an error (vLLM logs and tracebacks), else the last line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in lines:
+        if _ERROR_LINE.search(ln):
+            return ln[:400]
+    return lines[-1][:400] if lines else ""
+
+
+def _ops_of_libs(torch: Any, libs: Sequence[str]) -> dict[str, list[str]]:
+    """Each built library -> the ``_C::`` ops it registers (loaded one after another
+    before vLLM imports them; both libraries register into the ``_C`` namespace)."""
+    out: dict[str, list[str]] = {}
+    seen = {n for n in torch._C._dispatch_get_all_op_names() if n.startswith("_C::")}
+    for lib in libs:
+        torch.ops.load_library(lib)
+        now = {n for n in torch._C._dispatch_get_all_op_names() if n.startswith("_C::")}
+        out[Path(lib).name] = sorted(now - seen)
+        seen = now
+    return out
+
+
+def _kernels_of_libs(libs: Sequence[str]) -> dict[str, set[str]]:
+    """Each built library -> its device functions, demangled (cuobjdump --list-text, then
+    c++filt with the names as arguments)."""
+    out: dict[str, set[str]] = {}
+    for lib in libs:
+        text = proc.output_of(["cuobjdump", "--list-text", lib], timeout=300) or ""
+        # "SASS text section 1 : x-_Z...kernel....sm_90a.elf.bin" (cuobjdump 13.0)
+        mangled = sorted(set(_LIST_TEXT.findall(text)))
+        names: set[str] = set()
+        for i in range(0, len(mangled), 200):
+            chunk = mangled[i : i + 200]
+            dem = proc.output_of(["c++filt", *chunk], timeout=120)
+            lines = dem.splitlines() if dem is not None else []
+            names |= set(lines) if len(lines) == len(chunk) else set(chunk)
+        out[Path(lib).name] = names
+    return out
+
+
+def _idents(name: str) -> frozenset[str]:
+    return frozenset(re.findall(r"[A-Za-z_]\w*(?:::[A-Za-z_]\w*)+", name))
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"\s+", "", name)
+
+
+def _profile(
+    torch: Any, vllm: Any, llm: Any, ids: list[list[int]], libs: Sequence[str], trace: Path | None
+) -> dict[str, Any]:
+    """One profiled generate(): the ``_C::`` ops called (CPU events of the dispatcher) and
+    the CUDA kernels run, each kernel mapped to the built library that holds it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    params = vllm.SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True)
+    prompts = [vllm.TokensPrompt(prompt_token_ids=i) for i in ids]
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        llm.generate(prompts, params)
+        torch.cuda.synchronize()
+    ops: dict[str, int] = {}
+    kernels: dict[str, int] = {}
+    for e in prof.events():
+        if str(e.device_type).endswith("CUDA"):
+            kernels[e.name] = kernels.get(e.name, 0) + 1
+        elif e.name.startswith("_C::"):
+            ops[e.name] = ops.get(e.name, 0) + 1
+    if trace is not None:
+        try:
+            prof.export_chrome_trace(str(trace))
+        except Exception as exc:  # the counts above stand without the file
+            print(f"model worker: trace not written: {exc}", file=sys.stderr)
+    owned = _kernels_of_libs(libs)
+    mapped, other, by_idents = map_kernels(kernels, owned)
+    return {
+        "ops_called": dict(sorted(ops.items())),
+        "kernels_by_library": mapped,
+        "kernels_elsewhere": dict(sorted(other.items(), key=lambda kv: -kv[1])[:40]),
+        "library_functions": {k: len(v) for k, v in owned.items()},
+        "matched_by_identifiers": by_idents,
+        # What the libraries' GEMM functions look like (issue 24's H100 run found none of
+        # the trace's CUTLASS GEMM launches in _C_stable_libtorch's list, cause unknown).
+        "library_gemm_sample": {
+            k: sorted(x[:400] for x in v if "gemm" in x or "scaled_mm" in x)[:8]
+            for k, v in owned.items()
+        },
+        "trace": trace.name if trace is not None else None,
+    }
+
+
+def map_kernels(
+    kernels: Mapping[str, int], owned: Mapping[str, set[str]]
+) -> tuple[dict[str, dict[str, int]], dict[str, int], list[str]]:
+    """(library -> its kernels' launches, launches found in no built library, the kernels
+    matched by identifiers). A kernel is the library's when its demangled name, spaces
+    removed, is one of the library's functions; else (c++filt and the profiler may spell a
+    template differently) when its qualified identifiers, vllm:: among them, are all in
+    one function of exactly one library (no library but the built ones has vllm::)."""
+    mapped: dict[str, dict[str, int]] = {lib: {} for lib in owned}
+    other: dict[str, int] = {}
+    # Identifiers from the names as demangled: with spaces removed "void cutlass::..."
+    # would read "voidcutlass::..." (issue 24's run matched nothing by identifiers so).
+    idents = {lib: [_idents(x) for x in names] for lib, names in owned.items()}
+    exact = {lib: {_norm(x) for x in names} for lib, names in owned.items()}
+    by_idents: list[str] = []
+    for name, n in kernels.items():
+        key = _norm(name)
+        hit = next((lib for lib, names in exact.items() if key in names), None)
+        if hit is None and "vllm::" in name:
+            want = _idents(name)
+            hits = [lib for lib, sets in idents.items() if any(want <= x for x in sets)]
+            hit = hits[0] if len(hits) == 1 else None
+            if hit is not None:
+                by_idents.append(name)
+        if hit is None:
+            other[name] = n
+        else:
+            mapped[hit][name] = n
+    return mapped, other, by_idents
+
+
+class _Lines:
+    """Collects vLLM's log messages that name a chosen kernel or backend."""
+
+    WANT = re.compile(r"Selected \w+ for |attention backend|Using \w+ backend", re.I)
+
+    def __init__(self) -> None:
+        import logging
+
+        class H(logging.Handler):
+            def emit(inner, record: logging.LogRecord) -> None:
+                try:
+                    msg = record.getMessage()
+                except Exception:
+                    return
+                if self.WANT.search(msg):
+                    self.lines.append(msg)
+
+        self.lines: list[str] = []
+        self.handler = H()
+        logging.getLogger("vllm").addHandler(self.handler)
+
+
 def worker_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vllm_matrix.stages.modelstage")
     p.add_argument("model")
@@ -245,26 +595,43 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quantization")
     p.add_argument("--reference", help="a run's JSON whose tokens this model scores")
     p.add_argument("--compile", action="store_true", help="torch.compile + CUDA graphs")
+    p.add_argument("--attention-backend", help="e.g. TRITON_ATTN (no flash-attn built)")
+    p.add_argument("--libs", default="", help="the built extensions, comma-separated")
+    p.add_argument("--evidence", action="store_true", help="profile: ops, kernels, log lines")
     a = p.parse_args(argv)
+    libs = [x for x in a.libs.split(",") if x]
+    # The engine in this process: the profiler and the log handler see the model run.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     try:
         import torch
+
+        lib_ops = _ops_of_libs(torch, libs) if libs else {}
         import vllm
         from tokenizers import Tokenizer
     except ImportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: cannot start the model worker: {type(exc).__name__}: {exc}", file=sys.stderr)
+        missing = getattr(exc, "name", None)
+        if missing:
+            print(f"missing module: {missing}", file=sys.stderr)
         return EXIT_NO_VLLM
+    lines = _Lines()
     w = modelcheck.load(Path(a.workload))
     tok = Tokenizer.from_file(str(Path(a.model) / "tokenizer.json"))
     ids = [tok.encode(s).ids for s in w.prompts]
     t0 = time.monotonic()
+    kw: dict[str, Any] = {}
+    if a.attention_backend:
+        kw["attention_config"] = {"backend": a.attention_backend}
     llm = vllm.LLM(
         model=a.model,
         quantization=a.quantization,
         dtype="bfloat16",
         seed=0,
         max_model_len=512,
+        max_num_seqs=64,
         gpu_memory_utilization=0.3,
         enforce_eager=not a.compile,
+        **kw,
     )
     load_s = time.monotonic() - t0
     greedy = vllm.SamplingParams(
@@ -296,14 +663,24 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     torch.cuda.synchronize()
     dt = time.monotonic() - t1
     ntok = sum(len(r.outputs[0].token_ids) for r in tres)
+    evidence: dict[str, Any] = {"library_ops": lib_ops}
+    if a.evidence:
+        try:
+            trace = Path(a.out).with_suffix(".trace.json")
+            evidence |= _profile(torch, vllm, llm, ids, libs, trace)
+        except Exception as exc:
+            evidence["error"] = f"{type(exc).__name__}: {exc}"[:500]
+    evidence["log_lines"] = lines.lines
     doc = {
         "schema": RUN_SCHEMA,
         "model": Path(a.model).name,
         "quantization": a.quantization,
         "vllm": vllm.__version__,
+        "vllm_file": str(Path(vllm.__file__).parent),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(),
         "compiled": a.compile,
+        "attention_backend": a.attention_backend,
         "load_seconds": round(load_s, 2),
         "outputs": outputs,
         "throughput": {
@@ -312,6 +689,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
             "seconds": round(dt, 3),
             "tokens_per_s": round(ntok / dt, 1),
         },
+        "evidence": evidence,
     }
     Path(a.out).write_text(json.dumps(doc, indent=1) + "\n")
     return 0

@@ -316,6 +316,36 @@ def setup(**kw):
           + ")" + (", keeping " + ", ".join(kept) if kept else ""), flush=True)
     return real(**kw)
 setuptools.setup = setup
+# Longest edges first (stages/build/schedule.py, loaded by path: this Python may not have
+# vllm_matrix): build.ninja is reordered between CMake's configure and `cmake --build`.
+sched = os.environ.get("VLLM_MATRIX_SCHEDULE")
+if sched:
+    import importlib.util, json, subprocess
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("vllm_matrix_schedule", sched)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    real_check_call = subprocess.check_call
+    def check_call(args, *a, **kw):
+        if (isinstance(args, (list, tuple)) and args and str(args[0]).endswith("cmake")
+                and "--build" in args):
+            try:
+                times = os.environ.get("VLLM_MATRIX_EDGE_TIMES")
+                rec = json.loads(Path(times).read_text()) if times else {}
+                info = mod.plan_for(Path(kw.get("cwd") or os.getcwd()), rec,
+                                    int(os.environ.get("VLLM_MATRIX_JOBS", "1")),
+                                    int(os.environ.get("VLLM_MATRIX_THREADS_MAX", "1")),
+                                    targets=wanted + keep)
+                p = info.get("predicted", {})
+                print("vllm-matrix: schedule: %d compile edges, longest first (%d recorded "
+                      "times); predicted makespan %ss before, %ss after, packed limit %ss"
+                      % (info.get("compile_edges", 0), info.get("recorded", 0),
+                         p.get("makespan_before_s"), p.get("makespan_after_s"),
+                         p.get("packed_limit_s")), flush=True)
+            except Exception as exc:
+                print("vllm-matrix: schedule not applied: %r" % (exc,), flush=True)
+        return real_check_call(args, *a, **kw)
+    subprocess.check_call = check_call
 sys.argv = ["setup.py", "build_ext", "--build-lib", out]
 sys.path.insert(0, os.getcwd())
 runpy.run_path("setup.py", run_name="__main__")

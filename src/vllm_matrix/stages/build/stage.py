@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import resource
 import shutil
@@ -20,7 +21,7 @@ from vllm_matrix.infra.host import cpu_count, mem_available_gib
 from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
 from vllm_matrix.knowledge import classify
 from vllm_matrix.stages import patches as patches_mod
-from vllm_matrix.stages.build import partial
+from vllm_matrix.stages.build import partial, schedule
 from vllm_matrix.stages.build.ccache import (
     CCACHE_MAXSIZE,
     _ccache_delta,
@@ -267,6 +268,17 @@ def build_wheel(
             shutil.rmtree(partial_out, ignore_errors=True)
             argv = partial_argv(tv_full, targets, partial_out, partial.load().keep)
             details["partial"] = {"targets": list(targets), "out": str(partial_out)}
+            # Longest edges first (schedule.py, run by the driver after configure).
+            times = work / "edge-times.json"
+            times.write_text(json.dumps(schedule.recorded_times(tree.version)))
+            env.update(
+                {
+                    "VLLM_MATRIX_SCHEDULE": str(Path(schedule.__file__).resolve()),
+                    "VLLM_MATRIX_EDGE_TIMES": str(times),
+                    "VLLM_MATRIX_JOBS": str(plan.jobs),
+                    "VLLM_MATRIX_THREADS_MAX": str(max(plan.nvcc_threads, schedule.MAX_THREADS)),
+                }
+            )
         else:
             argv = pip_wheel_argv(tv_full, src, wheelhouse)
         with log.open("a", encoding="utf-8") as fh:
@@ -317,6 +329,8 @@ def build_wheel(
         details["targets"] = {k: v for d in dirs for k, v in target_figures(d).items()}
         # each edge's times: the cost model's calibration data (stages/build/cost.py)
         details["edge_log"] = [e for d in dirs for e in edge_log(d)]
+        if targets:
+            details["schedule"] = schedule.outcome(dirs)
         whole = OverallProgress(src, targets)()  # ninja has exited: .ninja_log is complete
         if progress is not None and whole is not None:
             progress(
