@@ -416,14 +416,24 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_pixi_snippet(args: argparse.Namespace) -> int:
-    m, ws = _matrix(args)
-    cells = m.select(args.cell)
-    if len(cells) != 1:
+    if (args.version is None) == (args.cell is None):
         raise MatrixError(
-            f"--cell '{args.cell}' matches {len(cells)} cells",
-            fix="name one: " + ", ".join(c.id for c in cells),
+            "name the cell to build: a release with its toolchain, or a matrix cell",
+            fix='pixi-snippet 0.9.2 --torch 2.7.0+cu128 --cuda 12.8 --gpu "RTX 5090"  '
+            "or  pixi-snippet --cell ID",
         )
-    cell = cells[0]
+    if args.version is not None:  # any release, as `release` makes its cell: no matrix needed
+        cell = release_cell(args)
+        ws = context.Workspace(Path(args.matrix).resolve().parent)
+    else:
+        m, ws = _matrix(args)
+        cells = m.select(args.cell)
+        if len(cells) != 1:
+            raise MatrixError(
+                f"--cell '{args.cell}' matches {len(cells)} cells",
+                fix="name one: " + ", ".join(c.id for c in cells),
+            )
+        cell = cells[0]
     note = target_opts.advice_note(cell, ws.root)  # the one advice, as every command gives it
     if note:
         _say(f"note: {note}")
@@ -815,7 +825,13 @@ def parser() -> argparse.ArgumentParser:
     s = with_matrix(
         sub.add_parser("pixi-snippet", help="a pixi.toml that builds a cell (from facts alone)")
     )
-    s.add_argument("--cell", required=True, help="the cell (id or a unique part of it)")
+    s.add_argument("version", nargs="?", help="a vLLM release, e.g. 0.9.2 (else --cell)")
+    s.add_argument("--cell", help="a matrix cell (id or a unique part of it)")
+    s.add_argument("--torch", help="with a release: default its pin; 2.7.0+cu128 for a build")
+    s.add_argument("--cuda", help="with a release: default the torch's CUDA")
+    s.add_argument("--provider", help="with a release: debian | pypi | system | conda-prefix")
+    s.add_argument("--python", help="with a release: default the newest both accept")
+    target_opts.add_options(s)
     s.add_argument(
         "--torch-channel",
         help=f"torch from this conda channel, not the index (default: ${pixi.TORCH_CHANNEL_ENV})",

@@ -34,8 +34,13 @@ QUERIES: list[tuple[list[str], tuple[int, ...]]] = [
     (["map-slice", "--arch", "12.0"], (0,)),
     (["map-slice", "--arch", "9.0"], (0,)),
     (["doctor", "--cell", CELL], (0, 1)),
-    # 2 until pixi-snippet answers from facts alone (issue 23, item 4): "run the cell first"
-    (["pixi-snippet", "--cell", CELL], (0, 2)),
+    (["pixi-snippet", "--cell", CELL], (0,)),
+    (
+        ["pixi-snippet", "0.9.2", "--torch", "2.7.0+cu128", "--cuda", "12.8", "--gpu", "RTX 5090"],
+        (0,),
+    ),
+    (["newest", "--torch", "2.6.0", "--cuda", "12.4", "--gpu", "RTX 5090"], (1,)),
+    (["estimate", "--cell", CELL], (0,)),
     (["ci-matrix"], (0,)),
     (["ci-matrix", "--format", "gitlab"], (0,)),
     (["modelopt-check", "--vllm", "0.8.5"], (0, 1)),
