@@ -127,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     done = runner.run_matrix(
         m, ws, args.depth, args.cell, echo=_say, force=getattr(args, "force", False), opts=opts
     )
-    _, md = report.write(m, ws.results, ws.reports)
+    _, md, skipped = report.write_report(m, ws.results, ws.reports)
     if getattr(args, "json", False):
         print(
             json.dumps(
@@ -151,7 +151,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             if v.verdict == "ERROR" and v.fix:
                 print(f"{'':15} fix: {v.fix}")
         print(f"report: {md}", file=sys.stderr)
-    return _exit_for([v for _, v in done])
+    return _exit_for([v for _, v in done]) or _skipped(skipped)
+
+
+def _skipped(skipped: Sequence[dict[str, str]]) -> int:
+    """Warn about result files the report could not read (named, with the reason; their
+    cells are shown as not run); EXIT_CELL_ERROR when there were any: the report is not
+    the whole answer."""
+    for x in skipped:
+        _say(f"warning: skipped {x['file']}: {x['reason']}")
+    if skipped:
+        _say(
+            f"error: {len(skipped)} result file(s) could not be read and were left out of the "
+            "report; fix: delete or move them, then rerun the cells (`nox -s matrix -- --cell ID`)"
+        )
+        return EXIT_CELL_ERROR
+    return 0
 
 
 def _exit_for(verdicts: Sequence[results.Verdict]) -> int:
@@ -255,15 +270,17 @@ def cmd_release(args: argparse.Namespace) -> int:
     )
     v = results.verdict_of(stages)
     print(f"{v.verdict:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else ""))
-    return 0
+    if v.verdict == "ERROR" and v.fix:
+        print(f"{'':15} fix: {v.fix}")
+    return _exit_for([v])
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     m, ws = _matrix(args)
     if not args.merge:
-        _, md = report.write(m, ws.results, ws.reports)
+        _, md, skipped = report.write_report(m, ws.results, ws.reports)
         print(md)
-        return 0
+        return _skipped(skipped)
     dirs = [Path(d) for d in args.merge]
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:
@@ -277,10 +294,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     for x in refused:
         _say(f"error: refused {x.file}: {x.reason}")
     if refused:
-        # The report holds every readable file; exit 1 so a CI job does not publish a
-        # map with cells silently missing (the refused files are listed in it too).
+        # The report holds every readable file; exit 3 (not a complete answer, and not a
+        # fact about vLLM) so a CI job does not publish a map with cells silently missing
+        # (the refused files are listed in it too).
         _say(f"{len(refused)} result file(s) refused; the other {doc['merged']['files']} merged")
-        return 1
+        return EXIT_CELL_ERROR
     return 0
 
 

@@ -49,9 +49,11 @@ def collect(matrix: Matrix, results_dir: Path, other_dir: Path | None = None) ->
     from other machines into ``other_dir`` (e.g. ``--env current`` runs on the GPU
     machine), reported as they are, beside the matrix."""
     rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
     for cell in matrix.cells:
         path = results_dir / f"{cell.id}.json"
-        if not path.exists():
+        d = _read(path, f"{results_dir.name}/{path.name}", skipped) if path.exists() else None
+        if d is None:
             rows.append(
                 {
                     "id": cell.id,
@@ -70,22 +72,38 @@ def collect(matrix: Matrix, results_dir: Path, other_dir: Path | None = None) ->
                 }
             )
             continue
-        rows.append(_row(cell.id, results.read(path)))
+        rows.append(_row(cell.id, d))
     others = sorted(other_dir.glob("*.json")) if other_dir and other_dir.is_dir() else []
+    other_docs = [(p.stem, _read(p, f"reports/{OTHER_DIR}/{p.name}", skipped)) for p in others]
     doc = {
         "schema": SCHEMA,
         "version": SCHEMA_VERSION,
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "matrix": matrix.path.name,
         "cells": rows,
-        "other_runs": [_row(p.stem, results.read(p)) for p in others],
+        "other_runs": [_row(stem, d) for stem, d in other_docs if d is not None],
         # `vllm-matrix blackwell`: per release, the cheapest toolchain serving sm_120
         "blackwell": _blackwell(results_dir / "blackwell.json"),
     }
+    if skipped:  # files that could not be read: named in the report, the rest reported
+        doc["skipped"] = skipped
     # No path of the machine that made a result: logs relative to the workspace, the
     # cache as $VLLM_MATRIX_CACHE, ... (roots seen anywhere in it replaced everywhere).
     out: dict[str, Any] = portable.doc(doc, portable.Roots.here(results_dir.parent))
     return out
+
+
+def _read(path: Path, label: str, skipped: list[dict[str, str]]) -> dict[str, Any] | None:
+    """A result file, or None with the file and the reason added to ``skipped`` (one bad
+    file never stops the report: its cell is shown as not answered)."""
+    try:
+        return results.read(path)
+    except results.ResultFormatError as exc:
+        reason = exc.reason
+    except OSError as exc:
+        reason = f"cannot be read ({exc.strerror})"
+    skipped.append({"file": label, "reason": reason})
+    return None
 
 
 def _blackwell(path: Path) -> dict[str, Any] | None:
@@ -120,6 +138,16 @@ def _row(cell_id: str, d: dict[str, Any]) -> dict[str, Any]:
         ],
         "written": d["written"],
     }
+
+
+def escape(text: str) -> str:
+    """``text`` as one markdown table cell or list item: a newline or a ``|`` in a cell id,
+    a cause or a fix would end the cell or the row."""
+    return " ".join(str(text).split("\n")).replace("\r", " ").replace("|", "\\|")
+
+
+def _table(rows: list[list[str]]) -> list[list[str]]:
+    return [[escape(c) for c in r] for r in rows]
 
 
 def _short(text: str, n: int = cause.WIDTH) -> str:
@@ -183,7 +211,7 @@ def render_md(doc: dict[str, Any]) -> str:
         )
     out.append(
         tabulate(
-            table,
+            _table(table),
             headers=[
                 "cell",
                 "vLLM",
@@ -240,7 +268,7 @@ def render_md(doc: dict[str, Any]) -> str:
         ]
         out.append(
             tabulate(
-                table,
+                _table(table),
                 headers=["run", "verdict", "depth", "what it did", "cause", "notes", "machine"],
                 tablefmt="github",
                 disable_numparse=True,
@@ -252,7 +280,7 @@ def render_md(doc: dict[str, Any]) -> str:
     out += ["", "## Details", ""]
     for r in doc["cells"]:
         c = r["cell"]
-        out.append(f"### `{r['id']}` — {r['verdict']}")
+        out.append(f"### `{escape(r['id'])}` — {r['verdict']}")
         if c.get("note"):
             out.append(f"_{c['note']}_")
         out.append("")
@@ -281,10 +309,14 @@ def render_md(doc: dict[str, Any]) -> str:
             )
         out += [f"- {n}" for n in r.get("notes", ())]  # merge: every machine's run
         out.append("")
+    if doc.get("skipped"):  # unreadable result files: their cells are UNKNOWN above
+        out += ["## Skipped result files", ""]
+        out += [f"- `{escape(x['file'])}`: {escape(x['reason'])}" for x in doc["skipped"]]
+        out.append("")
     refused = doc.get("merged", {}).get("refused", [])
     if refused:  # merge: files not read, each with its reason
         out += ["## Refused result files", ""]
-        out += [f"- `{x['file']}`: {x['reason']}" for x in refused]
+        out += [f"- `{escape(x['file'])}`: {escape(x['reason'])}" for x in refused]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -308,7 +340,7 @@ def _errors_md(rows: list[dict[str, Any]]) -> list[str]:
     ]
     out.append(
         tabulate(
-            table,
+            _table(table),
             headers=["cell", "stopped at", "what broke", "fix"],
             tablefmt="github",
             disable_numparse=True,
@@ -321,7 +353,12 @@ def portable_copies(other_dir: Path, workspace: Path) -> list[Path]:
     """Rewrite the result files copied from other machines without that machine's paths
     (they are committed beside the report); the files changed."""
     paths = sorted(other_dir.glob("*.json")) if other_dir.is_dir() else []
-    docs = {p: json.loads(p.read_text()) for p in paths}
+    docs = {}
+    for p in paths:
+        try:  # an unreadable copy is left as it is: collect names it as skipped
+            docs[p] = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            continue
     roots = portable.Roots.here(workspace).learn(portable.strings(list(docs.values())))
     changed = []
     for p, d in docs.items():
@@ -333,8 +370,19 @@ def portable_copies(other_dir: Path, workspace: Path) -> list[Path]:
 
 
 def write(matrix: Matrix, results_dir: Path, reports_dir: Path) -> tuple[Path, Path]:
+    j, m, _ = write_report(matrix, results_dir, reports_dir)
+    return j, m
+
+
+def write_report(
+    matrix: Matrix, results_dir: Path, reports_dir: Path
+) -> tuple[Path, Path, list[dict[str, str]]]:
+    """compat.json and compat.md from ``results_dir``, and the result files skipped (each
+    ``{"file", "reason"}``: not UTF-8, not JSON, another schema ...; named in the report)."""
     portable_copies(reports_dir / OTHER_DIR, results_dir.parent)
-    return write_doc(collect(matrix, results_dir, reports_dir / OTHER_DIR), reports_dir)
+    doc = collect(matrix, results_dir, reports_dir / OTHER_DIR)
+    j, m = write_doc(doc, reports_dir)
+    return j, m, list(doc.get("skipped", []))
 
 
 def write_doc(doc: dict[str, Any], reports_dir: Path) -> tuple[Path, Path]:

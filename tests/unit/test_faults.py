@@ -1,0 +1,164 @@
+"""Issue 22 item 3: bad result files, --merge's checks, exit codes per command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_merge import MATRIX, A, stages
+
+from vllm_matrix.cli import main
+from vllm_matrix.infra import results
+from vllm_matrix.infra.config import load_matrix
+from vllm_matrix.infra.results import StageResult
+from vllm_matrix.pipeline import runner
+
+PRE = ("source", "facts", "preflight")
+
+BAD_FILES: dict[str, bytes] = {
+    "malformed": b'{"schema": "vllm-matrix/cell-result", "version": 1,',
+    "empty": b"",
+    "non-utf8": b'{"schema": "\xff\xfe"}',
+    "other-schema": json.dumps({"schema": "vllm-matrix/compat", "version": 1}).encode(),
+    "list": b"[1, 2]",
+    "deep": b"[" * 100_000,
+}
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> tuple[Path, list[str]]:
+    (tmp_path / "matrix.toml").write_text(MATRIX)
+    m = load_matrix(tmp_path / "matrix.toml")
+    res = tmp_path / "results"
+    for c in m.cells[1:]:
+        results.write(res, c, stages(*PRE), A)
+    return tmp_path, [c.id for c in m.cells]
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_report_names_and_skips_a_bad_result_file(
+    ws: tuple[Path, list[str]], kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, ids = ws
+    (root / "results" / f"{ids[0]}.json").write_bytes(BAD_FILES[kind])
+    rc = main(["report", "--matrix", str(root / "matrix.toml")])
+    err = capsys.readouterr().err
+    assert rc == 3
+    assert "Traceback" not in err
+    assert f"warning: skipped results/{ids[0]}.json:" in err
+    md = (root / "reports" / "compat.md").read_text()
+    # the rest is reported; the bad file is named in the report
+    assert md.count("| **PREFLIGHT-OK** |") == len(ids) - 1
+    assert f"- `results/{ids[0]}.json`:" in md
+    doc = json.loads((root / "reports" / "compat.json").read_text())
+    assert [x["file"] for x in doc["skipped"]] == [f"results/{ids[0]}.json"]
+
+
+def test_run_reports_around_a_bad_result_file(
+    ws: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, ids = ws
+    (root / "results" / f"{ids[0]}.json").write_text("{")
+    monkeypatch.setattr(runner, "run_matrix", lambda *a, **k: [])  # the cells' runs: elsewhere
+    rc = main(["run", "--matrix", str(root / "matrix.toml"), "--depth", "preflight"])
+    assert rc == 3
+    assert f"skipped results/{ids[0]}.json: not valid JSON" in capsys.readouterr().err
+
+
+def test_a_good_report_exits_0(ws: tuple[Path, list[str]]) -> None:
+    root, _ = ws
+    assert main(["report", "--matrix", str(root / "matrix.toml")]) == 0
+
+
+# --------------------------------------------------------------------------- --merge
+
+
+def _doc(root: Path, cell_n: int = 1) -> dict[str, object]:
+    c = load_matrix(root / "matrix.toml").cells[cell_n]
+    p = results.write(root / "tmp", c, stages(*PRE), A)
+    d: dict[str, object] = json.loads(p.read_text())
+    p.unlink()
+    return d
+
+
+@pytest.mark.parametrize(
+    ("what", "change", "reason"),
+    [
+        ("newline-id", lambda d: d["cell"].update(id="vllm0.8.5\n| x |"), "holds a character"),
+        ("pipe-id", lambda d: d["cell"].update(id="a|b"), "holds a character"),
+        ("long-id", lambda d: d["cell"].update(id="v" * 200_000), "200000 characters"),
+        ("banana", lambda d: d["stages"][0].update(status="banana"), "status 'banana'"),
+        ("seconds", lambda d: d["stages"][0].update(seconds="x"), "not a duration"),
+        ("pipe-torch", lambda d: d["cell"].update(torch="2.6|x"), "not a short string"),
+    ],
+)
+def test_merge_refuses_what_the_schema_does_not_allow(
+    ws: tuple[Path, list[str]], what: str, change: object, reason: str
+) -> None:
+    root, _ = ws
+    d = _doc(root)
+    change(d)  # type: ignore[operator]
+    (root / "in").mkdir()
+    (root / "in" / f"{what}.json").write_text(json.dumps(d))
+    good = _doc(root, 2)
+    (root / "in" / "good.json").write_text(json.dumps(good))
+    rc = main(["report", "--matrix", str(root / "matrix.toml"), "--merge", str(root / "in")])
+    assert rc == 3
+    md = (root / "reports" / "compat.md").read_text()
+    assert reason in md.split("## Refused result files")[1]
+    assert "v" * 1000 not in md and len(md) < 50_000
+    # every table row still has the header's number of columns
+    rows = [ln for ln in md.splitlines() if ln.startswith("| `")]
+    assert rows and {ln.count(" | ") for ln in rows} == {12}
+
+
+def test_a_valid_copy_beats_nothing_and_banana_never_wins(ws: tuple[Path, list[str]]) -> None:
+    root, ids = ws
+    d = _doc(root)
+    bad = json.loads(json.dumps(d))
+    bad["stages"][-1]["status"] = "banana"
+    bad["written"] = "2099-01-01T00:00:00Z"
+    (root / "in").mkdir()
+    (root / "in" / "a.json").write_text(json.dumps(d))
+    (root / "in" / "b.json").write_text(json.dumps(bad))
+    assert main(["report", "--matrix", str(root / "matrix.toml"), "--merge", str(root / "in")]) == 3
+    doc = json.loads((root / "reports" / "compat.json").read_text())
+    row = next(r for r in doc["cells"] if r["id"] == ids[1])
+    assert row["verdict"] == "PREFLIGHT-OK"
+
+
+def test_merge_of_an_empty_directory_is_a_usage_error(
+    ws: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, _ = ws
+    (root / "empty").mkdir()
+    before = (root / "reports" / "compat.md").exists()
+    rc = main(["report", "--matrix", str(root / "matrix.toml"), "--merge", str(root / "empty")])
+    assert rc == 2
+    assert "no result files" in capsys.readouterr().err
+    assert (root / "reports" / "compat.md").exists() == before
+
+
+def test_merge_of_only_bad_files_writes_no_report(ws: tuple[Path, list[str]]) -> None:
+    root, _ = ws
+    (root / "bad").mkdir()
+    (root / "bad" / "x.json").write_text("{")
+    rc = main(["report", "--matrix", str(root / "matrix.toml"), "--merge", str(root / "bad")])
+    assert rc == 3
+    assert not (root / "reports" / "compat.md").exists()
+
+
+def test_markdown_escapes_pipes_and_newlines() -> None:
+    from vllm_matrix.report.compat import escape
+
+    assert escape("a|b\nc") == "a\\|b c"
+
+
+def test_result_check_accepts_what_write_makes(ws: tuple[Path, list[str]]) -> None:
+    root, _ = ws
+    d = _doc(root)
+    assert results.check(d) is d
+    d2 = json.loads(json.dumps(d))
+    d2["stages"].append(StageResult("probe", "pass", 1.0, "ok").to_json())
+    results.check(d2)
