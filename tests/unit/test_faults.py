@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 
 import pytest
 from test_merge import MATRIX, A, stages
 
+from vllm_matrix import cli
 from vllm_matrix.cli import main
 from vllm_matrix.infra import results
 from vllm_matrix.infra.config import load_matrix
@@ -162,3 +165,119 @@ def test_result_check_accepts_what_write_makes(ws: tuple[Path, list[str]]) -> No
     d2 = json.loads(json.dumps(d))
     d2["stages"].append(StageResult("probe", "pass", 1.0, "ok").to_json())
     results.check(d2)
+
+
+# --------------------------------------------------------------------------- exit codes
+
+# Per command: its argv (M: the matrix, ID: a cell id) and a function it calls early (the
+# seam where a usage error, a tool error or a full disk is raised).
+EXIT_CASES: dict[str, tuple[list[str], str]] = {
+    "facts": (["facts", "0.8.5"], "vllm_matrix.cli:source.get_tree"),
+    "cells": (["cells", "M"], "vllm_matrix.cli:config.load_matrix"),
+    "run": (["run", "M", "--depth", "preflight"], "vllm_matrix.cli:runner.run_matrix"),
+    "preflight": (["preflight", "M"], "vllm_matrix.cli:runner.run_matrix"),
+    "map": (["map", "M"], "vllm_matrix.cli:mapping.grid_cells"),
+    "map-slice": (["map-slice", "M"], "vllm_matrix.cli:mapreport.slice_md"),
+    "release": (["release", "0.8.5", "M"], "vllm_matrix.cli:source.get_tree"),
+    "report": (["report", "M"], "vllm_matrix.cli:report.write_report"),
+    "ci-matrix": (["ci-matrix", "M"], "vllm_matrix.cli:cimatrix.render"),
+    "doctor": (["doctor", "M", "--cell", "ID"], "vllm_matrix.cli:doctor.for_cell"),
+    "pixi-snippet": (["pixi-snippet", "M", "--cell", "ID"], "vllm_matrix.cli:pixi.used_fixups"),
+    "prefetch": (["prefetch", "--vllm", "0.8.5"], "vllm_matrix.cli:source.get_tree"),
+    "modelopt-check": (["modelopt-check", "--vllm", "0.8.5"], "vllm_matrix.cli:source.get_tree"),
+    "tiny-model": (["tiny-model", "--out", "OUT"], "vllm_matrix.stages.tinymodel:make"),
+    "model": (["model", "--dir", "OUT"], "vllm_matrix.stages.modelstage:run"),
+    "newest": (["newest", "--torch", "2.6.0"], "vllm_matrix.commands.newest:walk"),
+    "blackwell": (["blackwell", "M"], "vllm_matrix.commands.newest:cheapest"),
+    "derive-torch": (["derive-torch", "2.6.0"], "vllm_matrix.cli:torchwheel.read_facts"),
+    "derive-pins": (["derive-pins"], "vllm_matrix.cli:index.project_files"),
+}
+
+
+def test_every_command_has_an_exit_case() -> None:
+    sub = next(a for a in cli.parser()._actions if a.dest == "cmd")
+    assert set(sub.choices) == set(EXIT_CASES)  # type: ignore[arg-type]
+
+
+def _argv(case: str, root: Path, ids: list[str]) -> list[str]:
+    out = {"M": f"--matrix={root / 'matrix.toml'}", "ID": ids[1], "OUT": str(root / "out")}
+    return [out.get(a, a) for a in EXIT_CASES[case][0]]
+
+
+def _raise(exc: BaseException) -> object:
+    def f(*a: object, **k: object) -> object:
+        raise exc
+
+    return f
+
+
+@pytest.mark.parametrize("case", sorted(EXIT_CASES))
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (cli.MatrixError("a bad argument", fix="change it"), 2),
+        (cli.ToolError("the machine failed", fix="fix the machine"), 3),
+        (OSError(28, "No space left on device"), 3),
+    ],
+    ids=["usage", "error", "disk-full"],
+)
+def test_exit_codes_per_command(
+    ws: tuple[Path, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    exc: BaseException,
+    code: int,
+) -> None:
+    """0 answered, 1 vLLM fails, 2 usage, 3 ERROR (the README's table), for each command:
+    the seam raises, the command ends with that code and no traceback."""
+    root, ids = ws
+    (root / "results" / "map.json").write_text("{}")
+    seam = EXIT_CASES[case][1]
+    mod, _, attr = seam.partition(":")
+    if case == "tiny-model":  # needs torch (the [model] extra): a stand-in module
+        fake = types.SimpleNamespace(TinySpec=lambda **k: None, make=_raise(exc))
+        monkeypatch.setitem(sys.modules, mod, fake)
+    else:
+        monkeypatch.setattr(f"{mod}.{attr}", _raise(exc))
+    assert main(_argv(case, root, ids)) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "error:" in err
+
+
+@pytest.mark.parametrize("case", sorted(EXIT_CASES))
+def test_a_bad_option_is_a_usage_error(
+    ws: tuple[Path, list[str]], case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, ids = ws
+    with pytest.raises(SystemExit) as got:
+        main([*_argv(case, root, ids), "--no-such-option"])
+    assert got.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("last", "code"),
+    [("pass", 0), ("fail", 0), ("predicted-fail", 0), ("skip", 0), ("error", 3)],
+)
+@pytest.mark.parametrize("command", ["run", "release"])
+def test_run_and_release_exit_by_the_cells_verdict(
+    ws: tuple[Path, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    last: str,
+    code: int,
+) -> None:
+    """A FAIL is an answer (0); an ERROR is the tool's or the machine's failure (3) --
+    `release` too (it returned 0 on ERROR)."""
+    root, ids = ws
+    cell = load_matrix(root / "matrix.toml").cells[0]
+    sts = [*stages("source", "facts"), StageResult("preflight", last, 1.0, "x")]
+    monkeypatch.setattr(cli.runner, "run_cell", lambda *a, **k: sts)
+    monkeypatch.setattr(cli, "release_cell", lambda args: cell)
+    monkeypatch.setattr(
+        cli.runner,
+        "run_matrix",
+        lambda *a, **k: [(cell, results.verdict_of(sts))],
+    )
+    argv = {"run": ["run", "--cell", cell.id], "release": ["release", "0.8.5"]}[command]
+    assert main([*argv, "--matrix", str(root / "matrix.toml"), "--depth", "preflight"]) == code
