@@ -13,7 +13,7 @@ from test_merge import MATRIX, A, stages
 from vllm_matrix import cli
 from vllm_matrix.cli import main
 from vllm_matrix.infra import results
-from vllm_matrix.infra.config import load_matrix
+from vllm_matrix.infra.config import Cell, Matrix, load_matrix
 from vllm_matrix.infra.results import StageResult
 from vllm_matrix.pipeline import runner
 
@@ -269,7 +269,7 @@ def test_run_and_release_exit_by_the_cells_verdict(
 ) -> None:
     """A FAIL is an answer (0); an ERROR is the tool's or the machine's failure (3) --
     `release` too (it returned 0 on ERROR)."""
-    root, ids = ws
+    root, _ = ws
     cell = load_matrix(root / "matrix.toml").cells[0]
     sts = [*stages("source", "facts"), StageResult("preflight", last, 1.0, "x")]
     monkeypatch.setattr(cli.runner, "run_cell", lambda *a, **k: sts)
@@ -281,3 +281,67 @@ def test_run_and_release_exit_by_the_cells_verdict(
     )
     argv = {"run": ["run", "--cell", cell.id], "release": ["release", "0.8.5"]}[command]
     assert main([*argv, "--matrix", str(root / "matrix.toml"), "--depth", "preflight"]) == code
+
+
+# --------------------------------------------------------------------------- ERROR vs evidence
+
+
+def test_an_error_keeps_the_deeper_earlier_result_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A toolkit-depth result, then a preflight run that hits a full disk: both stay (the
+    older evidence as the result, the ERROR as last_error, shown in compat.md); the clean
+    rerun still has the toolkit/env evidence."""
+    from test_runner import MACHINE, cell, tree
+
+    from vllm_matrix.pipeline import context, plan
+    from vllm_matrix.report import compat
+
+    ws = context.Workspace(tmp_path / "ws")
+    c = cell(tree(tmp_path))
+    runner.run_cell(c, ws, "preflight", **MACHINE)
+    path = ws.results / f"{c.id}.json"
+    pre = [StageResult.from_json(s) for s in results.read(path)["stages"]]
+    deep = [*pre, StageResult("toolkit", "pass", 1.0, "nvcc"), StageResult("env", "pass", 1.0, "e")]
+    results.write(ws.results, c, deep, MACHINE["mach"])
+
+    def full(*a: object, **k: object) -> object:
+        raise OSError(28, "No space left on device", "/cache/x")
+
+    monkeypatch.setattr(plan.source, "get_tree", full)
+    got = runner.run_cell(c, ws, "preflight", **MACHINE)
+    assert results.verdict_of(got).verdict == "ERROR"  # the caller sees this run's ERROR
+    d = results.read(path)
+    assert [s["stage"] for s in d["stages"]][-1] == "env"  # the evidence stays
+    assert d["last_error"]["stage"] == "source" and "no space" in d["last_error"]["cause"]
+    m = load_matrix_of(tmp_path, c)
+    compat.write(m, ws.results, ws.reports)
+    md = (ws.reports / "compat.md").read_text()
+    row = next(ln for ln in md.splitlines() if ln.startswith(f"| `{c.id}`"))
+    assert "| **PREFLIGHT-OK** |" in row and "env created" in row
+    assert "last run: ERROR at source" in row
+    monkeypatch.undo()
+    runner.run_cell(c, ws, "preflight", **MACHINE)  # the clean rerun
+    d = results.read(path)
+    assert [s["stage"] for s in d["stages"]][-1] == "env" and "last_error" not in d
+
+
+def test_an_error_over_a_shallower_result_replaces_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_runner import MACHINE, _raise_in_toolkit, cell, tree
+
+    from vllm_matrix.pipeline import context
+
+    ws = context.Workspace(tmp_path / "ws")
+    c = cell(tree(tmp_path))
+    runner.run_cell(c, ws, "preflight", **MACHINE)
+    _raise_in_toolkit(monkeypatch, cli.ToolError("broke", fix="f"))
+    runner.run_cell(c, ws, "toolkit", **MACHINE)
+    d = results.read(ws.results / f"{c.id}.json")
+    assert d["verdict"]["verdict"] == "ERROR" and "last_error" not in d
+
+
+def load_matrix_of(tmp: Path, c: Cell) -> Matrix:
+    """A matrix holding the one cell ``c``."""
+    return Matrix(tmp / "matrix.toml", (c,))

@@ -224,25 +224,57 @@ def verdict_json(stages: list[StageResult]) -> dict[str, Any]:
     return asdict(v) | {"evidence": list(v.evidence)}
 
 
-def envelope(cell: Cell, stages: list[StageResult], mach: dict[str, Any]) -> dict[str, Any]:
-    return {
+def envelope(
+    cell: Cell,
+    stages: list[StageResult],
+    mach: dict[str, Any],
+    last_error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    doc = {
         "schema": SCHEMA,
         "version": SCHEMA_VERSION,
-        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "written": now(),
         "cell": cell.to_json(),
         "machine": mach,
         "stages": [s.to_json() for s in stages],
         "verdict": verdict_json(stages),
     }
+    if last_error is not None:
+        doc["last_error"] = last_error
+    return doc
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def error_record(stages: list[StageResult], when: str | None = None) -> dict[str, Any]:
+    """``last_error`` of a result that kept older, deeper evidence: the newer run that ended
+    in ERROR (its stage, cause, fix, when, and its stages)."""
+    v = verdict_of(stages)
+    return {
+        "verdict": v.verdict,
+        "stage": v.depth,
+        "cause": v.cause,
+        "fix": v.fix,
+        "written": when or now(),
+        "stages": [s.to_json() for s in stages],
+    }
 
 
 def write(
-    results_dir: Path, cell: Cell, stages: list[StageResult], mach: dict[str, Any] | None = None
+    results_dir: Path,
+    cell: Cell,
+    stages: list[StageResult],
+    mach: dict[str, Any] | None = None,
+    last_error: dict[str, Any] | None = None,
 ) -> Path:
+    """``last_error``: a newer run that ended in ERROR, kept beside ``stages`` (the older,
+    deeper evidence it must not erase)."""
     path = results_dir / f"{cell.id}.json"
     # Paths as the report shows them (results/logs/..., $VLLM_MATRIX_CACHE/...).
     roots = portable.Roots.here(results_dir.parent)
-    doc = portable.doc(envelope(cell, stages, mach or machine()), roots)
+    doc = portable.doc(envelope(cell, stages, mach or machine(), last_error), roots)
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
     return path
 
@@ -315,6 +347,13 @@ def check(d: object) -> dict[str, Any]:
         raise bad("malformed result: 'machine' is not an object")
     if not isinstance(d.get("written"), str | None):
         raise bad("malformed result: 'written' is not a string")
+    le = d.get("last_error")
+    if le is not None and not (
+        isinstance(le, dict)
+        and all(isinstance(le.get(k), str) for k in ("stage", "cause", "fix", "written"))
+        and len(le["cause"]) <= MAX_TEXT
+    ):
+        raise bad("malformed result: 'last_error' is not stage/cause/fix/written")
     stages = d.get("stages")
     if not isinstance(stages, list):
         raise bad("malformed result: 'stages' is not a list")

@@ -137,7 +137,19 @@ def _row(cell_id: str, d: dict[str, Any]) -> dict[str, Any]:
             {k: s[k] for k in ("stage", "status", "seconds", "summary", "log")} for s in d["stages"]
         ],
         "written": d["written"],
+        # a newer run that ended in ERROR and left this (deeper) evidence standing
+        "last_error": {k: v for k, v in d["last_error"].items() if k != "stages"}
+        if d.get("last_error")
+        else None,
     }
+
+
+def last_run(r: dict[str, Any]) -> str:
+    """'last run: ERROR at source, <when>: <cause>' for a row whose newer run failed."""
+    le = r.get("last_error")
+    if not le:
+        return ""
+    return f"last run: ERROR at {le['stage']}, {le['written']}: {le['cause']}"
 
 
 def escape(text: str) -> str:
@@ -192,6 +204,8 @@ def render_md(doc: dict[str, Any]) -> str:
             continue
         c = r["cell"]
         why, notes = cause.cells(r)
+        if r.get("last_error"):
+            notes = "; ".join(x for x in (_short(last_run(r)), notes) if x)
         table.append(
             [
                 f"`{r['id']}`",
@@ -301,6 +315,12 @@ def render_md(doc: dict[str, Any]) -> str:
             out.append(
                 f"  - {f['level'].upper()} `{f['rule']}`: {f['message']}. "
                 f"Fix: {f['fix'] or '—'}.{extra}{src}"
+            )
+        if r.get("last_error"):
+            le = r["last_error"]
+            out.append(
+                f"- {escape(last_run(r))} (fix: {escape(le['fix']) or '—'}); the result above is "
+                "the earlier run's, kept: an ERROR says nothing about vLLM"
             )
         if r["machine"]:
             out.append(
