@@ -321,7 +321,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 f"--cell '{args.cell or ''}' matches {len(cells)} cells",
                 fix="name one: " + ", ".join(c.id for c in cells),
             )
-        rep = doctor.for_cell(cells[0])
+        rep = doctor.for_cell(cells[0], verify=args.verify)
     print(json.dumps(rep.to_json(), indent=1) if args.json else rep.render())
     return 1 if rep.problems else 0
 
@@ -641,6 +641,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--arch",
         help="--env current: arches or auto (TORCH_CUDA_ARCH_LIST, else the GPUs here)",
+    )
+    s.add_argument(
+        "--verify",
+        action="store_true",
+        help="also hash every file of the cell's cached toolkit and env against its manifest",
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_doctor)

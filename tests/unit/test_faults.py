@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -345,3 +351,261 @@ def test_an_error_over_a_shallower_result_replaces_it(
 def load_matrix_of(tmp: Path, c: Cell) -> Matrix:
     """A matrix holding the one cell ``c``."""
     return Matrix(tmp / "matrix.toml", (c,))
+
+
+# --------------------------------------------------------------------------- cached trees
+
+
+def _flip(p: Path, keep_mtime: bool = True) -> None:
+    """Flip a byte in the middle of ``p`` (same size; the mtime put back: only the content
+    tells)."""
+    st = p.stat()
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    if keep_mtime:
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _fake_cuda(staging: Path) -> None:
+    from toolkitfakes import fake_nvcc, touch
+
+    fake_nvcc(staging / "bin", "13.0", "13.0.88")
+    for rel in (
+        "bin/nvcc.profile",
+        "nvvm/bin/cicc",
+        "nvvm/libdevice/libdevice.10.bc",
+        "include/cuda_runtime.h",
+        "include/crt/host_config.h",
+        "include/nv/target",
+    ):
+        touch(staging / rel, f"{rel} " * 50)
+    touch(staging / "lib64" / "libcudart_static.a", "a" * 1000)
+
+
+@pytest.mark.parametrize(
+    ("damage", "found"),
+    [
+        (lambda r: _flip(r / "bin" / "nvcc"), "bin/nvcc changed content"),
+        (lambda r: (r / "include" / "cuda_runtime.h").unlink(), "cuda_runtime.h is missing"),
+        (lambda r: (r / "nvvm" / "bin" / "cicc").unlink(), "nvvm/bin/cicc is missing"),
+        (lambda r: (r / "lib64" / "libcudart_static.a").write_text("b"), "changed size"),
+    ],
+    ids=["flipped-nvcc", "no-cuda_runtime.h", "no-cicc", "truncated-lib"],
+)
+def test_a_damaged_cached_toolkit_is_rebuilt_and_says_why(
+    tmp_path: Path, damage: object, found: str
+) -> None:
+    from test_toolkit_base import fake_toolkit
+
+    from vllm_matrix.infra import manifest
+    from vllm_matrix.stages.toolkit import base
+
+    final = base.toolkits_dir(tmp_path) / "pypi-13.0"
+    calls: list[Path] = []
+
+    def build(staging: Path) -> object:
+        calls.append(staging)
+        _fake_cuda(staging)
+        return fake_toolkit(final)
+
+    base.build_cached(final, build)  # type: ignore[arg-type]
+    assert (final / manifest.NAME).is_file()
+    assert base.build_cached(final, build).notes == () and len(calls) == 1  # type: ignore[arg-type]
+    damage(final)  # type: ignore[operator]
+    tk = base.damage(final, base._cached(final))  # type: ignore[arg-type]
+    assert any(found in p for p in tk), tk
+    again = base.build_cached(final, build)  # type: ignore[arg-type]
+    assert len(calls) == 2
+    assert found in again.notes[-1] and again.notes[-1].startswith("rebuilt: the cached toolkit")
+    assert base.damage(final, again) == []
+
+
+def test_a_damaged_toolkit_that_cannot_be_rebuilt_is_an_error_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    from test_toolkit_base import fake_toolkit
+
+    from vllm_matrix.stages.toolkit import base
+
+    final = base.toolkits_dir(tmp_path) / "pypi-13.0"
+    base.build_cached(final, lambda s: (_fake_cuda(s), fake_toolkit(final))[1])
+    (final / "include" / "cuda_runtime.h").unlink()
+
+    def offline(staging: Path) -> object:
+        raise cli.ToolError("the index is unreachable", fix="check the network")
+
+    with pytest.raises(cli.ToolError) as got:
+        base.build_cached(final, offline)  # type: ignore[arg-type]
+    assert "include/cuda_runtime.h is missing" in got.value.message
+    assert "rebuilding it failed: the index is unreachable" in got.value.message
+
+
+def test_a_toolkit_cached_before_manifests_is_checked_then_adopted(tmp_path: Path) -> None:
+    from test_toolkit_base import fake_toolkit
+
+    from vllm_matrix.infra import manifest
+    from vllm_matrix.stages.toolkit import base
+
+    final = base.toolkits_dir(tmp_path) / "pypi-13.0"
+    base.build_cached(final, lambda s: (_fake_cuda(s), fake_toolkit(final))[1])
+    (final / manifest.NAME).unlink()  # as made by an older vllm-matrix
+    (final / "nvvm" / "bin" / "cicc").unlink()
+    assert base.damage(final, fake_toolkit(final)) == ["missing nvvm/bin/cicc"]
+    assert not (final / manifest.NAME).exists()
+    _fake_cuda(final)
+    (final / "bin" / "nvcc").write_text("\x7fELF garbage")  # "Exec format error"
+    assert "nvcc --version exited" in base.damage(final, fake_toolkit(final))[0]
+    _fake_cuda(final)
+    assert base.damage(final, fake_toolkit(final)) == []
+    assert (final / manifest.NAME).is_file()  # adopted: a manifest of what it holds now
+
+
+def _fake_env(root: Path) -> object:
+    from vllm_matrix.stages import env as env_mod
+
+    site = root / "lib" / "python3.12" / "site-packages"
+    files = {
+        "torch/include/torch/extension.h": b"#pragma once\n" * 20,
+        "torch/lib/libtorch.so": b"\x7fELF" * 100,
+        "torch/version.py": b"__version__ = '2.6.0'\n",
+    }
+    rows = []
+    for rel, data in files.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_bytes(data)
+        h = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        rows.append(f"{rel},sha256={h},{len(data)}")
+    rec = site / "torch-2.6.0.dist-info" / "RECORD"
+    rec.parent.mkdir(parents=True)
+    rec.write_text("\n".join([*rows, "torch-2.6.0.dist-info/RECORD,,"]) + "\n")
+    return env_mod.TorchEnv(
+        "3.12", "2.6.0", "headers", root, root / "bin" / "python", site, "2.6.0", "12.4"
+    )
+
+
+def test_a_damaged_env_is_found_by_manifest_and_legacy_ones_by_record(tmp_path: Path) -> None:
+    from vllm_matrix.infra import manifest
+    from vllm_matrix.stages import env as env_mod
+
+    tv = _fake_env(tmp_path / "env")
+    assert isinstance(tv, env_mod.TorchEnv)
+    ext = tv.site / "torch" / "include" / "torch" / "extension.h"
+    # no manifest (an env made before them): RECORD is the check
+    _flip(ext)
+    assert env_mod.damage(tv) == [
+        "torch/include/torch/extension.h changed content (sha256 differs from RECORD)"
+    ]
+    _flip(ext)
+    assert env_mod.damage(tv) == [] and (tv.root / manifest.NAME).is_file()  # adopted
+    ext.unlink()
+    assert env_mod.damage(tv) == [
+        "lib/python3.12/site-packages/torch/include/torch/extension.h is missing"
+    ]
+
+
+def test_an_env_whose_file_was_deleted_is_remade_by_provide(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vllm_matrix.stages import env as env_mod
+
+    made: list[Path] = []
+
+    def build(path: Path, *a: object, **k: object) -> env_mod.TorchEnv:
+        made.append(path)
+        tv = _fake_env(path)
+        assert isinstance(tv, env_mod.TorchEnv)
+        return tv
+
+    monkeypatch.setattr(env_mod, "_build", build)
+    monkeypatch.setattr(env_mod, "find_python", lambda v: Path("/usr/bin/python3"))
+    monkeypatch.setattr(env_mod, "require_free", lambda *a: None)
+    tv = env_mod.provide("3.12", "2.6.0", cache=tmp_path)
+    assert env_mod.provide("3.12", "2.6.0", cache=tmp_path) == tv and len(made) == 1
+    (tv.site / "torch" / "include" / "torch" / "extension.h").unlink()
+    env_mod.provide("3.12", "2.6.0", cache=tmp_path)
+    assert len(made) == 2 and (tv.site / "torch" / "include" / "torch" / "extension.h").is_file()
+
+
+# --------------------------------------------------------------------------- kill -9
+
+
+def test_children_die_with_the_tool(tmp_path: Path) -> None:
+    """kill -9 of the tool: the command it runs (apt-get, uv, nvcc: here sleep) dies too."""
+    pidfile = tmp_path / "child"
+    code = (
+        "import sys; from vllm_matrix.infra import proc\n"
+        f"proc.run(['sh', '-c', 'echo $$ > {pidfile}; exec sleep 300'])\n"
+    )
+    tool = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 30
+        while not (pidfile.exists() and pidfile.read_text().strip()):
+            assert time.monotonic() < deadline and tool.poll() is None
+            time.sleep(0.05)
+        child = int(pidfile.read_text())
+        os.kill(tool.pid, signal.SIGKILL)
+        tool.wait()
+        deadline = time.monotonic() + 10
+        while _alive(child):
+            assert time.monotonic() < deadline, "the child outlived the tool"
+            time.sleep(0.05)
+    finally:
+        tool.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_killed_runs_staging_and_download_dirs_are_swept(tmp_path: Path) -> None:
+    from vllm_matrix.infra import cache
+
+    final = tmp_path / "toolkits" / "debian-12.4"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = [
+        final.parent / f".debian-12.4.{dead.pid}.abcd1234.partial",  # a killed run's
+        final.parent / ".debian-12.4.zyxw9876.partial",  # made before the pid was in names
+    ]
+    other = final.parent / ".debian-12.4x.abcd1234.partial"  # another entry's: kept
+    for p in [*left, other]:
+        (p / "bin").mkdir(parents=True)
+    with cache.staging_dir(final) as s:
+        (s / "x").write_text("x")
+    assert not any(p.exists() for p in left) and other.exists() and (final / "x").is_file()
+    downloads = tmp_path / "downloads"
+    stale = downloads / f".download.{dead.pid}.abcd1234"
+    mine = downloads / f".download.{os.getpid()}.abcd1234"
+    stale.mkdir(parents=True)
+    mine.mkdir()
+    fresh = cache.scratch_dir(downloads, "download")
+    assert (
+        not stale.exists() and mine.exists() and fresh.name.startswith(f".download.{os.getpid()}.")
+    )
+
+
+def test_a_dir_an_orphan_still_writes_into_is_removed_without_directory_not_empty(
+    tmp_path: Path,
+) -> None:
+    """The rerun right after a kill during env creation: rmtree raced the killed run's uv
+    (ENOTEMPTY); remove_tree renames the dir aside first."""
+    from vllm_matrix.infra import cache
+
+    env = tmp_path / "envs" / "py3.12-torch2.6.0-headers"
+    (env / "lib").mkdir(parents=True)
+    writer = subprocess.Popen(
+        ["sh", "-c", f"i=0; while true; do i=$((i+1)); : > {env}/lib/f$i 2>/dev/null; done"]
+    )
+    try:
+        time.sleep(0.2)
+        cache.remove_tree(env)
+        assert not env.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    cache.remove_tree(env)  # nothing there: fine

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vllm_matrix.gpu import info as gpuinfo
-from vllm_matrix.infra import proc
+from vllm_matrix.infra import manifest, proc
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.stages import env as env_mod
 from vllm_matrix.stages import fixups, preflight, toolkit, torchwheel
+from vllm_matrix.stages.toolkit import base as tkbase
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Report:
     fixups: list[dict[str, str]] = field(default_factory=list)
     problems: list[dict[str, str]] = field(default_factory=list)
     gpu: dict[str, Any] = field(default_factory=dict)  # --env current: the GPUs, driver
+    verified: dict[str, str] = field(default_factory=dict)  # --verify: the caches hashed
 
     def problem(self, message: str, fix: str) -> None:
         self.problems.append({"message": message, "fix": fix})
@@ -39,6 +41,8 @@ class Report:
         d = dict(vars(self))
         if not self.gpu:  # only --env current reads the GPUs
             d.pop("gpu")
+        if not self.verified:  # only --verify hashes the caches
+            d.pop("verified")
         return d
 
     def render(self) -> str:
@@ -59,6 +63,8 @@ class Report:
         section("tools", self.tools)
         if self.gpu:
             section("gpu", self.gpu)
+        if self.verified:
+            section("verified", self.verified)
         out.append("fixups:")
         out += [f"  {f['name']}={f['value']}\n      why: {f['reason']}" for f in self.fixups]
         out.append(f"problems: {len(self.problems) or 'none'}")
@@ -172,10 +178,37 @@ def _report(
     return r
 
 
-def for_cell(cell: Cell) -> Report:
+def for_cell(cell: Cell, verify: bool = False) -> Report:
+    """The cell's toolchain (provided: a damaged cached toolkit or env is made again on
+    the way); ``verify``: also every file of the cached toolkit and env against its
+    manifest's sha256 (``doctor --verify``: reads GBs)."""
     tk = toolkit.provide(cell.provider, cell.cuda)
     tv = env_mod.provide(cell.python, cell.torch, "headers")
-    return _report(f"cell {cell.id}", tk, tv, cell.arch, cell.cuda)
+    r = _report(f"cell {cell.id}", tk, tv, cell.arch, cell.cuda)
+    if verify:
+        r.verified = verify_caches(tk, tv, r)
+    return r
+
+
+def verify_caches(tk: toolkit.Toolkit, tv: env_mod.TorchEnv, r: Report) -> dict[str, str]:
+    """Every file of the cached toolkit (when the tool assembled it) and env, hashed and
+    compared with its manifest; each damage a problem of ``r``."""
+    out: dict[str, str] = {}
+    checks: list[tuple[str, list[str]]] = []
+    if (tk.root / tkbase.MARKER).is_file():
+        checks.append((f"toolkit {tk.root.name}", tkbase.damage(tk.root, tk, full=True)))
+    else:
+        out[f"toolkit {tk.root}"] = "not verified: not assembled by vllm-matrix (no manifest)"
+    checks.append((f"env {tv.root.name}", env_mod.damage(tv, full=True)))
+    for what, found in checks:
+        out[what] = "every file as assembled" if not found else f"{len(found)} file(s) differ"
+        if found:
+            r.problem(
+                manifest.describe(f"the cached {what}", found, n=5),
+                f"rerun the command: a damaged {what.split()[0]} is made again on its next use "
+                f"(or delete {what.split()[1]} from the cache)",
+            )
+    return out
 
 
 def for_current(archs: tuple[str, ...], gpus: gpuinfo.GpuReport | None = None) -> Report:

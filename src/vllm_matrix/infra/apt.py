@@ -12,13 +12,12 @@ import os
 import pwd
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from vllm_matrix.infra import proc, progress
-from vllm_matrix.infra.cache import atomic_write_text, sha256_file
+from vllm_matrix.infra.cache import atomic_write_text, scratch_dir, sha256_file
 from vllm_matrix.infra.errors import NotAvailable, SourceError, ToolError
 
 
@@ -218,7 +217,7 @@ def fetch_debs(
         path.unlink(missing_ok=True)
         wanted.append(pkg)
     if wanted:
-        tmp = Path(tempfile.mkdtemp(prefix=".download.", dir=downloads))
+        tmp = scratch_dir(downloads, "download")  # a killed run's is swept
         bar = progress.watch_dir(
             f"downloading {len(wanted)} CUDA .debs",
             tmp,

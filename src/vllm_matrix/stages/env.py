@@ -13,6 +13,10 @@ last; a directory without the marker is a leftover of an interrupted run and is 
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import csv
+import hashlib
 import importlib.util
 import json
 import os
@@ -24,9 +28,15 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from vllm_matrix.infra import index, proc, programs, progress
-from vllm_matrix.infra.cache import atomic_write_text, cache_root, locked, require_free
-from vllm_matrix.infra.errors import ConfigError, MatrixError, NotAvailable
+from vllm_matrix.infra import index, manifest, proc, programs, progress
+from vllm_matrix.infra.cache import (
+    atomic_write_text,
+    cache_root,
+    locked,
+    remove_tree,
+    require_free,
+)
+from vllm_matrix.infra.errors import ConfigError, MatrixError, NotAvailable, ToolError
 from vllm_matrix.infra.tomlfile import did_you_mean
 from vllm_matrix.knowledge import buildenv
 from vllm_matrix.stages.torchwheel import read_version_py
@@ -115,7 +125,10 @@ def _read_marker(path: Path) -> TorchEnv | None:
     m = path / MARKER
     if not m.is_file():
         return None
-    d = json.loads(m.read_text())
+    try:
+        d = json.loads(m.read_text())
+    except (OSError, ValueError):  # a damaged marker: the env is made again
+        return None
     return TorchEnv(
         d["python"],
         d["torch"],
@@ -143,30 +156,118 @@ def provide(
         raise ConfigError(f"unknown env variant '{variant}'", fix=did_you_mean(variant, VARIANTS))
     path = env_dir(python, torch, variant, cache)
     env = _read_marker(path)
-    if env is not None:
+    if env is not None and not damage(env):
         return env
     interpreter = find_python(python)
     with locked(path):
         env = _read_marker(path)
-        if env is not None:
+        damaged = damage(env) if env is not None else []
+        if env is not None and not damaged:
             return env
-        if path.exists():  # an interrupted earlier build: never reuse half an env
-            shutil.rmtree(path)
-        require_free(path, NEED_GIB[variant], f"the torch {torch} env ({variant})")
-        # uv reports nothing countable: the env's size grows as it installs.
-        what = f"installing torch {torch}" + (
-            " and its CUDA libraries" if variant == "full" else ""
-        )
-        bar = progress.watch_dir(f"creating env py{python} ({variant})", path, item=what)
-        try:
-            env = _build(path, interpreter, python, torch, variant, log, torch_index)
-        except BaseException:
-            shutil.rmtree(path, ignore_errors=True)
-            raise
-        finally:
-            bar.close()
-        atomic_write_text(path / MARKER, json.dumps(env.to_json(), indent=1))
+        if damaged:
+            try:
+                return _remake(path, interpreter, python, torch, variant, log, torch_index)
+            except MatrixError as exc:
+                raise ToolError(
+                    manifest.describe(f"the cached env {path.name}", damaged)
+                    + f"; remaking it failed: {exc.message}",
+                    fix=exc.fix or "rerun once the cause above is fixed",
+                ) from exc
+        return _remake(path, interpreter, python, torch, variant, log, torch_index)
+
+
+def _remake(
+    path: Path,
+    interpreter: Path,
+    python: str,
+    torch: str,
+    variant: str,
+    log: Path | None,
+    torch_index: str | None,
+) -> TorchEnv:
+    """Build the env at ``path`` (the caller holds its lock): the manifest, then the marker."""
+    if path.exists():  # an interrupted earlier build: never reuse half an env
+        remove_tree(path)  # renamed aside first: a killed run's orphan may still write
+    require_free(path, NEED_GIB[variant], f"the torch {torch} env ({variant})")
+    # uv reports nothing countable: the env's size grows as it installs.
+    what = f"installing torch {torch}" + (" and its CUDA libraries" if variant == "full" else "")
+    bar = progress.watch_dir(f"creating env py{python} ({variant})", path, item=what)
+    try:
+        env = _build(path, interpreter, python, torch, variant, log, torch_index)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
+    manifest.write(path, key_files(env), ignore=(MARKER,))
+    atomic_write_text(path / MARKER, json.dumps(env.to_json(), indent=1))
     return env
+
+
+# Hashed on every use (relative to site-packages): what a probe or a build reads first.
+KEY_FILES = (
+    "torch/include/torch/extension.h",
+    "torch/include/ATen/ATen.h",
+    "torch/lib/libtorch.so",
+    "torch/lib/libc10.so",
+    "torch/version.py",
+    "torch/share/cmake/Torch/TorchConfig.cmake",
+)
+
+
+def key_files(env: TorchEnv) -> list[str]:
+    try:
+        site = env.site.relative_to(env.root).as_posix()
+    except ValueError:
+        return []
+    return [f"{site}/{k}" for k in KEY_FILES]
+
+
+def damage(env: TorchEnv, full: bool = False) -> list[str]:
+    """What is wrong with the cached env against its manifest (empty: intact).
+
+    An env made before manifests existed is checked against its packages' own RECORD
+    files instead (every installed file there, with its size; the key files' sha256), and
+    then given a manifest (adopted, not remade: remaking costs GBs of downloads, and
+    RECORD is the installer's own list of what it wrote). Not written where the cache is
+    read-only."""
+    root = env.root
+    m = manifest.read(root)
+    if m is not None:
+        return manifest.problems(root, m, full)
+    found = record_problems(env.site, set(KEY_FILES) if not full else None)
+    if not (env.site / "torch").is_dir():
+        found.insert(0, "no torch in the env's site-packages")
+    if not found:
+        with contextlib.suppress(OSError):
+            manifest.write(root, key_files(env), ignore=(MARKER,))
+    return found
+
+
+def record_problems(site: Path, hashed: set[str] | None) -> list[str]:
+    """The files every ``*.dist-info/RECORD`` under ``site`` lists that are missing or of
+    another size; the sha256 of those in ``hashed`` (None: every file) that differs."""
+    out: list[str] = []
+    for rec in sorted(site.glob("*.dist-info/RECORD")):
+        for row in csv.reader(rec.read_text(encoding="utf-8", errors="replace").splitlines()):
+            if len(row) < 3 or not row[1] or not row[2].isdigit():
+                continue  # RECORD itself, .pyc written later: no hash recorded
+            rel, digest, size = row[0], row[1], int(row[2])
+            p = site / rel
+            if "__pycache__" in p.parts:
+                continue
+            try:
+                got = p.stat().st_size
+            except OSError:
+                out.append(f"{rel} is missing (listed in {rec.parent.name}/RECORD)")
+                continue
+            if got != size:
+                out.append(f"{rel} changed size ({size} -> {got} bytes)")
+            elif (hashed is None or rel in hashed) and digest.startswith("sha256="):
+                raw = hashlib.sha256(p.read_bytes()).digest()
+                if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != digest[7:]:
+                    out.append(f"{rel} changed content (sha256 differs from RECORD)")
+    return out
 
 
 def nvtx_requirement(site: Path) -> str | None:
