@@ -39,6 +39,7 @@ def _matrix(args: argparse.Namespace) -> tuple[config.Matrix, context.Workspace]
     path = Path(args.matrix).resolve()
     m = config.load_matrix(path)
     grid.cells_of(m)  # a bad [grid] axis is an error at load, like a bad [[cell]]
+    grid.check_cells(m)  # a [[cell]] naming no real vLLM or torch release: "did you mean"
     return m, context.Workspace(path.parent)
 
 
@@ -113,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         opts = build_options(args)
         if not args.vllm:
             raise MatrixError("--env current needs --vllm VERSION", fix="e.g. --vllm 0.8.5")
+        grid.check_version(args.vllm, "vllm", "--vllm: ")
         cell = current_cell(args.vllm, args.arch)
         ws = context.Workspace(Path.cwd())
         plan.check_depth(args.depth)
@@ -226,6 +228,10 @@ def release_cell(args: argparse.Namespace) -> config.Cell:
     """A cell for any release: its pinned torch (or --torch), a toolkit for that torch's CUDA
     that a provider can supply here (or --cuda/--provider), Python both accept."""
     v = args.version
+    if not v.startswith(("path:", "git:")):
+        grid.check_version(v, "vllm")
+    if args.torch:
+        grid.check_version(args.torch, "torch", "--torch: ")
     tree = source.get_tree(v)
     f = facts.read_facts(tree.root, tree.version)
     torch = args.torch or f.torch or pins.load().get(v)
@@ -361,6 +367,7 @@ def cmd_newest(args: argparse.Namespace) -> int:
         raise MatrixError(
             f"unknown depth '{args.depth}'", fix=did_you_mean(args.depth, newest.DEPTHS)
         )
+    grid.check_version(args.torch, "torch", "--torch: ")
     archs = parse_arch_list(args.arch or os.environ.get("TORCH_CUDA_ARCH_LIST", "") or "9.0")
     ans = newest.walk(args.torch, args.cuda, archs, args.python, args.provider, echo=_say)
     if args.depth == "probe" and ans.newest:

@@ -609,3 +609,140 @@ def test_a_dir_an_orphan_still_writes_into_is_removed_without_directory_not_empt
         writer.kill()
         writer.wait()
     cache.remove_tree(env)  # nothing there: fine
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _matrix_with(tmp: Path, **cell: str) -> Path:
+    body = {"vllm": "0.8.5", "torch": "2.6.0", "cuda": "12.4", "python": "3.12"} | cell
+    text = '[defaults]\nprovider = "debian"\n\n[[cell]]\n' + "".join(
+        f"{k} = {json.dumps(v, ensure_ascii=False)}\n" for k, v in body.items()
+    )
+    (tmp / "matrix.toml").write_text(text + 'arch = ["9.0"]\n', encoding="utf-8")
+    return tmp / "matrix.toml"
+
+
+@pytest.fixture
+def index_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index as the known lists plus nothing else (no network in unit tests)."""
+    from vllm_matrix.pipeline import grid
+
+    monkeypatch.setattr(grid, "_index_versions", lambda project: ["2.6.0", "0.8.5", "0.10.1"])
+
+
+@pytest.mark.parametrize(
+    ("cell", "said", "fix"),
+    [
+        ({"torch": "2.6.7"}, "torch '2.6.7' is not a torch release", "did you mean '2.6.0'?"),
+        ({"vllm": "0.10.9"}, "vLLM '0.10.9' is not a vLLM release", "did you mean '0.10."),
+        ({"vllm": "0." + "1" * 300}, "is not a version", 'vllm = "0.8.5"'),
+        ({"torch": "2." + "6" * 300}, "is not a torch version", 'torch = "2.6.0"'),
+        ({"python": "3.12🚀"}, "'python' in [[cell]] #1 is not a version", 'python = "3.12"'),
+    ],
+    ids=["torch-2.6.7", "vllm-0.10.9", "vllm-300", "torch-300", "python-rocket"],
+)
+def test_a_cell_naming_no_release_is_a_matrix_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    index_has: None,
+    cell: dict[str, str],
+    said: str,
+    fix: str,
+) -> None:
+    m = _matrix_with(tmp_path, **cell)
+    assert main(["cells", "--matrix", str(m)]) == 2
+    err = capsys.readouterr().err
+    assert said in err and fix in err.split("fix:")[1], err
+    assert "File name too long" not in err and "Traceback" not in err and len(err) < 600
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["release", "0.10.9"], "vLLM '0.10.9' is not a vLLM release"),
+        (["release", "0.8.5", "--torch", "2.6.7"], "--torch: torch '2.6.7' is not"),
+        (["release", "0." + "9" * 300], "is not a version"),
+        (["newest", "--torch", "2.6.7"], "--torch: torch '2.6.7' is not"),
+        (["run", "--env", "current", "--vllm", "0.10.9"], "--vllm: vLLM '0.10.9' is not"),
+        (["facts", "0." + "9" * 300], "is not a vLLM version"),
+    ],
+)
+def test_a_nonexistent_version_on_the_command_line_is_a_usage_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    index_has: None,
+    argv: list[str],
+    said: str,
+) -> None:
+    m = _matrix_with(tmp_path)
+    more = ["--matrix", str(m)] if argv[0] in ("release", "run") else []
+    assert main([*argv, *more]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "fix:" in err and "File name too long" not in err, err
+
+
+def test_an_unreachable_index_lets_a_new_release_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline, a release newer than the known list is not refused (the stage that
+    downloads says what is wrong); the check never blocks a real new release."""
+    from vllm_matrix.pipeline import grid
+
+    monkeypatch.setattr(grid, "_index_versions", lambda project: None)
+    grid.check_version("0.99.0", "vllm")
+    monkeypatch.setattr(grid, "_index_versions", lambda project: ["0.99.0"])
+    grid.check_version("0.99.0", "vllm")
+
+
+def test_unwritable_results_or_reports_blame_them_not_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from vllm_matrix.infra.errors import describe_os_error
+
+    monkeypatch.setenv("VLLM_MATRIX_CACHE", str(tmp_path / "cache"))
+    for part in ("results", "reports"):
+        f = tmp_path / "ws" / part / ".x.json.tmp"
+        _, fix = describe_os_error(OSError(errno.EACCES, "Permission denied", str(f)))
+        assert f"make {tmp_path / 'ws' / part} writable" in fix and "cache" not in fix
+    f = tmp_path / "cache" / "toolkits" / "x"
+    assert "cache directory" in describe_os_error(OSError(errno.EROFS, "ro", str(f)))[1]
+
+
+def test_a_git_source_that_cannot_be_cloned_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vllm_matrix.infra.errors import CommandError, SourceError, ToolError
+    from vllm_matrix.stages import source
+
+    monkeypatch.setenv("VLLM_MATRIX_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ToolError) as got:  # real git, a repository that is not there
+        source.get_tree(f"git:{tmp_path / 'no-such-repo'}@v0.8.5")
+    assert "git clone failed: fatal: repository" in got.value.message
+    assert "check the repository URL" in (got.value.fix or "")
+    tail = (
+        "Cloning into 'x'...\nfatal: unable to access 'https://h/v/': Could not resolve host: h\n"
+    )
+    e = source.git_error("https://h/v", "v1", CommandError("git exited with 128", 128, tail))
+    assert isinstance(e, ToolError) and "Could not resolve host: h" in e.message
+    assert "cannot reach that host" in (e.fix or "")
+    tail = "warning: Could not find remote branch v9 to clone.\nfatal: Remote branch v9 not found\n"
+    e = source.git_error("https://h/v", "v9", CommandError("git exited with 128", 128, tail))
+    assert isinstance(e, SourceError) and "no tag or branch 'v9'" in e.message
+
+
+def test_uv_failing_on_a_torch_the_index_lacks_says_so() -> None:
+    from vllm_matrix.infra.errors import CommandError, ToolError
+    from vllm_matrix.stages import env as env_mod
+
+    tail = (
+        "$ uv pip install torch==2.6.7\n  × No solution found when resolving dependencies:\n"
+        "  ╰─▶ Because there is no version of torch==2.6.7 and you require torch==2.6.7, we "
+        "can conclude that your requirements are unsatisfiable.\n"
+    )
+    e = env_mod.uv_error("2.6.7", CommandError("uv exited with 1", 1, tail))
+    assert "no version of torch==2.6.7" in e.message and "pip index versions torch" in (e.fix or "")
+    e = env_mod.uv_error("2.6.0", CommandError("uv exited with 2", 2, "error: connection refused"))
+    assert isinstance(e, ToolError) and e.fix

@@ -36,7 +36,13 @@ from vllm_matrix.infra.cache import (
     remove_tree,
     require_free,
 )
-from vllm_matrix.infra.errors import ConfigError, MatrixError, NotAvailable, ToolError
+from vllm_matrix.infra.errors import (
+    CommandError,
+    ConfigError,
+    MatrixError,
+    NotAvailable,
+    ToolError,
+)
 from vllm_matrix.infra.tomlfile import did_you_mean
 from vllm_matrix.knowledge import buildenv
 from vllm_matrix.stages.torchwheel import read_version_py
@@ -316,11 +322,18 @@ def _build(
     if torch_index:
         # uv looks in --extra-index-url first: the variant's torch comes from its index.
         base += ["--extra-index-url", torch_index]
+
+    def install(*args: str | os.PathLike[str], timeout: float = 3600) -> None:
+        try:
+            proc.run([*base, *args], log=log, env=uv_env, timeout=timeout)
+        except CommandError as exc:
+            raise uv_error(torch, exc) from None
+
     if variant == "headers":
-        proc.run([*base, "--no-deps", *pkgs], log=log, env=uv_env, timeout=3600)
-        proc.run([*base, *buildenv.packages("headers")], log=log, env=uv_env, timeout=1800)
+        install("--no-deps", *pkgs)
+        install(*buildenv.packages("headers"), timeout=1800)
     else:
-        proc.run([*base, *pkgs, *buildenv.packages("full")], log=log, env=uv_env, timeout=3600)
+        install(*pkgs, *buildenv.packages("full"))
     site = Path(
         proc.run([exe, "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"], log=log)
         .output.strip()
@@ -331,7 +344,7 @@ def _build(
         if nvtx:
             # torch < 2.8's CMake links CUDA::nvToolsExt; toolkits >= 12.9 lack it and the
             # nvtx fixup takes it from this wheel (torch's own pinned dependency).
-            proc.run([*base, "--no-deps", nvtx], log=log, env=uv_env, timeout=1800)
+            install("--no-deps", nvtx, timeout=1800)
     full, cuda = read_version_py((site / "torch" / "version.py").read_text())
     return TorchEnv(
         python,
@@ -342,6 +355,24 @@ def _build(
         site,
         full or torch,
         cuda,
+    )
+
+
+def uv_error(torch: str, exc: CommandError) -> MatrixError:
+    """``uv pip install`` failed: its own reason (the last lines that say why) and a fix
+    that points at the cause -- a torch the index does not have, or the index itself."""
+    lines = [ln.strip() for ln in exc.tail.splitlines() if ln.strip() and not ln.startswith("$")]
+    why = " ".join(lines[-3:])[-400:] or exc.message
+    low = why.lower()
+    if "no version of torch" in low or "no solution found" in low or "not found in the" in low:
+        return MatrixError(
+            f"uv cannot install torch {torch}: {why}",
+            fix=f"check that torch {torch} exists for this Python on the index "
+            "(`pip index versions torch`); pick a released version",
+        )
+    return ToolError(
+        f"uv could not create the torch {torch} env: {why}",
+        fix="check the network and pip's index-url (`pip config list`); the log has uv's output",
     )
 
 
