@@ -165,9 +165,11 @@ def bench_build(session: nox.Session) -> None:
     session.run("python", "benchmarks/build.py", *session.posargs, external=True)
 
 
-@nox.session(python=False, name="bench-broken")
-def bench_broken(session: nox.Session) -> None:
-    """Broken setups (no uv, read-only cache, index down, disk full) end in ERROR cells."""
+@nox.session(python=False, name="bench-faults")
+def bench_faults(session: nox.Session) -> None:
+    """Issue 22's faults end as designed: bad result files, damaged caches, kill -9, bad
+    inputs, --merge, exit codes, and broken setups (no uv, read-only cache, index down, disk
+    full) end in ERROR cells; a table case / expected / observed / held (needs root)."""
     session.run("python", "benchmarks/broken.py", *session.posargs, external=True)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vllm_matrix.infra import proc, progress
-from vllm_matrix.infra.cache import atomic_write_text, scratch_dir, sha256_file
+from vllm_matrix.infra.cache import atomic_write_text, scratch_dir, sha256_file, sweep
 from vllm_matrix.infra.errors import NotAvailable, SourceError, ToolError
 
 
@@ -209,6 +209,7 @@ def fetch_debs(
     already in the cache may be a leftover of an interrupted or corrupted run.
     """
     downloads.mkdir(parents=True, exist_ok=True)
+    sweep(downloads, "download", "")  # what a killed run left half-downloaded
     wanted = []
     for pkg in packages:
         path = downloads / pkg.deb_name

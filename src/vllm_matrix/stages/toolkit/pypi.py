@@ -12,7 +12,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from vllm_matrix.infra import index, proc, programs, progress
-from vllm_matrix.infra.cache import scratch_dir, sha256_file
+from vllm_matrix.infra.cache import scratch_dir, sha256_file, sweep
 from vllm_matrix.infra.errors import CommandError, MatrixError, NotAvailable, SourceError, ToolError
 from vllm_matrix.knowledge import toolchains
 from vllm_matrix.stages.toolkit import base
@@ -179,6 +179,7 @@ def _fetch_wheels(
 ) -> list[Path]:
     """Wheels in ``downloads`` via ``pip download --require-hashes`` (hashes from the index)."""
     downloads.mkdir(parents=True, exist_ok=True)
+    sweep(downloads, "download", "")  # what a killed run left half-downloaded
     wanted = []
     for w in wheels:
         path = downloads / w.filename
