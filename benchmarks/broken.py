@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -335,7 +336,8 @@ def bad_file_case(kind: str, how: str) -> None:
         text = md.read_text() if md.exists() else ""
         named = f"skipped results/{CELL}.json" in d.out
         rest = f"| `{OTHER}`" in text and f"`results/{CELL}.json`" in text
-        cli_rc = line_with(d.out, "failed with exit code") if how.startswith("nox") else ""
+        said = re.search(r"failed with exit code (\d+)", d.out) if how.startswith("nox") else None
+        cli_rc = f"exit code {said.group(1)}" if said else ""
         obs = f"exit {d.rc}" + (
             f" ({cli_rc.split('failed with ')[-1]} from the CLI)" if cli_rc else ""
         )

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -746,3 +747,37 @@ def test_uv_failing_on_a_torch_the_index_lacks_says_so() -> None:
     assert "no version of torch==2.6.7" in e.message and "pip index versions torch" in (e.fix or "")
     e = env_mod.uv_error("2.6.0", CommandError("uv exited with 2", 2, "error: connection refused"))
     assert isinstance(e, ToolError) and e.fix
+
+
+def test_a_copied_cache_checks_and_uses_its_own_trees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Markers hold absolute paths: a cache copied elsewhere must verify, and use, the
+    trees in the copy -- not the original's (which the check would then vouch for)."""
+    from test_toolkit_base import fake_toolkit
+
+    from vllm_matrix.stages import env as env_mod
+    from vllm_matrix.stages.toolkit import base
+
+    final = base.toolkits_dir(tmp_path / "a") / "pypi-13.0"
+    base.build_cached(final, lambda s: (_fake_cuda(s), fake_toolkit(final))[1])
+    copy = base.toolkits_dir(tmp_path / "b") / "pypi-13.0"
+    shutil.copytree(final, copy, symlinks=True)
+    tk = base._cached(copy)
+    assert tk is not None and tk.root == copy and tk.nvcc == copy / "bin" / "nvcc"
+    (copy / "include" / "cuda_runtime.h").unlink()
+    assert base.damage(copy, tk) == ["include/cuda_runtime.h is missing"]
+
+    def build(path: Path, *a: object, **k: object) -> env_mod.TorchEnv:
+        tv = _fake_env(path)
+        assert isinstance(tv, env_mod.TorchEnv)
+        return tv
+
+    monkeypatch.setattr(env_mod, "_build", build)
+    monkeypatch.setattr(env_mod, "find_python", lambda v: Path("/usr/bin/python3"))
+    monkeypatch.setattr(env_mod, "require_free", lambda *a: None)
+    tv = env_mod.provide("3.12", "2.6.0", cache=tmp_path / "a")
+    shutil.copytree(tmp_path / "a" / "envs", tmp_path / "b" / "envs", symlinks=True)
+    tv2 = env_mod.provide("3.12", "2.6.0", cache=tmp_path / "b")
+    assert tv2.root == tmp_path / "b" / "envs" / tv.root.name
+    assert tv2.site == tv2.root / tv.site.relative_to(tv.root)

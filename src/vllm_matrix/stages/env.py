@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -135,7 +135,7 @@ def _read_marker(path: Path) -> TorchEnv | None:
         d = json.loads(m.read_text())
     except (OSError, ValueError):  # a damaged marker: the env is made again
         return None
-    return TorchEnv(
+    env = TorchEnv(
         d["python"],
         d["torch"],
         d["variant"],
@@ -145,6 +145,14 @@ def _read_marker(path: Path) -> TorchEnv | None:
         d["torch_version"],
         d["torch_cuda"],
     )
+    if env.root != path:  # the cache was moved or copied: the env here is checked and used
+        try:
+            site = path / env.site.relative_to(env.root)
+            exe = path / env.python_exe.relative_to(env.root)
+        except ValueError:
+            return None
+        env = replace(env, root=path, site=site, python_exe=exe)
+    return env
 
 
 def provide(

@@ -229,6 +229,8 @@ def _cached(final: Path) -> Toolkit | None:
         tk = Toolkit.from_json(data["toolkit"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if tk.root != final:  # the cache was moved or copied: the tree here is the one checked
+        tk = replace(tk, root=final, nvcc=final / "bin" / "nvcc")  # and used (relocatable)
     if not os.access(tk.nvcc, os.X_OK):
         return None
     return tk
