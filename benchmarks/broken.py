@@ -385,8 +385,8 @@ def damage_case(name: str, rel: str, how: str, finds: str, adopted: bool) -> Non
             n for s in stages if s["stage"] == "toolkit" for n in s["details"].get("notes", [])
         ]
         said = next((n for n in notes if n.startswith("rebuilt:")), "")
-        if rel.startswith("envs/"):
-            ok = p.is_file() and v != "ERROR"
+        if rel.startswith("envs/"):  # made again: the file as the seed has it
+            ok = p.is_file() and v != "ERROR" and p.read_bytes() == (WARM / rel).read_bytes()
             back = "back" if p.is_file() else "MISSING"
             obs = f"exit {d.rc}, {v} at {depth}; env made again: {p.name} {back}"
         else:
@@ -855,6 +855,9 @@ def table(rows: list[dict[str, object]]) -> str:
 
 def main() -> int:
     pick = sys.argv[sys.argv.index("-k") + 1] if "-k" in sys.argv else ""
+    # A shell's background job starts with SIGINT ignored, and the CLIs it starts would
+    # inherit that: the Ctrl-C case needs them to see it as a terminal's Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     t0 = time.monotonic()
     rows: list[dict[str, object]] = []
     try:
