@@ -368,6 +368,9 @@ def damage_case(name: str, rel: str, how: str, finds: str, adopted: bool) -> Non
         cache = seed(ws / "cache")
         if adopted:
             cli(ws, "run", "--depth", "toolkit", "--cell", CELL, cache=cache)
+        else:  # as made before manifests (the seed may have been given them since)
+            for tree in (TK, ENV):
+                (cache / tree / ".vllm-matrix-manifest.json").unlink(missing_ok=True)
         p = cache / rel
         if how == "flip":
             flip(p)
