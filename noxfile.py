@@ -167,9 +167,12 @@ def bench_build(session: nox.Session) -> None:
 
 @nox.session(python=False, name="bench-faults")
 def bench_faults(session: nox.Session) -> None:
-    """Issue 22's faults end as designed: bad result files, damaged caches, kill -9, bad
-    inputs, --merge, exit codes, and broken setups (no uv, read-only cache, index down, disk
-    full) end in ERROR cells; a table case / expected / observed / held (needs root)."""
+    """Faults end as designed, one table row per case (developers; needs root).
+
+    Issue 22 item 3: bad result files, damaged caches, kill -9 and Ctrl-C, bad inputs,
+    --merge, exit codes, and broken setups (no uv, read-only cache, index down, disk full)
+    end in ERROR cells; prints case / expected / observed / held.
+    """
     session.run("python", "benchmarks/broken.py", *session.posargs, external=True)
 
 
