@@ -194,9 +194,14 @@ def bench_build(session: nox.Session) -> None:
     session.run("python", "benchmarks/build.py", *session.posargs, external=True)
 
 
-@nox.session(python=False, name="bench-broken")
-def bench_broken(session: nox.Session) -> None:
-    """Bench (developers): broken setups (no uv, read-only cache, ...) end in ERROR."""
+@nox.session(python=False, name="bench-faults")
+def bench_faults(session: nox.Session) -> None:
+    """Bench (developers): faults end as designed, one table row per case (needs root).
+
+    Issue 22 item 3: bad result files, damaged caches, kill -9 and Ctrl-C, bad inputs,
+    --merge, exit codes, and broken setups (no uv, read-only cache, index down, disk full)
+    end in ERROR cells; prints case / expected / observed / held.
+    """
     session.run("python", "benchmarks/broken.py", *session.posargs, external=True)
 
 

@@ -25,6 +25,7 @@ from vllm_matrix.infra.errors import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     MatrixError,
+    SourceError,
     ToolError,
     describe_os_error,
 )
@@ -53,6 +54,7 @@ def _matrix(args: argparse.Namespace) -> tuple[config.Matrix, context.Workspace]
     path = Path(args.matrix).resolve()
     m = config.load_matrix(path)
     grid.cells_of(m)  # a bad [grid] axis is an error at load, like a bad [[cell]]
+    grid.check_cells(m)  # a [[cell]] naming no real vLLM or torch release: "did you mean"
     return m, context.Workspace(path.parent)
 
 
@@ -128,6 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         opts = build_options(args)
         if not args.vllm:
             raise MatrixError("--env current needs --vllm VERSION", fix="e.g. --vllm 0.8.5")
+        grid.check_version(args.vllm, "vllm", "--vllm: ")
         cell = current_cell(args.vllm, args.arch)
         ws = context.Workspace(Path.cwd())
         plan.check_depth(args.depth)
@@ -154,7 +157,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         at_once=at_once,
     )
     # `preflight` is a query: it prints; only `run` (nox -s matrix) renders reports/
-    md = report.write(m, ws.results, ws.reports, _say)[1] if args.render else None
+    md: Path | None = None
+    skipped: list[dict[str, str]] = []
+    if args.render:
+        _, md, skipped = report.write_report(m, ws.results, ws.reports, _say)
     if getattr(args, "json", False):
         print(
             json.dumps(
@@ -180,7 +186,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"{'':15} fix: {v.fix}")
         if md:
             print(f"report: {md}", file=sys.stderr)
-    return _exit_for([v for _, v in done])
+    return _exit_for([v for _, v in done]) or _skipped(skipped)
+
+
+def _skipped(skipped: Sequence[dict[str, str]]) -> int:
+    """Warn about result files the report could not read (named, with the reason; their
+    cells are shown as not run); EXIT_CELL_ERROR when there were any: the report is not
+    the whole answer."""
+    for x in skipped:
+        _say(f"warning: skipped {x['file']}: {x['reason']}")
+    if skipped:
+        _say(
+            f"error: {len(skipped)} result file(s) could not be read and were left out of the "
+            "report; fix: delete or move them, then rerun the cells (`nox -s matrix -- --cell ID`)"
+        )
+        return EXIT_CELL_ERROR
+    return 0
 
 
 def _exit_for(verdicts: Sequence[results.Verdict]) -> int:
@@ -268,6 +289,10 @@ def release_cell(args: argparse.Namespace) -> config.Cell:
     """A cell for any release: its pinned torch (or --torch), a toolkit for that torch's CUDA
     that a provider can supply here (or --cuda/--provider), Python both accept."""
     v = args.version
+    if not v.startswith(("path:", "git:")):
+        grid.check_version(v, "vllm")
+    if args.torch:
+        grid.check_version(args.torch, "torch", "--torch: ")
     tree = source.get_tree(v)
     f = facts.read_facts(tree.root, tree.version)
     env = target_opts.resolve(args, required=False).env
@@ -321,8 +346,10 @@ def cmd_release(args: argparse.Namespace) -> int:
     lines = target_opts.preflight_lines(stages, driver)
     lines += target_opts.elsewhere_lines(cell, ws.root) + target_opts.driver_lines(cell, driver)
     print("\n".join(lines))
+    if v.verdict == "ERROR" and v.fix:
+        print(f"{'':15} fix: {v.fix}")
     # 0 answered (it builds, or as far as could be checked), 1 vLLM fails, 3 ERROR
-    return {"FAIL": 1, "PREDICTED-FAIL": 1, "ERROR": EXIT_CELL_ERROR}.get(v.verdict, 0)
+    return _exit_for([v]) or (1 if v.verdict in ("FAIL", "PREDICTED-FAIL") else 0)
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
@@ -364,9 +391,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     m, ws = _matrix(args)
     if not args.merge:
-        _, md = report.write(m, ws.results, ws.reports, _say)
+        _, md, skipped = report.write_report(m, ws.results, ws.reports, _say)
         print(md)
-        return 0
+        return _skipped(skipped)
     dirs = [Path(d) for d in args.merge]
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:
@@ -380,10 +407,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     for x in refused:
         _say(f"error: refused {x.file}: {x.reason}")
     if refused:
-        # The report holds every readable file; exit 1 so a CI job does not publish a
-        # map with cells silently missing (the refused files are listed in it too).
+        # The report holds every readable file; exit 3 (not a complete answer, and not a
+        # fact about vLLM) so a CI job does not publish a map with cells silently missing
+        # (the refused files are listed in it too).
         _say(f"{len(refused)} result file(s) refused; the other {doc['merged']['files']} merged")
-        return 1
+        return EXIT_CELL_ERROR
     return 0
 
 
@@ -410,7 +438,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 f"--cell '{args.cell or ''}' matches {len(cells)} cells",
                 fix="name one: " + ", ".join(c.id for c in cells),
             )
-        rep = doctor.for_cell(cells[0])
+        rep = doctor.for_cell(cells[0], verify=args.verify)
     print(json.dumps(rep.to_json(), indent=1) if args.json else rep.render())
     return 1 if rep.problems else 0
 
@@ -465,7 +493,7 @@ def cmd_currency(args: argparse.Namespace) -> int:
         rep = currency.check(
             root, Arch.parse(args.arch).name, args.since, not args.no_preflight, echo=_say
         )
-    except MatrixError as exc:
+    except (ToolError, SourceError) as exc:  # no answer from the index: the machine's side
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.fix:
             print(f"  fix: {exc.fix}", file=sys.stderr)
@@ -488,6 +516,8 @@ def cmd_newest(args: argparse.Namespace) -> int:
         )
     tgt = target_opts.resolve(args)
     torch, cuda, python = newest.from_env(tgt, args.torch, args.cuda, args.python)
+    if torch:
+        grid.check_version(torch, "torch", "--torch: ")
     echo = _say if args.verbose else None
     ans = newest.walk(
         torch, cuda, tgt.archs, python, args.provider, echo=echo, driver_cuda=tgt.driver_cuda
@@ -819,6 +849,11 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--cell", help="the cell (id or a unique part of it)")
     target_opts.add_options(s)
+    s.add_argument(
+        "--verify",
+        action="store_true",
+        help="also hash every file of the cell's cached toolkit and env against its manifest",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_doctor)
 

@@ -126,7 +126,7 @@ def test_refused_files_are_named_and_the_rest_is_merged(
     assert why["results-a/truncated.json"].startswith("not valid JSON (line 1")
     assert "schema version 2" in why["results-a/v2.json"]
     assert "'vllm-matrix/compat'" in why["results-a/compat.json"]
-    assert why["results-a/nostages.json"] == "malformed result (KeyError: 'stages')"
+    assert why["results-a/nostages.json"] == "malformed result: 'stages' is not a list"
     assert "not UTF-8" in why["results-a/binary.json"]
     assert doc["merged"]["files"] == 6  # nothing lost from the good files
     assert [r["verdict"] for r in doc["cells"]] == ["PASS", "FAIL", "PASS", "UNKNOWN"]
@@ -142,7 +142,7 @@ def test_cells_the_matrix_lacks_join_other_runs(two_machines: tuple[Path, list[P
     assert all(len(r["runs"]) == 2 for r in doc["other_runs"])
 
 
-def test_cli_merge_writes_the_report_and_exits_1_on_refused(
+def test_cli_merge_writes_the_report_and_exits_3_on_refused(
     two_machines: tuple[Path, list[Path]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     root, dirs = two_machines
@@ -154,7 +154,7 @@ def test_cli_merge_writes_the_report_and_exits_1_on_refused(
     assert "- not chosen: PREFLIGHT-OK at preflight on x86_64 2 cores 23 GiB, no GPU" in md
     assert str(root) not in md  # names no path of the machine
     (dirs[1] / "broken.json").write_text("{")
-    assert main(argv) == 1
+    assert main(argv) == 3  # a refused file: not a complete answer (README: 3 = ERROR)
     err = capsys.readouterr().err
     assert "error: refused results-b/broken.json: not valid JSON" in err
     md = (root / "reports" / "compat.md").read_text()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vllm_matrix.gpu import info as gpuinfo
-from vllm_matrix.infra import proc
+from vllm_matrix.infra import manifest, proc
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import MatrixError
@@ -25,6 +25,7 @@ from vllm_matrix.pipeline import advice
 from vllm_matrix.pipeline import target as target_mod
 from vllm_matrix.stages import env as env_mod
 from vllm_matrix.stages import envprefix, fixups, preflight, toolkit, torchwheel
+from vllm_matrix.stages.toolkit import base as tkbase
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Report:
     gpu: dict[str, Any] = field(default_factory=dict)  # --env current: the GPUs, driver
     target: str = ""  # the machine the answer is for (pipeline/target.py)
     advice: list[str] = field(default_factory=list)  # the one advice's options
+    verified: dict[str, str] = field(default_factory=dict)  # --verify: the caches hashed
 
     def problem(self, message: str, fix: str) -> None:
         self.problems.append({"message": message, "fix": fix})
@@ -50,6 +52,8 @@ class Report:
         for k in ("target", "advice"):
             if not d[k]:
                 d.pop(k)
+        if not self.verified:  # only --verify hashes the caches
+            d.pop("verified")
         return d
 
     def render(self) -> str:
@@ -72,6 +76,8 @@ class Report:
         section("tools", self.tools)
         if self.gpu:
             section("gpu", self.gpu)
+        if self.verified:
+            section("verified", self.verified)
         out.append("fixups:")
         out += [f"  {f['name']}={f['value']}\n      why: {f['reason']}" for f in self.fixups]
         out.append(f"problems: {len(self.problems) or 'none'}")
@@ -241,10 +247,37 @@ def _torch_arch_problems(r: Report, torch: str | None, archs: tuple[str, ...], f
             )
 
 
-def for_cell(cell: Cell) -> Report:
+def for_cell(cell: Cell, verify: bool = False) -> Report:
+    """The cell's toolchain (provided: a damaged cached toolkit or env is made again on
+    the way); ``verify``: also every file of the cached toolkit and env against its
+    manifest's sha256 (``doctor --verify``: reads GBs)."""
     tk = toolkit.provide(cell.provider, cell.cuda)
     tv = env_mod.provide(cell.python, cell.torch, "headers")
-    return _report(f"cell {cell.id}", tk, tv, cell.arch, cell.cuda)
+    r = _report(f"cell {cell.id}", tk, tv, cell.arch, cell.cuda)
+    if verify:
+        r.verified = verify_caches(tk, tv, r)
+    return r
+
+
+def verify_caches(tk: toolkit.Toolkit, tv: env_mod.TorchEnv, r: Report) -> dict[str, str]:
+    """Every file of the cached toolkit (when the tool assembled it) and env, hashed and
+    compared with its manifest; each damage a problem of ``r``."""
+    out: dict[str, str] = {}
+    checks: list[tuple[str, list[str]]] = []
+    if (tk.root / tkbase.MARKER).is_file():
+        checks.append((f"toolkit {tk.root.name}", tkbase.damage(tk.root, tk, full=True)))
+    else:
+        out[f"toolkit {tk.root}"] = "not verified: not assembled by vllm-matrix (no manifest)"
+    checks.append((f"env {tv.root.name}", env_mod.damage(tv, full=True)))
+    for what, found in checks:
+        out[what] = "every file as assembled" if not found else f"{len(found)} file(s) differ"
+        if found:
+            r.problem(
+                manifest.describe(f"the cached {what}", found, n=5),
+                f"rerun the command: a damaged {what.split()[0]} is made again on its next use "
+                f"(or delete {what.split()[1]} from the cache)",
+            )
+    return out
 
 
 def for_current(archs: tuple[str, ...], gpus: gpuinfo.GpuReport | None = None) -> Report:

@@ -12,13 +12,12 @@ import os
 import pwd
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from vllm_matrix.infra import proc, progress
-from vllm_matrix.infra.cache import atomic_write_text, sha256_file
+from vllm_matrix.infra.cache import atomic_write_text, scratch_dir, sha256_file, sweep
 from vllm_matrix.infra.errors import NotAvailable, SourceError, ToolError
 
 
@@ -210,6 +209,7 @@ def fetch_debs(
     already in the cache may be a leftover of an interrupted or corrupted run.
     """
     downloads.mkdir(parents=True, exist_ok=True)
+    sweep(downloads, "download", "")  # what a killed run left half-downloaded
     wanted = []
     for pkg in packages:
         path = downloads / pkg.deb_name
@@ -218,7 +218,7 @@ def fetch_debs(
         path.unlink(missing_ok=True)
         wanted.append(pkg)
     if wanted:
-        tmp = Path(tempfile.mkdtemp(prefix=".download.", dir=downloads))
+        tmp = scratch_dir(downloads, "download")  # a killed run's is swept
         bar = progress.watch_dir(
             f"downloading {len(wanted)} CUDA .debs",
             tmp,

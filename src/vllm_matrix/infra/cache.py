@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -91,19 +92,82 @@ def blob_path(root: Path, sha256: str) -> Path:
     return root / "blobs" / "sha256" / sha256[:2] / sha256
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def leftovers(parent: Path, name: str, suffix: str, *, all_of_them: bool = False) -> list[Path]:
+    """Scratch dirs of ``name`` that a killed run left in ``parent``: ``.<name>.<pid>.*<suffix>``
+    whose pid is gone (``all_of_them``: whatever the pid, and the names made before the pid
+    was in them -- for a caller that holds ``name``'s lock, so nothing else can be using
+    them)."""
+    if not parent.is_dir():
+        return []
+    pat = re.compile(rf"\.{re.escape(name)}\.(?:(\d+)\.)?[A-Za-z0-9_]{{8}}{re.escape(suffix)}")
+    out = []
+    for p in parent.iterdir():
+        m = pat.fullmatch(p.name)
+        if m is None or p.is_symlink() or not p.is_dir():
+            continue
+        if all_of_them or (m.group(1) is not None and not _alive(int(m.group(1)))):
+            out.append(p)
+    return out
+
+
+def sweep(parent: Path, name: str, suffix: str, *, all_of_them: bool = False) -> list[Path]:
+    """Remove ``leftovers`` (a killed run's staging, download or trash dirs); the removed."""
+    found = leftovers(parent, name, suffix, all_of_them=all_of_them)
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True)
+    return found
+
+
+def scratch_dir(parent: Path, name: str, suffix: str = "") -> Path:
+    """A fresh ``.<name>.<pid>.XXXXXXXX<suffix>`` dir in ``parent`` (the pid lets a later
+    run tell a killed run's leftover from one in use); dead runs' leftovers are removed
+    first."""
+    parent.mkdir(parents=True, exist_ok=True)
+    sweep(parent, name, suffix)
+    return Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=suffix, dir=parent))
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory a killed run may have left, even while an orphan of that run
+    still writes into it (rmtree would then end in "Directory not empty"): it is renamed
+    aside first (atomic), then removed as far as it can be; what is left is swept later."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+        return
+    sweep(path.parent, path.name, ".trash")
+    aside = Path(
+        tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".trash", dir=path.parent)
+    )
+    os.replace(path, aside)  # an empty dir is replaced by rename(2)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staging_dir(final: Path) -> Iterator[Path]:
     """Yield a fresh temp dir next to ``final``; rename it to ``final`` on success.
 
     On any error (Ctrl-C included) the temp dir is removed, so ``final`` is never
-    half-built. The caller must hold the lock for ``final``.
+    half-built. The caller must hold the lock for ``final``: staging dirs of ``final``
+    that a killed run left (kill -9 skips the cleanup) are removed first.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    sweep(final.parent, final.name, ".partial", all_of_them=True)
+    tmp = scratch_dir(final.parent, final.name, ".partial")
     try:
         yield tmp
-        if final.exists():
-            shutil.rmtree(final)
+        remove_tree(final)
         os.replace(tmp, final)
     finally:
         if tmp.exists():

@@ -219,13 +219,29 @@ class Matrix:
         return tuple(seen)
 
 
+# Longer than any release number: a longer value is refused before it names a file.
+MAX_VERSION = 64
+EXAMPLES = {"vllm": "0.8.5", "torch": "2.6.0", "cuda": "12.4", "python": "3.12"}
+
+
+def shown(value: str, n: int = 40) -> str:
+    """``value`` quoted for a message, cut to ``n`` characters."""
+    return repr(value) if len(value) <= n else f"{value[:n]!r}... ({len(value)} characters)"
+
+
 def _version(doc: TomlDoc, value: str, key: str, ctx: str, line: int) -> str:
+    fix = f'write e.g. {key} = "{EXAMPLES.get(key, "1.0")}"'
+    if len(value) > MAX_VERSION:
+        raise ConfigError(
+            f"{doc.where(key, line)}: '{key}' in {ctx} is not a version: {shown(value)}",
+            fix=fix,
+        )
     try:
         Version(value)
     except InvalidVersion as exc:
         raise ConfigError(
-            f"{doc.where(key, line)}: '{key}' in {ctx} is not a version: {value!r}",
-            fix=f'write e.g. {key} = "{ {"vllm": "0.8.5", "torch": "2.6.0"}.get(key, "12.4") }"',
+            f"{doc.where(key, line)}: '{key}' in {ctx} is not a version: {shown(value)}",
+            fix=fix,
         ) from exc
     return value
 
@@ -248,11 +264,13 @@ def _cell(
     vllm = _version(doc, get("vllm", str), "vllm", ctx, line)
     torch = get("torch", str)
     try:
+        if len(torch) > MAX_VERSION:
+            raise ValueError(f"{len(torch)} characters")
         split_torch(torch)
     except ValueError as exc:
         raise ConfigError(
             f"{doc.where('torch', line)}: 'torch' in {ctx} is not a torch version: "
-            f"{torch!r} ({exc})",
+            f"{shown(torch)} ({shown(str(exc), 80)})",
             fix='write e.g. torch = "2.6.0" (the index\'s default wheel) or "2.7.1+cu128" '
             "(a CUDA variant from PyTorch's per-CUDA index)",
         ) from None

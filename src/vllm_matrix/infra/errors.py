@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class MatrixError(Exception):
     """Base for every error the tool reports to a user.
@@ -68,13 +71,33 @@ def describe_os_error(exc: OSError) -> tuple[str, str]:
     if exc.errno == errno.ENOSPC:
         return (f"no space left on the device{where}", NO_SPACE_FIX)
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return (
-            f"cannot write{where}: {exc.strerror}",
-            "make the cache directory writable, or set VLLM_MATRIX_CACHE to one that is",
-        )
+        return (f"cannot write{where}: {exc.strerror}", _unwritable_fix(exc.filename))
     if exc.errno == errno.EDQUOT:
         return (f"disk quota exceeded{where}", "free space within the quota, then rerun")
     return (
         f"{exc.strerror or type(exc).__name__}{where}",
         "check the path and the disk; rerun with --debug for the traceback",
     )
+
+
+def _unwritable_fix(filename: object) -> str:
+    """The fix for a path that cannot be written: the cache's, or the workspace's own
+    results/ or reports/ (which VLLM_MATRIX_CACHE does not move)."""
+    from vllm_matrix.infra.cache import cache_root  # cache imports this module
+
+    cache_fix = "make the cache directory writable, or set VLLM_MATRIX_CACHE to one that is"
+    if not isinstance(filename, str | os.PathLike):
+        return cache_fix
+    path = Path(os.path.abspath(filename))
+    cache = cache_root()
+    if path == cache or cache in path.parents:
+        return cache_fix
+    for part in ("results", "reports"):
+        for d in (path, *path.parents):
+            if d.name == part:
+                return (
+                    f"make {d} writable (`chmod u+w {d}`), or run from a copy of the matrix "
+                    f"in a writable directory (--matrix DIR/matrix.toml: {part}/ is written "
+                    "beside it)"
+                )
+    return f"make {path.parent} writable, or work in a directory that is"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -18,6 +20,28 @@ from vllm_matrix.infra import programs
 from vllm_matrix.infra.errors import CommandError, ProgramMissing
 
 TAIL_LINES = 40
+
+# Children die with the tool: each one asks the kernel for SIGKILL when the process that
+# started it ends (prctl PR_SET_PDEATHSIG), so a kill -9 of vllm-matrix does not leave
+# apt-get, dpkg-deb, uv or nvcc running on (and writing into a staging dir the next run
+# removes). Ctrl-C reaches them anyway: they share the terminal's process group.
+PR_SET_PDEATHSIG = 1
+try:
+    _LIBC: ctypes.CDLL | None = (
+        ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+    )
+except OSError:  # no libc to ask: children are then only killed on a timeout or Ctrl-C
+    _LIBC = None
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    def setup() -> None:  # runs in the child, between fork and exec
+        if _LIBC is not None:
+            _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the tool died before the request was made
+            os._exit(137)
+
+    return setup
 
 
 @dataclass(frozen=True)
@@ -133,6 +157,7 @@ def run(
             text=True,
             errors="replace",
             bufsize=1,
+            preexec_fn=_die_with(os.getpid()),
         ) as proc:
             assert proc.stdout is not None
             timer = None

@@ -272,39 +272,198 @@ def verdict_json(stages: list[StageResult]) -> dict[str, Any]:
     return asdict(v) | {"evidence": list(v.evidence), "label": v.label}
 
 
-def envelope(cell: Cell, stages: list[StageResult], mach: dict[str, Any]) -> dict[str, Any]:
-    return {
+def envelope(
+    cell: Cell,
+    stages: list[StageResult],
+    mach: dict[str, Any],
+    last_error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    doc = {
         "schema": SCHEMA,
         "version": SCHEMA_VERSION,
-        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "written": now(),
         "cell": cell.to_json(),
         "machine": mach,
         "stages": [s.to_json() for s in stages],
         "verdict": verdict_json(stages),
     }
+    if last_error is not None:
+        doc["last_error"] = last_error
+    return doc
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def error_record(stages: list[StageResult], when: str | None = None) -> dict[str, Any]:
+    """``last_error`` of a result that kept older, deeper evidence: the newer run that ended
+    in ERROR (its stage, cause, fix, when, and its stages)."""
+    v = verdict_of(stages)
+    return {
+        "verdict": v.verdict,
+        "stage": v.depth,
+        "cause": v.cause,
+        "fix": v.fix,
+        "written": when or now(),
+        "stages": [s.to_json() for s in stages],
+    }
 
 
 def write(
-    results_dir: Path, cell: Cell, stages: list[StageResult], mach: dict[str, Any] | None = None
+    results_dir: Path,
+    cell: Cell,
+    stages: list[StageResult],
+    mach: dict[str, Any] | None = None,
+    last_error: dict[str, Any] | None = None,
 ) -> Path:
+    """``last_error``: a newer run that ended in ERROR, kept beside ``stages`` (the older,
+    deeper evidence it must not erase)."""
     path = results_dir / f"{cell.id}.json"
     # Paths as the report shows them (results/logs/..., $VLLM_MATRIX_CACHE/...).
     roots = portable.Roots.here(results_dir.parent)
-    doc = portable.doc(envelope(cell, stages, mach or machine()), roots)
+    doc = portable.doc(envelope(cell, stages, mach or machine(), last_error), roots)
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
     return path
 
 
 class ResultFormatError(ValueError):
-    pass
+    """A result file that cannot be used: ``reason`` says why, without the path."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+# What a result file may hold (a report renders every id and status it reads: a newline or
+# a `|` in an id splits the markdown table, a 200,000-character id bloats it).
+MAX_FILE_BYTES = 64 * 2**20
+MAX_ID = 200
+MAX_TEXT = 20_000  # a stage summary or a finding's message
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+\-]*")
+_STAGE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+
+
+def _short_repr(value: object) -> str:
+    r = repr(value)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def check(d: object) -> dict[str, Any]:
+    """``d`` as a cell result envelope, or a ResultFormatError saying what is wrong: the
+    schema and its version, then every field a report reads (types, the status enum, a
+    cell id that renders as one table cell, sizes)."""
+
+    def bad(reason: str) -> ResultFormatError:
+        return ResultFormatError(reason)
+
+    if not isinstance(d, dict):
+        raise bad("not a vllm-matrix result (not a JSON object)")
+    if d.get("schema") != SCHEMA:
+        raise bad(
+            f"not a vllm-matrix result (schema {_short_repr(d.get('schema'))}, not {SCHEMA!r})"
+        )
+    if d.get("version") != SCHEMA_VERSION:
+        raise bad(
+            f"result schema version {_short_repr(d.get('version'))}, this vllm-matrix reads "
+            f"{SCHEMA_VERSION}: rerun the cell with this version"
+        )
+    cell = d.get("cell")
+    if not isinstance(cell, dict):
+        raise bad("malformed result: 'cell' is not an object")
+    cid = cell.get("id")
+    if not isinstance(cid, str) or not cid:
+        raise bad("malformed result: cell.id is not a string")
+    if len(cid) > MAX_ID:
+        raise bad(f"malformed result: cell.id is {len(cid)} characters (at most {MAX_ID})")
+    if not _ID.fullmatch(cid):
+        raise bad(
+            f"malformed result: cell.id {_short_repr(cid)} holds a character a cell id never "
+            "has (letters, digits and . _ + - only)"
+        )
+    for k in ("vllm", "torch", "cuda", "provider", "python"):
+        v = cell.get(k)
+        if not isinstance(v, str) or len(v) > MAX_ID or "\n" in v or "|" in v:
+            raise bad(f"malformed result: cell.{k} {_short_repr(v)} is not a short string")
+    arch = cell.get("arch")
+    if not isinstance(arch, list) or not all(isinstance(a, str) and len(a) < 20 for a in arch):
+        raise bad("malformed result: cell.arch is not a list of arches")
+    for k, v in cell.items():
+        if isinstance(v, str) and len(v) > MAX_TEXT:
+            raise bad(f"malformed result: cell.{k} is {len(v)} characters")
+    if not isinstance(d.get("machine"), dict | None):
+        raise bad("malformed result: 'machine' is not an object")
+    if not isinstance(d.get("written"), str | None):
+        raise bad("malformed result: 'written' is not a string")
+    le = d.get("last_error")
+    if le is not None and not (
+        isinstance(le, dict)
+        and all(isinstance(le.get(k), str) for k in ("stage", "cause", "fix", "written"))
+        and len(le["cause"]) <= MAX_TEXT
+    ):
+        raise bad("malformed result: 'last_error' is not stage/cause/fix/written")
+    stages = d.get("stages")
+    if not isinstance(stages, list):
+        raise bad("malformed result: 'stages' is not a list")
+    for n, s in enumerate(stages):
+        where = f"stages[{n}]"
+        if not isinstance(s, dict):
+            raise bad(f"malformed result: {where} is not an object")
+        name, status = s.get("stage"), s.get("status")
+        if not isinstance(name, str) or not _STAGE.fullmatch(name):
+            raise bad(f"malformed result: {where}.stage {_short_repr(name)} is not a stage name")
+        if status not in STATUSES:
+            raise bad(
+                f"malformed result: {where} ({name}) has status {_short_repr(status)}, "
+                f"not one of {', '.join(STATUSES)}"
+            )
+        secs = s.get("seconds")
+        if isinstance(secs, bool) or not isinstance(secs, int | float) or not secs >= 0:
+            raise bad(f"malformed result: {where}.seconds {_short_repr(secs)} is not a duration")
+        if not isinstance(s.get("summary"), str) or len(s["summary"]) > MAX_TEXT:
+            raise bad(f"malformed result: {where}.summary is not a string of sane size")
+        if not isinstance(s.get("details", {}), dict):
+            raise bad(f"malformed result: {where}.details is not an object")
+        if not isinstance(s.get("log"), str | None):
+            raise bad(f"malformed result: {where}.log is not a string")
+        findings = s.get("findings", [])
+        if not isinstance(findings, list):
+            raise bad(f"malformed result: {where}.findings is not a list")
+        for f in findings:
+            ok = isinstance(f, dict) and all(
+                isinstance(f.get(k), str) and len(f[k]) <= MAX_TEXT
+                for k in ("rule", "level", "message")
+            )
+            if not ok or not isinstance(f.get("evidence", []), list):
+                raise bad(f"malformed result: a finding of {where} is not rule/level/message")
+            try:
+                Finding(**{**f, "evidence": tuple(f.get("evidence", ()))})
+            except TypeError as exc:
+                raise bad(f"malformed result: a finding of {where}: {exc}") from None
+    return d
 
 
 def read(path: Path) -> dict[str, Any]:
-    d: dict[str, Any] = json.loads(path.read_text())
-    if d.get("schema") != SCHEMA:
-        raise ResultFormatError(f"{path}: not a vllm-matrix result (schema {d.get('schema')!r})")
-    if d.get("version") != SCHEMA_VERSION:
-        raise ResultFormatError(
-            f"{path}: result version {d.get('version')}, expected {SCHEMA_VERSION}; rerun the cell"
-        )
+    """A result file, checked (``check``); a ResultFormatError names the file and says what
+    is wrong with it (also for a file that is empty, not UTF-8 or not JSON)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ResultFormatError(f"{size} bytes, more than a result file ever holds")
+        raw = path.read_bytes()
+        if not raw.strip():
+            raise ResultFormatError("empty file")
+        text = raw.decode("utf-8")
+        d = check(json.loads(text))
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        raise ResultFormatError(f"{path.name}: {reason}", reason) from None
+    except json.JSONDecodeError as exc:
+        reason = f"not valid JSON (line {exc.lineno}: {exc.msg})"
+        raise ResultFormatError(f"{path.name}: {reason}", reason) from None
+    except RecursionError:
+        reason = "not valid JSON (nested too deep)"
+        raise ResultFormatError(f"{path.name}: {reason}", reason) from None
+    except ResultFormatError as exc:
+        raise ResultFormatError(f"{path.name}: {exc.reason}", exc.reason) from None
     return d

@@ -26,9 +26,17 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from vllm_matrix.infra import tomlfile
-from vllm_matrix.infra.config import PROVIDERS, Cell, Matrix, read_arch_list
-from vllm_matrix.infra.errors import ConfigError
+from vllm_matrix.infra import index, tomlfile
+from vllm_matrix.infra.config import (
+    EXAMPLES,
+    MAX_VERSION,
+    PROVIDERS,
+    Cell,
+    Matrix,
+    read_arch_list,
+    shown,
+)
+from vllm_matrix.infra.errors import ConfigError, MatrixError
 from vllm_matrix.infra.tomlfile import TomlDoc
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
@@ -191,7 +199,7 @@ def parse(
             raise ConfigError(
                 f"{doc.path}:{line}: {ctx} is missing '{key}'", fix=f"add {key} = ... to {ctx}"
             )
-    releases = releases if releases is not None else _ordered(pins.releases())
+    releases = releases if releases is not None else known_releases()
     vllm = _axis(doc, raw["vllm"], "vllm", releases, line, "vLLM release")
     torch_known = _ordered([t for t in know.torch if "+" not in t])
     torch = _axis(doc, raw["torch"], "torch", torch_known, line, "torch release")
@@ -259,6 +267,68 @@ def _line_with(doc: TomlDoc, needle: str, after: int) -> int:
         if no >= after and needle in text:
             return no
     return after
+
+
+def known_releases() -> list[str]:
+    """The vLLM releases the tool knows, oldest first: [grid]'s axis and the check of
+    [[cell]] and --vllm / release VERSION read this one list: pins.releases(), the index's
+    (cached; offline the last list seen, else the committed pins file)."""
+    return _ordered(pins.releases())
+
+
+def _index_versions(project: str) -> list[str] | None:
+    """The project's versions on the index; None when it cannot be asked (offline: the
+    stage that downloads says so, with its own fix)."""
+    try:
+        return [str(v) for v in index.versions(project)]
+    except (MatrixError, OSError):
+        return None
+
+
+def check_version(value: str, what: str, where: str = "") -> None:
+    """A usage error (ConfigError, exit 2) with "did you mean" when ``value`` is not a
+    release of vLLM (``what`` = "vllm") or torch ("torch"; a variant by its public part):
+    first the known list (vllm_pins.toml / toolchains.toml), then the index for a release
+    newer than those. An index that cannot be reached lets it pass."""
+    label = {"vllm": "vLLM", "torch": "torch"}[what]
+    if len(value) > MAX_VERSION:
+        raise ConfigError(
+            f"{where}{label} {shown(value)} is not a version",
+            fix=f"write a {label} release, e.g. {EXAMPLES[what]}",
+        )
+    public = value.partition("+")[0]
+    try:
+        Version(public)
+    except InvalidVersion:
+        raise ConfigError(
+            f"{where}{label} {shown(value)} is not a version",
+            fix=f"write a {label} release, e.g. {EXAMPLES[what]}",
+        ) from None
+    known = (
+        known_releases()
+        if what == "vllm"
+        else _ordered([t.partition("+")[0] for t in knowledge.load().torch])
+    )
+    if not known or public in known:
+        return
+    on_index = _index_versions(what)
+    if on_index is None or public in on_index:
+        return
+    choices = _ordered([*known, *(v for v in on_index if not Version(v).is_prerelease)])
+    raise ConfigError(
+        f"{where}{label} {shown(value)} is not a {label} release (not in the "
+        f"{'release list' if what == 'vllm' else 'toolchain knowledge'} nor on the index)",
+        fix=tomlfile.did_you_mean(public, choices),
+    )
+
+
+def check_cells(m: Matrix) -> None:
+    """Every [[cell]]'s vllm (unless it names its source) and torch is a real release."""
+    for c in m.cells:
+        where = f"{m.path.name}:{c.line}: " if c.line else ""
+        if c.source is None:
+            check_version(c.vllm, "vllm", where)
+        check_version(c.torch, "torch", where)
 
 
 def merge(explicit: tuple[Cell, ...], grid_cells: tuple[Cell, ...]) -> tuple[Cell, ...]:

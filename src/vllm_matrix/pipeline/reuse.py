@@ -75,4 +75,23 @@ def keep_deeper(d: dict[str, Any] | None, stages: list[StageResult]) -> list[Sta
     return stages + prev[len(stages) :] if same and len(prev) > len(stages) else stages
 
 
-__all__ = ["keep_deeper", "passed_probe", "previous", "probe_inputs"]
+def kept_over_error(
+    d: dict[str, Any] | None, stages: list[StageResult]
+) -> list[StageResult] | None:
+    """The earlier run's stages when this run ended in ERROR (the tool or the machine
+    failed: nothing learned about vLLM) and the earlier run holds evidence as deep as the
+    stage this one stopped at: a full disk at preflight must not erase a probe, a build or a
+    GPU run. None when this run's stages are to be written as they are."""
+    if d is None or results.verdict_of(stages).verdict != "ERROR":
+        return None
+    prev = [StageResult.from_json(s) for s in d["stages"]]
+    old = results.verdict_of(prev)
+    if old.verdict in ("ERROR", "UNKNOWN"):
+        return None
+    rank = {name: n for n, name in enumerate(results.STAGE_ORDER)}
+    stopped = results.verdict_of(stages).depth
+    deep = rank.get(results.depth_stage(old.depth), -1) >= rank.get(stopped, len(rank))
+    return prev if deep else None
+
+
+__all__ = ["keep_deeper", "kept_over_error", "passed_probe", "previous", "probe_inputs"]

@@ -168,6 +168,15 @@ def run_cell(
         )
         results.write(ws.results, cell, ctx.done, mach)
         raise
+    kept = reuse.kept_over_error(previous, ctx.done)
+    if kept is not None:
+        # Both stay: the older evidence as the result, this run's ERROR as its last_error
+        # (the report shows "last run: ERROR at X"); the caller sees this run's ERROR.
+        results.write(ws.results, cell, kept, mach, results.error_record(ctx.done))
+        if echo is not None:
+            old = results.verdict_of(kept)
+            echo(f"{cell.id}: kept the earlier {old.verdict} at {old.depth} beside this ERROR")
+        return ctx.done
     stages = reuse.keep_deeper(previous, ctx.done)
     results.write(ws.results, cell, stages, mach)
     return stages

@@ -52,9 +52,11 @@ def collect(matrix: Matrix, results_dir: Path, other_dir: Path | None = None) ->
     from other machines into ``other_dir`` (e.g. ``--env current`` runs on the GPU
     machine), reported as they are, beside the matrix."""
     rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
     for cell in matrix.cells:
         path = results_dir / f"{cell.id}.json"
-        if not path.exists():
+        d = _read(path, f"{results_dir.name}/{path.name}", skipped) if path.exists() else None
+        if d is None:
             rows.append(
                 {
                     "id": cell.id,
@@ -73,22 +75,38 @@ def collect(matrix: Matrix, results_dir: Path, other_dir: Path | None = None) ->
                 }
             )
             continue
-        rows.append(_row(cell.id, results.read(path)))
+        rows.append(_row(cell.id, d))
     others = sorted(other_dir.glob("*.json")) if other_dir and other_dir.is_dir() else []
+    other_docs = [(p.stem, _read(p, f"reports/{OTHER_DIR}/{p.name}", skipped)) for p in others]
     doc = {
         "schema": SCHEMA,
         "version": SCHEMA_VERSION,
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "matrix": matrix.path.name,
         "cells": rows,
-        "other_runs": [_row(p.stem, results.read(p)) for p in others],
+        "other_runs": [_row(stem, d) for stem, d in other_docs if d is not None],
         # `vllm-matrix blackwell`: per release, the cheapest toolchain serving sm_120
         "blackwell": _blackwell(results_dir / "blackwell.json"),
     }
+    if skipped:  # files that could not be read: named in the report, the rest reported
+        doc["skipped"] = skipped
     # No path of the machine that made a result: logs relative to the workspace, the
     # cache as $VLLM_MATRIX_CACHE, ... (roots seen anywhere in it replaced everywhere).
     out: dict[str, Any] = portable.doc(doc, portable.Roots.here(results_dir.parent))
     return out
+
+
+def _read(path: Path, label: str, skipped: list[dict[str, str]]) -> dict[str, Any] | None:
+    """A result file, or None with the file and the reason added to ``skipped`` (one bad
+    file never stops the report: its cell is shown as not answered)."""
+    try:
+        return results.read(path)
+    except results.ResultFormatError as exc:
+        reason = exc.reason
+    except OSError as exc:
+        reason = f"cannot be read ({exc.strerror})"
+    skipped.append({"file": label, "reason": reason})
+    return None
 
 
 def _blackwell(path: Path) -> dict[str, Any] | None:
@@ -124,6 +142,10 @@ def _row(cell_id: str, d: dict[str, Any]) -> dict[str, Any]:
         ],
         "written": d["written"],
         "estimate": _estimate(d),
+        # a newer run that ended in ERROR and left this (deeper) evidence standing
+        "last_error": {k: v for k, v in d["last_error"].items() if k != "stages"}
+        if d.get("last_error")
+        else None,
     }
 
 
@@ -145,6 +167,24 @@ def _estimate(d: dict[str, Any]) -> dict[str, Any]:
                 out["targets"] = est["partial"].get("targets", [])
             return out
     return {}
+
+
+def last_run(r: dict[str, Any]) -> str:
+    """'last run: ERROR at source, <when>: <cause>' for a row whose newer run failed."""
+    le = r.get("last_error")
+    if not le:
+        return ""
+    return f"last run: ERROR at {le['stage']}, {le['written']}: {le['cause']}"
+
+
+def escape(text: str) -> str:
+    """``text`` as one markdown table cell or list item: a newline or a ``|`` in a cell id,
+    a cause or a fix would end the cell or the row."""
+    return " ".join(str(text).split("\n")).replace("\r", " ").replace("|", "\\|")
+
+
+def _table(rows: list[list[str]]) -> list[list[str]]:
+    return [[escape(c) for c in r] for r in rows]
 
 
 def _short(text: str, n: int = cause.WIDTH) -> str:
@@ -189,6 +229,8 @@ def render_md(doc: dict[str, Any]) -> str:
             continue
         c = r["cell"]
         why, notes = cause.cells(r)
+        if r.get("last_error"):
+            notes = "; ".join(x for x in (_short(last_run(r)), notes) if x)
         table.append(
             [
                 f"`{r['id']}`",
@@ -208,7 +250,7 @@ def render_md(doc: dict[str, Any]) -> str:
         )
     out.append(
         tabulate(
-            table,
+            _table(table),
             headers=[
                 "cell",
                 "vLLM",
@@ -265,7 +307,7 @@ def render_md(doc: dict[str, Any]) -> str:
         ]
         out.append(
             tabulate(
-                table,
+                _table(table),
                 headers=["run", "verdict", "depth", "what it did", "cause", "notes", "machine"],
                 tablefmt="github",
                 disable_numparse=True,
@@ -277,7 +319,7 @@ def render_md(doc: dict[str, Any]) -> str:
     out += ["", "## Details", ""]
     for r in doc["cells"]:
         c = r["cell"]
-        out.append(f"### `{r['id']}` — {r['verdict']}")
+        out.append(f"### `{escape(r['id'])}` — {r['verdict']}")
         if c.get("note"):
             out.append(f"_{c['note']}_")
         out.append("")
@@ -305,6 +347,12 @@ def render_md(doc: dict[str, Any]) -> str:
             out.append(f"  - full wheel: {est['wheel']}")
             if est.get("partial"):
                 out.append(f"  - {' + '.join(est['targets'])} (serving): {est['partial']}")
+        if r.get("last_error"):
+            le = r["last_error"]
+            out.append(
+                f"- {escape(last_run(r))} (fix: {escape(le['fix']) or '—'}); the result above is "
+                "the earlier run's, kept: an ERROR says nothing about vLLM"
+            )
         if r["machine"]:
             out.append(
                 f"- machine: {results.machine_label(r['machine'])}, "
@@ -312,10 +360,14 @@ def render_md(doc: dict[str, Any]) -> str:
             )
         out += [f"- {n}" for n in r.get("notes", ())]  # merge: every machine's run
         out.append("")
+    if doc.get("skipped"):  # unreadable result files: their cells are UNKNOWN above
+        out += ["## Skipped result files", ""]
+        out += [f"- `{escape(x['file'])}`: {escape(x['reason'])}" for x in doc["skipped"]]
+        out.append("")
     refused = doc.get("merged", {}).get("refused", [])
     if refused:  # merge: files not read, each with its reason
         out += ["## Refused result files", ""]
-        out += [f"- `{x['file']}`: {x['reason']}" for x in refused]
+        out += [f"- `{escape(x['file'])}`: {escape(x['reason'])}" for x in refused]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -339,7 +391,7 @@ def _errors_md(rows: list[dict[str, Any]]) -> list[str]:
     ]
     out.append(
         tabulate(
-            table,
+            _table(table),
             headers=["cell", "stopped at", "what broke", "fix"],
             tablefmt="github",
             disable_numparse=True,
@@ -352,7 +404,12 @@ def portable_copies(other_dir: Path, workspace: Path) -> list[Path]:
     """Rewrite the result files copied from other machines without that machine's paths
     (they are committed beside the report); the files changed."""
     paths = sorted(other_dir.glob("*.json")) if other_dir.is_dir() else []
-    docs = {p: json.loads(p.read_text()) for p in paths}
+    docs = {}
+    for p in paths:
+        try:  # an unreadable copy is left as it is: collect names it as skipped
+            docs[p] = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            continue
     roots = portable.Roots.here(workspace).learn(portable.strings(list(docs.values())))
     changed = []
     for p, d in docs.items():
@@ -369,9 +426,22 @@ def write(
     reports_dir: Path,
     echo: Callable[[str], None] | None = None,
 ) -> tuple[Path, Path]:
+    j, m, _ = write_report(matrix, results_dir, reports_dir, echo)
+    return j, m
+
+
+def write_report(
+    matrix: Matrix,
+    results_dir: Path,
+    reports_dir: Path,
+    echo: Callable[[str], None] | None = None,
+) -> tuple[Path, Path, list[dict[str, str]]]:
+    """compat.json and compat.md from ``results_dir``, and the result files skipped (each
+    ``{"file", "reason"}``: not UTF-8, not JSON, another schema ...; named in the report)."""
     portable_copies(reports_dir / OTHER_DIR, results_dir.parent)
     doc = collect(matrix, results_dir, reports_dir / OTHER_DIR)
-    return write_doc(doc, reports_dir, results_dir / SCRATCH, echo)
+    j, m = write_doc(doc, reports_dir, results_dir / SCRATCH, echo)
+    return j, m, list(doc.get("skipped", []))
 
 
 # Where a render that would drop committed evidence goes instead (results/ is not tracked).

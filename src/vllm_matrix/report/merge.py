@@ -14,7 +14,6 @@ details list every run of the cell, the winner marked.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import Any
 
 from vllm_matrix.infra import results
 from vllm_matrix.infra.config import Matrix
+from vllm_matrix.infra.errors import MatrixError, ToolError
 from vllm_matrix.report import compat as report
 
 # Verdicts that say nothing about vLLM: never chosen over a run that does.
@@ -67,33 +67,19 @@ def find_files(dirs: Sequence[Path]) -> list[tuple[Path, str]]:
 
 
 def read_run(path: Path, label: str) -> Run | Refused:
-    """One result file as a report row, or why it is refused."""
+    """One result file as a report row, or why it is refused (results.read checks the
+    schema, the status enum, the cell id and the sizes)."""
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        return Refused(label, f"not UTF-8 text ({exc.reason})")
-    except json.JSONDecodeError as exc:
-        return Refused(label, f"not valid JSON (line {exc.lineno}: {exc.msg})")
+        d = results.read(path)
+    except results.ResultFormatError as exc:
+        return Refused(label, exc.reason)
     except OSError as exc:
         return Refused(label, f"cannot be read ({exc.strerror})")
-    if not isinstance(d, dict):
-        return Refused(label, "not a vllm-matrix result (not a JSON object)")
-    if d.get("schema") != results.SCHEMA:
-        return Refused(
-            label, f"not a vllm-matrix result (schema {d.get('schema')!r}, not {results.SCHEMA!r})"
-        )
-    if d.get("version") != results.SCHEMA_VERSION:
-        return Refused(
-            label,
-            f"result schema version {d.get('version')!r}, this vllm-matrix reads "
-            f"{results.SCHEMA_VERSION}: rerun the cell with this version, or merge with the "
-            "version that wrote it",
-        )
     try:
         cell_id = d["cell"]["id"]
         row = report._row(cell_id, d)
-        if not isinstance(cell_id, str) or not isinstance(row["machine"], dict):
-            raise TypeError("cell.id or machine has the wrong type")
+        if not isinstance(row["machine"], dict):
+            raise TypeError("machine is not an object")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return Refused(label, f"malformed result ({type(exc).__name__}: {exc})")
     return Run(label, row)
@@ -144,12 +130,26 @@ def collect(
     files of cells the matrix does not have join ``other_runs``."""
     by_id: dict[str, list[Run]] = {}
     refused: list[Refused] = []
-    for path, label in find_files(dirs):
+    found = find_files(dirs)
+    names = ", ".join(Path(d).name for d in dirs)
+    if not found:  # never a report of every cell UNKNOWN from nothing
+        raise MatrixError(
+            f"--merge: no result files (*.json) under {names}",
+            fix="pass the directories the runs wrote their results/ into (CI: the downloaded "
+            "artifacts)",
+        )
+    for path, label in found:
         got = read_run(path, label)
         if isinstance(got, Refused):
             refused.append(got)
         else:
             by_id.setdefault(got.row["id"], []).append(got)
+    if not by_id:
+        raise ToolError(
+            f"--merge: none of the {len(refused)} file(s) under {names} is a readable result: "
+            + "; ".join(f"{x.file}: {x.reason}" for x in refused[:5]),
+            fix="merge the results/ directories the runs wrote (vllm-matrix/cell-result files)",
+        )
     # The matrix's rows, UNKNOWN where no file has the cell, as the one-machine report
     # makes them (from an empty results dir); then each cell with runs replaced.
     with tempfile.TemporaryDirectory() as empty:

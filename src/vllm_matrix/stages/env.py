@@ -13,20 +13,36 @@ last; a directory without the marker is a leftover of an interrupted run and is 
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import csv
+import hashlib
 import importlib.util
 import json
 import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from vllm_matrix.infra import index, proc, programs, progress
-from vllm_matrix.infra.cache import atomic_write_text, cache_root, locked, require_free
-from vllm_matrix.infra.errors import ConfigError, MatrixError, NotAvailable
+from vllm_matrix.infra import index, manifest, proc, programs, progress
+from vllm_matrix.infra.cache import (
+    atomic_write_text,
+    cache_root,
+    locked,
+    remove_tree,
+    require_free,
+)
+from vllm_matrix.infra.errors import (
+    CommandError,
+    ConfigError,
+    MatrixError,
+    NotAvailable,
+    ToolError,
+)
 from vllm_matrix.infra.tomlfile import did_you_mean
 from vllm_matrix.knowledge import buildenv
 from vllm_matrix.stages.torchwheel import read_version_py
@@ -115,8 +131,11 @@ def _read_marker(path: Path) -> TorchEnv | None:
     m = path / MARKER
     if not m.is_file():
         return None
-    d = json.loads(m.read_text())
-    return TorchEnv(
+    try:
+        d = json.loads(m.read_text())
+    except (OSError, ValueError):  # a damaged marker: the env is made again
+        return None
+    env = TorchEnv(
         d["python"],
         d["torch"],
         d["variant"],
@@ -126,6 +145,14 @@ def _read_marker(path: Path) -> TorchEnv | None:
         d["torch_version"],
         d["torch_cuda"],
     )
+    if env.root != path:  # the cache was moved or copied: the env here is checked and used
+        try:
+            site = path / env.site.relative_to(env.root)
+            exe = path / env.python_exe.relative_to(env.root)
+        except ValueError:
+            return None
+        env = replace(env, root=path, site=site, python_exe=exe)
+    return env
 
 
 def provide(
@@ -143,30 +170,118 @@ def provide(
         raise ConfigError(f"unknown env variant '{variant}'", fix=did_you_mean(variant, VARIANTS))
     path = env_dir(python, torch, variant, cache)
     env = _read_marker(path)
-    if env is not None:
+    if env is not None and not damage(env):
         return env
     interpreter = find_python(python)
     with locked(path):
         env = _read_marker(path)
-        if env is not None:
+        damaged = damage(env) if env is not None else []
+        if env is not None and not damaged:
             return env
-        if path.exists():  # an interrupted earlier build: never reuse half an env
-            shutil.rmtree(path)
-        require_free(path, NEED_GIB[variant], f"the torch {torch} env ({variant})")
-        # uv reports nothing countable: the env's size grows as it installs.
-        what = f"installing torch {torch}" + (
-            " and its CUDA libraries" if variant == "full" else ""
-        )
-        bar = progress.watch_dir(f"creating env py{python} ({variant})", path, item=what)
-        try:
-            env = _build(path, interpreter, python, torch, variant, log, torch_index)
-        except BaseException:
-            shutil.rmtree(path, ignore_errors=True)
-            raise
-        finally:
-            bar.close()
-        atomic_write_text(path / MARKER, json.dumps(env.to_json(), indent=1))
+        if damaged:
+            try:
+                return _remake(path, interpreter, python, torch, variant, log, torch_index)
+            except MatrixError as exc:
+                raise ToolError(
+                    manifest.describe(f"the cached env {path.name}", damaged)
+                    + f"; remaking it failed: {exc.message}",
+                    fix=exc.fix or "rerun once the cause above is fixed",
+                ) from exc
+        return _remake(path, interpreter, python, torch, variant, log, torch_index)
+
+
+def _remake(
+    path: Path,
+    interpreter: Path,
+    python: str,
+    torch: str,
+    variant: str,
+    log: Path | None,
+    torch_index: str | None,
+) -> TorchEnv:
+    """Build the env at ``path`` (the caller holds its lock): the manifest, then the marker."""
+    if path.exists():  # an interrupted earlier build: never reuse half an env
+        remove_tree(path)  # renamed aside first: a killed run's orphan may still write
+    require_free(path, NEED_GIB[variant], f"the torch {torch} env ({variant})")
+    # uv reports nothing countable: the env's size grows as it installs.
+    what = f"installing torch {torch}" + (" and its CUDA libraries" if variant == "full" else "")
+    bar = progress.watch_dir(f"creating env py{python} ({variant})", path, item=what)
+    try:
+        env = _build(path, interpreter, python, torch, variant, log, torch_index)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
+    manifest.write(path, key_files(env), ignore=(MARKER,))
+    atomic_write_text(path / MARKER, json.dumps(env.to_json(), indent=1))
     return env
+
+
+# Hashed on every use (relative to site-packages): what a probe or a build reads first.
+KEY_FILES = (
+    "torch/include/torch/extension.h",
+    "torch/include/ATen/ATen.h",
+    "torch/lib/libtorch.so",
+    "torch/lib/libc10.so",
+    "torch/version.py",
+    "torch/share/cmake/Torch/TorchConfig.cmake",
+)
+
+
+def key_files(env: TorchEnv) -> list[str]:
+    try:
+        site = env.site.relative_to(env.root).as_posix()
+    except ValueError:
+        return []
+    return [f"{site}/{k}" for k in KEY_FILES]
+
+
+def damage(env: TorchEnv, full: bool = False) -> list[str]:
+    """What is wrong with the cached env against its manifest (empty: intact).
+
+    An env made before manifests existed is checked against its packages' own RECORD
+    files instead (every installed file there, with its size; the key files' sha256), and
+    then given a manifest (adopted, not remade: remaking costs GBs of downloads, and
+    RECORD is the installer's own list of what it wrote). Not written where the cache is
+    read-only."""
+    root = env.root
+    m = manifest.read(root)
+    if m is not None:
+        return manifest.problems(root, m, full)
+    found = record_problems(env.site, set(KEY_FILES) if not full else None)
+    if not (env.site / "torch").is_dir():
+        found.insert(0, "no torch in the env's site-packages")
+    if not found:
+        with contextlib.suppress(OSError):
+            manifest.write(root, key_files(env), ignore=(MARKER,))
+    return found
+
+
+def record_problems(site: Path, hashed: set[str] | None) -> list[str]:
+    """The files every ``*.dist-info/RECORD`` under ``site`` lists that are missing or of
+    another size; the sha256 of those in ``hashed`` (None: every file) that differs."""
+    out: list[str] = []
+    for rec in sorted(site.glob("*.dist-info/RECORD")):
+        for row in csv.reader(rec.read_text(encoding="utf-8", errors="replace").splitlines()):
+            if len(row) < 3 or not row[1] or not row[2].isdigit():
+                continue  # RECORD itself, .pyc written later: no hash recorded
+            rel, digest, size = row[0], row[1], int(row[2])
+            p = site / rel
+            if "__pycache__" in p.parts:
+                continue
+            try:
+                got = p.stat().st_size
+            except OSError:
+                out.append(f"{rel} is missing (listed in {rec.parent.name}/RECORD)")
+                continue
+            if got != size:
+                out.append(f"{rel} changed size ({size} -> {got} bytes)")
+            elif (hashed is None or rel in hashed) and digest.startswith("sha256="):
+                raw = hashlib.sha256(p.read_bytes()).digest()
+                if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != digest[7:]:
+                    out.append(f"{rel} changed content (sha256 differs from RECORD)")
+    return out
 
 
 def nvtx_requirement(site: Path) -> str | None:
@@ -215,11 +330,18 @@ def _build(
     if torch_index:
         # uv looks in --extra-index-url first: the variant's torch comes from its index.
         base += ["--extra-index-url", torch_index]
+
+    def install(*args: str | os.PathLike[str], timeout: float = 3600) -> None:
+        try:
+            proc.run([*base, *args], log=log, env=uv_env, timeout=timeout)
+        except CommandError as exc:
+            raise uv_error(torch, exc) from None
+
     if variant == "headers":
-        proc.run([*base, "--no-deps", *pkgs], log=log, env=uv_env, timeout=3600)
-        proc.run([*base, *buildenv.packages("headers")], log=log, env=uv_env, timeout=1800)
+        install("--no-deps", *pkgs)
+        install(*buildenv.packages("headers"), timeout=1800)
     else:
-        proc.run([*base, *pkgs, *buildenv.packages("full")], log=log, env=uv_env, timeout=3600)
+        install(*pkgs, *buildenv.packages("full"))
     site = Path(
         proc.run([exe, "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"], log=log)
         .output.strip()
@@ -230,7 +352,7 @@ def _build(
         if nvtx:
             # torch < 2.8's CMake links CUDA::nvToolsExt; toolkits >= 12.9 lack it and the
             # nvtx fixup takes it from this wheel (torch's own pinned dependency).
-            proc.run([*base, "--no-deps", nvtx], log=log, env=uv_env, timeout=1800)
+            install("--no-deps", nvtx, timeout=1800)
     full, cuda = read_version_py((site / "torch" / "version.py").read_text())
     return TorchEnv(
         python,
@@ -241,6 +363,24 @@ def _build(
         site,
         full or torch,
         cuda,
+    )
+
+
+def uv_error(torch: str, exc: CommandError) -> MatrixError:
+    """``uv pip install`` failed: its own reason (the last lines that say why) and a fix
+    that points at the cause -- a torch the index does not have, or the index itself."""
+    lines = [ln.strip() for ln in exc.tail.splitlines() if ln.strip() and not ln.startswith("$")]
+    why = " ".join(lines[-3:])[-400:] or exc.message
+    low = why.lower()
+    if "no version of torch" in low or "no solution found" in low or "not found in the" in low:
+        return MatrixError(
+            f"uv cannot install torch {torch}: {why}",
+            fix=f"check that torch {torch} exists for this Python on the index "
+            "(`pip index versions torch`); pick a released version",
+        )
+    return ToolError(
+        f"uv could not create the torch {torch} env: {why}",
+        fix="check the network and pip's index-url (`pip config list`); the log has uv's output",
     )
 
 

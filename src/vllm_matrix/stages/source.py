@@ -29,7 +29,7 @@ from vllm_matrix.infra.cache import (
     sha256_file,
     staging_dir,
 )
-from vllm_matrix.infra.errors import SourceError
+from vllm_matrix.infra.errors import CommandError, MatrixError, SourceError, ToolError
 
 PROJECT = "vllm"
 
@@ -48,6 +48,15 @@ def _pin_path(version: str, root: Path) -> Path:
 def resolve_sdist(version: str, root: Path | None = None) -> index.IndexFile:
     """The index's sdist for ``version``; remembered so later runs need no network."""
     root = root or cache_root()
+    try:  # before the version names a file (too long; a path)
+        if len(version) > 64:  # refused before it names a file ("File name too long")
+            raise InvalidVersion(version)
+        want = Version(version)
+    except InvalidVersion as exc:
+        raise SourceError(
+            f"{version[:40]!r}{'...' if len(version) > 40 else ''} is not a vLLM version",
+            fix="use a release number such as 0.8.5, or path:DIR / git:URL@TAG",
+        ) from exc
     pin = _pin_path(version, root)
     if pin.exists() and blob_path(root, json.loads(pin.read_text())["sha256"]).exists():
         d = json.loads(pin.read_text())
@@ -59,13 +68,6 @@ def resolve_sdist(version: str, root: Path | None = None) -> index.IndexFile:
             kind="sdist",
             yanked=d.get("yanked", False),
         )
-    try:
-        want = Version(version)
-    except InvalidVersion as exc:
-        raise SourceError(
-            f"'{version}' is not a vLLM version",
-            fix="use a release number such as 0.8.5, or path:DIR / git:URL@TAG",
-        ) from exc
     files = index.project_files(PROJECT)
     sdists = [f for f in files if f.kind == "sdist" and f.version == want]
     if not sdists:
@@ -164,6 +166,33 @@ def tree_version(path: Path) -> str | None:
     return None
 
 
+def git_error(url: str, ref: str, exc: CommandError) -> MatrixError:
+    """Why ``git clone`` failed, from its own words (the ``fatal:`` line), and the fix: a
+    host or repository that cannot be reached is the machine's side (ToolError: ERROR), a
+    ref the repository does not have is the spec's (SourceError)."""
+    lines = [ln.strip() for ln in exc.tail.splitlines() if ln.strip()]
+    said = next((ln for ln in reversed(lines) if ln.startswith(("fatal:", "error:"))), "")
+    said = said or (lines[-1] if lines else f"exit status {exc.returncode}")
+    low = said.lower()
+    where = f"git:{url}@{ref}"
+    if "remote branch" in low and "not found" in low:
+        return SourceError(
+            f"{where}: the repository has no tag or branch '{ref}' ({said})",
+            fix="check the ref after @ (a tag such as v0.8.5), or use a release number",
+        )
+    if any(w in low for w in ("could not resolve", "unable to access", "connection", "timed out")):
+        fix = (
+            "this machine cannot reach that host: check the URL and the network/proxy, or "
+            "clone it elsewhere and use path:DIR (or a release number: its sdist comes from "
+            "the package index)"
+        )
+    elif any(w in low for w in ("not found", "does not exist", "not appear to be a git repo")):
+        fix = "check the repository URL before @ (e.g. a local clone's path or an https URL)"
+    else:
+        fix = "run the same `git clone` by hand to see why; or use path:DIR or a release number"
+    return ToolError(f"{where}: git clone failed: {said}", fix=fix)
+
+
 def git_tree(url: str, ref: str, root: Path | None = None) -> SourceTree:
     root = root or cache_root()
     safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in f"{url}@{ref}")[-120:]
@@ -171,10 +200,13 @@ def git_tree(url: str, ref: str, root: Path | None = None) -> SourceTree:
     with locked(final):
         if not (final / "CMakeLists.txt").exists():
             with staging_dir(final) as tmp:
-                proc.run(
-                    ["git", "clone", "--depth", "1", "--branch", ref, url, str(tmp / "t")],
-                    timeout=1800,
-                )
+                try:
+                    proc.run(
+                        ["git", "clone", "--depth", "1", "--branch", ref, url, str(tmp / "t")],
+                        timeout=1800,
+                    )
+                except CommandError as exc:
+                    raise git_error(url, ref, exc) from None
                 for child in (tmp / "t").iterdir():
                     shutil.move(str(child), tmp / child.name)
                 (tmp / "t").rmdir()

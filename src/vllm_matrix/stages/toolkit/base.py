@@ -4,18 +4,24 @@ and the race-free cache every assembling provider builds into.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from vllm_matrix.infra import proc
+from vllm_matrix.infra import manifest, proc
 from vllm_matrix.infra.arch import Arch
-from vllm_matrix.infra.cache import atomic_write_text, locked, require_free, staging_dir
-from vllm_matrix.infra.errors import MatrixError, NotAvailable
+from vllm_matrix.infra.cache import (
+    atomic_write_text,
+    locked,
+    remove_tree,
+    require_free,
+    staging_dir,
+)
+from vllm_matrix.infra.errors import MatrixError, NotAvailable, ToolError
 
 MARKER = ".vllm-matrix-toolkit.json"
 # Bump when the assembled layout changes: older cached roots are then rebuilt.
@@ -223,14 +229,63 @@ def _cached(final: Path) -> Toolkit | None:
         tk = Toolkit.from_json(data["toolkit"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if tk.root != final:  # the cache was moved or copied: the tree here is the one checked
+        tk = replace(tk, root=final, nvcc=final / "bin" / "nvcc")  # and used (relocatable)
     if not os.access(tk.nvcc, os.X_OK):
         return None
     return tk
 
 
+# Hashed on every use (manifest.py): what a compile runs or reads first.
+KEY_FILES = (
+    "bin/nvcc",
+    "bin/nvcc.profile",
+    "bin/ptxas",
+    "bin/fatbinary",
+    "bin/cudafe++",
+    "nvvm/bin/cicc",
+    "include/cuda_runtime.h",
+    "include/crt/host_config.h",
+    "lib64/libcudart_static.a",
+)
+
+
 def _finish(staging: Path, tk: Toolkit) -> None:
+    # The manifest first, the marker last: a marked root always has its manifest.
+    manifest.write(staging, KEY_FILES, ignore=(MARKER,))
     record = {"format": ASSEMBLY_FORMAT, "toolkit": tk.to_json()}
     atomic_write_text(staging / MARKER, json.dumps(record, indent=2) + "\n")
+
+
+def damage(final: Path, tk: Toolkit, full: bool = False) -> list[str]:
+    """What is wrong with the cached toolkit at ``final`` against its manifest (empty: intact).
+
+    A root assembled before manifests existed is checked once the other way -- its layout
+    complete and its nvcc running and saying the recorded version -- and then given a
+    manifest of what it holds now (adopted, not rebuilt: a rebuild costs a download of GBs,
+    and the checks find the damage seen so far: a missing header or cicc, an nvcc that
+    does not run). It is not written where the cache is read-only."""
+    m = manifest.read(final)
+    if m is not None:
+        return manifest.problems(final, m, full)
+    found = layout_problems(final)
+    if not found:
+        try:
+            done = proc.run([final / "bin" / "nvcc", "--version"], check=False, timeout=60)
+            rc, text = done.returncode, done.output
+        except (OSError, MatrixError) as exc:  # "Exec format error": flipped bytes
+            rc, text = -1, str(exc)
+        got = re.search(r"V(\d+\.\d+\.\d+)", text) if rc == 0 else None
+        if got is None or got.group(1) != tk.full_version:
+            found.append(
+                f"bin/nvcc --version exited with {rc}"
+                + (f" and says {got.group(1)}, not {tk.full_version}" if got else "")
+                + f": {text.strip()[-120:]!r}"
+            )
+    if not found:
+        with contextlib.suppress(OSError):
+            manifest.write(final, KEY_FILES, ignore=(MARKER,))
+    return found
 
 
 def build_cached(
@@ -247,18 +302,33 @@ def build_cached(
     but outdated entry (e.g. a view whose env moved).
     """
     tk = _cached(final)
-    if tk is not None and valid(tk):
+    if tk is not None and valid(tk) and not damage(final, tk):
         return tk
     with locked(final):
         tk = _cached(final)
-        if tk is not None and valid(tk):
+        damaged = damage(final, tk) if tk is not None and valid(tk) else []
+        if tk is not None and valid(tk) and not damaged:
             return tk
-        # Anything here without a valid marker is a half-finished or stale assembly.
+        # Anything here without a valid marker is a half-finished or stale assembly; one
+        # whose files differ from its manifest is damaged: both are made again.
         if final.exists() or final.is_symlink():
-            shutil.rmtree(final, ignore_errors=True)
+            remove_tree(final)
         if need_gib:
             require_free(final, need_gib, f"the toolkit {final.name}")
-        with staging_dir(final) as staging:
-            tk = build(staging)
-            _finish(staging, tk)
+        try:
+            with staging_dir(final) as staging:
+                tk = build(staging)
+                if damaged:
+                    why = manifest.describe(f"the cached toolkit {final.name}", damaged)
+                    tk = replace(tk, notes=(*tk.notes, f"rebuilt: {why}"))
+                _finish(staging, tk)
+        except MatrixError as exc:
+            if not damaged:
+                raise
+            raise ToolError(
+                manifest.describe(f"the cached toolkit {final.name}", damaged)
+                + f"; rebuilding it failed: {exc.message}",
+                fix=exc.fix
+                or "rerun once the cause above is fixed: the damaged toolkit was removed",
+            ) from exc
         return tk

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from vllm_matrix.infra import index, proc, programs, progress
-from vllm_matrix.infra.cache import sha256_file
+from vllm_matrix.infra.cache import scratch_dir, sha256_file, sweep
 from vllm_matrix.infra.errors import CommandError, MatrixError, NotAvailable, SourceError, ToolError
 from vllm_matrix.knowledge import toolchains
 from vllm_matrix.stages.toolkit import base
@@ -180,6 +179,7 @@ def _fetch_wheels(
 ) -> list[Path]:
     """Wheels in ``downloads`` via ``pip download --require-hashes`` (hashes from the index)."""
     downloads.mkdir(parents=True, exist_ok=True)
+    sweep(downloads, "download", "")  # what a killed run left half-downloaded
     wanted = []
     for w in wheels:
         path = downloads / w.filename
@@ -188,7 +188,7 @@ def _fetch_wheels(
         path.unlink(missing_ok=True)
         wanted.append(w)
     if wanted:
-        tmp = Path(tempfile.mkdtemp(prefix=".download.", dir=downloads))
+        tmp = scratch_dir(downloads, "download")  # a killed run's is swept
         # pip writes each wheel into its TMPDIR while it downloads: watched there.
         (tmp / "pip-tmp").mkdir()
         bar = progress.watch_dir(f"downloading {len(wanted)} CUDA wheels", tmp, suffix=".whl")
