@@ -96,3 +96,34 @@ def test_newest_without_a_target_is_a_usage_error(
     assert cli.main(["newest", "--torch", "2.6.0", "--cuda", "12.4"]) == 2
     err = capsys.readouterr().err
     assert "no target arch" in err and '--gpu "RTX 5090"' in err
+
+
+def test_release_lines_answer_modelopt_fp8_with_its_dispatch_and_audit() -> None:
+    """`release` prints the ModelOpt FP8 answer for the cell's arch and what it rests on:
+    the dispatch line (file:line) and the audited object, not the rest of the evidence."""
+    from vllm_matrix.commands import target as target_cmd
+    from vllm_matrix.infra.results import Finding, StageResult
+
+    gemm = {
+        "arch": "12.0",
+        "short": "no: cc ≥ 100 goes to cutlass_scaled_mm_sm100",
+        "evidence": [
+            "cc ≥ 100 → cutlass_scaled_mm_sm100 (csrc/quantization/cutlass_w8a8/"
+            "scaled_mm_entry.cu:156)",
+            "scaled_mm_sm100_fp8.cu: CUTLASS arch tag Sm100",
+            "audited on no GPU, 2 cores (x): scaled_mm_sm100_fp8.cu.o sm_120a: no MMA instruction",
+        ],
+    }
+    pre = StageResult(
+        "preflight",
+        "pass",
+        0.0,
+        "ok",
+        (Finding("nvcc-arch", "info", "nvcc 12.8 targets sm_120"),),
+        details={"modelopt_fp8": gemm["short"] + " [audited object]", "modelopt_fp8_gemm": [gemm]},
+    )
+    lines = target_cmd.preflight_lines([pre])
+    i = lines.index("ModelOpt FP8: no: cc ≥ 100 goes to cutlass_scaled_mm_sm100 [audited object]")
+    assert lines[i + 1].endswith("scaled_mm_entry.cu:156)")
+    assert lines[i + 2].startswith("  audited on no GPU")
+    assert not any("arch tag" in x for x in lines)
