@@ -68,8 +68,8 @@ def preflight_lines(stages: list[StageResult], driver_cuda: str | None = None) -
     if fp8:  # quantization="modelopt" with an FP8 checkpoint, for the cell's arch
         out.append(f"ModelOpt FP8: {fp8}")
         for ans in pre.details.get("modelopt_fp8_gemm") or []:
-            ev = [e for e in ans.get("evidence", []) if "→" in e or e.startswith("audited")]
-            out += [f"  {e}" for e in ev]  # the dispatch (file:line) and the audit, if any
+            rests = [e for e in ans.get("evidence", []) if "→" in e or e.startswith("audited")]
+            out += [f"  {e}" for e in rests]  # the dispatch (file:line) and the audit, if any
     here = [f for f in pre.findings if f.rule == "toolkit-obtainable"]
     out += [f"{f.message} (to compile: {f.fix})" for f in here]
     adv: dict[str, Any] = pre.details.get("advice") or {}
