@@ -26,7 +26,7 @@ def test_0_8_5_sends_sm120_to_the_sm100_tcgen05_kernels() -> None:
     ev = "\n".join(a.evidence)
     assert "csrc/quantization/cutlass_w8a8/scaled_mm_entry.cu:156" in ev
     # built for 12.0a all the same: the kernel is compiled, its body is not sm_120's
-    assert "built for 12.0a at CMakeLists.txt:373 (10.0a;10.1a;12.0a, nvcc > 12.8)" in ev
+    assert "built for 12.0a at CMakeLists.txt:373 (10.0a;10.1a;12.0a, nvcc ≥ 12.8 (CMake" in ev
     assert "static_scaled_fp8_quant (csrc/quantization/fp8/common.cu): built for 12.0" in ev
 
 

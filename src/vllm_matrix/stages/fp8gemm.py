@@ -178,8 +178,11 @@ def _built_for(archs: Iterable[str], number: int) -> list[str]:
     """The family's arches that give this GPU code: its own SASS, or PTX of an older one."""
     out = []
     for a in archs:
-        x = Arch.parse(a)
-        if x.number == number or (x.ptx and x.number < number):
+        # CMake's CUDA_ARCHITECTURES spelling, which vLLM's own CMake writes into some
+        # lists (0.6.1 … 0.6.2's utils.cmake: "90-real" SASS only, "80-virtual" PTX only)
+        base, _, kind = a.partition("-")
+        x = Arch.parse(base + ("+PTX" if kind == "virtual" else ""))
+        if (x.number == number and kind != "virtual") or (x.ptx and x.number <= number):
             out.append(a)
     return out
 
