@@ -115,7 +115,10 @@ def test_html_cells_carry_only_class_and_cause_and_compiled_ones_a_mark() -> Non
     assert "<boom>" not in page.split("<script")[0]
     data = json.loads(page.split('id="data">')[1].split("</script>")[0])
     cause3 = data["causes"]["3"]
-    assert [data["texts"][i] for i in cause3[0]] == ['error: <boom> & "quoted"']
+    cause_parts = data["lists"][cause3[0]]
+    assert [[data["texts"][i] for i in data["parts"][p]] for p in cause_parts] == [
+        ['error: <boom> & "quoted"']
+    ]
     assert page.count("<table") == 3
     # sm_120 first; a legend with the compiled/predicted swatches
     assert page.index('id="arch-sm120"') < page.index('id="arch-sm90"')
@@ -167,3 +170,18 @@ def test_the_committed_maps_compiles_become_earlier_verdicts() -> None:
         "evidence": ["log"],
     }
     assert mapreport.compiled_cells({}) == {}
+
+
+def test_html_texts_split_at_semicolons_and_commas_and_join_back_whole() -> None:
+    """The one advice names each cell's own change: unique as a whole, common in its
+    pieces, so the page interns the pieces (map.html stays under 1 MB with ~7,000 cells)."""
+    d = fixture()
+    fix = "vLLM 0.9.2 × torch 2.7.0+cu128 × CUDA 12.8 (torch 2.6.0 → 2.7.0+cu128, CUDA 12.4 → 12.8)"
+    d["causes"][0]["fix"] = fix + "; or another, with a comma"
+    page = mapreport.render_html(d)
+    data = json.loads(page.split('id="data">')[1].split("</script>")[0])
+    fix_list = data["lists"][data["causes"][str(d["causes"][0]["n"])][1]]
+    texts_of = [[data["texts"][i] for i in data["parts"][p]] for p in fix_list]
+    assert "; ".join(", ".join(t) for t in texts_of) == fix + "; or another, with a comma"
+    assert "CUDA 12.4 → 12.8)" in data["texts"]
+    assert "D.parts[p].map(i => D.texts[i]).join(', ')).join('; ')" in page

@@ -353,7 +353,7 @@ VERDICT_OF = {
 # class and a cause number (the page stays small: ~7,000 cells).
 SCRIPT = """
 const D = JSON.parse(document.getElementById('data').textContent);
-const T = (ix) => ix.map(i => D.texts[i]).join('; ');
+const T = (l) => D.lists[l].map(p => D.parts[p].map(i => D.texts[i]).join(', ')).join('; ');
 for (const tb of document.querySelectorAll('table.map')) {
   const cols = [...tb.querySelectorAll('thead th')].slice(1).map(th => th.textContent);
   for (const tr of tb.querySelectorAll('tbody tr')) {
@@ -367,8 +367,9 @@ for (const tb of document.querySelectorAll('table.map')) {
       const c = D.causes[td.dataset.w];
       if (c) {
         s += '\\ncause: ' + T(c[0]);
-        if (c[1].length) s += '\\nfix: ' + T(c[1]);
-        if (c[2].length) s += '\\nevidence: ' + c[2].map(i => D.texts[i]).join(', ');
+        if (D.lists[c[1]].length) s += '\\nfix: ' + T(c[1]);
+        const ev = D.lists[c[2]];
+        if (ev.length) s += '\\nevidence: ' + ev.map(i => D.texts[i]).join(', ');
       }
       if (td.dataset.h) s += '\\nhere: ' + D.texts[td.dataset.h];
       td.title = s;
@@ -389,24 +390,43 @@ if (only) {
 
 
 def _interned(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
-    """The page's data: texts interned (cause and fix split at '; '), causes as index lists."""
+    """The page's data, every text and list once: ``texts``; ``parts``, the pieces of a
+    cause or fix between '; ' as lists of texts (split again at ', ': the one advice names
+    each cell's own change, "vLLM 0.4.1 → 0.34.0, torch 2.3.0+cu121 → …", unique as a whole
+    and common in its pieces); ``lists``, the lists of parts (a cause, a fix) or of texts
+    (evidence); each cause three list numbers. Without the second and third tables map.html
+    was 1.1–1.5 MB with the advice in its tooltips."""
     texts: dict[str, int] = {}
+    parts: dict[tuple[int, ...], int] = {}
+    lists: dict[tuple[int, ...], int] = {}
 
     def ix(x: str) -> int:
         return texts.setdefault(x, len(texts))
 
+    def part(x: str) -> int:
+        key = tuple(ix(y) for y in x.split(", "))
+        return parts.setdefault(key, len(parts))
+
+    def listed(items: list[int]) -> int:
+        return lists.setdefault(tuple(items), len(lists))
+
     causes = {
         str(c["n"]): [
-            [ix(x) for x in c["cause"].split("; ")] if c["cause"] else [],
-            [ix(x) for x in c["fix"].split("; ")] if c["fix"] else [],
-            [ix(x) for x in c["evidence"]],
+            listed([part(x) for x in c["cause"].split("; ")] if c["cause"] else []),
+            listed([part(x) for x in c["fix"].split("; ")] if c["fix"] else []),
+            listed([ix(x) for x in c["evidence"]]),
         ]
         for c in d.get("causes", [])
     }
     for c in d["cells"]:
         if c.get("here"):
             ix(c["here"])
-    data = {"verdicts": VERDICT_OF, "causes": causes}
+    data = {
+        "verdicts": VERDICT_OF,
+        "causes": causes,
+        "parts": [list(k) for k in parts],
+        "lists": [list(k) for k in lists],
+    }
     return data, texts
 
 
