@@ -320,3 +320,21 @@ def test_a_cell_taken_out_of_the_matrix_is_no_loss() -> None:
     assert report.lost_evidence(old, new) == ["a (PASS at probe)"]
     deeper = {"cells": [{"id": "a", "verdict": "FAIL", "depth": "build (partial: targets _C)"}]}
     assert report.lost_evidence(old, deeper) == []
+
+
+def test_a_matrix_run_without_a_blackwell_table_keeps_the_one_on_disk(tmp_path: Path) -> None:
+    """results/blackwell.json is `vllm-matrix blackwell`'s, not the cells': the main job in
+    a fresh clone (no such file) publishes its cells and keeps the committed table, instead
+    of rendering into the scratch directory for a table it never set out to make."""
+    m = load_matrix(_matrix(tmp_path))
+    ws = tmp_path / "ws"
+    _answered(ws, [StageResult("preflight", "pass", 0.1, "ok")])
+    table = {"arch": "12.0", "depth": "preflight", "releases": [], "newest": None}
+    (ws / "results" / "blackwell.json").write_text(json.dumps(table))
+    report.write(m, ws / "results", ws / "reports")
+    (ws / "results" / "blackwell.json").unlink()
+    said: list[str] = []
+    md = report.write(m, ws / "results", ws / "reports", said.append)[1]
+    assert md == ws / "reports" / "compat.md" and said == []
+    doc = json.loads((ws / "reports" / "compat.json").read_text())
+    assert doc["blackwell"] == table

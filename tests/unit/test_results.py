@@ -122,3 +122,17 @@ def test_a_probe_that_compiled_part_of_its_selection_says_so() -> None:
     assert v.label == "PASS (7 of 14 units; 6 need CUTLASS v4.0.0; 1 needs a generated file)"
     whole = StageResult("probe", "pass", 1.0, "7 units", (), {"units": units[:7]})
     assert results.verdict_of([st("preflight", "pass"), whole]).label == "PASS"
+
+
+def test_a_cause_found_in_many_units_is_said_once() -> None:
+    """vLLM 0.8.5 × nvcc 12.4 × sm_120: four probed units fail on the same signature; the
+    verdict's cause says it once and counts the rest, the evidence names every unit."""
+    msg = "nvcc does not know this Blackwell-class arch (line {}: compute_120)"
+    same = [
+        Finding("signature:nvcc_too_old", "fail", msg.format(n), "CUDA >= 12.8", (f"u{n}.log",))
+        for n in (54, 54, 56, 56)
+    ]
+    found = (*same, Finding("signature:other", "fail", "something else", None, ("x.log",)))
+    v = results.verdict_of([StageResult("probe", results.FAIL, 1.0, "4 failed", found)])
+    assert v.cause == msg.format(54) + " (and 3 more unit(s) alike); something else"
+    assert v.evidence == ("u54.log", "u54.log", "u56.log", "u56.log", "x.log")

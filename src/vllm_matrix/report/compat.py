@@ -490,7 +490,13 @@ def write_doc(
     """compat.json, compat.md and blackwell.md from ``doc``. Never over a report on disk
     that holds evidence ``doc`` lacks: then into ``scratch`` (default
     results/unpublished-reports), saying so; the paths written are returned."""
-    lost = lost_evidence(_on_disk(reports_dir / "compat.json"), doc)
+    old = _on_disk(reports_dir / "compat.json")
+    if not doc.get("blackwell") and old.get("blackwell"):
+        # The Blackwell table is `vllm-matrix blackwell`'s (results/blackwell.json), not the
+        # cells': a run of the matrix that did not make one (a fresh clone's) keeps the one
+        # on disk rather than rendering into the scratch directory for its lack.
+        doc = doc | {"blackwell": old["blackwell"]}
+    lost = lost_evidence(old, doc)
     if lost:
         target = scratch or reports_dir.parent / "results" / SCRATCH
         say = echo or (lambda m: print(m, file=sys.stderr, flush=True))
