@@ -554,7 +554,7 @@ def cmd_blackwell(args: argparse.Namespace) -> int:
     rows = []
     for v in args.vllm or ["0.8.5", "0.9.2", "0.10.1"]:
         _say(f"vLLM {v}: cheapest toolchain for {arch}")
-        rows.append(newest.cheapest(v, arch).to_json())
+        rows.append(newest.cheapest(v, arch, ws=ws).to_json())
     top = newest.newest_serving(arch)
     doc = {
         "arch": arch,

@@ -98,3 +98,23 @@ def test_the_same_question_gets_the_same_advice_everywhere(
     fix = doctor._advise(r, "2.6.0+cu124", "12.4", ("12.0",), "3.12")
     o = ans["advice"]["options"][0]
     assert fix.startswith(f"vLLM {o['vllm']} × torch {o['torch']} × CUDA {o['cuda']}")
+
+
+def test_modelopt_fp8_is_one_answer_in_release_and_the_blackwell_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Blackwell table said "yes (sm89+)" for vLLM 0.8.5 on sm_120 while compat.md said
+    "no" (its FP8 GEMM dispatches cc ≥ 100 to SM100 tcgen05 kernels): both now come from
+    plan.modelopt_fp8."""
+    m = str(tmp_path / "matrix.toml")
+    argv = ["release", "0.8.5", "--torch", "2.7.0+cu128", "--cuda", "12.8", "--arch", "12.0"]
+    assert cli.main([*argv, "--depth", "preflight", "--matrix", m]) == 0
+    capsys.readouterr()
+    res = _result(tmp_path, "vllm0.8.5-torch2.7.0cu128-cu12.8-py3.12-sm120")
+    stages = res["stages"]
+    assert isinstance(stages, list)
+    column = next(s for s in stages if s["stage"] == "preflight")["details"]["modelopt_fp8"]
+    assert column.startswith("no: cc ≥ 100 goes to cutlass_scaled_mm_sm100")
+    c = newest.cheapest("0.8.5", "12.0", ws=cli.context.Workspace(tmp_path))
+    assert c.cell is not None and c.cell.id == "vllm0.8.5-torch2.7.0cu128-cu12.8-py3.12-sm120"
+    assert c.modelopt_fp8 == column

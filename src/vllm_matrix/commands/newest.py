@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from packaging.version import Version
@@ -28,6 +29,8 @@ from vllm_matrix.infra.results import PREDICTED_FAIL, Finding
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import advice as advice_mod
+from vllm_matrix.pipeline import plan
+from vllm_matrix.pipeline.context import Workspace
 from vllm_matrix.stages import preflight
 from vllm_matrix.stages import releases as releases_mod
 
@@ -471,11 +474,13 @@ def cheapest(
     host: preflight.Host | None = None,
     pinned: dict[str, str] | None = None,
     adviser: advice_mod.Adviser | None = None,
+    ws: Workspace | None = None,
 ) -> Cheapest:
     """The release on the smallest toolchain change from its own pin that preflight lets
     through: the one advice's option that keeps this vLLM (pipeline/advice.py), so the
     Blackwell table and every other command agree. ``host`` is unused: the host
-    compiler is this machine's matter, not the target's."""
+    compiler is this machine's matter, not the target's. ``ws``: where audits of the
+    release's FP8 GEMM objects are looked for (default: the current directory's)."""
     know = know or knowledge.load()
     pinned = pinned if pinned is not None else releases_mod.pinned()
     adv = adviser or advice_mod.Adviser(know=know, pinned=pinned)
@@ -501,8 +506,11 @@ def cheapest(
     status, found_t = adv.findings(vllm, spec, nvcc, (arch,), python)
     found = list(found_t)
     cell = make_cell(vllm, spec, nvcc, provider_for(nvcc, know), python, (arch,))
-    f = adv.release(vllm).facts
-    mo, mo_ev = preflight.modelopt_column(cell, f)
+    rel = adv.release(vllm)
+    # the preflight stage's ModelOpt FP8 answer (per arch, from the dispatch code), not a
+    # second one: the Blackwell table said "yes (sm89+)" for 0.8.5, compat.md "no"
+    fp8 = plan.modelopt_fp8(cell, rel.facts, Path(rel.tree), ws or Workspace(Path.cwd()), know=know)
+    mo, mo_ev = fp8.column, fp8.evidence
     off = bool(pin) and Version(str(pin)) != Version(cell.torch_version)
     return Cheapest(
         vllm,

@@ -22,7 +22,7 @@ from vllm_matrix.infra.results import FAIL, PASS, Finding, StageResult
 from vllm_matrix.knowledge import probe_units
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import advice, estimate, reuse
-from vllm_matrix.pipeline.context import CellContext, need
+from vllm_matrix.pipeline.context import CellContext, Workspace, need
 from vllm_matrix.stages import (
     audit,
     build,
@@ -89,30 +89,9 @@ def do_preflight(ctx: CellContext) -> StageResult:
         cell, f, know, root, ctx.host or preflight.detect_host(), releases.pinned()
     )
     details: dict[str, Any] = {}
-    column, evidence = preflight.modelopt_column(cell, f)
-    # The column rests on the release's own parser run on a ModelOpt FP8 config (what of
-    # it cannot be read is a warning naming file:line, and the column says "unknown"), then
-    # on the FP8 GEMM the release dispatches for each arch (stages/fp8gemm.py).
-    cfg = modelopt.check(root, modelopt.EXAMPLE)
-    answers: list[fp8gemm.Answer] = []
-    if cfg.unreadable is not None:
-        where, _, what = cfg.unreadable.partition(": ")
-        found.append(
-            preflight.unreadable(
-                f"vLLM {f.vllm}", where, what, "the ModelOpt FP8 column (its config parser)"
-            )
-        )
-        column = f"unknown: {where} could not be read"
-    elif not f.modelopt.supported:
-        pass
-    elif not cfg.accepted:
-        column = f"no: {cfg.message}"
-    elif not column.startswith("no"):
-        answers = [_fp8_answer(ctx, root, a, know) for a in cell.arch]
-        column = "; ".join(
-            (f"{Arch.parse(a.arch).sm}: " if len(answers) > 1 else "") + a.column for a in answers
-        )
-        evidence = "; ".join([evidence, *(e for a in answers for e in a.evidence)])
+    fp8 = modelopt_fp8(cell, f, root, ctx.ws, ctx.previous, know)
+    if fp8.unreadable is not None:
+        found.append(fp8.unreadable)
     status = preflight.status_of(found)
     if status == results.PREDICTED_FAIL:
         # the fix is the one advice every command gives (pipeline/advice.py)
@@ -128,45 +107,108 @@ def do_preflight(ctx: CellContext) -> StageResult:
         tuple(found),
         details=details
         | {
-            "modelopt_fp8": column,
-            "modelopt_evidence": f"{evidence}; hf_quant_config.json FP8: {cfg.message} ({cfg.how})",
-            "modelopt_config": cfg.to_json(),
-            "modelopt_fp8_gemm": [a.to_json() for a in answers],
+            "modelopt_fp8": fp8.column,
+            "modelopt_evidence": fp8.evidence,
+            "modelopt_config": fp8.config,
+            "modelopt_fp8_gemm": [a.to_json() for a in fp8.answers],
         },
     )
 
 
-def _fp8_answer(ctx: CellContext, root: Path, arch: str, know: Any) -> fp8gemm.Answer:
+@dataclass(frozen=True)
+class ModeloptFp8:
+    """The ModelOpt FP8 answer for a cell: the column, what it rests on, the release's
+    config check, the FP8 GEMM per arch, and a finding when the parser could not be read."""
+
+    column: str
+    evidence: str
+    config: dict[str, Any]
+    answers: tuple[fp8gemm.Answer, ...]
+    unreadable: Finding | None
+
+
+def modelopt_fp8(
+    cell: Cell,
+    f: Any,
+    root: Path,
+    ws: Workspace,
+    previous: dict[str, Any] | None = None,
+    know: knowledge.Knowledge | None = None,
+) -> ModeloptFp8:
+    """The one ModelOpt FP8 answer (the preflight stage's, the Blackwell table's): the
+    release's own parser run on a ModelOpt FP8 config (what of it cannot be read is a
+    warning naming file:line, and the column says "unknown"), then the FP8 GEMM the release
+    dispatches for each arch (stages/fp8gemm.py), deepened by audits in ``ws``."""
+    know = know or knowledge.load()
+    column, evidence = preflight.modelopt_column(cell, f)
+    cfg = modelopt.check(root, modelopt.EXAMPLE)
+    answers: list[fp8gemm.Answer] = []
+    unreadable = None
+    if cfg.unreadable is not None:
+        where, _, what = cfg.unreadable.partition(": ")
+        unreadable = preflight.unreadable(
+            f"vLLM {f.vllm}", where, what, "the ModelOpt FP8 column (its config parser)"
+        )
+        column = f"unknown: {where} could not be read"
+    elif not f.modelopt.supported:
+        pass
+    elif not cfg.accepted:
+        column = f"no: {cfg.message}"
+    elif not column.startswith("no"):
+        answers = [_fp8_answer(cell, ws, previous, root, a, know) for a in cell.arch]
+        column = "; ".join(
+            (f"{Arch.parse(a.arch).sm}: " if len(answers) > 1 else "") + a.column for a in answers
+        )
+        evidence = "; ".join([evidence, *(e for a in answers for e in a.evidence)])
+    return ModeloptFp8(
+        column,
+        f"{evidence}; hf_quant_config.json FP8: {cfg.message} ({cfg.how})",
+        cfg.to_json(),
+        tuple(answers),
+        unreadable,
+    )
+
+
+def _fp8_answer(
+    cell: Cell,
+    ws: Workspace,
+    previous: dict[str, Any] | None,
+    root: Path,
+    arch: str,
+    know: knowledge.Knowledge,
+) -> fp8gemm.Answer:
     """The arch's FP8 GEMM from the source (CMake evaluated for an nvcc that reaches the
     arch), deepened by any audit of the same release and arch: this cell's previous run,
     or a result from another machine (the workspace's results/, reports/device/)."""
-    nvcc, why = fp8gemm.nvcc_for_scan(ctx.cell.cuda, arch, know)
+    nvcc, why = fp8gemm.nvcc_for_scan(cell.cuda, arch, know)
     try:
-        model = build_model(root, nvcc, (arch,), python=ctx.cell.python)
+        model = build_model(root, nvcc, (arch,), python=cell.python)
     except MatrixError as exc:
         return fp8gemm.Answer(arch, None, f"unknown: CMake not evaluated ({exc.message})", ())
     ans = fp8gemm.answer(root, arch, nvcc, model)
     if why:
         ans = replace(ans, evidence=(*ans.evidence, f"CMake evaluated with nvcc {nvcc}: {why}"))
-    for objects, machine in _audits(ctx, arch):
+    for objects, machine in _audits(cell, ws, previous, arch):
         ans = fp8gemm.confirm(ans, objects, machine)
         if ans.depth == fp8gemm.AUDITED:
             break
     return ans
 
 
-def _audits(ctx: CellContext, arch: str) -> list[tuple[list[dict[str, Any]], str]]:
+def _audits(
+    cell: Cell, ws: Workspace, previous: dict[str, Any] | None, arch: str
+) -> list[tuple[list[dict[str, Any]], str]]:
     """Audit stages' FP8 GEMM objects of results for this vLLM whose arches include
     ``arch``'s capability, with the machine they were compiled on."""
     number = Arch.parse(arch).number
-    docs = [ctx.previous] if ctx.previous else []
+    docs = [previous] if previous else []
     # reports/fp8gemm: FP8 GEMM kernel units compiled alone for an arch and audited
-    for d in (ctx.ws.results, ctx.ws.reports / "device", ctx.ws.reports / "fp8gemm"):
+    for d in (ws.results, ws.reports / "device", ws.reports / "fp8gemm"):
         docs += [x for p in sorted(d.glob("*.json")) if (x := _read_json(p)) is not None]
     out = []
     for doc in docs:
         c, m = doc.get("cell", {}), doc.get("machine", {})
-        if c.get("vllm") != ctx.cell.vllm or number not in {
+        if c.get("vllm") != cell.vllm or number not in {
             Arch.parse(a).number for a in c.get("arch", [])
         }:
             continue
