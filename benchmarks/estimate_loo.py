@@ -96,7 +96,7 @@ def render(rs: list[dict[str, Any]]) -> str:
         "",
         "## Where it misses, and why",
         "",
-        "- Four builds of two releases: every 0.20.0 build is predicted from the other "
+        "- Five builds of two releases: every 0.20.0 build is predicted from the other "
         "0.20.0 builds plus the canary, the canary from 0.20.0 builds only. The canary's "
         "peak RSS (3.0 GB, vLLM 0.4.2, sm_80) is predicted from 0.20.0's 11.8 GB (CUTLASS 3.x "
         "kernels for two arches): with one recorded build per release the per-job memory of "
@@ -104,12 +104,16 @@ def render(rs: list[dict[str, Any]]) -> str:
         "- Code generation per arch is not one number across releases: the canary's "
         "edges cost ~1.8 front ends per arch (2,103 CPU-s over 19 units, 39.5 s front end; "
         "sm_80 kernels without CUTLASS 3.x), 0.20.0's ~3.6 (CUTLASS 3.x GEMMs for 9.0a and "
-        "12.0a). Calibrated on 0.20.0 alone, the canary's CPU and wall come out 70-95 % high. "
+        "12.0a). Calibrated on 0.20.0 alone, the canary's CPU and wall come out 80-105 % high. "
         "A probe at `--probe-depth auto` measures a cell's own code generation (codegen_s "
         "beside front_end_s per unit); feeding that ratio in instead of the calibrated g is "
         "the next step, not done.",
         "- The 16-core host ran the same edges 1.12x slower than the 32-core one; the "
         "model's scale is the front end a probe measured on the 16-core kind, used for both.",
+        "- The 9.0a-only build on an H100 (issue 24) is 1.09 gencode outputs per unit against "
+        "the two-arch builds' 1.67: its CPU comes out 27 % low, the code generation of a "
+        "unit's first arch (which the front end does not cover) weighing more than one per-arch "
+        "factor says; its wall, which the longest edge decides, within 8 %.",
         "- Per-edge .ninja_log times were not kept by the recorded builds (only per-target "
         "sums, longest edge and span): the schedule spreads the edges at their mean around "
         "the longest. Builds the tool runs from now keep every edge (`edge_log` in the "
