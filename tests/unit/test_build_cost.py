@@ -154,7 +154,7 @@ def test_a_record_edit_moves_the_prediction() -> None:
         jobs=32,
         nvcc_threads=1,
     )
-    assert b.cpu_s == pytest.approx(2 * a.cpu_s)
+    assert b.cpu_s == pytest.approx(2 * a.cpu_s, abs=0.2)  # each rounded to 0.1 s
 
 
 def test_a_cell_estimate_from_its_tree_and_probe(tmp_path: Path) -> None:
