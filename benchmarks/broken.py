@@ -622,7 +622,7 @@ usage_case(
 usage_case(
     "no-such/newest-torch-2.6.7",
     "5 nonexistent",
-    ("newest", "--torch", "2.6.7"),
+    ("newest", "--torch", "2.6.7", "--arch", "9.0"),  # newest needs a target: say one
     "--torch: torch '2.6.7' is not",
     "did you mean '2.6.0'",
 )
@@ -756,7 +756,8 @@ def _(ws: Path) -> tuple[str, bool]:
     workspace(ws)
     proxy = f"http://127.0.0.1:{closed_port()}"  # apt cannot reach its mirror: toolkit ERROR
     env = {"http_proxy": proxy, "https_proxy": proxy}
-    d = cli(ws, "release", "0.8.5", "--depth", "toolkit", cache=seed(ws / "cache", SOURCE), env=env)
+    argv = ("release", "0.8.5", "--arch", "9.0", "--depth", "toolkit")  # a target: no GPU here
+    d = cli(ws, *argv, cache=seed(ws / "cache", SOURCE), env=env)
     v = line_with(d.out, "ERROR")
     return f"exit {d.rc}: {v[:100]}", d.rc == 3 and v.startswith("ERROR") and not d.traceback
 
