@@ -352,19 +352,24 @@ def cmd_release(args: argparse.Namespace) -> int:
     return _exit_for([v]) or (1 if v.verdict in ("FAIL", "PREDICTED-FAIL") else 0)
 
 
+def _one_cell(m: config.Matrix, name: str | None, also: str = "") -> config.Cell:
+    """The one matrix cell ``--cell NAME`` names (an id or a unique part of it)."""
+    cells = m.select(name)
+    if len(cells) != 1:
+        raise MatrixError(
+            f"--cell '{name or ''}' matches {len(cells)} cells",
+            fix=f"name one{also}: " + ", ".join(c.id for c in cells),
+        )
+    return cells[0]
+
+
 def cmd_estimate(args: argparse.Namespace) -> int:
     """What building a cell or release costs on a machine, before building (a query)."""
     m, ws = _matrix(args)
     if args.version:
         cell = release_cell(args)
     else:
-        cells = m.select(args.cell)
-        if len(cells) != 1:
-            raise MatrixError(
-                f"--cell '{args.cell or ''}' matches {len(cells)} cells",
-                fix="name one (or a release: estimate 0.8.5): " + ", ".join(c.id for c in cells),
-            )
-        cell = cells[0]
+        cell = _one_cell(m, args.cell, " (or a release: estimate 0.8.5)")
     tree = source.get_tree(cell.source_spec)
     est = estimate.estimate_cell(
         cell,
@@ -432,13 +437,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         rep = doctor.for_prefix(pf, tgt)
     else:
         m, _ = _matrix(args)
-        cells = m.select(args.cell)
-        if len(cells) != 1:
-            raise MatrixError(
-                f"--cell '{args.cell or ''}' matches {len(cells)} cells",
-                fix="name one: " + ", ".join(c.id for c in cells),
-            )
-        rep = doctor.for_cell(cells[0], verify=args.verify)
+        rep = doctor.for_cell(_one_cell(m, args.cell), verify=args.verify)
     print(json.dumps(rep.to_json(), indent=1) if args.json else rep.render())
     return 1 if rep.problems else 0
 
@@ -455,13 +454,7 @@ def cmd_pixi_snippet(args: argparse.Namespace) -> int:
         ws = context.Workspace(Path(args.matrix).resolve().parent)
     else:
         m, ws = _matrix(args)
-        cells = m.select(args.cell)
-        if len(cells) != 1:
-            raise MatrixError(
-                f"--cell '{args.cell}' matches {len(cells)} cells",
-                fix="name one: " + ", ".join(c.id for c in cells),
-            )
-        cell = cells[0]
+        cell = _one_cell(m, args.cell)
     note = target_opts.advice_note(cell, ws.root)  # the one advice, as every command gives it
     if note:
         _say(f"note: {note}")
@@ -684,6 +677,16 @@ def cmd_model(args: argparse.Namespace) -> int:
     return {results.PASS: 0, results.SKIP: 0, results.ERROR: EXIT_CELL_ERROR}.get(res.status, 1)
 
 
+def _release_or_cell(s: argparse.ArgumentParser) -> None:
+    """A release with its toolchain (as `release` makes its cell), or a matrix cell."""
+    s.add_argument("version", nargs="?", help="a vLLM release, e.g. 0.9.2 (else --cell)")
+    s.add_argument("--cell", help="a matrix cell (id or a unique part of it)")
+    s.add_argument("--torch", help="with a release: default its pin; 2.7.0+cu128 for a build")
+    s.add_argument("--cuda", help="with a release: default the torch's CUDA")
+    s.add_argument("--provider", help="with a release: debian | pypi | system | conda-prefix")
+    s.add_argument("--python", help="with a release: the matrix's if both accept it, else newest")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vllm-matrix", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -810,13 +813,8 @@ def parser() -> argparse.ArgumentParser:
     s = with_matrix(
         sub.add_parser("estimate", help="a build's cost (edges, CPU, wall, memory, disk) before it")
     )
-    s.add_argument("version", nargs="?", help="a vLLM release (else --cell)")
-    s.add_argument("--cell", help="a matrix cell (id or a unique part of it)")
-    s.add_argument("--torch", help="with a release: default its pin")
-    s.add_argument("--cuda", help="with a release: default the torch's CUDA")
-    s.add_argument("--provider", help="with a release: debian | pypi | system | conda-prefix")
+    _release_or_cell(s)
     s.add_argument("--arch", help="with a release: GPU arches (default 9.0)")
-    s.add_argument("--python", help="with a release: default the matrix's")
     s.add_argument("--cores", type=int, help="the building machine's cores (default: this one's)")
     s.add_argument("--mem", type=float, help="its available memory, GiB (default: this one's)")
     s.add_argument("--max-jobs", type=int, help="MAX_JOBS (default: what the build would pick)")
@@ -860,12 +858,7 @@ def parser() -> argparse.ArgumentParser:
     s = with_matrix(
         sub.add_parser("pixi-snippet", help="a pixi.toml that builds a cell (from facts alone)")
     )
-    s.add_argument("version", nargs="?", help="a vLLM release, e.g. 0.9.2 (else --cell)")
-    s.add_argument("--cell", help="a matrix cell (id or a unique part of it)")
-    s.add_argument("--torch", help="with a release: default its pin; 2.7.0+cu128 for a build")
-    s.add_argument("--cuda", help="with a release: default the torch's CUDA")
-    s.add_argument("--provider", help="with a release: debian | pypi | system | conda-prefix")
-    s.add_argument("--python", help="with a release: default the newest both accept")
+    _release_or_cell(s)
     target_opts.add_options(s)
     s.add_argument(
         "--torch-channel",
