@@ -136,17 +136,6 @@ def test_provider_for() -> None:
     assert newest.provider_for("12.8", K) == "system"
 
 
-def test_cheapest_candidates_for_sm120() -> None:
-    pins = {"0.8.5": "2.6.0", "0.9.2": "2.7.0", "0.10.1": "2.7.1", "0.33.0": "2.14.0"}
-    # the release's own pin in a build with sm_120 code, with the oldest nvcc for it
-    assert newest.candidates("0.10.1", "12.0", K, pins)[0] == ("2.7.1+cu128", "12.8", False)
-    assert newest.candidates("0.9.2", "12.0", K, pins)[0] == ("2.7.0+cu128", "12.8", False)
-    # 0.8.5's pin (2.6.0) has no sm_120 build: the oldest newer torch, off the pin
-    assert newest.candidates("0.8.5", "12.0", K, pins)[0] == ("2.7.0+cu128", "12.8", True)
-    # a measured default wheel is named by its bare version (what the index serves)
-    assert newest.candidates("0.33.0", "12.0", K, pins)[0] == ("2.14.0", "13.0", False)
-
-
 def test_blackwell_release_table_renders_depth_and_basis() -> None:
     from vllm_matrix.report import readme
 

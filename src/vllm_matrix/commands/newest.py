@@ -434,37 +434,6 @@ class Cheapest:
         }
 
 
-def candidates(
-    vllm: str, arch: str, know: knowledge.Knowledge, pinned: dict[str, str]
-) -> list[tuple[str, str, bool]]:
-    """(torch build, nvcc, off_pin) to try, cheapest first: the release's pinned torch in
-    each known build with code for ``arch``, then (off the pin) the oldest newer torch
-    builds; each with the oldest nvcc of the build's CUDA major that targets the arch."""
-    pin = pinned.get(vllm)
-    builds = [f for f in know.torch.values() if f.runs_on(arch)]
-    own = [f for f in builds if pin and Version(f.version) == Version(pin)]
-    later = sorted(
-        (f for f in builds if pin and Version(f.version) > Version(pin)),
-        key=lambda f: (Version(f.version), Version(f.cuda)),
-    )
-    out: list[tuple[str, str, bool]] = []
-    for f, off in [
-        *((f, False) for f in sorted(own, key=lambda f: Version(f.cuda))),
-        *((f, True) for f in later),
-    ]:
-        ok = [
-            v
-            for v, n in know.nvcc.items()
-            if n.can_target(arch)
-            and Version(v).major == Version(f.cuda).major
-            and Version(v) >= Version(f.cuda)
-        ]
-        if ok:
-            spec = f.version if f.default else f.label
-            out.append((spec, min(ok, key=Version), off))
-    return out
-
-
 def cheapest(
     vllm: str,
     arch: str = "12.0",
