@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import need_program
 
 from vllm_matrix.infra.errors import CommandError
 from vllm_matrix.infra.results import ERROR, FAIL
@@ -156,3 +158,45 @@ def test_map_kernels_by_name_then_by_identifiers() -> None:
     }
     assert mapped["_C_stable_libtorch.abi3.so"] == {CUTLASS: 32} and by_idents == [CUTLASS]
     assert other == {"void at::native::vectorized_elementwise_kernel<4>(int)": 8}
+
+
+DEVICE = Path(__file__).parent / "device"
+
+
+def test_long_kernel_names_come_from_the_host_symbols() -> None:
+    """cuobjdump --list-text shortens a long kernel name to '_Z11long-1' (real output,
+    nvcc 12.4): the shortened name is dropped, and nm's host symbol gives the whole one."""
+    listed = modelstage.device_functions(
+        (DEVICE / "long-kernel-name.nvcc12.4.list-text.txt").read_text()
+    )
+    assert listed == ["_Z12short_kernelPi"]
+    hosts = modelstage.host_kernel_symbols(
+        (DEVICE / "long-kernel-name.nvcc12.4.nm.txt").read_text()
+    )
+    long_ones = [n for n in hosts if n.startswith("_Z11long_kernel")]
+    assert len(long_ones) == 1 and len(long_ones[0]) == 493
+    assert "_Z12short_kernelPi" in hosts
+    assert not any("__device_stub__" in n or "__wrapper__" in n for n in hosts)
+
+
+def test_issue24_cutlass_gemm_found_by_its_whole_name() -> None:
+    """The 32 CUTLASS GEMM launches issue 24's H100 trace could not place: with the whole
+    mangled names of vLLM 0.20.0's scaled_mm_sm90_fp8 (as issue 12 compiled it, read from
+    its SASS dump) demangled by c++filt, both kernels of that trace match exactly."""
+    need_program("c++filt", "binutils")
+    sass = (DEVICE / "scaled_mm_sm90_fp8.sm90a.sass-mma.txt").read_text()
+    mangled = sorted(set(re.findall(r"Function : (\S+)", sass)))
+    nm_text = "\n".join(f"{i:016x} W {name}" for i, name in enumerate(mangled))
+    owned = {
+        "_C_stable_libtorch.abi3.so": modelstage._demangle(modelstage.host_kernel_symbols(nm_text))
+    }
+    evidence = json.loads((DEVICE / "model-evidence-h100-issue24.json").read_text())
+    trace = {
+        k: v
+        for k, v in evidence["eager"]["evidence"]["kernels_elsewhere"].items()
+        if "cutlass_3x_gemm_sm90_fp8" in k
+    }
+    assert sum(trace.values()) == 32
+    mapped, other, by_idents = modelstage.map_kernels(trace, owned)
+    assert mapped["_C_stable_libtorch.abi3.so"] == trace
+    assert other == {} and by_idents == []

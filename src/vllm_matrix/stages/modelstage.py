@@ -38,6 +38,8 @@ STAGE = "model"
 RUN_SCHEMA = "vllm-matrix/model-run"
 EXIT_NO_VLLM = 3  # the worker's exit code when `import vllm` fails
 _LIST_TEXT = re.compile(r"(?:: x-|\.text\.)(\S+?)(?:\.sm_\w+\.elf\.bin)?$", re.M)
+# cuobjdump --list-text's shortened long names: "_Z11long-1" (the first characters, a counter)
+_SHORTENED = re.compile(r"-\d+$")
 _ERROR_LINE = re.compile(r"\b\w*(Error|Exception)\b[:(]|\bERROR\b")
 
 
@@ -467,21 +469,56 @@ def _ops_of_libs(torch: Any, libs: Sequence[str]) -> dict[str, list[str]]:
 
 
 def _kernels_of_libs(libs: Sequence[str]) -> dict[str, set[str]]:
-    """Each built library -> its device functions, demangled (cuobjdump --list-text, then
-    c++filt with the names as arguments)."""
+    """Each built library -> its kernels' names, demangled.
+
+    Two sources, both read: ``cuobjdump --list-text`` (the device functions of its
+    fatbinary) and ``nm --defined-only`` (the host symbols: every kernel the library
+    launches has a host stub with the kernel's own mangled name). cuobjdump shortens a long
+    name to its first characters and a counter ("x-_Z11long-1.sm_90a.elf.bin", measured
+    with nvcc 12.4 on a 493-character name), which is why issue 24's H100 run found none of
+    CUTLASS's GEMM kernels (names of 400+ characters) in ``_C_stable_libtorch``'s list."""
     out: dict[str, set[str]] = {}
     for lib in libs:
-        text = proc.output_of(["cuobjdump", "--list-text", lib], timeout=300) or ""
-        # "SASS text section 1 : x-_Z...kernel....sm_90a.elf.bin" (cuobjdump 13.0)
-        mangled = sorted(set(_LIST_TEXT.findall(text)))
-        names: set[str] = set()
-        for i in range(0, len(mangled), 200):
-            chunk = mangled[i : i + 200]
-            dem = proc.output_of(["c++filt", *chunk], timeout=120)
-            lines = dem.splitlines() if dem is not None else []
-            names |= set(lines) if len(lines) == len(chunk) else set(chunk)
-        out[Path(lib).name] = names
+        mangled = set(
+            device_functions(proc.output_of(["cuobjdump", "--list-text", lib], timeout=300) or "")
+        )
+        mangled |= set(
+            host_kernel_symbols(proc.output_of(["nm", "--defined-only", lib], timeout=300) or "")
+        )
+        out[Path(lib).name] = _demangle(sorted(mangled))
     return out
+
+
+def device_functions(list_text: str) -> list[str]:
+    """Mangled names of ``cuobjdump --list-text`` output, less the shortened ones."""
+    return [n for n in _LIST_TEXT.findall(list_text) if not _SHORTENED.search(n)]
+
+
+def host_kernel_symbols(nm_text: str) -> list[str]:
+    """Mangled names of ``nm --defined-only`` output that can name a kernel: functions
+    (T/t/W/w), C++ names, not the compiler's device-stub wrappers."""
+    names = []
+    for line in nm_text.splitlines():
+        parts = line.split()
+        if (
+            len(parts) == 3
+            and parts[1] in "TtWw"
+            and parts[2].startswith("_Z")
+            and "__device_stub__" not in parts[2]
+            and "__wrapper__" not in parts[2]
+        ):
+            names.append(parts[2])
+    return names
+
+
+def _demangle(mangled: Sequence[str]) -> set[str]:
+    names: set[str] = set()
+    for i in range(0, len(mangled), 200):
+        chunk = list(mangled[i : i + 200])
+        dem = proc.output_of(["c++filt", *chunk], timeout=120)
+        lines = dem.splitlines() if dem is not None else []
+        names |= set(lines) if len(lines) == len(chunk) else set(chunk)
+    return names
 
 
 def _idents(name: str) -> frozenset[str]:
