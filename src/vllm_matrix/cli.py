@@ -29,6 +29,7 @@ from vllm_matrix.infra.errors import (
     ToolError,
     describe_os_error,
 )
+from vllm_matrix.infra.results import Verdict
 from vllm_matrix.knowledge import pins, probe_units
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import context, estimate, grid, mapping, plan, reuse, runner
@@ -182,7 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         for c, v in done:
             print(f"{v.label:15} {c.id}" + (f"\n{'':15} {v.cause}" if v.cause else ""))
-            if v.verdict == "ERROR" and v.fix:
+            if v.verdict == Verdict.ERROR and v.fix:
                 print(f"{'':15} fix: {v.fix}")
         if md:
             print(f"report: {md}", file=sys.stderr)
@@ -204,10 +205,10 @@ def _skipped(skipped: Sequence[dict[str, str]]) -> int:
     return 0
 
 
-def _exit_for(verdicts: Sequence[results.Verdict]) -> int:
+def _exit_for(verdicts: Sequence[results.CellVerdict]) -> int:
     """Non-zero when a cell ended in ERROR: the tool or the machine failed, so the report
     is not a complete answer (FAIL and PREDICTED-FAIL are answers: exit 0)."""
-    bad = sum(1 for v in verdicts if v.verdict == "ERROR")
+    bad = sum(1 for v in verdicts if v.verdict == Verdict.ERROR)
     if bad:
         print(
             f"error: {bad} cell(s) ended in ERROR (the tool or the machine failed, not vLLM): "
@@ -346,10 +347,10 @@ def cmd_release(args: argparse.Namespace) -> int:
     lines = target_opts.preflight_lines(stages, driver)
     lines += target_opts.elsewhere_lines(cell, ws.root) + target_opts.driver_lines(cell, driver)
     print("\n".join(lines))
-    if v.verdict == "ERROR" and v.fix:
+    if v.verdict == Verdict.ERROR and v.fix:
         print(f"{'':15} fix: {v.fix}")
     # 0 answered (it builds, or as far as could be checked), 1 vLLM fails, 3 ERROR
-    return _exit_for([v]) or (1 if v.verdict in ("FAIL", "PREDICTED-FAIL") else 0)
+    return _exit_for([v]) or (1 if v.verdict in (Verdict.FAIL, Verdict.PREDICTED_FAIL) else 0)
 
 
 def _one_cell(m: config.Matrix, name: str | None, also: str = "") -> config.Cell:

@@ -25,7 +25,7 @@ from vllm_matrix.infra import index, results
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell, split_torch
 from vllm_matrix.infra.errors import ConfigError
-from vllm_matrix.infra.results import PREDICTED_FAIL, Finding
+from vllm_matrix.infra.results import ERROR, PREDICTED_FAIL, Finding
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import advice as advice_mod
@@ -125,8 +125,8 @@ def make_cell(
 def _step(cell: Cell, adv: advice_mod.Adviser) -> Step:
     """One release's preflight, on the release facts cache (a warm walk reads no tree)."""
     status, found = adv.findings(cell.vllm, cell.torch, cell.cuda, cell.arch, cell.python)
-    if status == "error":
-        return Step(cell.vllm, "error", note=found[0].message if found else "")
+    if status == ERROR:
+        return Step(cell.vllm, ERROR, note=found[0].message if found else "")
     bad = [x for x in found if x.level == "fail"]
     soft = [x for x in found if x.level in ("warn", "skip")]
     return Step(
@@ -180,7 +180,7 @@ def walk(
         steps.append(s)
         if echo:
             echo(f"{v}: {s.status}" + (f" ({s.fails[0][:100]})" if s.fails else ""))
-        if s.status not in (PREDICTED_FAIL, "error"):
+        if s.status not in (PREDICTED_FAIL, ERROR):
             newest = v
             break
     nxt = (

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vllm_matrix.infra import host
+from vllm_matrix.infra import host, results
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.knowledge import builds
 from vllm_matrix.knowledge.builds import BuildData, BuildRecord
@@ -31,7 +31,7 @@ class FrontEnd:
     source: str
 
 
-def probe_front_end(previous: dict[str, Any] | None) -> FrontEnd | None:
+def probe_front_end(previous: results.Envelope | None) -> FrontEnd | None:
     """From the cell's result file: its last probe's front end (``front_end_of``)."""
     if not previous:
         return None
@@ -39,7 +39,7 @@ def probe_front_end(previous: dict[str, Any] | None) -> FrontEnd | None:
     if st is None:
         return None
     det = st.get("details", {})
-    return front_end_of(det.get("units", []), previous.get("machine", {}), det.get("cpu_seconds"))
+    return front_end_of(det.get("units", []), previous.get("machine") or {}, det.get("cpu_seconds"))
 
 
 def front_end_of(
@@ -148,7 +148,7 @@ def estimate_cell(
     cell: Cell,
     tree: Path,
     *,
-    previous: dict[str, Any] | None = None,
+    previous: results.Envelope | None = None,
     front_end: FrontEnd | None = None,
     targets: Sequence[str] = (),
     cores: int | None = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,7 @@ def modelopt_fp8(
     f: Any,
     root: Path,
     ws: Workspace,
-    previous: dict[str, Any] | None = None,
+    previous: results.Envelope | None = None,
     know: knowledge.Knowledge | None = None,
 ) -> ModeloptFp8:
     """The one ModelOpt FP8 answer (the preflight stage's, the Blackwell table's): the
@@ -172,7 +172,7 @@ def modelopt_fp8(
 def _fp8_answer(
     cell: Cell,
     ws: Workspace,
-    previous: dict[str, Any] | None,
+    previous: results.Envelope | None,
     root: Path,
     arch: str,
     know: knowledge.Knowledge,
@@ -196,18 +196,18 @@ def _fp8_answer(
 
 
 def _audits(
-    cell: Cell, ws: Workspace, previous: dict[str, Any] | None, arch: str
+    cell: Cell, ws: Workspace, previous: results.Envelope | None, arch: str
 ) -> list[tuple[list[dict[str, Any]], str]]:
     """Audit stages' FP8 GEMM objects of results for this vLLM whose arches include
     ``arch``'s capability, with the machine they were compiled on."""
     number = Arch.parse(arch).number
-    docs = [previous] if previous else []
+    docs: list[Mapping[str, Any]] = [previous] if previous else []
     # reports/fp8gemm: FP8 GEMM kernel units compiled alone for an arch and audited
     for d in (ws.results, ws.reports / "device", ws.reports / "fp8gemm"):
         docs += [x for p in sorted(d.glob("*.json")) if (x := _read_json(p)) is not None]
     out = []
     for doc in docs:
-        c, m = doc.get("cell", {}), doc.get("machine", {})
+        c, m = doc.get("cell", {}), doc.get("machine") or {}
         if c.get("vllm") != cell.vllm or number not in {
             Arch.parse(a).number for a in c.get("arch", [])
         }:

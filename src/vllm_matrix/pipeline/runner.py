@@ -193,7 +193,7 @@ def run_matrix(
     host: Host | None = None,
     mach: dict[str, Any] | None = None,
     at_once: int = 1,
-) -> list[tuple[Cell, results.Verdict]]:
+) -> list[tuple[Cell, results.CellVerdict]]:
     """Every selected cell; ``at_once`` of them side by side (the next cell's toolkit and
     env are fetched, and its units compiled, while a cell's last units finish: a probe's
     tail and a download leave cores idle). Verdicts come back in matrix order."""
@@ -202,7 +202,7 @@ def run_matrix(
     cells = matrix.select(select)
     mach = mach or results.machine()
 
-    def one(n: int, cell: Cell) -> results.Verdict:
+    def one(n: int, cell: Cell) -> results.CellVerdict:
         t0 = time.monotonic()
         stages = run_cell(cell, ws, depth, mach, force, say, opts, host)
         v = results.verdict_of(stages)

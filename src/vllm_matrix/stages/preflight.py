@@ -19,7 +19,7 @@ from packaging.version import Version
 from vllm_matrix.infra import proc, programs
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell
-from vllm_matrix.infra.results import PASS, PREDICTED_FAIL, SKIP, WARN, Finding
+from vllm_matrix.infra.results import PASS, PREDICTED_FAIL, SKIP, WARN, Finding, Status
 from vllm_matrix.knowledge.toolchains import ApiSymbol, Knowledge, TorchFacts
 from vllm_matrix.stages import apiscan, gates
 from vllm_matrix.stages.facts import SourceFacts
@@ -496,7 +496,7 @@ def toolkit_unavailable(cell: Cell, know: Knowledge, host: Host) -> tuple[str, s
     return None
 
 
-def status_of(findings: list[Finding]) -> str:
+def status_of(findings: list[Finding]) -> Status:
     levels = {f.level for f in findings}
     if "fail" in levels:
         return PREDICTED_FAIL
