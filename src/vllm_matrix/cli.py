@@ -135,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cell = current_cell(args.vllm, args.arch)
         ws = context.Workspace(Path.cwd())
         plan.check_depth(args.depth)
-        stages = runner.run_cell(cell, ws, args.depth, force=args.force, echo=_say, opts=opts)
+        stages = runner.run_cell(cell, ws, depth=args.depth, force=args.force, echo=_say, opts=opts)
         v = results.verdict_of(stages)
         print(
             f"{v.label:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else "")
@@ -230,7 +230,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     else:
 
         def probe_cell(cell: config.Cell, force: bool) -> None:
-            runner.run_cell(cell, ws, "probe", force=force, echo=_say)
+            runner.run_cell(cell, ws, depth="probe", force=force, echo=_say)
 
         # a compile the committed map holds and results/ lacks (a fresh clone) is kept
         earlier = mapreport.compiled_cells(committed)
@@ -339,7 +339,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     plan.check_depth(args.depth)
     _say(f"cell {cell.id} (provider {cell.provider}) to depth {args.depth}")
     stages = runner.run_cell(
-        cell, ws, args.depth, force=args.force, echo=_say, opts=build_options(args)
+        cell, ws, depth=args.depth, force=args.force, echo=_say, opts=build_options(args)
     )
     v = results.verdict_of(stages)
     print(f"{v.label:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else ""))
@@ -522,7 +522,7 @@ def cmd_newest(args: argparse.Namespace) -> int:
 
         def run_cell(cell: config.Cell, force: bool) -> list[results.StageResult]:
             _say(f"probing {cell.id}" + (" (past its predicted failure)" if force else ""))
-            return runner.run_cell(cell, ws, "probe", force=force, echo=_say)
+            return runner.run_cell(cell, ws, depth="probe", force=force, echo=_say)
 
         ans = newest.probe_boundary(ans, run_cell)
     wheel_torch = None

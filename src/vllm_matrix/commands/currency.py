@@ -209,7 +209,7 @@ def preflight_release(
         return Preflight(version, "", Verdict.ERROR, took), [
             Item("error", version, f"no cell for vLLM {version}: {exc.message}", exc.fix or "")
         ]
-    stages = runner.run_cell(cell, ws, "preflight", mach=mach, host=host)
+    stages = runner.run_cell(cell, ws, depth="preflight", mach=mach, host=host)
     v = results.verdict_of(stages)
     found = [f for s in stages for f in s.findings]
     gaps = tuple(f.message for f in found if f.rule == "unreadable")

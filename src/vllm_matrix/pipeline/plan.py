@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -521,11 +521,12 @@ def check_depth(depth: str) -> None:
         raise MatrixError(f"unknown depth '{depth}'", fix=did_you_mean(depth, DEPTHS))
 
 
-def cut(depth: str) -> tuple[Stage, ...]:
-    """The plan up to ``depth``: the stages a run to that depth walks."""
+def cut(depth: str, stages: Sequence[Stage] = PLAN) -> tuple[Stage, ...]:
+    """The plan (``stages``: PLAN, or one like it) up to ``depth``: the stages a run to
+    that depth walks."""
     check_depth(depth)
-    last = [s.name for s in PLAN].index(LAST_STAGE[depth])
-    return PLAN[: last + 1]
+    last = max(n for n, s in enumerate(stages) if s.depth == depth)
+    return tuple(stages[: last + 1])
 
 
 def torch_source(cell: Cell) -> tuple[str, str | None]:
