@@ -675,7 +675,7 @@ def test_torch_source_of_variants(monkeypatch: pytest.MonkeyPatch) -> None:
     from vllm_matrix.infra import index
     from vllm_matrix.infra.config import Cell
     from vllm_matrix.infra.errors import NotAvailable
-    from vllm_matrix.pipeline.plan import torch_source
+    from vllm_matrix.stages.env import torch_source
 
     monkeypatch.delenv("VLLM_MATRIX_TORCH_INDEX_CU128", raising=False)
     monkeypatch.delenv("VLLM_MATRIX_TORCH_INDEX_CU124", raising=False)

@@ -31,7 +31,7 @@ from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import advice as advice_mod
 from vllm_matrix.pipeline import plan
 from vllm_matrix.pipeline.context import Workspace
-from vllm_matrix.stages import preflight
+from vllm_matrix.stages import modelopt, preflight
 from vllm_matrix.stages import releases as releases_mod
 
 DEPTHS = ("preflight", "probe")
@@ -478,7 +478,8 @@ def cheapest(
     rel = adv.release(vllm)
     # the preflight stage's ModelOpt FP8 answer (per arch, from the dispatch code), not a
     # second one: the Blackwell table said "yes (sm89+)" for 0.8.5, compat.md "no"
-    fp8 = plan.modelopt_fp8(cell, rel.facts, Path(rel.tree), ws or Workspace(Path.cwd()), know=know)
+    dirs = plan.audit_dirs(ws or Workspace(Path.cwd()))
+    fp8 = modelopt.fp8_column(cell, rel.facts, Path(rel.tree), dirs, know=know)
     mo, mo_ev = fp8.column, fp8.evidence
     off = bool(pin) and Version(str(pin)) != Version(cell.torch_version)
     return Cheapest(

@@ -103,7 +103,7 @@ class Advice:
             return f"no known combination serves it ({self.tried})"
         return "; or ".join(o.text() for o in self.options)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> results.AdviceDoc:
         h = self.have
         return {
             "have": {
