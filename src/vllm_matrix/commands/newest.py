@@ -25,7 +25,7 @@ from vllm_matrix.infra import index, results
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell, split_torch
 from vllm_matrix.infra.errors import ConfigError
-from vllm_matrix.infra.results import ERROR, PREDICTED_FAIL, Finding
+from vllm_matrix.infra.results import ERROR, PREDICTED_FAIL, Finding, Status
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import advice as advice_mod
@@ -42,7 +42,7 @@ class Step:
     """One release's preflight on the way down."""
 
     vllm: str
-    status: str  # results.PASS / WARN / SKIP / PREDICTED_FAIL, or "error"
+    status: Status  # PASS / WARN / SKIP / PREDICTED_FAIL, or ERROR (the source unreadable)
     fails: tuple[str, ...] = ()  # the failing rules' messages
     evidence: tuple[str, ...] = ()
     note: str = ""  # warnings/skips, or why the release could not be checked
@@ -405,7 +405,7 @@ class Cheapest:
     vllm: str
     arch: str
     cell: Cell | None  # None: nothing known serves it
-    status: str  # the preflight status of that cell
+    status: Status  # the preflight status of that cell
     off_pin: bool  # the torch differs from the release's own pin
     why: tuple[str, ...]  # the warnings/skips it carries, or why nothing serves it
     evidence: tuple[str, ...]

@@ -7,7 +7,7 @@ from typing import Any
 
 from vllm_matrix.infra import results
 from vllm_matrix.infra.arch import Arch
-from vllm_matrix.infra.results import Verdict
+from vllm_matrix.infra.results import Status, Verdict
 
 RANK = {
     Verdict.PASS: 0,
@@ -97,7 +97,12 @@ def blackwell(doc: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-PRE_VERDICT = {"pass": "PREFLIGHT-OK", "warn": "PREFLIGHT-OK", "skip": "SKIPPED"}
+# preflight status -> the verdict it gives alone
+PRE_VERDICT = {
+    Status.PASS: Verdict.PREFLIGHT_OK,
+    Status.WARN: Verdict.PREFLIGHT_OK,
+    Status.SKIP: Verdict.SKIPPED,
+}
 
 
 def blackwell_releases(doc: dict[str, Any]) -> str:
