@@ -34,6 +34,8 @@ def typed(doc: results.Envelope, r: StageResult, v: CellVerdict) -> None:
     est = results.estimate_of(doc["stages"][0])
     if est is not None and "wheel" in est:
         assert_type(est["wheel"]["line"], str)
+    for unit in results.probe_details(doc["stages"][0]["details"]).get("units", []):
+        assert_type(unit.get("front_end_s"), float | None)
 
 
 def typos(doc: results.Envelope, r: StageResult, v: CellVerdict) -> None:
@@ -46,6 +48,7 @@ def typos(doc: results.Envelope, r: StageResult, v: CellVerdict) -> None:
     pre = results.preflight_details(doc["stages"])
     if pre is not None:
         print(pre["modelopt_fp9"])  # typo
+    print(results.probe_details(doc["stages"][0]["details"])["unit"])  # typo
 """
 
 
@@ -68,7 +71,7 @@ def test_mypy_rejects_each_typo_and_nothing_else(
     errors = [x for x in out.splitlines() if ": error:" in x]
     lines = {int(x.split(":")[1]) for x in errors}
     typos = {n for n, x in enumerate(CHECKED.splitlines(), 1) if x.endswith("# typo")}
-    assert len(typos) == 7 and lines == typos, out + err
+    assert len(typos) == 8 and lines == typos, out + err
 
 
 def test_members_are_their_values_in_json() -> None:

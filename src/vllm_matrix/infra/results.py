@@ -178,6 +178,35 @@ class EstimateDoc(TypedDict, total=False):
     error: str
 
 
+class ProbeUnitDoc(TypedDict, total=False):
+    """One unit of a probe's ``details["units"]`` (stages/probe: UnitResult.to_json())."""
+
+    path: str
+    kind: str  # "cuda" | "cpp"
+    status: str  # the unit's: "pass" | "fail" | "timeout" | "not-probed" | "not-run"
+    seconds: float
+    front_end_s: float
+    front_end_cache: str  # "hit" | "miss" | ""
+    note: str
+
+
+class ProbeDetails(TypedDict, total=False):
+    """The probe stage's ``details``, as far as other modules read them (the estimate, the
+    reuse of a passed probe, the verdict's coverage)."""
+
+    units: list[ProbeUnitDoc]
+    cpus: int | None
+    cpu_seconds: float
+    inputs: dict[str, Any]  # pipeline/reuse.py: what the probe ran on
+    reused_from: str  # when the probe that passed on the same inputs was written
+    estimate: EstimateDoc
+
+
+def probe_details(details: Mapping[str, Any]) -> ProbeDetails:
+    """A probe stage's details, typed (a stage result's details are plain JSON)."""
+    return cast(ProbeDetails, details)
+
+
 def as_details(typed: PreflightDetails | EstimateDoc) -> dict[str, Any]:
     """Typed details as a StageResult's ``details`` (a plain dict: JSON as it is)."""
     return cast(dict[str, Any], typed)
@@ -301,7 +330,7 @@ def probe_coverage(details: Mapping[str, Any]) -> str:
     """ "7 of 14 units; 7 need CUTLASS v4.0.0" where a probe compiled fewer units than it
     selected (a unit needing an absent external source or a generated file is not
     compiled); "" where it compiled them all."""
-    units = list(details.get("units", []))
+    units = list(probe_details(details).get("units", []))
     compiled = [u for u in units if u.get("status") in ("pass", "fail", "timeout")]
     if not units or len(compiled) == len(units):
         return ""

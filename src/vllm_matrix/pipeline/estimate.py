@@ -38,12 +38,14 @@ def probe_front_end(previous: results.Envelope | None) -> FrontEnd | None:
     st = next((s for s in previous.get("stages", []) if s.get("stage") == "probe"), None)
     if st is None:
         return None
-    det = st.get("details", {})
+    det = results.probe_details(st.get("details", {}))
     return front_end_of(det.get("units", []), previous.get("machine") or {}, det.get("cpu_seconds"))
 
 
 def front_end_of(
-    units: Sequence[dict[str, Any]], machine: dict[str, Any], cpu_seconds: float | None = None
+    units: Sequence[results.ProbeUnitDoc],
+    machine: dict[str, Any],
+    cpu_seconds: float | None = None,
 ) -> FrontEnd | None:
     """The median front end per CUDA unit of a probe's units (those whose front end ran:
     not cache hits, which skip cudafe++), in CPU-seconds: a unit's times are wall, and on a

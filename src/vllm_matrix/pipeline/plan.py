@@ -193,8 +193,9 @@ def do_probe(ctx: CellContext) -> StageResult:
         front_end_cache=ctx.opts.probe_front_end_cache,
     )
     findings, details = r.findings, r.details | {"inputs": inputs}
+    probed = results.probe_details(r.details)
     fe = estimate.front_end_of(
-        r.details.get("units", []), {"cpus": r.details.get("cpus")}, r.details.get("cpu_seconds")
+        probed.get("units", []), {"cpus": probed.get("cpus")}, probed.get("cpu_seconds")
     )
     details["estimate"] = _estimate(ctx, fe)
     # --force past a prediction: the probe checks it; say whether they agree.

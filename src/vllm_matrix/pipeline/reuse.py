@@ -44,13 +44,16 @@ def passed_probe(ctx: CellContext, inputs: dict[str, Any]) -> StageResult | None
         return None
     prev = [StageResult.from_json(s) for s in d["stages"]]
     old = next((s for s in prev if s.stage == "probe"), None)
-    if old is None or old.status != PASS or "inputs" not in old.details:
+    if old is None or old.status != PASS:
+        return None
+    probed = results.probe_details(old.details)
+    if "inputs" not in probed:
         return None
     # Compared as written (results hold portable paths: $VLLM_MATRIX_CACHE/...).
     roots = portable.Roots.here(ctx.ws.root)
-    if portable.doc(old.details["inputs"], roots) != portable.doc(inputs, roots):
+    if portable.doc(probed["inputs"], roots) != portable.doc(inputs, roots):
         return None
-    since = old.details.get("reused_from", d["written"])
+    since = probed.get("reused_from", d["written"])
     return StageResult(
         "probe",
         PASS,
