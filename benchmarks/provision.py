@@ -29,7 +29,7 @@ from vllm_matrix.pipeline import context, runner
 from vllm_matrix.infra.config import Cell
 ws = context.Workspace(__import__('pathlib').Path({ws!r}))
 c = Cell('0.8.5', '2.6.0', '12.4', 'debian', '3.12', ('8.0',))
-t = time.monotonic(); st = runner.run_cell(c, ws, 'toolkit')
+t = time.monotonic(); st = runner.run_cell(c, ws, depth='toolkit')
 print(time.monotonic() - t, st[-1].stage, st[-1].status)
 """
 

@@ -29,6 +29,7 @@ from vllm_matrix.infra.errors import (
     ToolError,
     describe_os_error,
 )
+from vllm_matrix.infra.results import Verdict
 from vllm_matrix.knowledge import pins, probe_units
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import context, estimate, grid, mapping, plan, reuse, runner
@@ -134,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cell = current_cell(args.vllm, args.arch)
         ws = context.Workspace(Path.cwd())
         plan.check_depth(args.depth)
-        stages = runner.run_cell(cell, ws, args.depth, force=args.force, echo=_say, opts=opts)
+        stages = runner.run_cell(cell, ws, depth=args.depth, force=args.force, echo=_say, opts=opts)
         v = results.verdict_of(stages)
         print(
             f"{v.label:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else "")
@@ -182,7 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         for c, v in done:
             print(f"{v.label:15} {c.id}" + (f"\n{'':15} {v.cause}" if v.cause else ""))
-            if v.verdict == "ERROR" and v.fix:
+            if v.verdict == Verdict.ERROR and v.fix:
                 print(f"{'':15} fix: {v.fix}")
         if md:
             print(f"report: {md}", file=sys.stderr)
@@ -204,10 +205,10 @@ def _skipped(skipped: Sequence[dict[str, str]]) -> int:
     return 0
 
 
-def _exit_for(verdicts: Sequence[results.Verdict]) -> int:
+def _exit_for(verdicts: Sequence[results.CellVerdict]) -> int:
     """Non-zero when a cell ended in ERROR: the tool or the machine failed, so the report
     is not a complete answer (FAIL and PREDICTED-FAIL are answers: exit 0)."""
-    bad = sum(1 for v in verdicts if v.verdict == "ERROR")
+    bad = sum(1 for v in verdicts if v.verdict == Verdict.ERROR)
     if bad:
         print(
             f"error: {bad} cell(s) ended in ERROR (the tool or the machine failed, not vLLM): "
@@ -229,7 +230,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     else:
 
         def probe_cell(cell: config.Cell, force: bool) -> None:
-            runner.run_cell(cell, ws, "probe", force=force, echo=_say)
+            runner.run_cell(cell, ws, depth="probe", force=force, echo=_say)
 
         # a compile the committed map holds and results/ lacks (a fresh clone) is kept
         earlier = mapreport.compiled_cells(committed)
@@ -338,7 +339,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     plan.check_depth(args.depth)
     _say(f"cell {cell.id} (provider {cell.provider}) to depth {args.depth}")
     stages = runner.run_cell(
-        cell, ws, args.depth, force=args.force, echo=_say, opts=build_options(args)
+        cell, ws, depth=args.depth, force=args.force, echo=_say, opts=build_options(args)
     )
     v = results.verdict_of(stages)
     print(f"{v.label:15} {cell.id} (at {v.depth})" + (f"\n{'':15} {v.cause}" if v.cause else ""))
@@ -346,10 +347,10 @@ def cmd_release(args: argparse.Namespace) -> int:
     lines = target_opts.preflight_lines(stages, driver)
     lines += target_opts.elsewhere_lines(cell, ws.root) + target_opts.driver_lines(cell, driver)
     print("\n".join(lines))
-    if v.verdict == "ERROR" and v.fix:
+    if v.verdict == Verdict.ERROR and v.fix:
         print(f"{'':15} fix: {v.fix}")
     # 0 answered (it builds, or as far as could be checked), 1 vLLM fails, 3 ERROR
-    return _exit_for([v]) or (1 if v.verdict in ("FAIL", "PREDICTED-FAIL") else 0)
+    return _exit_for([v]) or (1 if v.verdict in (Verdict.FAIL, Verdict.PREDICTED_FAIL) else 0)
 
 
 def _one_cell(m: config.Matrix, name: str | None, also: str = "") -> config.Cell:
@@ -521,7 +522,7 @@ def cmd_newest(args: argparse.Namespace) -> int:
 
         def run_cell(cell: config.Cell, force: bool) -> list[results.StageResult]:
             _say(f"probing {cell.id}" + (" (past its predicted failure)" if force else ""))
-            return runner.run_cell(cell, ws, "probe", force=force, echo=_say)
+            return runner.run_cell(cell, ws, depth="probe", force=force, echo=_say)
 
         ans = newest.probe_boundary(ans, run_cell)
     wheel_torch = None

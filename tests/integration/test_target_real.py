@@ -105,7 +105,7 @@ def test_modelopt_fp8_is_one_answer_in_release_and_the_blackwell_table(
 ) -> None:
     """The Blackwell table said "yes (sm89+)" for vLLM 0.8.5 on sm_120 while compat.md said
     "no" (its FP8 GEMM dispatches cc ≥ 100 to SM100 tcgen05 kernels): both now come from
-    plan.modelopt_fp8."""
+    modelopt.fp8_column."""
     m = str(tmp_path / "matrix.toml")
     argv = ["release", "0.8.5", "--torch", "2.7.0+cu128", "--cuda", "12.8", "--arch", "12.0"]
     assert cli.main([*argv, "--depth", "preflight", "--matrix", m]) == 0

@@ -206,7 +206,7 @@ def test_pixi_snippet_matches_the_fixups_a_real_run_used(tmp_path: Path) -> None
 
     cell = Cell("0.8.5", "2.6.0", "12.4", "debian", "3.12", ("9.0",))
     ws = context.Workspace(tmp_path)
-    stages = runner.run_cell(cell, ws, "toolkit")
+    stages = runner.run_cell(cell, ws, depth="toolkit")
     assert stages[-1].stage == "env" and stages[-1].status == "pass"
     used = pixi.used_fixups(ws.results, cell)
     assert used is not None

@@ -11,6 +11,7 @@ import pytest
 from vllm_matrix import cli
 from vllm_matrix.commands import currency
 from vllm_matrix.infra.errors import SourceError
+from vllm_matrix.infra.results import Verdict
 from vllm_matrix.knowledge import pins
 from vllm_matrix.stages import source
 
@@ -106,3 +107,12 @@ def test_no_answer_from_the_index_is_exit_3(
     monkeypatch.setattr(currency, "check", down)
     assert cli.main(["currency"]) == 3
     assert "fix: check the network" in capsys.readouterr().err
+
+
+def test_a_release_whose_cell_ends_in_error_is_counted_as_one() -> None:
+    """run_cell's verdict is ERROR (upper case); the count once compared it with the stage
+    status "error" and missed every such release (found by typing verdicts as an enum)."""
+    listed = pins.ReleaseList(("0.34.0",), "index", "https://index.invalid/simple")
+    ended = currency.Preflight("0.34.0", "c", Verdict.ERROR, 1.0)
+    rep = currency.Report(listed, [], [ended])
+    assert rep.errors == [ended] and rep.to_json()["counts"]["error"] == 1

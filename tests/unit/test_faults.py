@@ -298,30 +298,28 @@ def test_run_and_release_exit_by_the_cells_verdict(
 # --------------------------------------------------------------------------- ERROR vs evidence
 
 
-def test_an_error_keeps_the_deeper_earlier_result_beside_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_error_keeps_the_deeper_earlier_result_beside_it(tmp_path: Path) -> None:
     """A toolkit-depth result, then a preflight run that hits a full disk: both stay (the
     older evidence as the result, the ERROR as last_error, shown in compat.md); the clean
     rerun still has the toolkit/env evidence."""
-    from test_runner import MACHINE, cell, tree
+    from test_runner import MACHINE, cell, swapped, tree
 
-    from vllm_matrix.pipeline import context, plan
+    from vllm_matrix.pipeline import context
     from vllm_matrix.report import compat
 
     ws = context.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path))
-    runner.run_cell(c, ws, "preflight", **MACHINE)
+    runner.run_cell(c, ws, depth="preflight", **MACHINE)
     path = ws.results / f"{c.id}.json"
     pre = [StageResult.from_json(s) for s in results.read(path)["stages"]]
     deep = [*pre, StageResult("toolkit", "pass", 1.0, "nvcc"), StageResult("env", "pass", 1.0, "e")]
     results.write(ws.results, c, deep, MACHINE["mach"])
 
-    def full(*a: object, **k: object) -> object:
+    def full(ctx: object) -> StageResult:
         raise OSError(28, "No space left on device", "/cache/x")
 
-    monkeypatch.setattr(plan.source, "get_tree", full)
-    got = runner.run_cell(c, ws, "preflight", **MACHINE)
+    disk_full = swapped(source=full)
+    got = runner.run_cell(c, ws, depth="preflight", plan_stages=disk_full, **MACHINE)
     assert results.verdict_of(got).verdict == "ERROR"  # the caller sees this run's ERROR
     d = results.read(path)
     assert [s["stage"] for s in d["stages"]][-1] == "env"  # the evidence stays
@@ -332,24 +330,21 @@ def test_an_error_keeps_the_deeper_earlier_result_beside_it(
     row = next(ln for ln in md.splitlines() if ln.startswith(f"| `{c.id}`"))
     assert "| **PREFLIGHT-OK** |" in row and "env created" in row
     assert "last run: ERROR at source" in row
-    monkeypatch.undo()
-    runner.run_cell(c, ws, "preflight", **MACHINE)  # the clean rerun
+    runner.run_cell(c, ws, depth="preflight", **MACHINE)  # the clean rerun
     d = results.read(path)
     assert [s["stage"] for s in d["stages"]][-1] == "env" and "last_error" not in d
 
 
-def test_an_error_over_a_shallower_result_replaces_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from test_runner import MACHINE, _raise_in_toolkit, cell, tree
+def test_an_error_over_a_shallower_result_replaces_it(tmp_path: Path) -> None:
+    from test_runner import MACHINE, cell, raising_toolkit, tree
 
     from vllm_matrix.pipeline import context
 
     ws = context.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path))
-    runner.run_cell(c, ws, "preflight", **MACHINE)
-    _raise_in_toolkit(monkeypatch, cli.ToolError("broke", fix="f"))
-    runner.run_cell(c, ws, "toolkit", **MACHINE)
+    runner.run_cell(c, ws, depth="preflight", **MACHINE)
+    broke = raising_toolkit(cli.ToolError("broke", fix="f"))
+    runner.run_cell(c, ws, depth="toolkit", plan_stages=broke, **MACHINE)
     d = results.read(ws.results / f"{c.id}.json")
     assert d["verdict"]["verdict"] == "ERROR" and "last_error" not in d
 

@@ -245,3 +245,17 @@ def test_a_gap_is_a_warning_naming_file_line_and_what_rests_on_it(tmp_path: Path
     assert "the ModelOpt FP8 column rests on it and is not judged" in w.message
     assert preflight.status_of(found) == "warn"  # the verdict stands, with what it lacks
     assert preflight.modelopt_column(cell(), f) == (f"unknown: {where} could not be read", where)
+
+
+def test_the_prediction_check_says_whether_the_probe_agrees() -> None:
+    from vllm_matrix.infra.results import Finding, StageResult, Status
+
+    rule = Finding("api-float8-e8m0", "fail", "needs torch 2.7", "use torch 2.7")
+    predicted = StageResult("preflight", Status.PREDICTED_FAIL, 0.0, "1 rule", (rule,))
+    agrees = preflight.prediction_check(predicted, Status.FAIL)
+    assert agrees is not None and agrees.level == "info" and "agrees" in agrees.message
+    assert agrees.evidence == ("api-float8-e8m0",)
+    differs = preflight.prediction_check(predicted, Status.PASS)
+    assert differs is not None and differs.level == "warn" and "check the rule" in differs.fix
+    assert preflight.prediction_check(replace(predicted, status=Status.PASS), Status.PASS) is None
+    assert preflight.prediction_check(None, Status.FAIL) is None

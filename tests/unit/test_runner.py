@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import errno
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,9 @@ import pytest
 
 from vllm_matrix.infra import results
 from vllm_matrix.infra.config import Cell, Options, load_matrix
-from vllm_matrix.infra.errors import MatrixError, ProgramMissing
+from vllm_matrix.infra.errors import MatrixError, NotAvailable, ProgramMissing
 from vllm_matrix.pipeline import context, plan, runner
+from vllm_matrix.pipeline.context import CellContext
 from vllm_matrix.stages.preflight import Host
 
 CMAKE = """
@@ -51,10 +53,159 @@ def cell(root: Path, arch: str = "9.0") -> Cell:
     return Cell("0.8.5", "2.6.0", "12.4", "debian", "3.12", (arch,), source=f"path:{root}")
 
 
+# ---- run_cell's contract, on a plan of stand-in stage functions (the plan is injected) ------
+
+StageRun = Callable[[CellContext], results.StageResult]
+
+
+def swapped(**runs: StageRun) -> tuple[plan.Stage, ...]:
+    """PLAN with the named stages' functions replaced (their needs, depth, long ... kept)."""
+    assert set(runs) <= set(plan.STAGES), set(runs) - set(plan.STAGES)
+    return tuple(replace(s, run=runs.get(s.name, s.run)) for s in plan.PLAN)
+
+
+def recording(
+    calls: list[str], outcomes: dict[str, results.Status | BaseException] | None = None
+) -> tuple[plan.Stage, ...]:
+    """PLAN with every stage a stand-in that records its name and passes, or ends as
+    ``outcomes`` says (a status, or an exception it raises)."""
+    outcomes = outcomes or {}
+
+    def stand_in(name: str) -> StageRun:
+        def run(ctx: CellContext) -> results.StageResult:
+            calls.append(name)
+            out = outcomes.get(name, results.Status.PASS)
+            if isinstance(out, BaseException):
+                raise out
+            found = (results.Finding(name, "fail", f"{name} said no"),) if out == "fail" else ()
+            return results.StageResult(name, out, 0.0, f"{name} ran", found)
+
+        return run
+
+    return swapped(**{s.name: stand_in(s.name) for s in plan.PLAN})
+
+
+def fake_cell(tmp: Path) -> Cell:
+    """A cell no stage of the stand-in plans reads (no tree behind its source)."""
+    return cell(tmp / "no-tree")
+
+
+@pytest.mark.parametrize("depth", plan.DEPTHS)
+def test_run_cell_walks_every_stage_of_the_depth_in_plan_order(tmp_path: Path, depth: str) -> None:
+    calls: list[str] = []
+    ws = context.Workspace(tmp_path / "ws")
+    stages = runner.run_cell(
+        fake_cell(tmp_path), ws, depth=depth, plan_stages=recording(calls), **MACHINE
+    )
+    names = [s.name for s in plan.PLAN]
+    expected = names[: names.index(plan.LAST_STAGE[depth]) + 1]
+    assert calls == expected
+    assert [s.stage for s in stages] == expected
+    assert all(s.status == results.Status.PASS for s in stages)
+    doc = results.read(ws.results / f"{fake_cell(tmp_path).id}.json")
+    assert [s["stage"] for s in doc["stages"]] == expected  # the file holds the same walk
+
+
+@pytest.mark.parametrize(
+    ("stopper", "status"),
+    [
+        ("facts", results.Status.FAIL),
+        ("preflight", results.Status.PREDICTED_FAIL),
+        ("toolkit", results.Status.SKIP),
+        ("patches", results.Status.ERROR),
+        ("probe", results.Status.FAIL),
+    ],
+)
+def test_a_stage_that_does_not_pass_stops_the_cell(
+    tmp_path: Path, stopper: str, status: results.Status
+) -> None:
+    calls: list[str] = []
+    walk = recording(calls, {stopper: status})
+    ws = context.Workspace(tmp_path / "ws")
+    stages = runner.run_cell(fake_cell(tmp_path), ws, depth="build", plan_stages=walk, **MACHINE)
+    names = [s.name for s in plan.PLAN]
+    assert calls == names[: names.index(stopper) + 1]
+    assert stages[-1].stage == stopper and stages[-1].status == status
+
+
+def test_force_goes_on_past_a_prediction_only(tmp_path: Path) -> None:
+    calls: list[str] = []
+    walk = recording(calls, {"preflight": results.Status.PREDICTED_FAIL})
+    ws = context.Workspace(tmp_path / "ws")
+    stages = runner.run_cell(
+        fake_cell(tmp_path), ws, depth="probe", force=True, plan_stages=walk, **MACHINE
+    )
+    assert calls == [s.name for s in plan.cut("probe")]
+    assert [s.status for s in stages][2:4] == [results.Status.PREDICTED_FAIL, results.Status.PASS]
+    calls.clear()
+    walk = recording(calls, {"facts": results.Status.FAIL})
+    runner.run_cell(fake_cell(tmp_path), ws, depth="probe", force=True, plan_stages=walk, **MACHINE)
+    assert calls == ["source", "facts"]  # a FAIL is no prediction: force does not pass it
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ProgramMissing("uv not found", fix="install it"),
+        NotAvailable("not on this machine"),
+        OSError(errno.ENOSPC, "No space left on device", "/c/x"),
+        KeyError("nvcc"),
+        AssertionError("a bug"),
+    ],
+)
+def test_an_exception_in_a_stage_is_its_error_and_stops_the_cell(
+    tmp_path: Path, exc: BaseException
+) -> None:
+    calls: list[str] = []
+    walk = recording(calls, {"env": exc})
+    ws = context.Workspace(tmp_path / "ws")
+    stages = runner.run_cell(fake_cell(tmp_path), ws, depth="probe", plan_stages=walk, **MACHINE)
+    assert calls == ["source", "facts", "preflight", "toolkit", "env"]
+    last = stages[-1]
+    # NotAvailable: cannot be had here (SKIP); every other exception is the tool's: ERROR
+    want = results.Status.SKIP if isinstance(exc, NotAvailable) else results.Status.ERROR
+    assert (last.stage, last.status) == ("env", want)
+    assert [f.level for f in last.findings] == ["skip" if want == "skip" else "error"]
+    assert results.verdict_of(stages).verdict != results.Verdict.FAIL
+
+
+def test_a_sided_stage_whose_failures_are_all_the_machines_is_an_error(tmp_path: Path) -> None:
+    def oom(ctx: CellContext) -> results.StageResult:
+        f = results.Finding("signature:out_of_memory", "fail", "cc1plus killed", "fewer jobs")
+        return results.StageResult("probe", results.Status.FAIL, 1.0, "1 failed", (f,))
+
+    ws = context.Workspace(tmp_path / "ws")
+    walk = tuple(
+        replace(s, run=oom) if s.name == "probe" else s for s in recording([])
+    )  # PLAN's probe is sided
+    stages = runner.run_cell(fake_cell(tmp_path), ws, depth="probe", plan_stages=walk, **MACHINE)
+    assert stages[-1].status == results.Status.ERROR
+    unsided = tuple(replace(s, sided=False) if s.name == "probe" else s for s in walk)
+    stages = runner.run_cell(fake_cell(tmp_path), ws, depth="probe", plan_stages=unsided, **MACHINE)
+    assert stages[-1].status == results.Status.FAIL  # the stage's own flag decides
+
+
+def test_ctrl_c_in_a_stage_records_what_its_interrupted_hook_says(tmp_path: Path) -> None:
+    calls: list[str] = []
+    walk = tuple(
+        replace(s, interrupted=lambda ctx: {"how_far": ctx.cell.id}) if s.name == "toolkit" else s
+        for s in recording(calls, {"toolkit": KeyboardInterrupt()})
+    )
+    ws = context.Workspace(tmp_path / "ws")
+    c = fake_cell(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_cell(c, ws, depth="build", plan_stages=walk, **MACHINE)
+    assert calls == ["source", "facts", "preflight", "toolkit"]
+    d = results.read(ws.results / f"{c.id}.json")
+    assert [(s["stage"], s["status"]) for s in d["stages"]][-1] == ("toolkit", "interrupted")
+    assert d["stages"][-1]["details"] == {"how_far": c.id}
+    assert d["verdict"]["verdict"] == results.Verdict.UNKNOWN
+
+
 def test_preflight_depth_writes_a_valid_result(tmp_path: Path) -> None:
     ws = context.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path))
-    stages = runner.run_cell(c, ws, "preflight", **MACHINE)
+    stages = runner.run_cell(c, ws, depth="preflight", **MACHINE)
     assert [s.stage for s in stages] == ["source", "facts", "preflight"]
     d = results.read(ws.results / f"{c.id}.json")
     assert d["verdict"]["verdict"] == "PREFLIGHT-OK"
@@ -78,7 +229,7 @@ def test_an_unreadable_modelopt_is_a_warning_not_an_error(tmp_path: Path) -> Non
     )
     ws = context.Workspace(tmp_path / "ws")
     c = cell(root)
-    stages = runner.run_cell(c, ws, "preflight", **MACHINE)
+    stages = runner.run_cell(c, ws, depth="preflight", **MACHINE)
     pre = stages[-1]
     assert pre.status == results.WARN, pre
     (w,) = [f for f in pre.findings if f.rule == "unreadable"]
@@ -90,41 +241,37 @@ def test_an_unreadable_modelopt_is_a_warning_not_an_error(tmp_path: Path) -> Non
     assert d["verdict"]["verdict"] == "PREFLIGHT-OK"
 
 
-def test_predicted_failure_stops_unless_forced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_predicted_failure_stops_unless_forced(tmp_path: Path) -> None:
     ws = context.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path), "12.0")
-    stages = runner.run_cell(c, ws, "toolkit", **MACHINE)
-    assert stages[-1].stage == "preflight" and stages[-1].status == "predicted-fail"
     calls: list[str] = []
 
-    def fake_provide(provider: str, version: str, **kw: object) -> object:
-        calls.append(provider)
-        raise plan.NotAvailable("not here", fix="elsewhere")
+    def toolkit(ctx: CellContext) -> results.StageResult:
+        calls.append(ctx.cell.provider)
+        raise NotAvailable("not here", fix="elsewhere")
 
-    monkeypatch.setattr(plan.toolkit, "provide", fake_provide)
-    stages = runner.run_cell(c, ws, "toolkit", force=True, **MACHINE)
+    walk = swapped(toolkit=toolkit)  # the real preflight predicts; the toolkit a stand-in
+    stages = runner.run_cell(c, ws, depth="toolkit", plan_stages=walk, **MACHINE)
+    assert stages[-1].stage == "preflight" and stages[-1].status == "predicted-fail"
+    assert calls == []
+    stages = runner.run_cell(c, ws, depth="toolkit", force=True, plan_stages=walk, **MACHINE)
     assert calls == ["debian"] and stages[-1].stage == "toolkit"
     assert stages[-1].status == "skip"
     # matrix.toml's options = { force = true } does the same for its cell (the seed rows)
     seeded = replace(c, options=Options(force=True))
-    stages = runner.run_cell(seeded, ws, "toolkit", **MACHINE)
+    stages = runner.run_cell(seeded, ws, depth="toolkit", plan_stages=walk, **MACHINE)
     assert calls == ["debian", "debian"] and stages[-1].stage == "toolkit"
 
 
-def test_ctrl_c_leaves_a_valid_interrupted_result(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_ctrl_c_leaves_a_valid_interrupted_result(tmp_path: Path) -> None:
     ws = context.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path))
 
-    def boom(*a: object) -> object:
+    def boom(ctx: CellContext) -> results.StageResult:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(plan.facts_mod, "read_facts", boom)
     with pytest.raises(KeyboardInterrupt):
-        runner.run_cell(c, ws, "preflight", **MACHINE)
+        runner.run_cell(c, ws, depth="preflight", plan_stages=swapped(facts=boom), **MACHINE)
     d = results.read(ws.results / f"{c.id}.json")
     assert d["stages"][-1] == d["stages"][-1] | {"stage": "facts", "status": "interrupted"}
     assert d["verdict"]["verdict"] == "UNKNOWN"
@@ -174,30 +321,27 @@ def test_cells_side_by_side_answer_in_matrix_order(tmp_path: Path) -> None:
 def test_shallower_rerun_keeps_deeper_stages(tmp_path: Path) -> None:
     ws = context.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path))
-    runner.run_cell(c, ws, "preflight", **MACHINE)
+    runner.run_cell(c, ws, depth="preflight", **MACHINE)
     path = ws.results / f"{c.id}.json"
     d = results.read(path)
     deeper = results.StageResult("toolkit", "pass", 1.0, "nvcc 12.4")
     results.write(ws.results, c, [*map(results.StageResult.from_json, d["stages"]), deeper])
-    runner.run_cell(c, ws, "preflight", **MACHINE)
+    runner.run_cell(c, ws, depth="preflight", **MACHINE)
     assert [s["stage"] for s in results.read(path)["stages"]][-1] == "toolkit"
 
 
-def test_a_killed_long_stage_leaves_an_interrupted_result(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_killed_long_stage_leaves_an_interrupted_result(tmp_path: Path) -> None:
     # kill -9 runs no handler: the result must already say where the run is, before the
     # long stage starts. Read the file from inside the stage, as a kill would leave it.
     ws = context.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path))
     seen: dict[str, object] = {}
 
-    def provide(provider: str, version: str, **kw: object) -> object:
+    def toolkit(ctx: CellContext) -> results.StageResult:
         seen.update(results.read(ws.results / f"{c.id}.json"))
-        raise plan.NotAvailable("not here")
+        raise NotAvailable("not here")
 
-    monkeypatch.setattr(plan.toolkit, "provide", provide)
-    runner.run_cell(c, ws, "toolkit", **MACHINE)
+    runner.run_cell(c, ws, depth="toolkit", plan_stages=swapped(toolkit=toolkit), **MACHINE)
     stages = seen["stages"]
     assert isinstance(stages, list) and stages[-1]["stage"] == "toolkit"
     assert stages[-1]["status"] == "interrupted" and "did not finish" in stages[-1]["summary"]
@@ -221,8 +365,10 @@ def ws_without_patches(tmp: Path) -> context.Workspace:
 
 def build_fakes(
     tmp: Path, monkeypatch: pytest.MonkeyPatch, sources: dict[str, object]
-) -> dict[str, object]:
-    """Fakes for every stage past preflight: what the runner hands from stage to stage."""
+) -> tuple[dict[str, object], tuple[plan.Stage, ...]]:
+    """The plan's adapters (plan.do_env, do_probe, do_build, do_audit, do_smoke) on fakes of
+    what they call, and a plan whose toolkit stage is a stand-in: what the runner hands
+    from stage to stage, and what the adapters passed on (``seen``)."""
     from vllm_matrix.stages.env import TorchEnv
     from vllm_matrix.stages.externals import ExternalDir
     from vllm_matrix.stages.fixups import Fixup, Fixups
@@ -262,7 +408,6 @@ def build_fakes(
         )
         for k, v in sources.items()
     }
-    monkeypatch.setattr(plan.toolkit, "provide", lambda *a, **kw: tk)
     monkeypatch.setattr(plan.env_mod, "provide", provide_env)
     monkeypatch.setattr(
         plan.fixups, "compute", lambda *a: Fixups((Fixup("CUDA_HOME", "/tk", "x"),), ())
@@ -276,18 +421,29 @@ def build_fakes(
     monkeypatch.setattr(plan.build, "build_wheel", build_wheel)
     monkeypatch.setattr(plan.audit, "audit_wheel", audit_wheel)
     monkeypatch.setattr(plan.audit, "smoke", smoke)
-    return seen
+
+    def toolkit(ctx: CellContext) -> results.StageResult:
+        ctx.toolkit = tk
+        return results.StageResult("toolkit", results.Status.PASS, 0.0, "nvcc 12.4 (a stand-in)")
+
+    return seen, swapped(toolkit=toolkit)
 
 
 def test_build_depth_runs_build_audit_smoke_with_the_full_env(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen = build_fakes(tmp_path, monkeypatch, {"cutlass": tmp_path / "cutlass"})
+    seen, walk = build_fakes(tmp_path, monkeypatch, {"cutlass": tmp_path / "cutlass"})
     ws = ws_without_patches(tmp_path)
     c = cell(tree(tmp_path))
     said: list[str] = []
     stages = runner.run_cell(
-        c, ws, "build", echo=said.append, opts=context.BuildOptions(max_jobs=1), **MACHINE
+        c,
+        ws,
+        depth="build",
+        echo=said.append,
+        opts=context.BuildOptions(max_jobs=1),
+        plan_stages=walk,
+        **MACHINE,
     )
     assert [s.stage for s in stages][-5:] == ["patches", "probe", "build", "audit", "smoke"]
     assert seen["variant"] == "full"
@@ -304,10 +460,10 @@ def test_build_depth_runs_build_audit_smoke_with_the_full_env(
 def test_build_with_missing_sources_stops_before_compiling(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen = build_fakes(tmp_path, monkeypatch, {"cutlass": None})
+    seen, walk = build_fakes(tmp_path, monkeypatch, {"cutlass": None})
     ws = ws_without_patches(tmp_path)
     c = cell(tree(tmp_path))
-    stages = runner.run_cell(c, ws, "build", **MACHINE)
+    stages = runner.run_cell(c, ws, depth="build", plan_stages=walk, **MACHINE)
     assert "build" not in seen and stages[-1].stage == "build" and stages[-1].status == "skip"
     assert "cutlass" in stages[-1].summary and "inv prefetch" in stages[-1].findings[0].fix
     v = results.verdict_of(stages)
@@ -317,10 +473,12 @@ def test_build_with_missing_sources_stops_before_compiling(
 def test_a_build_rerun_reuses_the_probe_that_passed_on_the_same_inputs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    build_fakes(tmp_path, monkeypatch, {})
+    _, walk = build_fakes(tmp_path, monkeypatch, {})
     ws = ws_without_patches(tmp_path)
     c = cell(tree(tmp_path))
-    runner.run_cell(c, ws, "probe", **MACHINE)  # the probe, with the headers env
+    runner.run_cell(
+        c, ws, depth="probe", plan_stages=walk, **MACHINE
+    )  # the probe, with the headers env
     probes: list[int] = []
 
     def counted(*a: object, **kw: object) -> results.StageResult:
@@ -328,7 +486,7 @@ def test_a_build_rerun_reuses_the_probe_that_passed_on_the_same_inputs(
         return results.StageResult("probe", "pass", 1.0, "8 units")
 
     monkeypatch.setattr(plan.probe, "run_probe", counted)
-    stages = runner.run_cell(c, ws, "build", **MACHINE)
+    stages = runner.run_cell(c, ws, depth="build", plan_stages=walk, **MACHINE)
     probe_stage = next(s for s in stages if s.stage == "probe")
     assert probes == [] and "reused" in probe_stage.summary
     assert probe_stage.details["reused_from"]
@@ -340,7 +498,7 @@ def test_a_build_rerun_reuses_the_probe_that_passed_on_the_same_inputs(
             py, torch, variant, tmp_path, tmp_path / "py", tmp_path, "2.6.0+cu126", "12.6"
         ),
     )
-    runner.run_cell(c, ws, "build", **MACHINE)
+    runner.run_cell(c, ws, depth="build", plan_stages=walk, **MACHINE)
     assert probes == [1]
 
 
@@ -349,11 +507,11 @@ def test_a_shallower_rerun_through_long_stages_keeps_the_deeper_ones(
 ) -> None:
     # The toolkit depth writes placeholders (long stages); the probe found earlier must
     # survive them.
-    build_fakes(tmp_path, monkeypatch, {})
+    _, walk = build_fakes(tmp_path, monkeypatch, {})
     ws = ws_without_patches(tmp_path)
     c = cell(tree(tmp_path))
-    runner.run_cell(c, ws, "probe", **MACHINE)
-    runner.run_cell(c, ws, "toolkit", **MACHINE)
+    runner.run_cell(c, ws, depth="probe", plan_stages=walk, **MACHINE)
+    runner.run_cell(c, ws, depth="toolkit", plan_stages=walk, **MACHINE)
     d = results.read(ws.results / f"{c.id}.json")
     assert [s["stage"] for s in d["stages"]][-2:] == ["patches", "probe"]
     assert d["verdict"]["verdict"] == "PASS"
@@ -391,17 +549,18 @@ def test_report_lists_runs_copied_from_other_machines(tmp_path: Path) -> None:
 def test_ctrl_c_in_the_build_records_how_far_it_got(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    build_fakes(tmp_path, monkeypatch, {})
+    _, walk = build_fakes(tmp_path, monkeypatch, {})
     ws = ws_without_patches(tmp_path)
     c = cell(tree(tmp_path))
 
-    def stopped(*a: object, **kw: object) -> results.StageResult:
+    def stopped(ctx: CellContext) -> results.StageResult:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(plan.build, "build_wheel", stopped)
+    # the build stopped; its hook (plan.build_progress) reads how far the work dir got
+    walk = tuple(replace(s, run=stopped) if s.name == "build" else s for s in walk)
     monkeypatch.setattr(plan.build, "progress_of", lambda work: {"edges_done": 7, "edges": 315})
     with pytest.raises(KeyboardInterrupt):
-        runner.run_cell(c, ws, "build", **MACHINE)
+        runner.run_cell(c, ws, depth="build", plan_stages=walk, **MACHINE)
     d = results.read(ws.results / f"{c.id}.json")
     last = d["stages"][-1]
     assert last["stage"] == "build" and last["status"] == "interrupted"
@@ -412,11 +571,13 @@ def test_ctrl_c_in_the_build_records_how_far_it_got(
 # ---- ERROR: the tool's or the machine's failure, never a FAIL of vLLM ---------------------
 
 
-def _raise_in_toolkit(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
-    def provide(*a: object, **kw: object) -> object:
+def raising_toolkit(exc: BaseException) -> tuple[plan.Stage, ...]:
+    """PLAN whose toolkit stage raises ``exc``."""
+
+    def toolkit(ctx: CellContext) -> results.StageResult:
         raise exc
 
-    monkeypatch.setattr(plan.toolkit, "provide", provide)
+    return swapped(toolkit=toolkit)
 
 
 @pytest.mark.parametrize(
@@ -433,12 +594,11 @@ def _raise_in_toolkit(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> No
     ],
 )
 def test_a_stage_that_raises_is_an_error_with_cause_and_fix(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: BaseException, cause: str, fix: str
+    tmp_path: Path, exc: BaseException, cause: str, fix: str
 ) -> None:
     ws = context.Workspace(tmp_path / "ws")
     c = cell(tree(tmp_path))
-    _raise_in_toolkit(monkeypatch, exc)
-    stages = runner.run_cell(c, ws, "toolkit", **MACHINE)
+    stages = runner.run_cell(c, ws, depth="toolkit", plan_stages=raising_toolkit(exc), **MACHINE)
     assert stages[-1].stage == "toolkit" and stages[-1].status == results.ERROR
     v = results.verdict_of(stages)
     assert v.verdict == "ERROR" and v.depth == "toolkit"
@@ -446,14 +606,14 @@ def test_a_stage_that_raises_is_an_error_with_cause_and_fix(
     assert "\n" not in v.cause  # one line
 
 
-def test_debug_lets_a_bug_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _raise_in_toolkit(monkeypatch, KeyError("nvcc"))
+def test_debug_lets_a_bug_through(tmp_path: Path) -> None:
     with pytest.raises(KeyError):
         runner.run_cell(
             cell(tree(tmp_path)),
             context.Workspace(tmp_path / "ws"),
-            "toolkit",
+            depth="toolkit",
             opts=context.BuildOptions(debug=True),
+            plan_stages=raising_toolkit(KeyError("nvcc")),
             **MACHINE,
         )
 
@@ -492,7 +652,12 @@ def test_error_cells_are_listed_apart_and_exit_non_zero(
         f'python = "3.12"\nprovider = "debian"\n'
         f'source = "path:{root}"\n'
     )
-    _raise_in_toolkit(monkeypatch, ProgramMissing("uv not found (x)", fix="pip install -e ."))
+    # through the CLI, which takes no plan: the toolkit's provider raises
+
+    def provide(*a: object, **kw: object) -> object:
+        raise ProgramMissing("uv not found (x)", fix="pip install -e .")
+
+    monkeypatch.setattr(plan.toolkit, "provide", provide)
     monkeypatch.setattr(plan.preflight, "detect_host", lambda: MACHINE["host"])
     monkeypatch.setattr(results, "machine", lambda: MACHINE["mach"])
     rc = cli.main(["run", "--matrix", str(m), "--depth", "toolkit"])
@@ -510,7 +675,7 @@ def test_torch_source_of_variants(monkeypatch: pytest.MonkeyPatch) -> None:
     from vllm_matrix.infra import index
     from vllm_matrix.infra.config import Cell
     from vllm_matrix.infra.errors import NotAvailable
-    from vllm_matrix.pipeline.plan import torch_source
+    from vllm_matrix.stages.env import torch_source
 
     monkeypatch.delenv("VLLM_MATRIX_TORCH_INDEX_CU128", raising=False)
     monkeypatch.delenv("VLLM_MATRIX_TORCH_INDEX_CU124", raising=False)

@@ -26,14 +26,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from packaging.version import Version
 
 from vllm_matrix.infra import results
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import MatrixError
-from vllm_matrix.infra.results import ERROR
+from vllm_matrix.infra.results import Verdict
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import mapping, runner
@@ -66,7 +66,7 @@ class Item:
 class Preflight:
     vllm: str
     cell: str  # the cell id ("" when no cell could be made)
-    verdict: str
+    verdict: Verdict | Literal["gap"]  # gap: no cell could be made (a fact is missing)
     seconds: float
     gaps: tuple[str, ...] = ()  # the 'unreadable' findings' messages
 
@@ -80,7 +80,7 @@ class Report:
 
     @property
     def errors(self) -> list[Preflight]:
-        return [p for p in self.preflights if p.verdict == ERROR]
+        return [p for p in self.preflights if p.verdict == Verdict.ERROR]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -206,10 +206,10 @@ def preflight_release(
         ]
     except MatrixError as exc:
         took = round(time.monotonic() - t0, 2)
-        return Preflight(version, "", ERROR, took), [
+        return Preflight(version, "", Verdict.ERROR, took), [
             Item("error", version, f"no cell for vLLM {version}: {exc.message}", exc.fix or "")
         ]
-    stages = runner.run_cell(cell, ws, "preflight", mach=mach, host=host)
+    stages = runner.run_cell(cell, ws, depth="preflight", mach=mach, host=host)
     v = results.verdict_of(stages)
     found = [f for s in stages for f in s.findings]
     gaps = tuple(f.message for f in found if f.rule == "unreadable")
@@ -217,7 +217,7 @@ def preflight_release(
         Item("gap", version, g, "teach the reader (stages/facts.py, stages/modelopt.py)")
         for g in gaps
     ]
-    if v.verdict == ERROR:
+    if v.verdict == Verdict.ERROR:
         items.append(Item("error", version, f"{cell.id} ends in ERROR: {v.cause}", v.fix or ""))
     took = round(time.monotonic() - t0, 2)
     return Preflight(version, cell.id, v.verdict, took, gaps), items

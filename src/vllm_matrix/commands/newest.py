@@ -25,13 +25,13 @@ from vllm_matrix.infra import index, results
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell, split_torch
 from vllm_matrix.infra.errors import ConfigError
-from vllm_matrix.infra.results import PREDICTED_FAIL, Finding
+from vllm_matrix.infra.results import ERROR, PREDICTED_FAIL, Finding, Status
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import advice as advice_mod
 from vllm_matrix.pipeline import plan
 from vllm_matrix.pipeline.context import Workspace
-from vllm_matrix.stages import preflight
+from vllm_matrix.stages import modelopt, preflight
 from vllm_matrix.stages import releases as releases_mod
 
 DEPTHS = ("preflight", "probe")
@@ -42,7 +42,7 @@ class Step:
     """One release's preflight on the way down."""
 
     vllm: str
-    status: str  # results.PASS / WARN / SKIP / PREDICTED_FAIL, or "error"
+    status: Status  # PASS / WARN / SKIP / PREDICTED_FAIL, or ERROR (the source unreadable)
     fails: tuple[str, ...] = ()  # the failing rules' messages
     evidence: tuple[str, ...] = ()
     note: str = ""  # warnings/skips, or why the release could not be checked
@@ -125,8 +125,8 @@ def make_cell(
 def _step(cell: Cell, adv: advice_mod.Adviser) -> Step:
     """One release's preflight, on the release facts cache (a warm walk reads no tree)."""
     status, found = adv.findings(cell.vllm, cell.torch, cell.cuda, cell.arch, cell.python)
-    if status == "error":
-        return Step(cell.vllm, "error", note=found[0].message if found else "")
+    if status == ERROR:
+        return Step(cell.vllm, ERROR, note=found[0].message if found else "")
     bad = [x for x in found if x.level == "fail"]
     soft = [x for x in found if x.level in ("warn", "skip")]
     return Step(
@@ -180,7 +180,7 @@ def walk(
         steps.append(s)
         if echo:
             echo(f"{v}: {s.status}" + (f" ({s.fails[0][:100]})" if s.fails else ""))
-        if s.status not in (PREDICTED_FAIL, "error"):
+        if s.status not in (PREDICTED_FAIL, ERROR):
             newest = v
             break
     nxt = (
@@ -405,7 +405,7 @@ class Cheapest:
     vllm: str
     arch: str
     cell: Cell | None  # None: nothing known serves it
-    status: str  # the preflight status of that cell
+    status: Status  # the preflight status of that cell
     off_pin: bool  # the torch differs from the release's own pin
     why: tuple[str, ...]  # the warnings/skips it carries, or why nothing serves it
     evidence: tuple[str, ...]
@@ -478,7 +478,8 @@ def cheapest(
     rel = adv.release(vllm)
     # the preflight stage's ModelOpt FP8 answer (per arch, from the dispatch code), not a
     # second one: the Blackwell table said "yes (sm89+)" for 0.8.5, compat.md "no"
-    fp8 = plan.modelopt_fp8(cell, rel.facts, Path(rel.tree), ws or Workspace(Path.cwd()), know=know)
+    dirs = plan.audit_dirs(ws or Workspace(Path.cwd()))
+    fp8 = modelopt.fp8_column(cell, rel.facts, Path(rel.tree), dirs, know=know)
     mo, mo_ev = fp8.column, fp8.evidence
     off = bool(pin) and Version(str(pin)) != Version(cell.torch_version)
     return Cheapest(

@@ -14,8 +14,9 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from vllm_matrix.infra import portable, proc, programs
 from vllm_matrix.infra.cache import atomic_write_text
@@ -24,21 +25,47 @@ from vllm_matrix.infra.config import Cell
 SCHEMA = "vllm-matrix/cell-result"
 SCHEMA_VERSION = 1
 
-# Stage statuses. ERROR: the tool or the machine failed (a missing program, the index
-# unreachable, disk full, a corrupt cache entry, a bug) -- never a fact about vLLM.
-PASS, FAIL, WARN, SKIP, PREDICTED_FAIL, INTERRUPTED, ERROR = (
-    "pass",
-    "fail",
-    "warn",
-    "skip",
-    "predicted-fail",
-    "interrupted",
-    "error",
-)
-STATUSES = (PASS, FAIL, WARN, SKIP, PREDICTED_FAIL, INTERRUPTED, ERROR)
 
-# Cell verdicts (design.md), plus PREFLIGHT-OK: every rule passed, nothing compiled yet.
-VERDICTS = ("PASS", "FAIL", "PREDICTED-FAIL", "PREFLIGHT-OK", "SKIPPED", "ERROR", "UNKNOWN")
+class Status(StrEnum):
+    """A stage's status. ERROR: the tool or the machine failed (a missing program, the index
+    unreachable, disk full, a corrupt cache entry, a bug) -- never a fact about vLLM. A
+    member is its value (``Status.PASS == "pass"``): JSON holds the bare string."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    WARN = "warn"
+    SKIP = "skip"
+    PREDICTED_FAIL = "predicted-fail"
+    INTERRUPTED = "interrupted"
+    ERROR = "error"
+
+
+class Verdict(StrEnum):
+    """A cell's verdict (design.md), plus PREFLIGHT-OK: every rule passed, nothing compiled
+    yet."""
+
+    PASS = "PASS"
+    FAIL = "FAIL"
+    PREDICTED_FAIL = "PREDICTED-FAIL"
+    PREFLIGHT_OK = "PREFLIGHT-OK"
+    SKIPPED = "SKIPPED"
+    ERROR = "ERROR"
+    UNKNOWN = "UNKNOWN"
+
+
+# The statuses by their short names (stages import them).
+PASS = Status.PASS
+FAIL = Status.FAIL
+WARN = Status.WARN
+SKIP = Status.SKIP
+PREDICTED_FAIL = Status.PREDICTED_FAIL
+INTERRUPTED = Status.INTERRUPTED
+ERROR = Status.ERROR
+STATUSES = tuple(Status)
+VERDICTS = tuple(Verdict)
+
+# A finding's level: a stage's status follows from its findings' levels (status_of).
+Level = Literal["fail", "warn", "skip", "info", "error"]
 
 STAGE_ORDER = (
     "source",
@@ -57,12 +84,152 @@ STAGE_ORDER = (
 COMPILED = STAGE_ORDER[STAGE_ORDER.index("probe") :]  # stages whose verdicts come from compiling
 
 
+# The result file as JSON (``envelope``; ``read`` checks one): what other modules read.
+class FindingDoc(TypedDict):
+    rule: str
+    level: Level
+    message: str
+    fix: str
+    evidence: list[str]
+    source: str
+
+
+class StageDoc(TypedDict):
+    stage: str
+    status: Status
+    seconds: float
+    summary: str
+    findings: list[FindingDoc]
+    details: dict[str, Any]  # each stage's own; the ones read elsewhere are typed below
+    log: str | None
+
+
+class VerdictDoc(TypedDict):
+    verdict: Verdict
+    depth: str
+    cause: str
+    fix: str
+    evidence: list[str]
+    rests_on: str
+    label: str
+
+
+class ErrorRecord(TypedDict):
+    """A newer run that ended in ERROR, kept beside older, deeper evidence."""
+
+    verdict: Verdict
+    stage: str
+    cause: str
+    fix: str
+    written: str
+    stages: list[StageDoc]
+
+
+class Envelope(TypedDict):
+    schema: str
+    version: int
+    written: str
+    cell: dict[str, Any]  # Cell.to_json()
+    machine: dict[str, Any] | None  # machine()
+    stages: list[StageDoc]
+    verdict: VerdictDoc
+    last_error: NotRequired[ErrorRecord]
+
+
+# Stage details that other modules read (the report, the map, the advice).
+class AdviceDoc(TypedDict):
+    """pipeline/advice.py's ``Advice.to_json()``: the one fix a predicted failure shows."""
+
+    have: dict[str, Any]
+    ok_as_is: bool
+    options: list[dict[str, Any]]
+    tried: str
+    text: str
+
+
+class PreflightDetails(TypedDict):
+    """The preflight stage's ``details`` (report/compat.py reads the ModelOpt column)."""
+
+    advice: NotRequired[AdviceDoc]  # only for PREDICTED-FAIL
+    modelopt_fp8: str
+    modelopt_evidence: str
+    modelopt_config: dict[str, Any]
+    modelopt_fp8_gemm: list[dict[str, Any]]
+
+
+class EstimateLine(TypedDict):
+    line: str
+
+
+class PartialEstimateLine(EstimateLine):
+    targets: NotRequired[list[str]]
+
+
+class EstimateDoc(TypedDict, total=False):
+    """A probe's or build's ``details["estimate"]`` (pipeline/estimate.py): the cost of a
+    build here, one line per kind; ``error`` where the model could not be evaluated."""
+
+    cores: int
+    mem_gib: float | None
+    front_end: dict[str, Any]
+    uncertainty: Any
+    wheel: EstimateLine
+    partial: PartialEstimateLine
+    error: str
+
+
+class ProbeUnitDoc(TypedDict, total=False):
+    """One unit of a probe's ``details["units"]`` (stages/probe: UnitResult.to_json())."""
+
+    path: str
+    kind: str  # "cuda" | "cpp"
+    status: str  # the unit's: "pass" | "fail" | "timeout" | "not-probed" | "not-run"
+    seconds: float
+    front_end_s: float
+    front_end_cache: str  # "hit" | "miss" | ""
+    note: str
+
+
+class ProbeDetails(TypedDict, total=False):
+    """The probe stage's ``details``, as far as other modules read them (the estimate, the
+    reuse of a passed probe, the verdict's coverage)."""
+
+    units: list[ProbeUnitDoc]
+    cpus: int | None
+    cpu_seconds: float
+    inputs: dict[str, Any]  # pipeline/reuse.py: what the probe ran on
+    reused_from: str  # when the probe that passed on the same inputs was written
+    estimate: EstimateDoc
+
+
+def probe_details(details: Mapping[str, Any]) -> ProbeDetails:
+    """A probe stage's details, typed (a stage result's details are plain JSON)."""
+    return cast(ProbeDetails, details)
+
+
+def as_details(typed: PreflightDetails | EstimateDoc) -> dict[str, Any]:
+    """Typed details as a StageResult's ``details`` (a plain dict: JSON as it is)."""
+    return cast(dict[str, Any], typed)
+
+
+def preflight_details(stages: Iterable[StageDoc]) -> PreflightDetails | None:
+    """The preflight stage's details in a result's stages (None: no preflight ran)."""
+    found = next((s["details"] for s in stages if s["stage"] == "preflight"), None)
+    return cast(PreflightDetails, found) if found is not None else None
+
+
+def estimate_of(stage: StageDoc) -> EstimateDoc | None:
+    """A stage's build-cost estimate (the probe and the build write one)."""
+    est = stage.get("details", {}).get("estimate")
+    return cast(EstimateDoc, est) if isinstance(est, dict) else None
+
+
 @dataclass(frozen=True)
 class Finding:
     """One preflight rule's outcome (or one classified failure)."""
 
     rule: str
-    level: str  # "fail" | "warn" | "skip" | "info"
+    level: Level
     message: str
     fix: str = ""
     evidence: tuple[str, ...] = ()
@@ -72,27 +239,27 @@ class Finding:
 @dataclass(frozen=True)
 class StageResult:
     stage: str
-    status: str
+    status: Status
     seconds: float
     summary: str
     findings: tuple[Finding, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
     log: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> StageDoc:
         d = asdict(self)
         d["findings"] = [asdict(f) for f in self.findings]
-        return d
+        return cast(StageDoc, d)
 
     @staticmethod
-    def from_json(d: dict[str, Any]) -> StageResult:
+    def from_json(d: StageDoc | dict[str, Any]) -> StageResult:
         findings = tuple(
             Finding(**{**f, "evidence": tuple(f.get("evidence", ()))})
             for f in d.get("findings", ())
         )
         return StageResult(
             stage=d["stage"],
-            status=d["status"],
+            status=Status(d["status"]),
             seconds=d["seconds"],
             summary=d["summary"],
             findings=findings,
@@ -102,8 +269,10 @@ class StageResult:
 
 
 @dataclass(frozen=True)
-class Verdict:
-    verdict: str
+class CellVerdict:
+    """A cell's verdict with what it rests on (``verdict_of``)."""
+
+    verdict: Verdict
     depth: str  # furthest stage reached
     cause: str
     fix: str
@@ -118,7 +287,7 @@ class Verdict:
         return f"{self.verdict} ({self.rests_on})" if self.rests_on else self.verdict
 
 
-def status_of(findings: Iterable[Finding]) -> str:
+def status_of(findings: Iterable[Finding]) -> Status:
     """A stage's status from its findings: FAIL if any fails, else WARN if any warns."""
     levels = {f.level for f in findings}
     return FAIL if "fail" in levels else WARN if "warn" in levels else PASS
@@ -136,10 +305,10 @@ def ran(s: StageResult) -> bool:
     return not (s.details.get("not_run") or s.summary.startswith("not run"))
 
 
-def verdict_of(stages: list[StageResult]) -> Verdict:
+def verdict_of(stages: list[StageResult]) -> CellVerdict:
     """The cell's verdict: the first stage that stopped it decides; else how far it got."""
     if not stages:
-        return Verdict("UNKNOWN", "none", "not run yet", "", ())
+        return CellVerdict(Verdict.UNKNOWN, "none", "not run yet", "", ())
     v = _verdict_of(stages)
     # A partial build (--targets) is never shown as a wheel: its depth says so.
     cut = next(
@@ -148,7 +317,7 @@ def verdict_of(stages: list[StageResult]) -> Verdict:
     )
     if cut is not None and v.depth in ("build", "audit", "smoke", "gpu", "model"):
         v = replace(v, depth=f"{v.depth} (partial: targets {', '.join(cut['targets'])})")
-    if v.verdict == "PASS" and depth_stage(v.depth) == "probe":
+    if v.verdict == Verdict.PASS and depth_stage(v.depth) == "probe":
         probe = next((s for s in stages if s.stage == "probe"), None)
         v = replace(v, rests_on=probe_coverage(probe.details) if probe else "")
     return v
@@ -161,7 +330,7 @@ def probe_coverage(details: Mapping[str, Any]) -> str:
     """ "7 of 14 units; 7 need CUTLASS v4.0.0" where a probe compiled fewer units than it
     selected (a unit needing an absent external source or a generated file is not
     compiled); "" where it compiled them all."""
-    units = list(details.get("units", []))
+    units = list(probe_details(details).get("units", []))
     compiled = [u for u in units if u.get("status") in ("pass", "fail", "timeout")]
     if not units or len(compiled) == len(units):
         return ""
@@ -193,7 +362,7 @@ def _one_per_rule(findings: list[Finding]) -> str:
     )
 
 
-def _verdict_of(stages: list[StageResult]) -> Verdict:
+def _verdict_of(stages: list[StageResult]) -> CellVerdict:
     depth = stages[-1].stage
     # A compile that ran (--force past a prediction) outranks the prediction.
     compiled_fail = next((s for s in stages if s.stage in COMPILED and s.status == FAIL), None)
@@ -212,11 +381,11 @@ def _verdict_of(stages: list[StageResult]) -> Verdict:
                 fix = str(s.details["advice"]["text"])
             ev = tuple(e for f in bad for e in f.evidence)
             name = {
-                FAIL: "FAIL",
-                PREDICTED_FAIL: "PREDICTED-FAIL",
-                SKIP: "SKIPPED",
-                INTERRUPTED: "UNKNOWN",
-                ERROR: "ERROR",
+                FAIL: Verdict.FAIL,
+                PREDICTED_FAIL: Verdict.PREDICTED_FAIL,
+                SKIP: Verdict.SKIPPED,
+                INTERRUPTED: Verdict.UNKNOWN,
+                ERROR: Verdict.ERROR,
             }[s.status]
             # What compiled stands when a later stage could not run (SKIPPED: not
             # obtainable here, e.g. the build's sources; UNKNOWN: interrupted): the probe's
@@ -228,20 +397,25 @@ def _verdict_of(stages: list[StageResult]) -> Verdict:
             ]
             if s.status in (SKIP, INTERRUPTED) and passed:
                 stopped = "interrupted" if s.status == INTERRUPTED else "skipped"
-                return Verdict("PASS", passed[-1], f"{s.stage} {stopped}: {cause}", fix, ev)
+                return CellVerdict(
+                    Verdict.PASS, passed[-1], f"{s.stage} {stopped}: {cause}", fix, ev
+                )
             # Nothing compiled because this machine lacks the toolkit, torch or GPU: the
             # answer is still every rule's (design.md: answers are about the asker's
             # machine); what is missing here only limits the depth.
             pre = next((p for p in stages[: stages.index(s)] if p.stage == "preflight"), None)
             if s.status == SKIP and pre is not None and pre.status in (PASS, WARN):
-                return Verdict("PREFLIGHT-OK", "preflight", f"not compiled here: {cause}", fix, ev)
+                return CellVerdict(
+                    Verdict.PREFLIGHT_OK, "preflight", f"not compiled here: {cause}", fix, ev
+                )
             # A prediction's depth is how far the cell got (--force may have gone on).
-            return Verdict(name, depth if s.status == PREDICTED_FAIL else s.stage, cause, fix, ev)
+            where = depth if s.status == PREDICTED_FAIL else s.stage
+            return CellVerdict(name, where, cause, fix, ev)
     warns = [f for s in stages for f in s.findings if f.level == "warn"]
     cause = "; ".join(f.message for f in warns)
     fix = "; ".join(dict.fromkeys(f.fix for f in warns if f.fix))
-    name = "PASS" if depth in COMPILED else "PREFLIGHT-OK"
-    return Verdict(name, depth, cause, fix, tuple(e for f in warns for e in f.evidence))
+    name = Verdict.PASS if depth in COMPILED else Verdict.PREFLIGHT_OK
+    return CellVerdict(name, depth, cause, fix, tuple(e for f in warns for e in f.evidence))
 
 
 def machine() -> dict[str, Any]:
@@ -279,27 +453,35 @@ def machine_label(m: dict[str, Any]) -> str:
     return f"{m.get('arch')} {m.get('cpus')} cores {m.get('mem_gib')} GiB, {gpu}"
 
 
-def verdict_json(stages: list[StageResult]) -> dict[str, Any]:
+def verdict_json(stages: list[StageResult]) -> VerdictDoc:
     """The envelope's ``verdict``: ``verdict_of(stages)`` as JSON."""
     v = verdict_of(stages)
-    return asdict(v) | {"evidence": list(v.evidence), "label": v.label}
+    return VerdictDoc(
+        verdict=v.verdict,
+        depth=v.depth,
+        cause=v.cause,
+        fix=v.fix,
+        evidence=list(v.evidence),
+        rests_on=v.rests_on,
+        label=v.label,
+    )
 
 
 def envelope(
     cell: Cell,
     stages: list[StageResult],
     mach: dict[str, Any],
-    last_error: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    doc = {
-        "schema": SCHEMA,
-        "version": SCHEMA_VERSION,
-        "written": now(),
-        "cell": cell.to_json(),
-        "machine": mach,
-        "stages": [s.to_json() for s in stages],
-        "verdict": verdict_json(stages),
-    }
+    last_error: ErrorRecord | None = None,
+) -> Envelope:
+    doc = Envelope(
+        schema=SCHEMA,
+        version=SCHEMA_VERSION,
+        written=now(),
+        cell=cell.to_json(),
+        machine=mach,
+        stages=[s.to_json() for s in stages],
+        verdict=verdict_json(stages),
+    )
     if last_error is not None:
         doc["last_error"] = last_error
     return doc
@@ -309,18 +491,18 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def error_record(stages: list[StageResult], when: str | None = None) -> dict[str, Any]:
+def error_record(stages: list[StageResult], when: str | None = None) -> ErrorRecord:
     """``last_error`` of a result that kept older, deeper evidence: the newer run that ended
     in ERROR (its stage, cause, fix, when, and its stages)."""
     v = verdict_of(stages)
-    return {
-        "verdict": v.verdict,
-        "stage": v.depth,
-        "cause": v.cause,
-        "fix": v.fix,
-        "written": when or now(),
-        "stages": [s.to_json() for s in stages],
-    }
+    return ErrorRecord(
+        verdict=v.verdict,
+        stage=v.depth,
+        cause=v.cause,
+        fix=v.fix,
+        written=when or now(),
+        stages=[s.to_json() for s in stages],
+    )
 
 
 def write(
@@ -328,7 +510,7 @@ def write(
     cell: Cell,
     stages: list[StageResult],
     mach: dict[str, Any] | None = None,
-    last_error: dict[str, Any] | None = None,
+    last_error: ErrorRecord | None = None,
 ) -> Path:
     """``last_error``: a newer run that ended in ERROR, kept beside ``stages`` (the older,
     deeper evidence it must not erase)."""
@@ -362,7 +544,7 @@ def _short_repr(value: object) -> str:
     return r if len(r) <= 60 else r[:57] + "..."
 
 
-def check(d: object) -> dict[str, Any]:
+def check(d: object) -> Envelope:
     """``d`` as a cell result envelope, or a ResultFormatError saying what is wrong: the
     schema and its version, then every field a report reads (types, the status enum, a
     cell id that renders as one table cell, sizes)."""
@@ -453,10 +635,11 @@ def check(d: object) -> dict[str, Any]:
                 Finding(**{**f, "evidence": tuple(f.get("evidence", ()))})
             except TypeError as exc:
                 raise bad(f"malformed result: a finding of {where}: {exc}") from None
-    return d
+        s["status"] = Status(status)  # the member: typed as the envelope says
+    return cast(Envelope, d)
 
 
-def read(path: Path) -> dict[str, Any]:
+def read(path: Path) -> Envelope:
     """A result file, checked (``check``); a ResultFormatError names the file and says what
     is wrong with it (also for a file that is empty, not UTF-8 or not JSON)."""
     try:

@@ -35,7 +35,7 @@ from vllm_matrix.infra import results
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell, split_torch
 from vllm_matrix.infra.errors import MatrixError
-from vllm_matrix.infra.results import PREDICTED_FAIL, Finding
+from vllm_matrix.infra.results import ERROR, PREDICTED_FAIL, Finding, Status
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.knowledge.toolchains import Knowledge, TorchFacts
 from vllm_matrix.stages import preflight
@@ -103,7 +103,7 @@ class Advice:
             return f"no known combination serves it ({self.tried})"
         return "; or ".join(o.text() for o in self.options)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> results.AdviceDoc:
         h = self.have
         return {
             "have": {
@@ -191,9 +191,9 @@ class Adviser:
     compiled: dict[str, Compiled] = field(default_factory=dict)
     # vLLM version -> (SourceFacts, tree, scan, gates); default: the map's facts cache
     facts: Callable[[str], Any] | None = None
-    _status: dict[tuple[str, str, str, tuple[str, ...], str], tuple[str, tuple[Finding, ...]]] = (
-        field(default_factory=dict)
-    )
+    _status: dict[
+        tuple[str, str, str, tuple[str, ...], str], tuple[Status, tuple[Finding, ...]]
+    ] = field(default_factory=dict)
     _newest: dict[tuple[str, str, tuple[str, ...], str], str | None] = field(default_factory=dict)
     _memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
@@ -220,14 +220,14 @@ class Adviser:
 
     def findings(
         self, vllm: str, torch: str, cuda: str, arch: tuple[str, ...], python: str
-    ) -> tuple[str, tuple[Finding, ...]]:
+    ) -> tuple[Status, tuple[Finding, ...]]:
         k = (vllm, torch, cuda, arch, python)
         if k not in self._status:
             try:
                 rf = self._facts(vllm)
             except MatrixError as exc:  # the release's source cannot be read here
                 err = Finding("source", "error", exc.message, exc.fix or "")
-                self._status[k] = ("error", (err,))
+                self._status[k] = (ERROR, (err,))
                 return self._status[k]
             cell = Cell(vllm, torch, cuda, provider_for(cuda, self.know), python, arch)
             found = preflight.check(
@@ -245,7 +245,7 @@ class Adviser:
         return self._status[k]
 
     def ok(self, vllm: str, torch: str, cuda: str, arch: tuple[str, ...], python: str) -> bool:
-        return self.findings(vllm, torch, cuda, arch, python)[0] not in (PREDICTED_FAIL, "error")
+        return self.findings(vllm, torch, cuda, arch, python)[0] not in (PREDICTED_FAIL, ERROR)
 
     def serves(self, torch: str, cuda: str, arch: tuple[str, ...]) -> bool:
         """Whether the toolchain alone can serve the arch (else no release can)."""

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from vllm_matrix.infra.config import Cell
-from vllm_matrix.infra.results import StageResult
+from vllm_matrix.infra.results import Envelope, StageResult
 from vllm_matrix.stages.env import TorchEnv
 from vllm_matrix.stages.facts import SourceFacts
 from vllm_matrix.stages.fixups import Fixups
@@ -75,7 +75,7 @@ class CellContext:
     walk: tuple[str, ...]  # the stages this run goes through (the plan cut at its depth)
     host: Host | None = None  # the machine's facts (detected by preflight when None)
     echo: Callable[[str], None] | None = None  # progress lines
-    previous: dict[str, Any] | None = None  # the cell's result as it was before this run
+    previous: Envelope | None = None  # the cell's result as it was before this run
     done: list[StageResult] = field(default_factory=list)  # this run's results so far
 
     tree: SourceTree | None = None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vllm_matrix.infra import host
+from vllm_matrix.infra import host, results
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.knowledge import builds
 from vllm_matrix.knowledge.builds import BuildData, BuildRecord
@@ -31,19 +31,21 @@ class FrontEnd:
     source: str
 
 
-def probe_front_end(previous: dict[str, Any] | None) -> FrontEnd | None:
+def probe_front_end(previous: results.Envelope | None) -> FrontEnd | None:
     """From the cell's result file: its last probe's front end (``front_end_of``)."""
     if not previous:
         return None
     st = next((s for s in previous.get("stages", []) if s.get("stage") == "probe"), None)
     if st is None:
         return None
-    det = st.get("details", {})
-    return front_end_of(det.get("units", []), previous.get("machine", {}), det.get("cpu_seconds"))
+    det = results.probe_details(st.get("details", {}))
+    return front_end_of(det.get("units", []), previous.get("machine") or {}, det.get("cpu_seconds"))
 
 
 def front_end_of(
-    units: Sequence[dict[str, Any]], machine: dict[str, Any], cpu_seconds: float | None = None
+    units: Sequence[results.ProbeUnitDoc],
+    machine: dict[str, Any],
+    cpu_seconds: float | None = None,
 ) -> FrontEnd | None:
     """The median front end per CUDA unit of a probe's units (those whose front end ran:
     not cache hits, which skip cudafe++), in CPU-seconds: a unit's times are wall, and on a
@@ -148,7 +150,7 @@ def estimate_cell(
     cell: Cell,
     tree: Path,
     *,
-    previous: dict[str, Any] | None = None,
+    previous: results.Envelope | None = None,
     front_end: FrontEnd | None = None,
     targets: Sequence[str] = (),
     cores: int | None = None,

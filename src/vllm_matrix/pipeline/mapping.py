@@ -31,7 +31,7 @@ from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.cache import atomic_write_text, cache_root
 from vllm_matrix.infra.config import Cell, Matrix
 from vllm_matrix.infra.errors import MatrixError
-from vllm_matrix.infra.results import StageResult
+from vllm_matrix.infra.results import StageResult, Verdict
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.knowledge.toolchains import Knowledge
 from vllm_matrix.pipeline import advice
@@ -50,8 +50,8 @@ from vllm_matrix.stages.facts import (
 SCHEMA = "vllm-matrix/map"
 SCHEMA_VERSION = 1
 FACTS_SCHEMA = 2  # 2: SourceFacts.gaps
-OK_VERDICTS = ("PASS", "PREFLIGHT-OK")
-BAD_VERDICTS = ("FAIL", "PREDICTED-FAIL")
+OK_VERDICTS = (Verdict.PASS, Verdict.PREFLIGHT_OK)
+BAD_VERDICTS = (Verdict.FAIL, Verdict.PREDICTED_FAIL)
 PROBE_COST_S = 200.0  # a probe on 2 shared cores (reports/bench: 195-216 s)
 
 
@@ -236,7 +236,7 @@ def preflight_cell(
     return MapCell(cell, v.verdict, v.depth, v.cause, v.fix, v.evidence, warn, here, rules)
 
 
-def _from_result(mc: MapCell, d: dict[str, Any]) -> MapCell:
+def _from_result(mc: MapCell, d: Mapping[str, Any]) -> MapCell:
     """A deeper run's verdict (probe/build) for the same cell outranks the prediction."""
     v = d.get("verdict", {})
     if v.get("depth") not in results.COMPILED:
@@ -248,11 +248,11 @@ def _from_result(mc: MapCell, d: dict[str, Any]) -> MapCell:
         cause=v.get("cause", ""),
         fix=v.get("fix", ""),
         evidence=tuple(v.get("evidence", ())),
-        warn=bool(v.get("cause")) and v["verdict"] == "PASS",
+        warn=bool(v.get("cause")) and v["verdict"] == Verdict.PASS,
     )
 
 
-def deeper_results(results_dir: Path, cells: Iterable[Cell]) -> dict[str, dict[str, Any]]:
+def deeper_results(results_dir: Path, cells: Iterable[Cell]) -> dict[str, results.Envelope]:
     out = {}
     for c in cells:
         p = results_dir / f"{c.id}.json"
@@ -316,8 +316,8 @@ class Boundary:
     def confirmed(self) -> bool:
         return (
             self.ok.depth in results.COMPILED
-            and self.ok.verdict == "PASS"
-            and (self.bad.depth in results.COMPILED and self.bad.verdict == "FAIL")
+            and self.ok.verdict == Verdict.PASS
+            and (self.bad.depth in results.COMPILED and self.bad.verdict == Verdict.FAIL)
         )
 
 
@@ -532,7 +532,7 @@ def run_map(
         mc.cell.id
         for mc, pre in zip(cells, predicted, strict=True)
         if mc.depth in results.COMPILED
-        and ((pre.ok and mc.verdict == "FAIL") or (pre.bad and mc.verdict != "FAIL"))
+        and ((pre.ok and mc.verdict == Verdict.FAIL) or (pre.bad and mc.verdict != Verdict.FAIL))
     )
     return MapRun(
         cells,
@@ -556,7 +556,8 @@ def _merge_deeper(
     results_dir: Path,
     earlier: Mapping[str, dict[str, Any]] | None = None,
 ) -> list[MapCell]:
-    deeper = dict(earlier or {}) | deeper_results(results_dir, (mc.cell for mc in cells))
+    deeper: dict[str, Mapping[str, Any]] = dict(earlier or {})
+    deeper |= deeper_results(results_dir, (mc.cell for mc in cells))
     return [_from_result(mc, deeper[mc.cell.id]) if mc.cell.id in deeper else mc for mc in cells]
 
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vllm_matrix.infra import results
-from vllm_matrix.infra.arch import Arch
-from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import MatrixError, NotAvailable
 from vllm_matrix.infra.results import FAIL, PASS, Finding, StageResult
 from vllm_matrix.knowledge import probe_units
@@ -28,7 +26,6 @@ from vllm_matrix.stages import (
     build,
     externals,
     fixups,
-    fp8gemm,
     gpu,
     modelopt,
     modelstage,
@@ -42,7 +39,6 @@ from vllm_matrix.stages import (
 from vllm_matrix.stages import env as env_mod
 from vllm_matrix.stages import facts as facts_mod
 from vllm_matrix.stages.build import installable, partial
-from vllm_matrix.stages.probe.configure import build_model
 
 
 @dataclass(frozen=True)
@@ -88,146 +84,37 @@ def do_preflight(ctx: CellContext) -> StageResult:
     found = preflight.check(
         cell, f, know, root, ctx.host or preflight.detect_host(), releases.pinned()
     )
-    details: dict[str, Any] = {}
-    fp8 = modelopt_fp8(cell, f, root, ctx.ws, ctx.previous, know)
+    fp8 = modelopt.fp8_column(cell, f, root, audit_dirs(ctx.ws), ctx.previous, know)
     if fp8.unreadable is not None:
         found.append(fp8.unreadable)
     status = preflight.status_of(found)
+    details = results.PreflightDetails(
+        modelopt_fp8=fp8.column,
+        modelopt_evidence=fp8.evidence,
+        modelopt_config=fp8.config,
+        modelopt_fp8_gemm=[a.to_json() for a in fp8.answers],
+    )
     if status == results.PREDICTED_FAIL:
         # the fix is the one advice every command gives (pipeline/advice.py)
         adv = advice.adviser_for(ctx.ws.root).advise(
             advice.Have(cell.torch, cell.cuda, cell.arch, cell.python, cell.vllm)
         )
-        details["advice"] = adv.to_json()
+        details = {"advice": adv.to_json(), **details}  # first, as results have it
     return StageResult(
         "preflight",
         status,
         0.0,
         preflight.summary_of(found),
         tuple(found),
-        details=details
-        | {
-            "modelopt_fp8": fp8.column,
-            "modelopt_evidence": fp8.evidence,
-            "modelopt_config": fp8.config,
-            "modelopt_fp8_gemm": [a.to_json() for a in fp8.answers],
-        },
+        details=results.as_details(details),
     )
 
 
-@dataclass(frozen=True)
-class ModeloptFp8:
-    """The ModelOpt FP8 answer for a cell: the column, what it rests on, the release's
-    config check, the FP8 GEMM per arch, and a finding when the parser could not be read."""
-
-    column: str
-    evidence: str
-    config: dict[str, Any]
-    answers: tuple[fp8gemm.Answer, ...]
-    unreadable: Finding | None
-
-
-def modelopt_fp8(
-    cell: Cell,
-    f: Any,
-    root: Path,
-    ws: Workspace,
-    previous: dict[str, Any] | None = None,
-    know: knowledge.Knowledge | None = None,
-) -> ModeloptFp8:
-    """The one ModelOpt FP8 answer (the preflight stage's, the Blackwell table's): the
-    release's own parser run on a ModelOpt FP8 config (what of it cannot be read is a
-    warning naming file:line, and the column says "unknown"), then the FP8 GEMM the release
-    dispatches for each arch (stages/fp8gemm.py), deepened by audits in ``ws``."""
-    know = know or knowledge.load()
-    column, evidence = preflight.modelopt_column(cell, f)
-    cfg = modelopt.check(root, modelopt.EXAMPLE)
-    answers: list[fp8gemm.Answer] = []
-    unreadable = None
-    if cfg.unreadable is not None:
-        where, _, what = cfg.unreadable.partition(": ")
-        unreadable = preflight.unreadable(
-            f"vLLM {f.vllm}", where, what, "the ModelOpt FP8 column (its config parser)"
-        )
-        column = f"unknown: {where} could not be read"
-    elif not f.modelopt.supported:
-        pass
-    elif not cfg.accepted:
-        column = f"no: {cfg.message}"
-    elif not column.startswith("no"):
-        answers = [_fp8_answer(cell, ws, previous, root, a, know) for a in cell.arch]
-        column = "; ".join(
-            (f"{Arch.parse(a.arch).sm}: " if len(answers) > 1 else "") + a.column for a in answers
-        )
-        evidence = "; ".join([evidence, *(e for a in answers for e in a.evidence)])
-    return ModeloptFp8(
-        column,
-        f"{evidence}; hf_quant_config.json FP8: {cfg.message} ({cfg.how})",
-        cfg.to_json(),
-        tuple(answers),
-        unreadable,
-    )
-
-
-def _fp8_answer(
-    cell: Cell,
-    ws: Workspace,
-    previous: dict[str, Any] | None,
-    root: Path,
-    arch: str,
-    know: knowledge.Knowledge,
-) -> fp8gemm.Answer:
-    """The arch's FP8 GEMM from the source (CMake evaluated for an nvcc that reaches the
-    arch), deepened by any audit of the same release and arch: this cell's previous run,
-    or a result from another machine (the workspace's results/, reports/device/)."""
-    nvcc, why = fp8gemm.nvcc_for_scan(cell.cuda, arch, know)
-    try:
-        model = build_model(root, nvcc, (arch,), python=cell.python)
-    except MatrixError as exc:
-        return fp8gemm.Answer(arch, None, f"unknown: CMake not evaluated ({exc.message})", ())
-    ans = fp8gemm.answer(root, arch, nvcc, model)
-    if why:
-        ans = replace(ans, evidence=(*ans.evidence, f"CMake evaluated with nvcc {nvcc}: {why}"))
-    for objects, machine in _audits(cell, ws, previous, arch):
-        ans = fp8gemm.confirm(ans, objects, machine)
-        if ans.depth == fp8gemm.AUDITED:
-            break
-    return ans
-
-
-def _audits(
-    cell: Cell, ws: Workspace, previous: dict[str, Any] | None, arch: str
-) -> list[tuple[list[dict[str, Any]], str]]:
-    """Audit stages' FP8 GEMM objects of results for this vLLM whose arches include
-    ``arch``'s capability, with the machine they were compiled on."""
-    number = Arch.parse(arch).number
-    docs = [previous] if previous else []
-    # reports/fp8gemm: FP8 GEMM kernel units compiled alone for an arch and audited
-    for d in (ws.results, ws.reports / "device", ws.reports / "fp8gemm"):
-        docs += [x for p in sorted(d.glob("*.json")) if (x := _read_json(p)) is not None]
-    out = []
-    for doc in docs:
-        c, m = doc.get("cell", {}), doc.get("machine", {})
-        if c.get("vllm") != cell.vllm or number not in {
-            Arch.parse(a).number for a in c.get("arch", [])
-        }:
-            continue
-        for s in doc.get("stages", []):
-            objs = s.get("details", {}).get("fp8_gemm_objects") if s["stage"] == "audit" else None
-            if objs:
-                machine = f"{m.get('gpu') or 'no GPU'}, {m.get('cpus', '?')} cores ({c.get('id')})"
-                out.append((list(objs), machine))
-    return out
-
-
-def _read_json(p: Path) -> dict[str, Any] | None:
-    import json
-
-    try:
-        d = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    return d if isinstance(d, dict) else None
+def audit_dirs(ws: Workspace) -> tuple[Path, ...]:
+    """Where audited results from any machine are (the ModelOpt FP8 column's evidence):
+    this workspace's results/, reports/device/, and reports/fp8gemm/ (FP8 GEMM kernel
+    units compiled alone for an arch and audited)."""
+    return (ws.results, ws.reports / "device", ws.reports / "fp8gemm")
 
 
 def do_toolkit(ctx: CellContext) -> StageResult:
@@ -250,7 +137,7 @@ def do_env(ctx: CellContext) -> StageResult:
     else:
         # The build imports torch and needs vLLM's build requirements: the full env.
         variant = "full" if ctx.runs("build") else "headers"
-        spec, url = torch_source(cell)
+        spec, url = env_mod.torch_source(cell)
         tv = env_mod.provide(cell.python, spec, variant, log=log, torch_index=url)
     fx = fixups.compute(need(ctx.toolkit), tv, cell.arch)
     ctx.env, ctx.fixups = tv, fx
@@ -306,22 +193,15 @@ def do_probe(ctx: CellContext) -> StageResult:
         front_end_cache=ctx.opts.probe_front_end_cache,
     )
     findings, details = r.findings, r.details | {"inputs": inputs}
+    probed = results.probe_details(r.details)
     fe = estimate.front_end_of(
-        r.details.get("units", []), {"cpus": r.details.get("cpus")}, r.details.get("cpu_seconds")
+        probed.get("units", []), {"cpus": probed.get("cpus")}, probed.get("cpu_seconds")
     )
     details["estimate"] = _estimate(ctx, fe)
+    # --force past a prediction: the probe checks it; say whether they agree.
     pre = next((s for s in ctx.done if s.stage == "preflight"), None)
-    if pre is not None and pre.status == results.PREDICTED_FAIL:
-        # --force: the probe checks the prediction; say whether they agree.
-        agree = r.status == FAIL
-        note = Finding(
-            "prediction-check",
-            "info" if agree else "warn",
-            "preflight predicted failure; the probe "
-            + ("agrees" if agree else "compiled the units it chose without error"),
-            "" if agree else "the probe cannot see every unit: check the rule",
-            tuple(f.rule for f in pre.findings if f.level == "fail"),
-        )
+    note = preflight.prediction_check(pre, r.status)
+    if note is not None:
         findings = (*findings, note)
     return StageResult(r.stage, r.status, r.seconds, r.summary, findings, details, r.log)
 
@@ -521,49 +401,12 @@ def check_depth(depth: str) -> None:
         raise MatrixError(f"unknown depth '{depth}'", fix=did_you_mean(depth, DEPTHS))
 
 
-def cut(depth: str) -> tuple[Stage, ...]:
-    """The plan up to ``depth``: the stages a run to that depth walks."""
+def cut(depth: str, stages: Sequence[Stage] = PLAN) -> tuple[Stage, ...]:
+    """The plan (``stages``: PLAN, or one like it) up to ``depth``: the stages a run to
+    that depth walks."""
     check_depth(depth)
-    last = [s.name for s in PLAN].index(LAST_STAGE[depth])
-    return PLAN[: last + 1]
-
-
-def torch_source(cell: Cell) -> tuple[str, str | None]:
-    """(what to install, the variant index to take it from) for the cell's torch.
-
-    A bare version comes from pip's index. A variant comes from its configured index; with
-    none configured, it is the index's default wheel when that wheel is that variant
-    (PyPI's 2.6.0 is +cu124), else it cannot be had here: NotAvailable (SKIPPED).
-    """
-    variant = cell.torch_variant
-    if variant is None:
-        return cell.torch, None
-    found = cell.torch_index_url()
-    if found is None:
-        default = knowledge.load().torch.get(cell.torch_version)
-        if default is not None and default.local == variant:
-            return cell.torch_version, None
-        from vllm_matrix.stages.torchwheel import variant_index
-
-        variant_index(variant, dict(cell.torch_index))  # raises NotAvailable with the fix
-        raise AssertionError("unreachable")  # pragma: no cover
-    url, where = found
-    try:
-        from vllm_matrix.infra import index
-
-        have = {str(f.version) for f in index.project_files("torch", url)}
-    except MatrixError as exc:
-        raise NotAvailable(
-            f"torch {cell.torch}: the {variant} index configured by {where} cannot be read: "
-            f"{exc.message}",
-            fix=f"check {where} and the network; preflight's verdict still stands",
-        ) from exc
-    if cell.torch not in have:
-        raise NotAvailable(
-            f"torch {cell.torch} is not on the {variant} index configured by {where}",
-            fix=f"pick a torch release that index serves, or fix {where}",
-        )
-    return cell.torch, url
+    last = max(n for n, s in enumerate(stages) if s.depth == depth)
+    return tuple(stages[: last + 1])
 
 
 __all__ = [
@@ -575,5 +418,4 @@ __all__ = [
     "Stage",
     "check_depth",
     "cut",
-    "torch_source",
 ]

@@ -7,11 +7,11 @@ from typing import Any
 
 from vllm_matrix.infra import portable, results
 from vllm_matrix.infra.config import Cell
-from vllm_matrix.infra.results import PASS, StageResult
+from vllm_matrix.infra.results import PASS, StageResult, Verdict
 from vllm_matrix.pipeline.context import CellContext, Workspace, need
 
 
-def previous(ws: Workspace, cell: Cell) -> dict[str, Any] | None:
+def previous(ws: Workspace, cell: Cell) -> results.Envelope | None:
     """The cell's result file as it is (None: none yet, or unreadable)."""
     try:
         return results.read(ws.results / f"{cell.id}.json")
@@ -44,13 +44,16 @@ def passed_probe(ctx: CellContext, inputs: dict[str, Any]) -> StageResult | None
         return None
     prev = [StageResult.from_json(s) for s in d["stages"]]
     old = next((s for s in prev if s.stage == "probe"), None)
-    if old is None or old.status != PASS or "inputs" not in old.details:
+    if old is None or old.status != PASS:
+        return None
+    probed = results.probe_details(old.details)
+    if "inputs" not in probed:
         return None
     # Compared as written (results hold portable paths: $VLLM_MATRIX_CACHE/...).
     roots = portable.Roots.here(ctx.ws.root)
-    if portable.doc(old.details["inputs"], roots) != portable.doc(inputs, roots):
+    if portable.doc(probed["inputs"], roots) != portable.doc(inputs, roots):
         return None
-    since = old.details.get("reused_from", d["written"])
+    since = probed.get("reused_from", d["written"])
     return StageResult(
         "probe",
         PASS,
@@ -62,7 +65,7 @@ def passed_probe(ctx: CellContext, inputs: dict[str, Any]) -> StageResult | None
     )
 
 
-def keep_deeper(d: dict[str, Any] | None, stages: list[StageResult]) -> list[StageResult]:
+def keep_deeper(d: results.Envelope | None, stages: list[StageResult]) -> list[StageResult]:
     """A shallower rerun must not erase what a deeper run found: when every stage of this
     run came out as before, the earlier run's deeper stages (``d``: the result as it was
     before this run wrote its first placeholder) are kept."""
@@ -76,17 +79,17 @@ def keep_deeper(d: dict[str, Any] | None, stages: list[StageResult]) -> list[Sta
 
 
 def kept_over_error(
-    d: dict[str, Any] | None, stages: list[StageResult]
+    d: results.Envelope | None, stages: list[StageResult]
 ) -> list[StageResult] | None:
     """The earlier run's stages when this run ended in ERROR (the tool or the machine
     failed: nothing learned about vLLM) and the earlier run holds evidence as deep as the
     stage this one stopped at: a full disk at preflight must not erase a probe, a build or a
     GPU run. None when this run's stages are to be written as they are."""
-    if d is None or results.verdict_of(stages).verdict != "ERROR":
+    if d is None or results.verdict_of(stages).verdict != Verdict.ERROR:
         return None
     prev = [StageResult.from_json(s) for s in d["stages"]]
     old = results.verdict_of(prev)
-    if old.verdict in ("ERROR", "UNKNOWN"):
+    if old.verdict in (Verdict.ERROR, Verdict.UNKNOWN):
         return None
     rank = {name: n for n, name in enumerate(results.STAGE_ORDER)}
     stopped = results.verdict_of(stages).depth

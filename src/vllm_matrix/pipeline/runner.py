@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -57,10 +57,15 @@ TOOL_MADE = ("debian", "pypi")
 
 
 def _timed(
-    stage: str, fn: Callable[[], StageResult], debug: bool = False, tool_made: bool = True
+    stage: str,
+    fn: Callable[[], StageResult],
+    debug: bool = False,
+    tool_made: bool = True,
+    sided: bool | None = None,
 ) -> StageResult:
     """Run one stage. A stage says FAIL itself (a compile failed, a rule objects); an
-    exception out of a stage is the tool's or the machine's failure: ERROR, never FAIL."""
+    exception out of a stage is the tool's or the machine's failure: ERROR, never FAIL.
+    ``sided``: the stage's FAILs are sorted by side (Stage.sided; None: as PLAN says)."""
     t0, cpu0 = time.monotonic(), _cpu_s()
     try:
         r = fn()
@@ -87,7 +92,9 @@ def _timed(
             f"({Path(where.filename).name}:{where.lineno})",
             "a bug in vllm-matrix: rerun with --debug for the traceback and report it",
         )
-    if r.status == FAIL and r.stage in plan.STAGES and plan.STAGES[r.stage].sided:
+    if sided is None:
+        sided = r.stage in plan.STAGES and plan.STAGES[r.stage].sided
+    if r.status == FAIL and sided:
         r = _tool_side(r, tool_made)
     # The process's CPU over the stage (its threads and the commands it waited for): on a
     # shared machine the wall says little, the CPU-seconds say what a stage costs. With
@@ -124,17 +131,20 @@ def _tool_side(r: StageResult, tool_made: bool) -> StageResult:
 def run_cell(
     cell: Cell,
     ws: Workspace,
+    *,
     depth: str = plan.DEFAULT_DEPTH,
     mach: dict[str, Any] | None = None,
     force: bool = False,
     echo: Callable[[str], None] | None = None,
     opts: BuildOptions = DEFAULT_OPTIONS,
     host: Host | None = None,
+    plan_stages: Sequence[plan.Stage] = plan.PLAN,
 ) -> list[StageResult]:
     """The plan's stages up to ``depth``; a stage that fails/skips stops the cell, except
     that ``force`` goes on past a predicted failure (to check the prediction). ``host`` and
-    ``mach`` are the machine's facts (detected when None; tests pass fixed ones)."""
-    walk = plan.cut(depth)
+    ``mach`` are the machine's facts (detected when None; tests pass fixed ones);
+    ``plan_stages`` the plan walked (``plan.PLAN``; tests pass one with stand-in functions)."""
+    walk = plan.cut(depth, plan_stages)
     force = force or bool(cell.options.force)  # matrix.toml: options = { force = true }
     previous = reuse.previous(ws, cell)  # read before this run's first write replaces it
     ctx = CellContext(cell, ws, opts, tuple(s.name for s in walk), host, echo, previous)
@@ -157,7 +167,8 @@ def run_cell(
                     "did not finish (killed, or still running)",
                 )
                 results.write(ws.results, cell, [*ctx.done, placeholder], mach)
-            r = _timed(stage.name, functools.partial(stage.run, ctx), opts.debug, tool_made)
+            run = functools.partial(stage.run, ctx)
+            r = _timed(stage.name, run, opts.debug, tool_made, stage.sided)
             ctx.done.append(r)
             if not (r.status in (PASS, results.WARN) or (force and r.status == PREDICTED_FAIL)):
                 break
@@ -193,7 +204,7 @@ def run_matrix(
     host: Host | None = None,
     mach: dict[str, Any] | None = None,
     at_once: int = 1,
-) -> list[tuple[Cell, results.Verdict]]:
+) -> list[tuple[Cell, results.CellVerdict]]:
     """Every selected cell; ``at_once`` of them side by side (the next cell's toolkit and
     env are fetched, and its units compiled, while a cell's last units finish: a probe's
     tail and a download leave cores idle). Verdicts come back in matrix order."""
@@ -202,9 +213,11 @@ def run_matrix(
     cells = matrix.select(select)
     mach = mach or results.machine()
 
-    def one(n: int, cell: Cell) -> results.Verdict:
+    def one(n: int, cell: Cell) -> results.CellVerdict:
         t0 = time.monotonic()
-        stages = run_cell(cell, ws, depth, mach, force, say, opts, host)
+        stages = run_cell(
+            cell, ws, depth=depth, mach=mach, force=force, echo=say, opts=opts, host=host
+        )
         v = results.verdict_of(stages)
         took = time.monotonic() - t0
         say(f"[{n}/{len(cells)}] {cell.id}: {v.label} at {v.depth} ({took:.1f}s)")

@@ -12,6 +12,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from vllm_matrix.infra.results import Verdict
+
 WIDTH = 160
 
 # classify's findings quote their line: '<cause> (line 90: "<the log line>")'.
@@ -22,7 +24,7 @@ _DIAG = re.compile(
     r"(?:fatal error|catastrophic error|error)\s*:\s*(?P<msg>.+)$"
 )
 _REUSED = re.compile(r" \(reused: [^()]*\)")
-PASSING = ("PASS", "PREFLIGHT-OK")
+PASSING = (Verdict.PASS, Verdict.PREFLIGHT_OK)
 
 
 def compiler_error(line: str) -> str | None:
@@ -100,7 +102,7 @@ def cells(row: dict[str, Any], width: int = WIDTH) -> tuple[str, str]:
         for f in row.get("findings", ())
         if f.get("level") in ("fail", "skip") and f.get("stage") == stage
     ]
-    if row["verdict"] == "FAIL" and decisive:
+    if row["verdict"] == Verdict.FAIL and decisive:
         return fail_cell(decisive, width), ""
     return shorten(str(row.get("cause") or ""), width), ""
 

@@ -17,6 +17,7 @@ from tabulate import tabulate
 from vllm_matrix.infra import portable, results
 from vllm_matrix.infra.cache import atomic_write_text
 from vllm_matrix.infra.config import Matrix
+from vllm_matrix.infra.results import Verdict
 from vllm_matrix.report import cause, readme
 
 SCHEMA = "vllm-matrix/compat"
@@ -96,7 +97,7 @@ def collect(matrix: Matrix, results_dir: Path, other_dir: Path | None = None) ->
     return out
 
 
-def _read(path: Path, label: str, skipped: list[dict[str, str]]) -> dict[str, Any] | None:
+def _read(path: Path, label: str, skipped: list[dict[str, str]]) -> results.Envelope | None:
     """A result file, or None with the file and the reason added to ``skipped`` (one bad
     file never stops the report: its cell is shown as not answered)."""
     try:
@@ -117,11 +118,11 @@ def _blackwell(path: Path) -> dict[str, Any] | None:
     return d
 
 
-def _row(cell_id: str, d: dict[str, Any]) -> dict[str, Any]:
+def _row(cell_id: str, d: results.Envelope) -> dict[str, Any]:
     """One report row from a result envelope (verdict recomputed from its stages)."""
     findings = [f | {"stage": s["stage"]} for s in d["stages"] for f in s["findings"]]
-    pre: dict[str, Any] = next((s["details"] for s in d["stages"] if s["stage"] == "preflight"), {})
-    mo, mo_ev = pre.get("modelopt_fp8", ""), pre.get("modelopt_evidence", "")
+    pre = results.preflight_details(d["stages"])
+    mo, mo_ev = (pre.get("modelopt_fp8", ""), pre.get("modelopt_evidence", "")) if pre else ("", "")
     # Recomputed from the stages, so the report follows the current verdict rules.
     vv = results.verdict_of([results.StageResult.from_json(x) for x in d["stages"]])
     return {
@@ -155,12 +156,12 @@ def _verdict_cell(r: dict[str, Any]) -> str:
     return f"**{r['verdict']}**" + (f" ({rests})" if rests else "")
 
 
-def _estimate(d: dict[str, Any]) -> dict[str, Any]:
+def _estimate(d: results.Envelope) -> dict[str, Any]:
     """The build-cost estimate the deepest stage holding one wrote (probe or build): one
     line per build kind, for the machine it ran on."""
     for s in reversed(d["stages"]):
-        est = s.get("details", {}).get("estimate")
-        if isinstance(est, dict) and "wheel" in est:
+        est = results.estimate_of(s)
+        if est is not None and "wheel" in est:
             out: dict[str, Any] = {"cores": est.get("cores"), "wheel": est["wheel"]["line"]}
             if "partial" in est:
                 out["partial"] = est["partial"]["line"]
@@ -225,7 +226,7 @@ def render_md(doc: dict[str, Any]) -> str:
         ]
     table = []
     for r in doc["cells"]:
-        if r["verdict"] == "ERROR":
+        if r["verdict"] == Verdict.ERROR:
             continue
         c = r["cell"]
         why, notes = cause.cells(r)
@@ -373,7 +374,7 @@ def render_md(doc: dict[str, Any]) -> str:
 
 def _errors_md(rows: list[dict[str, Any]]) -> list[str]:
     """Cells whose run failed for the tool's or the machine's reasons: no verdict on vLLM."""
-    bad = [r for r in rows if r["verdict"] == "ERROR"]
+    bad = [r for r in rows if r["verdict"] == Verdict.ERROR]
     if not bad:
         return []
     out = [

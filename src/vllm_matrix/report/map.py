@@ -18,16 +18,21 @@ from packaging.version import Version
 
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.cache import atomic_write_text
+from vllm_matrix.infra.results import Verdict
 
 # verdict (and whether it carries warnings) -> markdown mark, css class, words
 MARKS: dict[tuple[str, bool], tuple[str, str, str]] = {
-    ("PASS", False): ("✅", "pass", "PASS: compiled (probe or build) without error"),
-    ("PASS", True): ("✅", "pass", "PASS: compiled without error"),
-    ("FAIL", False): ("❌", "fail", "FAIL: a compile failed"),
-    ("FAIL", True): ("❌", "fail", "FAIL: a compile failed"),
-    ("PREFLIGHT-OK", False): ("🟢", "ok", "PREFLIGHT-OK: every rule passes, nothing compiled"),
+    (Verdict.PASS, False): ("✅", "pass", "PASS: compiled (probe or build) without error"),
+    (Verdict.PASS, True): ("✅", "pass", "PASS: compiled without error"),
+    (Verdict.FAIL, False): ("❌", "fail", "FAIL: a compile failed"),
+    (Verdict.FAIL, True): ("❌", "fail", "FAIL: a compile failed"),
+    (Verdict.PREFLIGHT_OK, False): (
+        "🟢",
+        "ok",
+        "PREFLIGHT-OK: every rule passes, nothing compiled",
+    ),
     (
-        "PREFLIGHT-OK",
+        Verdict.PREFLIGHT_OK,
         True,
     ): (
         "🟡",
@@ -35,10 +40,14 @@ MARKS: dict[tuple[str, bool], tuple[str, str, str]] = {
         "PREFLIGHT-OK with warnings (off the release's torch pin, or nvcc older "
         "than torch's CUDA): should build, nothing compiled",
     ),
-    ("PREDICTED-FAIL", False): ("🟥", "pfail", "PREDICTED-FAIL: a rule says it cannot build"),
-    ("PREDICTED-FAIL", True): ("🟥", "pfail", "PREDICTED-FAIL: a rule says it cannot build"),
-    ("SKIPPED", False): ("⬜", "skip", "SKIPPED: cannot be checked on the machine that ran it"),
-    ("SKIPPED", True): ("⬜", "skip", "SKIPPED"),
+    (Verdict.PREDICTED_FAIL, False): ("🟥", "pfail", "PREDICTED-FAIL: a rule says it cannot build"),
+    (Verdict.PREDICTED_FAIL, True): ("🟥", "pfail", "PREDICTED-FAIL: a rule says it cannot build"),
+    (Verdict.SKIPPED, False): (
+        "⬜",
+        "skip",
+        "SKIPPED: cannot be checked on the machine that ran it",
+    ),
+    (Verdict.SKIPPED, True): ("⬜", "skip", "SKIPPED"),
 }
 UNKNOWN = ("❔", "unknown", "UNKNOWN: not run, or interrupted")
 COMPILED_DEPTHS = ("probe", "build", "audit", "smoke", "gpu")
@@ -131,10 +140,10 @@ def closing_lines(d: dict[str, Any]) -> list[str]:
     """Which verdicts rest on preflight alone, by kind: what a reader may lean on."""
     cells = d["cells"]
     pf = [c for c in cells if c["depth"] == "preflight"]
-    fails = [c for c in pf if c["verdict"] == "PREDICTED-FAIL"]
+    fails = [c for c in pf if c["verdict"] == Verdict.PREDICTED_FAIL]
     facts_only = [c for c in fails if not any(r.startswith("api-") for r in c.get("rules", []))]
     api = [c for c in fails if c not in facts_only]
-    oks = [c for c in pf if c["verdict"] == "PREFLIGHT-OK"]
+    oks = [c for c in pf if c["verdict"] == Verdict.PREFLIGHT_OK]
     compiled = [c for c in cells if c["depth"] != "preflight"]
     return [
         "## What rests on preflight only",
@@ -207,7 +216,7 @@ def cell_text(c: dict[str, Any]) -> str:
     does not say it (a build, or a predicted verdict that a compile reached)."""
     m = mark(c)[0]
     compiled = str(c["depth"]).partition(" ")[0] in COMPILED_DEPTHS
-    if compiled and (c["verdict"] not in ("PASS", "FAIL") or depth_code(c) != "pr"):
+    if compiled and (c["verdict"] not in (Verdict.PASS, Verdict.FAIL) or depth_code(c) != "pr"):
         return m + depth_code(c)
     return m
 
@@ -277,9 +286,9 @@ def render_md(d: dict[str, Any]) -> str:
         out += [f'<a id="{release_anchor(v)}"></a>', "", f"### vLLM {v}", ""]
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for c in cells:
-            if c["verdict"] in ("PREDICTED-FAIL", "FAIL"):
+            if c["verdict"] in (Verdict.PREDICTED_FAIL, Verdict.FAIL):
                 groups.setdefault(tuple(c.get("rules") or [c["verdict"]]), []).append(c)
-        oks = [c for c in cells if c["verdict"] in ("PASS", "PREFLIGHT-OK")]
+        oks = [c for c in cells if c["verdict"] in (Verdict.PASS, Verdict.PREFLIGHT_OK)]
         compiled = [c for c in cells if c["depth"] != "preflight"]
         out.append(
             f"{len(oks)} of {len(cells)} cells ok, {len(cells) - len(oks)} failing"
@@ -622,7 +631,9 @@ def slice_md(d: dict[str, Any], arch: str, skip_all_failing: bool = True) -> str
     for key, cells in tables(d):
         if key[2] != arch:
             continue
-        if skip_all_failing and all(c["verdict"] in ("PREDICTED-FAIL", "FAIL") for c in cells):
+        if skip_all_failing and all(
+            c["verdict"] in (Verdict.PREDICTED_FAIL, Verdict.FAIL) for c in cells
+        ):
             dropped.append(table_title(key))
             continue
         out += [f"**{table_title(key)}**", "", *_md_table(cells), ""]

@@ -24,10 +24,11 @@ from typing import Any
 from vllm_matrix.infra import results
 from vllm_matrix.infra.config import Matrix
 from vllm_matrix.infra.errors import MatrixError, ToolError
+from vllm_matrix.infra.results import Verdict
 from vllm_matrix.report import compat as report
 
 # Verdicts that say nothing about vLLM: never chosen over a run that does.
-NO_EVIDENCE = ("UNKNOWN", "ERROR")
+NO_EVIDENCE = (Verdict.UNKNOWN, Verdict.ERROR)
 DEPTH_RANK = {name: n for n, name in enumerate(("none", *results.STAGE_ORDER))}
 
 

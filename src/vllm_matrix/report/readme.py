@@ -7,8 +7,16 @@ from typing import Any
 
 from vllm_matrix.infra import results
 from vllm_matrix.infra.arch import Arch
+from vllm_matrix.infra.results import Status, Verdict
 
-RANK = {"PASS": 0, "PREFLIGHT-OK": 1, "SKIPPED": 2, "UNKNOWN": 3, "PREDICTED-FAIL": 4, "FAIL": 5}
+RANK = {
+    Verdict.PASS: 0,
+    Verdict.PREFLIGHT_OK: 1,
+    Verdict.SKIPPED: 2,
+    Verdict.UNKNOWN: 3,
+    Verdict.PREDICTED_FAIL: 4,
+    Verdict.FAIL: 5,
+}
 DEPTH_RANK = ("build", "probe", "env", "toolkit", "preflight", "facts", "source", "none")
 
 
@@ -41,13 +49,13 @@ def blackwell(doc: dict[str, Any]) -> str:
                 f"  - {f['level']}: {f['message']}" + (f" (evidence: {ev})" if ev else "") + src
             )
     good = sorted(
-        (r for r in rows if r["verdict"] in ("PASS", "PREFLIGHT-OK")),
+        (r for r in rows if r["verdict"] in (Verdict.PASS, Verdict.PREFLIGHT_OK)),
         key=lambda r: (
             RANK[r["verdict"]],
             DEPTH_RANK.index(r["depth"]) if r["depth"] in DEPTH_RANK else 99,
         ),
     )
-    blocked = [r for r in rows if r["verdict"] == "SKIPPED"]
+    blocked = [r for r in rows if r["verdict"] == Verdict.SKIPPED]
     out += [""]
     if good:
         g = good[0]
@@ -89,7 +97,12 @@ def blackwell(doc: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-PRE_VERDICT = {"pass": "PREFLIGHT-OK", "warn": "PREFLIGHT-OK", "skip": "SKIPPED"}
+# preflight status -> the verdict it gives alone
+PRE_VERDICT = {
+    Status.PASS: Verdict.PREFLIGHT_OK,
+    Status.WARN: Verdict.PREFLIGHT_OK,
+    Status.SKIP: Verdict.SKIPPED,
+}
 
 
 def blackwell_releases(doc: dict[str, Any]) -> str:
@@ -121,7 +134,7 @@ def blackwell_releases(doc: dict[str, Any]) -> str:
         m = by_id.get(r["cell"])
         verdict = (
             f"{m['verdict']} ({m['depth']}, matrix cell)"
-            if m and m["verdict"] != "UNKNOWN"
+            if m and m["verdict"] != Verdict.UNKNOWN
             else f"{PRE_VERDICT.get(r['preflight'], r['preflight'])} (preflight)"
         )
         notes = "; ".join([*r["why"], *r.get("kernels", [])])

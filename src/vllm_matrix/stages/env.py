@@ -36,6 +36,7 @@ from vllm_matrix.infra.cache import (
     remove_tree,
     require_free,
 )
+from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import (
     CommandError,
     ConfigError,
@@ -44,8 +45,8 @@ from vllm_matrix.infra.errors import (
     ToolError,
 )
 from vllm_matrix.infra.tomlfile import did_you_mean
-from vllm_matrix.knowledge import buildenv
-from vllm_matrix.stages.torchwheel import read_version_py
+from vllm_matrix.knowledge import buildenv, toolchains
+from vllm_matrix.stages.torchwheel import no_index, read_version_py
 
 VARIANTS = ("headers", "full")
 # Free disk a cold env needs (measured: a headers env of torch 2.6-2.11 is 1.2-1.6 GiB, a
@@ -405,3 +406,36 @@ def current_env() -> TorchEnv:
         full,
         cuda,
     )
+
+
+def torch_source(cell: Cell) -> tuple[str, str | None]:
+    """(what to install, the variant index to take it from) for the cell's torch.
+
+    A bare version comes from pip's index. A variant comes from its configured index; with
+    none configured, it is the index's default wheel when that wheel is that variant
+    (PyPI's 2.6.0 is +cu124), else it cannot be had here: NotAvailable (SKIPPED).
+    """
+    variant = cell.torch_variant
+    if variant is None:
+        return cell.torch, None
+    found = cell.torch_index_url()
+    if found is None:
+        default = toolchains.load().torch.get(cell.torch_version)
+        if default is not None and default.local == variant:
+            return cell.torch_version, None
+        raise no_index(variant)
+    url, where = found
+    try:
+        have = {str(f.version) for f in index.project_files("torch", url)}
+    except MatrixError as exc:
+        raise NotAvailable(
+            f"torch {cell.torch}: the {variant} index configured by {where} cannot be read: "
+            f"{exc.message}",
+            fix=f"check {where} and the network; preflight's verdict still stands",
+        ) from exc
+    if cell.torch not in have:
+        raise NotAvailable(
+            f"torch {cell.torch} is not on the {variant} index configured by {where}",
+            fix=f"pick a torch release that index serves, or fix {where}",
+        )
+    return cell.torch, url

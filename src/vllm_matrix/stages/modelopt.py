@@ -10,6 +10,10 @@ records what the parser would construct. Which FP8 ``quant_algo`` values the FP8
 accepts, and the linear method each selects, are read statically from
 ``ModelOptFp8Config.__init__`` (its ``if self.quant_method == ...`` chain). So the report's
 ModelOpt FP8 column rests on the release's own code, not on a copy of its rules.
+
+``fp8_column`` is that column for a cell (the preflight stage's and the Blackwell table's):
+the parser's answer, then the FP8 GEMM the release dispatches for each arch (fp8gemm.py),
+deepened by audits of compiled results.
 """
 
 from __future__ import annotations
@@ -17,9 +21,19 @@ from __future__ import annotations
 import ast
 import json
 import textwrap
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from vllm_matrix.infra.arch import Arch
+from vllm_matrix.infra.config import Cell
+from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.infra.results import Finding
+from vllm_matrix.knowledge import toolchains
+from vllm_matrix.stages import fp8gemm, preflight
+from vllm_matrix.stages.facts import SourceFacts
+from vllm_matrix.stages.probe.configure import build_model
 
 QUANT_DIR = Path("vllm") / "model_executor" / "layers" / "quantization"
 
@@ -291,3 +305,119 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["EXAMPLE", "Check", "Unreadable", "check"]
+
+
+# ------------------------------------------------------------ the ModelOpt FP8 column
+
+
+@dataclass(frozen=True)
+class ModeloptFp8:
+    """The ModelOpt FP8 answer for a cell: the column, what it rests on, the release's
+    config check, the FP8 GEMM per arch, and a finding when the parser could not be read."""
+
+    column: str
+    evidence: str
+    config: dict[str, Any]
+    answers: tuple[fp8gemm.Answer, ...]
+    unreadable: Finding | None
+
+
+def fp8_column(
+    cell: Cell,
+    facts: SourceFacts,
+    root: Path,
+    audit_dirs: Sequence[Path] = (),
+    previous: Mapping[str, Any] | None = None,
+    know: toolchains.Knowledge | None = None,
+) -> ModeloptFp8:
+    """The one ModelOpt FP8 answer (the preflight stage's, the Blackwell table's): the
+    release's own parser run on a ModelOpt FP8 config (what of it cannot be read is a
+    warning naming file:line, and the column says "unknown"), then the FP8 GEMM the release
+    dispatches for each arch (stages/fp8gemm.py), deepened by audits: the cell's
+    ``previous`` result and the result files in ``audit_dirs``."""
+    know = know or toolchains.load()
+    column, evidence = preflight.modelopt_column(cell, facts)
+    cfg = check(root, EXAMPLE)
+    answers: list[fp8gemm.Answer] = []
+    unreadable = None
+    if cfg.unreadable is not None:
+        where, _, what = cfg.unreadable.partition(": ")
+        unreadable = preflight.unreadable(
+            f"vLLM {facts.vllm}", where, what, "the ModelOpt FP8 column (its config parser)"
+        )
+        column = f"unknown: {where} could not be read"
+    elif not facts.modelopt.supported:
+        pass
+    elif not cfg.accepted:
+        column = f"no: {cfg.message}"
+    elif not column.startswith("no"):
+        answers = [_fp8_answer(cell, audit_dirs, previous, root, a, know) for a in cell.arch]
+        column = "; ".join(
+            (f"{Arch.parse(a.arch).sm}: " if len(answers) > 1 else "") + a.column for a in answers
+        )
+        evidence = "; ".join([evidence, *(e for a in answers for e in a.evidence)])
+    return ModeloptFp8(
+        column,
+        f"{evidence}; hf_quant_config.json FP8: {cfg.message} ({cfg.how})",
+        cfg.to_json(),
+        tuple(answers),
+        unreadable,
+    )
+
+
+def _fp8_answer(
+    cell: Cell,
+    audit_dirs: Sequence[Path],
+    previous: Mapping[str, Any] | None,
+    root: Path,
+    arch: str,
+    know: toolchains.Knowledge,
+) -> fp8gemm.Answer:
+    """The arch's FP8 GEMM from the source (CMake evaluated for an nvcc that reaches the
+    arch), deepened by any audit of the same release and arch: this cell's previous run,
+    or a result from another machine (in ``audit_dirs``)."""
+    nvcc, why = fp8gemm.nvcc_for_scan(cell.cuda, arch, know)
+    try:
+        model = build_model(root, nvcc, (arch,), python=cell.python)
+    except MatrixError as exc:
+        return fp8gemm.Answer(arch, None, f"unknown: CMake not evaluated ({exc.message})", ())
+    ans = fp8gemm.answer(root, arch, nvcc, model)
+    if why:
+        ans = replace(ans, evidence=(*ans.evidence, f"CMake evaluated with nvcc {nvcc}: {why}"))
+    for objects, machine in _audits(cell, audit_dirs, previous, arch):
+        ans = fp8gemm.confirm(ans, objects, machine)
+        if ans.depth == fp8gemm.AUDITED:
+            break
+    return ans
+
+
+def _audits(
+    cell: Cell, audit_dirs: Sequence[Path], previous: Mapping[str, Any] | None, arch: str
+) -> list[tuple[list[dict[str, Any]], str]]:
+    """Audit stages' FP8 GEMM objects of results for this vLLM whose arches include
+    ``arch``'s capability, with the machine they were compiled on."""
+    number = Arch.parse(arch).number
+    docs: list[Mapping[str, Any]] = [previous] if previous else []
+    for d in audit_dirs:
+        docs += [x for p in sorted(d.glob("*.json")) if (x := _read_json(p)) is not None]
+    out = []
+    for doc in docs:
+        c, m = doc.get("cell", {}), doc.get("machine") or {}
+        if c.get("vllm") != cell.vllm or number not in {
+            Arch.parse(a).number for a in c.get("arch", [])
+        }:
+            continue
+        for s in doc.get("stages", []):
+            objs = s.get("details", {}).get("fp8_gemm_objects") if s["stage"] == "audit" else None
+            if objs:
+                machine = f"{m.get('gpu') or 'no GPU'}, {m.get('cpus', '?')} cores ({c.get('id')})"
+                out.append((list(objs), machine))
+    return out
+
+
+def _read_json(p: Path) -> dict[str, Any] | None:
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None

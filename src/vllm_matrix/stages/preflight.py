@@ -19,7 +19,16 @@ from packaging.version import Version
 from vllm_matrix.infra import proc, programs
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell
-from vllm_matrix.infra.results import PASS, PREDICTED_FAIL, SKIP, WARN, Finding
+from vllm_matrix.infra.results import (
+    FAIL,
+    PASS,
+    PREDICTED_FAIL,
+    SKIP,
+    WARN,
+    Finding,
+    StageResult,
+    Status,
+)
 from vllm_matrix.knowledge.toolchains import ApiSymbol, Knowledge, TorchFacts
 from vllm_matrix.stages import apiscan, gates
 from vllm_matrix.stages.facts import SourceFacts
@@ -496,7 +505,7 @@ def toolkit_unavailable(cell: Cell, know: Knowledge, host: Host) -> tuple[str, s
     return None
 
 
-def status_of(findings: list[Finding]) -> str:
+def status_of(findings: list[Finding]) -> Status:
     levels = {f.level for f in findings}
     if "fail" in levels:
         return PREDICTED_FAIL
@@ -551,3 +560,19 @@ def modelopt_column(cell: Cell, facts: SourceFacts) -> tuple[str, str]:
     if low:
         return f"no: {', '.join(a.tag for a in low)} < sm{cap}", ev
     return f"yes (sm{cap}+)", ev
+
+
+def prediction_check(pre: StageResult | None, compiled: Status) -> Finding | None:
+    """--force past a predicted failure: whether the compile that went on (the probe's
+    status ``compiled``) agrees with the prediction. None where nothing was predicted."""
+    if pre is None or pre.status != PREDICTED_FAIL:
+        return None
+    agree = compiled == FAIL
+    return Finding(
+        "prediction-check",
+        "info" if agree else "warn",
+        "preflight predicted failure; the probe "
+        + ("agrees" if agree else "compiled the units it chose without error"),
+        "" if agree else "the probe cannot see every unit: check the rule",
+        tuple(f.rule for f in pre.findings if f.level == "fail"),
+    )

@@ -47,13 +47,17 @@ def variant_index(variant: str, table: dict[str, str] | None = None) -> str:
     """The configured index URL for a torch variant; NotAvailable naming the setting."""
     found = config.torch_index_for(variant, table)
     if found is None:
-        var = config.TORCH_INDEX_ENV.format(variant.upper())
-        raise NotAvailable(
-            f"torch +{variant} wheels come from PyTorch's {variant} index, and none is "
-            "configured here",
-            fix=f"set {var} (or [torch-index] {variant} in matrix.toml) to that index's URL",
-        )
+        raise no_index(variant)
     return found[0]
+
+
+def no_index(variant: str) -> NotAvailable:
+    """No index configured for a torch variant: what to set."""
+    var = config.TORCH_INDEX_ENV.format(variant.upper())
+    return NotAvailable(
+        f"torch +{variant} wheels come from PyTorch's {variant} index, and none is configured here",
+        fix=f"set {var} (or [torch-index] {variant} in matrix.toml) to that index's URL",
+    )
 
 
 @cache

@@ -17,7 +17,7 @@ from vllm_matrix.infra.cache import atomic_write_text
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.host import cpu_count, loadavg
-from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
+from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult, Status
 from vllm_matrix.knowledge import classify, probe_units
 from vllm_matrix.knowledge.probe_units import ProbeKnowledge
 from vllm_matrix.stages import frontcache
@@ -420,7 +420,7 @@ def _findings(
 
 def _summary(
     results: Sequence[UnitResult], failed: Sequence[tuple[UnitResult, str]]
-) -> tuple[str, str, str]:
+) -> tuple[str, Status, str]:
     """The stage's one-line summary, its status, and the deepest depth any unit reached."""
     probed = [r for r in results if r.status in ("pass", "fail", "timeout")]
     deepest = (
