@@ -141,35 +141,3 @@ def test_the_driver_hooks_cmake_build_only() -> None:
 @pytest.mark.parametrize("bad", ["build : phony", "rule cc\n  command = x\n"])
 def test_non_edges_are_no_compile_edges(bad: str) -> None:
     assert not schedule.is_compile(bad)
-
-
-def test_the_longest_edge_is_split_when_it_alone_outlasts_the_rest(tmp_path: Path) -> None:
-    (tmp_path / "build.ninja").write_text(_ninja(tmp_path))
-    info = schedule.plan_for(tmp_path, {C2X: 836.8}, jobs=2)
-    # work over 2 jobs: (836.8 + 240 + 120 + 60) / 2 = 628.4 s < c2x's 836.8 s
-    assert info["split_compile"]["edge"] == C2X and info["split_compile"]["threads"] == 2
-    text = (tmp_path / "build.ninja").read_text()
-    c2x = next(s for s in schedule.split_statements(text) if s.startswith(f"build {C2X}"))
-    assert "--split-compile=2" in c2x
-    assert text.count("--split-compile") == 1  # that edge only
-
-
-def test_no_split_where_the_work_dominates(tmp_path: Path) -> None:
-    (tmp_path / "build.ninja").write_text(_ninja(tmp_path))
-    info = schedule.plan_for(tmp_path, {C2X: 300.0}, jobs=2)
-    # (300 + 240 + 120 + 60) / 2 = 360 s of work per job > the longest edge's 300 s
-    assert "split_compile" not in info
-    assert "--split-compile" not in (tmp_path / "build.ninja").read_text()
-
-
-@pytest.mark.parametrize(
-    ("longest", "work", "jobs", "threads"),
-    [
-        (761.4, 489.6, 16, 4),  # issue 24's H100 build: c2x vs 7,833 edge-s over 16 jobs
-        (761.4, 800.0, 16, 1),  # the work dominates: leave it
-        (761.4, 10.0, 16, 16),  # at most one thread per job slot
-        (761.4, 100.0, 1, 1),  # one job: nothing to split onto
-    ],
-)
-def test_split_threads(longest: float, work: float, jobs: int, threads: int) -> None:
-    assert schedule.split_threads(longest, work, jobs) == threads

@@ -342,10 +342,6 @@ if sched:
                       % (info.get("compile_edges", 0), info.get("recorded", 0),
                          p.get("makespan_before_s"), p.get("makespan_after_s"),
                          p.get("packed_limit_s")), flush=True)
-                sc = info.get("split_compile")
-                if sc:
-                    print("vllm-matrix: schedule: %s gets nvcc --split-compile=%d: %s"
-                          % (sc["edge"], sc["threads"], sc["why"]), flush=True)
             except Exception as exc:
                 print("vllm-matrix: schedule not applied: %r" % (exc,), flush=True)
         return real_check_call(args, *a, **kw)

@@ -20,7 +20,6 @@ and ``cmake --build``.
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -176,11 +175,6 @@ def packed_limit(durations: Sequence[float], cores: int) -> float:
 
 
 def _set_threads(stmt: str, n: int) -> str:
-    return _set_flag(stmt, _THREADS, f"--threads={n}")
-
-
-def _set_flag(stmt: str, pattern: re.Pattern[str], flag: str) -> str:
-    """The edge with ``flag`` in its FLAGS binding (replacing what ``pattern`` matches)."""
     lines = stmt.splitlines(keepends=True)
     for i, line in enumerate(lines):
         k, eq, _v = line.strip().partition("=")
@@ -188,33 +182,14 @@ def _set_flag(stmt: str, pattern: re.Pattern[str], flag: str) -> str:
             end = "\n" if line.endswith("\n") else ""
             indent = line[: len(line) - len(line.lstrip())]
             body = line.strip()
-            body = pattern.sub(flag, body) if pattern.search(body) else f"{body} {flag}"
+            body = (
+                _THREADS.sub(f"--threads={n}", body)
+                if _THREADS.search(body)
+                else (f"{body} --threads={n}")
+            )
             lines[i] = f"{indent}{body}{end}"
             return "".join(lines)
     return stmt
-
-
-_SPLIT = re.compile(r"-?-split-compile[= ]\d+")
-
-
-def split_threads(longest_s: float, work_s: float, jobs: int) -> int:
-    """nvcc ``--split-compile`` threads for the longest edge when it alone outlasts the
-    work spread over the cores (issue 24: vLLM 0.20.0's scaled_mm_c2x.cu, 761 s of a
-    792 s build on 16 cores whose other edges fill 490 s): enough threads that its share
-    falls to half that work limit, at most one per job slot; 1 = leave it."""
-    if jobs < 2 or longest_s <= work_s or work_s <= 0:
-        return 1
-    return max(2, min(jobs, math.ceil(2 * longest_s / work_s)))
-
-
-def _split_longest(text: str, edge: str, n: int) -> str:
-    stmts = split_statements(text)
-    for i, stmt in enumerate(stmts):
-        head = edge_head(stmt)
-        if head and _key(head[0][0]) == edge:
-            stmts[i] = _set_flag(stmt, _SPLIT, f"--split-compile={n}")
-            break
-    return "".join(stmts)
 
 
 def reorder(
@@ -284,12 +259,9 @@ def plan_for(
     max_threads: int = 1,
     write: bool = True,
     targets: Sequence[str] = (),
-    split: bool = True,
 ) -> dict[str, Any]:
     """Reorder ``build_dir``/build.ninja in place (the original kept beside it) and say
-    what the order predicts: the packed limit, and ninja's makespan before and after.
-    With ``split``, the longest edge gets nvcc ``--split-compile`` where it alone outlasts
-    the rest (``split_threads``)."""
+    what the order predicts: the packed limit, and ninja's makespan before and after."""
     ninja = build_dir / "build.ninja"
     text = ninja.read_text()
     logged = read_ninja_log(build_dir / ".ninja_log")
@@ -304,7 +276,6 @@ def plan_for(
 
     new, info = reorder(text, cost, max_threads=max_threads)
     before, after = info.pop("_durations", ([], []))
-    keep: set[str] = set()
     if targets:
         # Predict over the edges that will be built: build.ninja also holds every other
         # target's edges (stand-ins among them), which ninja never starts.
@@ -333,24 +304,7 @@ def plan_for(
             "basis": "recorded .ninja_log times where known, else estimate() (compile edges "
             "only, links and configure not counted)",
         }
-    if before and split:
-        work = sum(after) / max(1, jobs)
-        built = [o for o in info.get("order", []) if not targets or o["edge"] in keep]
-        longest_name = max(built, key=lambda o: o["seconds"])["edge"] if built else ""
-        n = split_threads(max(after), work, jobs)
-        if n > 1 and longest_name.endswith(".cu.o"):
-            new = _split_longest(new, longest_name, n)
-            ideal = [d / n if d == max(after) else d for d in after]
-            info["split_compile"] = {
-                "edge": longest_name,
-                "threads": n,
-                "why": f"the longest edge ({max(after):.0f} s) outlasts the work spread over "
-                f"{jobs} jobs ({work:.0f} s)",
-                "makespan_after_s_if_ideal": round(
-                    simulate(sorted(ideal, reverse=True), jobs)[0], 1
-                ),
-            }
-    if write and (info.get("changed") or info.get("threaded") or info.get("split_compile")):
+    if write and (info.get("changed") or info.get("threaded")):
         orig = build_dir / ORIGINAL
         if not orig.exists():
             shutil.copy2(ninja, orig)
@@ -377,7 +331,6 @@ __all__ = [
     "reorder",
     "simulate",
     "split_statements",
-    "split_threads",
     "virtual_archs",
 ]
 
