@@ -100,7 +100,7 @@ def gitlab(js: tuple[Job, ...], source: str = "matrix.toml") -> str:
             out.append(f"{'      - ' if n == 0 else '        '}{k.upper()}: {_yaml_str(d[k])}")
     out += [
         "  before_script:",
-        "    - python3 -m pip install -e .",
+        "    - python3 -m pip install -e '.[dev]'",  # nox is in the dev extra
         "  script:",
         '    - nox -s matrix -- --cell "$CELL" --depth "$DEPTH"',
         "  artifacts:",
