@@ -305,4 +305,4 @@ def run(args: argparse.Namespace) -> int:
     return 1 if rep.items else 0
 
 
-__all__ = ["Item", "KnowledgeGap", "Preflight", "Report", "check", "new_releases", "render"]
+__all__ = ["Item", "KnowledgeGap", "Preflight", "Report", "check", "new_releases", "render", "run"]

@@ -430,7 +430,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ans.newest else 1
 
 
-__all__ = ["DEPTHS", "Answer", "Step", "explain", "probe_boundary", "render", "walk"]
+__all__ = ["DEPTHS", "Answer", "Step", "explain", "probe_boundary", "render", "run", "walk"]
 
 
 # ---------------------------------------------------------------- Blackwell answers

@@ -61,7 +61,8 @@ class Option:
         return self.kwargs.get("action")
 
     def but(self, help: str | None = None, group: str | None = None, **kwargs: Any) -> Option:
-        """The same option with a command's own help, group, default, nargs or required."""
+        """The same flags with a command's own help, group, default, choices, nargs, action or
+        required: what the option means there, never another flag."""
         return replace(
             self,
             help=self.help if help is None else help,
