@@ -34,12 +34,10 @@ def _cli(session: nox.Session, *args: str) -> None:
 
 @nox.session(python=False)
 def matrix(session: nox.Session) -> None:
-    """Run every [[cell]] of matrix.toml to a depth (default probe), then render the report.
+    """Run every [[cell]] of matrix.toml to a depth, then render the report.
 
-    nox -s matrix -- --depth preflight --cell vllm0.8.5
-    nox -s matrix -- 0.9.2 [--torch ...] [--cuda ...] [--arch ...]   (any release, one cell)
-
-    Only the [[cell]] tables: the [grid] is `nox -s map`'s.
+    Options: `python -m vllm_matrix run --help`; a release first (`-- 0.9.2 ...`) runs that
+    one release instead: `python -m vllm_matrix release --help`.
     """
     args = session.posargs
     if args and not args[0].startswith("-"):  # a release: one cell on its pinned toolchain
@@ -52,10 +50,7 @@ def matrix(session: nox.Session) -> None:
 def map_(session: nox.Session) -> None:
     """Preflight the [grid] of matrix.toml (~7,000 cells) and render reports/map.*.
 
-    Not run by `matrix`. Probes at verdict boundaries within a budget; --render draws the
-    committed reports/map.json again without preflight (seconds).
-
-    nox -s map -- [--probe-budget SECONDS] [--screenshot] [--render]
+    Options: `python -m vllm_matrix map --help`.
     """
     _cli(session, "map", "--matrix", str(MATRIX), *session.posargs)
 
@@ -64,9 +59,7 @@ def map_(session: nox.Session) -> None:
 def build(session: nox.Session) -> None:
     """Build any release into a wheel in dist/ (audited, smoke-tested), matrix or not.
 
-    Its pinned torch and a toolkit obtainable here, or the ones given.
-
-    nox -s build -- 0.9.2 [--torch 2.7.0] [--cuda 12.4 --provider debian] [--arch 9.0]
+    `release --depth build`; options: `python -m vllm_matrix release --help`.
     """
     if not session.posargs:
         session.error("name a release: nox -s build -- 0.9.2 [--torch ...] [--cuda ...]")
@@ -77,11 +70,7 @@ def build(session: nox.Session) -> None:
 def estimate(session: nox.Session) -> None:
     """Estimate a build's cost before it starts, from measured per-unit costs.
 
-    Edges per target, CPU-hours, wall on N cores with the MAX_JOBS it would use, peak
-    memory, disk (a query: writes nothing).
-
-    nox -s estimate -- 0.8.5 --cores 16 [--mem 64] [--targets _C,_C_stable_libtorch]
-    nox -s estimate -- --cell vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm90 [--json]
+    Options: `python -m vllm_matrix estimate --help`.
     """
     _cli(session, "estimate", "--matrix", str(MATRIX), *session.posargs)
 
@@ -90,7 +79,7 @@ def estimate(session: nox.Session) -> None:
 def newest(session: nox.Session) -> None:
     """Find the newest vLLM release that builds with a given torch.
 
-    nox -s newest -- --torch 2.6.0 [--cuda 12.4] [--arch 9.0] [--depth preflight] [--json]
+    Options: `python -m vllm_matrix newest --help`.
     """
     _cli(session, "newest", *session.posargs)
 
@@ -99,9 +88,7 @@ def newest(session: nox.Session) -> None:
 def report(session: nox.Session) -> None:
     """Render reports/compat.{md,json} and blackwell.md from results/ or merged results.
 
-    Never over a committed report that holds evidence the results lack.
-
-    nox -s report -- --merge DIR [DIR ...]
+    Options: `python -m vllm_matrix report --help`.
     """
     _cli(session, "report", "--matrix", str(MATRIX), *session.posargs)
 
@@ -110,7 +97,7 @@ def report(session: nox.Session) -> None:
 def ci_matrix(session: nox.Session) -> None:
     """Print the CI job matrix of matrix.toml (GitHub include JSON, GitLab parallel:matrix).
 
-    nox -s ci-matrix -- --format gitlab --depth build --cell vllm0.8.5
+    Options: `python -m vllm_matrix ci-matrix --help`.
     """
     _cli(session, "ci-matrix", "--matrix", str(MATRIX), *session.posargs)
 
@@ -119,8 +106,8 @@ def ci_matrix(session: nox.Session) -> None:
 def currency(session: nox.Session) -> None:
     """Check the knowledge against the index: new releases, patch ranges, knowledge gaps.
 
-    Every release is preflighted; it says what to update and exits non-zero when something
-    is stale (not part of `tests`: the suite never depends on what the index holds today).
+    Not part of `tests`: the suite never depends on what the index holds today. Options:
+    `python -m vllm_matrix currency --help`.
     """
     _cli(session, "currency", "--matrix", str(MATRIX), *session.posargs)
 
@@ -153,7 +140,7 @@ def _build(session: nox.Session, version: str) -> None:
 def current(session: nox.Session) -> None:
     """Check a vLLM release against the active env (Pixi, conda or venv): its torch, toolkit.
 
-    nox -s current -- --vllm 0.8.5 [--depth build] [--arch 12.0]
+    `run --env current`; options: `python -m vllm_matrix run --help`.
     """
     _cli(session, "run", "--env", "current", *session.posargs)
 

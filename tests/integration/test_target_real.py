@@ -19,7 +19,7 @@ from vllm_matrix.commands import doctor, newest
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
-from vllm_matrix.pipeline import advice, mapping
+from vllm_matrix.pipeline import advice, context, mapping
 from vllm_matrix.stages import preflight
 
 pytestmark = [pytest.mark.integration]
@@ -115,6 +115,6 @@ def test_modelopt_fp8_is_one_answer_in_release_and_the_blackwell_table(
     assert isinstance(stages, list)
     column = next(s for s in stages if s["stage"] == "preflight")["details"]["modelopt_fp8"]
     assert column.startswith("no: cc ≥ 100 goes to cutlass_scaled_mm_sm100")
-    c = newest.cheapest("0.8.5", "12.0", ws=cli.context.Workspace(tmp_path))
+    c = newest.cheapest("0.8.5", "12.0", ws=context.Workspace(tmp_path))
     assert c.cell is not None and c.cell.id == "vllm0.8.5-torch2.7.0cu128-cu12.8-py3.12-sm120"
     assert c.modelopt_fp8 == column

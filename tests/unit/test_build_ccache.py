@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from vllm_matrix.cli import build_options
+from vllm_matrix.commands.run import build_options
 from vllm_matrix.infra import results
 from vllm_matrix.infra.config import load_matrix
 from vllm_matrix.infra.errors import ConfigError

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from vllm_matrix import cli
+from vllm_matrix.commands.run import build_options
 from vllm_matrix.infra import results
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import INTERRUPTED, PASS, SKIP, WARN, StageResult
@@ -42,16 +43,16 @@ def test_cli_takes_targets_and_no_probe() -> None:
             "--no-probe",
         ]
     )
-    opts = cli.build_options(args)
+    opts = build_options(args)
     assert opts.targets == ("_C_stable_libtorch",) and opts.probe is False
-    assert cli.build_options(cli.parser().parse_args(["run"])).targets == ()
+    assert build_options(cli.parser().parse_args(["run"])).targets == ()
 
 
 def test_no_front_end_cache_reaches_the_probe_options() -> None:
     parse = cli.parser().parse_args
-    assert cli.build_options(parse(["run"])).probe_front_end_cache is True
+    assert build_options(parse(["run"])).probe_front_end_cache is True
     args = parse(["run", "--depth", "probe", "--units", "all", "--no-front-end-cache"])
-    opts = cli.build_options(args)
+    opts = build_options(args)
     assert opts.probe_front_end_cache is False and opts.probe_units == "all"
 
 

@@ -291,8 +291,10 @@ def test_cli_prefetch_offline_lists_the_missing(
         cutlass_ext(),
         External("flashmla", "https://github.com/vllm-project/FlashMLA.git", "5" * 40, "F", "x"),
     )
-    monkeypatch.setattr(cli.source, "get_tree", lambda v: SourceTree("0.8.5", tmp_path, "test"))
-    monkeypatch.setattr(cli.facts, "read_facts", lambda root, v: f)
+    monkeypatch.setattr(
+        "vllm_matrix.stages.source.get_tree", lambda v: SourceTree("0.8.5", tmp_path, "test")
+    )
+    monkeypatch.setattr("vllm_matrix.stages.facts.read_facts", lambda root, v: f)
     assert cli.main(["prefetch", "--vllm", "0.8.5", "--offline"]) == 1
     out, err = capsys.readouterr()
     assert out.splitlines()[0].split()[:3] == ["cutlass", "v3.9.0", "missing"]

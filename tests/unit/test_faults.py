@@ -19,6 +19,7 @@ from test_merge import MATRIX, A, stages
 
 from vllm_matrix import cli
 from vllm_matrix.cli import main
+from vllm_matrix.commands import release
 from vllm_matrix.infra import results
 from vllm_matrix.infra.config import Cell, Matrix, load_matrix
 from vllm_matrix.infra.results import StageResult
@@ -179,27 +180,30 @@ def test_result_check_accepts_what_write_makes(ws: tuple[Path, list[str]]) -> No
 # Per command: its argv (M: the matrix, ID: a cell id) and a function it calls early (the
 # seam where a usage error, a tool error or a full disk is raised).
 EXIT_CASES: dict[str, tuple[list[str], str]] = {
-    "facts": (["facts", "0.8.5"], "vllm_matrix.cli:source.get_tree"),
-    "cells": (["cells", "M"], "vllm_matrix.cli:config.load_matrix"),
-    "run": (["run", "M", "--depth", "preflight"], "vllm_matrix.cli:runner.run_matrix"),
-    "preflight": (["preflight", "M"], "vllm_matrix.cli:runner.run_matrix"),
-    "map": (["map", "M"], "vllm_matrix.cli:mapping.grid_cells"),
-    "map-slice": (["map-slice", "M"], "vllm_matrix.cli:mapreport.read"),
-    "release": (["release", "0.8.5", "M"], "vllm_matrix.cli:source.get_tree"),
-    "report": (["report", "M"], "vllm_matrix.cli:report.write_report"),
-    "ci-matrix": (["ci-matrix", "M"], "vllm_matrix.cli:cimatrix.render"),
-    "doctor": (["doctor", "M", "--cell", "ID"], "vllm_matrix.cli:doctor.for_cell"),
-    "pixi-snippet": (["pixi-snippet", "M", "--cell", "ID"], "vllm_matrix.cli:pixi.used_fixups"),
-    "prefetch": (["prefetch", "--vllm", "0.8.5"], "vllm_matrix.cli:source.get_tree"),
-    "modelopt-check": (["modelopt-check", "--vllm", "0.8.5"], "vllm_matrix.cli:source.get_tree"),
+    "facts": (["facts", "0.8.5"], "vllm_matrix.stages.source:get_tree"),
+    "cells": (["cells", "M"], "vllm_matrix.infra.config:load_matrix"),
+    "run": (["run", "M", "--depth", "preflight"], "vllm_matrix.pipeline.runner:run_matrix"),
+    "preflight": (["preflight", "M"], "vllm_matrix.pipeline.runner:run_matrix"),
+    "map": (["map", "M"], "vllm_matrix.pipeline.mapping:grid_cells"),
+    "map-slice": (["map-slice", "M"], "vllm_matrix.report.map:read"),
+    "release": (["release", "0.8.5", "M"], "vllm_matrix.stages.source:get_tree"),
+    "report": (["report", "M"], "vllm_matrix.report.compat:write_report"),
+    "ci-matrix": (["ci-matrix", "M"], "vllm_matrix.commands.cimatrix:render"),
+    "doctor": (["doctor", "M", "--cell", "ID"], "vllm_matrix.commands.doctor:for_cell"),
+    "pixi-snippet": (
+        ["pixi-snippet", "M", "--cell", "ID"],
+        "vllm_matrix.commands.pixi:used_fixups",
+    ),
+    "prefetch": (["prefetch", "--vllm", "0.8.5"], "vllm_matrix.stages.source:get_tree"),
+    "modelopt-check": (["modelopt-check", "--vllm", "0.8.5"], "vllm_matrix.stages.source:get_tree"),
     "tiny-model": (["tiny-model", "--out", "OUT"], "vllm_matrix.stages.tinymodel:make"),
     "model": (["model", "--dir", "OUT"], "vllm_matrix.stages.modelstage:run"),
     "newest": (["newest", "--torch", "2.6.0", "--arch", "9.0"], "vllm_matrix.commands.newest:walk"),
     "blackwell": (["blackwell", "M"], "vllm_matrix.commands.newest:cheapest"),
-    "derive-torch": (["derive-torch", "2.6.0"], "vllm_matrix.cli:torchwheel.read_facts"),
-    "derive-pins": (["derive-pins"], "vllm_matrix.cli:pins.release_list"),
-    "currency": (["currency", "M"], "vllm_matrix.cli:currency.check"),
-    "estimate": (["estimate", "M", "--cell", "ID"], "vllm_matrix.cli:source.get_tree"),
+    "derive-torch": (["derive-torch", "2.6.0"], "vllm_matrix.stages.torchwheel:read_facts"),
+    "derive-pins": (["derive-pins"], "vllm_matrix.knowledge.pins:release_list"),
+    "currency": (["currency", "M"], "vllm_matrix.commands.currency:check"),
+    "estimate": (["estimate", "M", "--cell", "ID"], "vllm_matrix.stages.source:get_tree"),
 }
 
 
@@ -282,10 +286,10 @@ def test_run_and_release_exit_by_the_cells_verdict(
     root, _ = ws
     cell = load_matrix(root / "matrix.toml").cells[0]
     sts = [*stages("source", "facts"), StageResult("preflight", last, 1.0, "x")]
-    monkeypatch.setattr(cli.runner, "run_cell", lambda *a, **k: sts)
-    monkeypatch.setattr(cli, "release_cell", lambda args: cell)
+    monkeypatch.setattr(runner, "run_cell", lambda *a, **k: sts)
+    monkeypatch.setattr(release, "release_cell", lambda args: cell)
     monkeypatch.setattr(
-        cli.runner,
+        runner,
         "run_matrix",
         lambda *a, **k: [(cell, results.verdict_of(sts))],
     )

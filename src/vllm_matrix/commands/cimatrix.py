@@ -9,9 +9,11 @@ is the worked example.
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict, dataclass
 
+from vllm_matrix.commands.common import load_matrix
 from vllm_matrix.infra.config import Matrix
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.pipeline.plan import DEPTHS
@@ -98,7 +100,7 @@ def gitlab(js: tuple[Job, ...], source: str = "matrix.toml") -> str:
             out.append(f"{'      - ' if n == 0 else '        '}{k.upper()}: {_yaml_str(d[k])}")
     out += [
         "  before_script:",
-        "    - python3 -m pip install -e .",
+        "    - python3 -m pip install -e '.[dev]'",  # nox is in the dev extra
         "  script:",
         '    - nox -s matrix -- --cell "$CELL" --depth "$DEPTH"',
         "  artifacts:",
@@ -114,3 +116,10 @@ def render(matrix: Matrix, fmt: str, depth: str, cell: str | None = None) -> str
         raise ConfigError(f"unknown CI format '{fmt}'", fix=f"use one of {', '.join(FORMATS)}")
     js = jobs(matrix, depth, cell)
     return github(js) + "\n" if fmt == "github" else gitlab(js, matrix.path.name)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`ci-matrix`: the CI job matrix, one job per cell."""
+    m, _ = load_matrix(args)
+    print(render(m, args.format, args.depth, args.cell), end="")
+    return 0

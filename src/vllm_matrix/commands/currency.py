@@ -21,6 +21,8 @@ run (the index did not answer).
 
 from __future__ import annotations
 
+import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,9 +32,11 @@ from typing import Any, Literal
 
 from packaging.version import Version
 
+from vllm_matrix.commands.common import say
 from vllm_matrix.infra import results
+from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell
-from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.infra.errors import MatrixError, SourceError, ToolError
 from vllm_matrix.infra.results import Verdict
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
@@ -287,4 +291,18 @@ def render(rep: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Item", "KnowledgeGap", "Preflight", "Report", "check", "new_releases", "render"]
+def run(args: argparse.Namespace) -> int:
+    """The outside world against the project's knowledge: 0 current, 1 stale, 3 no answer."""
+    root = Path(args.matrix).resolve().parent
+    try:
+        rep = check(root, Arch.parse(args.arch).name, args.since, not args.no_preflight, echo=say)
+    except SourceError as exc:  # no answer from the index: the machine's side (exit 3)
+        raise ToolError(exc.message, fix=exc.fix) from exc
+    if args.json:
+        print(json.dumps(rep.to_json(), indent=1))
+    else:
+        print(render(rep), end="")
+    return 1 if rep.items else 0
+
+
+__all__ = ["Item", "KnowledgeGap", "Preflight", "Report", "check", "new_releases", "render", "run"]

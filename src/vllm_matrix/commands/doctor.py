@@ -7,6 +7,8 @@ and every problem with its fix.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import re
 import shutil
@@ -15,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vllm_matrix.commands import target as target_opts
+from vllm_matrix.commands.common import load_matrix, one_cell
 from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import manifest, proc
 from vllm_matrix.infra.arch import Arch
@@ -380,3 +384,20 @@ def for_prefix(pf: envprefix.PrefixFacts, tgt: target_mod.Target) -> Report:
         for msg, dfix in gpuinfo.check(rep, pf.nvcc, pf.torch, pf.torch_cuda):
             r.problem(msg, dfix)
     return r
+
+
+def run(args: argparse.Namespace) -> int:
+    """`doctor`: the active env, --env PATH, or a --cell's toolchain against the target."""
+    prefix = active_prefix() if not args.env and not args.cell else None
+    if args.env == "current" or (not args.env and not args.cell and prefix is None):
+        tgt = target_opts.resolve(args, required=False)
+        rep = for_current(tgt.archs)
+    elif args.env or prefix is not None:
+        tgt = target_opts.resolve(args, required=False)
+        pf = tgt.env or envprefix.read_prefix(prefix or Path(args.env))
+        rep = for_prefix(pf, tgt)
+    else:
+        m, _ = load_matrix(args)
+        rep = for_cell(one_cell(m, args.cell), verify=args.verify)
+    print(json.dumps(rep.to_json(), indent=1) if args.json else rep.render())
+    return 1 if rep.problems else 0

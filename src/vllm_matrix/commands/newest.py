@@ -13,6 +13,8 @@ building it against an older torch says nothing about whether it then runs.
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -21,15 +23,17 @@ from typing import Any
 
 from packaging.version import Version
 
+from vllm_matrix.commands import target as target_opts
+from vllm_matrix.commands.common import say
 from vllm_matrix.infra import index, results
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell, split_torch
-from vllm_matrix.infra.errors import ConfigError
+from vllm_matrix.infra.errors import ConfigError, MatrixError
 from vllm_matrix.infra.results import ERROR, PREDICTED_FAIL, Finding, Status
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import advice as advice_mod
-from vllm_matrix.pipeline import plan
+from vllm_matrix.pipeline import grid, plan, runner
 from vllm_matrix.pipeline.context import Workspace
 from vllm_matrix.stages import modelopt, preflight
 from vllm_matrix.stages import releases as releases_mod
@@ -392,7 +396,41 @@ def render(ans: Answer, verbose: bool = False) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DEPTHS", "Answer", "Step", "explain", "probe_boundary", "render", "walk"]
+def run(args: argparse.Namespace) -> int:
+    """`newest`: the newest release that builds with the torch given, for the target."""
+    tgt = target_opts.resolve(args)
+    torch, cuda, python = from_env(tgt, args.torch, args.cuda, args.python)
+    if torch:
+        grid.check_version(torch, "torch", "--torch: ")
+    echo = say if args.verbose else None
+    ans = walk(
+        torch, cuda, tgt.archs, python, args.provider, echo=echo, driver_cuda=tgt.driver_cuda
+    )
+    ans = replace(ans, target=tgt.line())
+    if args.depth == "probe" and ans.newest:
+        ws = Workspace(Path.cwd())
+
+        def run_cell(cell: Cell, force: bool) -> list[results.StageResult]:
+            say(f"probing {cell.id}" + (" (past its predicted failure)" if force else ""))
+            return runner.run_cell(cell, ws, depth="probe", force=force, echo=say)
+
+        ans = probe_boundary(ans, run_cell)
+    wheel_torch = None
+    if ans.newest:
+        try:
+            wheel_torch = wheel_torch_requirement(ans.newest)
+        except MatrixError as exc:
+            say(f"the wheel metadata of vLLM {ans.newest} could not be read: {exc.message}")
+    ans = explain(ans, wheel_torch)
+    if ans.newest:  # the answer compiled on another machine counts, with that machine named
+        cell = make_cell(ans.newest, ans.torch, ans.cuda, ans.provider, ans.python, ans.arch)
+        more = target_opts.elsewhere_lines(cell, Path.cwd())
+        ans = replace(ans, rests_on=(*ans.rests_on, *more))
+    print(json.dumps(ans.to_json(), indent=1) if args.json else render(ans, args.verbose))
+    return 0 if ans.newest else 1
+
+
+__all__ = ["DEPTHS", "Answer", "Step", "explain", "probe_boundary", "render", "run", "walk"]
 
 
 # ---------------------------------------------------------------- Blackwell answers

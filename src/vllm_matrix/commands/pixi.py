@@ -13,6 +13,7 @@ cites each); the tests hold the snippet to that schema.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tomllib
@@ -24,9 +25,17 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from vllm_matrix.commands import target as target_opts
+from vllm_matrix.commands.common import load_matrix, one_cell, say
+from vllm_matrix.commands.release import release_cell
 from vllm_matrix.infra import datafiles, index, tomlfile
 from vllm_matrix.infra.config import TORCH_INDEX_ENV, Cell
 from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.pipeline.context import Workspace
+from vllm_matrix.stages import facts as facts_stage
+from vllm_matrix.stages import patches as patch_series
+from vllm_matrix.stages import source as source_stage
 
 PREFIX = "$CONDA_PREFIX"
 # torch from a conda channel instead of a PyPI-style index: the channel is configuration
@@ -356,3 +365,41 @@ def _variant_index(cell: Cell) -> list[str]:
 
 def parse(text: str) -> dict[str, Any]:
     return tomllib.loads(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`pixi-snippet`: the pixi.toml for a release (as `release` makes its cell) or a cell."""
+    if (args.version is None) == (args.cell is None):
+        raise MatrixError(
+            "name the cell to build: a release with its toolchain, or a matrix cell",
+            fix='pixi-snippet 0.9.2 --torch 2.7.0+cu128 --cuda 12.8 --gpu "RTX 5090"  '
+            "or  pixi-snippet --cell ID",
+        )
+    if args.version is not None:  # any release, as `release` makes its cell: no matrix needed
+        cell = release_cell(args)
+        ws = Workspace(Path(args.matrix).resolve().parent)
+    else:
+        m, ws = load_matrix(args)
+        cell = one_cell(m, args.cell)
+    note = target_opts.advice_note(cell, ws.root)  # the one advice, as every command gives it
+    if note:
+        say(f"note: {note}")
+    used = used_fixups(ws.results, cell)
+    tree = source_stage.get_tree(cell.source_spec)
+    f = facts_stage.read_facts(tree.root, tree.version)
+    nv = knowledge.load().nvcc_for(cell.cuda)
+    series = patch_series.select(patch_series.load_series(), tree.version)
+    text = snippet(
+        cell,
+        used,
+        max_jobs=cell.options.max_jobs,
+        cmake_min=f.cmake,
+        max_gcc=nv.max_gcc if nv else None,
+        build_reqs=build_requirements(tree.root),
+        patches=[p.name for p in series],
+        channel=torch_channel(args.torch_channel),
+        tool_path=args.tool_path,
+    )
+    parse(text)  # never print TOML that does not parse
+    print(text, end="")
+    return 0

@@ -1,5 +1,5 @@
-"""The target options every answering command shares (``--arch``, ``--gpu``,
-``--driver-cuda``, ``--env PATH``), and a cell's full preflight answer as text.
+"""The target every answering command takes (``--arch``, ``--gpu``, ``--driver-cuda``,
+``--env PATH``, declared in options.py), and a cell's full preflight answer as text.
 
 The logic lives in pipeline/target.py (what the target is) and pipeline/advice.py (what to
 change); this module only turns arguments into them and results into lines.
@@ -19,21 +19,6 @@ from vllm_matrix.infra.results import Finding, StageResult
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import advice
 from vllm_matrix.pipeline import target as target_mod
-
-
-def add_options(sp: argparse.ArgumentParser, env: bool = True) -> None:
-    g = sp.add_argument_group("target (the machine the answer is for; default: this one)")
-    g.add_argument("--arch", help="GPU arches, e.g. 12.0 or '9.0;12.0' (default: the GPU here)")
-    g.add_argument("--gpu", help='a GPU name, e.g. "RTX 5090" (knowledge/data/gpus.toml)')
-    g.add_argument(
-        "--driver-cuda", help="the newest CUDA the target's driver runs (nvidia-smi's banner)"
-    )
-    if env:
-        g.add_argument(
-            "--env",
-            help="an environment prefix (venv, conda/Pixi prefix or Pixi project): its "
-            "torch, nvcc and Python are read from its files, without running it",
-        )
 
 
 def resolve(args: argparse.Namespace, required: bool = True) -> target_mod.Target:
@@ -122,7 +107,6 @@ def advice_note(cell: Cell, root: Path) -> str:
 
 
 __all__ = [
-    "add_options",
     "advice_note",
     "driver_lines",
     "elsewhere_lines",
