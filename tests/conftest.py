@@ -20,8 +20,9 @@ os.environ["VLLM_MATRIX_RELEASES"] = "pinned"
 
 
 def load_bench(name: str) -> ModuleType:
-    """benchmarks/<name>.py as a module (benchmarks/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    """benchmarks/studies/<name>.py as a module (benchmarks/ is scripts, not a package)."""
+    path = ROOT / "benchmarks" / "studies" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod  # dataclasses in it resolve their module while it executes

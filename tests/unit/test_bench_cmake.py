@@ -1,4 +1,4 @@
-"""benchmarks/cmake_configure.py: the flag normalisation both sides go through, and the
+"""benchmarks/studies/cmake_configure.py: the flag normalisation both sides go through, and the
 markdown rendered from its JSON (the prose under the marker survives a re-render)."""
 
 from __future__ import annotations

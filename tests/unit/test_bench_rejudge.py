@@ -1,4 +1,5 @@
-"""benchmarks/rejudge.py: a device run's recorded data judged again with the current rules."""
+"""benchmarks/studies/rejudge.py: a device run's recorded data judged again with the current
+rules."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""benchmarks/probe_study.py: the comparison of the probe's selection with the full sweep
+"""benchmarks/studies/probe_study.py: the comparison of the probe's selection with the full sweep
 (cause classes per failing unit, caught / missed / false PASS, the cost of each mode),
 on fixture probe stages shaped as the result files' ``stages[*]``."""
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from vllm_matrix.infra import portable
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CELL = "vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm90"
 OTHER = "vllm0.10.1-torch2.6.0-cu12.4-py3.12-sm90"
 WARM = Path(os.environ.get("VLLM_MATRIX_CACHE", Path.home() / ".cache" / "vllm-matrix"))

@@ -14,7 +14,7 @@ the measurements it recorded are still good. This applies the current rules to t
 Nothing is measured here. Each re-judged stage says so in its summary and details
 (``rejudged``), so a reader never takes it for the run's own word.
 
-  python benchmarks/rejudge.py RESULT.json --gpu-json WORKER.json --out OUT.json
+  python benchmarks/studies/rejudge.py RESULT.json --gpu-json WORKER.json --out OUT.json
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from vllm_matrix.infra import results
 from vllm_matrix.infra.results import Finding, StageResult
 from vllm_matrix.stages import audit, gpu
 
-NOTE = "re-judged from this run's recorded data with the current rules (benchmarks/rejudge.py)"
+NOTE = (
+    "re-judged from this run's recorded data with the current rules (benchmarks/studies/rejudge.py)"
+)
 
 
 def rejudge_audit(s: StageResult) -> StageResult:

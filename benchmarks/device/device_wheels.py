@@ -4,14 +4,14 @@ The GPU machine reaches no index: what `import vllm` + `vllm.LLM(...)` need and 
 lacks travels as wheels, 64 MiB per command. This resolves the release's own runtime
 requirements (requirements/common.txt + cuda.txt of its sdist) for CPython 3.12 on
 manylinux x86_64 with uv (metadata only, nothing downloaded), pinned to the versions the
-machine already has (benchmarks/device_packages.txt), subtracts what it has, and sizes each
+machine already has (benchmarks/device/device_packages.txt), subtracts what it has, and sizes each
 missing wheel from the index's JSON (PEP 691/700), writing:
 
-  benchmarks/device-wheels-vllm<V>.txt   NAME==VERSION per line, "core" first, then the
+  benchmarks/device/device-wheels-vllm<V>.txt   NAME==VERSION per line, "core" first, then the
                                          large packages vLLM imports only on other paths
 
-  python benchmarks/device_wheels.py --vllm 0.20.0          # list + sizes (JSON on stdout)
-  bash benchmarks/wheels_for_device.sh 0.20.0 [core|all]   # then download them into .whl/
+  python benchmarks/device/device_wheels.py --vllm 0.20.0          # list + sizes (JSON on stdout)
+  bash benchmarks/device/wheels_for_device.sh 0.20.0 [core|all]   # then download them into .whl/
 """
 
 from __future__ import annotations
@@ -183,7 +183,9 @@ def wheel(name: str, version: str, order: dict[Tag, int]) -> tuple[str, int | No
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--vllm", default="0.20.0")
-    p.add_argument("--out", help="the list file (default benchmarks/device-wheels-vllm<V>.txt)")
+    p.add_argument(
+        "--out", help="the list file (default benchmarks/device/device-wheels-vllm<V>.txt)"
+    )
     a = p.parse_args()
     tree = source.get_tree(a.vllm)
     have = present()
@@ -226,8 +228,8 @@ def main() -> int:
     lines = [
         f"# vLLM {a.vllm}'s runtime packages (requirements/common.txt + cuda.txt) that the GPU",
         "# machine lacks or has at another version, resolved for cp312 manylinux x86_64 with",
-        "# its torch stack pinned. Made by benchmarks/device_wheels.py; read by",
-        "# benchmarks/wheels_for_device.sh. Sizes from the index's JSON.",
+        "# its torch stack pinned. Made by benchmarks/device/device_wheels.py; read by",
+        "# benchmarks/device/wheels_for_device.sh. Sizes from the index's JSON.",
         *(
             f"# {g}: {sum(r['group'] == g for r in rows)} wheels, {total(g) / 2**20:.1f} MiB"
             for g in ("core", "lazy")
