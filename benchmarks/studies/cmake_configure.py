@@ -46,24 +46,31 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(HERE / "src"))
+from vllm_matrix.infra import portable as portable_paths
+from vllm_matrix.infra import proc
+from vllm_matrix.infra.cache import cache_root
+from vllm_matrix.infra.config import Cell, load_matrix
+from vllm_matrix.knowledge import probe_units
+from vllm_matrix.stages import env as env_mod
+from vllm_matrix.stages import externals, fixups, patches, probe, source, toolkit
+from vllm_matrix.stages import facts as facts_mod
+from vllm_matrix.stages.probe import configure as probe_configure
+from vllm_matrix.stages.probe import includes, torchflags
+from vllm_matrix.stages.probe import units as probe_selection
+from vllm_matrix.studies.cmake_configure import (
+    Flags,
+    parse,
+    path_roots,
+    portable_lines,
+    write_md,
+)
 
-from vllm_matrix.infra import proc  # noqa: E402
-from vllm_matrix.infra.cache import cache_root  # noqa: E402
-from vllm_matrix.infra.config import Cell, load_matrix  # noqa: E402
-from vllm_matrix.knowledge import probe_units  # noqa: E402
-from vllm_matrix.stages import env as env_mod  # noqa: E402
-from vllm_matrix.stages import externals, fixups, patches, probe, source, toolkit  # noqa: E402
-from vllm_matrix.stages import facts as facts_mod  # noqa: E402
-from vllm_matrix.stages.probe import configure as probe_configure  # noqa: E402
-from vllm_matrix.stages.probe import includes, torchflags  # noqa: E402
-from vllm_matrix.stages.probe import units as probe_selection  # noqa: E402
+HERE = Path(__file__).resolve().parents[2]
 
 # The shipped cells that reach the probe (matrix.toml); the others are SKIPPED or
 # PREDICTED-FAIL before it.
@@ -121,92 +128,6 @@ def context(cell: Cell, scratch: Path) -> Ctx:
 
 
 # ------------------------------------------------------------------ flags, normalised
-
-
-@dataclass(frozen=True)
-class Flags:
-    gencode: tuple[str, ...]  # sorted "compute_90a->sm_90a"
-    defines: tuple[str, ...]  # sorted
-    includes: tuple[str, ...]  # in order, "-I DIR" / "-isystem DIR"
-    other: tuple[str, ...]  # sorted (order of the rest is not compared)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "gencode": list(self.gencode),
-            "defines": list(self.defines),
-            "includes": list(self.includes),
-            "other": list(self.other),
-        }
-
-
-def _gencode_pairs(spec: str) -> list[str]:
-    """``arch=compute_90a,code=[sm_90a,compute_90a]`` / ``arch=compute_80,code=sm_80``."""
-    m = re.match(r"arch=(\w+),code=\[?([\w,]+)\]?$", spec)
-    if not m:
-        return [f"?{spec}"]
-    return [f"{m.group(1)}->{c}" for c in m.group(2).split(",") if c]
-
-
-_SKIP_WITH_ARG = {"-o", "-MT", "-MF", "-MQ", "-x"}
-_SKIP = {"-c", "-MD", "-MMD"}
-
-
-def parse(argv: Sequence[str], paths: Mapping[str, str], source_file: str | None) -> Flags:
-    gen: set[str] = set()
-    defs: set[str] = set()
-    incs: list[str] = []
-    other: list[str] = []
-    i = 0
-
-    def path(p: str) -> str:
-        return portable(p, paths)
-
-    while i < len(argv):
-        a = argv[i]
-        nxt = argv[i + 1] if i + 1 < len(argv) else ""
-        if a in ("-gencode", "--generate-code"):
-            gen.update(_gencode_pairs(nxt))
-            i += 2
-            continue
-        if a.startswith(("-gencode=", "--generate-code=")):
-            gen.update(_gencode_pairs(a.split("=", 1)[1]))
-        elif a.startswith(("-arch=", "--gpu-architecture=")) or a in ("-arch",):
-            val = nxt if a == "-arch" else a.split("=", 1)[1]
-            gen.add(f"-arch {val}")
-            if a == "-arch":
-                i += 1
-        elif a == "-D":
-            defs.add(nxt)
-            i += 1
-        elif a.startswith("-D"):
-            defs.add(a[2:])
-        elif a == "-I":
-            incs.append(f"-I {path(nxt)}")
-            i += 1
-        elif a.startswith("-I"):
-            incs.append(f"-I {path(a[2:])}")
-        elif a == "-isystem":
-            incs.append(f"-isystem {path(nxt)}")
-            i += 1
-        elif a.startswith("-isystem="):
-            incs.append(f"-isystem {path(a.split('=', 1)[1])}")
-        elif a in _SKIP_WITH_ARG:
-            i += 1
-        elif a in _SKIP or (source_file is not None and path(a) == path(source_file)):
-            pass
-        else:
-            other.append(path(a) if a.startswith("/") else a)
-        i += 1
-    return Flags(tuple(sorted(gen)), tuple(sorted(defs)), tuple(incs), tuple(sorted(other)))
-
-
-def portable(p: str, paths: Mapping[str, str]) -> str:
-    real = os.path.realpath(p) if p.startswith("/") else p
-    for prefix, name in sorted(paths.items(), key=lambda kv: -len(kv[0])):
-        if real == prefix or real.startswith(prefix + os.sep):
-            return name + real[len(prefix) :]
-    home = os.path.expanduser("~")
-    return "~" + real[len(home) :] if real.startswith(home + os.sep) else real
 
 
 def path_names(ctx: Ctx, build: Path | None = None) -> dict[str, str]:
@@ -460,7 +381,7 @@ def configure(ctx: Ctx, build: Path, ext_mode: str, python: Path, log: Path) -> 
         "stand_in_files": len(filled),
         "stand_in_rounds": rounds,
         "compile_commands": cc.is_file(),
-        "errors": _portable_lines(errors[-5:], ctx, build),
+        "errors": portable_lines(errors[-5:], path_names(ctx, build)),
         "error_context": _error_context(done.output, ctx, build) if done.returncode else [],
     }
     units: dict[str, list[list[str]]] = {}
@@ -479,20 +400,11 @@ def configure(ctx: Ctx, build: Path, ext_mode: str, python: Path, log: Path) -> 
     return out
 
 
-def _portable_lines(lines: Iterable[str], ctx: Ctx, build: Path) -> list[str]:
-    names = path_names(ctx, build)
-    out = []
-    for x in lines:
-        for prefix, name in sorted(names.items(), key=lambda kv: -len(kv[0])):
-            x = x.replace(prefix, name)
-        out.append(x.replace(os.path.expanduser("~") + os.sep, "~/"))
-    return out
-
-
 def _error_context(output: str, ctx: Ctx, build: Path) -> list[str]:
     lines = output.splitlines()
-    at = next((i for i, ln in enumerate(lines) if ln.startswith("CMake Error")), None)
-    return _portable_lines(lines[-8:] if at is None else lines[at : at + 8], ctx, build)
+    at = next((n for n, line in enumerate(lines) if line.startswith("CMake Error")), None)
+    context = lines[-8:] if at is None else lines[at : at + 8]
+    return portable_lines(context, path_names(ctx, build))
 
 
 # ------------------------------------------------------------------ comparison
@@ -635,141 +547,46 @@ def _size(p: Path) -> int:
 
 
 MD = OUT.with_suffix(".md")
-KEEP_MARK = "<!-- written by hand below: kept when the tables are rendered again -->"
 
 
-def render(data: Mapping[str, Any]) -> str:
-    """The tables of cmake-configure.md from the JSON; the prose under KEEP_MARK stays."""
-    md = [
-        "# CMake's own configure vs the probe's home-made CMake model",
-        "",
-        "Generated by `nox -s bench-cmake -- --write` (benchmarks/studies/cmake_configure.py) from "
-        "reports/bench/cmake-configure.json. Units: vLLM's own csrc/**.cu|.cpp. "
-        '"agree" counts units both sides compile whose -gencode pairs / -D set / include '
-        "set / include order are identical.",
-        "",
-        "| cell | externals | configure rc | CMake units | home units | only CMake | only home "
-        "| gencode | defines | include set | include set¹ | include order | configure wall / CPU "
-        "| load (1 min) | home-made wall / CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for cid, r in data["cells"].items():
-        h = r["homemade"]
-        for mode, c in r["configure"].items():
-            ext = ", ".join(f"{k}: {v}" for k, v in c["externals"].items()) or "none"
-            if c.get("stand_in_files"):
-                ext += f" ({c['stand_in_files']} empty files CMake named)"
-            if c.get("compared"):
-                a, n = c["agree"], c["units_both"]
-                cols = [
-                    str(c["units_cmake"]),
-                    str(c["units_home"]),
-                    str(len(c["only_cmake"])),
-                    str(len(c["only_home"])),
-                    f"{a['gencode']}/{n}",
-                    f"{a['defines']}/{n}",
-                    f"{a['include_set']}/{n}",
-                    f"{n - _real_include_diffs(c)}/{n}",
-                    f"{a['include_order']}/{n}",
-                ]
-            else:
-                cols = ["no compile_commands.json", str(h["units"]), "", "", "", "", "", "", ""]
-            md.append(
-                f"| `{cid}` | {mode}: {ext} | {c['rc']} | "
-                + " | ".join(cols)
-                + f" | {c['wall_s']} s / {c['cpu_s']} s | {c['load_before'][0]} "
-                f"| {h['wall_s']} s / {h['cpu_s']} s |"
-            )
-    md += [
-        "",
-        "¹ not counting `-isystem $CUDA/include` on nvcc lines: CMake adds CUDA::cudart's "
-        "include dir, nvcc searches it anyway (the home-made model leaves it out on purpose).",
-        "",
-        "## Disagreements (per class of units)",
-        "",
-    ]
-    for cid, r in data["cells"].items():
-        for mode, c in r["configure"].items():
-            if not c.get("compared"):
-                why = "; ".join(x for x in c.get("error_context", [])[:3] if x.strip())
-                md.append(f"- `{cid}` [{mode}]: configure failed before export: {why}")
-                continue
-            if c["only_cmake"]:
-                md.append(
-                    f"- `{cid}` [{mode}]: {len(c['only_cmake'])} units only CMake compiles, "
-                    f"e.g. {', '.join(c['only_cmake'][:3])}"
-                )
-            if c["only_home"]:
-                md.append(
-                    f"- `{cid}` [{mode}]: {len(c['only_home'])} units only the home-made "
-                    f"model compiles: {', '.join(c['only_home'][:5])}"
-                )
-            for k in c["diff_classes"]:
-                d = json.dumps(k["diff"], sort_keys=True)
-                md.append(
-                    f"- `{cid}` [{mode}]: {k['units']} units (e.g. {k['examples'][0]}): `{d}`"
-                )
-            if c.get("errors") and c["rc"]:
-                md.append(f"- `{cid}` [{mode}]: configure rc {c['rc']}: {c['errors'][-1]}")
-    return "\n".join(md) + "\n"
-
-
-IMPLICIT = ["-isystem $CUDA/include"]
-
-
-def _real_include_diffs(c: Mapping[str, Any]) -> int:
-    """Units whose include sets differ by more than nvcc's own include dir."""
-    n = 0
-    for k in c["diff_classes"]:
-        d = k["diff"].get("include_set")
-        if d and not (d.get("cmake_only") == IMPLICIT and not d.get("home_only")):
-            n += k["units"]
-    return n
-
-
-def write_md(data: Mapping[str, Any]) -> None:
-    tail = ""
-    if MD.is_file() and KEEP_MARK in MD.read_text():
-        tail = MD.read_text().split(KEEP_MARK, 1)[1]
-    MD.write_text(render(data) + "\n" + KEEP_MARK + tail)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cell", action="append", help="a cell id (default: the shipped four)")
-    ap.add_argument(
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--cell", action="append", help="a cell id (default: the shipped four)")
+    parser.add_argument(
         "--externals",
         choices=("cache", "empty", "cutlass", "all"),
         default="all",
         help="prefetched trees, empty dirs, CUTLASS only (the rest empty), or all three",
     )
-    ap.add_argument("--write", action="store_true")
-    ap.add_argument("--keep", type=Path, help="keep scratch dirs under this dir")
-    ap.add_argument("--render", action="store_true", help="only re-render the .md from the JSON")
-    a = ap.parse_args(argv)
-    if a.render:
-        write_md(json.loads(OUT.read_text()))
-        return
+    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--keep", type=Path, help="keep scratch dirs under this dir")
+    parser.add_argument(
+        "--render", action="store_true", help="only re-render the .md from the JSON"
+    )
+    args = parser.parse_args(argv)
+    if args.render:
+        write_md(json.loads(OUT.read_text()), MD)
+        return 0
     matrix = load_matrix(HERE / "matrix.toml")
-    by_id = {c.id: c for c in matrix.cells}
-    ids = a.cell or list(CELLS)
-    modes = ("cache", "cutlass", "empty") if a.externals == "all" else (a.externals,)
-    rows = {}
-    for cid in ids:
-        if cid not in by_id:
-            raise SystemExit(f"unknown cell {cid}; cells: {', '.join(by_id)}")
-        rows[cid] = run_cell(by_id[cid], modes, a.keep)
+    by_id = {cell.id: cell for cell in matrix.cells}
+    ids = args.cell or list(CELLS)
+    modes = ("cache", "cutlass", "empty") if args.externals == "all" else (args.externals,)
+    unknown = [cell_id for cell_id in ids if cell_id not in by_id]
+    if unknown:
+        parser.error(f"unknown cell {unknown[0]}; cells: {', '.join(by_id)}")
+    rows = {cell_id: run_cell(by_id[cell_id], modes, args.keep) for cell_id in ids}
     out: dict[str, Any] = {"schema": 1, "cells": rows}
-    if a.write:
+    if args.write:
         if OUT.is_file():
             old = json.loads(OUT.read_text())
             out["cells"] = {**old.get("cells", {}), **rows}
         # what no reader's machine has: the home dir (error lines quote sys.path)
-        text = json.dumps(out, indent=1).replace(os.path.expanduser("~") + os.sep, "~/")
-        OUT.write_text(text + "\n")
-        write_md(json.loads(text))
+        out = portable_paths.doc(out, path_roots({}))
+        OUT.write_text(json.dumps(out, indent=1) + "\n")
+        write_md(out, MD)
     print(json.dumps(out, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,21 +1,15 @@
-"""benchmarks/studies/cmake_configure.py: the flag normalisation both sides go through, and the
-markdown rendered from its JSON (the prose under the marker survives a re-render)."""
+"""studies/cmake_configure.py (benchmarks/studies/cmake_configure.py's logic): the flag
+normalisation both sides go through, and the markdown rendered from its JSON (the prose under
+the marker survives a re-render)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
 
-import pytest
-from conftest import load_bench
+from vllm_matrix.studies import cmake_configure as bench
 
 
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    return load_bench("cmake_configure")
-
-
-def test_gencode_spellings_meet(bench: ModuleType) -> None:
+def test_gencode_spellings_meet() -> None:
     names = {"/t": "$TREE"}
     # CMake's CUDA_ARCHITECTURES "80" and the probe's two -gencode pairs are the same thing
     cm = bench.parse(["--generate-code=arch=compute_80,code=[compute_80,sm_80]"], names, None)
@@ -30,7 +24,7 @@ def test_gencode_spellings_meet(bench: ModuleType) -> None:
     assert other.gencode != cm.gencode
 
 
-def test_defines_includes_and_the_source_line(bench: ModuleType) -> None:
+def test_defines_includes_and_the_source_line() -> None:
     names = {"/t": "$TREE", "/cuda": "$CUDA"}
     argv = [
         "-DA=1",
@@ -47,13 +41,13 @@ def test_defines_includes_and_the_source_line(bench: ModuleType) -> None:
         "a.o",
         "-O2",
     ]
-    f = bench.parse(argv, names, "/t/csrc/a.cu")
-    assert f.defines == ("A=1", "B")
-    assert f.includes == ("-I $TREE/csrc", "-isystem $CUDA/include")
-    assert f.other == ("-O2",)  # -x cu, -c SRC, -o OBJ are not flags of the unit
+    flags = bench.parse(argv, names, "/t/csrc/a.cu")
+    assert flags.defines == ("A=1", "B")
+    assert flags.includes == ("-I $TREE/csrc", "-isystem $CUDA/include")
+    assert flags.other == ("-O2",)  # -x cu, -c SRC, -o OBJ are not flags of the unit
 
 
-def test_render_keeps_the_prose(bench: ModuleType, tmp_path: Path) -> None:
+def test_render_keeps_the_prose(tmp_path: Path) -> None:
     cell = {
         "homemade": {"wall_s": 0.1, "cpu_s": 0.05, "units": 2},
         "configure": {
@@ -95,7 +89,6 @@ def test_render_keeps_the_prose(bench: ModuleType, tmp_path: Path) -> None:
     assert "| `c1` | cache: none | 0 | 3 | 2 | 1 | 0 | 2/2 | 1/2 | 1/2 | 2/2 | 1/2 |" in text
     md = tmp_path / "x.md"
     md.write_text("old tables\n" + bench.KEEP_MARK + "\nmy words\n")
-    bench.MD = md
-    bench.write_md(data)
+    bench.write_md(data, md)
     out = md.read_text()
     assert "old tables" not in out and out.endswith(bench.KEEP_MARK + "\nmy words\n")

@@ -1,21 +1,15 @@
-"""benchmarks/studies/rejudge.py: a device run's recorded data judged again with the current
-rules."""
+"""studies/rejudge.py (benchmarks/studies/rejudge.py's logic): a device run's recorded data
+judged again with the current rules."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import ModuleType
-
-from conftest import load_bench
 
 from vllm_matrix.infra.results import FAIL, PASS, Finding, StageResult
+from vllm_matrix.studies.rejudge import rejudge
 
 DEVICE = Path(__file__).with_name("device")
-
-
-def _load() -> ModuleType:
-    return load_bench("rejudge")
 
 
 def _run3() -> dict:
@@ -47,9 +41,8 @@ def _run3() -> dict:
 
 
 def test_rejudge_clears_the_wrong_rule_and_adds_the_gpu_stage() -> None:
-    mod = _load()
     worker = json.loads((DEVICE / "gpu-worker.vllm0.20.0-h200.json").read_text())
-    out = mod.rejudge(_run3(), worker)
+    out = rejudge(_run3(), worker)
     st = {s["stage"]: s for s in out["stages"]}
     assert st["audit"]["status"] == PASS
     assert [f["rule"] for f in st["audit"]["findings"]] == ["coverage"]  # others kept
@@ -61,13 +54,12 @@ def test_rejudge_clears_the_wrong_rule_and_adds_the_gpu_stage() -> None:
 
 
 def test_rejudge_still_fails_a_build_without_wgmma() -> None:
-    mod = _load()
     doc = _run3()
     audit = doc["stages"][1]
     audit["details"]["fp8_gemm_objects"] = [
         o for o in audit["details"]["fp8_gemm_objects"] if o["object"] == "scaled_mm_entry.cu.o"
     ]
-    out = mod.rejudge(doc, None)
+    out = rejudge(doc, None)
     assert out["stages"][1]["status"] == FAIL
     assert out["verdict"]["verdict"] == "FAIL" and "wgmma" in out["verdict"]["cause"]
     assert [s["stage"] for s in out["stages"]] == ["build", "audit"]  # no worker: no gpu stage

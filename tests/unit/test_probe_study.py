@@ -1,21 +1,18 @@
-"""benchmarks/studies/probe_study.py: the comparison of the probe's selection with the full sweep
-(cause classes per failing unit, caught / missed / false PASS, the cost of each mode),
-on fixture probe stages shaped as the result files' ``stages[*]``."""
+"""studies/probe_study.py (benchmarks/studies/probe_study.py's logic): the comparison of the
+probe's selection with the full sweep (cause classes per failing unit, caught / missed / false
+PASS, the cost of each mode), on fixture probe stages shaped as the result files'
+``stages[*]``."""
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import load_bench
+
+from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.studies import probe_study as study
 
 FLOAT8 = "signature:torch_lacks_float8_e8m0fnu"
-
-
-@pytest.fixture(scope="module")
-def study() -> ModuleType:
-    return load_bench("probe_study")
 
 
 def unit(
@@ -67,7 +64,7 @@ def probe(units: list[dict[str, Any]], rules: dict[str, str], wall: float) -> di
     }
 
 
-def test_causes_are_the_signature_and_the_missing_name(study: ModuleType) -> None:
+def test_causes_are_the_signature_and_the_missing_name() -> None:
     p = probe(
         [
             unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu")),
@@ -83,7 +80,7 @@ def test_causes_are_the_signature_and_the_missing_name(study: ModuleType) -> Non
     }
 
 
-def test_caught_when_every_cause_of_the_sweep_is_in_the_selection(study: ModuleType) -> None:
+def test_caught_when_every_cause_of_the_sweep_is_in_the_selection() -> None:
     fail = {"a.cu": FLOAT8, "b.cu": FLOAT8}
     sel = probe(
         [unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu")), unit("x.cu", cache="hit")],
@@ -122,7 +119,7 @@ def test_caught_when_every_cause_of_the_sweep_is_in_the_selection(study: ModuleT
     assert r["wall_s"] == 0.25 and r["units_compiled"] == 0.5 and r["cpu_s"] == 0.25
 
 
-def test_a_cause_only_the_sweep_found_is_missed(study: ModuleType) -> None:
+def test_a_cause_only_the_sweep_found_is_missed() -> None:
     sel = probe(
         [unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu"))], {"a.cu": FLOAT8}, 10
     )
@@ -142,9 +139,7 @@ def test_a_cause_only_the_sweep_found_is_missed(study: ModuleType) -> None:
     assert c["failing_not_selected"][0]["cause_covered"] is False
 
 
-def test_a_selection_that_passes_where_the_sweep_fails_is_a_false_pass(
-    study: ModuleType,
-) -> None:
+def test_a_selection_that_passes_where_the_sweep_fails_is_a_false_pass() -> None:
     sel = probe([unit("x.cu")], {}, 10)
     sweep = probe(
         [unit("x.cu"), unit("z.cu", "fail", error=missing("Float8_e8m0fnu", "z.cu"))],
@@ -154,7 +149,7 @@ def test_a_selection_that_passes_where_the_sweep_fails_is_a_false_pass(
     assert study.compare(sel, sweep)["outcome"] == "false PASS"
 
 
-def test_both_passing_and_disagreeing_units(study: ModuleType) -> None:
+def test_both_passing_and_disagreeing_units() -> None:
     sel = probe([unit("x.cu", "timeout"), unit("y.cu")], {}, 10)
     sweep = probe([unit("x.cu"), unit("y.cu")], {}, 20)
     c = study.compare(sel, sweep)
@@ -162,7 +157,7 @@ def test_both_passing_and_disagreeing_units(study: ModuleType) -> None:
     assert c["disagree"] == [{"path": "x.cu", "selected": "timeout", "all": "pass"}]
 
 
-def test_the_report_says_what_did_not_finish_and_the_cost_span(study: ModuleType) -> None:
+def test_the_report_says_what_did_not_finish_and_the_cost_span() -> None:
     fail = {"a.cu": FLOAT8}
     sel = probe([unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu"))], fail, 50)
     sweep = probe(
@@ -184,10 +179,10 @@ def test_the_report_says_what_did_not_finish_and_the_cost_span(study: ModuleType
     assert "**caught**" in md and "`a.cu` (API scan)" in md
 
 
-def test_kept_results_name_no_git_dir_of_this_machine(study: ModuleType) -> None:
+def test_kept_results_name_no_git_dir_of_this_machine() -> None:
     origin = "prefetched: git /srv/mirrors/NVIDIA+cutlass/repo@v4.0.0 (commit b995f933179c)"
     d = {"stages": [{"stage": "probe", "details": {"externals": {"cutlass": {"origin": origin}}}}]}
     out = study.portable(d)["stages"][0]["details"]["externals"]["cutlass"]["origin"]
     assert out == "prefetched: git <git dir>@v4.0.0 (commit b995f933179c)"
-    with pytest.raises(SystemExit, match="a path of this machine"):
+    with pytest.raises(MatrixError, match="a path of this machine"):
         study.portable({"log": "/opt/elsewhere/probe.log"})
