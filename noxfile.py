@@ -128,7 +128,9 @@ def currency(session: nox.Session) -> None:
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """Run the checks: ruff, mypy --strict, import-linter and pytest (args go to pytest)."""
-    session.run("ruff", "check", "src", "tests", "noxfile.py", "tasks.py", external=True)
+    session.run(
+        "ruff", "check", "src", "tests", "benchmarks", "noxfile.py", "tasks.py", external=True
+    )
     session.run("mypy", external=True)
     session.run("lint-imports", external=True)
     args = session.posargs or ["-m", "not heavy"]

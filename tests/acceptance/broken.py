@@ -22,6 +22,7 @@ reports/bench/broken.json; `-- -k WORD` runs the cases whose name holds WORD.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -36,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vllm_matrix.infra import portable
 
@@ -189,9 +191,9 @@ def nox(ws: Path, *args: str, cache: Path | None = None) -> Done:
     return Done(d.returncode, d.stdout + d.stderr, round(time.monotonic() - t, 1))
 
 
-def result(ws: Path, cell: str = CELL) -> dict[str, object]:
-    p = ws / "results" / f"{cell}.json"
-    return json.loads(p.read_text()) if p.exists() else {}
+def result(ws: Path, cell: str = CELL) -> dict[str, Any]:
+    path = ws / "results" / f"{cell}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def verdict(ws: Path, cell: str = CELL) -> tuple[str, str]:
@@ -441,12 +443,12 @@ def _(ws: Path) -> tuple[str, bool]:
     with tmpfs(ws / "full", "64k") as full:  # preflight on a full disk
         err = cli(ws, "run", "--depth", "preflight", "--cell", CELL, cache=full)
     kept = result(ws)
-    stages = [s["stage"] for s in kept.get("stages", [])]  # type: ignore[union-attr]
+    stages = [stage["stage"] for stage in kept.get("stages", [])]
     le = kept.get("last_error") or {}
     assert isinstance(le, dict)
     row = line_with((ws / "reports" / "compat.md").read_text(), f"`{CELL}`", "last run")
     clean = cli(ws, "run", "--depth", "preflight", "--cell", CELL, cache=cache).rc
-    after = [s["stage"] for s in result(ws).get("stages", [])]  # type: ignore[union-attr]
+    after = [stage["stage"] for stage in result(ws).get("stages", [])]
     obs = (
         f"toolkit run exit {first.rc}; full-disk run exit {err.rc}, kept {stages[-1]}, "
         f"last_error at {le.get('stage')}; report: {'last run: ERROR' if row else 'NOT shown'}; "
@@ -491,7 +493,7 @@ def _(ws: Path) -> tuple[str, bool]:
         f"{len(left)} left alive; "
         f"staging dirs {len(staged)} -> {len(after)}; rerun exit {again.rc}, {v} at {depth}"
     )
-    return obs, bool(seen) and not left and staged and not after and again.rc == 0
+    return obs, bool(seen) and not left and bool(staged) and not after and again.rc == 0
 
 
 @case(
@@ -691,19 +693,19 @@ def _(ws: Path) -> tuple[str, bool]:
     return f"exit {d.rc}, {v.get('verdict')}: {cause[-70:]} / fix: {fix[:60]}", ok
 
 
-def _merge_doc(ws: Path) -> dict[str, object]:
-    d: dict[str, object] = json.loads((BASE_RESULTS / f"{OTHER}.json").read_text())
-    return d
+def _merge_doc(ws: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((BASE_RESULTS / f"{OTHER}.json").read_text())
+    return doc
 
 
-def merge_case(name: str, change: Callable[[dict[str, object]], None], said: str) -> None:
+def merge_case(name: str, change: Callable[[dict[str, Any]], None], said: str) -> None:
     @case(f"merge/{name}", "7 --merge", f"refused ({said}); table intact; exit 3")
     def _(ws: Path) -> tuple[str, bool]:
         workspace(ws)
-        d = _merge_doc(ws)
-        change(d)
+        doc = _merge_doc(ws)
+        change(doc)
         (ws / "in").mkdir()
-        (ws / "in" / "bad.json").write_text(json.dumps(d))
+        (ws / "in" / "bad.json").write_text(json.dumps(doc))
         shutil.copy(BASE_RESULTS / f"{CELL}.json", ws / "in" / "good.json")
         out = cli(ws, "report", "--merge", str(ws / "in"), cache=seed(ws / "cache", SOURCE))
         md = (ws / "reports" / "compat.md").read_text()
@@ -714,10 +716,14 @@ def merge_case(name: str, change: Callable[[dict[str, object]], None], said: str
         return obs, out.rc == 3 and said in refused and intact and len(md) < 100_000
 
 
-merge_case("newline-id", lambda d: d["cell"].update(id=f"{OTHER}\n| x | y |"), "holds a character")  # type: ignore[union-attr]
-merge_case("pipe-id", lambda d: d["cell"].update(id="a|b"), "holds a character")  # type: ignore[union-attr]
-merge_case("200000-char-id", lambda d: d["cell"].update(id="v" * 200_000), "200000 characters")  # type: ignore[union-attr]
-merge_case("banana-status", lambda d: d["stages"][-1].update(status="banana"), "status 'banana'")  # type: ignore[index]
+merge_case(
+    "newline-id", lambda doc: doc["cell"].update(id=f"{OTHER}\n| x | y |"), "holds a character"
+)
+merge_case("pipe-id", lambda doc: doc["cell"].update(id="a|b"), "holds a character")
+merge_case("200000-char-id", lambda doc: doc["cell"].update(id="v" * 200_000), "200000 characters")
+merge_case(
+    "banana-status", lambda doc: doc["stages"][-1].update(status="banana"), "status 'banana'"
+)
 
 
 @case("merge/banana-never-wins", "7 --merge", "a valid copy beats a newer 'banana' copy")
@@ -840,25 +846,32 @@ broken_case("disk-full", lambda ws: (PY, {}, ws / "small-cache"))
 BASE_RESULTS = TMP / "base" / "results"
 
 
-def scrub(d: object) -> object:
+def scrub(doc: object) -> object:
     """No path of this machine in what is saved."""
     roots = portable.Roots(((str(TMP), "$TMP"), (str(REPO), "$REPO"), (str(WARM), "$WARM")))
-    return portable.doc(d, roots)
+    return portable.doc(doc, roots)
 
 
 def table(rows: list[dict[str, object]]) -> str:
     out = ["| case | expected | observed | held |", "|---|---|---|---|"]
-    for r in rows:
+    for row in rows:
         cells = [
-            str(r[k]).replace("|", "\\|").replace("\n", " ")
-            for k in ("case", "expected", "observed")
+            str(row[key]).replace("|", "\\|").replace("\n", " ")
+            for key in ("case", "expected", "observed")
         ]
-        out.append(f"| {' | '.join(cells)} | {'yes' if r['held'] else '**NO**'} |")
+        out.append(f"| {' | '.join(cells)} | {'yes' if row['held'] else '**NO**'} |")
     return "\n".join(out)
 
 
-def main() -> int:
-    pick = sys.argv[sys.argv.index("-k") + 1] if "-k" in sys.argv else ""
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("-k", dest="pick", default="", help="run the cases whose name holds it")
+    parser.add_argument("--write", action="store_true", help="save reports/bench/broken.json")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        shutil.rmtree(TMP, ignore_errors=True)  # made at import; --help or a usage error
+        raise
     # A shell's background job starts with SIGINT ignored, and the CLIs it starts would
     # inherit that: the Ctrl-C case needs them to see it as a terminal's Ctrl-C.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -866,27 +879,29 @@ def main() -> int:
     rows: list[dict[str, object]] = []
     try:
         base_results()
-        for c in CASES:
-            if pick and pick not in c.name:
+        for fault in CASES:
+            if args.pick and args.pick not in fault.name:
                 continue
-            ws = TMP / "ws" / c.name.replace("/", "_")
-            t = time.monotonic()
+            ws = TMP / "ws" / fault.name.replace("/", "_")
+            started = time.monotonic()
             try:
-                obs, held = c.run(ws)
+                obs, held = fault.run(ws)
             except Exception as exc:  # the bench's own failure: shown, never held
                 obs, held = f"bench error: {type(exc).__name__}: {exc}"[:200], False
             rows.append(
                 {
-                    "case": c.name,
-                    "bullet": c.bullet,
-                    "expected": c.expected,
+                    "case": fault.name,
+                    "bullet": fault.bullet,
+                    "expected": fault.expected,
                     "observed": obs,
                     "held": held,
-                    "seconds": round(time.monotonic() - t, 1),
+                    "seconds": round(time.monotonic() - started, 1),
                 }
             )
             print(
-                f"{'held' if held else 'NOT HELD':8} {c.name}: {obs}", file=sys.stderr, flush=True
+                f"{'held' if held else 'NOT HELD':8} {fault.name}: {obs}",
+                file=sys.stderr,
+                flush=True,
             )
             shutil.rmtree(ws, ignore_errors=True)
     finally:
@@ -898,17 +913,17 @@ def main() -> int:
             "cell": CELL,
             "wall_s": wall,
             "loadavg": list(os.getloadavg()),
-            "held": sum(1 for r in rows if r["held"]),
+            "held": sum(1 for row in rows if row["held"]),
             "cases": rows,
         }
     )
     assert isinstance(doc, dict)
     print(table(doc["cases"]))
     print(f"\n{doc['held']} of {len(rows)} held; wall {wall:.0f} s; load {os.getloadavg()}")
-    if "--write" in sys.argv:
+    if args.write:
         (REPO / "reports" / "bench" / "broken.json").write_text(json.dumps(doc, indent=1) + "\n")
-    return 0 if rows and all(r["held"] for r in rows) else 1
+    return 0 if rows and all(row["held"] for row in rows) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
