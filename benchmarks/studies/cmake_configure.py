@@ -95,36 +95,36 @@ class Ctx:
     cell: Cell
     tree: Path  # a private, patched copy
     facts: facts_mod.SourceFacts
-    tk: toolkit.Toolkit
-    tv: env_mod.TorchEnv
-    fx: fixups.Fixups
+    toolkit: toolkit.Toolkit
+    torch_env: env_mod.TorchEnv
+    fixups: fixups.Fixups
     ext_dirs: dict[str, Path]  # what the probe would use (fetch=False: nothing new)
     build_dirs: dict[str, Path]  # full trees for CMake (prefetch cache only)
 
 
 def context(cell: Cell, scratch: Path) -> Ctx:
-    st = source.get_tree(cell.source_spec)
+    cached = source.get_tree(cell.source_spec)
     tree = scratch / "tree"
     # A real copy: configure-time generators write into the tree, and the cache's tree is
     # shared (a hard-linked copy would let them write through).
-    shutil.copytree(st.root, tree, symlinks=True)
-    chosen = patches.select(patches.load_series(root=HERE), st.version)
-    patches.apply_all(tree, chosen, version=st.version)
-    f = facts_mod.read_facts(tree, st.version)
-    tk = toolkit.provide(cell.provider, cell.cuda)
-    tv = env_mod.provide(cell.python, cell.torch, "headers")
-    fx = fixups.compute(tk, tv, cell.arch)
+    shutil.copytree(cached.root, tree, symlinks=True)
+    chosen = patches.select(patches.load_series(root=HERE), cached.version)
+    patches.apply_all(tree, chosen, version=cached.version)
+    facts = facts_mod.read_facts(tree, cached.version)
+    toolkit_here = toolkit.provide(cell.provider, cell.cuda)
+    torch_env = env_mod.provide(cell.python, cell.torch, "headers")
+    fixed = fixups.compute(toolkit_here, torch_env, cell.arch)
     know = probe_units.load_knowledge()
     ext_dirs: dict[str, Path] = {}
     build_dirs: dict[str, Path] = {}
-    for e in f.external:
-        d = externals.external_dir(f, e.name, know, fetch=False)
-        if d.path is not None and any(k.name == e.name for k in know.externals):
-            ext_dirs[e.name] = d.path
-        t = externals.external_dir(f, e.name, know, fetch=False, need_tree=True)
-        if t.path is not None:
-            build_dirs[e.name] = t.path
-    return Ctx(cell, tree, f, tk, tv, fx, ext_dirs, build_dirs)
+    for ext in facts.external:
+        ext_dir = externals.external_dir(facts, ext.name, know, fetch=False)
+        if ext_dir.path is not None and any(known.name == ext.name for known in know.externals):
+            ext_dirs[ext.name] = ext_dir.path
+        tree_dir = externals.external_dir(facts, ext.name, know, fetch=False, need_tree=True)
+        if tree_dir.path is not None:
+            build_dirs[ext.name] = tree_dir.path
+    return Ctx(cell, tree, facts, toolkit_here, torch_env, fixed, ext_dirs, build_dirs)
 
 
 # ------------------------------------------------------------------ flags, normalised
@@ -133,30 +133,30 @@ def context(cell: Cell, scratch: Path) -> Ctx:
 def path_names(ctx: Ctx, build: Path | None = None) -> dict[str, str]:
     out = {
         os.path.realpath(ctx.tree): "$TREE",
-        os.path.realpath(ctx.tk.root): "$CUDA",
-        os.path.realpath(ctx.tv.torch_dir): "$TORCH",
-        os.path.realpath(ctx.tv.site): "$SITE",
+        os.path.realpath(ctx.toolkit.root): "$CUDA",
+        os.path.realpath(ctx.torch_env.torch_dir): "$TORCH",
+        os.path.realpath(ctx.torch_env.site): "$SITE",
     }
-    inc = torchflags.torch_flags(ctx.tv).python_include
+    inc = torchflags.torch_flags(ctx.torch_env).python_include
     if inc:
         out[os.path.realpath(inc)] = "$PYINC"
-    for name, d in {**ctx.ext_dirs, **ctx.build_dirs}.items():
-        out[os.path.realpath(d)] = f"$EXT/{name}"
+    for name, folder in {**ctx.ext_dirs, **ctx.build_dirs}.items():
+        out[os.path.realpath(folder)] = f"$EXT/{name}"
     if build is not None:
         out[os.path.realpath(build)] = "$BUILD"
-        for d in build.parent.glob("stand-ins-*"):
-            out[os.path.realpath(d)] = "$STANDIN"
+        for folder in build.parent.glob("stand-ins-*"):
+            out[os.path.realpath(folder)] = "$STANDIN"
         out[os.path.realpath(build.parent)] = "$SCRATCH"
     # the unresolved spellings too (a cache under a symlinked home)
-    for p, name in [
+    for spelled, name in [
         (ctx.tree, "$TREE"),
-        (ctx.tk.root, "$CUDA"),
-        (ctx.tv.torch_dir, "$TORCH"),
-        (ctx.tv.site, "$SITE"),
-        (ctx.tv.root, "$ENV"),
+        (ctx.toolkit.root, "$CUDA"),
+        (ctx.torch_env.torch_dir, "$TORCH"),
+        (ctx.torch_env.site, "$SITE"),
+        (ctx.torch_env.root, "$ENV"),
     ]:
-        out.setdefault(str(p), name)
-    out.setdefault(os.path.realpath(ctx.tv.root), "$ENV")
+        out.setdefault(str(spelled), name)
+    out.setdefault(os.path.realpath(ctx.torch_env.root), "$ENV")
     return out
 
 
@@ -168,25 +168,25 @@ def own_unit(rel: str) -> bool:
 
 
 def _clear_caches() -> None:
-    for fn in (
+    for cached in (
         probe_configure._build_model_cached,
         torchflags.torch_flags,
         torchflags._python_include,
         includes._includes_of,
     ):
-        fn.cache_clear()
+        cached.cache_clear()
 
 
 def homemade(ctx: Ctx) -> dict[str, Any]:
     _clear_caches()
     archs = tuple(ctx.cell.arch)
     know = probe_units.load_knowledge()
-    t0, c0 = time.perf_counter(), _cpu()
-    tfl = torchflags.torch_flags(ctx.tv)
+    started, cpu0 = time.perf_counter(), _cpu()
+    tfl = torchflags.torch_flags(ctx.torch_env)
     model = probe.build_model(
-        ctx.tree, ctx.tk.full_version, archs, tfl, ctx.cell.python, ctx.ext_dirs, know
+        ctx.tree, ctx.toolkit.full_version, archs, tfl, ctx.cell.python, ctx.ext_dirs, know
     )
-    t_model, c_model = time.perf_counter() - t0, _cpu() - c0
+    t_model, c_model = time.perf_counter() - started, _cpu() - cpu0
     units: dict[str, list[str]] = {}
     for src in model.built_sources():
         if not own_unit(src):
@@ -194,48 +194,55 @@ def homemade(ctx: Ctx) -> dict[str, Any]:
         props = model.source_props.get(src, {})
         kind = probe_selection._kind(src, props) or "cxx"
         fam = model.family_of(src)
-        t = model.target_of(src)
-        u = probe.Unit(
+        target = model.target_of(src)
+        unit = probe.Unit(
             src,
             "bench",
             kind,
             (),
             fam.name if fam else "",
             fam.gated if fam else False,
-            t.name if t else "",
+            target.name if target else "",
             probe_selection.unit_archs(model, src),
         )
-        fl = probe.explain_flags(
-            u, ctx.tree, ctx.tk, ctx.tv, archs, ctx.facts, model=model, fetch_dirs=ctx.ext_dirs
+        flags = probe.explain_flags(
+            unit,
+            ctx.tree,
+            ctx.toolkit,
+            ctx.torch_env,
+            archs,
+            ctx.facts,
+            model=model,
+            fetch_dirs=ctx.ext_dirs,
         )
-        units[src] = [f for f, _ in fl]
+        units[src] = [flag for flag, _ in flags]
     return {
-        "wall_s": round(time.perf_counter() - t0, 3),
-        "cpu_s": round(_cpu() - c0, 3),
+        "wall_s": round(time.perf_counter() - started, 3),
+        "cpu_s": round(_cpu() - cpu0, 3),
         "model_wall_s": round(t_model, 3),
         "model_cpu_s": round(c_model, 3),
         "units": units,
         "fatal": list(model.fatal),
         "empty_globs": list(model.empty_globs),
-        "targets": {t.name: t.where for t in model.targets},
+        "targets": {target.name: target.where for target in model.targets},
     }
 
 
 def _cpu() -> float:
-    s = resource.getrusage(resource.RUSAGE_SELF)
-    c = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 # ------------------------------------------------------------------ CMake's configure
 
 
-def overlay_for(tv: env_mod.TorchEnv, log: Path) -> Path:
+def overlay_for(torch_env: env_mod.TorchEnv, log: Path) -> Path:
     """torch's runtime requirements (not triton) in a --target dir, so ``import torch``
     works in the headers env; made once per env."""
     root = Path(os.environ.get("BENCH_CMAKE_OVERLAYS") or cache_root() / "bench-cmake")
-    final = root / f"overlay-{tv.root.name}"
-    meta = next(tv.site.glob("torch-*.dist-info")) / "METADATA"
+    final = root / f"overlay-{torch_env.root.name}"
+    meta = next(torch_env.site.glob("torch-*.dist-info")) / "METADATA"
     # What vLLM's configure itself imports beside torch: setuptools (cpp_extension imports
     # it; torch requires it only for Python >= 3.12) and jinja2 (the kernel generators).
     reqs = list(CONFIGURE_EXTRA)
@@ -258,7 +265,7 @@ def overlay_for(tv: env_mod.TorchEnv, log: Path) -> Path:
             "pip",
             "install",
             "--python",
-            str(tv.python_exe),
+            str(torch_env.python_exe),
             "--target",
             str(final),
             *reqs,
@@ -270,49 +277,49 @@ def overlay_for(tv: env_mod.TorchEnv, log: Path) -> Path:
     return final
 
 
-def python_for(tv: env_mod.TorchEnv, overlay: Path, log: Path) -> Path:
+def python_for(torch_env: env_mod.TorchEnv, overlay: Path, log: Path) -> Path:
     """A venv of the env's interpreter that sees the env's site-packages and ``overlay``."""
-    venv = overlay.parent / f"venv-{tv.root.name}"
+    venv = overlay.parent / f"venv-{torch_env.root.name}"
     exe = venv / "bin" / "python"
     if not exe.exists():
         proc.run(
-            [sys.executable, "-m", "uv", "venv", "--python", str(tv.python_exe), str(venv)],
+            [sys.executable, "-m", "uv", "venv", "--python", str(torch_env.python_exe), str(venv)],
             log=log,
             timeout=600,
         )
     site = next((venv / "lib").glob("python3*/site-packages"))
-    (site / "_bench_cmake.pth").write_text(f"{tv.site}\n{overlay}\n")
+    (site / "_bench_cmake.pth").write_text(f"{torch_env.site}\n{overlay}\n")
     return exe
 
 
-def cmake_exe(tv: env_mod.TorchEnv) -> str:
-    exe = tv.python_exe.parent / "cmake"
+def cmake_exe(torch_env: env_mod.TorchEnv) -> str:
+    exe = torch_env.python_exe.parent / "cmake"
     if not exe.exists():
-        raise SystemExit(f"no cmake in the cell's env ({tv.root.name}): env.HEADERS_EXTRA")
+        raise SystemExit(f"no cmake in the cell's env ({torch_env.root.name}): env.HEADERS_EXTRA")
     return str(exe)
 
 
 def configure(ctx: Ctx, build: Path, ext_mode: str, python: Path, log: Path) -> dict[str, Any]:
     """vLLM's configure as setup.py runs it, plus compile_commands export."""
-    env = ctx.fx.env()
+    env = ctx.fixups.env()
     env.pop("CMAKE_ARGS", None)
     env.pop("PYTHONPATH", None)
     env["VLLM_PYTHON_EXECUTABLE"] = str(python)
     ext_env: dict[str, str] = {}
     stand_ins: dict[str, str] = {}
     stand_root = build.parent / f"stand-ins-{ext_mode}"
-    for e in ctx.facts.external:
-        var = e.env_var
+    for ext in ctx.facts.external:
+        var = ext.env_var
         if not var:
             continue
-        real = ext_mode == "cache" or (ext_mode == "cutlass" and e.name == "cutlass")
-        if real and e.name in ctx.build_dirs:
-            ext_env[var] = str(ctx.build_dirs[e.name])
+        real = ext_mode == "cache" or (ext_mode == "cutlass" and ext.name == "cutlass")
+        if real and ext.name in ctx.build_dirs:
+            ext_env[var] = str(ctx.build_dirs[ext.name])
         else:
-            d = stand_root / e.name
-            d.mkdir(parents=True, exist_ok=True)
-            ext_env[var] = str(d)
-            stand_ins[e.name] = "empty" if not real else "empty (not prefetched)"
+            stand_in = stand_root / ext.name
+            stand_in.mkdir(parents=True, exist_ok=True)
+            ext_env[var] = str(stand_in)
+            stand_ins[ext.name] = "empty" if not real else "empty (not prefetched)"
     env.update(ext_env)
     # setup.py passes its interpreter's sys.path: generators run from CMake (machete,
     # marlin) get it as their PYTHONPATH (CMake does not expand $PYTHONPATH there).
@@ -323,13 +330,17 @@ def configure(ctx: Ctx, build: Path, ext_mode: str, python: Path, log: Path) -> 
         stderr="drop",
     ).output.strip()
     argv = [
-        cmake_exe(ctx.tv),
+        cmake_exe(ctx.torch_env),
         str(ctx.tree),
         "-G",
         "Ninja",
         f"-DCMAKE_BUILD_TYPE={probe_configure.BUILD_TYPE}",
         "-DVLLM_TARGET_DEVICE=cuda",
-        *[a for a in ctx.fx.cmake_args() if not a.startswith("-DVLLM_PYTHON_EXECUTABLE=")],
+        *[
+            flag
+            for flag in ctx.fixups.cmake_args()
+            if not flag.startswith("-DVLLM_PYTHON_EXECUTABLE=")
+        ],
         f"-DVLLM_PYTHON_EXECUTABLE={python}",
         f"-DVLLM_PYTHON_PATH={sys_path}",
         f"-DFETCHCONTENT_BASE_DIR={build.parent / 'deps'}",
@@ -349,52 +360,56 @@ def configure(ctx: Ctx, build: Path, ext_mode: str, python: Path, log: Path) -> 
         if done.returncode == 0:
             break
         new = [
-            p
-            for p in dict.fromkeys(
+            named
+            for named in dict.fromkeys(
                 re.findall(re.escape(str(stand_root)) + r"/[^\s\"'()]+", done.output)
             )
-            if not Path(p).exists() and Path(p).suffix
+            if not Path(named).exists() and Path(named).suffix
         ]
         if not new:
             break
-        for p in new:
-            Path(p).parent.mkdir(parents=True, exist_ok=True)
-            Path(p).write_text("")
+        for named in new:
+            Path(named).parent.mkdir(parents=True, exist_ok=True)
+            Path(named).write_text("")
         filled += new
     shutil.rmtree(build.parent / f"fill-{ext_mode}", ignore_errors=True)
     build.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     done = proc.run(argv, cwd=build, env=env, log=log, check=False, timeout=CONFIGURE_TIMEOUT_S)
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - started
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cc = build / "compile_commands.json"
-    errors = [ln.strip() for ln in done.output.splitlines() if ln.startswith("CMake Error")]
+    commands = build / "compile_commands.json"
+    errors = [line.strip() for line in done.output.splitlines() if line.startswith("CMake Error")]
     out: dict[str, Any] = {
         "rc": done.returncode,
         "wall_s": round(wall, 2),
         "cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 2),
-        "load_before": [round(x, 2) for x in load0],
-        "load_after": [round(x, 2) for x in os.getloadavg()],
-        "externals": {e.name: stand_ins.get(e.name, "prefetched tree") for e in ctx.facts.external},
+        "load_before": [round(load, 2) for load in load0],
+        "load_after": [round(load, 2) for load in os.getloadavg()],
+        "externals": {
+            ext.name: stand_ins.get(ext.name, "prefetched tree") for ext in ctx.facts.external
+        },
         "stand_in_files": len(filled),
         "stand_in_rounds": rounds,
-        "compile_commands": cc.is_file(),
+        "compile_commands": commands.is_file(),
         "errors": portable_lines(errors[-5:], path_names(ctx, build)),
         "error_context": _error_context(done.output, ctx, build) if done.returncode else [],
     }
     units: dict[str, list[list[str]]] = {}
     others: list[str] = []
-    if cc.is_file():
+    if commands.is_file():
         tree = os.path.realpath(ctx.tree)
-        for entry in json.loads(cc.read_text()):
-            f = os.path.realpath(os.path.join(entry["directory"], entry["file"]))
+        for entry in json.loads(commands.read_text()):
+            unit_file = os.path.realpath(os.path.join(entry["directory"], entry["file"]))
             args = entry.get("arguments") or shlex.split(entry["command"])
-            if f.startswith(tree + os.sep) and own_unit(f[len(tree) + 1 :]):
-                units.setdefault(f[len(tree) + 1 :], []).append([*args[1:], "@src", f])
+            if unit_file.startswith(tree + os.sep) and own_unit(unit_file[len(tree) + 1 :]):
+                units.setdefault(unit_file[len(tree) + 1 :], []).append(
+                    [*args[1:], "@src", unit_file]
+                )
             else:
-                others.append(f)
+                others.append(unit_file)
     out["units"] = units
     out["other_entries"] = len(others)
     return out
@@ -402,7 +417,7 @@ def configure(ctx: Ctx, build: Path, ext_mode: str, python: Path, log: Path) -> 
 
 def _error_context(output: str, ctx: Ctx, build: Path) -> list[str]:
     lines = output.splitlines()
-    at = next((n for n, line in enumerate(lines) if line.startswith("CMake Error")), None)
+    at = next((number for number, line in enumerate(lines) if line.startswith("CMake Error")), None)
     context = lines[-8:] if at is None else lines[at : at + 8]
     return portable_lines(context, path_names(ctx, build))
 
@@ -410,50 +425,57 @@ def _error_context(output: str, ctx: Ctx, build: Path) -> list[str]:
 # ------------------------------------------------------------------ comparison
 
 
-def compare(ctx: Ctx, home: dict[str, Any], cm: dict[str, Any], build: Path) -> dict[str, Any]:
+def compare(ctx: Ctx, home: dict[str, Any], cmake: dict[str, Any], build: Path) -> dict[str, Any]:
     names = path_names(ctx, build)
     h_units: dict[str, list[str]] = home["units"]
-    c_units: dict[str, list[list[str]]] = cm["units"]
-    if not cm["compile_commands"]:
+    c_units: dict[str, list[list[str]]] = cmake["units"]
+    if not cmake["compile_commands"]:
         return {"compared": False}
     only_home = sorted(set(h_units) - set(c_units))
     only_cmake = sorted(set(c_units) - set(h_units))
     both = sorted(set(h_units) & set(c_units))
-    agree = {k: 0 for k in ("gencode", "defines", "include_set", "include_order", "other", "all")}
+    agree = {
+        diff_key: 0
+        for diff_key in ("gencode", "defines", "include_set", "include_order", "other", "all")
+    }
     diffs: dict[str, dict[str, Any]] = {}
-    for u in both:
-        hf = parse(h_units[u], names, None)
-        cmds = c_units[u]
+    for unit in both:
+        home_flags = parse(h_units[unit], names, None)
+        cmds = c_units[unit]
         cfs = []
         for args in cmds:
             src = args[-1]
             cfs.append(parse(args[:-2], names, src))
         # A unit CMake compiles for several targets: agreement with any one of them.
-        best = max(cfs, key=lambda cf: _score(hf, cf))
-        d: dict[str, Any] = {}
+        best = max(cfs, key=lambda flags: _score(home_flags, flags))
+        diff: dict[str, Any] = {}
         ok_all = True
-        for key, a, b in (
-            ("gencode", hf.gencode, best.gencode),
-            ("defines", hf.defines, best.defines),
-            ("include_set", tuple(sorted(set(hf.includes))), tuple(sorted(set(best.includes)))),
-            ("include_order", hf.includes, best.includes),
-            ("other", hf.other, best.other),
+        for key, home_value, cmake_value in (
+            ("gencode", home_flags.gencode, best.gencode),
+            ("defines", home_flags.defines, best.defines),
+            (
+                "include_set",
+                tuple(sorted(set(home_flags.includes))),
+                tuple(sorted(set(best.includes))),
+            ),
+            ("include_order", home_flags.includes, best.includes),
+            ("other", home_flags.other, best.other),
         ):
-            if a == b:
+            if home_value == cmake_value:
                 agree[key] += 1
             else:
-                d[key] = _delta(a, b)
+                diff[key] = _delta(home_value, cmake_value)
                 if key != "other":
                     ok_all = False
         if ok_all:
             agree["all"] += 1
         if len(cmds) > 1:
-            d["cmake_compiles_it"] = len(cmds)
-        if d:
-            diffs[u] = d
+            diff["cmake_compiles_it"] = len(cmds)
+        if diff:
+            diffs[unit] = diff
     classes: dict[str, list[str]] = {}
-    for u, d in diffs.items():
-        classes.setdefault(json.dumps(d, sort_keys=True), []).append(u)
+    for unit, diff in diffs.items():
+        classes.setdefault(json.dumps(diff, sort_keys=True), []).append(unit)
     return {
         "compared": True,
         "units_home": len(h_units),
@@ -464,28 +486,30 @@ def compare(ctx: Ctx, home: dict[str, Any], cm: dict[str, Any], build: Path) -> 
         "agree": agree,
         # the same difference on many units: one row, with the units it covers
         "diff_classes": [
-            {"units": len(us), "examples": us[:4], "diff": json.loads(k)}
-            for k, us in sorted(classes.items(), key=lambda kv: -len(kv[1]))
+            {"units": len(units_of), "examples": units_of[:4], "diff": json.loads(diff_key)}
+            for diff_key, units_of in sorted(classes.items(), key=lambda item: -len(item[1]))
         ],
     }
 
 
-def _score(a: Flags, b: Flags) -> int:
+def _score(home: Flags, cmake: Flags) -> int:
     return sum(
-        x == y
-        for x, y in zip(
-            (a.gencode, a.defines, a.includes), (b.gencode, b.defines, b.includes), strict=True
+        mine == theirs
+        for mine, theirs in zip(
+            (home.gencode, home.defines, home.includes),
+            (cmake.gencode, cmake.defines, cmake.includes),
+            strict=True,
         )
     )
 
 
 def _delta(home: Iterable[str], cmake: Iterable[str]) -> dict[str, list[str]]:
-    h, c = list(home), list(cmake)
-    if sorted(h) == sorted(c):
-        return {"order_home": h, "order_cmake": c}
+    home_list, cm_list = list(home), list(cmake)
+    if sorted(home_list) == sorted(cm_list):
+        return {"order_home": home_list, "order_cmake": cm_list}
     return {
-        "home_only": [x for x in h if x not in c],
-        "cmake_only": [x for x in c if x not in h],
+        "home_only": [flag for flag in home_list if flag not in cm_list],
+        "cmake_only": [flag for flag in cm_list if flag not in home_list],
     }
 
 
@@ -499,17 +523,17 @@ def run_cell(cell: Cell, ext_modes: Sequence[str], keep: Path | None) -> dict[st
         home = homemade(ctx)
         row: dict[str, Any] = {
             "cell": cell.id,
-            "nvcc": ctx.tk.full_version,
-            "torch": ctx.tv.torch_version,
+            "nvcc": ctx.toolkit.full_version,
+            "torch": ctx.torch_env.torch_version,
             "cores": os.cpu_count(),
-            "homemade": {k: v for k, v in home.items() if k != "units"},
+            "homemade": {key: value for key, value in home.items() if key != "units"},
             "configure": {},
         }
         row["homemade"]["units"] = len(home["units"])
         # 1. the probe's env as it is (headers: torch without its dependencies)
-        plain = ctx.tv.python_exe
+        plain = ctx.torch_env.python_exe
         probe_import = proc.run(
-            [plain, "-c", "import torch"], check=False, timeout=300, env=ctx.fx.env()
+            [plain, "-c", "import torch"], check=False, timeout=300, env=ctx.fixups.env()
         )
         row["headers_env_imports_torch"] = probe_import.returncode == 0
         if probe_import.returncode != 0:
@@ -517,20 +541,21 @@ def run_cell(cell: Cell, ext_modes: Sequence[str], keep: Path | None) -> dict[st
             row["headers_env_import_error"] = last.split(" [", 1)[0][:160]
         python = plain
         if probe_import.returncode != 0:
-            t0 = time.perf_counter()
-            overlay = overlay_for(ctx.tv, scratch / "overlay.log")
-            python = python_for(ctx.tv, overlay, scratch / "overlay.log")
-            row["overlay_s"] = round(time.perf_counter() - t0, 1)
+            started = time.perf_counter()
+            overlay = overlay_for(ctx.torch_env, scratch / "overlay.log")
+            python = python_for(ctx.torch_env, overlay, scratch / "overlay.log")
+            row["overlay_s"] = round(time.perf_counter() - started, 1)
             row["overlay_gib"] = round(_size(overlay) / 2**30, 2)
         for mode in ext_modes:
             build = scratch / f"build-{mode}"
             log = scratch / f"configure-{mode}.log"
-            cm = configure(ctx, build, mode, python, log)
-            cmp = compare(ctx, home, cm, build)
-            cm.pop("units")
-            row["configure"][mode] = {**cm, **cmp}
+            configured = configure(ctx, build, mode, python, log)
+            cmp = compare(ctx, home, configured, build)
+            configured.pop("units")
+            row["configure"][mode] = {**configured, **cmp}
             print(
-                f"{cell.id} [{mode}]: rc {cm['rc']}, {cm['wall_s']} s, agree {cmp.get('agree')}",
+                f"{cell.id} [{mode}]: rc {configured['rc']}, {configured['wall_s']} s, "
+                f"agree {cmp.get('agree')}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -542,8 +567,12 @@ def run_cell(cell: Cell, ext_modes: Sequence[str], keep: Path | None) -> dict[st
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _size(p: Path) -> int:
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+def _size(root: Path) -> int:
+    return sum(
+        entry.stat().st_size
+        for entry in root.rglob("*")
+        if entry.is_file() and not entry.is_symlink()
+    )
 
 
 MD = OUT.with_suffix(".md")

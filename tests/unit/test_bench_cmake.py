@@ -12,16 +12,16 @@ from vllm_matrix.studies import cmake_configure as bench
 def test_gencode_spellings_meet() -> None:
     names = {"/t": "$TREE"}
     # CMake's CUDA_ARCHITECTURES "80" and the probe's two -gencode pairs are the same thing
-    cm = bench.parse(["--generate-code=arch=compute_80,code=[compute_80,sm_80]"], names, None)
+    cmake = bench.parse(["--generate-code=arch=compute_80,code=[compute_80,sm_80]"], names, None)
     home = bench.parse(
         ["-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_80,code=compute_80"],
         names,
         None,
     )
-    assert cm.gencode == home.gencode == ("compute_80->compute_80", "compute_80->sm_80")
+    assert cmake.gencode == home.gencode == ("compute_80->compute_80", "compute_80->sm_80")
     # a different arch is a difference
     other = bench.parse(["-gencode", "arch=compute_90a,code=sm_90a"], names, None)
-    assert other.gencode != cm.gencode
+    assert other.gencode != cmake.gencode
 
 
 def test_defines_includes_and_the_source_line() -> None:
@@ -87,8 +87,8 @@ def test_render_keeps_the_prose(tmp_path: Path) -> None:
     data = {"cells": {"c1": cell}}
     text = bench.render(data)
     assert "| `c1` | cache: none | 0 | 3 | 2 | 1 | 0 | 2/2 | 1/2 | 1/2 | 2/2 | 1/2 |" in text
-    md = tmp_path / "x.md"
-    md.write_text("old tables\n" + bench.KEEP_MARK + "\nmy words\n")
-    bench.write_md(data, md)
-    out = md.read_text()
+    markdown = tmp_path / "x.md"
+    markdown.write_text("old tables\n" + bench.KEEP_MARK + "\nmy words\n")
+    bench.write_md(data, markdown)
+    out = markdown.read_text()
     assert "old tables" not in out and out.endswith(bench.KEEP_MARK + "\nmy words\n")

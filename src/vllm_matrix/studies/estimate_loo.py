@@ -22,22 +22,22 @@ UNITS = {"wall_s": ("wall", "s"), "cpu_s": ("CPU", "s"), "peak_rss_mib": ("peak 
 
 def rows() -> list[dict[str, Any]]:
     data = builds.load()
-    recs = {r.id: r for r in data.builds}
+    recs = {recorded.id: recorded for recorded in data.builds}
     out = []
     for row in cost.leave_one_out(data.builds):
-        r = recs[row.id]
-        cal = cost.calibrate([o for o in data.builds if o.id != r.id])
+        recorded = recs[row.id]
+        cal = cost.calibrate([other for other in data.builds if other.id != recorded.id])
         out.append(
             {
                 "id": row.id,
-                "vllm": r.vllm,
-                "archs": list(r.archs),
+                "vllm": recorded.vllm,
+                "archs": list(recorded.archs),
                 "cores": row.cores,
                 "jobs": row.jobs,
-                "full": r.full,
+                "full": recorded.full,
                 "measured": row.measured,
                 "predicted": row.predicted,
-                "error": {k: row.error(k) for k in row.predicted},
+                "error": {key: row.error(key) for key in row.predicted},
                 "calibration": {
                     "codegen_per_arch": round(cal.codegen_per_arch, 2),
                     "longest_per_mean": round(cal.longest_per_mean, 2),
@@ -48,22 +48,22 @@ def rows() -> list[dict[str, Any]]:
     return out
 
 
-def _cell(v: float | None) -> str:
-    return "—" if v is None else f"{v:,.0f}"
+def _cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
 
 
-def _err(e: float | None) -> str:
-    if e is None:
+def _err(error: float | None) -> str:
+    if error is None:
         return "—"
-    mark = "" if abs(e) <= GOAL else " **miss**"
-    return f"{100 * e:+.0f} %{mark}"
+    mark = "" if abs(error) <= GOAL else " **miss**"
+    return f"{100 * error:+.0f} %{mark}"
 
 
-def render(rs: list[dict[str, Any]]) -> str:
+def render(table: list[dict[str, Any]]) -> str:
     data = builds.load()
     head = ["build", "cores / jobs"]
-    for k in UNITS:
-        name, unit = UNITS[k]
+    for key in UNITS:
+        name, unit = UNITS[key]
         head += [f"{name} measured ({unit})", "predicted", "error"]
     lines = [
         "# Build-cost model: leave-one-out",
@@ -78,13 +78,17 @@ def render(rs: list[dict[str, Any]]) -> str:
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
-    for r in rs:
-        cells = [f"`{r['id']}`", f"{r['cores']} / {r['jobs']}"]
-        for k in UNITS:
-            cells += [_cell(r["measured"][k]), _cell(r["predicted"][k]), _err(r["error"][k])]
+    for row in table:
+        cells = [f"`{row['id']}`", f"{row['cores']} / {row['jobs']}"]
+        for key in UNITS:
+            cells += [
+                _cell(row["measured"][key]),
+                _cell(row["predicted"][key]),
+                _err(row["error"][key]),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
-    errs = [abs(e) for r in rs for e in r["error"].values() if e is not None]
-    within = sum(1 for e in errs if e <= GOAL)
+    errs = [abs(error) for row in table for error in row["error"].values() if error is not None]
+    within = sum(1 for error in errs if error <= GOAL)
     lines += [
         "",
         f"{within} of {len(errs)} comparisons within ±25 %. A resumed build's wall and CPU "
@@ -119,32 +123,36 @@ def render(rs: list[dict[str, Any]]) -> str:
         "## The recorded builds",
         "",
     ]
-    for b in data.builds:
-        lines.append(f"- `{b.id}`: {b.source}")
+    for build in data.builds:
+        lines.append(f"- `{build.id}`: {build.source}")
     return "\n".join(lines) + "\n"
 
 
 def record(path: Path) -> str:
     """A builds.toml [[build]] block from a cell result holding a build stage (its probe,
     when it ran, gives the front end; else fill front_end_s in by hand)."""
-    d = json.loads(path.read_text())
-    b = next(s for s in d["stages"] if s["stage"] == "build")["details"]
-    probe = next((s for s in d["stages"] if s["stage"] == "probe"), None)
-    fe = [
-        u["front_end_s"]
-        for u in (probe or {}).get("details", {}).get("units", [])
-        if u.get("kind") == "cuda" and u.get("status") == "pass" and u.get("front_end_s", 0) > 0
+    result = json.loads(path.read_text())
+    build = next(stage for stage in result["stages"] if stage["stage"] == "build")["details"]
+    probe = next((stage for stage in result["stages"] if stage["stage"] == "probe"), None)
+    front_ends = [
+        unit["front_end_s"]
+        for unit in (probe or {}).get("details", {}).get("units", [])
+        if unit.get("kind") == "cuda"
+        and unit.get("status") == "pass"
+        and unit.get("front_end_s", 0) > 0
     ]
-    res, cell = b.get("resources", {}), d["cell"]
+    res, cell = build.get("resources", {}), result["cell"]
     targets = {
-        k: v for k, v in b.get("targets", {}).items() if v.get("edges_done") == v.get("edges")
+        target: figures
+        for target, figures in build.get("targets", {}).items()
+        if figures.get("edges_done") == figures.get("edges")
     }
     tline = ", ".join(
-        f"{k} = {{ edges = {v['edges']}, edge_seconds = {v['edge_seconds']}, "
-        f"longest_edge_s = {v['longest_edge_s']} }}"
-        for k, v in targets.items()
+        f"{target} = {{ edges = {figures['edges']}, edge_seconds = {figures['edge_seconds']}, "
+        f"longest_edge_s = {figures['longest_edge_s']} }}"
+        for target, figures in targets.items()
     )
-    fe_s = sorted(fe)[len(fe) // 2] if fe else 0.0
+    fe_s = sorted(front_ends)[len(front_ends) // 2] if front_ends else 0.0
     return "\n".join(
         [
             "[[build]]",
@@ -153,16 +161,16 @@ def record(path: Path) -> str:
             f'torch = "{cell["torch"]}"',
             f'nvcc = "{cell["cuda"]}"',
             f"archs = {json.dumps(cell['arch'])}",
-            f"cores = {d['machine'].get('cpus', 0)}",
-            f"jobs = {b.get('jobs', {}).get('jobs', 0)}",
-            f"full = {'false' if b.get('steps', {}).get('resumed') else 'true'}",
+            f"cores = {result['machine'].get('cpus', 0)}",
+            f"jobs = {build.get('jobs', {}).get('jobs', 0)}",
+            f"full = {'false' if build.get('steps', {}).get('resumed') else 'true'}",
             "mean_archs = 0.0  # gencode outputs per unit: the estimate's EdgeSet says",
             f"targets = {{ {tline} }}",
             f"wall_s = {res.get('wall_s', 0.0)}",
             f"cpu_s = {round(res.get('cpu_user_s', 0.0) + res.get('cpu_sys_s', 0.0), 1)}",
             f"peak_rss_mib = {res.get('peak_child_rss_mib', 0)}",
-            f"until_first_step_s = {b.get('configure', {}).get('until_first_step_s', 0.0)}",
-            f"output_bytes = {b.get('partial', {}).get('size_bytes', 0)}",
+            f"until_first_step_s = {build.get('configure', {}).get('until_first_step_s', 0.0)}",
+            f"output_bytes = {build.get('partial', {}).get('size_bytes', 0)}",
             f"front_end_s = {fe_s}",
             f'source = "{path.name}"',
         ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ _MISSING = re.compile(r'(?:has no member|is not a member of|identifier) "?\'?([A
 
 
 def probe_stage(result: dict[str, Any]) -> dict[str, Any] | None:
-    return next((s for s in result["stages"] if s["stage"] == "probe"), None)
+    return next((stage for stage in result["stages"] if stage["stage"] == "probe"), None)
 
 
 def unit_causes(probe: dict[str, Any]) -> dict[str, str]:
@@ -59,18 +60,20 @@ def unit_causes(probe: dict[str, Any]) -> dict[str, str]:
     "unknown"), with the missing name when the compiler's line names one; matched to the
     unit by the log its finding quotes."""
     by_log: dict[str, dict[str, Any]] = {}
-    for f in probe.get("findings", ()):
-        if f["level"] == "fail" and f.get("evidence"):
-            by_log.setdefault(f["evidence"][0].rsplit(":", 1)[0], f)
+    for finding in probe.get("findings", ()):
+        if finding["level"] == "fail" and finding.get("evidence"):
+            by_log.setdefault(finding["evidence"][0].rsplit(":", 1)[0], finding)
     out: dict[str, str] = {}
-    for u in probe["details"].get("units", []):
-        if u["status"] != "fail":
+    for unit in probe["details"].get("units", []):
+        if unit["status"] != "fail":
             continue
-        f = by_log.get(u["log"])
-        rule = f["rule"].removeprefix("signature:") if f else "unclassified"
-        m = _MISSING.search(u.get("first_error") or (f["message"] if f else ""))
-        name = m.group(1).split("::")[-1] if m else ""
-        out[u["path"]] = f"{rule} ({name})" if name else rule
+        finding = by_log.get(unit["log"])
+        rule = finding["rule"].removeprefix("signature:") if finding else "unclassified"
+        missing = _MISSING.search(
+            unit.get("first_error") or (finding["message"] if finding else "")
+        )
+        name = missing.group(1).split("::")[-1] if missing else ""
+        out[unit["path"]] = f"{rule} ({name})" if name else rule
     return out
 
 
@@ -78,25 +81,25 @@ def cost(probe: dict[str, Any]) -> dict[str, Any]:
     """What one probe run cost, from its result: the stage's wall and CPU seconds, the
     units compiled (front-end cache hits among them: only their preprocessing ran) and
     the seconds spent per phase."""
-    d = probe["details"]
-    units = d.get("units", [])
-    compiled = [u for u in units if u["status"] in COMPILED]
+    details = probe["details"]
+    units = details.get("units", [])
+    compiled = [unit for unit in units if unit["status"] in COMPILED]
     return {
-        "wall_s": d.get("wall_seconds", probe["seconds"]),
-        "cpu_s": d.get("cpu_seconds"),
+        "wall_s": details.get("wall_seconds", probe["seconds"]),
+        "cpu_s": details.get("cpu_seconds"),
         "units_compiled": len(compiled),
-        "cache_hits": sum(1 for u in compiled if u.get("front_end_cache") == "hit"),
-        "cache_misses": sum(1 for u in compiled if u.get("front_end_cache") == "miss"),
-        "uncached": sum(1 for u in compiled if not u.get("front_end_cache")),
-        "not_probed": sum(1 for u in units if u["status"] == "not-probed"),
-        "front_end_s": round(sum(u["front_end_s"] for u in compiled), 1),
-        "codegen_s": round(sum(u["codegen_s"] for u in compiled), 1),
-        "codegen_units": sum(1 for u in compiled if u["depth"] == "codegen"),
+        "cache_hits": sum(1 for unit in compiled if unit.get("front_end_cache") == "hit"),
+        "cache_misses": sum(1 for unit in compiled if unit.get("front_end_cache") == "miss"),
+        "uncached": sum(1 for unit in compiled if not unit.get("front_end_cache")),
+        "not_probed": sum(1 for unit in units if unit["status"] == "not-probed"),
+        "front_end_s": round(sum(unit["front_end_s"] for unit in compiled), 1),
+        "codegen_s": round(sum(unit["codegen_s"] for unit in compiled), 1),
+        "codegen_units": sum(1 for unit in compiled if unit["depth"] == "codegen"),
     }
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a is not None and b else None
+def _ratio(part: float | None, whole: float | None) -> float | None:
+    return round(part / whole, 3) if part is not None and whole else None
 
 
 def why_kind(why: str) -> str:
@@ -117,23 +120,23 @@ def compare(selected: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
     "caught": the sweep found failing units and the selection's verdict is FAIL with every
     cause class the sweep found (a unit it did not compile may fail for a cause another,
     selected unit already shows). "false PASS": the selection passed, the sweep failed."""
-    sel_units = {u["path"]: u for u in selected["details"].get("units", [])}
+    sel_units = {unit["path"]: unit for unit in selected["details"].get("units", [])}
     sel_fail, all_fail = unit_causes(selected), unit_causes(sweep)
     sel_causes = set(sel_fail.values())
     not_selected = [
-        {"path": p, "cause": c, "cause_covered": c in sel_causes}
-        for p, c in sorted(all_fail.items())
-        if sel_units.get(p, {}).get("status") not in COMPILED
+        {"path": path, "cause": cause, "cause_covered": cause in sel_causes}
+        for path, cause in sorted(all_fail.items())
+        if sel_units.get(path, {}).get("status") not in COMPILED
     ]
     missed_causes = sorted(set(all_fail.values()) - sel_causes)
     # a unit both compiled, with another outcome: the two modes disagree on the same input
     disagree = [
-        {"path": u["path"], "selected": sel_units[u["path"]]["status"], "all": u["status"]}
-        for u in sweep["details"].get("units", [])
-        if u["path"] in sel_units
-        and u["status"] in COMPILED
-        and sel_units[u["path"]]["status"] in COMPILED
-        and u["status"] != sel_units[u["path"]]["status"]
+        {"path": unit["path"], "selected": sel_units[unit["path"]]["status"], "all": unit["status"]}
+        for unit in sweep["details"].get("units", [])
+        if unit["path"] in sel_units
+        and unit["status"] in COMPILED
+        and sel_units[unit["path"]]["status"] in COMPILED
+        and unit["status"] != sel_units[unit["path"]]["status"]
     ]
     if all_fail:
         outcome = "caught" if selected["status"] == "fail" and not missed_causes else "MISSED"
@@ -143,14 +146,14 @@ def compare(selected: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
         outcome = "both pass"
     if outcome == "MISSED" and selected["status"] != "fail":
         outcome = "false PASS"
-    cs, ca = cost(selected), cost(sweep)
+    cost_selected, cost_all = cost(selected), cost(sweep)
     # the sweep's cache hits on units the selection did not compile: cudafe++ runs that an
     # earlier cell (a neighbouring release) saved it, beyond what the selection itself ran
-    ca["hits_beyond_selection"] = sum(
+    cost_all["hits_beyond_selection"] = sum(
         1
-        for u in sweep["details"].get("units", [])
-        if u.get("front_end_cache") == "hit"
-        and sel_units.get(u["path"], {}).get("status") not in COMPILED
+        for unit in sweep["details"].get("units", [])
+        if unit.get("front_end_cache") == "hit"
+        and sel_units.get(unit["path"], {}).get("status") not in COMPILED
     )
     return {
         "selected_status": selected["status"],
@@ -160,56 +163,62 @@ def compare(selected: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
         "selected_failing": dict(sorted(sel_fail.items())),
         # why the selection chose each unit that failed in it
         "selected_failing_why": {
-            p: why_kind(sel_units[p].get("why", "")) for p in sorted(sel_fail)
+            path: why_kind(sel_units[path].get("why", "")) for path in sorted(sel_fail)
         },
         "causes_all": sorted(set(all_fail.values())),
         "causes_missed": missed_causes,
         "failing_not_selected": not_selected,
         "disagree": disagree,
         "all_not_probed": sorted(
-            u["path"] for u in sweep["details"].get("units", []) if u["status"] == "not-probed"
+            unit["path"]
+            for unit in sweep["details"].get("units", [])
+            if unit["status"] == "not-probed"
         ),
         # sources the build generates at configure time: no unit in either mode
         "generated_sources": sweep["details"].get("generated_sources", []),
         # CMake external projects (their own builds): no unit in either mode
         "external_projects": sweep["details"].get("external_projects_not_probed", []),
         "cost": {
-            "selected": cs,
-            "all": ca,
+            "selected": cost_selected,
+            "all": cost_all,
             "ratio": {
-                k: _ratio(cs[k], ca[k])
-                for k in ("wall_s", "cpu_s", "units_compiled", "front_end_s")
+                key: _ratio(cost_selected[key], cost_all[key])
+                for key in ("wall_s", "cpu_s", "units_compiled", "front_end_s")
             },
         },
     }
 
 
-def _s(x: float | None) -> str:
-    return "—" if x is None else f"{x:.0f}"
+def _secs(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
 
 
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.0f} %"
+def _pct(fraction: float | None) -> str:
+    return "—" if fraction is None else f"{100 * fraction:.0f} %"
+
+
+def _covered(unit: dict[str, Any]) -> str:
+    return "cause covered" if unit["cause_covered"] else "CAUSE NOT COVERED"
 
 
 def _verdict_table(rows: list[dict[str, Any]]) -> str:
     table = [
         [
-            r["vllm"],
-            r["torch"],
-            r["preflight"],
-            r["verdict"]["selected"],
-            r["verdict"]["all"],
-            "<br>".join(f"`{p}`: {c}" for p, c in r["all_failing"].items()) or "—",
-            "<br>".join(f"`{p}` ({w})" for p, w in r["selected_failing_why"].items()) or "—",
+            row["vllm"],
+            row["torch"],
+            row["preflight"],
+            row["verdict"]["selected"],
+            row["verdict"]["all"],
+            "<br>".join(f"`{path}`: {cause}" for path, cause in row["all_failing"].items()) or "—",
+            "<br>".join(f"`{path}` ({why})" for path, why in row["selected_failing_why"].items())
+            or "—",
             "<br>".join(
-                f"`{x['path']}` ({'cause covered' if x['cause_covered'] else 'CAUSE NOT COVERED'})"
-                for x in r["failing_not_selected"]
+                f"`{unit['path']}` ({_covered(unit)})" for unit in row["failing_not_selected"]
             )
             or "—",
-            f"**{r['outcome']}**",
+            f"**{row['outcome']}**",
         ]
-        for r in rows
+        for row in rows
     ]
     return tabulate(
         table,
@@ -229,26 +238,35 @@ def _verdict_table(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def _both(costs: dict[str, Any], key: str, shown: Callable[[Any], str] = str) -> str:
+    """selected / all (ratio) of one cost figure."""
+    sel, sweep, ratio = costs["selected"], costs["all"], costs["ratio"]
+    return f"{shown(sel[key])} / {shown(sweep[key])} ({_pct(ratio[key])})"
+
+
 def _cost_table(rows: list[dict[str, Any]]) -> str:
     table = []
-    for r in rows:
-        c = r["cost"]
-        s, a, q = c["selected"], c["all"], c["ratio"]
+    for row in rows:
+        costs = row["cost"]
+        sel, sweep = costs["selected"], costs["all"]
         table.append(
             [
-                r["vllm"],
-                r["torch"],
-                f"{s['units_compiled']} / {a['units_compiled']} ({_pct(q['units_compiled'])})",
-                f"{s['cache_hits']} / {a['cache_hits']} "
-                f"({a.get('hits_beyond_selection', 0)} beyond the selection's units)",
-                f"{a['not_probed']}",
-                f"{_s(s['wall_s'])} / {_s(a['wall_s'])} ({_pct(q['wall_s'])})",
-                f"{_s(s['cpu_s'])} / {_s(a['cpu_s'])} ({_pct(q['cpu_s'])})",
-                f"{_s(s['front_end_s'])} / {_s(a['front_end_s'])} ({_pct(q['front_end_s'])})",
-                f"{_s(s['codegen_s'])} ({s['codegen_units']} reached codegen)",
+                row["vllm"],
+                row["torch"],
+                _both(costs, "units_compiled"),
+                f"{sel['cache_hits']} / {sweep['cache_hits']} "
+                f"({sweep.get('hits_beyond_selection', 0)} beyond the selection's units)",
+                f"{sweep['not_probed']}",
+                _both(costs, "wall_s", _secs),
+                _both(costs, "cpu_s", _secs),
+                _both(costs, "front_end_s", _secs),
+                f"{_secs(sel['codegen_s'])} ({sel['codegen_units']} reached codegen)",
                 "<br>".join(
-                    [f"`{g}`" for g in r["generated_sources"]]
-                    + [f"`{Path(e).stem}` (external project)" for e in r["external_projects"]]
+                    [f"`{generated}`" for generated in row["generated_sources"]]
+                    + [
+                        f"`{Path(external).stem}` (external project)"
+                        for external in row["external_projects"]
+                    ]
                 )
                 or "—",
             ]
@@ -273,8 +291,8 @@ def _cost_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _span(rows: list[dict[str, Any]], key: str) -> str:
-    xs = [r["cost"]["ratio"][key] for r in rows if r["cost"]["ratio"][key] is not None]
-    return f"{_pct(min(xs))} to {_pct(max(xs))}" if xs else "—"
+    ratios = [row["cost"]["ratio"][key] for row in rows if row["cost"]["ratio"][key] is not None]
+    return f"{_pct(min(ratios))} to {_pct(max(ratios))}" if ratios else "—"
 
 
 def _summary(rows: list[dict[str, Any]], how: str) -> list[str]:
@@ -282,11 +300,13 @@ def _summary(rows: list[dict[str, Any]], how: str) -> list[str]:
     if not rows:
         return []
     outcomes: dict[str, int] = {}
-    for r in rows:
-        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
-    own = [r for r in rows if not r["cost"]["all"].get("hits_beyond_selection")]
+    for row in rows:
+        outcomes[row["outcome"]] = outcomes.get(row["outcome"], 0) + 1
+    own = [row for row in rows if not row["cost"]["all"].get("hits_beyond_selection")]
     out = [
-        f"- {how}: " + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) + "; the "
+        f"- {how}: "
+        + ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
+        + "; the "
         f"selection cost {_span(rows, 'wall_s')} of the sweep's wall time, "
         f"{_span(rows, 'cpu_s')} of its CPU time, and compiled {_span(rows, 'units_compiled')} "
         f"of its units ({_span(rows, 'front_end_s')} of its front-end seconds)."
@@ -295,16 +315,16 @@ def _summary(rows: list[dict[str, Any]], how: str) -> list[str]:
         out.append(
             f"- {how}, only the {len(own)} cells whose sweep found no unit beyond the "
             "selection's own in the front-end cache ("
-            + ", ".join(f"{r['vllm']} x {r['torch']}" for r in own)
+            + ", ".join(f"{row['vllm']} x {row['torch']}" for row in own)
             + f"): wall {_span(own, 'wall_s')}, CPU {_span(own, 'cpu_s')}, units "
             f"{_span(own, 'units_compiled')}, front-end seconds {_span(own, 'front_end_s')}."
         )
-    cold_sel = [r for r in rows if r["cost"]["selected"]["cache_hits"] == 0]
+    cold_sel = [row for row in rows if row["cost"]["selected"]["cache_hits"] == 0]
     if cold_sel:
         out.append(
             f"- {how}, only the {len(cold_sel)} cells whose selection met no front-end cache "
             "hit at all ("
-            + ", ".join(f"{r['vllm']} x {r['torch']}" for r in cold_sel)
+            + ", ".join(f"{row['vllm']} x {row['torch']}" for row in cold_sel)
             + f"): wall {_span(cold_sel, 'wall_s')}, CPU {_span(cold_sel, 'cpu_s')}, units "
             f"{_span(cold_sel, 'units_compiled')}, front-end seconds "
             f"{_span(cold_sel, 'front_end_s')}."
@@ -314,9 +334,9 @@ def _summary(rows: list[dict[str, Any]], how: str) -> list[str]:
 
 def render(doc: dict[str, Any]) -> str:
     rows, cold = doc["cells"], doc["cold"]
-    failing = [r for r in rows if r["all_failing"]]
-    caught = [r for r in failing if r["outcome"] == "caught"]
-    md = [
+    failing = [row for row in rows if row["all_failing"]]
+    caught = [row for row in failing if row["outcome"] == "caught"]
+    markdown = [
         "# Probe accuracy study: the selection against the full sweep",
         "",
         "Generated by `python benchmarks/studies/probe_study.py report` from the result files of "
@@ -372,7 +392,7 @@ def render(doc: dict[str, Any]) -> str:
         "(neither mode compiles them).",
     ]
     if cold:
-        md += [
+        markdown += [
             "",
             "## Cold runs (`--no-front-end-cache`: every front end runs)",
             "",
@@ -383,5 +403,8 @@ def render(doc: dict[str, Any]) -> str:
             "",
             _cost_table(cold),
         ]
-    md += ["", "Machines: " + "; ".join(sorted({r["machine"] for r in rows + cold})) + "."]
-    return "\n".join(md) + "\n"
+    markdown += [
+        "",
+        "Machines: " + "; ".join(sorted({row["machine"] for row in rows + cold})) + ".",
+    ]
+    return "\n".join(markdown) + "\n"
