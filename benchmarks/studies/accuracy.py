@@ -17,6 +17,7 @@ Run: python benchmarks/studies/accuracy.py
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,8 @@ def row(cell: config.Cell, pinned: dict[str, str], path: Path | None = None) -> 
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0]).parse_args(argv)
     matrix = config.load_matrix(MATRIX)
     pinned = pins.load()
     rows = [row(recorded, pinned) for recorded in matrix.cells]
@@ -135,7 +137,8 @@ def main() -> None:
     ]
     (out / "probe-accuracy.md").write_text("\n".join(markdown) + "\n")
     print("\n".join(markdown))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -92,3 +92,20 @@ def test_render_keeps_the_prose(tmp_path: Path) -> None:
     bench.write_md(data, markdown)
     out = markdown.read_text()
     assert "old tables" not in out and out.endswith(bench.KEEP_MARK + "\nmy words\n")
+
+
+def test_cmake_output_lines_name_roots_not_this_machine(tmp_path: Path) -> None:
+    """CMake's error lines go through infra.portable with the run's roots: the longest root
+    wins ($CUDA inside the cache), the home dir becomes ~, a temp dir $TMPDIR."""
+    home = str(Path.home())
+    names = {"/c": "$CACHE_ROOT", "/c/toolkits/debian-12.4": "$CUDA", "/t": "$TREE"}
+    lines = [
+        "CMake Error at /t/CMakeLists.txt:12 (find_package):",
+        "  /c/toolkits/debian-12.4/bin/nvcc -I/c/envs/x",
+        f"  sys.path: {home}/.local/lib:/tmp/build-1/deps",
+    ]
+    assert bench.portable_lines(lines, names) == [
+        "CMake Error at $TREE/CMakeLists.txt:12 (find_package):",
+        "  $CUDA/bin/nvcc -I$CACHE_ROOT/envs/x",
+        "  sys.path: ~/.local/lib:$TMPDIR/build-1/deps",
+    ]

@@ -112,9 +112,20 @@ def portable(raw: str, roots: portable_paths.Roots) -> str:
 
 
 def portable_lines(lines: Iterable[str], names: Mapping[str, str]) -> list[str]:
-    """Output lines (CMake's errors) with every path written by its root's symbol."""
+    """Output lines (CMake's errors) with every path written by its root's symbol: the
+    run's own roots wherever they stand (glued to a flag too: ``-I/root/...``, which
+    infra.portable leaves alone inside a word), then infra.portable for the rest."""
     roots = path_roots(names)
-    return [portable_paths.text(line, roots) for line in lines]
+    own = [
+        (re.compile(re.escape(root) + r"(?=/|$|[^\w.-])"), symbol)
+        for root, symbol in sorted(names.items(), key=lambda item: -len(item[0]))
+    ]
+    out = []
+    for line in lines:
+        for pattern, symbol in own:
+            line = pattern.sub(symbol, line)
+        out.append(portable_paths.text(line, roots))
+    return out
 
 
 KEEP_MARK = "<!-- written by hand below: kept when the tables are rendered again -->"
