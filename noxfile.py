@@ -115,7 +115,9 @@ def currency(session: nox.Session) -> None:
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """Run the checks: ruff, mypy --strict, import-linter and pytest (args go to pytest)."""
-    session.run("ruff", "check", "src", "tests", "noxfile.py", "tasks.py", external=True)
+    session.run(
+        "ruff", "check", "src", "tests", "benchmarks", "noxfile.py", "tasks.py", external=True
+    )
     session.run("mypy", external=True)
     session.run("lint-imports", external=True)
     args = session.posargs or ["-m", "not heavy"]
@@ -189,7 +191,7 @@ def bench_faults(session: nox.Session) -> None:
     --merge, exit codes, and broken setups (no uv, read-only cache, index down, disk full)
     end in ERROR cells; prints case / expected / observed / held.
     """
-    session.run("python", "benchmarks/broken.py", *session.posargs, external=True)
+    session.run("python", "tests/acceptance/broken.py", *session.posargs, external=True)
 
 
 @nox.session(python=False, name="device-wheels")
@@ -201,8 +203,8 @@ def device_wheels(session: nox.Session) -> None:
     args = list(session.posargs)
     version = args[0] if args else "0.20.0"
     group = args[1] if len(args) > 1 else "core"
-    session.run("python", "benchmarks/device_wheels.py", "--vllm", version, external=True)
-    session.run("bash", "benchmarks/wheels_for_device.sh", version, group, external=True)
+    session.run("python", "benchmarks/device/device_wheels.py", "--vllm", version, external=True)
+    session.run("bash", "benchmarks/device/wheels_for_device.sh", version, group, external=True)
 
 
 @nox.session(python=False, name="bench-cmake")
@@ -210,4 +212,4 @@ def bench_cmake(session: nox.Session) -> None:
     """Bench (developers): CMake's own configure against the probe's CMake model.
 
     Units and flags per shipped cell, and the cost of each (-- --write saves it)."""
-    session.run("python", "benchmarks/cmake_configure.py", *session.posargs, external=True)
+    session.run("python", "benchmarks/studies/cmake_configure.py", *session.posargs, external=True)

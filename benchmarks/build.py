@@ -13,11 +13,12 @@ Measured side by side, in one run, with the same warm ccache (CCACHE_DIR of the 
 
 Each build runs in a child process; wall, CPU (user+sys) and the largest descendant's
 RSS come from wait4(). Prints one JSON object; ``--write`` saves it to
-reports/bench/build.json. Run: nox -s bench-build [-- --write]
+reports/bench/build.json. Run: nox -s bench-build [-- --write] [-- --rounds N]
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -31,8 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vllm_matrix.infra import portable
+
 HERE = Path(__file__).resolve().parents[1]
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 
 SETUP = """
 import json, sys
@@ -87,33 +89,34 @@ def child(
     argv: list[str], env: dict[str, str] | None = None, kill_when: Any = None
 ) -> dict[str, Any]:
     """Run argv in its own process group; wall, CPU and peak RSS from wait4()."""
-    fd, name = tempfile.mkstemp(prefix="bench-build-", suffix=".log")
-    out = os.fdopen(fd, "w")
-    t = time.monotonic()
-    p = subprocess.Popen(
-        argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    log_fd, log_name = tempfile.mkstemp(prefix="bench-build-", suffix=".log")
+    log = os.fdopen(log_fd, "w")
+    started = time.monotonic()
+    build = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
     )
     killed = False
     while True:
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        pid, status, usage = os.wait4(build.pid, os.WNOHANG)
         if pid:
             break
         if kill_when is not None and not killed and kill_when():
-            kill_tree(p.pid)
+            kill_tree(build.pid)
             killed = True
         time.sleep(1)
-    wall = time.monotonic() - t
-    out.close()
-    text = Path(name).read_text(errors="replace")
-    res = next((json.loads(x[7:]) for x in text.splitlines() if x.startswith("RESULT ")), None)
+    wall = time.monotonic() - started
+    log.close()
+    text = Path(log_name).read_text(errors="replace")
+    lines = text.splitlines()
+    result = next((json.loads(ln[7:]) for ln in lines if ln.startswith("RESULT ")), None)
     return {
         "wall_s": round(wall, 1),
-        "cpu_s": round(ru.ru_utime + ru.ru_stime, 1),
-        "peak_rss_mib": round(ru.ru_maxrss / 1024),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024),
         "exit": os.waitstatus_to_exitcode(status),
         "killed": killed,
-        "result": res,
-        "log": name,
+        "result": result,
+        "log": log_name,
     }
 
 
@@ -124,15 +127,15 @@ def kill_tree(pgid: int) -> None:
     grew = True
     while grew:
         grew = False
-        for d in Path("/proc").iterdir():
-            if not d.name.isdigit() or int(d.name) in doomed:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) in doomed:
                 continue
             try:
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
             if int(fields[1]) in doomed or int(fields[2]) == pgid:  # ppid, pgrp
-                doomed.add(int(d.name))
+                doomed.add(int(entry.name))
                 grew = True
     for pid in doomed:
         with contextlib.suppress(ProcessLookupError):
@@ -145,9 +148,11 @@ def half_done(work: Path) -> Any:
     def check() -> bool:
         dirs = ninja._build_dirs(work / "src")
         total = sum(
-            ninja.ninja_work_edges(d / "build.ninja") for d in dirs if (d / "build.ninja").is_file()
+            ninja.ninja_work_edges(build_dir / "build.ninja")
+            for build_dir in dirs
+            if (build_dir / "build.ninja").is_file()
         )
-        logged = sum(len(ninja.ninja_logged(d)) for d in dirs)
+        logged = sum(len(ninja.ninja_logged(build_dir)) for build_dir in dirs)
         return total > 0 and logged >= total / 2
 
     return check
@@ -162,22 +167,29 @@ def raw(work: Path) -> dict[str, Any]:
     prep = child([sys.executable, "-c", RAW_PREP, str(HERE), str(work)])
     spec = prep["result"]
     shutil.rmtree(work / "wheelhouse", ignore_errors=True)
-    r = child(spec["argv"], env=spec["env"])
-    r["wheels"] = [p.name for p in (work / "wheelhouse").glob("*.whl")]
-    return r
+    built = child(spec["argv"], env=spec["env"])
+    built["wheels"] = [wheel.name for wheel in (work / "wheelhouse").glob("*.whl")]
+    return built
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "2")))
+    parser.add_argument("--write", action="store_true", help="save reports/bench/build.json")
+    args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="bench-build-"))
-    out: dict[str, Any] = {"rounds": ROUNDS, "cores": os.cpu_count(), "work": str(base)}
+    out: dict[str, Any] = {"rounds": args.rounds, "cores": os.cpu_count(), "work": str(base)}
     rows: dict[str, list[dict[str, Any]]] = {"tool": [], "raw": []}
-    for n in range(ROUNDS):
-        order = ("raw", "tool") if n % 2 == 0 else ("tool", "raw")
+    for round_no in range(args.rounds):
+        order = ("raw", "tool") if round_no % 2 == 0 else ("tool", "raw")
         for side in order:
-            r = raw(base / "raw") if side == "raw" else tool(base / "tool", clean=True)
-            rows[side].append(r)
-            print(f"round {n + 1} {side}: {r['wall_s']} s", file=sys.stderr, flush=True)
-    med = {k: statistics.median(r["wall_s"] for r in v) for k, v in rows.items()}
+            row = raw(base / "raw") if side == "raw" else tool(base / "tool", clean=True)
+            rows[side].append(row)
+            print(f"round {round_no + 1} {side}: {row['wall_s']} s", file=sys.stderr, flush=True)
+    med = {
+        side: statistics.median(row["wall_s"] for row in side_rows)
+        for side, side_rows in rows.items()
+    }
     out["overhead"] = {
         "median_wall_s": med,
         "overhead_s": round(med["tool"] - med["raw"], 1),
@@ -196,13 +208,12 @@ def main() -> None:
         file=sys.stderr,
     )
     # argv and env name the cache and work dirs: as $VLLM_MATRIX_CACHE/..., not this machine's.
-    from vllm_matrix.infra import portable
-
     text = json.dumps(portable.doc(out, portable.Roots.here(HERE)), indent=1)
     print(text)
-    if "--write" in sys.argv[1:]:
+    if args.write:
         (HERE / "reports" / "bench" / "build.json").write_text(text + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -6,11 +6,12 @@ between rounds but the cache's toolkits/envs/sources). Per round: the whole `run
 the probe stage's seconds, its CPU seconds, verdict, units and load average at the start.
 
 Prints one JSON object; `--write` also saves it to reports/bench/probe.json.
-Run: nox -s bench-probe [-- --write]   (BENCH_ROUNDS, default 3)
+Run: nox -s bench-probe [-- --write] [-- --rounds N]   (default BENCH_ROUNDS or 3)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -21,7 +22,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CELLS = {
     "vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm90": [],
     "vllm0.10.1-torch2.6.0-cu12.4-py3.12-sm90": ["--force"],
@@ -30,19 +30,19 @@ CELLS = {
 
 
 def one(cell: str, extra: list[str]) -> dict[str, object]:
-    with tempfile.TemporaryDirectory(prefix="bench-probe-") as d:
-        ws = Path(d)
+    with tempfile.TemporaryDirectory(prefix="bench-probe-") as scratch:
+        ws = Path(scratch)
         (ws / "matrix.toml").write_text((HERE / "matrix.toml").read_text())
         (ws / "patches").symlink_to(HERE / "patches")
         load = os.getloadavg()[0]
         cmd = [sys.executable, "-m", "vllm_matrix", "run", "--matrix", str(ws / "matrix.toml")]
-        t = time.monotonic()
+        started = time.monotonic()
         subprocess.run(
             [*cmd, "--depth", "probe", "--cell", cell, *extra], check=True, capture_output=True
         )
-        wall = time.monotonic() - t
-        res = json.loads((ws / "results" / f"{cell}.json").read_text())
-    probe = next(s for s in res["stages"] if s["stage"] == "probe")
+        wall = time.monotonic() - started
+        result = json.loads((ws / "results" / f"{cell}.json").read_text())
+    probe = next(stage for stage in result["stages"] if stage["stage"] == "probe")
     units = probe["details"].get("units", [])
     return {
         "wall_s": round(wall, 1),
@@ -51,34 +51,39 @@ def one(cell: str, extra: list[str]) -> dict[str, object]:
         "depth": probe["details"].get("depth"),
         "status": probe["status"],
         "units": len(units),
-        "failed": sorted(u["path"] for u in units if u["status"] == "fail"),
+        "failed": sorted(unit["path"] for unit in units if unit["status"] == "fail"),
         "load_at_start": round(load, 2),
     }
 
 
 def median(rows: list[dict[str, object]], key: str) -> float:
-    return statistics.median(float(str(r[key])) for r in rows)
+    return statistics.median(float(str(row[key])) for row in rows)
 
 
-def main() -> None:
-    raw: dict[str, list[dict[str, object]]] = {c: [] for c in CELLS}
-    for n in range(ROUNDS):
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
+    parser.add_argument("--write", action="store_true", help="save reports/bench/probe.json")
+    args = parser.parse_args(argv)
+    raw: dict[str, list[dict[str, object]]] = {cell: [] for cell in CELLS}
+    for round_no in range(1, args.rounds + 1):
         for cell, extra in CELLS.items():
-            r = one(cell, extra)
-            raw[cell].append(r)
-            print(f"round {n + 1} {cell}: {r}", file=sys.stderr, flush=True)
+            row = one(cell, extra)
+            raw[cell].append(row)
+            print(f"round {round_no} {cell}: {row}", file=sys.stderr, flush=True)
     out = {
-        "rounds": ROUNDS,
+        "rounds": args.rounds,
         "cores": os.cpu_count(),
-        "median_probe_s": {c: median(v, "probe_s") for c, v in raw.items()},
-        "median_wall_s": {c: median(v, "wall_s") for c, v in raw.items()},
+        "median_probe_s": {cell: median(rows, "probe_s") for cell, rows in raw.items()},
+        "median_wall_s": {cell: median(rows, "wall_s") for cell, rows in raw.items()},
         "raw": raw,
     }
     text = json.dumps(out, indent=1)
     print(text)
-    if "--write" in sys.argv[1:]:
+    if args.write:
         (HERE / "reports" / "bench" / "probe.json").write_text(text + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -2,11 +2,13 @@
 
 Each cold round uses a fresh VLLM_MATRIX_CACHE *and* fresh uv/pip caches, so nothing is
 reused from earlier runs; downloads come from the configured index / Debian mirror.
-Prints one JSON object (medians + raw numbers). Run: nox -s bench-provision
+Prints one JSON object (medians + raw numbers).
+Run: nox -s bench-provision [-- --rounds N]   (default BENCH_ROUNDS or 3)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -17,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CODE = {
     "debian-12.4": "from vllm_matrix.stages import toolkit; toolkit.provide('debian', '12.4')",
     "pypi-13.0": "from vllm_matrix.stages import toolkit; toolkit.provide('pypi', '13.0')",
@@ -35,9 +36,9 @@ print(time.monotonic() - t, st[-1].stage, st[-1].status)
 
 
 def timed(code: str, env: dict[str, str]) -> float:
-    t = time.monotonic()
+    started = time.monotonic()
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
-    return time.monotonic() - t
+    return time.monotonic() - started
 
 
 def fresh_env(tmp: Path) -> dict[str, str]:
@@ -50,29 +51,34 @@ def fresh_env(tmp: Path) -> dict[str, str]:
 
 def kill_and_recover(what: str, after: float, tmp: Path) -> dict[str, object]:
     env = fresh_env(tmp)
-    p = subprocess.Popen([sys.executable, "-c", CODE[what]], env=env, start_new_session=True)
+    first = subprocess.Popen([sys.executable, "-c", CODE[what]], env=env, start_new_session=True)
     time.sleep(after)
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
-    t = time.monotonic()
-    r = subprocess.run([sys.executable, "-c", CODE[what]], env=env, capture_output=True, text=True)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    started = time.monotonic()
+    rerun = subprocess.run(
+        [sys.executable, "-c", CODE[what]], env=env, capture_output=True, text=True
+    )
     return {
         "killed_after_s": after,
-        "rerun_rc": r.returncode,
-        "rerun_s": round(time.monotonic() - t, 1),
-        "tail": r.stderr[-300:],
+        "rerun_rc": rerun.returncode,
+        "rerun_s": round(time.monotonic() - started, 1),
+        "tail": rerun.stderr[-300:],
     }
 
 
-def main() -> None:
-    raw: dict[str, list[float]] = {k: [] for k in CODE}
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
+    args = parser.parse_args(argv)
+    raw: dict[str, list[float]] = {what: [] for what in CODE}
     second: list[float] = []
-    for _ in range(ROUNDS):
-        with tempfile.TemporaryDirectory(prefix="bench-prov-") as d:
-            tmp = Path(d)
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="bench-prov-") as scratch:
+            tmp = Path(scratch)
             env = fresh_env(tmp)
-            for k, code in CODE.items():
-                raw[k].append(round(timed(code, env), 1))
+            for what, code in CODE.items():
+                raw[what].append(round(timed(code, env), 1))
             out = subprocess.run(
                 [sys.executable, "-c", SECOND_CELL.format(ws=str(tmp / "ws"))],
                 env=env,
@@ -83,13 +89,13 @@ def main() -> None:
             second.append(round(float(out.split()[0]), 2))
     kills = {}
     for what, after in (("debian-12.4", 20.0), ("env-py3.12-torch2.6.0", 10.0)):
-        with tempfile.TemporaryDirectory(prefix="bench-kill-") as d:
-            kills[what] = kill_and_recover(what, after, Path(d))
+        with tempfile.TemporaryDirectory(prefix="bench-kill-") as scratch:
+            kills[what] = kill_and_recover(what, after, Path(scratch))
     print(
         json.dumps(
             {
-                "rounds": ROUNDS,
-                "cold_median_s": {k: statistics.median(v) for k, v in raw.items()},
+                "rounds": args.rounds,
+                "cold_median_s": {what: statistics.median(secs) for what, secs in raw.items()},
                 "cold_raw_s": raw,
                 "second_cell_ready_median_s": statistics.median(second),
                 "second_cell_raw_s": second,
@@ -98,7 +104,8 @@ def main() -> None:
             indent=1,
         )
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,32 +1,17 @@
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import socket
-import sys
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # The suite judges the releases of the committed knowledge/data/vllm_pins.toml, never "what
 # the index holds today": a release published upstream must not turn it red (that is
 # `nox -s currency`'s job). Set before any test imports the package; forced, not defaulted.
 os.environ["VLLM_MATRIX_RELEASES"] = "pinned"
-
-
-def load_bench(name: str) -> ModuleType:
-    """benchmarks/<name>.py as a module (benchmarks/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses in it resolve their module while it executes
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def in_ci() -> bool:

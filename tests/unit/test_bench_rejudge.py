@@ -1,20 +1,15 @@
-"""benchmarks/rejudge.py: a device run's recorded data judged again with the current rules."""
+"""studies/rejudge.py (benchmarks/studies/rejudge.py's logic): a device run's recorded data
+judged again with the current rules."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import ModuleType
-
-from conftest import load_bench
 
 from vllm_matrix.infra.results import FAIL, PASS, Finding, StageResult
+from vllm_matrix.studies.rejudge import rejudge
 
 DEVICE = Path(__file__).with_name("device")
-
-
-def _load() -> ModuleType:
-    return load_bench("rejudge")
 
 
 def _run3() -> dict:
@@ -42,31 +37,36 @@ def _run3() -> dict:
             {"targets": ["9.0a", "12.0a"], "fp8_gemm_objects": objs["fp8_gemm_objects"]},
         ),
     ]
-    return {"stages": [s.to_json() for s in stages]}
+    return {"stages": [stage.to_json() for stage in stages]}
 
 
 def test_rejudge_clears_the_wrong_rule_and_adds_the_gpu_stage() -> None:
-    mod = _load()
     worker = json.loads((DEVICE / "gpu-worker.vllm0.20.0-h200.json").read_text())
-    out = mod.rejudge(_run3(), worker)
-    st = {s["stage"]: s for s in out["stages"]}
-    assert st["audit"]["status"] == PASS
-    assert [f["rule"] for f in st["audit"]["findings"]] == ["coverage"]  # others kept
-    assert st["audit"]["details"]["rejudged"]["recorded_sm90a_findings"]
-    assert "re-judged" in st["audit"]["summary"] and "re-judged" in st["gpu"]["summary"]
-    assert st["gpu"]["status"] == PASS
+    out = rejudge(_run3(), worker)
+    by_stage = {stage["stage"]: stage for stage in out["stages"]}
+    assert by_stage["audit"]["status"] == PASS
+    assert [finding["rule"] for finding in by_stage["audit"]["findings"]] == [
+        "coverage"
+    ]  # others kept
+    assert by_stage["audit"]["details"]["rejudged"]["recorded_sm90a_findings"]
+    assert "re-judged" in by_stage["audit"]["summary"] and "re-judged" in by_stage["gpu"]["summary"]
+    assert by_stage["gpu"]["status"] == PASS
     assert out["verdict"]["verdict"] == "PASS"
     assert out["verdict"]["depth"] == "gpu (partial: targets _C, _C_stable_libtorch)"
 
 
 def test_rejudge_still_fails_a_build_without_wgmma() -> None:
-    mod = _load()
     doc = _run3()
     audit = doc["stages"][1]
     audit["details"]["fp8_gemm_objects"] = [
-        o for o in audit["details"]["fp8_gemm_objects"] if o["object"] == "scaled_mm_entry.cu.o"
+        obj
+        for obj in audit["details"]["fp8_gemm_objects"]
+        if obj["object"] == "scaled_mm_entry.cu.o"
     ]
-    out = mod.rejudge(doc, None)
+    out = rejudge(doc, None)
     assert out["stages"][1]["status"] == FAIL
     assert out["verdict"]["verdict"] == "FAIL" and "wgmma" in out["verdict"]["cause"]
-    assert [s["stage"] for s in out["stages"]] == ["build", "audit"]  # no worker: no gpu stage
+    assert [stage["stage"] for stage in out["stages"]] == [
+        "build",
+        "audit",
+    ]  # no worker: no gpu stage

@@ -215,9 +215,8 @@ def test_compat_md_shows_the_estimate_from_the_result(tmp_path: Path) -> None:
 
 
 def test_the_loo_table_and_a_record_from_a_result() -> None:
-    from conftest import load_bench
+    from vllm_matrix.studies import estimate_loo as loo
 
-    loo = load_bench("estimate_loo")
     rs = loo.rows()
     assert {r["id"] for r in rs} == {b.id for b in builds.load().builds}
     md = loo.render(rs)

@@ -352,7 +352,7 @@ def test_apply_never_writes_through_a_hard_link(tmp_path: Path) -> None:
 
 
 def test_a_matrix_kept_elsewhere_gets_the_shipped_series(tmp_path: Path) -> None:
-    # benchmarks/accuracy/matrix.toml has no patches/ beside it: the shipped series
+    # benchmarks/studies/accuracy/matrix.toml has no patches/ beside it: the shipped series
     # applies (before this, every cell of such a matrix failed at the patches stage).
     assert patches.default_series(tmp_path) == patches.SHIPPED
     assert patches.load_series(root=tmp_path) == patches.load_series(patches.SHIPPED)

@@ -1,21 +1,18 @@
-"""benchmarks/probe_study.py: the comparison of the probe's selection with the full sweep
-(cause classes per failing unit, caught / missed / false PASS, the cost of each mode),
-on fixture probe stages shaped as the result files' ``stages[*]``."""
+"""studies/probe_study.py (benchmarks/studies/probe_study.py's logic): the comparison of the
+probe's selection with the full sweep (cause classes per failing unit, caught / missed / false
+PASS, the cost of each mode), on fixture probe stages shaped as the result files'
+``stages[*]``."""
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import load_bench
+
+from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.studies import probe_study as study
 
 FLOAT8 = "signature:torch_lacks_float8_e8m0fnu"
-
-
-@pytest.fixture(scope="module")
-def study() -> ModuleType:
-    return load_bench("probe_study")
 
 
 def unit(
@@ -48,16 +45,16 @@ def probe(units: list[dict[str, Any]], rules: dict[str, str], wall: float) -> di
     """A probe stage: a classify finding per failed unit (``rules``: path -> rule)."""
     findings = [
         {
-            "rule": rules[u["path"]],
+            "rule": rules[entry["path"]],
             "level": "fail",
-            "message": f'cause (line 9: "{u["first_error"]}")',
-            "evidence": [u["log"] + ":9", "results/logs/c/tree/" + u["path"]],
+            "message": f'cause (line 9: "{entry["first_error"]}")',
+            "evidence": [entry["log"] + ":9", "results/logs/c/tree/" + entry["path"]],
         }
-        for u in units
-        if u["status"] == "fail"
+        for entry in units
+        if entry["status"] == "fail"
     ]
     findings.append({"rule": "prediction-check", "level": "info", "message": "", "evidence": []})
-    failed = any(u["status"] == "fail" for u in units)
+    failed = any(entry["status"] == "fail" for entry in units)
     return {
         "stage": "probe",
         "status": "fail" if failed else "pass",
@@ -67,8 +64,8 @@ def probe(units: list[dict[str, Any]], rules: dict[str, str], wall: float) -> di
     }
 
 
-def test_causes_are_the_signature_and_the_missing_name(study: ModuleType) -> None:
-    p = probe(
+def test_causes_are_the_signature_and_the_missing_name() -> None:
+    probed = probe(
         [
             unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu")),
             unit("b.cu", "fail", error="b.cu(3): error: expected a ';'"),
@@ -77,13 +74,13 @@ def test_causes_are_the_signature_and_the_missing_name(study: ModuleType) -> Non
         {"a.cu": FLOAT8, "b.cu": "unknown"},
         10,
     )
-    assert study.unit_causes(p) == {
+    assert study.unit_causes(probed) == {
         "a.cu": "torch_lacks_float8_e8m0fnu (Float8_e8m0fnu)",
         "b.cu": "unknown",
     }
 
 
-def test_caught_when_every_cause_of_the_sweep_is_in_the_selection(study: ModuleType) -> None:
+def test_caught_when_every_cause_of_the_sweep_is_in_the_selection() -> None:
     fail = {"a.cu": FLOAT8, "b.cu": FLOAT8}
     sel = probe(
         [unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu")), unit("x.cu", cache="hit")],
@@ -101,28 +98,36 @@ def test_caught_when_every_cause_of_the_sweep_is_in_the_selection(study: ModuleT
         fail,
         200,
     )
-    c = study.compare(sel, sweep)
-    assert c["outcome"] == "caught"
-    assert c["causes_missed"] == []
+    compared = study.compare(sel, sweep)
+    assert compared["outcome"] == "caught"
+    assert compared["causes_missed"] == []
     # b.cu was never compiled by the selection, but a.cu shows its cause
-    assert c["failing_not_selected"] == [
+    assert compared["failing_not_selected"] == [
         {
             "path": "b.cu",
             "cause": "torch_lacks_float8_e8m0fnu (Float8_e8m0fnu)",
             "cause_covered": True,
         }
     ]
-    assert c["all_not_probed"] == ["gen.cu"]
-    assert c["selected_failing_why"] == {"a.cu": "API scan"}
-    s, a, r = c["cost"]["selected"], c["cost"]["all"], c["cost"]["ratio"]
-    assert (s["units_compiled"], a["units_compiled"]) == (2, 4)
-    assert (a["cache_hits"], a["cache_misses"], a["not_probed"]) == (1, 3, 1)
-    assert a["hits_beyond_selection"] == 0  # x.cu's hit is the selection's own unit
-    assert a["front_end_s"] == 31.0
-    assert r["wall_s"] == 0.25 and r["units_compiled"] == 0.5 and r["cpu_s"] == 0.25
+    assert compared["all_not_probed"] == ["gen.cu"]
+    assert compared["selected_failing_why"] == {"a.cu": "API scan"}
+    sel_cost, sweep_cost, ratio = (
+        compared["cost"]["selected"],
+        compared["cost"]["all"],
+        compared["cost"]["ratio"],
+    )
+    assert (sel_cost["units_compiled"], sweep_cost["units_compiled"]) == (2, 4)
+    assert (sweep_cost["cache_hits"], sweep_cost["cache_misses"], sweep_cost["not_probed"]) == (
+        1,
+        3,
+        1,
+    )
+    assert sweep_cost["hits_beyond_selection"] == 0  # x.cu's hit is the selection's own unit
+    assert sweep_cost["front_end_s"] == 31.0
+    assert ratio["wall_s"] == 0.25 and ratio["units_compiled"] == 0.5 and ratio["cpu_s"] == 0.25
 
 
-def test_a_cause_only_the_sweep_found_is_missed(study: ModuleType) -> None:
+def test_a_cause_only_the_sweep_found_is_missed() -> None:
     sel = probe(
         [unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu"))], {"a.cu": FLOAT8}, 10
     )
@@ -135,16 +140,14 @@ def test_a_cause_only_the_sweep_found_is_missed(study: ModuleType) -> None:
         20,
     )
     sweep["details"]["units"].append(unit("w.cu", cache="hit"))  # an earlier cell's
-    c = study.compare(sel, sweep)
-    assert c["cost"]["all"]["hits_beyond_selection"] == 1
-    assert c["outcome"] == "MISSED"
-    assert c["causes_missed"] == ["unknown (Float4_e2m1fn_x2)"]
-    assert c["failing_not_selected"][0]["cause_covered"] is False
+    compared = study.compare(sel, sweep)
+    assert compared["cost"]["all"]["hits_beyond_selection"] == 1
+    assert compared["outcome"] == "MISSED"
+    assert compared["causes_missed"] == ["unknown (Float4_e2m1fn_x2)"]
+    assert compared["failing_not_selected"][0]["cause_covered"] is False
 
 
-def test_a_selection_that_passes_where_the_sweep_fails_is_a_false_pass(
-    study: ModuleType,
-) -> None:
+def test_a_selection_that_passes_where_the_sweep_fails_is_a_false_pass() -> None:
     sel = probe([unit("x.cu")], {}, 10)
     sweep = probe(
         [unit("x.cu"), unit("z.cu", "fail", error=missing("Float8_e8m0fnu", "z.cu"))],
@@ -154,15 +157,15 @@ def test_a_selection_that_passes_where_the_sweep_fails_is_a_false_pass(
     assert study.compare(sel, sweep)["outcome"] == "false PASS"
 
 
-def test_both_passing_and_disagreeing_units(study: ModuleType) -> None:
+def test_both_passing_and_disagreeing_units() -> None:
     sel = probe([unit("x.cu", "timeout"), unit("y.cu")], {}, 10)
     sweep = probe([unit("x.cu"), unit("y.cu")], {}, 20)
-    c = study.compare(sel, sweep)
-    assert c["outcome"] == "both pass"
-    assert c["disagree"] == [{"path": "x.cu", "selected": "timeout", "all": "pass"}]
+    compared = study.compare(sel, sweep)
+    assert compared["outcome"] == "both pass"
+    assert compared["disagree"] == [{"path": "x.cu", "selected": "timeout", "all": "pass"}]
 
 
-def test_the_report_says_what_did_not_finish_and_the_cost_span(study: ModuleType) -> None:
+def test_the_report_says_what_did_not_finish_and_the_cost_span() -> None:
     fail = {"a.cu": FLOAT8}
     sel = probe([unit("a.cu", "fail", error=missing("Float8_e8m0fnu", "a.cu"))], fail, 50)
     sweep = probe(
@@ -177,17 +180,19 @@ def test_the_report_says_what_did_not_finish_and_the_cost_span(study: ModuleType
         "verdict": {"selected": "FAIL", "all": "FAIL"},
         **study.compare(sel, sweep),
     }
-    md = study.render({"cells": [row], "cold": [], "not_finished": ["vllm0.9.2-x"]})
-    assert "Not finished (no result for both modes): `vllm0.9.2-x`" in md
-    assert "1 caught; the selection cost 25 % to 25 % of the sweep's wall time" in md
-    assert "Cold runs" not in md
-    assert "**caught**" in md and "`a.cu` (API scan)" in md
+    markdown = study.render({"cells": [row], "cold": [], "not_finished": ["vllm0.9.2-x"]})
+    assert "Not finished (no result for both modes): `vllm0.9.2-x`" in markdown
+    assert "1 caught; the selection cost 25 % to 25 % of the sweep's wall time" in markdown
+    assert "Cold runs" not in markdown
+    assert "**caught**" in markdown and "`a.cu` (API scan)" in markdown
 
 
-def test_kept_results_name_no_git_dir_of_this_machine(study: ModuleType) -> None:
+def test_kept_results_name_no_git_dir_of_this_machine() -> None:
     origin = "prefetched: git /srv/mirrors/NVIDIA+cutlass/repo@v4.0.0 (commit b995f933179c)"
-    d = {"stages": [{"stage": "probe", "details": {"externals": {"cutlass": {"origin": origin}}}}]}
-    out = study.portable(d)["stages"][0]["details"]["externals"]["cutlass"]["origin"]
+    result = {
+        "stages": [{"stage": "probe", "details": {"externals": {"cutlass": {"origin": origin}}}}]
+    }
+    out = study.portable(result)["stages"][0]["details"]["externals"]["cutlass"]["origin"]
     assert out == "prefetched: git <git dir>@v4.0.0 (commit b995f933179c)"
-    with pytest.raises(SystemExit, match="a path of this machine"):
+    with pytest.raises(MatrixError, match="a path of this machine"):
         study.portable({"log": "/opt/elsewhere/probe.log"})

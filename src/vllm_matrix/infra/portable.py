@@ -41,7 +41,7 @@ _CACHE = re.compile(
     + rf"((?:/{_SEG})+?)/(?:toolkits/(?:v\d+/)?(?:debian|pypi|conda|system)-|envs/py\d|src/vllm-\d"
     + r"|externals/|builds/vllm|downloads/(?:debian|pypi)/|blobs/sha256/|pins/vllm-)"
 )
-# A workspace's own hidden cache dir (benchmarks/elsewhere.sh carries sources in one).
+# A workspace's own hidden cache dir (benchmarks/device/elsewhere.sh carries sources in one).
 _DOTCACHE = re.compile(_START + rf"((?:/{_SEG})+?)/\.cache/")
 _VENV = re.compile(_START + rf"((?:/{_SEG})*?/\.?venv)(?=/|$|[^\w.-])")
 # What may remain of a home or temp dir of another machine.

@@ -448,7 +448,8 @@ def _gpus(text: str) -> str:
     return ", ".join(lines)
 
 
-def machine_label(m: dict[str, Any]) -> str:
+def machine_label(m: Mapping[str, Any] | None) -> str:
+    m = m or {}
     gpu = _gpus(m.get("gpu") or "no GPU")
     return f"{m.get('arch')} {m.get('cpus')} cores {m.get('mem_gib')} GiB, {gpu}"
 

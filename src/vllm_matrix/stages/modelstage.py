@@ -305,7 +305,7 @@ def worker_failure(exc: CommandError, seconds: float, log: Path, what: str) -> S
             msg = f"the worker cannot start: {_first_error(tail)}"
             fix = (
                 f"install vLLM's runtime package '{name}' in that interpreter "
-                "(on a machine without an index: benchmarks/wheels_for_device.sh)"
+                "(on a machine without an index: benchmarks/device/wheels_for_device.sh)"
             )
         return StageResult(
             STAGE,

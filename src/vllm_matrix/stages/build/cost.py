@@ -13,7 +13,7 @@ the jobs ninja runs, in build.ninja's order (ninja <= 1.13 weighs every edge 1 a
 ready edges in manifest order): all edges at the mean but the longest, placed where it sat
 in the recorded builds; the longest edge is the floor. Validated leave-one-out
 (calibrate without a build, predict it): ``leave_one_out`` and
-benchmarks/estimate_loo.py -> reports/bench/estimate-loo.md.
+benchmarks/studies/estimate_loo.py -> reports/bench/estimate-loo.md.
 """
 
 from __future__ import annotations

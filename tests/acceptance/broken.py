@@ -22,6 +22,7 @@ reports/bench/broken.json; `-- -k WORD` runs the cases whose name holds WORD.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -36,10 +37,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vllm_matrix.infra import portable
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CELL = "vllm0.8.5-torch2.6.0-cu12.4-py3.12-sm90"
 OTHER = "vllm0.10.1-torch2.6.0-cu12.4-py3.12-sm90"
 WARM = Path(os.environ.get("VLLM_MATRIX_CACHE", Path.home() / ".cache" / "vllm-matrix"))
@@ -104,8 +106,8 @@ CASES: list[Case] = []
 def case(
     name: str, bullet: str, expected: str
 ) -> Callable[[Callable[[Path], tuple[str, bool]]], None]:
-    def add(fn: Callable[[Path], tuple[str, bool]]) -> None:
-        CASES.append(Case(name, bullet, expected, fn))
+    def add(run: Callable[[Path], tuple[str, bool]]) -> None:
+        CASES.append(Case(name, bullet, expected, run))
 
     return add
 
@@ -114,9 +116,9 @@ def case(
 
 
 def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # closed again when the block ends
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again when the block ends
 
 
 @contextlib.contextmanager
@@ -160,86 +162,86 @@ def cli(
     env: dict[str, str] | None = None,
     timeout: float = 1800,
 ) -> Done:
-    e = BASE | {"VLLM_MATRIX_CACHE": str(cache or ws / "cache")} | (env or {})
-    t = time.monotonic()
-    d = subprocess.run(
+    full_env = BASE | {"VLLM_MATRIX_CACHE": str(cache or ws / "cache")} | (env or {})
+    started = time.monotonic()
+    done = subprocess.run(
         [PY, "-m", "vllm_matrix", *args],
         capture_output=True,
         text=True,
-        env=e,
+        env=full_env,
         cwd=ws,
         check=False,
         timeout=timeout,
     )
-    return Done(d.returncode, d.stdout + d.stderr, round(time.monotonic() - t, 1))
+    return Done(done.returncode, done.stdout + done.stderr, round(time.monotonic() - started, 1))
 
 
 def nox(ws: Path, *args: str, cache: Path | None = None) -> Done:
-    e = BASE | {"VLLM_MATRIX_CACHE": str(cache or ws / "cache")}
-    t = time.monotonic()
-    d = subprocess.run(
+    full_env = BASE | {"VLLM_MATRIX_CACHE": str(cache or ws / "cache")}
+    started = time.monotonic()
+    done = subprocess.run(
         [PY, "-m", "nox", "-f", str(ws / "noxfile.py"), *args],
         capture_output=True,
         text=True,
-        env=e,
+        env=full_env,
         cwd=ws,
         check=False,
         timeout=1800,
     )
-    return Done(d.returncode, d.stdout + d.stderr, round(time.monotonic() - t, 1))
+    return Done(done.returncode, done.stdout + done.stderr, round(time.monotonic() - started, 1))
 
 
-def result(ws: Path, cell: str = CELL) -> dict[str, object]:
-    p = ws / "results" / f"{cell}.json"
-    return json.loads(p.read_text()) if p.exists() else {}
+def result(ws: Path, cell: str = CELL) -> dict[str, Any]:
+    path = ws / "results" / f"{cell}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def verdict(ws: Path, cell: str = CELL) -> tuple[str, str]:
-    v = result(ws, cell).get("verdict") or {}
-    assert isinstance(v, dict)
-    return str(v.get("verdict")), str(v.get("depth"))
+    judged = result(ws, cell).get("verdict") or {}
+    assert isinstance(judged, dict)
+    return str(judged.get("verdict")), str(judged.get("depth"))
 
 
 def line_with(text: str, *words: str) -> str:
-    for ln in text.splitlines():
-        if all(w in ln for w in words):
-            return ln.strip()[:160]
+    for line in text.splitlines():
+        if all(word in line for word in words):
+            return line.strip()[:160]
     return ""
 
 
-def replace_file(p: Path, data: bytes, keep_mtime: bool = True) -> None:
+def replace_file(path: Path, data: bytes, keep_mtime: bool = True) -> None:
     """Write ``p`` anew (a new inode: the seed's hard-linked file is untouched)."""
-    st = p.stat()
-    p.unlink()
-    p.write_bytes(data)
-    os.chmod(p, st.st_mode)
+    before = path.stat()
+    path.unlink()
+    path.write_bytes(data)
+    os.chmod(path, before.st_mode)
     if keep_mtime:
-        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
-def flip(p: Path) -> None:
+def flip(path: Path) -> None:
     """A byte flipped in the middle of ``p``: same size, same mtime (only content tells)."""
-    data = bytearray(p.read_bytes())
+    data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    replace_file(p, bytes(data))
+    replace_file(path, bytes(data))
 
 
 def children_of(pid: int) -> list[tuple[int, str]]:
     """Live descendants of ``pid``: (pid, command line)."""
     kids: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
                 if stat[0] != "Z":
-                    kids.setdefault(int(stat[1]), []).append(int(d.name))
+                    kids.setdefault(int(stat[1]), []).append(int(entry.name))
     out, stack = [], [pid]
     while stack:
-        for c in kids.get(stack.pop(), []):
+        for child in kids.get(stack.pop(), []):
             with contextlib.suppress(OSError):
-                cmd = (Path("/proc") / str(c) / "cmdline").read_text().replace("\0", " ")
-                out.append((c, cmd.strip()))
-            stack.append(c)
+                cmd = (Path("/proc") / str(child) / "cmdline").read_text().replace("\0", " ")
+                out.append((child, cmd.strip()))
+            stack.append(child)
     return out
 
 
@@ -262,38 +264,42 @@ def kill_during(
     """Start the CLI, wait until ``wait_for(its children)``, send ``sig`` (SIGKILL to the
     tool; SIGINT to its process group, as a terminal's Ctrl-C); then the children that were
     running and those still alive 5 s later."""
-    e = BASE | {"VLLM_MATRIX_CACHE": str(cache)}
-    t = time.monotonic()
-    p = subprocess.Popen(
+    full_env = BASE | {"VLLM_MATRIX_CACHE": str(cache)}
+    started = time.monotonic()
+    tool = subprocess.Popen(
         [PY, "-m", "vllm_matrix", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=e,
+        env=full_env,
         cwd=ws,
         start_new_session=True,
     )
     seen: list[tuple[int, str]] = []
     try:
-        while time.monotonic() - t < deadline and p.poll() is None:
-            seen = children_of(p.pid)
+        while time.monotonic() - started < deadline and tool.poll() is None:
+            seen = children_of(tool.pid)
             if wait_for(seen):
                 break
             time.sleep(0.2)
         if sig == signal.SIGKILL:
-            os.kill(p.pid, signal.SIGKILL)
+            os.kill(tool.pid, signal.SIGKILL)
         else:
-            os.killpg(p.pid, sig)
-        out, _ = p.communicate(timeout=120)
+            os.killpg(tool.pid, sig)
+        out, _ = tool.communicate(timeout=120)
     finally:
-        if p.poll() is None:
-            p.kill()
+        if tool.poll() is None:
+            tool.kill()
     time.sleep(5)
     left = [f"{pid} {cmd[:80]}" for pid, cmd in seen if alive(pid)]
     for pid, _ in seen:  # never leave them for the next case, whatever the verdict
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    return Done(p.returncode, out, round(time.monotonic() - t, 1)), [c for _, c in seen], left
+    return (
+        Done(tool.returncode, out, round(time.monotonic() - started, 1)),
+        [command for _, command in seen],
+        left,
+    )
 
 
 # --------------------------------------------------------------------------- the base run
@@ -302,9 +308,9 @@ def kill_during(
 def base_results() -> Path:
     """results/ of both cells at preflight (what the bad-file cases damage one of)."""
     ws = workspace(TMP / "base")
-    d = cli(ws, "run", "--depth", "preflight", cache=seed(TMP / "cache-base", SOURCE))
-    if d.rc != 0:
-        raise SystemExit(f"the base preflight run failed ({d.rc}):\n{d.out[-2000:]}")
+    done = cli(ws, "run", "--depth", "preflight", cache=seed(TMP / "cache-base", SOURCE))
+    if done.rc != 0:
+        raise SystemExit(f"the base preflight run failed ({done.rc}):\n{done.out[-2000:]}")
     return ws / "results"
 
 
@@ -324,7 +330,7 @@ def bad_file_case(kind: str, how: str) -> None:
         workspace(ws, BASE_RESULTS)
         (ws / "results" / f"{CELL}.json").write_bytes(BAD[kind])
         cache = seed(ws / "cache", SOURCE)
-        d = {
+        done = {
             "report": lambda: cli(ws, "report", cache=cache),
             "nox-report": lambda: nox(ws, "-s", "report", cache=cache),
             "run": lambda: cli(ws, "run", "--depth", "preflight", "--cell", OTHER, cache=cache),
@@ -334,18 +340,20 @@ def bad_file_case(kind: str, how: str) -> None:
         }[how]()
         md = ws / "reports" / "compat.md"
         text = md.read_text() if md.exists() else ""
-        named = f"skipped results/{CELL}.json" in d.out
+        named = f"skipped results/{CELL}.json" in done.out
         rest = f"| `{OTHER}`" in text and f"`results/{CELL}.json`" in text
-        said = re.search(r"failed with exit code (\d+)", d.out) if how.startswith("nox") else None
+        said = (
+            re.search(r"failed with exit code (\d+)", done.out) if how.startswith("nox") else None
+        )
         cli_rc = f"exit code {said.group(1)}" if said else ""
-        obs = f"exit {d.rc}" + (
+        obs = f"exit {done.rc}" + (
             f" ({cli_rc.split('failed with ')[-1]} from the CLI)" if cli_rc else ""
         )
         obs += (
             f"; {'named' if named else 'NOT named'}; other cell {'reported' if rest else 'MISSING'}"
         )
-        obs += "; traceback" if d.traceback else ""
-        return obs, d.rc != 0 and named and rest and not d.traceback
+        obs += "; traceback" if done.traceback else ""
+        return obs, done.rc != 0 and named and rest and not done.traceback
 
 
 # --------------------------------------------------------------------------- cases
@@ -371,31 +379,38 @@ def damage_case(name: str, rel: str, how: str, finds: str, adopted: bool) -> Non
         else:  # as made before manifests (the seed may have been given them since)
             for tree in (TK, ENV):
                 (cache / tree / ".vllm-matrix-manifest.json").unlink(missing_ok=True)
-        p = cache / rel
+        path = cache / rel
         if how == "flip":
-            flip(p)
+            flip(path)
         elif how == "flip-head":  # the ELF magic: "Exec format error"
-            data = bytearray(p.read_bytes())
+            data = bytearray(path.read_bytes())
             data[1] ^= 0xFF
-            replace_file(p, bytes(data))
+            replace_file(path, bytes(data))
         else:
-            p.unlink()
-        d = cli(ws, "run", "--depth", "toolkit", "--cell", CELL, cache=cache)
-        v, depth = verdict(ws)
+            path.unlink()
+        done = cli(ws, "run", "--depth", "toolkit", "--cell", CELL, cache=cache)
+        judged, depth = verdict(ws)
         stages = result(ws).get("stages") or []
         assert isinstance(stages, list)
         notes = [
-            n for s in stages if s["stage"] == "toolkit" for n in s["details"].get("notes", [])
+            note
+            for stage in stages
+            if stage["stage"] == "toolkit"
+            for note in stage["details"].get("notes", [])
         ]
-        said = next((n for n in notes if n.startswith("rebuilt:")), "")
+        said = next((note for note in notes if note.startswith("rebuilt:")), "")
         if rel.startswith("envs/"):  # made again: the file as the seed has it
-            ok = p.is_file() and v != "ERROR" and p.read_bytes() == (WARM / rel).read_bytes()
-            back = "back" if p.is_file() else "MISSING"
-            obs = f"exit {d.rc}, {v} at {depth}; env made again: {p.name} {back}"
+            ok = (
+                path.is_file()
+                and judged != "ERROR"
+                and path.read_bytes() == (WARM / rel).read_bytes()
+            )
+            back = "back" if path.is_file() else "MISSING"
+            obs = f"exit {done.rc}, {judged} at {depth}; env made again: {path.name} {back}"
         else:
-            ok = finds in said and v != "ERROR" and p.is_file()
-            obs = f"exit {d.rc}, {v} at {depth}; {said[:110] or 'no rebuild note'}"
-        return obs + f" ({d.seconds:.0f}s)", ok and d.rc == 0 and not d.traceback
+            ok = finds in said and judged != "ERROR" and path.is_file()
+            obs = f"exit {done.rc}, {judged} at {depth}; {said[:110] or 'no rebuild note'}"
+        return obs + f" ({done.seconds:.0f}s)", ok and done.rc == 0 and not done.traceback
 
 
 damage_case("flipped-nvcc", f"{TK}/bin/nvcc", "flip", "bin/nvcc changed content", adopted=True)
@@ -441,15 +456,16 @@ def _(ws: Path) -> tuple[str, bool]:
     with tmpfs(ws / "full", "64k") as full:  # preflight on a full disk
         err = cli(ws, "run", "--depth", "preflight", "--cell", CELL, cache=full)
     kept = result(ws)
-    stages = [s["stage"] for s in kept.get("stages", [])]  # type: ignore[union-attr]
-    le = kept.get("last_error") or {}
-    assert isinstance(le, dict)
+    stages = [stage["stage"] for stage in kept.get("stages", [])]
+    last_error = kept.get("last_error") or {}
+    assert isinstance(last_error, dict)
     row = line_with((ws / "reports" / "compat.md").read_text(), f"`{CELL}`", "last run")
     clean = cli(ws, "run", "--depth", "preflight", "--cell", CELL, cache=cache).rc
-    after = [s["stage"] for s in result(ws).get("stages", [])]  # type: ignore[union-attr]
+    after = [stage["stage"] for stage in result(ws).get("stages", [])]
     obs = (
         f"toolkit run exit {first.rc}; full-disk run exit {err.rc}, kept {stages[-1]}, "
-        f"last_error at {le.get('stage')}; report: {'last run: ERROR' if row else 'NOT shown'}; "
+        f"last_error at {last_error.get('stage')}; "
+        f"report: {'last run: ERROR' if row else 'NOT shown'}; "
         f"clean rerun (exit {clean}) keeps {after[-1]}"
     )
     ok = (
@@ -457,7 +473,7 @@ def _(ws: Path) -> tuple[str, bool]:
         and err.rc == 3
         and clean == 0
         and stages[-1] == "env"
-        and le.get("stage") == "source"
+        and last_error.get("stage") == "source"
         and bool(row)
         and after[-1] == "env"
         and "last_error" not in result(ws)
@@ -482,16 +498,16 @@ def _(ws: Path) -> tuple[str, bool]:
     args = ("run", "--depth", "toolkit", "--cell", CELL)
     _, seen, left = kill_during(ws, cache, args, _is("dpkg"))
     parent = cache / TK.rsplit("/", 1)[0]
-    staged = [p.name for p in parent.glob(".debian-12.4.*.partial")]
+    staged = [partial.name for partial in parent.glob(".debian-12.4.*.partial")]
     again = cli(ws, *args, cache=cache)
-    after = [p.name for p in parent.glob(".debian-12.4.*.partial")]
-    v, depth = verdict(ws)
+    after = [partial.name for partial in parent.glob(".debian-12.4.*.partial")]
+    judged, depth = verdict(ws)
     obs = (
-        f"killed with {len([c for c in seen if 'dpkg' in c])} dpkg running, "
+        f"killed with {len([cmd_line for cmd_line in seen if 'dpkg' in cmd_line])} dpkg running, "
         f"{len(left)} left alive; "
-        f"staging dirs {len(staged)} -> {len(after)}; rerun exit {again.rc}, {v} at {depth}"
+        f"staging dirs {len(staged)} -> {len(after)}; rerun exit {again.rc}, {judged} at {depth}"
     )
-    return obs, bool(seen) and not left and staged and not after and again.rc == 0
+    return obs, bool(seen) and not left and bool(staged) and not after and again.rc == 0
 
 
 @case(
@@ -504,14 +520,15 @@ def _(ws: Path) -> tuple[str, bool]:
     cache = seed(ws / "cache", TOOLKIT)  # no env: created
     args = ("run", "--depth", "toolkit", "--cell", CELL)
     _, seen, left = kill_during(
-        ws, cache, args, lambda kids: any(" pip install" in c for _, c in kids)
+        ws, cache, args, lambda kids: any(" pip install" in cmd_line for _, cmd_line in kids)
     )
     again = cli(ws, *args, cache=cache)
-    v, depth = verdict(ws)
-    uv = [c for c in seen if " pip install" in c]
+    judged, depth = verdict(ws)
+    uv = [cmd_line for cmd_line in seen if " pip install" in cmd_line]
     obs = (
         f"killed with {len(uv)} uv process(es), {len(left)} left alive; rerun exit {again.rc}, "
-        f"{v} at {depth}" + ("; Directory not empty" if "Directory not empty" in again.out else "")
+        f"{judged} at {depth}"
+        + ("; Directory not empty" if "Directory not empty" in again.out else "")
     )
     return obs, bool(uv) and not left and again.rc == 0 and "Directory not empty" not in again.out
 
@@ -526,22 +543,27 @@ def _(ws: Path) -> tuple[str, bool]:
     cache = seed(ws / "cache", (*SOURCE, "apt"))  # no .debs: downloaded
     args = ("run", "--depth", "toolkit", "--cell", CELL)
     _, seen, left = kill_during(
-        ws, cache, args, lambda kids: any("apt-get" in c and " download " in c for _, c in kids)
+        ws,
+        cache,
+        args,
+        lambda kids: any(
+            "apt-get" in cmd_line and " download " in cmd_line for _, cmd_line in kids
+        ),
     )
     time.sleep(1)
-    dl = cache / "downloads" / "debian"
-    half = [p.name for p in dl.rglob(".download.*") if p.is_dir()]
-    for p in (WARM / "downloads" / "debian").rglob("*.deb"):  # the rest from the seed
-        q = dl / p.relative_to(WARM / "downloads" / "debian")
-        if not q.exists():
-            q.parent.mkdir(parents=True, exist_ok=True)
-            os.link(p, q)
+    deb_dir = cache / "downloads" / "debian"
+    half = [entry.name for entry in deb_dir.rglob(".download.*") if entry.is_dir()]
+    for entry in (WARM / "downloads" / "debian").rglob("*.deb"):  # the rest from the seed
+        linked = deb_dir / entry.relative_to(WARM / "downloads" / "debian")
+        if not linked.exists():
+            linked.parent.mkdir(parents=True, exist_ok=True)
+            os.link(entry, linked)
     again = cli(ws, *args, cache=cache)
-    after = [p.name for p in dl.rglob(".download.*") if p.is_dir()]
-    v, depth = verdict(ws)
+    after = [entry.name for entry in deb_dir.rglob(".download.*") if entry.is_dir()]
+    judged, depth = verdict(ws)
     obs = (
         f"killed with apt-get running, {len(left)} left alive; half downloads {len(half)} -> "
-        f"{len(after)}; rerun exit {again.rc}, {v} at {depth}"
+        f"{len(after)}; rerun exit {again.rc}, {judged} at {depth}"
     )
     return obs, bool(seen) and not left and bool(half) and not after and again.rc == 0
 
@@ -554,15 +576,18 @@ def _(ws: Path) -> tuple[str, bool]:
 def _(ws: Path) -> tuple[str, bool]:
     workspace(ws)
     cache = seed(ws / "cache", (*SOURCE, "downloads/debian", "apt"))
-    d, seen, left = kill_during(
+    done, seen, left = kill_during(
         ws, cache, ("run", "--depth", "toolkit", "--cell", CELL), _is("dpkg"), sig=signal.SIGINT
     )
     staged = list((cache / TK).parent.glob(".debian-12.4.*.partial"))
-    v, depth = verdict(ws)
-    obs = f"exit {d.rc}, {len(left)} children left, {len(staged)} staging dirs, {v} at {depth}"
+    judged, depth = verdict(ws)
+    obs = (
+        f"exit {done.rc}, {len(left)} children left, {len(staged)} staging dirs, "
+        f"{judged} at {depth}"
+    )
     return obs, bool(
         seen
-    ) and d.rc == 130 and not left and not staged and v == "UNKNOWN" and not d.traceback
+    ) and done.rc == 130 and not left and not staged and judged == "UNKNOWN" and not done.traceback
 
 
 def usage_case(
@@ -580,12 +605,12 @@ def usage_case(
         workspace(ws)
         if swap is not None:
             (ws / "matrix.toml").write_text(MATRIX.replace(*swap, 1), encoding="utf-8")
-        d = cli(ws, *args, cache=seed(ws / "cache", SOURCE))
-        err = line_with(d.out, "error:")
-        got_fix = line_with(d.out, "fix:")
-        ok = d.rc == 2 and said in err and fix in got_fix and not d.traceback
-        ok = ok and "File name too long" not in d.out and len(d.out) < 2000
-        return f"exit {d.rc}: {err[:90]} / {got_fix[:70]}", ok
+        done = cli(ws, *args, cache=seed(ws / "cache", SOURCE))
+        err = line_with(done.out, "error:")
+        got_fix = line_with(done.out, "fix:")
+        ok = done.rc == 2 and said in err and fix in got_fix and not done.traceback
+        ok = ok and "File name too long" not in done.out and len(done.out) < 2000
+        return f"exit {done.rc}: {err[:90]} / {got_fix[:70]}", ok
 
 
 TORCH = 'torch = "2.6.0"'
@@ -662,18 +687,20 @@ usage_case(
 def _(ws: Path) -> tuple[str, bool]:
     workspace(ws)
     with tmpfs(ws / "results", "1m", ro=True):
-        d = cli(ws, "run", "--depth", "preflight", "--cell", CELL, cache=seed(ws / "cache", SOURCE))
-    fix = line_with(d.out, "fix:")
-    return f"exit {d.rc}: {fix[:120]}", d.rc == 3 and "results" in fix and "cache" not in fix
+        done = cli(
+            ws, "run", "--depth", "preflight", "--cell", CELL, cache=seed(ws / "cache", SOURCE)
+        )
+    fix = line_with(done.out, "fix:")
+    return f"exit {done.rc}: {fix[:120]}", done.rc == 3 and "results" in fix and "cache" not in fix
 
 
 @case("fix/readonly-reports", "6 fixes", "the fix names reports/, not the cache")
 def _(ws: Path) -> tuple[str, bool]:
     workspace(ws, BASE_RESULTS)
     with tmpfs(ws / "reports", "1m", ro=True):
-        d = cli(ws, "report", cache=seed(ws / "cache", SOURCE))
-    fix = line_with(d.out, "fix:")
-    return f"exit {d.rc}: {fix[:120]}", d.rc == 3 and "reports" in fix and "cache" not in fix
+        done = cli(ws, "report", cache=seed(ws / "cache", SOURCE))
+    fix = line_with(done.out, "fix:")
+    return f"exit {done.rc}: {fix[:120]}", done.rc == 3 and "reports" in fix and "cache" not in fix
 
 
 @case("fix/git-unreachable", "6 fixes", "ERROR at source with git's own reason and a fix")
@@ -683,41 +710,45 @@ def _(ws: Path) -> tuple[str, bool]:
     (ws / "matrix.toml").write_text(
         MATRIX.replace('arch = ["9.0"]', f'arch = ["9.0"]\nsource = "git:{url}@v0.8.5"', 1)
     )
-    d = cli(ws, "run", "--depth", "preflight", "--cell", CELL, cache=seed(ws / "cache", SOURCE))
-    v = result(ws).get("verdict") or {}
-    assert isinstance(v, dict)
-    cause, fix = str(v.get("cause")), str(v.get("fix"))
-    ok = d.rc == 3 and v.get("verdict") == "ERROR" and "fatal:" in cause and "reach" in fix
-    return f"exit {d.rc}, {v.get('verdict')}: {cause[-70:]} / fix: {fix[:60]}", ok
+    done = cli(ws, "run", "--depth", "preflight", "--cell", CELL, cache=seed(ws / "cache", SOURCE))
+    judged = result(ws).get("verdict") or {}
+    assert isinstance(judged, dict)
+    cause, fix = str(judged.get("cause")), str(judged.get("fix"))
+    ok = done.rc == 3 and judged.get("verdict") == "ERROR" and "fatal:" in cause and "reach" in fix
+    return f"exit {done.rc}, {judged.get('verdict')}: {cause[-70:]} / fix: {fix[:60]}", ok
 
 
-def _merge_doc(ws: Path) -> dict[str, object]:
-    d: dict[str, object] = json.loads((BASE_RESULTS / f"{OTHER}.json").read_text())
-    return d
+def _merge_doc(ws: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((BASE_RESULTS / f"{OTHER}.json").read_text())
+    return doc
 
 
-def merge_case(name: str, change: Callable[[dict[str, object]], None], said: str) -> None:
+def merge_case(name: str, change: Callable[[dict[str, Any]], None], said: str) -> None:
     @case(f"merge/{name}", "7 --merge", f"refused ({said}); table intact; exit 3")
     def _(ws: Path) -> tuple[str, bool]:
         workspace(ws)
-        d = _merge_doc(ws)
-        change(d)
+        doc = _merge_doc(ws)
+        change(doc)
         (ws / "in").mkdir()
-        (ws / "in" / "bad.json").write_text(json.dumps(d))
+        (ws / "in" / "bad.json").write_text(json.dumps(doc))
         shutil.copy(BASE_RESULTS / f"{CELL}.json", ws / "in" / "good.json")
         out = cli(ws, "report", "--merge", str(ws / "in"), cache=seed(ws / "cache", SOURCE))
         md = (ws / "reports" / "compat.md").read_text()
-        rows = [ln for ln in md.splitlines() if ln.startswith("| `")]
-        intact = bool(rows) and {ln.count(" | ") for ln in rows} == {12}
+        rows = [line for line in md.splitlines() if line.startswith("| `")]
+        intact = bool(rows) and {line.count(" | ") for line in rows} == {12}
         refused = line_with(out.out, "refused in/bad.json")
         obs = f"exit {out.rc}; {refused[:90]}; rows intact {intact}; compat.md {len(md)} bytes"
         return obs, out.rc == 3 and said in refused and intact and len(md) < 100_000
 
 
-merge_case("newline-id", lambda d: d["cell"].update(id=f"{OTHER}\n| x | y |"), "holds a character")  # type: ignore[union-attr]
-merge_case("pipe-id", lambda d: d["cell"].update(id="a|b"), "holds a character")  # type: ignore[union-attr]
-merge_case("200000-char-id", lambda d: d["cell"].update(id="v" * 200_000), "200000 characters")  # type: ignore[union-attr]
-merge_case("banana-status", lambda d: d["stages"][-1].update(status="banana"), "status 'banana'")  # type: ignore[index]
+merge_case(
+    "newline-id", lambda doc: doc["cell"].update(id=f"{OTHER}\n| x | y |"), "holds a character"
+)
+merge_case("pipe-id", lambda doc: doc["cell"].update(id="a|b"), "holds a character")
+merge_case("200000-char-id", lambda doc: doc["cell"].update(id="v" * 200_000), "200000 characters")
+merge_case(
+    "banana-status", lambda doc: doc["stages"][-1].update(status="banana"), "status 'banana'"
+)
 
 
 @case("merge/banana-never-wins", "7 --merge", "a valid copy beats a newer 'banana' copy")
@@ -732,7 +763,7 @@ def _(ws: Path) -> tuple[str, bool]:
     (ws / "in" / "b.json").write_text(json.dumps(bad))
     out = cli(ws, "report", "--merge", str(ws / "in"), cache=seed(ws / "cache", SOURCE))
     doc = json.loads((ws / "reports" / "compat.json").read_text())
-    row = next(r for r in doc["cells"] if r["id"] == OTHER)
+    row = next(cell_row for cell_row in doc["cells"] if cell_row["id"] == OTHER)
     return f"exit {out.rc}; shown: {row['verdict']}", out.rc == 3 and row["verdict"] != "UNKNOWN"
 
 
@@ -757,9 +788,11 @@ def _(ws: Path) -> tuple[str, bool]:
     proxy = f"http://127.0.0.1:{closed_port()}"  # apt cannot reach its mirror: toolkit ERROR
     env = {"http_proxy": proxy, "https_proxy": proxy}
     argv = ("release", "0.8.5", "--arch", "9.0", "--depth", "toolkit")  # a target: no GPU here
-    d = cli(ws, *argv, cache=seed(ws / "cache", SOURCE), env=env)
-    v = line_with(d.out, "ERROR")
-    return f"exit {d.rc}: {v[:100]}", d.rc == 3 and v.startswith("ERROR") and not d.traceback
+    done = cli(ws, *argv, cache=seed(ws / "cache", SOURCE), env=env)
+    error_line = line_with(done.out, "ERROR")
+    return f"exit {done.rc}: {error_line[:100]}", done.rc == 3 and error_line.startswith(
+        "ERROR"
+    ) and not done.traceback
 
 
 # --------------------------------------------------------------------------- the original four
@@ -774,40 +807,40 @@ def broken_case(name: str, make: Callable[[Path], tuple[str, dict[str, str], Pat
     def _(ws: Path) -> tuple[str, bool]:
         workspace(ws)
         with contextlib.ExitStack() as stack:
-            py, env, cache = make(ws)
+            python_exe, env, cache = make(ws)
             if name in ("readonly", "disk-full"):
                 stack.enter_context(
                     tmpfs(cache, "1m" if name == "readonly" else "64m", ro=name == "readonly")
                 )
-            e = BASE | env | {"VLLM_MATRIX_CACHE": str(cache)}
-            t = time.monotonic()
+            full_env = BASE | env | {"VLLM_MATRIX_CACHE": str(cache)}
+            started = time.monotonic()
             done = subprocess.run(
-                [py, "-m", "vllm_matrix", "run", "--cell", CELL, "--depth", "toolkit"],
+                [python_exe, "-m", "vllm_matrix", "run", "--cell", CELL, "--depth", "toolkit"],
                 capture_output=True,
                 text=True,
-                env=e,
+                env=full_env,
                 cwd=ws,
                 check=False,
                 timeout=1800,
             )
         out = done.stdout + done.stderr
-        md = ws / "reports" / "compat.md"
-        table = md.read_text().split("## Not answered")[0] if md.exists() else ""
-        v = result(ws).get("verdict") or {}
-        assert isinstance(v, dict)
-        blames = any(w in table for w in ("| **FAIL**", "| **PREDICTED-FAIL**"))
+        compat_md = ws / "reports" / "compat.md"
+        table = compat_md.read_text().split("## Not answered")[0] if compat_md.exists() else ""
+        judged = result(ws).get("verdict") or {}
+        assert isinstance(judged, dict)
+        blames = any(word in table for word in ("| **FAIL**", "| **PREDICTED-FAIL**"))
         ok = (
             done.returncode == 3
             and "Traceback" not in out
-            and v.get("verdict") == "ERROR"
-            and bool(v.get("cause"))
-            and "\n" not in str(v.get("cause"))
-            and bool(v.get("fix"))
+            and judged.get("verdict") == "ERROR"
+            and bool(judged.get("cause"))
+            and "\n" not in str(judged.get("cause"))
+            and bool(judged.get("fix"))
             and not blames
         )
-        obs = f"exit {done.returncode}, {v.get('verdict')} at {v.get('depth')}: "
-        obs += str(v.get("cause"))[:70]
-        return obs + f" ({time.monotonic() - t:.0f}s)", ok
+        obs = f"exit {done.returncode}, {judged.get('verdict')} at {judged.get('depth')}: "
+        obs += str(judged.get("cause"))[:70]
+        return obs + f" ({time.monotonic() - started:.0f}s)", ok
 
 
 def _no_uv(ws: Path) -> tuple[str, dict[str, str], Path]:
@@ -840,75 +873,84 @@ broken_case("disk-full", lambda ws: (PY, {}, ws / "small-cache"))
 BASE_RESULTS = TMP / "base" / "results"
 
 
-def scrub(d: object) -> object:
+def scrub(doc: object) -> object:
     """No path of this machine in what is saved."""
     roots = portable.Roots(((str(TMP), "$TMP"), (str(REPO), "$REPO"), (str(WARM), "$WARM")))
-    return portable.doc(d, roots)
+    return portable.doc(doc, roots)
 
 
 def table(rows: list[dict[str, object]]) -> str:
     out = ["| case | expected | observed | held |", "|---|---|---|---|"]
-    for r in rows:
+    for row in rows:
         cells = [
-            str(r[k]).replace("|", "\\|").replace("\n", " ")
-            for k in ("case", "expected", "observed")
+            str(row[key]).replace("|", "\\|").replace("\n", " ")
+            for key in ("case", "expected", "observed")
         ]
-        out.append(f"| {' | '.join(cells)} | {'yes' if r['held'] else '**NO**'} |")
+        out.append(f"| {' | '.join(cells)} | {'yes' if row['held'] else '**NO**'} |")
     return "\n".join(out)
 
 
-def main() -> int:
-    pick = sys.argv[sys.argv.index("-k") + 1] if "-k" in sys.argv else ""
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("-k", dest="pick", default="", help="run the cases whose name holds it")
+    parser.add_argument("--write", action="store_true", help="save reports/bench/broken.json")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        shutil.rmtree(TMP, ignore_errors=True)  # made at import; --help or a usage error
+        raise
     # A shell's background job starts with SIGINT ignored, and the CLIs it starts would
     # inherit that: the Ctrl-C case needs them to see it as a terminal's Ctrl-C.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    t0 = time.monotonic()
+    bench_started = time.monotonic()
     rows: list[dict[str, object]] = []
     try:
         base_results()
-        for c in CASES:
-            if pick and pick not in c.name:
+        for fault in CASES:
+            if args.pick and args.pick not in fault.name:
                 continue
-            ws = TMP / "ws" / c.name.replace("/", "_")
-            t = time.monotonic()
+            ws = TMP / "ws" / fault.name.replace("/", "_")
+            started = time.monotonic()
             try:
-                obs, held = c.run(ws)
+                obs, held = fault.run(ws)
             except Exception as exc:  # the bench's own failure: shown, never held
                 obs, held = f"bench error: {type(exc).__name__}: {exc}"[:200], False
             rows.append(
                 {
-                    "case": c.name,
-                    "bullet": c.bullet,
-                    "expected": c.expected,
+                    "case": fault.name,
+                    "bullet": fault.bullet,
+                    "expected": fault.expected,
                     "observed": obs,
                     "held": held,
-                    "seconds": round(time.monotonic() - t, 1),
+                    "seconds": round(time.monotonic() - started, 1),
                 }
             )
             print(
-                f"{'held' if held else 'NOT HELD':8} {c.name}: {obs}", file=sys.stderr, flush=True
+                f"{'held' if held else 'NOT HELD':8} {fault.name}: {obs}",
+                file=sys.stderr,
+                flush=True,
             )
             shutil.rmtree(ws, ignore_errors=True)
     finally:
         shutil.rmtree(TMP, ignore_errors=True)
-    wall = round(time.monotonic() - t0, 1)
+    wall = round(time.monotonic() - bench_started, 1)
     doc = scrub(
         {
             "what": "issue 22 item 3: faults end as designed (nox -s bench-faults)",
             "cell": CELL,
             "wall_s": wall,
             "loadavg": list(os.getloadavg()),
-            "held": sum(1 for r in rows if r["held"]),
+            "held": sum(1 for row in rows if row["held"]),
             "cases": rows,
         }
     )
     assert isinstance(doc, dict)
     print(table(doc["cases"]))
     print(f"\n{doc['held']} of {len(rows)} held; wall {wall:.0f} s; load {os.getloadavg()}")
-    if "--write" in sys.argv:
+    if args.write:
         (REPO / "reports" / "bench" / "broken.json").write_text(json.dumps(doc, indent=1) + "\n")
-    return 0 if rows and all(r["held"] for r in rows) else 1
+    return 0 if rows and all(row["held"] for row in rows) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -4,14 +4,14 @@ The GPU machine reaches no index: what `import vllm` + `vllm.LLM(...)` need and 
 lacks travels as wheels, 64 MiB per command. This resolves the release's own runtime
 requirements (requirements/common.txt + cuda.txt of its sdist) for CPython 3.12 on
 manylinux x86_64 with uv (metadata only, nothing downloaded), pinned to the versions the
-machine already has (benchmarks/device_packages.txt), subtracts what it has, and sizes each
+machine already has (benchmarks/device/device_packages.txt), subtracts what it has, and sizes each
 missing wheel from the index's JSON (PEP 691/700), writing:
 
-  benchmarks/device-wheels-vllm<V>.txt   NAME==VERSION per line, "core" first, then the
+  benchmarks/device/device-wheels-vllm<V>.txt   NAME==VERSION per line, "core" first, then the
                                          large packages vLLM imports only on other paths
 
-  python benchmarks/device_wheels.py --vllm 0.20.0          # list + sizes (JSON on stdout)
-  bash benchmarks/wheels_for_device.sh 0.20.0 [core|all]   # then download them into .whl/
+  python benchmarks/device/device_wheels.py --vllm 0.20.0          # list + sizes (JSON on stdout)
+  bash benchmarks/device/wheels_for_device.sh 0.20.0 [core|all]   # then download them into .whl/
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import sys
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import TypedDict
 
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -83,12 +84,12 @@ def present() -> dict[str, str | None]:
 
 
 def requirements(tree: Path) -> list[str]:
-    def read(f: Path) -> list[str]:
+    def read(listing: Path) -> list[str]:
         lines: list[str] = []
-        for raw in f.read_text().splitlines():
+        for raw in listing.read_text().splitlines():
             line = raw.split(" #", 1)[0].strip()
             if line.startswith("-r "):
-                lines += read(f.parent / line.split()[1])
+                lines += read(listing.parent / line.split()[1])
             elif line and not line.startswith("#"):
                 lines.append(line)
         return lines
@@ -102,12 +103,13 @@ def resolve(
     """uv's resolution for cp312 manylinux x86_64. With pin_all, every version the machine
     has is a constraint; one that a requirement's metadata refuses (uv names it) is dropped
     and kept in `conflicts` with uv's reason, and the resolution is tried again."""
-    keep = {n: v for n, v in pins.items() if v and (pin_all or n in KEEP)}
-    with tempfile.TemporaryDirectory() as d:
-        r, c, o = Path(d, "reqs.txt"), Path(d, "pins.txt"), Path(d, "out.txt")
-        r.write_text("\n".join(reqs) + "\n")
+    keep = {name: ver for name, ver in pins.items() if ver and (pin_all or name in KEEP)}
+    with tempfile.TemporaryDirectory() as scratch:
+        reqs_txt, pins_txt = Path(scratch, "reqs.txt"), Path(scratch, "pins.txt")
+        out_txt = Path(scratch, "out.txt")
+        reqs_txt.write_text("\n".join(reqs) + "\n")
         for _ in range(len(keep) + 1):
-            c.write_text("".join(f"{n}=={v}\n" for n, v in keep.items()))
+            pins_txt.write_text("".join(f"{name}=={ver}\n" for name, ver in keep.items()))
             done = proc.run(
                 [
                     sys.executable,
@@ -115,9 +117,9 @@ def resolve(
                     "uv",
                     "pip",
                     "compile",
-                    str(r),
+                    str(reqs_txt),
                     "-c",
-                    str(c),
+                    str(pins_txt),
                     "--python-version",
                     "3.12",
                     "--python-platform",
@@ -127,31 +129,30 @@ def resolve(
                     "--no-annotate",
                     "--quiet",
                     "-o",
-                    str(o),
+                    str(out_txt),
                 ],
                 check=False,
             )
             if done.returncode == 0:
                 break
-            named = {
-                canonicalize_name(m) for m in re.findall(r"you require ([\w.-]+)==", done.output)
-            }
-            drop = [n for n in named if n in keep and n not in KEEP]
+            required = re.findall(r"you require ([\w.-]+)==", done.output)
+            named = {canonicalize_name(name) for name in required}
+            drop = [name for name in named if name in keep and name not in KEEP]
             if not drop:
                 raise SystemExit(f"uv pip compile failed:\n{done.output}")
-            for n in drop:
+            for name in drop:
                 why = next(ln.strip() for ln in done.output.splitlines() if "Because" in ln)
-                conflicts[n] = f"the machine's {n}=={keep.pop(n)}: {why}"
-        got = {}
-        for line in o.read_text().splitlines():
+                conflicts[name] = f"the machine's {name}=={keep.pop(name)}: {why}"
+        resolved: dict[str, str] = {}
+        for line in out_txt.read_text().splitlines():
             if "==" in line and not line.startswith("#"):
-                n, v = line.split(";")[0].strip().split("==")
-                got[canonicalize_name(n)] = v
-        return got
+                listed, ver = line.split(";")[0].strip().split("==")
+                resolved[canonicalize_name(listed)] = ver
+        return resolved
 
 
 def tags() -> list[Tag]:
-    plats = [f"manylinux_2_{n}_x86_64" for n in range(39, 16, -1)]
+    plats = [f"manylinux_2_{minor}_x86_64" for minor in range(39, 16, -1)]
     plats += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
     return [*cpython_tags((3, 12), platforms=plats), *compatible_tags((3, 12), "cp312", plats)]
 
@@ -162,95 +163,113 @@ def wheel(name: str, version: str, order: dict[Tag, int]) -> tuple[str, int | No
     with urllib.request.urlopen(req, timeout=index.TIMEOUT) as resp:
         doc = json.loads(resp.read())
     best: tuple[int, str, int | None] | None = None
-    for f in doc.get("files", []):
-        fn = f["filename"]
-        if not fn.endswith(".whl"):
+    for entry in doc.get("files", []):
+        filename = entry["filename"]
+        if not filename.endswith(".whl"):
             continue
         try:
-            _, ver, _, wtags = parse_wheel_filename(fn)
+            _, ver, _, wheel_tags = parse_wheel_filename(filename)
         except InvalidWheelFilename:
             continue
         if str(ver) != version and ver.public != version:
             continue
-        rank = min((order[t] for t in wtags if t in order), default=None)
+        rank = min((order[tag] for tag in wheel_tags if tag in order), default=None)
         if rank is not None and (best is None or rank < best[0]):
-            best = (rank, fn, f.get("size"))
+            best = (rank, filename, entry.get("size"))
     if best is None:
         return "(no cp312 manylinux x86_64 wheel)", None
     return best[1], best[2]
 
 
-def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--vllm", default="0.20.0")
-    p.add_argument("--out", help="the list file (default benchmarks/device-wheels-vllm<V>.txt)")
-    a = p.parse_args()
-    tree = source.get_tree(a.vllm)
+class Row(TypedDict):
+    name: str
+    version: str
+    wheel: str
+    size: int | None
+    why: str
+    group: str
+    lazy_because: str | None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--vllm", default="0.20.0")
+    parser.add_argument(
+        "--out", help="the list file (default benchmarks/device/device-wheels-vllm<V>.txt)"
+    )
+    args = parser.parse_args(argv)
+    tree = source.get_tree(args.vllm)
     have = present()
     reqs = requirements(tree.root)
     # core: the requirements but the lazy ones, every version the machine has pinned (what
     # it has must do); all: everything, only the torch stack pinned.
-    core_reqs = [r for r in reqs if canonicalize_name(re.split(r"[ <>=!~;\[]", r)[0]) not in LAZY]
+    core_reqs = [
+        req for req in reqs if canonicalize_name(re.split(r"[ <>=!~;\[]", req)[0]) not in LAZY
+    ]
     conflicts: dict[str, str] = {}
     core = resolve(core_reqs, have, True, conflicts)
     full = resolve(reqs, have, False, {})
-    moved = [n for n in KEEP if have.get(n) and full.get(n) != have[n]]
+    moved = [name for name in KEEP if have.get(name) and full.get(name) != have[name]]
     if moved:
         print(f"error: the resolution moves the machine's {moved}", file=sys.stderr)
         return 1
-    got = core | {n: v for n, v in full.items() if n not in core}
-    order = {t: i for i, t in enumerate(tags())}
-    rows = []
-    for n, v in sorted(got.items()):
-        if n in have and (have[n] is None or have[n] == v):
+    resolved = core | {name: ver for name, ver in full.items() if name not in core}
+    order = {tag: rank for rank, tag in enumerate(tags())}
+    rows: list[Row] = []
+    for name, ver in sorted(resolved.items()):
+        if name in have and (have[name] is None or have[name] == ver):
             continue
-        why = "missing" if n not in have else f"the machine has {have[n]}"
-        fn, size = wheel(n, v, order)
+        why = "missing" if name not in have else f"the machine has {have[name]}"
+        filename, size = wheel(name, ver, order)
         rows.append(
             {
-                "name": n,
-                "version": v,
-                "wheel": fn,
+                "name": name,
+                "version": ver,
+                "wheel": filename,
                 "size": size,
                 "why": why,
-                "group": "conflict" if n in conflicts else "core" if n in core else "lazy",
-                "lazy_because": LAZY.get(n),
+                "group": "conflict" if name in conflicts else "core" if name in core else "lazy",
+                "lazy_because": LAZY.get(name),
             }
         )
-    unchecked = sorted(n for n in got if n in have and have[n] is None)
+    unchecked = sorted(name for name in resolved if name in have and have[name] is None)
 
-    def total(g: str) -> int:
-        return sum(r["size"] or 0 for r in rows if r["group"] == g)
+    def count(group: str) -> int:
+        return sum(1 for row in rows if row["group"] == group)
 
-    out = Path(a.out) if a.out else HERE / f"device-wheels-vllm{a.vllm}.txt"
+    def total(group: str) -> int:
+        return sum(row["size"] or 0 for row in rows if row["group"] == group)
+
+    out = Path(args.out) if args.out else HERE / f"device-wheels-vllm{args.vllm}.txt"
     lines = [
-        f"# vLLM {a.vllm}'s runtime packages (requirements/common.txt + cuda.txt) that the GPU",
+        f"# vLLM {args.vllm}'s runtime packages (requirements/common.txt + cuda.txt) that the GPU",
         "# machine lacks or has at another version, resolved for cp312 manylinux x86_64 with",
-        "# its torch stack pinned. Made by benchmarks/device_wheels.py; read by",
-        "# benchmarks/wheels_for_device.sh. Sizes from the index's JSON.",
+        "# its torch stack pinned. Made by benchmarks/device/device_wheels.py; read by",
+        "# benchmarks/device/wheels_for_device.sh. Sizes from the index's JSON.",
         *(
-            f"# {g}: {sum(r['group'] == g for r in rows)} wheels, {total(g) / 2**20:.1f} MiB"
-            for g in ("core", "lazy")
+            f"# {group}: {count(group)} wheels, {total(group) / 2**20:.1f} MiB"
+            for group in ("core", "lazy")
         ),
-        f"# conflict: {sum(r['group'] == 'conflict' for r in rows)} wheels, "
+        f"# conflict: {count('conflict')} wheels, "
         f"{total('conflict') / 2**20:.1f} MiB (travels only if the machine's version fails)",
         f"# present there at a version not read (check with pip show there): {' '.join(unchecked)}",
-        *(f"# kept at the machine's version although {c}" for c in conflicts.values()),
+        *(f"# kept at the machine's version although {why}" for why in conflicts.values()),
     ]
-    for g in ("core", "lazy", "conflict"):
-        lines.append(f"[{g}]")
-        for r in rows:
-            if r["group"] == g:
-                mib = f"{r['size'] / 2**20:7.2f} MiB" if r["size"] else "    ? MiB"
-                note = f"; {r['lazy_because']}" if r["lazy_because"] else ""
-                pin = f"{r['name']}=={r['version']}"
-                lines.append(f"{pin:<44} # {mib} {r['why']}{note}")
+    for group in ("core", "lazy", "conflict"):
+        lines.append(f"[{group}]")
+        for row in rows:
+            if row["group"] == group:
+                size = row["size"]
+                mib = f"{size / 2**20:7.2f} MiB" if size else "    ? MiB"
+                note = f"; {row['lazy_because']}" if row["lazy_because"] else ""
+                pin = f"{row['name']}=={row['version']}"
+                lines.append(f"{pin:<44} # {mib} {row['why']}{note}")
     out.write_text("\n".join(lines) + "\n")
     print(
         json.dumps(
             {
                 "list": out.name,
-                **{f"{g}_bytes": total(g) for g in ("core", "lazy", "conflict")},
+                **{f"{group}_bytes": total(group) for group in ("core", "lazy", "conflict")},
                 "rows": rows,
                 "version_unchecked": unchecked,
                 "conflicts": conflicts,
@@ -262,4 +281,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

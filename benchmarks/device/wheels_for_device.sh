@@ -3,19 +3,19 @@
 # into .whl/<group>/, the way the device notes' recipe does (pip download --no-deps
 # --only-binary=:all:), and say whether they fit the 64 MiB a command may carry.
 #
-#   bash benchmarks/wheels_for_device.sh [VLLM=0.20.0] [GROUP=core]   # core | lazy | conflict
+#   bash benchmarks/device/wheels_for_device.sh [VLLM=0.20.0] [GROUP=core]   # core | lazy | conflict
 #
-# The list comes from benchmarks/device-wheels-vllm<VLLM>.txt (benchmarks/device_wheels.py).
+# The list comes from benchmarks/device/device-wheels-vllm<VLLM>.txt (benchmarks/device/device_wheels.py).
 # On the GPU machine, in each command that needs them (carry .whl/<group>):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 #     --target /tmp/site .whl/<group>/*.whl && export PYTHONPATH=/tmp/site
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 V=${1:-0.20.0}
 G=${2:-core}
 PY=${PYTHON:-python3}
-LIST=benchmarks/device-wheels-vllm$V.txt
-[ -f "$LIST" ] || { echo "error: no $LIST; run: python benchmarks/device_wheels.py --vllm $V" >&2; exit 2; }
+LIST=benchmarks/device/device-wheels-vllm$V.txt
+[ -f "$LIST" ] || { echo "error: no $LIST; run: python benchmarks/device/device_wheels.py --vllm $V" >&2; exit 2; }
 mapfile -t PINS < <(awk -v g="[$G]" '/^\[/{on=($0==g); next} on && /==/{print $1}' "$LIST")
 [ ${#PINS[@]} -gt 0 ] || { echo "error: no [$G] section in $LIST" >&2; exit 2; }
 D=.whl/$G

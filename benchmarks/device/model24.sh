@@ -7,7 +7,7 @@
 # Carried (prepared on the CPU machine, never committed):
 #   carry/      vm/ (the release sdist as in the tool's cache), cutlass.tgz, qutlass.tgz,
 #               whl/ (setuptools-scm < 9): as gpu12.sh says          -- with MODE=start
-#   .whl/core/  bash benchmarks/wheels_for_device.sh 0.20.0 core (84 wheels, 44.5 MiB)
+#   .whl/core/  bash benchmarks/device/wheels_for_device.sh 0.20.0 core (84 wheels, 44.5 MiB)
 #   .whl/xg/    xgrammar 0.2.3 + apache-tvm-ffi 0.1.9 (`from vllm import LLM` imports it)
 # Each .whl group travels with a MODE=poll call of its own (64 MiB a command) and is
 # installed into /tmp/site while the build runs (looked for in $R/.whl/ and $R/../whl/).
@@ -16,10 +16,10 @@
 # that checkout, .gpu-carry/tree, and the wheels into .gpu-carry/whl/<group>, and named them
 # in each call's carry (an ignored path not carried is removed there: carry the tree in
 # every call, the running tool imports from it).
-#   MODE=start OUT=dir bash benchmarks/model24.sh        # returns at once; the run goes on
-#   MODE=poll WAIT=560 OUT=dir bash benchmarks/model24.sh  # back to back until rc=...
+#   MODE=start OUT=dir bash benchmarks/device/model24.sh        # returns at once; the run goes on
+#   MODE=poll WAIT=560 OUT=dir bash benchmarks/device/model24.sh  # back to back until rc=...
 set -x
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 R=$PWD
 export VLLM_MATRIX_CACHE=/tmp/vm PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export PYTHONPATH=$R/src:/tmp/site

@@ -8,13 +8,13 @@
 #
 # Carried (prepared on the CPU machine, never committed; docs-model.md says how):
 #   carry/          the release sdist and its FetchContent sources, as issue 12's gpu12.sh
-#   .whl/core/      bash benchmarks/wheels_for_device.sh 0.20.0 core   (84 wheels, 44.5 MiB)
+#   .whl/core/      bash benchmarks/device/wheels_for_device.sh 0.20.0 core   (84 wheels, 44.5 MiB)
 # Run there, one call each:
-#   MODE=start OUT=dir bash benchmarks/model13.sh   # returns at once; the build goes on
-#   MODE=poll  OUT=dir bash benchmarks/model13.sh   # short calls until it says rc=...
-#   MODE=model OUT=dir bash benchmarks/model13.sh   # carry .whl/core: install, tiny model, stage
+#   MODE=start OUT=dir bash benchmarks/device/model13.sh   # returns at once; the build goes on
+#   MODE=poll  OUT=dir bash benchmarks/device/model13.sh   # short calls until it says rc=...
+#   MODE=model OUT=dir bash benchmarks/device/model13.sh   # carry .whl/core: install, tiny model, stage
 set -x
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 R=$PWD
 export PYTHONPATH=$R/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export VLLM_MATRIX_CACHE=/tmp/vm

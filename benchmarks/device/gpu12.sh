@@ -14,12 +14,12 @@
 #                 needs vcs-versioning, which needs a newer packaging than the image's)
 #   qutlass.tgz   qutlass at its pin (qutlass/ only): compiled into _C for 12.x
 # Run there:  TARGETS=_C_stable_libtorch ARCHS="9.0a;12.0a" JOBS=32 LIMIT=420 SLICE=_C:90 \
-#             OUT=dir bash benchmarks/gpu12.sh
+#             OUT=dir bash benchmarks/device/gpu12.sh
 # or, for a build longer than one command: MODE=start ... (returns at once), then
 # MODE=poll WAIT=540 ... at once after each other until it says rc=...: the gpu stage ran.
 # NOFX=1: skip the plain sm_90 recompile (the audit's fixtures, already in tests/unit/device).
 set -x
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 R=$PWD
 C=$R/carry
 export VLLM_MATRIX_CACHE=/tmp/vm

@@ -10,13 +10,14 @@ Upstream builds each release's wheel against exactly one torch: the pin in its t
 - a cell with another torch has no upstream wheel: reality is unknown from wheels, and
   the probe's verdict is the only evidence (with the compiler's line when it fails).
 
-Reads the results of ``python -m vllm_matrix run --matrix benchmarks/accuracy/matrix.toml
+Reads the results of ``python -m vllm_matrix run --matrix benchmarks/studies/accuracy/matrix.toml
 --depth probe --force`` and writes reports/bench/probe-accuracy.{json,md}.
-Run: python benchmarks/accuracy.py
+Run: python benchmarks/studies/accuracy.py
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -26,18 +27,20 @@ from tabulate import tabulate
 from vllm_matrix.infra import config, portable, results
 from vllm_matrix.knowledge import pins
 
-HERE = Path(__file__).resolve().parents[1]
-MATRIX = HERE / "benchmarks" / "accuracy" / "matrix.toml"
+HERE = Path(__file__).resolve().parents[2]
+MATRIX = HERE / "benchmarks" / "studies" / "accuracy" / "matrix.toml"
 
 
 def row(cell: config.Cell, pinned: dict[str, str], path: Path | None = None) -> dict[str, Any]:
-    d = results.read(path or MATRIX.parent / "results" / f"{cell.id}.json")
-    v = results.verdict_of([results.StageResult.from_json(s) for s in d["stages"]])
-    probe = next((s for s in d["stages"] if s["stage"] == "probe"), None)
+    result = results.read(path or MATRIX.parent / "results" / f"{cell.id}.json")
+    judged = results.verdict_of(
+        [results.StageResult.from_json(stage) for stage in result["stages"]]
+    )
+    probe = next((stage for stage in result["stages"] if stage["stage"] == "probe"), None)
     pin = pinned.get(cell.vllm)
     if pin == cell.torch:
         reality = "builds (upstream's wheel)"
-        agrees = "yes" if v.verdict == "PASS" else "NO"
+        agrees = "yes" if judged.verdict == "PASS" else "NO"
     else:
         reality = f"unknown (upstream pins {pin}; no wheel for {cell.torch})"
         agrees = "cannot know"
@@ -48,58 +51,64 @@ def row(cell: config.Cell, pinned: dict[str, str], path: Path | None = None) -> 
         "torch": cell.torch,
         "pin": pin,
         "arch": ", ".join(cell.arch),
-        "verdict": v.verdict,
-        "depth": v.depth,
-        "cause": v.cause,
+        "verdict": judged.verdict,
+        "depth": judged.depth,
+        "cause": judged.cause,
         "probe_s": probe["seconds"] if probe else None,
         "probe_cpu_s": probe["details"].get("cpu_seconds") if probe else None,
         "units": len(units),
-        "not_probed": sum(1 for u in units if u["status"] == "not-probed"),
-        "failed": [u["path"] for u in units if u["status"] == "fail"],
+        "not_probed": sum(1 for unit in units if unit["status"] == "not-probed"),
+        "failed": [unit["path"] for unit in units if unit["status"] == "fail"],
         "reality": reality,
         "agrees": agrees,
-        "machine": results.machine_label(d["machine"]),
+        "machine": results.machine_label(result["machine"]),
     }
 
 
-def main() -> None:
-    m = config.load_matrix(MATRIX)
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0]).parse_args(argv)
+    matrix = config.load_matrix(MATRIX)
     pinned = pins.load()
-    rows = [row(c, pinned) for c in m.cells]
+    rows = [row(recorded, pinned) for recorded in matrix.cells]
     # Runs on the GPU machine (reports/device, --env current): other releases x torch 2.11.
-    for p in sorted((HERE / "reports" / "device").glob("*.json")):
-        d = results.read(p)
-        probe = next((s for s in d["stages"] if s["stage"] == "probe"), None)
+    for path in sorted((HERE / "reports" / "device").glob("*.json")):
+        result = results.read(path)
+        probe = next((stage for stage in result["stages"] if stage["stage"] == "probe"), None)
         if probe is None or not results.ran(results.StageResult.from_json(probe)):
             continue  # a run without a probe (--no-probe) says nothing of the probe's accuracy
-        c = d["cell"]
+        recorded = result["cell"]
         cell = config.Cell(
-            c["vllm"], c["torch"], c["cuda"], c["provider"], c["python"], tuple(c["arch"])
+            recorded["vllm"],
+            recorded["torch"],
+            recorded["cuda"],
+            recorded["provider"],
+            recorded["python"],
+            tuple(recorded["arch"]),
         )
-        rows.append(row(cell, pinned, p) | {"id": p.stem})
+        rows.append(row(cell, pinned, path) | {"id": path.stem})
     out = HERE / "reports" / "bench"
     rows = portable.doc(rows, portable.Roots.here(HERE))
     (out / "probe-accuracy.json").write_text(json.dumps(rows, indent=1) + "\n")
     table = [
         [
-            r["vllm"] + (" (GPU host)" if r["id"].endswith("-current") else ""),
-            r["torch"],
-            r["pin"],
-            r["arch"],
-            f"**{r['verdict']}** ({r['depth']})",
-            f"{r['units']} ({r['not_probed']} not probed)",
-            f"{r['probe_s']:.0f} s / {r['probe_cpu_s']:.0f} s" if r["probe_s"] else "—",
-            r["reality"],
-            r["agrees"],
-            (r["cause"][:160] or "—"),
+            entry["vllm"] + (" (GPU host)" if entry["id"].endswith("-current") else ""),
+            entry["torch"],
+            entry["pin"],
+            entry["arch"],
+            f"**{entry['verdict']}** ({entry['depth']})",
+            f"{entry['units']} ({entry['not_probed']} not probed)",
+            f"{entry['probe_s']:.0f} s / {entry['probe_cpu_s']:.0f} s" if entry["probe_s"] else "—",
+            entry["reality"],
+            entry["agrees"],
+            (entry["cause"][:160] or "—"),
         ]
-        for r in rows
+        for entry in rows
     ]
-    md = [
+    markdown = [
         "# Probe accuracy",
         "",
-        "Generated by `python benchmarks/accuracy.py` from the runs of "
-        "`benchmarks/accuracy/matrix.toml` (`--depth probe --force`). Reality: upstream "
+        "Generated by `python benchmarks/studies/accuracy.py` from the runs of "
+        "`benchmarks/studies/accuracy/matrix.toml` (`--depth probe --force`). Reality: upstream "
         "builds each release against its pinned torch only, so a pinned pair builds (its "
         "wheel exists); any other pair has no upstream evidence.",
         "",
@@ -121,12 +130,15 @@ def main() -> None:
             disable_numparse=True,
         ),
         "",
-        "Machines: " + "; ".join(sorted({r["machine"] for r in rows})) + ". The GPU host's rows "
+        "Machines: "
+        + "; ".join(sorted({entry["machine"] for entry in rows}))
+        + ". The GPU host's rows "
         "are its own torch 2.11.0+cu130 and nvcc 13.0 (`--env current`, reports/device/).",
     ]
-    (out / "probe-accuracy.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    (out / "probe-accuracy.md").write_text("\n".join(markdown) + "\n")
+    print("\n".join(markdown))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

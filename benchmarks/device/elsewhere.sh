@@ -8,10 +8,10 @@
 #                                              examples/common, examples/77_blackwell_fmha at
 #                                              TAG (git archive of a CUTLASS clone)
 #   wheels/                                    packaging, tabulate (if the env lacks them)
-# Run there:  RUNS="0.20.0:12.0:v4.4.2 0.19.1:9.0:v4.2.1" OUT=dir bash benchmarks/elsewhere.sh
+# Run there:  RUNS="0.20.0:12.0:v4.4.2 0.19.1:9.0:v4.2.1" OUT=dir bash benchmarks/device/elsewhere.sh
 # then copy dir/*.json into reports/device/ and run `nox -s report`.
 set -x
-cd "$(dirname "$0")/.."   # repo root
+cd "$(dirname "$0")/../.."   # repo root
 C=$PWD/.cache/carry
 export VLLM_MATRIX_CACHE=$PWD/.cache/vm
 mkdir -p $VLLM_MATRIX_CACHE && cp -r $C/vm/* $VLLM_MATRIX_CACHE/
