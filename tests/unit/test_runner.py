@@ -178,7 +178,8 @@ def test_shallower_rerun_keeps_deeper_stages(tmp_path: Path) -> None:
     path = ws.results / f"{c.id}.json"
     d = results.read(path)
     deeper = results.StageResult("toolkit", "pass", 1.0, "nvcc 12.4")
-    results.write(ws.results, c, [*map(results.StageResult.from_json, d["stages"]), deeper])
+    stages = [*map(results.StageResult.from_json, d["stages"]), deeper]
+    results.write(ws.results, c, stages, d["machine"])
     runner.run_cell(c, ws, "preflight", **MACHINE)
     assert [s["stage"] for s in results.read(path)["stages"]][-1] == "toolkit"
 
@@ -494,7 +495,7 @@ def test_error_cells_are_listed_apart_and_exit_non_zero(
     )
     _raise_in_toolkit(monkeypatch, ProgramMissing("uv not found (x)", fix="pip install -e ."))
     monkeypatch.setattr(plan.preflight, "detect_host", lambda: MACHINE["host"])
-    monkeypatch.setattr(results, "machine", lambda: MACHINE["mach"])
+    monkeypatch.setattr(results, "machine", lambda gpus: MACHINE["mach"])
     rc = cli.main(["run", "--matrix", str(m), "--depth", "toolkit"])
     out = capsys.readouterr()
     assert rc == 3, out.err

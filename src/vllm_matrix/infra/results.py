@@ -12,12 +12,12 @@ import os
 import platform
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vllm_matrix.infra import portable, proc, programs
+from vllm_matrix.infra import portable
 from vllm_matrix.infra.cache import atomic_write_text
 from vllm_matrix.infra.config import Cell
 
@@ -244,13 +244,10 @@ def _verdict_of(stages: list[StageResult]) -> Verdict:
     return Verdict(name, depth, cause, fix, tuple(e for f in warns for e in f.evidence))
 
 
-def machine() -> dict[str, Any]:
-    """What ran it: enough to say "on what machine" in the report."""
-    gpu = None
-    smi = programs.find("nvidia-smi")
-    if smi:
-        out = proc.output_of([smi, "--query-gpu=name", "--format=csv,noheader"], timeout=20)
-        gpu = _gpus(out.strip()) if out and out.strip() else None
+def machine(gpus: Sequence[str]) -> dict[str, Any]:
+    """What ran it: enough to say "on what machine" in the report. ``gpus``: each GPU's
+    name (``gpu.info.names()``: the GPU query is gpu/info's, which infra may not import)."""
+    gpu = _gpus("\n".join(gpus)) if any(g.strip() for g in gpus) else None
     mem = 0
     with contextlib.suppress(ValueError, OSError):
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -327,7 +324,7 @@ def write(
     results_dir: Path,
     cell: Cell,
     stages: list[StageResult],
-    mach: dict[str, Any] | None = None,
+    mach: dict[str, Any],
     last_error: dict[str, Any] | None = None,
 ) -> Path:
     """``last_error``: a newer run that ended in ERROR, kept beside ``stages`` (the older,
@@ -335,7 +332,7 @@ def write(
     path = results_dir / f"{cell.id}.json"
     # Paths as the report shows them (results/logs/..., $VLLM_MATRIX_CACHE/...).
     roots = portable.Roots.here(results_dir.parent)
-    doc = portable.doc(envelope(cell, stages, mach or machine(), last_error), roots)
+    doc = portable.doc(envelope(cell, stages, mach, last_error), roots)
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
     return path
 
