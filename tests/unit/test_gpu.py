@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import need_module, skip_or_fail
 
 from vllm_matrix.commands import doctor
 from vllm_matrix.gpu import info as gpuinfo
@@ -376,7 +377,7 @@ def test_worker_on_a_real_gpu(tmp_path: Path) -> None:
     gpu stage after a --targets build: reports/device)."""
     why = _gpu_here()
     if why:
-        pytest.skip(why)
+        skip_or_fail(why, machine=True)
     out = tmp_path / "w.json"
     res = gpu.run_worker([], sys.executable, out, tmp_path / "w.log")
     assert res["device"]["capability"] and res["ops"]["cutlass_scaled_mm"] is False
@@ -386,8 +387,7 @@ def test_worker_on_a_real_gpu(tmp_path: Path) -> None:
 
 def test_worker_loads_nothing_and_finds_no_ops_without_extensions(tmp_path: Path) -> None:
     """The worker's load path on CPU (the smoke of a partial build uses it)."""
-    if importlib.util.find_spec("torch") is None:
-        pytest.skip("no torch in this interpreter")
+    need_module("torch", "the [model] extra: the worker imports it", machine=True)
     res = gpu.run_worker([], sys.executable, tmp_path / "w.json", tmp_path / "w.log", True)
     assert "error" not in res and res["device"] is None
     assert res["ops"] == dict.fromkeys(

@@ -6,6 +6,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+from conftest import need_module
 
 from vllm_matrix.infra import results
 from vllm_matrix.infra.errors import MatrixError
@@ -87,7 +88,7 @@ def test_one_default_depth_everywhere() -> None:
     p = cli.parser()
     for argv in (["run"], ["release", "0.9.2"], ["ci-matrix"]):
         assert p.parse_args(argv).depth == plan.DEFAULT_DEPTH, argv
-    pytest.importorskip("invoke")
+    need_module("invoke", "the invoke tasks: tasks.py")
     path = Path(__file__).parents[2] / "tasks.py"
     spec = importlib.util.spec_from_file_location("vllm_matrix_tasks", path)
     assert spec is not None and spec.loader is not None

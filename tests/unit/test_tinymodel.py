@@ -1,8 +1,8 @@
 """tinymodel: the tiny Llama checkpoint, bf16 and ModelOpt FP8, made here and loaded back.
 
 Needs the [model] extra (torch, safetensors, numpy, tokenizers), which is not part of dev:
-without it the module skips (also in CI). The comparison numbers are printed (-s) and
-kept in tests/unit/model/ as the model stage's recorded outputs.
+without it the module skips (also in CI, for now). The comparison numbers are printed (-s)
+and kept in tests/unit/model/ as the model stage's recorded outputs.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import need_module
 
-torch = pytest.importorskip("torch", reason="the [model] extra (torch) is not installed")
-pytest.importorskip("safetensors", reason="the [model] extra (safetensors) is not installed")
-pytest.importorskip("tokenizers", reason="the [model] extra (tokenizers) is not installed")
-pytest.importorskip("numpy", reason="the [model] extra (numpy) is not installed")
+torch = need_module("torch", "the [model] extra", machine=True)
+for _name in ("safetensors", "tokenizers", "numpy"):
+    need_module(_name, "the [model] extra", machine=True)
 
 from safetensors.torch import load_file  # noqa: E402
 
@@ -258,7 +258,7 @@ def test_transformers_reads_it_as_the_same_llama(made: tinymodel.Made) -> None:
     loading use) read the bf16 checkpoint as the model tinymodel.forward computes: the
     reference the model stage scores vLLM against is a Llama, not a look-alike. Measured
     with transformers 5.17.0 (the GPU machine's): max |logit difference| 7.6e-6."""
-    transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+    transformers = need_module("transformers", "the forward's cross-check", machine=True)
     tok = transformers.AutoTokenizer.from_pretrained(made.bf16)
     prompts = modelcheck.load().prompts
     ids = tinymodel.prompt_ids(made.bf16, prompts)
