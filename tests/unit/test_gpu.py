@@ -387,7 +387,7 @@ def test_worker_on_a_real_gpu(tmp_path: Path) -> None:
 
 def test_worker_loads_nothing_and_finds_no_ops_without_extensions(tmp_path: Path) -> None:
     """The worker's load path on CPU (the smoke of a partial build uses it)."""
-    need_module("torch", "the [model] extra: the worker imports it", machine=True)
+    need_module("torch", "the [model] extra: the worker imports it")
     res = gpu.run_worker([], sys.executable, tmp_path / "w.json", tmp_path / "w.log", True)
     assert "error" not in res and res["device"] is None
     assert res["ops"] == dict.fromkeys(

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -24,34 +25,30 @@ def test_the_plan_is_the_stage_order_results_know() -> None:
     assert list(plan.STAGES) == NAMES and len(set(NAMES)) == len(NAMES)
 
 
-def test_depths_and_their_last_stages_come_from_the_plan() -> None:
-    assert plan.DEPTHS == ("preflight", "toolkit", "probe", "build", "gpu", "model")
-    assert plan.LAST_STAGE == {
-        "preflight": "preflight",
-        "toolkit": "env",
-        "probe": "probe",
-        "build": "smoke",
-        "gpu": "gpu",
-        "model": "model",
-    }
+def test_depths_are_runs_of_the_plan_and_the_docs_name_each() -> None:
     # A depth's stages are one run of the plan: depths never interleave.
     seen = [s.depth for s in plan.PLAN]
     assert seen == sorted(seen, key=plan.DEPTHS.index)
+    assert all(plan.STAGES[plan.LAST_STAGE[d]].depth == d for d in plan.DEPTHS)
     assert plan.DEFAULT_DEPTH in plan.DEPTHS
+    # The user reads the depths in docs/commands.md: every one of the plan's, in its order.
+    docs = (Path(__file__).parents[2] / "docs" / "commands.md").read_text()
+    sentence = " ".join(docs.split("Depths: ", 1)[1].split(". A depth")[0].split())
+    named = re.findall(r"(?:^|→ )`([a-z]+)`", sentence)
+    assert tuple(named) == plan.DEPTHS
 
 
-def test_long_and_sided_stages() -> None:
-    assert [s.name for s in plan.PLAN if s.long] == [
-        "toolkit",
-        "env",
-        "probe",
-        "build",
-        "smoke",
-        "gpu",
-        "model",
-    ]
-    assert [s.name for s in plan.PLAN if s.sided] == ["probe", "build"]
-    assert [s.name for s in plan.PLAN if s.interrupted is not None] == ["build"]
+def test_what_a_stage_is_follows_from_what_it_does() -> None:
+    """The flags' meaning, not a copy of the table: a stage that provisions a toolkit or
+    an env takes minutes, so it is long (an "interrupted" result is written before it);
+    only a long compiling stage's FAIL can be the machine's (sided); a Ctrl-C report of
+    progress belongs to a long stage."""
+    for s in plan.PLAN:
+        if set(s.makes) & {"toolkit", "env"}:
+            assert s.long, s.name
+        assert not s.sided or (s.compiles and s.long), s.name
+        assert s.interrupted is None or s.long, s.name
+    assert any(s.sided for s in plan.PLAN) and any(s.interrupted for s in plan.PLAN)
 
 
 def test_every_need_is_made_by_an_earlier_stage() -> None:

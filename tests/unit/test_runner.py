@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import errno
+import inspect
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -236,8 +237,11 @@ def build_fakes(
         seen["variant"] = variant
         return TorchEnv(python, torch, variant, tmp, tmp / "py", tmp, "2.6.0+cu124", "12.4")
 
+    real = inspect.signature(plan.build.build_wheel)
+
     def build_wheel(*a: object, **kw: object) -> results.StageResult:
-        seen["build"] = kw | {"work": a[5], "dist": a[6]}
+        # every argument by its name in the real signature (a call it rejects fails here)
+        seen["build"] = dict(real.bind(*a, **kw).arguments)
         return results.StageResult("build", "pass", 0.0, "built", details={"wheel": "/w.whl"})
 
     def audit_wheel(wheel: Path, tk_: object, archs: tuple[str, ...]) -> results.StageResult:
