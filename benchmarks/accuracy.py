@@ -25,6 +25,7 @@ from tabulate import tabulate
 
 from vllm_matrix.infra import config, portable, results
 from vllm_matrix.knowledge import pins
+from vllm_matrix.pipeline import plan  # noqa: F401  (registers the stage order verdicts read)
 
 HERE = Path(__file__).resolve().parents[1]
 MATRIX = HERE / "benchmarks" / "accuracy" / "matrix.toml"

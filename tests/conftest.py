@@ -20,6 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # `nox -s currency`'s job). Set before any test imports the package; forced, not defaulted.
 os.environ["VLLM_MATRIX_RELEASES"] = "pinned"
 
+# The stage order that results, classify and the report read is PLAN's, registered when
+# pipeline/plan.py is imported: every entry point imports it (the CLI does), so do the tests.
+import vllm_matrix.pipeline.plan  # noqa: E402, F401
+
 
 def load_bench(name: str) -> ModuleType:
     """benchmarks/<name>.py as a module (benchmarks/ is scripts, not a package)."""

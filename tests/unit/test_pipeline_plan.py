@@ -4,6 +4,8 @@ import dataclasses
 import importlib.util
 import inspect
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,11 +20,23 @@ NAMES = [s.name for s in plan.PLAN]
 
 
 def test_the_plan_is_the_stage_order_results_know() -> None:
-    # infra/results.py keeps plain tuples (infra imports nothing above it): they must be
-    # the plan's.
+    # infra/results.py holds what the plan registered (infra imports nothing above it).
     assert tuple(NAMES) == results.STAGE_ORDER
     assert tuple(s.name for s in plan.PLAN if s.compiles) == results.COMPILED
     assert list(plan.STAGES) == NAMES and len(set(NAMES)) == len(NAMES)
+    assert results.STAGE_ORDER[-1] == NAMES[-1] and "probe" in results.COMPILED
+
+
+def test_the_stage_order_read_before_the_plan_registered_it_is_a_bug() -> None:
+    unset = results.PlanNames("STAGE_ORDER")
+    with pytest.raises(RuntimeError, match=r"import vllm_matrix\.pipeline\.plan first"):
+        "probe" in unset  # noqa: B015
+    code = (
+        "import vllm_matrix.cli, vllm_matrix.infra.results as r; "
+        "print(len(r.STAGE_ORDER), r.COMPILED[0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == [str(len(NAMES)), "probe"], out.stderr
 
 
 def test_depths_are_runs_of_the_plan_and_the_docs_name_each() -> None:

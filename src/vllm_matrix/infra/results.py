@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from vllm_matrix.infra import portable
 from vllm_matrix.infra.cache import atomic_write_text
@@ -40,21 +40,54 @@ STATUSES = (PASS, FAIL, WARN, SKIP, PREDICTED_FAIL, INTERRUPTED, ERROR)
 # Cell verdicts (design.md), plus PREFLIGHT-OK: every rule passed, nothing compiled yet.
 VERDICTS = ("PASS", "FAIL", "PREDICTED-FAIL", "PREFLIGHT-OK", "SKIPPED", "ERROR", "UNKNOWN")
 
-STAGE_ORDER = (
-    "source",
-    "facts",
-    "preflight",
-    "toolkit",
-    "env",
-    "patches",
-    "probe",
-    "build",
-    "audit",
-    "smoke",
-    "gpu",
-    "model",
-)
-COMPILED = STAGE_ORDER[STAGE_ORDER.index("probe") :]  # stages whose verdicts come from compiling
+
+class PlanNames(Sequence[str]):
+    """Stage names as PLAN (pipeline/plan.py) has them, which registers them on import.
+
+    infra may not import the pipeline, and the tuple kept here before restated PLAN. Read
+    before PLAN registered (a process that never imported vllm_matrix.pipeline.plan), it
+    raises instead of answering from an empty list.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._names: tuple[str, ...] = ()
+
+    def _get(self) -> tuple[str, ...]:
+        if not self._names:
+            raise RuntimeError(
+                f"results.{self._what} is PLAN's and was read before pipeline/plan.py "
+                "registered it: import vllm_matrix.pipeline.plan first (a bug in the caller)"
+            )
+        return self._names
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[str, ...]: ...
+    def __getitem__(self, index: int | slice) -> str | tuple[str, ...]:
+        return self._get()[index]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and self._get() == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(self._get())
+
+    def __repr__(self) -> str:
+        return f"PlanNames({self._names!r})"
+
+
+STAGE_ORDER = PlanNames("STAGE_ORDER")  # every stage, in PLAN's order
+COMPILED = PlanNames("COMPILED")  # the stages whose PASS is evidence from compiling
+
+
+def register_plan(order: Sequence[str], compiled: Sequence[str]) -> None:
+    """PLAN's stage names and its compiling ones (pipeline/plan.py calls it, once)."""
+    STAGE_ORDER._names, COMPILED._names = tuple(order), tuple(compiled)
 
 
 @dataclass(frozen=True)
