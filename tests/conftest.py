@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import shutil
 import socket
 from functools import cache
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
@@ -13,24 +17,40 @@ import pytest
 # `nox -s currency`'s job). Set before any test imports the package; forced, not defaulted.
 os.environ["VLLM_MATRIX_RELEASES"] = "pinned"
 
+# The stage order that results, classify and the report read is PLAN's, registered when
+# pipeline/plan.py is imported: every entry point imports it (the CLI does), so do the tests.
+import vllm_matrix.pipeline.plan  # noqa: F401
+
 
 def in_ci() -> bool:
+    """The one reading of ``CI`` (.ci/run sets CI=true; GitHub and GitLab set it too)."""
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def skip_or_fail(why: str) -> None:
-    """Skip where something the test needs is missing -- but with CI=true fail: a missing
-    index or tool there is the setup's defect, not something to pass silently. Only what
-    this kind of machine genuinely lacks (a GPU, a local git mirror) skips in CI too:
-    those call pytest.skip directly."""
-    if in_ci():
+def skip_or_fail(why: str, *, machine: bool = False) -> NoReturn:
+    """The one way a test does not run: every skip in tests/ goes through here.
+
+    Something the test needs is missing: it skips -- but with CI=true it fails, since a
+    missing index, tool or package there is the setup's defect, not something to pass
+    silently. ``machine=True``: what this kind of machine genuinely has or lacks (a GPU, a
+    local git mirror, a system CUDA, an index only some sites configure) skips in CI too.
+    """
+    if in_ci() and not machine:
         pytest.fail(f"CI=true: {why} (a missing index or tool fails in CI instead of skipping)")
-    pytest.skip(why)
+    pytest.skip(why, allow_module_level=True)  # a module that needs a package skips whole
 
 
 def need_program(name: str, package: str) -> None:
     if shutil.which(name) is None:
         skip_or_fail(f"{name} not installed (Debian package {package})")
+
+
+def need_module(name: str, why: str, *, machine: bool = False) -> ModuleType:
+    """``import name``, or skip_or_fail saying why the test needs it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        skip_or_fail(f"{name} is not installed ({why}): {exc}", machine=machine)
 
 
 @cache

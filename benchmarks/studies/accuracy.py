@@ -26,6 +26,7 @@ from tabulate import tabulate
 
 from vllm_matrix.infra import config, portable, results
 from vllm_matrix.knowledge import pins
+from vllm_matrix.pipeline import plan  # noqa: F401  (registers the stage order verdicts read)
 
 HERE = Path(__file__).resolve().parents[2]
 MATRIX = HERE / "benchmarks" / "studies" / "accuracy" / "matrix.toml"

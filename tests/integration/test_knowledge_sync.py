@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 from packaging.version import Version
 
 from vllm_matrix.knowledge import toolchains as knowledge
@@ -69,11 +70,9 @@ def _sorted(archs: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(archs, key=lambda a: Version(a)))
 
 
-@pytest.mark.skipif(
-    not shutil.which("nvcc") and not Path("/usr/local/cuda/bin/nvcc").exists(),
-    reason="no system CUDA toolkit on this machine",
-)
 def test_system_nvcc_matches_data() -> None:
+    if not shutil.which("nvcc") and not Path("/usr/local/cuda/bin/nvcc").exists():
+        skip_or_fail("no system CUDA toolkit on this machine", machine=True)
     root = Path("/usr/local/cuda")
     version, archs, max_gcc = nvcc_facts(root)
     entry = K.nvcc.get(version)

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 
 from vllm_matrix.infra.config import load_matrix
 from vllm_matrix.infra.errors import MatrixError
@@ -52,10 +53,7 @@ def _browser() -> Path:
     try:
         return browser.headless_shell()
     except MatrixError as exc:
-        why = f"no headless Chromium: {exc.message}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
+        skip_or_fail(f"no headless Chromium: {exc.message}")
 
 
 @pytest.mark.usefixtures("need_index")
@@ -118,7 +116,7 @@ def test_map_html_draws_in_headless_chromium(tmp_path: Path) -> None:
 def test_committed_map_html_draws_every_cell() -> None:
     page = ROOT / "reports" / "map.html"
     if not page.is_file():
-        pytest.skip("no reports/map.html yet (nox -s map)")
+        skip_or_fail("no reports/map.html yet (nox -s map)")
     text = page.read_text()
     n = int(re.search(r"(\d+) cells in \d+ tables", text).group(1))  # type: ignore[union-attr]
     assert page.stat().st_size <= 1_000_000  # small enough to open

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from vllm_matrix.commands import currency
+from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import results
 from vllm_matrix.infra.results import ERROR
 from vllm_matrix.knowledge import pins
@@ -28,7 +29,7 @@ def test_every_release_preflights_without_error(tmp_path: Path, arch: str) -> No
     know, ws = knowledge.load(), Workspace(tmp_path)
     real = preflight.detect_host()
     host = preflight.Host(None, real.system_cuda, real.conda_prefix)
-    mach = results.machine()
+    mach = results.machine(gpuinfo.names())
     t0 = time.monotonic()
     done = [currency.preflight_release(v, arch, know, ws, host, mach) for v in versions]
     took = time.monotonic() - t0

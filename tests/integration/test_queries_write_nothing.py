@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 
 pytestmark = [pytest.mark.integration]
 
@@ -57,7 +58,7 @@ def _git(cwd: Path, *args: str) -> str:
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (ROOT / ".git").exists():
-        pytest.skip("not a git checkout")
+        skip_or_fail("not a git checkout")
     dest = tmp_path_factory.mktemp("clone") / "vllm-matrix"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True)
     assert _git(dest, "status", "--porcelain") == ""
@@ -87,7 +88,7 @@ def test_a_query_in_a_fresh_clone_changes_no_tracked_file(
 def test_invoke_queries_in_a_fresh_clone_change_nothing(clone: Path) -> None:
     inv = Path(sys.executable).with_name("inv")
     if not inv.exists():
-        pytest.skip("invoke is not installed beside this Python")
+        skip_or_fail("invoke is not installed beside this Python")
     for args in (["facts", "0.8.5"], ["preflight", "--cell", "vllm0.8.5"], ["cells"]):
         r = subprocess.run([str(inv), *args], cwd=clone, capture_output=True, text=True)
         assert r.returncode == 0, (args, r.stderr[-2000:])

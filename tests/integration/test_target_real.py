@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import index_reachable
+from conftest import index_reachable, skip_or_fail
 
 from vllm_matrix import cli
 from vllm_matrix.commands import doctor, newest
@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.integration]
 def _index() -> None:
     why = index_reachable()
     if why:
-        pytest.skip(why)
+        skip_or_fail(why)
 
 
 def _result(tmp: Path, cell_id: str) -> dict[str, object]:

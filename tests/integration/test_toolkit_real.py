@@ -62,7 +62,7 @@ def pypi_130() -> toolkit.Toolkit:
 @pytest.fixture(scope="module")
 def system_130() -> toolkit.Toolkit:
     if not Path("/usr/local/cuda/bin/nvcc").exists():
-        pytest.skip("no /usr/local/cuda on this machine")
+        skip_or_fail("no /usr/local/cuda on this machine", machine=True)
     return _provide("system", "13.0")
 
 

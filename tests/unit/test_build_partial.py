@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -214,9 +213,11 @@ def test_a_partial_build_is_never_shown_as_a_wheel() -> None:
 def test_gpu_depth_runs_after_smoke_and_model_after_gpu() -> None:
     from vllm_matrix.pipeline import plan
 
-    assert plan.DEPTHS[-2:] == ("gpu", "model") and plan.LAST_STAGE["gpu"] == "gpu"
-    assert plan.LAST_STAGE["model"] == "model"
-    assert textwrap.dedent(results.STAGE_ORDER[-1]) == "model"
+    names = [s.name for s in plan.PLAN]
+    assert names.index("smoke") < names.index("gpu") < names.index("model")
+    # each is a depth of its own: --depth gpu stops before the model stage
+    assert [s.name for s in plan.cut("gpu")][-2:] == ["smoke", "gpu"]
+    assert [s.name for s in plan.cut("model")][-3:] == ["smoke", "gpu", "model"]
 
 
 def test_a_probe_not_run_is_no_evidence() -> None:

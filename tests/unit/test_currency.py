@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
+from conftest import need_program
 
 from vllm_matrix import cli
 from vllm_matrix.commands import currency
@@ -54,8 +54,7 @@ def _tree(tmp_path: Path, name: str, text: str) -> source.SourceTree:
 def test_a_release_past_a_range_is_patched_for_real(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if shutil.which("patch") is None:  # pragma: no cover - Debian has it
-        pytest.skip("no patch program")
+    need_program("patch", "patch")
     (tmp_path / "patches").mkdir()
     (tmp_path / "patches" / "series.toml").write_text(SERIES)
     (tmp_path / "patches" / "greet.patch").write_text(PATCH)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -251,6 +252,10 @@ def test_exit_codes_per_command(
     if case == "tiny-model":  # needs torch (the [model] extra): a stand-in module
         fake = types.SimpleNamespace(TinySpec=lambda **k: None, make=_raise(exc))
         monkeypatch.setitem(sys.modules, mod, fake)
+        # where torch is installed another test may have imported the real module: the
+        # package's attribute is what `from vllm_matrix.stages import tinymodel` reads
+        package, _, name = mod.rpartition(".")
+        monkeypatch.setattr(importlib.import_module(package), name, fake, raising=False)
     else:
         monkeypatch.setattr(f"{mod}.{attr}", _raise(exc))
     assert main(_argv(case, root, ids)) == code

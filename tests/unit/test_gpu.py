@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import need_module, skip_or_fail
 
 from vllm_matrix.commands import doctor
 from vllm_matrix.gpu import info as gpuinfo
+from vllm_matrix.infra import results
 from vllm_matrix.infra.errors import ToolError
 from vllm_matrix.infra.results import FAIL, PASS, SKIP, WARN
-from vllm_matrix.stages import audit, gpu, preflight, toolkit
+from vllm_matrix.stages import audit, gpu, modelstage, preflight, toolkit
 from vllm_matrix.stages import env as env_mod
 from vllm_matrix.stages.env import TorchEnv
 from vllm_matrix.stages.toolkit import Toolkit
@@ -43,6 +45,27 @@ def test_parse_recorded_nvidia_smi_query() -> None:
     assert gpuinfo.parse_query("No devices were found\n") == ()
 
 
+def test_one_gpu_query_names_the_gpus_of_a_result_and_the_model_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nvidia-smi is found through the programs registry and run by gpu/info only; a
+    result's machine and the model stage take its names."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\ncat {DEVICE / 'nvidia-smi-query.txt'}\n")
+    smi.chmod(0o755)
+    monkeypatch.setattr(gpuinfo.programs, "find", lambda name: str(smi))
+    monkeypatch.setattr(gpuinfo, "_driver_api", lambda: ("13.0", ()))
+    assert gpuinfo.names() == ("NVIDIA H200", "NVIDIA H200")
+    assert results.machine(gpuinfo.names())["gpu"] == "2 x NVIDIA H200"
+    assert modelstage.gpu_name() == "NVIDIA H200"
+    assert results.machine(())["gpu"] is None
+    src = Path(gpuinfo.__file__).parents[1]
+    querying = sorted(
+        str(p.relative_to(src)) for p in src.rglob("*.py") if '"nvidia-smi"' in p.read_text()
+    )
+    assert querying == ["gpu/info.py"]
+
+
 def test_arch_for_and_driver_api_version() -> None:
     assert [gpuinfo.arch_for(c) for c in ("8.9", "9.0", "12.0")] == ["8.9", "9.0a", "12.0a"]
     assert gpuinfo.cuda_of(13000) == "13.0" and gpuinfo.cuda_of(12080) == "12.8"
@@ -64,7 +87,7 @@ def test_a_toolkit_or_torch_newer_than_the_driver_is_refused_with_the_fix() -> N
 
 
 def test_detect_without_nvidia_smi_or_driver_finds_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gpuinfo.shutil, "which", lambda name: None)
+    monkeypatch.setattr(gpuinfo.programs, "find", lambda name: None)
     monkeypatch.setattr(gpuinfo, "_driver_api", lambda: (None, ()))
     rep = gpuinfo.detect()
     assert rep.gpus == () and rep.archs == () and "no GPU" in rep.source
@@ -354,7 +377,7 @@ def test_worker_on_a_real_gpu(tmp_path: Path) -> None:
     gpu stage after a --targets build: reports/device)."""
     why = _gpu_here()
     if why:
-        pytest.skip(why)
+        skip_or_fail(why, machine=True)
     out = tmp_path / "w.json"
     res = gpu.run_worker([], sys.executable, out, tmp_path / "w.log")
     assert res["device"]["capability"] and res["ops"]["cutlass_scaled_mm"] is False
@@ -364,8 +387,7 @@ def test_worker_on_a_real_gpu(tmp_path: Path) -> None:
 
 def test_worker_loads_nothing_and_finds_no_ops_without_extensions(tmp_path: Path) -> None:
     """The worker's load path on CPU (the smoke of a partial build uses it)."""
-    if importlib.util.find_spec("torch") is None:
-        pytest.skip("no torch in this interpreter")
+    need_module("torch", "the [model] extra: the worker imports it")
     res = gpu.run_worker([], sys.executable, tmp_path / "w.json", tmp_path / "w.log", True)
     assert "error" not in res and res["device"] is None
     assert res["ops"] == dict.fromkeys(

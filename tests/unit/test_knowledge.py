@@ -126,6 +126,31 @@ def test_provider_suites_and_min_major(tmp_path: Path) -> None:
         knowledge.load_toolchains(p)
 
 
+def test_provider_for_is_the_first_provider_listing_the_version(tmp_path: Path) -> None:
+    k = knowledge.load()
+    assert [k.provider_for(v) for v in ("12.4", "11.8", "13.0", "13.5")] == [
+        "debian",
+        "debian",
+        "pypi",
+        "pypi",
+    ]
+    assert k.provider_for("12.8") == "system"  # no provider assembles it: an installed one
+    # A provider the data adds is chosen (no list of provider names in the code), and where
+    # two list a version the data's order decides.
+    p = tmp_path / "toolchains.toml"
+    p.write_text(
+        '[provider.conda-prefix]\nversions = { "12.8" = "x", "12.4" = "y" }\n'
+        '[provider.debian]\nversions = { "12.4" = "z" }\n'
+    )
+    nvcc, torch, providers = knowledge.load_toolchains(p)
+    mine = knowledge.Knowledge(nvcc, torch, providers, ())
+    assert [mine.provider_for(v) for v in ("12.8", "12.4", "13.0")] == [
+        "conda-prefix",
+        "conda-prefix",
+        "system",
+    ]
+
+
 def test_nvcc_family_and_arch_specific_targets() -> None:
     k = knowledge.load()
     assert k.nvcc["12.8"].can_target("12.0a") and not k.nvcc["12.8"].can_target("12.0f")

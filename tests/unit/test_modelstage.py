@@ -4,12 +4,14 @@ forward of the tiny checkpoint, made by test_tinymodel.py, in the worker's forma
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import skip_or_fail
 
 from vllm_matrix.infra.results import ERROR, FAIL, PASS, SKIP
 from vllm_matrix.stages import modelcheck, modelstage
@@ -58,9 +60,8 @@ def test_not_a_run_document() -> None:
         modelstage.judge({"outputs": []}, doc("fp8"), modelcheck.load())
 
 
-def test_no_gpu_here_means_not_run(tmp_path: Path) -> None:
-    if modelstage.gpu_name() is not None:
-        pytest.skip("this machine has a GPU")
+def test_no_gpu_here_means_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(modelstage.gpuinfo, "names", lambda: ())
     res = modelstage.run(tmp_path / "bf16", tmp_path / "fp8", tmp_path / "work")
     assert res.status == SKIP and res.summary == "not run: no GPU"
     assert res.findings[0].level == "skip"
@@ -74,13 +75,15 @@ def test_no_vllm_is_an_error_not_a_fact_about_the_checkpoint(
     try:
         import vllm  # noqa: F401
 
-        pytest.skip("vLLM is importable here")
+        skip_or_fail("vLLM is importable here", machine=True)
     except ImportError:
         pass
     monkeypatch.setattr(modelstage, "gpu_name", lambda: "NVIDIA H200")
     res = modelstage.run(tmp_path, tmp_path, tmp_path / "work", python=sys.executable)
     assert res.status == ERROR, res
     assert "the worker cannot start" in res.summary
-    # The fix names the missing runtime package (here torch, imported first).
-    assert "install vLLM's runtime package 'torch'" in res.findings[0].fix
+    # The fix names the first runtime package missing (torch is imported first; where the
+    # [model] extra put torch here, vllm itself).
+    first = "torch" if importlib.util.find_spec("torch") is None else "vllm"
+    assert f"install vLLM's runtime package '{first}'" in res.findings[0].fix
     assert "fix" not in res.findings[0].message and res.findings[0].fix

@@ -130,12 +130,6 @@ def test_probe_confirms_the_boundary_and_explain_says_what_it_rests_on() -> None
     assert "0.10.0" in newest.render(out)
 
 
-def test_provider_for() -> None:
-    assert newest.provider_for("12.4", K) == "debian"
-    assert newest.provider_for("13.0", K) == "pypi"
-    assert newest.provider_for("12.8", K) == "system"
-
-
 def test_blackwell_release_table_renders_depth_and_basis() -> None:
     from vllm_matrix.report import readme
 

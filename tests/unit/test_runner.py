@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import errno
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -325,7 +326,8 @@ def test_shallower_rerun_keeps_deeper_stages(tmp_path: Path) -> None:
     path = ws.results / f"{c.id}.json"
     d = results.read(path)
     deeper = results.StageResult("toolkit", "pass", 1.0, "nvcc 12.4")
-    results.write(ws.results, c, [*map(results.StageResult.from_json, d["stages"]), deeper])
+    stages = [*map(results.StageResult.from_json, d["stages"]), deeper]
+    results.write(ws.results, c, stages, d["machine"])
     runner.run_cell(c, ws, depth="preflight", **MACHINE)
     assert [s["stage"] for s in results.read(path)["stages"]][-1] == "toolkit"
 
@@ -381,8 +383,11 @@ def build_fakes(
         seen["variant"] = variant
         return TorchEnv(python, torch, variant, tmp, tmp / "py", tmp, "2.6.0+cu124", "12.4")
 
+    real = inspect.signature(plan.build.build_wheel)
+
     def build_wheel(*a: object, **kw: object) -> results.StageResult:
-        seen["build"] = kw | {"work": a[5], "dist": a[6]}
+        # every argument by its name in the real signature (a call it rejects fails here)
+        seen["build"] = dict(real.bind(*a, **kw).arguments)
         return results.StageResult("build", "pass", 0.0, "built", details={"wheel": "/w.whl"})
 
     def audit_wheel(wheel: Path, tk_: object, archs: tuple[str, ...]) -> results.StageResult:
@@ -659,7 +664,7 @@ def test_error_cells_are_listed_apart_and_exit_non_zero(
 
     monkeypatch.setattr(plan.toolkit, "provide", provide)
     monkeypatch.setattr(plan.preflight, "detect_host", lambda: MACHINE["host"])
-    monkeypatch.setattr(results, "machine", lambda: MACHINE["mach"])
+    monkeypatch.setattr(results, "machine", lambda gpus: MACHINE["mach"])
     rc = cli.main(["run", "--matrix", str(m), "--depth", "toolkit"])
     out = capsys.readouterr()
     assert rc == 3, out.err

@@ -1,8 +1,9 @@
 """tinymodel: the tiny Llama checkpoint, bf16 and ModelOpt FP8, made here and loaded back.
 
 Needs the [model] extra (torch, safetensors, numpy, tokenizers), which is not part of dev:
-without it the module skips (also in CI). The comparison numbers are printed (-s) and
-kept in tests/unit/model/ as the model stage's recorded outputs.
+without it the module skips, and fails with CI=true (.ci/run installs the extra, with the
+CPU build of torch). The comparison numbers are printed (-s) and kept in tests/unit/model/
+as the model stage's recorded outputs.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import need_module
 
-torch = pytest.importorskip("torch", reason="the [model] extra (torch) is not installed")
-pytest.importorskip("safetensors", reason="the [model] extra (safetensors) is not installed")
-pytest.importorskip("tokenizers", reason="the [model] extra (tokenizers) is not installed")
-pytest.importorskip("numpy", reason="the [model] extra (numpy) is not installed")
+torch = need_module("torch", "the [model] extra")
+for _name in ("safetensors", "tokenizers", "numpy"):
+    need_module(_name, "the [model] extra")
 
 from safetensors.torch import load_file  # noqa: E402
 
@@ -225,6 +226,16 @@ def test_tolerance_catches_a_loader_defect(made: tinymodel.Made, how: str) -> No
     assert len(modelcheck.within(c, w.fp8_vs_bf16)) == 2
 
 
+# Greedy paths of a random tiny model part at near-ties, and where depends on the CPU's
+# matmul kernels (FP8's fake quantisation turns a last-bit difference into a step of the
+# E4M3 grid). Measured: the fixtures, made on the seed's machine, against torch
+# 2.13.0+cpu on a Xeon with AMX: bf16 identical (|dlogprob| <= 1e-5); fp8: 1 of 8
+# sequences parts at token 15 of 32, |dlogprob| <= 0.06 before it, 1 forced top-1 differs;
+# weight_scale dropped: 4 of 8 part, the earliest at token 7. A changed seed, model or
+# quantisation parts at the first tokens.
+MIN_SHARED_TOKENS = 4
+
+
 def test_recorded_fixtures_are_what_tinymodel_makes(made: tinymodel.Made) -> None:
     """tests/unit/model/*.json (the model stage's CPU tests read them without torch) are
     this module's real output; regenerate with `python tests/unit/test_tinymodel.py`."""
@@ -232,14 +243,20 @@ def test_recorded_fixtures_are_what_tinymodel_makes(made: tinymodel.Made) -> Non
         kept = json.loads((FIXTURES / f"{name}.json").read_text())
         a, b = modelcheck.read_outputs(kept), modelcheck.read_outputs(doc)
         for x, y in zip(a, b, strict=True):
-            assert x.prompt_ids == y.prompt_ids and x.tokens == y.tokens
-            assert x.forced_top1 == y.forced_top1
+            assert x.prompt_ids == y.prompt_ids
+            pairs = zip(x.tokens, y.tokens, strict=True)
+            shared = next((k for k, (p, q) in enumerate(pairs) if p != q), len(x.tokens))
+            top1_differ = sum(p != q for p, q in zip(x.forced_top1, y.forced_top1, strict=True))
+            if name == "bf16":
+                assert shared == len(x.tokens) and top1_differ == 0
+            assert shared >= MIN_SHARED_TOKENS and top1_differ <= 1, (name, shared, top1_differ)
             if "dropped" in name:
                 continue  # activations of 1e5 and more: logprobs follow the summation order
+            tol = 1e-3 if name == "bf16" else 0.1
             assert all(
-                math.isclose(p, q, rel_tol=1e-4, abs_tol=1e-3)
-                for p, q in zip(x.logprobs, y.logprobs, strict=True)
-            )
+                math.isclose(p, q, rel_tol=1e-4, abs_tol=tol)
+                for p, q in zip(x.logprobs[:shared], y.logprobs[:shared], strict=True)
+            ), name
 
 
 if __name__ == "__main__":
@@ -258,7 +275,7 @@ def test_transformers_reads_it_as_the_same_llama(made: tinymodel.Made) -> None:
     loading use) read the bf16 checkpoint as the model tinymodel.forward computes: the
     reference the model stage scores vLLM against is a Llama, not a look-alike. Measured
     with transformers 5.17.0 (the GPU machine's): max |logit difference| 7.6e-6."""
-    transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+    transformers = need_module("transformers", "the forward's cross-check; .ci/run has it")
     tok = transformers.AutoTokenizer.from_pretrained(made.bf16)
     prompts = modelcheck.load().prompts
     ids = tinymodel.prompt_ids(made.bf16, prompts)
@@ -285,6 +302,7 @@ class _FakeVllm:
 
         self.ns = SimpleNamespace
         self.__version__ = "fake"
+        self.__file__ = __file__  # the worker records where vLLM was imported from
 
     def SamplingParams(self, **kw: Any) -> Any:
         return self.ns(**kw)

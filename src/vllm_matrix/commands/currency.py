@@ -33,6 +33,7 @@ from typing import Any, Literal
 from packaging.version import Version
 
 from vllm_matrix.commands.common import say
+from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import results
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell
@@ -252,7 +253,7 @@ def check(
             ws = Workspace(scratch / "ws")
             real = preflight.detect_host()
             host = preflight.Host(None, real.system_cuda, real.conda_prefix)
-            mach = results.machine()
+            mach = results.machine(gpuinfo.names())
             todo = [v for v in listed.versions if since is None or Version(v) >= Version(since)]
             for n, v in enumerate(todo, 1):
                 p, items = preflight_release(v, arch, know, ws, host, mach)

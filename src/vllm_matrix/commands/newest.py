@@ -104,15 +104,6 @@ class Answer:
         }
 
 
-def provider_for(cuda: str, know: knowledge.Knowledge) -> str:
-    """The provider that can supply ``cuda`` here (debian, then pypi), else "system"."""
-    for name in ("debian", "pypi"):
-        pf = know.providers.get(name)
-        if pf and cuda in pf.versions:
-            return name
-    return "system"
-
-
 def releases(pinned: dict[str, str] | None = None) -> list[str]:
     """Final releases, newest first: ``pins.releases()`` (the index's list, see
     knowledge/pins.py), or the releases of ``pinned`` where a caller passes its own."""
@@ -174,7 +165,7 @@ def walk(
                 fix="pass --cuda (e.g. --cuda 12.4)",
             )
         cuda = tf.cuda
-    provider = provider or provider_for(cuda, know)
+    provider = provider or know.provider_for(cuda)
     adv = adviser or advice_mod.Adviser(know=know, pinned=pinned)
     run = step or (lambda c: _step(c, adv))
     steps: list[Step] = []
@@ -512,7 +503,7 @@ def cheapest(
     spec = tf.version if tf and base is not None and base.label == tf.label else label
     status, found_t = adv.findings(vllm, spec, nvcc, (arch,), python)
     found = list(found_t)
-    cell = make_cell(vllm, spec, nvcc, provider_for(nvcc, know), python, (arch,))
+    cell = make_cell(vllm, spec, nvcc, know.provider_for(nvcc), python, (arch,))
     rel = adv.release(vllm)
     # the preflight stage's ModelOpt FP8 answer (per arch, from the dispatch code), not a
     # second one: the Blackwell table said "yes (sm89+)" for 0.8.5, compat.md "no"

@@ -41,7 +41,7 @@ def release_cell(args: argparse.Namespace) -> config.Cell:
     if cuda is None:
         cuda, provider = mapping.toolchain_for(tf.cuda if tf else None, know, provider)
     elif provider is None:
-        provider = mapping.provider_for(cuda, know)
+        provider = know.provider_for(cuda)
     pythons = [p for p in f.python if tf is None or not tf.pythons or p in tf.pythons]
     # the matrix's default Python when both accept it (its envs are likely cached), else
     # the newest both accept

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import ctypes
 import re
-import shutil
 from dataclasses import dataclass, replace
 from typing import Any
 
-from vllm_matrix.infra import proc
+from vllm_matrix.infra import proc, programs
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.errors import MatrixError
 
@@ -119,8 +118,10 @@ def _driver_api() -> tuple[str | None, tuple[Gpu, ...]]:
 
 
 def detect() -> GpuReport:
-    """The GPUs here (none: an empty report) and the driver's CUDA version."""
-    smi = shutil.which("nvidia-smi")
+    """The GPUs here (none: an empty report) and the driver's CUDA version: the one query
+    of this machine's GPUs (doctor, the target, the gpu and model stages, a result's
+    machine)."""
+    smi = programs.find("nvidia-smi")
     api_cuda, api_gpus = _driver_api()
     if smi:
         try:
@@ -139,6 +140,11 @@ def detect() -> GpuReport:
     if api_gpus:
         return GpuReport(api_gpus, api_cuda, "driver API (no nvidia-smi)")
     return GpuReport((), api_cuda, "no GPU (nvidia-smi and the driver API found none)")
+
+
+def names() -> tuple[str, ...]:
+    """Each GPU's name, one per GPU (``("NVIDIA H200", "NVIDIA H200")``); none: ()."""
+    return tuple(g.name for g in detect().gpus)
 
 
 def _ver(v: str) -> tuple[int, int]:
@@ -203,6 +209,7 @@ __all__ = [
     "cuda_of",
     "detect",
     "driver_fix",
+    "names",
     "newer_than_driver",
     "parse_banner_cuda",
     "parse_query",

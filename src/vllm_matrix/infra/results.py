@@ -12,13 +12,13 @@ import os
 import platform
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, NotRequired, TypedDict, cast
+from typing import Any, Literal, NotRequired, TypedDict, cast, overload
 
-from vllm_matrix.infra import portable, proc, programs
+from vllm_matrix.infra import portable
 from vllm_matrix.infra.cache import atomic_write_text
 from vllm_matrix.infra.config import Cell
 
@@ -67,21 +67,54 @@ VERDICTS = tuple(Verdict)
 # A finding's level: a stage's status follows from its findings' levels (status_of).
 Level = Literal["fail", "warn", "skip", "info", "error"]
 
-STAGE_ORDER = (
-    "source",
-    "facts",
-    "preflight",
-    "toolkit",
-    "env",
-    "patches",
-    "probe",
-    "build",
-    "audit",
-    "smoke",
-    "gpu",
-    "model",
-)
-COMPILED = STAGE_ORDER[STAGE_ORDER.index("probe") :]  # stages whose verdicts come from compiling
+
+class PlanNames(Sequence[str]):
+    """Stage names as PLAN (pipeline/plan.py) has them, which registers them on import.
+
+    infra may not import the pipeline, and the tuple kept here before restated PLAN. Read
+    before PLAN registered (a process that never imported vllm_matrix.pipeline.plan), it
+    raises instead of answering from an empty list.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._names: tuple[str, ...] = ()
+
+    def _get(self) -> tuple[str, ...]:
+        if not self._names:
+            raise RuntimeError(
+                f"results.{self._what} is PLAN's and was read before pipeline/plan.py "
+                "registered it: import vllm_matrix.pipeline.plan first (a bug in the caller)"
+            )
+        return self._names
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[str, ...]: ...
+    def __getitem__(self, index: int | slice) -> str | tuple[str, ...]:
+        return self._get()[index]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and self._get() == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(self._get())
+
+    def __repr__(self) -> str:
+        return f"PlanNames({self._names!r})"
+
+
+STAGE_ORDER = PlanNames("STAGE_ORDER")  # every stage, in PLAN's order
+COMPILED = PlanNames("COMPILED")  # the stages whose PASS is evidence from compiling
+
+
+def register_plan(order: Sequence[str], compiled: Sequence[str]) -> None:
+    """PLAN's stage names and its compiling ones (pipeline/plan.py calls it, once)."""
+    STAGE_ORDER._names, COMPILED._names = tuple(order), tuple(compiled)
 
 
 # The result file as JSON (``envelope``; ``read`` checks one): what other modules read.
@@ -418,13 +451,10 @@ def _verdict_of(stages: list[StageResult]) -> CellVerdict:
     return CellVerdict(name, depth, cause, fix, tuple(e for f in warns for e in f.evidence))
 
 
-def machine() -> dict[str, Any]:
-    """What ran it: enough to say "on what machine" in the report."""
-    gpu = None
-    smi = programs.find("nvidia-smi")
-    if smi:
-        out = proc.output_of([smi, "--query-gpu=name", "--format=csv,noheader"], timeout=20)
-        gpu = _gpus(out.strip()) if out and out.strip() else None
+def machine(gpus: Sequence[str]) -> dict[str, Any]:
+    """What ran it: enough to say "on what machine" in the report. ``gpus``: each GPU's
+    name (``gpu.info.names()``: the GPU query is gpu/info's, which infra may not import)."""
+    gpu = _gpus("\n".join(gpus)) if any(g.strip() for g in gpus) else None
     mem = 0
     with contextlib.suppress(ValueError, OSError):
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -510,7 +540,7 @@ def write(
     results_dir: Path,
     cell: Cell,
     stages: list[StageResult],
-    mach: dict[str, Any] | None = None,
+    mach: dict[str, Any],
     last_error: ErrorRecord | None = None,
 ) -> Path:
     """``last_error``: a newer run that ended in ERROR, kept beside ``stages`` (the older,
@@ -518,7 +548,7 @@ def write(
     path = results_dir / f"{cell.id}.json"
     # Paths as the report shows them (results/logs/..., $VLLM_MATRIX_CACHE/...).
     roots = portable.Roots.here(results_dir.parent)
-    doc = portable.doc(envelope(cell, stages, mach or machine(), last_error), roots)
+    doc = portable.doc(envelope(cell, stages, mach, last_error), roots)
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
     return path
 

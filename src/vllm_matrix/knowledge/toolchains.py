@@ -140,6 +140,15 @@ class Knowledge:
     def nvcc_for(self, version: str) -> NvccFacts | None:
         return self.nvcc.get(_major_minor(version))
 
+    def provider_for(self, cuda: str) -> str:
+        """The provider that supplies CUDA ``cuda`` here: the first ``[provider.*]`` of
+        toolchains.toml that lists the version, else "system" (a toolkit already
+        installed). The one choice of a provider for every command that picks one."""
+        for name, pf in self.providers.items():
+            if cuda in pf.versions:
+                return name
+        return "system"
+
     def min_nvcc_for(self, arch: str) -> str | None:
         ok = [v for v, f in self.nvcc.items() if f.can_target(arch)]
         return min(ok, key=Version) if ok else None

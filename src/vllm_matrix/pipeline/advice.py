@@ -174,14 +174,6 @@ def result_dirs(root: Path) -> tuple[Path, ...]:
 # ------------------------------------------------------------------------ the adviser
 
 
-def provider_for(cuda: str, know: Knowledge) -> str:
-    for name in ("debian", "pypi"):
-        pf = know.providers.get(name)
-        if pf and cuda in pf.versions:
-            return name
-    return "system"
-
-
 @dataclass
 class Adviser:
     """Caches preflight verdicts and walks, so many questions (a map) cost little."""
@@ -229,7 +221,7 @@ class Adviser:
                 err = Finding("source", "error", exc.message, exc.fix or "")
                 self._status[k] = (ERROR, (err,))
                 return self._status[k]
-            cell = Cell(vllm, torch, cuda, provider_for(cuda, self.know), python, arch)
+            cell = Cell(vllm, torch, cuda, self.know.provider_for(cuda), python, arch)
             found = preflight.check(
                 cell,
                 rf.facts,

@@ -564,15 +564,6 @@ def _merge_deeper(
 # ------------------------------------------------------------- toolchain for a release
 
 
-def provider_for(cuda: str, know: Knowledge) -> str:
-    """The provider that supplies CUDA ``cuda`` here (knowledge/data/toolchains.toml),
-    else system."""
-    for name, pf in know.providers.items():
-        if cuda in pf.versions:
-            return name
-    return "system"
-
-
 def toolchain_for(
     torch_cuda: str | None, know: Knowledge, provider: str | None = None
 ) -> tuple[str, str]:

@@ -385,6 +385,9 @@ PLAN: tuple[Stage, ...] = (
     Stage("model", do_model, "model", needs=("extensions", "env"), long=True, compiles=True),
 )
 STAGES = {s.name: s for s in PLAN}
+# The order and the compiling stages every layer reads (results, classify, the report)
+# are these: infra/results.py holds them for the layers that may not import the pipeline.
+results.register_plan(tuple(STAGES), tuple(s.name for s in PLAN if s.compiles))
 
 # Depths in plan order, and the stage each ends with.
 DEPTHS = tuple(dict.fromkeys(s.depth for s in PLAN))

@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import errors, results
 from vllm_matrix.infra.config import Cell, Matrix
 from vllm_matrix.infra.errors import MatrixError, NotAvailable
@@ -148,7 +149,7 @@ def run_cell(
     force = force or bool(cell.options.force)  # matrix.toml: options = { force = true }
     previous = reuse.previous(ws, cell)  # read before this run's first write replaces it
     ctx = CellContext(cell, ws, opts, tuple(s.name for s in walk), host, echo, previous)
-    mach = mach or results.machine()
+    mach = mach or results.machine(gpuinfo.names())
     tool_made = cell.env != "current" and cell.provider in TOOL_MADE
     current = walk[0]
     try:
@@ -211,7 +212,7 @@ def run_matrix(
     plan.check_depth(depth)
     say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
     cells = matrix.select(select)
-    mach = mach or results.machine()
+    mach = mach or results.machine(gpuinfo.names())
 
     def one(n: int, cell: Cell) -> results.CellVerdict:
         t0 = time.monotonic()

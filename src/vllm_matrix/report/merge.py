@@ -29,7 +29,11 @@ from vllm_matrix.report import compat as report
 
 # Verdicts that say nothing about vLLM: never chosen over a run that does.
 NO_EVIDENCE = (Verdict.UNKNOWN, Verdict.ERROR)
-DEPTH_RANK = {name: n for n, name in enumerate(("none", *results.STAGE_ORDER))}
+
+
+def depth_rank(depth: str) -> int:
+    """0 for no depth (or one no stage has), else 1 + the stage's place in PLAN."""
+    return results.STAGE_ORDER.index(depth) + 1 if depth in results.STAGE_ORDER else 0
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class Run:
     def key(self) -> tuple[bool, int, str]:
         return (
             self.row["verdict"] not in NO_EVIDENCE,
-            DEPTH_RANK.get(self.row["depth"], 0),
+            depth_rank(self.row["depth"]),
             self.row["written"] or "",
         )
 

@@ -29,7 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vllm_matrix.infra import proc, programs, results
+from vllm_matrix.gpu import info as gpuinfo
+from vllm_matrix.infra import proc, results
 from vllm_matrix.infra.errors import CommandError
 from vllm_matrix.infra.results import ERROR, FAIL, PASS, SKIP, Finding, StageResult
 from vllm_matrix.stages import modelcheck
@@ -44,13 +45,9 @@ _ERROR_LINE = re.compile(r"\b\w*(Error|Exception)\b[:(]|\bERROR\b")
 
 
 def gpu_name() -> str | None:
-    """The first GPU's name from nvidia-smi, or None where there is none."""
-    smi = programs.find("nvidia-smi")
-    if smi is None:
-        return None
-    out = proc.output_of([smi, "--query-gpu=name", "--format=csv,noheader"], timeout=20)
-    lines = (out or "").strip().splitlines()
-    return lines[0].strip() if lines else None
+    """The first GPU's name (gpu/info's query), or None where there is none."""
+    names = gpuinfo.names()
+    return names[0] if names else None
 
 
 def not_run(reason: str, seconds: float = 0.0) -> StageResult:

@@ -24,6 +24,7 @@ from typing import Any
 
 from vllm_matrix.infra import results
 from vllm_matrix.infra.results import Finding, StageResult
+from vllm_matrix.pipeline import plan  # noqa: F401  (registers the stage order verdicts read)
 from vllm_matrix.stages import audit, gpu
 
 NOTE = (
