@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -366,7 +367,13 @@ class CMake:
         if not a:
             return
         name, vals = a[0], a[1:]
-        self.assignments.append(Assignment(name, self.as_read(cmd.args[1:]), cmd.where))
+        raw = cmd.args[1:]
+        if any(self.get(r) is None for t in raw for r in _ONE_REF.findall(t.text)):
+            shown = self.as_read(raw)
+        else:  # the values as evaluated: no second expansion
+            stop = ("CACHE", "PARENT_SCOPE")
+            shown = tuple(itertools.takewhile(lambda v: v not in stop, vals))
+        self.assignments.append(Assignment(name, shown, cmd.where))
         if len(cmd.args) > 1:
             self.origins[name] = self.origin(cmd.args[1], cmd.where)
         if vals and vals[-1] == "PARENT_SCOPE":

@@ -55,7 +55,7 @@ class _SrcDirEnv(Mapping[str, str]):
 @dataclass(frozen=True)
 class Survey:
     samples: tuple[str, ...]  # the nvcc versions run, ascending (FLOOR first)
-    assignments: tuple[tuple[str, Assignment], ...]  # (nvcc, set()) in run order
+    assignments: tuple[tuple[str, Assignment], ...]  # (lowest nvcc, set()) in run order
     gates: tuple[Gate, ...]  # in CMakeLists.txt, by line
     fetches: tuple[Fetch, ...]  # first of each (name, file) with a download
     overrides: dict[str, str]  # external name -> the env variable that replaces its download
@@ -125,7 +125,7 @@ def survey(tree: Path) -> Survey:
     return _survey(tree.resolve(), cm.stat().st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=128)  # every release of a currency pass (76); 34 KB for 0.34.0
 def _survey(tree: Path, _stamp: int) -> Survey:
     runs: dict[str, CMake] = {}
     todo = [FLOOR]
@@ -140,7 +140,12 @@ def _survey(tree: Path, _stamp: int) -> Survey:
                 tell = op in ("VERSION_GREATER_EQUAL", "VERSION_LESS")
                 todo += [v for v in ((t,) if tell else (t, _above(t))) if v not in runs]
     order = sorted(runs, key=functools.cmp_to_key(version_cmp))
-    assignments = tuple((v, a) for v in order for a in runs[v].assignments)
+    # each set() once, with the lowest nvcc that ran it (a function's set() once per variable)
+    lowest: dict[tuple[str, str], tuple[str, Assignment]] = {}
+    for v in order:
+        for a in runs[v].assignments:
+            lowest.setdefault((a.where, a.var), (v, a))
+    assignments = tuple(lowest.values())
     gates: dict[tuple[str, tuple[str, ...], str, int], Gate] = {}
     fetches: dict[tuple[str, str], Fetch] = {}
     for v in order:
