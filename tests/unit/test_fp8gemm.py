@@ -113,12 +113,3 @@ def test_an_audit_that_contradicts_the_scan_is_an_error() -> None:
     no100 = fp8gemm.Answer("12.0", False, "no", (), ("c3x/scaled_mm_sm100_fp8.cu",))
     got = fp8gemm.confirm(no100, empty, "m")
     assert got.depth == fp8gemm.AUDITED and "no MMA instruction" in got.evidence[-1]
-
-
-def test_built_for_reads_cmakes_real_and_virtual_spellings() -> None:
-    """vLLM 0.6.1 … 0.6.2's CMake puts CUDA_ARCHITECTURES forms ("90-real") in its lists:
-    they ended the whole preflight in ERROR ("'90-real' is not a GPU arch")."""
-    assert fp8gemm._built_for(["80-real", "90-real"], 90) == ["90-real"]
-    assert fp8gemm._built_for(["80-virtual"], 90) == ["80-virtual"]  # PTX JITs forward
-    assert fp8gemm._built_for(["90-real"], 120) == []
-    assert fp8gemm._built_for(["8.9+PTX", "9.0a"], 90) == ["8.9+PTX", "9.0a"]

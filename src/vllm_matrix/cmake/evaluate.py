@@ -3,24 +3,39 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
+import itertools
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from vllm_matrix.cmake.conditions import Cond
 from vllm_matrix.cmake.lexer import Cmd, Def, If, Loop, Node, Tok, blocks, lex, subst_macro
-from vllm_matrix.cmake.model import Family, TargetBuild
+from vllm_matrix.cmake.model import Assignment, Family, Fetch, Gate, TargetBuild
 from vllm_matrix.cmake.values import natural_key, parse_args, py_regex, regex_replace, split_list
 from vllm_matrix.infra.errors import MatrixError
 
 _REF = re.compile(r"\$(ENV|CACHE)?\{([^${}]*)\}")
+_ONE_REF = re.compile(r"\$\{([^${}]+)\}")
+# The variables that hold the nvcc version once find_package(Torch) enabled CUDA.
+NVCC_VARS = ("CMAKE_CUDA_COMPILER_VERSION", "CUDA_VERSION", "CUDAToolkit_VERSION")
+_NVCC_REF = re.compile(r"\$\{(" + "|".join(NVCC_VARS) + r")\}|(" + "|".join(NVCC_VARS) + ")")
+_MIRROR = {"GREATER": "LESS", "LESS": "GREATER", "GREATER_EQUAL": "LESS_EQUAL"}
+_MIRROR |= {v: k for k, v in _MIRROR.items()} | {"EQUAL": "EQUAL"}
+_FETCH_KEYS = ("GIT_REPOSITORY", "GIT_TAG", "URL", "SOURCE_DIR")
 
 # run_python is a function in utils.cmake; ours answers from the torch env's files,
 # because the headers env cannot `import torch`.
 _ALWAYS_NATIVE = {"run_python"}
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(path: Path, rel: str, _stamp: int) -> list[Node]:
+    """A file's blocks, parsed once per file state (the evaluator never changes them)."""
+    return blocks(lex(path.read_text(encoding="utf-8", errors="replace"), rel))
 
 
 class _Return(Exception):
@@ -49,7 +64,7 @@ class CMake:
         self,
         root: Path,
         presets: dict[str, str],
-        env: dict[str, str],
+        env: Mapping[str, str],
         run_python: Callable[[str], str],
         fetch_dirs: dict[str, Path],
         external_vars: dict[str, dict[str, str]],
@@ -71,6 +86,17 @@ class CMake:
         self.empty_globs: list[str] = []
         self.skipped_includes: list[str] = []
         self.steps = 0
+        # What the tree declares, for the survey (cmake/survey.py): every set() executed,
+        # where each variable's value is written, the FetchContent sources, the nvcc
+        # versions the conditions compare with, and the arch-gated kernels.
+        self.follow_external_projects = False  # the probe skips them; the survey runs them
+        self.assignments: list[Assignment] = []
+        self.origins: dict[str, str] = {}
+        self.fetches: list[Fetch] = []
+        self.minimum: tuple[str, str] | None = None  # cmake_minimum_required VERSION, where
+        self.nvcc_thresholds: set[tuple[str, str]] = set()  # (VERSION_* op, version)
+        self.intersections: dict[str, tuple[tuple[str, ...], str]] = {}
+        self.gates: list[tuple[str, Gate]] = []  # (file, gate)
 
     # ------------------------------------------------------------- variables
     def get(self, name: str) -> str | None:
@@ -87,6 +113,8 @@ class CMake:
             scope[name] = value
 
     def expand(self, text: str) -> str:
+        if "$" not in text:
+            return text
         for _ in range(200):
             m = _REF.search(text)
             if not m:
@@ -134,7 +162,7 @@ class CMake:
     # ------------------------------------------------------------- execution
     def run_file(self, path: Path) -> None:
         rel = self.rel(str(path))
-        nodes = blocks(lex(path.read_text(encoding="utf-8", errors="replace"), rel))
+        nodes = _parsed(path, rel, path.stat().st_mtime_ns)
         saved = self.get("CMAKE_CURRENT_LIST_DIR")
         self.set("CMAKE_CURRENT_LIST_DIR", str(path.parent))
         try:
@@ -153,6 +181,8 @@ class CMake:
                 self.defs[n.name] = n
             elif isinstance(n, If):
                 for cond, body in n.arms:
+                    if cond is not None:
+                        self.observe(cond, body)
                     if cond is None or self.cond(cond):
                         self.exec(body)
                         break
@@ -235,6 +265,11 @@ class CMake:
         native = getattr(self, f"c_{name}", None)
         if name == "set_gencode_flags_for_srcs":
             self.record_family(cmd)
+        elif name == "cuda_archs_loose_intersection":
+            argv = self.args(cmd.args)
+            if len(argv) >= 2:
+                archs = tuple(a for a in split_list(argv[1]) if a)
+                self.intersections[argv[0]] = (archs, cmd.where)
         if (native is not None and name not in self.defs) or name in _ALWAYS_NATIVE:
             if native is not None:
                 native(cmd)
@@ -243,6 +278,52 @@ class CMake:
         if d is not None:
             self.call(d, cmd)
         # anything else (find_package, install, execute_process, ...) has no effect here
+
+    # ------------------------------------------------------------- nvcc and gates
+    def nvcc_tests(self, toks: tuple[Tok, ...]) -> list[tuple[str, str]]:
+        """The condition's comparisons of the nvcc version, as ("VERSION_GREATER", "12.8")
+        with nvcc on the left (a comparison written the other way round is mirrored)."""
+        out = []
+        for i in range(1, len(toks) - 1):
+            op = toks[i].text
+            if toks[i].quoted or not op.startswith("VERSION_") or op[8:] not in _MIRROR:
+                continue
+            left, right = toks[i - 1], toks[i + 1]
+            if _NVCC_REF.fullmatch(left.text.strip()):
+                other = right
+            elif _NVCC_REF.fullmatch(right.text.strip()):
+                other, op = left, "VERSION_" + _MIRROR[op.removeprefix("VERSION_")]
+            else:
+                continue
+            value = self.expand(other.text)
+            if not other.quoted and self.get(value) is not None:
+                value = self.get(value) or ""
+            out.append((op, value))
+        return out
+
+    def observe(self, cond: tuple[Tok, ...], body: list[Node]) -> None:
+        """An if() arm about to be tested: the nvcc versions it compares with, and, where it
+        needs a new enough nvcc and a cuda_archs_loose_intersection result, a kernel gate."""
+        tests = self.nvcc_tests(cond)
+        self.nvcc_thresholds.update(tests)
+        floors = [(op, t) for op, t in tests if op in ("VERSION_GREATER", "VERSION_GREATER_EQUAL")]
+        if not floors:
+            return
+        op, nvcc = floors[0]
+        for tok in cond:
+            hit = None if tok.quoted else self.intersections.get(tok.text)
+            if hit is None:
+                continue
+            sources: list[str] = []
+            for node in body:
+                if isinstance(node, Cmd) and node.name == "set":
+                    sources = [self.rel(x) for x in self.args(node.args)[1:] if x.endswith(".cu")]
+                    if sources:
+                        break
+            sign = ">=" if op == "VERSION_GREATER_EQUAL" else ">"
+            file, line = hit[1].rsplit(":", 1)
+            gate = Gate(tok.text, hit[0], sign, nvcc, tuple(sources), int(line))
+            self.gates.append((file, gate))
 
     # ------------------------------------------------------------- families
     def record_family(self, cmd: Cmd) -> None:
@@ -261,11 +342,40 @@ class CMake:
         )
 
     # ------------------------------------------------------------- natives
+    def origin(self, tok: Tok, where: str) -> str:
+        """Where ``tok``'s value is written: a lone ``${X}`` is X's origin."""
+        m = _ONE_REF.fullmatch(tok.text.strip())
+        if m and m.group(1) in self.origins:
+            return self.origins[m.group(1)]
+        return f"{where.rsplit(':', 1)[0]}:{tok.line}"
+
+    def as_read(self, toks: tuple[Tok, ...]) -> tuple[str, ...]:
+        """set() values as a reader takes them: up to CACHE/PARENT_SCOPE, and a value that
+        names a variable no set() reached kept as written (the reader cannot resolve it)."""
+        out: list[str] = []
+        for tok in toks:
+            if not tok.quoted and tok.text in ("CACHE", "PARENT_SCOPE"):
+                break
+            if any(self.get(r) is None for r in _ONE_REF.findall(tok.text)):
+                out.append(tok.text)
+            else:
+                out += self.args((tok,))
+        return tuple(out)
+
     def c_set(self, cmd: Cmd) -> None:
         a = self.args(cmd.args)
         if not a:
             return
         name, vals = a[0], a[1:]
+        raw = cmd.args[1:]
+        if any(self.get(r) is None for t in raw for r in _ONE_REF.findall(t.text)):
+            shown = self.as_read(raw)
+        else:  # the values as evaluated: no second expansion
+            stop = ("CACHE", "PARENT_SCOPE")
+            shown = tuple(itertools.takewhile(lambda v: v not in stop, vals))
+        self.assignments.append(Assignment(name, shown, cmd.where))
+        if len(cmd.args) > 1:
+            self.origins[name] = self.origin(cmd.args[1], cmd.where)
         if vals and vals[-1] == "PARENT_SCOPE":
             v = vals[:-1]
             self.set(name, ";".join(v) if v else None, parent=True)
@@ -399,7 +509,8 @@ class CMake:
         if not path.is_file():
             return  # a CMake module (FetchContent, ...)
         rel = self.rel(str(path))
-        if rel.startswith("cmake/external_projects/") or not path.resolve().is_relative_to(
+        external = rel.startswith("cmake/external_projects/")
+        if (external and not self.follow_external_projects) or not path.resolve().is_relative_to(
             self.root.resolve()
         ):
             self.skipped_includes.append(rel)
@@ -590,9 +701,38 @@ class CMake:
             self._populated(name)
 
     def c_fetchcontent_populate(self, cmd: Cmd) -> None:
+        self.record_fetch(cmd)
         a = self.args(cmd.args)
         if a:
             self._populated(a[0])
+
+    def c_fetchcontent_declare(self, cmd: Cmd) -> None:
+        self.record_fetch(cmd)
+
+    def c_cmake_minimum_required(self, cmd: Cmd) -> None:
+        a = self.as_read(cmd.args)
+        if self.minimum is None and "VERSION" in a[:-1]:
+            self.minimum = (a[a.index("VERSION") + 1], cmd.where)
+
+    def record_fetch(self, cmd: Cmd) -> None:
+        """A FetchContent source: its GIT_REPOSITORY/GIT_TAG/URL/SOURCE_DIR values and where
+        each is written (a ``${X}`` value: where X was set)."""
+        toks = cmd.args
+        if not toks:
+            return
+        values: dict[str, str] = {}
+        where: dict[str, str] = {}
+        for i, t in enumerate(toks[:-1]):
+            if t.quoted or t.text not in _FETCH_KEYS or t.text in values:
+                continue
+            raw = toks[i + 1].text
+            refs = _ONE_REF.findall(raw)
+            # a variable no set() reached stays as written: the reader cannot resolve it
+            values[t.text] = raw if any(self.get(r) is None for r in refs) else self.expand(raw)
+            where[t.text] = self.origin(toks[i + 1], cmd.where)
+        self.fetches.append(
+            Fetch(self.expand(toks[0].text), values, where, cmd.where.rsplit(":", 1)[0])
+        )
 
     def _populated(self, name: str) -> None:
         d = self.fetch_dirs.get(name.lower())

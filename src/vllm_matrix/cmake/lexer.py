@@ -5,13 +5,14 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class Tok:
     text: str
     quoted: bool
+    line: int = field(default=0, compare=False)  # where it is written: evidence, not value
 
 
 @dataclass(frozen=True)
@@ -163,10 +164,10 @@ def scan(text: str) -> list[RawCommand]:
 
 def _tok(a: RawArg) -> Tok:
     if a.kind == "paren":
-        return Tok(a.raw, False)
+        return Tok(a.raw, False, a.line)
     if a.kind == "bracket":
-        return Tok(a.raw[1:] if a.raw.startswith("\n") else a.raw, True)
-    return Tok(_unescape(a.raw), a.kind == "quoted")
+        return Tok(a.raw[1:] if a.raw.startswith("\n") else a.raw, True, a.line)
+    return Tok(_unescape(a.raw), a.kind == "quoted", a.line)
 
 
 def lex(text: str, file: str) -> list[Cmd]:
@@ -242,7 +243,7 @@ def subst_macro(nodes: list[Node], mapping: dict[str, str]) -> list[Node]:
     pat = re.compile(r"\$\{(" + "|".join(re.escape(k) for k in mapping) + r")\}")
 
     def tok(t: Tok) -> Tok:
-        return Tok(pat.sub(lambda m: mapping[m.group(1)], t.text), t.quoted)
+        return Tok(pat.sub(lambda m: mapping[m.group(1)], t.text), t.quoted, t.line)
 
     def toks(ts: tuple[Tok, ...]) -> tuple[Tok, ...]:
         return tuple(tok(t) for t in ts)

@@ -26,6 +26,7 @@ from typing import Any
 
 from packaging.version import Version
 
+from vllm_matrix import cmake as cmake_pkg
 from vllm_matrix.infra import results
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.cache import atomic_write_text, cache_root
@@ -77,6 +78,8 @@ def _code_digest(know: Knowledge) -> str:
     h = hashlib.sha256(str(FACTS_SCHEMA).encode())
     for mod in (facts_mod, apiscan, gates):
         h.update(Path(str(mod.__file__)).read_bytes())
+    for path in sorted(Path(str(cmake_pkg.__file__)).parent.glob("*.py")):  # the evaluator
+        h.update(path.read_bytes())
     h.update(repr(know.api).encode())
     return h.hexdigest()[:16]
 

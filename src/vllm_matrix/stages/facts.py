@@ -1,10 +1,9 @@
 """Facts read from a vLLM source tree: pins, external sources, CUDA arch lists.
 
-Everything here is read, never executed: the tree's CMake files are tokenised by the
-lexer of ``vllm_matrix.cmake`` (commands, quoted/unquoted arguments, comments) and their
-if/elseif/else nesting tracked here, Python files are parsed with ``ast``, TOML with
-``tomllib``. Each fact carries ``file:line`` evidence relative to the tree root so a reader
-can check it.
+Nothing of the tree is executed: its CMake is run by the CMake evaluator of
+``vllm_matrix.cmake`` (``survey``: every nvcc branch, for CUDA), Python files are parsed
+with ``ast``, TOML with ``tomllib``. Each fact carries ``file:line`` evidence relative to
+the tree root so a reader can check it.
 
 The torch pin is read from every place vLLM has kept it over the releases and the
 first one found (in the order of ``TORCH_PIN_SOURCES``) wins; the others are kept
@@ -17,8 +16,8 @@ from __future__ import annotations
 import ast
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,7 +25,7 @@ from packaging.markers import InvalidMarker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from vllm_matrix.cmake.lexer import RawArg, scan
+from vllm_matrix.cmake.survey import FLOOR, Survey, survey
 from vllm_matrix.infra.errors import SourceError
 
 T = TypeVar("T")
@@ -168,331 +167,79 @@ def _same_version(a: str, b: str) -> bool:
     return va == vb if va is not None and vb is not None else a == b
 
 
-# ------------------------------------------------------------------ CMake lexer
-
-
-@dataclass(frozen=True)
-class _Arg:
-    text: str
-    line: int
-    quoted: bool
-
-
-@dataclass(frozen=True)
-class _Arm:
-    """The if/elseif/else arm a command sits in."""
-
-    cond: str | None  # its own condition; None for else()
-    earlier: tuple[str, ...] = ()  # conditions of the arms before it in the chain
-
-
-@dataclass(frozen=True)
-class _Command:
-    name: str  # lower-cased: CMake command names are case-insensitive
-    args: tuple[_Arg, ...]
-    line: int
-    branches: tuple[_Arm, ...] = field(default=())  # enclosing arms, outermost first
-
-    def values(self) -> list[str]:
-        return [a.text for a in self.args]
-
-
-def _facts_text(raw: str) -> str:
-    """A quoted argument's text as facts reads it: a backslash-newline is dropped, an
-    escaped quote, backslash, dollar or semicolon is unescaped, any other escape is kept."""
-    buf: list[str] = []
-    i, n = 0, len(raw)
-    while i < n:
-        if raw[i] == "\\" and i + 1 < n:
-            nxt = raw[i + 1]
-            if nxt != "\n":  # a line continuation inside a quoted argument adds nothing
-                buf.append(nxt if nxt in '"\\$;' else "\\" + nxt)
-            i += 2
-            continue
-        buf.append(raw[i])
-        i += 1
-    return "".join(buf)
-
-
-def _arg(a: RawArg) -> _Arg:
-    if a.kind == "quoted":
-        return _Arg(_facts_text(a.raw), a.line, True)
-    return _Arg(a.raw, a.line, a.kind == "bracket")
-
-
-_DEVICE_IS = r"(?<!NOT )\b(?:VLLM_GPU_LANG|VLLM_TARGET_DEVICE)\s+STREQUAL\s+"
-_OTHER_DEVICE = re.compile(_DEVICE_IS + r"(?:HIP|rocm|cpu|xpu|tpu|neuron|openvino)\b", re.I)
-_CUDA_DEVICE = re.compile(_DEVICE_IS + r"cuda\b", re.I)
-
-
-def _names_other_device(cond: str) -> bool:
-    # "CUDA OR HIP" arms are shared code and count as CUDA.
-    return bool(_OTHER_DEVICE.search(cond)) and not _CUDA_DEVICE.search(cond)
-
-
-def _other_device_only(arm: _Arm) -> bool:
-    if arm.cond is not None:
-        return _names_other_device(arm.cond)
-    # else() after "if(... STREQUAL CUDA)" is the other devices' side.
-    return any(_CUDA_DEVICE.search(c) and not _OTHER_DEVICE.search(c) for c in arm.earlier)
-
-
-def _cond_text(args: Iterable[_Arg]) -> str:
-    return " ".join(a.text for a in args)
-
-
-@dataclass
-class _CMakeFile:
-    rel: str  # path relative to the tree root, for evidence
-    commands: list[_Command]
-
-    @classmethod
-    def read(cls, root: Path, rel: str) -> _CMakeFile:
-        text = (root / rel).read_text(encoding="utf-8", errors="replace")
-        out: list[_Command] = []
-        arms: list[_Arm] = []
-        for raw in scan(text):
-            cmd = _Command(raw.name, tuple(_arg(a) for a in raw.args), raw.line)
-            name = cmd.name
-            if name == "if":
-                arms.append(_Arm(_cond_text(cmd.args)))
-            elif name in ("elseif", "else") and arms:
-                prev = arms[-1]
-                earlier = prev.earlier + ((prev.cond,) if prev.cond is not None else ())
-                cond = _cond_text(cmd.args) if name == "elseif" else None
-                arms[-1] = _Arm(cond, earlier)
-            elif name == "endif" and arms:
-                arms.pop()
-            else:
-                out.append(_Command(name, cmd.args, cmd.line, tuple(arms)))
-        return cls(rel, out)
-
-    def cuda_commands(self) -> Iterator[_Command]:
-        """Commands outside ROCm/CPU/other-device-only branches."""
-        for cmd in self.commands:
-            if not any(_other_device_only(arm) for arm in cmd.branches):
-                yield cmd
-
-    def sets(self, var: str) -> list[tuple[_Command, list[_Arg]]]:
-        """``set(var ...)`` commands (CUDA side) with their value arguments."""
-        found = []
-        for cmd in self.cuda_commands():
-            if cmd.name == "set" and cmd.args and cmd.args[0].text == var:
-                vals: list[_Arg] = []
-                for a in cmd.args[1:]:
-                    if not a.quoted and a.text in ("CACHE", "PARENT_SCOPE"):
-                        break
-                    vals.append(a)
-                found.append((cmd, vals))
-        return found
-
-    def first_set(self, var: str) -> tuple[_Command, list[_Arg]] | None:
-        s = self.sets(var)
-        return s[0] if s else None
-
-
-_VAR_REF = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
-_ENV_REF = re.compile(r"\$ENV\{([A-Za-z0-9_]+)\}")
-
-
-def _resolve(
-    arg: _Arg, here: _CMakeFile, top: _CMakeFile | None, depth: int = 0
-) -> tuple[str, _CMakeFile, int]:
-    """Expand ``${VAR}`` from set() in the same file (last one before the use), then
-    CMakeLists.txt; returns the value and where its literal text sits."""
-    text, where, line = arg.text, here, arg.line
-    if depth > 8 or "${" not in text:
-        return text, where, line
-    m = _VAR_REF.fullmatch(text.strip())
-    if m:
-        var = m.group(1)
-        cands = [(c, v) for c, v in here.sets(var) if c.line <= arg.line] or here.sets(var)
-        src = here
-        if not cands and top is not None and top is not here:
-            cands, src = top.sets(var), top
-        if cands and cands[-1][1]:
-            vals = cands[-1][1]
-            inner = _Arg(";".join(v.text for v in vals), vals[0].line, vals[0].quoted)
-            return _resolve(inner, src, top, depth + 1)
-        return text, where, line
-
-    def sub(mv: re.Match[str]) -> str:
-        inner = _resolve(_Arg(mv.group(0), arg.line, False), here, top, depth + 1)[0]
-        return inner if "${" not in inner else mv.group(0)
-
-    return _VAR_REF.sub(sub, text), where, line
-
-
 # --------------------------------------------------------------- CMake facts
-
-_NVCC_GE = re.compile(
-    r"CMAKE_CUDA_COMPILER_VERSION\}?\s+VERSION_GREATER_EQUAL\s+\"?(\d+(?:\.\d+)*)"
-)
-
+# Read from the CMake evaluator's survey (cmake/survey.py): the tree's CMake run for CUDA at
+# every nvcc its conditions tell apart, so a fact is what CMake itself would set.
 
 _ARCH_TEXT = re.compile(r"^\d+\.\d+[af]?(\+PTX)?$")
 
 
-def _arch_rules(cm: _CMakeFile, gaps: list[Gap]) -> tuple[ArchRule, ...]:
+def _arch_rules(sv: Survey, gaps: list[Gap]) -> tuple[ArchRule, ...]:
+    """Each ``set(CUDA_SUPPORTED_ARCHS ...)`` with the lowest nvcc that reaches it."""
     rules = []
-    for cmd, vals in cm.sets("CUDA_SUPPORTED_ARCHS"):
-        archs = tuple(a.strip() for v in vals for a in v.text.split(";") if a.strip())
+    for assign, nvcc in sv.branches("CUDA_SUPPORTED_ARCHS"):
+        archs = tuple(a.strip() for v in assign.values for a in v.split(";") if a.strip())
         odd = [a for a in archs if not _ARCH_TEXT.match(a)]
         if odd:
             gaps.append(
                 Gap(
-                    f"{cm.rel}:{cmd.line}",
+                    assign.where,
                     f"CUDA_SUPPORTED_ARCHS entries {', '.join(odd)} are not arches "
-                    "(a variable or a spelling the reader does not expand)",
+                    "(a spelling the reader does not know)",
                     "the arch rule",
                 )
             )
             archs = tuple(a for a in archs if a not in odd)
-        min_nvcc = None
-        if cmd.branches:
-            cond = cmd.branches[-1].cond
-            m = _NVCC_GE.search(cond) if cond else None
-            min_nvcc = m.group(1) if m else None
-            if m is None and cond and "CMAKE_CUDA_COMPILER_VERSION" in cond:
-                gaps.append(
-                    Gap(
-                        f"{cm.rel}:{cmd.line}",
-                        f"the nvcc condition 'if({cond})' is not one the reader knows "
-                        "(VERSION_GREATER_EQUAL x): the rule is taken as unconditional",
-                        "the arch rule",
-                    )
-                )
-        rules.append(ArchRule(min_nvcc, archs, cmd.line))
+        rules.append(ArchRule(None if nvcc == FLOOR else nvcc, archs, assign.line))
     return tuple(rules)
 
 
-def _single_value(cm: _CMakeFile, var: str) -> tuple[str, int] | None:
-    s = cm.first_set(var)
-    if not s or not s[1]:
+def _single_value(sv: Survey, var: str) -> tuple[str, int] | None:
+    assign = sv.first(var)
+    if assign is None or not assign.values:
         return None
-    return s[1][0].text.strip(), s[0].line
+    return assign.values[0].strip(), assign.line
 
 
-def _cmake_minimum(cm: _CMakeFile, gaps: list[Gap]) -> tuple[str, int] | None:
-    for cmd in cm.commands:
-        if cmd.name == "cmake_minimum_required":
-            vals = cmd.values()
-            if "VERSION" in vals and vals.index("VERSION") + 1 < len(vals):
-                ver = vals[vals.index("VERSION") + 1].split("...")[0]
-                if _version(ver) is None:
-                    gaps.append(
-                        Gap(
-                            f"{cm.rel}:{cmd.line}",
-                            f"cmake_minimum_required VERSION {ver!r} is not a version",
-                            "the cmake minimum",
-                        )
-                    )
-                    return None
-                return ver, cmd.line
-    return None
-
-
-def _python_versions(cm: _CMakeFile) -> tuple[tuple[str, ...], int | None]:
-    s = cm.first_set("PYTHON_SUPPORTED_VERSIONS")
-    if not s:
-        return (), None
-    vers = tuple(p for v in s[1] for p in v.text.split(";") if p.strip())
-    return vers, s[0].line
-
-
-_FETCH = ("fetchcontent_declare", "fetchcontent_populate")
-_SRC_DIR_ENV = re.compile(r"\$ENV\{([A-Za-z0-9_]*SRC_DIR)\}")
-
-
-def _keyword(cmd: _Command, key: str) -> _Arg | None:
-    for i, a in enumerate(cmd.args):
-        if not a.quoted and a.text == key and i + 1 < len(cmd.args):
-            return cmd.args[i + 1]
-    return None
-
-
-def _env_aliases(cm: _CMakeFile) -> dict[str, str]:
-    """CMake variables set from the environment: ``set(X $ENV{Y})`` -> {X: Y}."""
-    out: dict[str, str] = {}
-    for cmd in cm.commands:
-        if cmd.name == "set" and len(cmd.args) >= 2:
-            m = _ENV_REF.fullmatch(cmd.args[1].text.strip())
-            if m:
-                out.setdefault(cmd.args[0].text, m.group(1))
-    return out
-
-
-def _env_for(cm: _CMakeFile, name: str, aliases: dict[str, str]) -> str | None:
-    def from_value(text: str) -> str | None:
-        text = text.strip()
-        m = _ENV_REF.fullmatch(text)
-        if m:
-            return m.group(1)
-        m = _VAR_REF.fullmatch(text)
-        return aliases.get(m.group(1)) if m else None
-
-    # A local-tree declare: FetchContent_Declare(name SOURCE_DIR ${X}) with no git.
-    for cmd in cm.commands:
-        if (
-            cmd.name in _FETCH
-            and cmd.args
-            and cmd.args[0].text == name
-            and _keyword(cmd, "GIT_REPOSITORY") is None
-            and _keyword(cmd, "GIT_TAG") is None
-        ):
-            src = _keyword(cmd, "SOURCE_DIR")
-            env = from_value(src.text) if src else None
-            if env:
-                return env
-    # Newer files skip FetchContent for a local tree: set(<name>_SOURCE_DIR "${X}").
-    for _cmd, vals in cm.sets(f"{name}_SOURCE_DIR"):
-        env = from_value(vals[0].text) if vals else None
-        if env:
-            return env
-    # One external project per file: its only *_SRC_DIR env var is the override.
-    if cm.rel.startswith("cmake/external_projects/"):
-        envs = {
-            m.group(1) for c in cm.commands for a in c.args for m in _SRC_DIR_ENV.finditer(a.text)
-        }
-        if len(envs) == 1:
-            return envs.pop()
-    return None
-
-
-def _externals(root: Path, top: _CMakeFile, gaps: list[Gap]) -> tuple[External, ...]:
-    files = [top]
-    ext_dir = root / "cmake" / "external_projects"
-    if ext_dir.is_dir():
-        for p in sorted(ext_dir.glob("*.cmake")):
-            rel = p.relative_to(root).as_posix()
-            try:
-                files.append(_CMakeFile.read(root, rel))
-            except Exception as exc:
-                gaps.append(Gap(rel, f"{type(exc).__name__}: {exc}", "the external sources"))
-    out: dict[str, External] = {}
-    for cm in files:
-        aliases = _env_aliases(cm)
-        for cmd in cm.cuda_commands():
-            if cmd.name not in _FETCH or not cmd.args:
-                continue
-            tag = _keyword(cmd, "GIT_TAG") or _keyword(cmd, "URL")
-            if tag is None:
-                continue
-            name = cmd.args[0].text
-            if name in out:
-                continue
-            ref, where, line = _resolve(tag, cm, top)
-            repo_arg = _keyword(cmd, "GIT_REPOSITORY")
-            repo = _resolve(repo_arg, cm, top)[0] if repo_arg else None
-            if repo is not None and "${" in repo:
-                repo = None
-            out[name] = External(
-                name=name,
-                repo=repo,
-                ref=ref,
-                env_var=_env_for(cm, name, aliases),
-                evidence=f"{where.rel}:{line}",
+def _cmake_minimum(sv: Survey, gaps: list[Gap]) -> tuple[str, int] | None:
+    if sv.minimum is None:
+        return None
+    text, where = sv.minimum
+    ver = text.split("...")[0]
+    if _version(ver) is None:
+        gaps.append(
+            Gap(
+                where,
+                f"cmake_minimum_required VERSION {ver!r} is not a version",
+                "the cmake minimum",
             )
+        )
+        return None
+    return ver, int(where.rsplit(":", 1)[1])
+
+
+def _python_versions(sv: Survey) -> tuple[tuple[str, ...], int | None]:
+    assign = sv.first("PYTHON_SUPPORTED_VERSIONS")
+    if assign is None:
+        return (), None
+    return tuple(p for v in assign.values for p in v.split(";") if p.strip()), assign.line
+
+
+def _externals(sv: Survey) -> tuple[External, ...]:
+    """The FetchContent downloads, CMakeLists.txt's first, then by file."""
+    out: dict[str, External] = {}
+    for fetch in sorted(sv.fetches, key=lambda f: (f.file != "CMakeLists.txt", f.file)):
+        if fetch.name in out:
+            continue
+        key = "GIT_TAG" if "GIT_TAG" in fetch.values else "URL"
+        repo = fetch.values.get("GIT_REPOSITORY")
+        out[fetch.name] = External(
+            name=fetch.name,
+            repo=repo if repo and "${" not in repo else None,
+            ref=fetch.values[key],
+            env_var=sv.overrides.get(fetch.name),
+            evidence=fetch.where[key],
+        )
     return tuple(out.values())
 
 
@@ -568,9 +315,9 @@ _REQUIREMENT_FILES_BUILD = (
 _REQUIREMENT_FILES_RUN = ("requirements/cuda.txt", "requirements-cuda.txt")
 
 
-def _torch_pins(root: Path, top: _CMakeFile, gaps: list[Gap]) -> list[TorchPin]:
+def _torch_pins(root: Path, sv: Survey, gaps: list[Gap]) -> list[TorchPin]:
     found: list[TorchPin] = []
-    v = _single_value(top, "TORCH_SUPPORTED_VERSION_CUDA")
+    v = _single_value(sv, "TORCH_SUPPORTED_VERSION_CUDA")
     if v:
         found.append(TorchPin(v[0], f"CMakeLists.txt:{v[1]}"))
     for rel in _REQUIREMENT_FILES_BUILD:
@@ -717,7 +464,7 @@ def read_facts(tree: Path, version: str) -> SourceFacts:
             fix="point at the top of an unpacked vLLM sdist or checkout (0.4.1 or later)",
         )
     try:
-        top = _CMakeFile.read(tree, "CMakeLists.txt")
+        sv = survey(tree)
     except Exception as exc:  # every CMake fact rests on it: the tool cannot go on
         raise SourceError(
             f"CMakeLists.txt of vLLM {version} cannot be read: {type(exc).__name__}: {exc}",
@@ -746,24 +493,22 @@ def read_facts(tree: Path, version: str) -> SourceFacts:
     no_rp: tuple[str | None, str | None] = (None, None)
     no_archs: tuple[ArchRule, ...] = ()
     no_cmake: tuple[str, int] | None = None
-    pins = guard("the torch pin", "CMakeLists.txt", lambda: _torch_pins(tree, top, gaps), no_pins)
+    pins = guard("the torch pin", "CMakeLists.txt", lambda: _torch_pins(tree, sv, gaps), no_pins)
     externals = guard(
         "the external sources (FetchContent)",
         "cmake/external_projects",
-        lambda: _externals(tree, top, gaps),
+        lambda: _externals(sv),
         no_ext,
     )
     cutlass = next((e.ref for e in externals if e.name == "cutlass"), None)
     python, python_line = guard(
-        "the Python rule", "CMakeLists.txt", lambda: _python_versions(top), no_py
+        "the Python rule", "CMakeLists.txt", lambda: _python_versions(sv), no_py
     )
-    cmake = guard(
-        "the cmake minimum", "CMakeLists.txt", lambda: _cmake_minimum(top, gaps), no_cmake
-    )
+    cmake = guard("the cmake minimum", "CMakeLists.txt", lambda: _cmake_minimum(sv, gaps), no_cmake)
     requires_python, rp_ev = guard(
         _RP_RESTS, "pyproject.toml", lambda: _requires_python(tree, gaps), no_rp
     )
-    archs = guard("the CUDA arch rules", "CMakeLists.txt", lambda: _arch_rules(top, gaps), no_archs)
+    archs = guard("the CUDA arch rules", "CMakeLists.txt", lambda: _arch_rules(sv, gaps), no_archs)
     modelopt = guard(
         _MO_RESTS,
         _QUANT.as_posix(),

@@ -22,7 +22,7 @@ census, stages/audit.py) deepens it (``confirm``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -174,19 +174,6 @@ def _arch_tags(path: Path, depth: int = 2) -> set[str]:
     return found
 
 
-def _built_for(archs: Iterable[str], number: int) -> list[str]:
-    """The family's arches that give this GPU code: its own SASS, or PTX of an older one."""
-    out = []
-    for a in archs:
-        # CMake's CUDA_ARCHITECTURES spelling, which vLLM's own CMake writes into some
-        # lists (0.6.1 … 0.6.2's utils.cmake: "90-real" SASS only, "80-virtual" PTX only)
-        base, _, kind = a.partition("-")
-        x = Arch.parse(base + ("+PTX" if kind == "virtual" else ""))
-        if (x.number == number and kind != "virtual") or (x.ptx and x.number <= number):
-            out.append(a)
-    return out
-
-
 @dataclass(frozen=True)
 class Answer:
     """The ModelOpt FP8 column for one arch."""
@@ -274,7 +261,7 @@ def answer(tree: Path, arch: str, nvcc: str, model: Any) -> Answer:
     own = "Sm" + b.callee.rsplit("_sm", 1)[-1]
     picked = [own] if own in found_tags else sorted(found_tags)
     known = [know[t] for t in picked if t in know]
-    built = _built_for(fam.archs, number)
+    built = fam.built_for(number)  # the evaluator reads CMake's "90-real" spellings too
     route = f"{b.text()} → {b.callee} ({rel_entry}:{b.line})"
     kern = ", ".join(Path(k).name for k in kernels)
     ev += [route, f"{kern}: CUTLASS arch tag {'/'.join(picked) or 'none found'}"]
@@ -327,7 +314,7 @@ def _quant_ops(tree: Path, model: Any, number: int) -> list[str]:
         if fam is None:
             out.append(f"{op} ({rel}): not built")
         else:
-            b = _built_for(fam.archs, number)
+            b = fam.built_for(number)
             state = f"built for {';'.join(b)}" if b else f"not built for sm_{number}"
             out.append(f"{op} ({rel}): {state} ({fam.name} at {fam.where})")
     return out
