@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import need_module
 
 from vllm_matrix import cli
 from vllm_matrix.commands import options
@@ -121,7 +122,7 @@ def test_run_vllm_without_env_current_picks_that_releases_cells(
 
 
 def _tasks() -> ModuleType:
-    pytest.importorskip("invoke")
+    need_module("invoke", "the dev extra: tasks.py is an invoke file")
     spec = importlib.util.spec_from_file_location("vllm_matrix_tasks", ROOT / "tasks.py")
     assert spec is not None and spec.loader is not None
     tasks = importlib.util.module_from_spec(spec)

@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import need_module
 
 from vllm_matrix.infra import results
 
-mypy_api = pytest.importorskip("mypy.api")
+mypy_api = need_module("mypy.api", "the dev extra: the test runs mypy --strict")
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
