@@ -71,8 +71,8 @@ RAW_PREP = (
     SETUP
     + """
 from vllm_matrix.infra.cache import cache_root
-from vllm_matrix.stages.build import ccache, stage, workcopy
-from vllm_matrix.stages.build import plan as jobplan
+from vllm_matrix.stages.compile import ccache, stage, workcopy
+from vllm_matrix.stages.compile import plan as jobplan
 chosen = patches.select(series, tree.version)
 wc = workcopy.prepare_work_copy(tree, work / "src", chosen, clean=True)
 mem = host.mem_available_gib(host.read_meminfo())
@@ -143,7 +143,7 @@ def kill_tree(pgid: int) -> None:
 
 
 def half_done(work: Path) -> Any:
-    from vllm_matrix.stages.build import ninja
+    from vllm_matrix.stages.compile import ninja
 
     def check() -> bool:
         dirs = ninja._build_dirs(work / "src")

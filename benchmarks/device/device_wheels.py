@@ -29,7 +29,7 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from vllm_matrix.infra import index, proc
-from vllm_matrix.stages import source
+from vllm_matrix.sources import sdist as source
 
 HERE = Path(__file__).parent
 PRESENT = HERE / "device_packages.txt"

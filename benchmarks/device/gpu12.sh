@@ -94,7 +94,7 @@ done
 wait $FX
 python3 - $B $OUT <<'PY'
 import json, sys, pathlib
-from vllm_matrix.stages.build.ninja import target_figures
+from vllm_matrix.stages.compile.ninja import target_figures
 b, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 json.dump(target_figures(b), open(out / "targets.json", "w"), indent=1)
 PY

@@ -56,9 +56,12 @@ from vllm_matrix.infra import proc
 from vllm_matrix.infra.cache import cache_root
 from vllm_matrix.infra.config import Cell, load_matrix
 from vllm_matrix.knowledge import probe_units
+from vllm_matrix.sources import externals
+from vllm_matrix.sources import sdist as source
 from vllm_matrix.stages import env as env_mod
-from vllm_matrix.stages import externals, fixups, patches, probe, source, toolkit
 from vllm_matrix.stages import facts as facts_mod
+from vllm_matrix.stages import patches, probe, toolkit
+from vllm_matrix.stages.env import fixups
 from vllm_matrix.stages.probe import configure as probe_configure
 from vllm_matrix.stages.probe import includes, torchflags
 from vllm_matrix.stages.probe import units as probe_selection

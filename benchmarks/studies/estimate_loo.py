@@ -1,4 +1,4 @@
-"""Validation of the build-cost model (stages/build/cost.py): leave-one-out over every
+"""Validation of the build-cost model (stages/compile/cost.py): leave-one-out over every
 recorded build of knowledge/data/builds.toml (vllm_matrix.studies.estimate_loo). Prints the
 table; ``--write`` saves reports/bench/estimate-loo.{json,md}.
 

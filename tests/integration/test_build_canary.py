@@ -18,7 +18,10 @@ from conftest import need_program
 
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.results import FAIL, PASS, WARN, StageResult
-from vllm_matrix.stages import audit, build, env, fixups, patches, source, toolkit
+from vllm_matrix.sources import sdist as source
+from vllm_matrix.stages import audit, env, patches, toolkit
+from vllm_matrix.stages import compile as build
+from vllm_matrix.stages.env import fixups
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy]
 

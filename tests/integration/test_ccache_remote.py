@@ -30,8 +30,8 @@ from conftest import skip_or_fail
 from vllm_matrix.infra import debpkg, proc
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import Finding
-from vllm_matrix.stages.build import wheel
-from vllm_matrix.stages.build.ccache import ccache_env, ccache_remote_checked, ccache_stats
+from vllm_matrix.stages.compile import wheel
+from vllm_matrix.stages.compile.ccache import ccache_env, ccache_remote_checked, ccache_stats
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,9 @@ from conftest import skip_or_fail
 
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.knowledge import pins
-from vllm_matrix.stages import gates, source
+from vllm_matrix.sources import sdist as source
 from vllm_matrix.stages.facts import read_facts
+from vllm_matrix.stages.preflight import gates
 from vllm_matrix.stages.probe.configure import build_model
 
 pytestmark = [pytest.mark.integration]

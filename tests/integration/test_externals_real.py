@@ -16,7 +16,9 @@ import pytest
 from conftest import skip_or_fail
 
 from vllm_matrix.knowledge import probe_units
-from vllm_matrix.stages import externals, facts, source
+from vllm_matrix.sources import externals
+from vllm_matrix.sources import sdist as source
+from vllm_matrix.stages import facts
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
 

@@ -15,7 +15,7 @@ from packaging.version import Version
 
 from vllm_matrix.infra import index
 from vllm_matrix.infra.errors import SourceError
-from vllm_matrix.stages import source
+from vllm_matrix.sources import sdist as source
 from vllm_matrix.stages.facts import SourceFacts, read_facts
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]

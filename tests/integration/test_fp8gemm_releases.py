@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from vllm_matrix.knowledge import toolchains
-from vllm_matrix.stages import fp8gemm, source
+from vllm_matrix.sources import sdist as source
+from vllm_matrix.stages.preflight import fp8gemm
 from vllm_matrix.stages.probe.configure import build_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]

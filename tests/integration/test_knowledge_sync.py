@@ -12,7 +12,7 @@ from conftest import skip_or_fail
 from packaging.version import Version
 
 from vllm_matrix.knowledge import toolchains as knowledge
-from vllm_matrix.stages import torchwheel
+from vllm_matrix.sources import torchwheel
 
 pytestmark = pytest.mark.integration
 K = knowledge.load()

@@ -24,8 +24,9 @@ from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import grid, mapping
 from vllm_matrix.report import browser
 from vllm_matrix.report import map as mapreport
-from vllm_matrix.stages import apiscan, gates, preflight
+from vllm_matrix.stages import preflight
 from vllm_matrix.stages.facts import read_facts
+from vllm_matrix.stages.preflight import apiscan, gates
 
 pytestmark = [pytest.mark.integration]
 

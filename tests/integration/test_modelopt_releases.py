@@ -7,7 +7,8 @@ import copy
 
 import pytest
 
-from vllm_matrix.stages import modelopt, source
+from vllm_matrix.sources import sdist as source
+from vllm_matrix.stages.preflight import modelopt
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
 

@@ -32,7 +32,7 @@ from packaging.version import Version
 from vllm_matrix.infra import proc
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.knowledge import pins
-from vllm_matrix.stages import source
+from vllm_matrix.sources import sdist as source
 from vllm_matrix.stages.patches import (
     Applied,
     Patch,

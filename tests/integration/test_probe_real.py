@@ -24,7 +24,11 @@ from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.results import StageResult
 from vllm_matrix.knowledge import probe_units
 from vllm_matrix.knowledge import toolchains as knowledge
-from vllm_matrix.stages import apiscan, env, externals, facts, fixups, probe, source, toolkit
+from vllm_matrix.sources import externals
+from vllm_matrix.sources import sdist as source
+from vllm_matrix.stages import env, facts, probe, toolkit
+from vllm_matrix.stages.env import fixups
+from vllm_matrix.stages.preflight import apiscan
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
 

@@ -15,7 +15,8 @@ import pytest
 from condalayout import conda_layout
 
 from vllm_matrix.infra import index, proc, programs
-from vllm_matrix.stages import env, fixups, toolkit
+from vllm_matrix.stages import env, toolkit
+from vllm_matrix.stages.env import fixups
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
 

@@ -15,7 +15,7 @@ from conftest import skip_or_fail
 from vllm_matrix.infra import config, index
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.knowledge import toolchains as knowledge
-from vllm_matrix.stages import torchwheel
+from vllm_matrix.sources import torchwheel
 
 pytestmark = pytest.mark.integration
 K = knowledge.load()

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from vllm_matrix.knowledge.toolchains import ApiSymbol
-from vllm_matrix.stages.apiscan import ApiHit
 from vllm_matrix.stages.env import TorchEnv
 from vllm_matrix.stages.facts import External, ModelOptFacts, SourceFacts
+from vllm_matrix.stages.preflight.apiscan import ApiHit
 from vllm_matrix.stages.toolkit import Toolkit
 
 UTILS = """\
@@ -399,7 +399,7 @@ def make_facts(version: str = "0.8.4") -> SourceFacts:
 
 
 def hits(tree: Path) -> list[ApiHit]:
-    from vllm_matrix.stages import apiscan
+    from vllm_matrix.stages.preflight import apiscan
 
     return apiscan.scan(tree, (F8,))
 

@@ -16,8 +16,8 @@ from vllm_matrix.infra import results
 from vllm_matrix.infra.config import load_matrix
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.infra.results import PASS, WARN, Finding
-from vllm_matrix.stages import build
-from vllm_matrix.stages.build import ccache
+from vllm_matrix.stages import compile as build
+from vllm_matrix.stages.compile import ccache
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The build-cost model (stages/build/cost.py) on the recorded builds (builds.toml)."""
+"""The build-cost model (stages/compile/cost.py) on the recorded builds (builds.toml)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from vllm_matrix.knowledge import builds
-from vllm_matrix.stages.build import cost
-from vllm_matrix.stages.build.ninja import edge_log, target_figures
+from vllm_matrix.stages.compile import cost
+from vllm_matrix.stages.compile.ninja import edge_log, target_figures
 
 HERE = Path(__file__).resolve().parents[2]
 RUN4 = HERE / "reports/device/vllm0.20.0-torch2.11.0-cu13.0-py3.12-sm90a_sm120a-current.json"

@@ -7,7 +7,7 @@ import importlib.metadata as md
 import json
 from pathlib import Path
 
-from vllm_matrix.stages.build import installable
+from vllm_matrix.stages.compile import installable
 
 
 def _tree(tmp: Path) -> tuple[Path, Path]:

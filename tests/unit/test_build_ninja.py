@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix.stages import build
-from vllm_matrix.stages.build import ninja
-from vllm_matrix.stages.build.ninja import NinjaProgress
+from vllm_matrix.stages import compile as build
+from vllm_matrix.stages.compile import ninja
+from vllm_matrix.stages.compile.ninja import NinjaProgress
 
 # ------------------------------------------------------------------ progress
 

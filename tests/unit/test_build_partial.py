@@ -15,8 +15,8 @@ from vllm_matrix.commands.run import build_options
 from vllm_matrix.infra import results
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import INTERRUPTED, PASS, SKIP, WARN, StageResult
-from vllm_matrix.stages import build
-from vllm_matrix.stages.build import partial
+from vllm_matrix.stages import compile as build
+from vllm_matrix.stages.compile import partial
 
 
 def test_parse_targets() -> None:
@@ -221,7 +221,7 @@ def test_gpu_depth_runs_after_smoke_and_model_after_gpu() -> None:
 
 
 def test_a_probe_not_run_is_no_evidence() -> None:
-    from vllm_matrix.stages.build import partial as p
+    from vllm_matrix.stages.compile import partial as p
 
     stopped = StageResult("build", INTERRUPTED, 0.0, "interrupted (Ctrl-C)")
     v = results.verdict_of(_stages(p.probe_skipped(), stopped))

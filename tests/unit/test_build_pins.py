@@ -6,8 +6,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from vllm_matrix.stages.build import pins
-from vllm_matrix.stages.build.pins import PinChange, neutralise_pins
+from vllm_matrix.stages.compile import pins
+from vllm_matrix.stages.compile.pins import PinChange, neutralise_pins
 
 # ------------------------------------------------------------------ pins
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vllm_matrix.infra.host import mem_available_gib
-from vllm_matrix.stages.build.plan import plan_jobs
+from vllm_matrix.stages.compile.plan import plan_jobs
 
 # ------------------------------------------------------------------ job sizing
 

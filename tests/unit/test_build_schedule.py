@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vllm_matrix.stages.build import partial, schedule
+from vllm_matrix.stages.compile import partial, schedule
 
 C2X = (
     "CMakeFiles/_C_stable_libtorch.dir/csrc/libtorch_stable/quantization/w8a8/cutlass/"

@@ -13,10 +13,10 @@ from test_build_workcopy import src_tree
 
 from vllm_matrix.infra.config import Cell, Options
 from vllm_matrix.infra.results import FAIL, PASS
-from vllm_matrix.stages import build
+from vllm_matrix.sources.sdist import SourceTree
+from vllm_matrix.stages import compile as build
 from vllm_matrix.stages.env import TorchEnv
-from vllm_matrix.stages.fixups import Fixup, Fixups
-from vllm_matrix.stages.source import SourceTree
+from vllm_matrix.stages.env.fixups import Fixup, Fixups
 from vllm_matrix.stages.toolkit import Toolkit
 
 # ------------------------------------------------------------------ build_wheel via a stand-in pip

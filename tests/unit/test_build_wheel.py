@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import skip_or_fail
 
-from vllm_matrix.stages.build import wheel
-from vllm_matrix.stages.build.wheel import WheelName, local_label, relabel_wheel
+from vllm_matrix.stages.compile import wheel
+from vllm_matrix.stages.compile.wheel import WheelName, local_label, relabel_wheel
 
 # ------------------------------------------------------------------ wheels
 

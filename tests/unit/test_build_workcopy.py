@@ -6,9 +6,9 @@ from pathlib import Path
 
 from test_build_pins import PYPROJECT_INLINE, REQ_COMMON, REQ_CUDA_042, tree_of
 
-from vllm_matrix.stages.build import workcopy
-from vllm_matrix.stages.build.workcopy import prepare_work_copy
-from vllm_matrix.stages.source import SourceTree
+from vllm_matrix.sources.sdist import SourceTree
+from vllm_matrix.stages.compile import workcopy
+from vllm_matrix.stages.compile.workcopy import prepare_work_copy
 
 # ------------------------------------------------------------------ the work copy
 

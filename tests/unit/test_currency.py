@@ -13,7 +13,7 @@ from vllm_matrix.commands import currency
 from vllm_matrix.infra.errors import SourceError
 from vllm_matrix.infra.results import Verdict
 from vllm_matrix.knowledge import pins
-from vllm_matrix.stages import source
+from vllm_matrix.sources import sdist as source
 
 SERIES = """
 [[patch]]

@@ -21,8 +21,8 @@ from packaging.version import Version
 from vllm_matrix import cli
 from vllm_matrix.infra import index
 from vllm_matrix.knowledge import probe_units
-from vllm_matrix.stages import externals
-from vllm_matrix.stages.externals import ExternalDir
+from vllm_matrix.sources import externals
+from vllm_matrix.sources.externals import ExternalDir
 from vllm_matrix.stages.facts import External, ModelOptFacts, SourceFacts
 
 CUTLASS_URL = "https://github.com/nvidia/cutlass.git"
@@ -285,14 +285,14 @@ def test_the_variable_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_cli_prefetch_offline_lists_the_missing(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from vllm_matrix.stages.source import SourceTree
+    from vllm_matrix.sources.sdist import SourceTree
 
     f = facts_with(
         cutlass_ext(),
         External("flashmla", "https://github.com/vllm-project/FlashMLA.git", "5" * 40, "F", "x"),
     )
     monkeypatch.setattr(
-        "vllm_matrix.stages.source.get_tree", lambda v: SourceTree("0.8.5", tmp_path, "test")
+        "vllm_matrix.sources.sdist.get_tree", lambda v: SourceTree("0.8.5", tmp_path, "test")
     )
     monkeypatch.setattr("vllm_matrix.stages.facts.read_facts", lambda root, v: f)
     assert cli.main(["prefetch", "--vllm", "0.8.5", "--offline"]) == 1

@@ -181,13 +181,13 @@ def test_result_check_accepts_what_write_makes(ws: tuple[Path, list[str]]) -> No
 # Per command: its argv (M: the matrix, ID: a cell id) and a function it calls early (the
 # seam where a usage error, a tool error or a full disk is raised).
 EXIT_CASES: dict[str, tuple[list[str], str]] = {
-    "facts": (["facts", "0.8.5"], "vllm_matrix.stages.source:get_tree"),
+    "facts": (["facts", "0.8.5"], "vllm_matrix.sources.sdist:get_tree"),
     "cells": (["cells", "M"], "vllm_matrix.infra.config:load_matrix"),
     "run": (["run", "M", "--depth", "preflight"], "vllm_matrix.pipeline.runner:run_matrix"),
     "preflight": (["preflight", "M"], "vllm_matrix.pipeline.runner:run_matrix"),
     "map": (["map", "M"], "vllm_matrix.pipeline.mapping:grid_cells"),
     "map-slice": (["map-slice", "M"], "vllm_matrix.report.map:read"),
-    "release": (["release", "0.8.5", "M"], "vllm_matrix.stages.source:get_tree"),
+    "release": (["release", "0.8.5", "M"], "vllm_matrix.sources.sdist:get_tree"),
     "report": (["report", "M"], "vllm_matrix.report.compat:write_report"),
     "ci-matrix": (["ci-matrix", "M"], "vllm_matrix.commands.cimatrix:render"),
     "doctor": (["doctor", "M", "--cell", "ID"], "vllm_matrix.commands.doctor:for_cell"),
@@ -195,16 +195,16 @@ EXIT_CASES: dict[str, tuple[list[str], str]] = {
         ["pixi-snippet", "M", "--cell", "ID"],
         "vllm_matrix.commands.pixi:used_fixups",
     ),
-    "prefetch": (["prefetch", "--vllm", "0.8.5"], "vllm_matrix.stages.source:get_tree"),
-    "modelopt-check": (["modelopt-check", "--vllm", "0.8.5"], "vllm_matrix.stages.source:get_tree"),
-    "tiny-model": (["tiny-model", "--out", "OUT"], "vllm_matrix.stages.tinymodel:make"),
-    "model": (["model", "--dir", "OUT"], "vllm_matrix.stages.modelstage:run"),
+    "prefetch": (["prefetch", "--vllm", "0.8.5"], "vllm_matrix.sources.sdist:get_tree"),
+    "modelopt-check": (["modelopt-check", "--vllm", "0.8.5"], "vllm_matrix.sources.sdist:get_tree"),
+    "tiny-model": (["tiny-model", "--out", "OUT"], "vllm_matrix.stages.model.tinymodel:make"),
+    "model": (["model", "--dir", "OUT"], "vllm_matrix.stages.model.modelstage:run"),
     "newest": (["newest", "--torch", "2.6.0", "--arch", "9.0"], "vllm_matrix.commands.newest:walk"),
     "blackwell": (["blackwell", "M"], "vllm_matrix.commands.newest:cheapest"),
-    "derive-torch": (["derive-torch", "2.6.0"], "vllm_matrix.stages.torchwheel:read_facts"),
+    "derive-torch": (["derive-torch", "2.6.0"], "vllm_matrix.sources.torchwheel:read_facts"),
     "derive-pins": (["derive-pins"], "vllm_matrix.knowledge.pins:release_list"),
     "currency": (["currency", "M"], "vllm_matrix.commands.currency:check"),
-    "estimate": (["estimate", "M", "--cell", "ID"], "vllm_matrix.stages.source:get_tree"),
+    "estimate": (["estimate", "M", "--cell", "ID"], "vllm_matrix.sources.sdist:get_tree"),
 }
 
 
@@ -725,7 +725,7 @@ def test_a_git_source_that_cannot_be_cloned_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from vllm_matrix.infra.errors import CommandError, SourceError, ToolError
-    from vllm_matrix.stages import source
+    from vllm_matrix.sources import sdist as source
 
     monkeypatch.setenv("VLLM_MATRIX_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ToolError) as got:  # real git, a repository that is not there

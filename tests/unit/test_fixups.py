@@ -3,8 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vllm_matrix.stages import fixups
-from vllm_matrix.stages.env import TorchEnv
+from vllm_matrix.stages.env import TorchEnv, fixups
 from vllm_matrix.stages.toolkit import Toolkit
 
 

@@ -1,4 +1,5 @@
-"""stages/fp8gemm.py: the dispatch reading, the arch-tag table, the audit's confirmation."""
+"""stages/preflight/fp8gemm.py: the dispatch reading, the arch-tag table, the audit's
+confirmation."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vllm_matrix.infra.errors import MatrixError
-from vllm_matrix.stages import fp8gemm
+from vllm_matrix.stages.preflight import fp8gemm
 
 # The shape of vLLM 0.8.5's cutlass_scaled_mm (scaled_mm_entry.cu:132-196), shortened.
 ENTRY_085 = """\

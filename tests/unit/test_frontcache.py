@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vllm_matrix.stages.frontcache import FrontEndCache
+from vllm_matrix.stages.probe.frontcache import FrontEndCache
 
 
 def unit(base: Path, body: str) -> tuple[list[str], dict[str, str]]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vllm_matrix.stages import gates
+from vllm_matrix.stages.preflight import gates
 
 CMAKE = """
   # The cutlass_scaled_mm kernels for Geforce Blackwell SM120 require CUDA 12.8 or later

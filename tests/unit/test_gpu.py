@@ -21,9 +21,10 @@ from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import results
 from vllm_matrix.infra.errors import ToolError
 from vllm_matrix.infra.results import FAIL, PASS, SKIP, WARN
-from vllm_matrix.stages import audit, gpu, modelstage, preflight, toolkit
+from vllm_matrix.stages import audit, gpu, preflight, toolkit
 from vllm_matrix.stages import env as env_mod
 from vllm_matrix.stages.env import TorchEnv
+from vllm_matrix.stages.model import modelstage
 from vllm_matrix.stages.toolkit import Toolkit
 
 DEVICE = Path(__file__).with_name("device")

@@ -5,7 +5,7 @@ from packaging.version import Version
 
 from vllm_matrix.infra import index
 from vllm_matrix.infra.errors import NotAvailable
-from vllm_matrix.stages import torchwheel
+from vllm_matrix.sources import torchwheel
 
 
 def _a(name: str, sha: str) -> str:

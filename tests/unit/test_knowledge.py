@@ -7,7 +7,7 @@ import pytest
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.knowledge.toolchains import TorchFacts
-from vllm_matrix.stages.torchwheel import parse_arch_flags
+from vllm_matrix.sources.torchwheel import parse_arch_flags
 
 
 def test_shipped_data_loads_and_has_sources() -> None:

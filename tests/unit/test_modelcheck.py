@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_matrix.stages import modelcheck
-from vllm_matrix.stages.modelcheck import Output, Tolerance
+from vllm_matrix.stages.model import modelcheck
+from vllm_matrix.stages.model.modelcheck import Output, Tolerance
 
 
 def out(

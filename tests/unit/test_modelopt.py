@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vllm_matrix.stages import modelopt
+from vllm_matrix.stages.preflight import modelopt
 
 MODELOPT = """
 import torch

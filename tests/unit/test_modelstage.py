@@ -14,7 +14,7 @@ import pytest
 from conftest import skip_or_fail
 
 from vllm_matrix.infra.results import ERROR, FAIL, PASS, SKIP
-from vllm_matrix.stages import modelcheck, modelstage
+from vllm_matrix.stages.model import modelcheck, modelstage
 
 FIXTURES = Path(__file__).parent / "model"
 

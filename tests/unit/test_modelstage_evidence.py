@@ -15,7 +15,7 @@ from conftest import need_program
 
 from vllm_matrix.infra.errors import CommandError
 from vllm_matrix.infra.results import ERROR, FAIL
-from vllm_matrix.stages import modelstage
+from vllm_matrix.stages.model import modelstage
 
 HERE = Path(__file__).parent
 RUN = json.loads((HERE / "device" / "model-evidence-h100-issue24.json").read_text())
@@ -110,7 +110,8 @@ def test_a_missing_runtime_package_is_error_with_the_fix(tmp_path: Path) -> None
 def test_the_tool_not_importable_there_is_error(tmp_path: Path) -> None:
     tail = (
         "/usr/bin/python3: Error while finding module specification for "
-        "'vllm_matrix.stages.modelstage' (ModuleNotFoundError: No module named 'vllm_matrix')\n"
+        "'vllm_matrix.stages.model.modelstage' "
+        "(ModuleNotFoundError: No module named 'vllm_matrix')\n"
     )
     res = modelstage.worker_failure(_failure(tail, 1), 1.0, tmp_path / "m.log", "eager mode")
     assert res.status == ERROR and "vllm_matrix is not importable" in res.summary

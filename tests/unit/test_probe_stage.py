@@ -26,7 +26,7 @@ from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import StageResult
 from vllm_matrix.knowledge import probe_units
 from vllm_matrix.stages import probe
-from vllm_matrix.stages.fixups import Fixup, Fixups
+from vllm_matrix.stages.env.fixups import Fixup, Fixups
 
 # ------------------------------------------------------------------ the stage, fake tools
 

@@ -1,6 +1,6 @@
 """pins.releases(): the release list read from the index, cached with a TTL, the last list
 seen when the index does not answer, the committed pins file when none was ever seen; and
-stages.releases.pinned(): a release the pins file lacks gets its pin from its sdist."""
+sources.releases.pinned(): a release the pins file lacks gets its pin from its sdist."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from vllm_matrix.commands import newest
 from vllm_matrix.infra import index
 from vllm_matrix.infra.errors import ConfigError, SourceError
 from vllm_matrix.knowledge import pins
-from vllm_matrix.stages import releases
+from vllm_matrix.sources import releases
 
 URL = "https://index.invalid/simple"
 

@@ -8,9 +8,9 @@ from packaging.specifiers import SpecifierSet
 from vllm_matrix.infra import results
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.pipeline import context, reuse
+from vllm_matrix.sources.sdist import SourceTree
 from vllm_matrix.stages.env import TorchEnv
 from vllm_matrix.stages.patches import Applied, Patch
-from vllm_matrix.stages.source import SourceTree
 from vllm_matrix.stages.toolkit import Toolkit
 
 CELL = Cell("0.8.5", "2.6.0", "12.4", "debian", "3.12", ("9.0",))

@@ -371,9 +371,9 @@ def build_fakes(
     """The plan's adapters (plan.do_env, do_probe, do_build, do_audit, do_smoke) on fakes of
     what they call, and a plan whose toolkit stage is a stand-in: what the runner hands
     from stage to stage, and what the adapters passed on (``seen``)."""
+    from vllm_matrix.sources.externals import ExternalDir
     from vllm_matrix.stages.env import TorchEnv
-    from vllm_matrix.stages.externals import ExternalDir
-    from vllm_matrix.stages.fixups import Fixup, Fixups
+    from vllm_matrix.stages.env.fixups import Fixup, Fixups
     from vllm_matrix.stages.toolkit import Toolkit
 
     seen: dict[str, object] = {}

@@ -16,7 +16,7 @@ import pytest
 
 from vllm_matrix.infra import index
 from vllm_matrix.infra.errors import SourceError
-from vllm_matrix.stages import source
+from vllm_matrix.sources import sdist as source
 
 
 def make_sdist(version: str) -> bytes:

@@ -1,5 +1,5 @@
 """The target: --arch / --gpu / --driver-cuda / --env PREFIX (pipeline/target.py,
-knowledge/gpus.py, stages/envprefix.py)."""
+knowledge/gpus.py, stages/env/envprefix.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.knowledge import gpus
 from vllm_matrix.pipeline import target
-from vllm_matrix.stages import envprefix
+from vllm_matrix.stages.env import envprefix
 
 NO_GPU = gpuinfo.GpuReport((), None, "recorded: none")
 H200 = gpuinfo.GpuReport((gpuinfo.Gpu("NVIDIA H200", "9.0", "580"),), "13.0", "recorded")

@@ -22,11 +22,7 @@ for _name in ("safetensors", "tokenizers", "numpy"):
 
 from safetensors.torch import load_file  # noqa: E402
 
-from vllm_matrix.stages import (  # noqa: E402
-    modelcheck,
-    modelstage,
-    tinymodel,
-)
+from vllm_matrix.stages.model import modelcheck, modelstage, tinymodel  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "model"
 # A model this small runs fastest on one thread (several only contend on a busy machine).

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from vllm_matrix.stages.torchwheel import read_version_py
+from vllm_matrix.sources.torchwheel import read_version_py
 
 # torch/version.py as the wheels write it: 2.1-2.5 annotate cuda, 2.6+ do too, CPU builds None.
 CUDA_124 = """__version__ = '2.6.0+cu124'

@@ -10,7 +10,7 @@ alike, so these runs see every branch an nvcc can take. Each run follows the ext
 projects (cmake/external_projects/*.cmake) the probe skips, with no environment (the
 downloads); where a download first appears the run is repeated with every ``*_SRC_DIR``
 variable set to a value that names it (which variable replaces which download). Facts
-(stages/facts.py) and the kernel gates (stages/gates.py) read their answers from here, the
+(stages/facts.py) and the kernel gates (stages/preflight/gates.py) read their answers from here, the
 probe its families from the same evaluator: one reader of vLLM's CMake.
 """
 

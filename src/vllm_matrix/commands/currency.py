@@ -43,8 +43,9 @@ from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import mapping, runner
 from vllm_matrix.pipeline.context import Workspace
+from vllm_matrix.sources import sdist as source
 from vllm_matrix.stages import facts as facts_mod
-from vllm_matrix.stages import patches, preflight, source
+from vllm_matrix.stages import patches, preflight
 
 DERIVE = "run `inv derive-pins --write` and commit knowledge/data/vllm_pins.toml"
 
@@ -219,7 +220,7 @@ def preflight_release(
     found = [f for s in stages for f in s.findings]
     gaps = tuple(f.message for f in found if f.rule == "unreadable")
     items = [
-        Item("gap", version, g, "teach the reader (stages/facts.py, stages/modelopt.py)")
+        Item("gap", version, g, "teach the reader (stages/facts.py, stages/preflight/modelopt.py)")
         for g in gaps
     ]
     if v.verdict == Verdict.ERROR:

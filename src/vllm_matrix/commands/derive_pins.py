@@ -10,7 +10,8 @@ from packaging.version import Version
 from vllm_matrix.infra.cache import atomic_write_text
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.knowledge import pins
-from vllm_matrix.stages import facts, source
+from vllm_matrix.sources import sdist as source
+from vllm_matrix.stages import facts
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from vllm_matrix.infra import config
-from vllm_matrix.stages import torchwheel
+from vllm_matrix.sources import torchwheel
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,8 +27,10 @@ from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import advice
 from vllm_matrix.pipeline import target as target_mod
+from vllm_matrix.sources import torchwheel
 from vllm_matrix.stages import env as env_mod
-from vllm_matrix.stages import envprefix, fixups, preflight, toolkit, torchwheel
+from vllm_matrix.stages import preflight, toolkit
+from vllm_matrix.stages.env import envprefix, fixups
 from vllm_matrix.stages.toolkit import base as tkbase
 
 

@@ -8,7 +8,8 @@ import json
 from vllm_matrix.commands.common import load_matrix, one_cell
 from vllm_matrix.commands.release import release_cell
 from vllm_matrix.pipeline import estimate, reuse
-from vllm_matrix.stages import build, source
+from vllm_matrix.sources import sdist as source
+from vllm_matrix.stages import compile as build
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from vllm_matrix.stages import facts, source
+from vllm_matrix.sources import sdist as source
+from vllm_matrix.stages import facts
 
 
 def run(args: argparse.Namespace) -> int:

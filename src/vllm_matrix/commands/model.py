@@ -11,7 +11,7 @@ from vllm_matrix.infra.errors import EXIT_CELL_ERROR
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_matrix.stages import modelstage
+    from vllm_matrix.stages.model import modelstage
 
     d = Path(args.dir)
     res = modelstage.run(d / "bf16", d / "fp8", Path(args.work), python=args.python)

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from vllm_matrix.stages import modelopt, source
+from vllm_matrix.sources import sdist as source
+from vllm_matrix.stages.preflight import modelopt
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,8 +35,9 @@ from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import advice as advice_mod
 from vllm_matrix.pipeline import grid, plan, runner
 from vllm_matrix.pipeline.context import Workspace
-from vllm_matrix.stages import modelopt, preflight
-from vllm_matrix.stages import releases as releases_mod
+from vllm_matrix.sources import releases as releases_mod
+from vllm_matrix.stages import preflight
+from vllm_matrix.stages.preflight import modelopt
 
 DEPTHS = ("preflight", "probe")
 

@@ -33,9 +33,9 @@ from vllm_matrix.infra.config import TORCH_INDEX_ENV, Cell
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline.context import Workspace
+from vllm_matrix.sources import sdist as source_stage
 from vllm_matrix.stages import facts as facts_stage
 from vllm_matrix.stages import patches as patch_series
-from vllm_matrix.stages import source as source_stage
 
 PREFIX = "$CONDA_PREFIX"
 # torch from a conda channel instead of a PyPI-style index: the channel is configuration
@@ -97,7 +97,7 @@ def used_fixups(results_dir: Path, cell: Cell) -> list[dict[str, str]] | None:
 def planned_fixups(cell: Cell) -> list[dict[str, str]]:
     """The fixups the env stage sets for a conda-layout toolkit (stages/fixups.compute), as
     facts give them: values are the Pixi env's (``translate`` maps the names)."""
-    from vllm_matrix.stages.fixups import torch_arch_list, torch_links_nvtoolsext
+    from vllm_matrix.stages.env.fixups import torch_arch_list, torch_links_nvtoolsext
 
     why = "from facts (no run of this cell recorded its fixups)"
     names = ["CUDA_HOME", "CUDA_PATH", "CUDAToolkit_ROOT", "CUDACXX", "VLLM_PYTHON_EXECUTABLE"]

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from vllm_matrix.knowledge import probe_units
-from vllm_matrix.stages import externals, facts, source
+from vllm_matrix.sources import externals
+from vllm_matrix.sources import sdist as source
+from vllm_matrix.stages import facts
 
 
 def run(args: argparse.Namespace) -> int:

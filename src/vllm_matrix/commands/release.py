@@ -14,7 +14,8 @@ from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.knowledge import pins
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import context, grid, mapping, plan, runner
-from vllm_matrix.stages import facts, source
+from vllm_matrix.sources import sdist as source
+from vllm_matrix.stages import facts
 
 
 def release_cell(args: argparse.Namespace) -> config.Cell:

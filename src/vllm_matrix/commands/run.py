@@ -14,8 +14,9 @@ from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.pipeline import context, grid, plan, runner
 from vllm_matrix.pipeline import target as target_mod
 from vllm_matrix.report import compat as report
-from vllm_matrix.stages import build, toolkit
+from vllm_matrix.stages import compile as build
 from vllm_matrix.stages import env as env_mod
+from vllm_matrix.stages import toolkit
 
 
 def current_cell(vllm: str, arch: str | None) -> config.Cell:

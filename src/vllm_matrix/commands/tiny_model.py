@@ -12,7 +12,7 @@ from vllm_matrix.infra.errors import MatrixError
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from vllm_matrix.stages import tinymodel
+        from vllm_matrix.stages.model import tinymodel
     except ImportError as exc:
         raise MatrixError(
             f"tiny-model needs torch, safetensors, numpy and tokenizers ({exc})",

@@ -38,8 +38,8 @@ from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import ERROR, PREDICTED_FAIL, Finding, Status
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.knowledge.toolchains import Knowledge, TorchFacts
+from vllm_matrix.sources import releases as releases_mod
 from vllm_matrix.stages import preflight
-from vllm_matrix.stages import releases as releases_mod
 
 MAX_OPTIONS = 3
 # The host compiler is this machine's matter (an older gcc fixes it), and whether the

@@ -10,12 +10,12 @@ from typing import TypeVar
 
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.results import Envelope, StageResult
+from vllm_matrix.sources.sdist import SourceTree
 from vllm_matrix.stages.env import TorchEnv
+from vllm_matrix.stages.env.fixups import Fixups
 from vllm_matrix.stages.facts import SourceFacts
-from vllm_matrix.stages.fixups import Fixups
 from vllm_matrix.stages.patches import Applied
 from vllm_matrix.stages.preflight import Host
-from vllm_matrix.stages.source import SourceTree
 from vllm_matrix.stages.toolkit import Toolkit
 
 T = TypeVar("T")

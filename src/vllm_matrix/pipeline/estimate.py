@@ -1,4 +1,4 @@
-"""A cell's build cost before it builds (stages/build/cost.py's model, fed by the cell):
+"""A cell's build cost before it builds (stages/compile/cost.py's model, fed by the cell):
 the edges from the release's own CMake evaluated for the cell's nvcc and arches (the
 recorded build of the same release and arches where there is one: it counts the sources
 CMake generates), the front end from the cell's probe where it ran, else the recorded build
@@ -18,7 +18,7 @@ from vllm_matrix.infra.config import Cell
 from vllm_matrix.knowledge import builds
 from vllm_matrix.knowledge.builds import BuildData, BuildRecord
 from vllm_matrix.stages import probe
-from vllm_matrix.stages.build import cost
+from vllm_matrix.stages.compile import cost
 from vllm_matrix.stages.probe.units import unit_archs
 
 # What `vllm.LLM(...)` on a ModelOpt FP8 checkpoint loads (README "Partial builds").

@@ -37,8 +37,10 @@ from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.knowledge.toolchains import Knowledge
 from vllm_matrix.pipeline import advice
 from vllm_matrix.pipeline import grid as grid_mod
-from vllm_matrix.stages import apiscan, gates, preflight, releases, source
+from vllm_matrix.sources import releases
+from vllm_matrix.sources import sdist as source
 from vllm_matrix.stages import facts as facts_mod
+from vllm_matrix.stages import preflight
 from vllm_matrix.stages.facts import (
     ArchRule,
     External,
@@ -47,6 +49,7 @@ from vllm_matrix.stages.facts import (
     SourceFacts,
     TorchPin,
 )
+from vllm_matrix.stages.preflight import apiscan, gates
 
 SCHEMA = "vllm-matrix/map"
 SCHEMA_VERSION = 1

@@ -21,24 +21,16 @@ from vllm_matrix.knowledge import probe_units
 from vllm_matrix.knowledge import toolchains as knowledge
 from vllm_matrix.pipeline import advice, estimate, reuse
 from vllm_matrix.pipeline.context import CellContext, Workspace, need
-from vllm_matrix.stages import (
-    audit,
-    build,
-    externals,
-    fixups,
-    gpu,
-    modelopt,
-    modelstage,
-    patches,
-    preflight,
-    probe,
-    releases,
-    source,
-    toolkit,
-)
+from vllm_matrix.sources import externals, releases
+from vllm_matrix.sources import sdist as source
+from vllm_matrix.stages import audit, gpu, patches, preflight, probe, toolkit
+from vllm_matrix.stages import compile as build
 from vllm_matrix.stages import env as env_mod
 from vllm_matrix.stages import facts as facts_mod
-from vllm_matrix.stages.build import installable, partial
+from vllm_matrix.stages.compile import installable, partial
+from vllm_matrix.stages.env import fixups
+from vllm_matrix.stages.model import modelstage
+from vllm_matrix.stages.preflight import modelopt
 
 
 @dataclass(frozen=True)
@@ -319,7 +311,7 @@ def do_model(ctx: CellContext) -> StageResult:
             "install it and run `vllm-matrix model`)"
         )
     try:
-        from vllm_matrix.stages import tinymodel
+        from vllm_matrix.stages.model import tinymodel
     except ImportError as exc:
         raise NotAvailable(
             f"the model stage makes its checkpoint with torch, safetensors and tokenizers ({exc})",

@@ -19,7 +19,7 @@ from vllm_matrix.infra.arch import Arch, parse_arch_list
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.knowledge import gpus
 from vllm_matrix.knowledge import toolchains as knowledge
-from vllm_matrix.stages import envprefix
+from vllm_matrix.stages.env import envprefix
 
 
 @dataclass(frozen=True)

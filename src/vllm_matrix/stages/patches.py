@@ -31,7 +31,7 @@ from packaging.version import InvalidVersion, Version
 
 from vllm_matrix.infra import datafiles, proc, tomlfile
 from vllm_matrix.infra.errors import ConfigError, MatrixError
-from vllm_matrix.stages.source import tree_version
+from vllm_matrix.sources.sdist import tree_version
 
 SERIES = "series.toml"
 PATCH_KEYS = ("file", "applies", "why", "upstream", "strip")

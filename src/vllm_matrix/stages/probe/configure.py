@@ -12,7 +12,7 @@ from vllm_matrix.cmake.model import CUDA_SUFFIXES, BuildModel, Family, Target
 from vllm_matrix.cmake.values import split_list
 from vllm_matrix.knowledge import probe_units
 from vllm_matrix.knowledge.probe_units import ProbeKnowledge
-from vllm_matrix.stages.fixups import torch_arch_list
+from vllm_matrix.stages.env.fixups import torch_arch_list
 from vllm_matrix.stages.probe.torchflags import DEFAULT_COMMON_NVCC, TorchFlags
 
 BUILD_TYPE = "RelWithDebInfo"  # vLLM setup.py: "Debug" if --debug else "RelWithDebInfo"

@@ -11,8 +11,8 @@ from vllm_matrix.cmake.model import BuildModel
 from vllm_matrix.cmake.values import eval_genex, split_list
 from vllm_matrix.knowledge import probe_units
 from vllm_matrix.knowledge.probe_units import ProbeKnowledge
+from vllm_matrix.sources.externals import external_dir
 from vllm_matrix.stages.env import TorchEnv
-from vllm_matrix.stages.externals import external_dir
 from vllm_matrix.stages.facts import SourceFacts
 from vllm_matrix.stages.probe.configure import BUILD_TYPE, build_model
 from vllm_matrix.stages.probe.torchflags import torch_flags

@@ -17,7 +17,7 @@ from typing import Any
 
 from vllm_matrix.infra import proc
 from vllm_matrix.infra.results import Finding
-from vllm_matrix.stages import frontcache
+from vllm_matrix.stages.probe import frontcache
 from vllm_matrix.stages.probe.dryrun import parse_dryrun
 from vllm_matrix.stages.probe.files import read_text
 from vllm_matrix.stages.probe.units import Unit

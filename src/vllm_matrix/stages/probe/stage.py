@@ -20,12 +20,12 @@ from vllm_matrix.infra.host import cpu_count, loadavg
 from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult, Status
 from vllm_matrix.knowledge import classify, probe_units
 from vllm_matrix.knowledge.probe_units import ProbeKnowledge
-from vllm_matrix.stages import frontcache
-from vllm_matrix.stages.apiscan import ApiHit
+from vllm_matrix.sources.externals import ExternalDir, external_dir
 from vllm_matrix.stages.env import TorchEnv
-from vllm_matrix.stages.externals import ExternalDir, external_dir
+from vllm_matrix.stages.env.fixups import Fixups
 from vllm_matrix.stages.facts import SourceFacts
-from vllm_matrix.stages.fixups import Fixups
+from vllm_matrix.stages.preflight.apiscan import ApiHit
+from vllm_matrix.stages.probe import frontcache
 from vllm_matrix.stages.probe.configure import build_model
 from vllm_matrix.stages.probe.explain import explain_flags, lowest_gencode
 from vllm_matrix.stages.probe.includes import GENERATED, include_closure
@@ -152,7 +152,7 @@ def _check_modes(depth: str, units_mode: str) -> None:
 
 def _scan_api(tree: Path) -> list[ApiHit]:
     from vllm_matrix.knowledge import toolchains as knowledge
-    from vllm_matrix.stages import apiscan
+    from vllm_matrix.stages.preflight import apiscan
 
     return apiscan.scan(tree, knowledge.load().api)
 

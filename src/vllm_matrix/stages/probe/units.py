@@ -12,8 +12,8 @@ from vllm_matrix.cmake.model import CUDA_SUFFIXES, CXX_SUFFIXES, BuildModel, Fam
 from vllm_matrix.cmake.values import eval_genex, split_list
 from vllm_matrix.knowledge import probe_units
 from vllm_matrix.knowledge.probe_units import ProbeKnowledge
-from vllm_matrix.stages.apiscan import ApiHit
 from vllm_matrix.stages.facts import SourceFacts
+from vllm_matrix.stages.preflight.apiscan import ApiHit
 from vllm_matrix.stages.probe.configure import build_model
 from vllm_matrix.stages.probe.includes import include_closure
 

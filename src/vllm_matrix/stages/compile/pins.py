@@ -14,7 +14,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from vllm_matrix.stages.build.errors import BuildError
+from vllm_matrix.stages.compile.errors import BuildError
 
 # Requirements an existing torch replaces: vLLM's use_existing_torch.py drops every line
 # that mentions torch; only these names are dropped here (it also drops e.g. outlines,

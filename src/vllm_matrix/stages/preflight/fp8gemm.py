@@ -205,7 +205,7 @@ class Answer:
 
 
 def _gate_line(tree: Path, var: str, sources: Sequence[str]) -> str | None:
-    from vllm_matrix.stages import gates
+    from vllm_matrix.stages.preflight import gates
 
     for g in gates.gates(tree):
         if g.var == var and set(g.sources) & set(sources):
@@ -341,7 +341,8 @@ def confirm(ans: Answer, objects: Sequence[Mapping[str, Any]], machine: str) -> 
                 raise MatrixError(
                     f"the audit of {o['object']} ({Arch.parse(a).sm}: {mma or 'no MMA'}) "
                     f"contradicts the source scan's '{ans.short}'",
-                    fix="report this: the dispatch reading in stages/fp8gemm.py is wrong here",
+                    fix="report this: the dispatch reading in stages/preflight/fp8gemm.py is "
+                    "wrong here",
                 )
             seen.append(f"{o['object']} {Arch.parse(a).sm}: {mma or 'no MMA instruction'}")
     if not seen:

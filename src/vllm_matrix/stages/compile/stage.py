@@ -20,9 +20,10 @@ from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.host import cpu_count, mem_available_gib
 from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
 from vllm_matrix.knowledge import classify
+from vllm_matrix.sources.sdist import SourceTree
 from vllm_matrix.stages import patches as patches_mod
-from vllm_matrix.stages.build import partial, schedule
-from vllm_matrix.stages.build.ccache import (
+from vllm_matrix.stages.compile import partial, schedule
+from vllm_matrix.stages.compile.ccache import (
     CCACHE_MAXSIZE,
     _ccache_delta,
     ccache_env,
@@ -30,8 +31,8 @@ from vllm_matrix.stages.build.ccache import (
     ccache_stats,
     redact,
 )
-from vllm_matrix.stages.build.errors import BuildError
-from vllm_matrix.stages.build.ninja import (
+from vllm_matrix.stages.compile.errors import BuildError
+from vllm_matrix.stages.compile.ninja import (
     PROGRESS_INTERVAL,
     ConfigureClock,
     NinjaProgress,
@@ -43,18 +44,17 @@ from vllm_matrix.stages.build.ninja import (
     ninja_work_edges,
     target_figures,
 )
-from vllm_matrix.stages.build.partial import (
+from vllm_matrix.stages.compile.partial import (
     PARTIAL_DIR,
     _partial_result,
     partial_argv,
     partial_label,
 )
-from vllm_matrix.stages.build.plan import plan_jobs
-from vllm_matrix.stages.build.wheel import _clear_partials, local_label, relabel_wheel
-from vllm_matrix.stages.build.workcopy import prepare_work_copy
+from vllm_matrix.stages.compile.plan import plan_jobs
+from vllm_matrix.stages.compile.wheel import _clear_partials, local_label, relabel_wheel
+from vllm_matrix.stages.compile.workcopy import prepare_work_copy
 from vllm_matrix.stages.env import TorchEnv
-from vllm_matrix.stages.fixups import Fixups
-from vllm_matrix.stages.source import SourceTree
+from vllm_matrix.stages.env.fixups import Fixups
 from vllm_matrix.stages.toolkit import Toolkit
 
 
@@ -327,7 +327,7 @@ def build_wheel(
         dirs = _build_dirs(src)
         total_edges = sum(ninja_work_edges(d / "build.ninja", targets) for d in dirs)
         details["targets"] = {k: v for d in dirs for k, v in target_figures(d).items()}
-        # each edge's times: the cost model's calibration data (stages/build/cost.py)
+        # each edge's times: the cost model's calibration data (stages/compile/cost.py)
         details["edge_log"] = [e for d in dirs for e in edge_log(d)]
         if targets:
             details["schedule"] = schedule.outcome(dirs)

@@ -23,7 +23,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from vllm_matrix.infra.errors import ConfigError
-from vllm_matrix.stages.torchwheel import read_version_py
+from vllm_matrix.sources.torchwheel import read_version_py
 
 _CUDA_H = re.compile(r"#define\s+CUDA_VERSION\s+(\d+)")
 

@@ -34,10 +34,10 @@ and how far a build got), ``wheel`` (step 3), ``partial`` (``--targets`` builds:
 setup.py driver, FetchContent stand-ins, their audit and smoke test), ``errors``.
 """
 
-from vllm_matrix.stages.build.ccache import remote_setting
-from vllm_matrix.stages.build.ninja import progress_of
-from vllm_matrix.stages.build.partial import parse_targets
-from vllm_matrix.stages.build.stage import build_wheel
-from vllm_matrix.stages.build.workcopy import work_dir
+from vllm_matrix.stages.compile.ccache import remote_setting
+from vllm_matrix.stages.compile.ninja import progress_of
+from vllm_matrix.stages.compile.partial import parse_targets
+from vllm_matrix.stages.compile.stage import build_wheel
+from vllm_matrix.stages.compile.workcopy import work_dir
 
 __all__ = ["build_wheel", "parse_targets", "progress_of", "remote_setting", "work_dir"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from vllm_matrix.stages.build.errors import BuildError
+from vllm_matrix.stages.compile.errors import BuildError
 
 
 def local_label(cuda: str, torch_version: str) -> str:

@@ -9,7 +9,8 @@ vLLM), vLLM's outputs are also checked against the plain-torch forward of the sa
 checkpoint (tinymodel.py): that separates "FP8 changed the answers" from "vLLM loaded the
 checkpoint wrong".
 
-Each model runs in a worker process of its own (`python -m vllm_matrix.stages.modelstage`): two
+Each model runs in a worker process of its own
+(`python -m vllm_matrix.stages.model.modelstage`): two
 engines in one process do not give the GPU memory back reliably. Without a GPU the stage is
 "not run: no GPU" (SKIP). In the pipeline (`--depth model`) it serves the build's installable
 partial dir, in eager and default compile mode, and the FP8 runs collect the evidence that the
@@ -33,7 +34,7 @@ from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import proc, results
 from vllm_matrix.infra.errors import CommandError
 from vllm_matrix.infra.results import ERROR, FAIL, PASS, SKIP, Finding, StageResult
-from vllm_matrix.stages import modelcheck
+from vllm_matrix.stages.model import modelcheck
 
 STAGE = "model"
 RUN_SCHEMA = "vllm-matrix/model-run"
@@ -141,7 +142,7 @@ def _worker(
     extra: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    argv: list[str] = [python, "-m", "vllm_matrix.stages.modelstage", str(model), str(out)]
+    argv: list[str] = [python, "-m", "vllm_matrix.stages.model.modelstage", str(model), str(out)]
     argv += ["--workload", str(workload)]
     argv += ["--quantization", quantization] if quantization else []
     argv += ["--reference", str(reference)] if reference else []
@@ -421,7 +422,7 @@ def _reference(
 ) -> dict[str, dict[str, Any]] | None:
     """The plain-torch forward scoring each vLLM run, where tinymodel's packages import."""
     try:
-        from vllm_matrix.stages import tinymodel
+        from vllm_matrix.stages.model import tinymodel
     except ImportError:
         return None
     out = {}
@@ -622,7 +623,7 @@ class _Lines:
 
 
 def worker_main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vllm_matrix.stages.modelstage")
+    p = argparse.ArgumentParser(prog="python -m vllm_matrix.stages.model.modelstage")
     p.add_argument("model")
     p.add_argument("out")
     p.add_argument("--workload", default=str(modelcheck.DATA))

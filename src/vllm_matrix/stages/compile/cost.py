@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vllm_matrix.knowledge.builds import BuildRecord
-from vllm_matrix.stages.build.plan import plan_jobs
+from vllm_matrix.stages.compile.plan import plan_jobs
 
 # Where in build.ninja's order the longest edge sat, as a fraction of the compile edges:
 # vLLM 0.20.0's scaled_mm_c2x.cu is in _C_stable_libtorch, whose edges come after _C's 75

@@ -31,8 +31,9 @@ from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import Finding
 from vllm_matrix.knowledge import toolchains
-from vllm_matrix.stages import fp8gemm, preflight
+from vllm_matrix.stages import preflight
 from vllm_matrix.stages.facts import SourceFacts
+from vllm_matrix.stages.preflight import fp8gemm
 from vllm_matrix.stages.probe.configure import build_model
 
 QUANT_DIR = Path("vllm") / "model_executor" / "layers" / "quantization"
@@ -333,7 +334,7 @@ def fp8_column(
     """The one ModelOpt FP8 answer (the preflight stage's, the Blackwell table's): the
     release's own parser run on a ModelOpt FP8 config (what of it cannot be read is a
     warning naming file:line, and the column says "unknown"), then the FP8 GEMM the release
-    dispatches for each arch (stages/fp8gemm.py), deepened by audits: the cell's
+    dispatches for each arch (stages/preflight/fp8gemm.py), deepened by audits: the cell's
     ``previous`` result and the result files in ``audit_dirs``."""
     know = know or toolchains.load()
     column, evidence = preflight.modelopt_column(cell, facts)

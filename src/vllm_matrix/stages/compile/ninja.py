@@ -402,7 +402,7 @@ def target_figures(build_dir: Path) -> dict[str, dict[str, Any]]:
 def edge_log(build_dir: Path) -> list[dict[str, Any]]:
     """Every work edge .ninja_log records (its latest run): CMake target, source file name,
     start and end in seconds on that run's clock: what the build-cost model calibrates on
-    (stages/build/cost.py), kept in the build's result."""
+    (stages/compile/cost.py), kept in the build's result."""
     manifest = build_dir / "build.ninja"
     if not manifest.is_file():
         return []

@@ -29,10 +29,11 @@ from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.infra.results import FAIL, PASS, WARN, Finding, StageResult
 from vllm_matrix.knowledge.probe_units import ProbeKnowledge
-from vllm_matrix.stages import audit, externals
-from vllm_matrix.stages.build.errors import BuildError
-from vllm_matrix.stages.build.ninja import NinjaProgress, fmt_seconds
-from vllm_matrix.stages.build.plan import JobPlan
+from vllm_matrix.sources import externals
+from vllm_matrix.stages import audit
+from vllm_matrix.stages.compile.errors import BuildError
+from vllm_matrix.stages.compile.ninja import NinjaProgress, fmt_seconds
+from vllm_matrix.stages.compile.plan import JobPlan
 
 if TYPE_CHECKING:
     from vllm_matrix.stages.env import TorchEnv
@@ -316,7 +317,7 @@ def setup(**kw):
           + ")" + (", keeping " + ", ".join(kept) if kept else ""), flush=True)
     return real(**kw)
 setuptools.setup = setup
-# Longest edges first (stages/build/schedule.py, loaded by path: this Python may not have
+# Longest edges first (stages/compile/schedule.py, loaded by path: this Python may not have
 # vllm_matrix): build.ninja is reordered between CMake's configure and `cmake --build`.
 sched = os.environ.get("VLLM_MATRIX_SCHEDULE")
 if sched:

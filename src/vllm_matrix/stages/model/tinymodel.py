@@ -41,7 +41,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from vllm_matrix.stages import modelcheck
+from vllm_matrix.stages.model import modelcheck
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0  # torch.finfo(torch.float8_e4m3fn).max; ModelOpt's maxbound for E4M3

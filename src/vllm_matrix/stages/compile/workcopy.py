@@ -16,9 +16,9 @@ from typing import Any
 
 from vllm_matrix.infra.cache import cache_root
 from vllm_matrix.infra.config import Cell
+from vllm_matrix.sources.sdist import SourceTree
 from vllm_matrix.stages import patches as patches_mod
-from vllm_matrix.stages.build.pins import EXISTING_TORCH_REPLACES, PinChange, neutralise_pins
-from vllm_matrix.stages.source import SourceTree
+from vllm_matrix.stages.compile.pins import EXISTING_TORCH_REPLACES, PinChange, neutralise_pins
 
 WORK_MARKER = ".vllm-matrix-work.json"
 # Bump when the work copy's preparation changes: older work copies are then remade.

@@ -12,8 +12,8 @@ from functools import cache
 
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.knowledge import pins
+from vllm_matrix.sources import sdist as source
 from vllm_matrix.stages import facts as facts_mod
-from vllm_matrix.stages import source
 
 
 @cache

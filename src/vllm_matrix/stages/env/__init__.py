@@ -46,7 +46,7 @@ from vllm_matrix.infra.errors import (
 )
 from vllm_matrix.infra.tomlfile import did_you_mean
 from vllm_matrix.knowledge import buildenv, toolchains
-from vllm_matrix.stages.torchwheel import no_index, read_version_py
+from vllm_matrix.sources.torchwheel import no_index, read_version_py
 
 VARIANTS = ("headers", "full")
 # Free disk a cold env needs (measured: a headers env of torch 2.6-2.11 is 1.2-1.6 GiB, a

@@ -30,8 +30,8 @@ from vllm_matrix.infra.results import (
     Status,
 )
 from vllm_matrix.knowledge.toolchains import ApiSymbol, Knowledge, TorchFacts
-from vllm_matrix.stages import apiscan, gates
 from vllm_matrix.stages.facts import SourceFacts
+from vllm_matrix.stages.preflight import apiscan, gates
 
 CUDA_ROOTS = Path("/usr/local")
 

@@ -41,7 +41,7 @@ from vllm_matrix.infra import index, proc
 from vllm_matrix.infra.cache import atomic_write_text, cache_root, extract_tar, locked, staging_dir
 from vllm_matrix.infra.errors import CommandError, MatrixError
 from vllm_matrix.knowledge.probe_units import ProbeKnowledge
-from vllm_matrix.stages import source
+from vllm_matrix.sources import sdist as source
 from vllm_matrix.stages.facts import External, SourceFacts, read_facts
 from vllm_matrix.stages.toolkit.files import unzip_wheel
 
