@@ -133,7 +133,7 @@ def test_recorded_times_of_a_release() -> None:
 
 def test_the_driver_hooks_cmake_build_only() -> None:
     """The setup.py driver reorders build.ninja when setup.py runs `cmake --build`."""
-    code = partial.PARTIAL_DRIVER
+    code = partial.PARTIAL_DRIVER.read_text()
     compile(code, "driver", "exec")
     assert 'str(args[0]).endswith("cmake")' in code and '"--build" in args' in code
 

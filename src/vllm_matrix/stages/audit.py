@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vllm_matrix import workers
 from vllm_matrix.infra import proc, results
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.errors import MatrixError, ToolError
@@ -445,80 +446,8 @@ def wgmma_findings(
 
 # ------------------------------------------------------------------ smoke
 
-# Runs inside the cell's env python; prints one JSON line. Extensions are loaded by
-# file (``import vllm._C`` would run vllm/__init__.py, which needs vLLM's Python deps).
-_SMOKE_SCRIPT = r"""
-import importlib.machinery, importlib.util, json, sys, traceback, types
-site, exts = sys.argv[1], sys.argv[2:]
-out = {"extensions": {}, "ops": {}}
-import torch
-out["torch"] = torch.__version__
-out["cuda_available"] = bool(torch.cuda.is_available())
-for rel in exts:
-    mod = rel.split("/")[-1].split(".")[0]
-    full = ".".join(rel.split("/")[:-1] + [mod])
-    entry = {"file": rel}
-    try:
-        loader = importlib.machinery.ExtensionFileLoader(full, site + "/" + rel)
-        spec = importlib.util.spec_from_file_location(full, site + "/" + rel, loader=loader)
-        m = importlib.util.module_from_spec(spec)
-        loader.exec_module(m)
-        subs, funcs = {}, []
-        for k in sorted(dir(m)):
-            if k.startswith("__"):
-                continue
-            v = getattr(m, k)
-            if isinstance(v, types.ModuleType):
-                subs[k] = sorted(x for x in dir(v) if not x.startswith("__"))
-            elif callable(v):
-                funcs.append(k)
-        entry.update(loaded=True, submodules=subs, functions=funcs,
-                     n_functions=len(funcs) + sum(len(s) for s in subs.values()))
-    except Exception as exc:
-        entry.update(loaded=False, error=f"{type(exc).__name__}: {exc}")
-    out["extensions"][full] = entry
-names = torch._C._dispatch_get_all_op_names()
-for full in out["extensions"]:
-    ns = full.split(".")[-1]
-    ops = sorted(n.split("::", 1)[1] for n in names if n.startswith(ns + "::"))
-    out["ops"][ns] = ops
-print("SMOKE-JSON " + json.dumps(out))
-"""
-
-_IMPORT_SCRIPT = r"""
-import json, re, sys
-out = {}
-try:
-    import vllm
-    out["ok"] = True
-    out["version"] = getattr(vllm, "__version__", None)
-except BaseException as exc:
-    out["ok"] = False
-    out["error"] = f"{type(exc).__name__}: {exc}"
-    out["missing_module"] = getattr(exc, "name", None)
-from importlib import metadata
-from packaging.requirements import Requirement
-missing, wrong = [], []
-try:
-    dist = metadata.distribution("vllm")
-    reqs = dist.requires or []
-except metadata.PackageNotFoundError:
-    reqs = []
-for r in reqs:
-    req = Requirement(r)
-    if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-        continue
-    try:
-        have = metadata.version(req.name)
-    except metadata.PackageNotFoundError:
-        missing.append(str(req))
-        continue
-    if req.specifier and not req.specifier.contains(have, prereleases=True):
-        wrong.append(f"{req} (have {have})")
-out["requires_missing"] = missing
-out["requires_unsatisfied"] = wrong
-print("SMOKE-JSON " + json.dumps(out))
-"""
+# The load check and the ``import vllm`` check run inside the cell's env python, each a file
+# of vllm_matrix.workers run by path; each prints one ``SMOKE-JSON`` line.
 
 
 def _json_line(text: str) -> dict[str, Any] | None:
@@ -589,7 +518,7 @@ def smoke(wheel: Path, tv_full: TorchEnv, tk: Toolkit, work: Path) -> StageResul
             "libcuda stub; no kernel was run (the stub fails every driver call)"
         )
     loaded = proc.run(
-        [tv_full.python_exe, "-c", _SMOKE_SCRIPT, site, *exts],
+        [tv_full.python_exe, workers.SMOKE_WORKER, site, *exts],
         log=log,
         env=env,
         check=False,
@@ -628,7 +557,7 @@ def smoke(wheel: Path, tv_full: TorchEnv, tk: Toolkit, work: Path) -> StageResul
             not_run.append("torch.cuda.is_available() is False although a driver is present")
         findings.append(Finding("kernel", "info", "no kernel run: no usable GPU here"))
     imp = proc.run(
-        [tv_full.python_exe, "-c", _IMPORT_SCRIPT],
+        [tv_full.python_exe, workers.IMPORT_WORKER],
         log=log,
         env=env,
         check=False,

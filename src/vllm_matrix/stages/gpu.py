@@ -1,7 +1,7 @@
 """The gpu stage: the built extensions run ModelOpt FP8's ops on this machine's GPU.
 
 Runs only where a GPU is present ("not run: no GPU" elsewhere, a SKIP). The measuring
-is done by ``gpu_worker.py`` in the build env's python (torch + the GPU); this module
+is done by ``workers/gpu_worker.py`` in the build env's python (torch + the GPU); this module
 decides (``judge``), so the verdict logic is tested without a GPU.
 
 Tolerances (each case compares against a reference made from the *same* FP8 inputs:
@@ -40,6 +40,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vllm_matrix import workers
 from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import proc, results
 from vllm_matrix.infra.arch import Arch
@@ -47,7 +48,7 @@ from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import FAIL, SKIP, Finding, StageResult
 from vllm_matrix.stages.env import TorchEnv
 
-WORKER = Path(__file__).with_name("gpu_worker.py")
+WORKER = workers.GPU_WORKER
 OUT_ULP = {"bfloat16": 2.0**-8, "float16": 2.0**-11}  # relative, at the largest element
 ACCUM_STEP_K = 32  # products per FP8 wgmma step (k of wgmma.m64nNk32 for e4m3)
 ACCUM_BITS = 14  # what the FP8 fast accumulator keeps (DeepSeek-V3 report, sec. 3.3.2)

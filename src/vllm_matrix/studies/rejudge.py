@@ -8,7 +8,7 @@ the measurements it recorded are still good. This applies the current rules to t
 - the audit: its ``sm90a`` findings are recomputed from the recorded per-object SASS
   arches and MMA census (``details.fp8_gemm_objects``); every other finding is kept as
   recorded (they need the files, which stayed on that machine);
-- the gpu stage: ``gpu.judge`` over the worker's JSON (``stages/gpu_worker.py`` run there
+- the gpu stage: ``gpu.judge`` over the worker's JSON (``workers/gpu_worker.py`` run there
   on the same build's extensions), appended when the run stopped before it.
 
 Nothing is measured here. Each re-judged stage says so in its summary and details

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vllm_matrix import workers
 from vllm_matrix.infra import datafiles, proc, results, tomlfile
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.errors import ConfigError
@@ -289,68 +290,9 @@ def smoke_partial(
 
 # ------------------------------------------------------------------ the setup.py driver
 
-# Runs in the env's python inside the work copy: vLLM's own setup.py (its CMake arguments,
-# its jobs, its install step), with ext_modules cut to the asked CMake targets, run as
-# ``setup.py build_ext --build-lib OUT``: the extensions land in OUT/vllm/, no wheel is made.
-# setup.py names a target by its extension's name less "vllm." and "vllm_flash_attn."
-# (0.4 ... 0.20: ``target_name``).
-PARTIAL_DRIVER = r"""
-import os, runpy, sys
-import setuptools
-wanted = [t for t in sys.argv[1].split(",") if t]
-out = sys.argv[2]
-keep = [t for t in sys.argv[3].split(",") if t]
-real = setuptools.setup
-def name(ext):
-    return ext.name.removeprefix("vllm.").removeprefix("vllm_flash_attn.")
-def setup(**kw):
-    exts = list(kw.get("ext_modules") or [])
-    have = [name(e) for e in exts]
-    missing = [t for t in wanted if t not in have]
-    if missing:
-        print("vllm-matrix: no such extension target: " + ", ".join(missing)
-              + "; this tree builds: " + ", ".join(have), flush=True)
-        sys.exit(3)
-    kept = [t for t in keep if t in have and t not in wanted]
-    kw["ext_modules"] = [e for e in exts if name(e) in wanted or name(e) in kept]
-    print("vllm-matrix: partial build of " + ", ".join(wanted) + " (of " + ", ".join(have)
-          + ")" + (", keeping " + ", ".join(kept) if kept else ""), flush=True)
-    return real(**kw)
-setuptools.setup = setup
-# Longest edges first (stages/compile/schedule.py, loaded by path: this Python may not have
-# vllm_matrix): build.ninja is reordered between CMake's configure and `cmake --build`.
-sched = os.environ.get("VLLM_MATRIX_SCHEDULE")
-if sched:
-    import importlib.util, json, subprocess
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location("vllm_matrix_schedule", sched)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    real_check_call = subprocess.check_call
-    def check_call(args, *a, **kw):
-        if (isinstance(args, (list, tuple)) and args and str(args[0]).endswith("cmake")
-                and "--build" in args):
-            try:
-                times = os.environ.get("VLLM_MATRIX_EDGE_TIMES")
-                rec = json.loads(Path(times).read_text()) if times else {}
-                info = mod.plan_for(Path(kw.get("cwd") or os.getcwd()), rec,
-                                    int(os.environ.get("VLLM_MATRIX_JOBS", "1")),
-                                    int(os.environ.get("VLLM_MATRIX_THREADS_MAX", "1")),
-                                    targets=wanted + keep)
-                p = info.get("predicted", {})
-                print("vllm-matrix: schedule: %d compile edges, longest first (%d recorded "
-                      "times); predicted makespan %ss before, %ss after, packed limit %ss"
-                      % (info.get("compile_edges", 0), info.get("recorded", 0),
-                         p.get("makespan_before_s"), p.get("makespan_after_s"),
-                         p.get("packed_limit_s")), flush=True)
-            except Exception as exc:
-                print("vllm-matrix: schedule not applied: %r" % (exc,), flush=True)
-        return real_check_call(args, *a, **kw)
-    subprocess.check_call = check_call
-sys.argv = ["setup.py", "build_ext", "--build-lib", out]
-sys.path.insert(0, os.getcwd())
-runpy.run_path("setup.py", run_name="__main__")
-"""
+# The driver runs in the env's python inside the work copy: vLLM's own setup.py with
+# ext_modules cut to the asked targets (vllm_matrix.workers' partial_driver.py, run by path).
+PARTIAL_DRIVER = workers.PARTIAL_DRIVER
 PARTIAL_DIR = "partial"  # under the work dir: OUT of the driver
 _TARGET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -382,7 +324,7 @@ def partial_argv(
     tv_full: TorchEnv, targets: Sequence[str], out: Path, keep: Sequence[str] = ()
 ) -> list[str | os.PathLike[str]]:
     """``keep``: targets kept when the tree has them (``knowledge/data/partial.toml`` [keep])."""
-    return [tv_full.python_exe, "-c", PARTIAL_DRIVER, ",".join(targets), out, ",".join(keep)]
+    return [tv_full.python_exe, PARTIAL_DRIVER, ",".join(targets), out, ",".join(keep)]
 
 
 def partial_extensions(out: Path) -> list[Path]:

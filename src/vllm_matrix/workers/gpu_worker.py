@@ -11,6 +11,9 @@ weight column-major, per-tensor scales, optional bias). Each case is checked aga
 reference computed from the same FP8 inputs (dequantized, matmul in fp32) and timed
 against ``torch._scaled_mm`` on the same inputs (CUDA events, after warm-up).
 The verdict is the stage's (``gpu.judge``): this file only measures and writes JSON.
+
+Run by: the cell's full torch env's python (``stages/gpu.py``, ``run_worker``).
+May import: the standard library, torch.
 """
 
 from __future__ import annotations
