@@ -16,6 +16,7 @@ from conftest import need_program
 from vllm_matrix.infra.errors import CommandError
 from vllm_matrix.infra.results import ERROR, FAIL
 from vllm_matrix.stages.model import modelstage
+from vllm_matrix.workers import model_worker
 
 HERE = Path(__file__).parent
 RUN = json.loads((HERE / "device" / "model-evidence-h100-issue24.json").read_text())
@@ -85,9 +86,9 @@ def test_each_missing_piece_of_evidence_fails(change: Any, message: str) -> None
 
 
 def test_kernel_matched_by_qualified_identifiers() -> None:
-    ids = modelstage._idents(CUTLASS)
+    ids = model_worker._idents(CUTLASS)
     assert "vllm::cutlass_3x_gemm_sm90_fp8" in ids and "cutlass::device_kernel" in ids
-    other = modelstage._idents("void at::native::vectorized_elementwise_kernel<4>(int)")
+    other = model_worker._idents("void at::native::vectorized_elementwise_kernel<4>(int)")
     assert not ids <= other
 
 
@@ -149,9 +150,9 @@ def test_map_kernels_by_name_then_by_identifiers() -> None:
         CUTLASS: 32,  # spelled differently (no cute::C<64l>): found by identifiers
         "void at::native::vectorized_elementwise_kernel<4>(int)": 8,
     }
-    mapped, other, by_idents = modelstage.map_kernels(kernels, owned)
+    mapped, other, by_idents = model_worker.map_kernels(kernels, owned)
     # The identifiers come from the names as printed: "void cutlass::" stays two words.
-    assert "cutlass::device_kernel" in modelstage._idents(
+    assert "cutlass::device_kernel" in model_worker._idents(
         next(iter(owned["_C_stable_libtorch.abi3.so"]))
     )
     assert mapped["_C.abi3.so"] == {
@@ -167,11 +168,11 @@ DEVICE = Path(__file__).parent / "device"
 def test_long_kernel_names_come_from_the_host_symbols() -> None:
     """cuobjdump --list-text shortens a long kernel name to '_Z11long-1' (real output,
     nvcc 12.4): the shortened name is dropped, and nm's host symbol gives the whole one."""
-    listed = modelstage.device_functions(
+    listed = model_worker.device_functions(
         (DEVICE / "long-kernel-name.nvcc12.4.list-text.txt").read_text()
     )
     assert listed == ["_Z12short_kernelPi"]
-    hosts = modelstage.host_kernel_symbols(
+    hosts = model_worker.host_kernel_symbols(
         (DEVICE / "long-kernel-name.nvcc12.4.nm.txt").read_text()
     )
     long_ones = [n for n in hosts if n.startswith("_Z11long_kernel")]
@@ -189,7 +190,9 @@ def test_issue24_cutlass_gemm_found_by_its_whole_name() -> None:
     mangled = sorted(set(re.findall(r"Function : (\S+)", sass)))
     nm_text = "\n".join(f"{i:016x} W {name}" for i, name in enumerate(mangled))
     owned = {
-        "_C_stable_libtorch.abi3.so": modelstage._demangle(modelstage.host_kernel_symbols(nm_text))
+        "_C_stable_libtorch.abi3.so": model_worker._demangle(
+            model_worker.host_kernel_symbols(nm_text)
+        )
     }
     evidence = json.loads((DEVICE / "model-evidence-h100-issue24.json").read_text())
     trace = {
@@ -198,6 +201,6 @@ def test_issue24_cutlass_gemm_found_by_its_whole_name() -> None:
         if "cutlass_3x_gemm_sm90_fp8" in k
     }
     assert sum(trace.values()) == 32
-    mapped, other, by_idents = modelstage.map_kernels(trace, owned)
+    mapped, other, by_idents = model_worker.map_kernels(trace, owned)
     assert mapped["_C_stable_libtorch.abi3.so"] == trace
     assert other == {} and by_idents == []

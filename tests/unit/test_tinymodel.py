@@ -23,6 +23,7 @@ for _name in ("safetensors", "tokenizers", "numpy"):
 from safetensors.torch import load_file  # noqa: E402
 
 from vllm_matrix.stages.model import modelcheck, modelstage, tinymodel  # noqa: E402
+from vllm_matrix.workers import model_worker  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "model"
 # A model this small runs fastest on one thread (several only contend on a busy machine).
@@ -351,10 +352,11 @@ def test_worker_reads_vllm_outputs_as_the_reference_does(
         "throughput_requests = 256", "throughput_requests = 2"
     )
     wl.write_text(text)
+    wj = modelstage.write_workload(modelcheck.load(wl), tmp_path / "workload.json")
     b, q = tmp_path / "bf16.json", tmp_path / "fp8.json"
-    assert modelstage.worker_main([str(made.bf16), str(b), "--workload", str(wl)]) == 0
-    argv = [str(made.fp8), str(q), "--workload", str(wl), "--quantization", "modelopt"]
-    assert modelstage.worker_main([*argv, "--reference", str(b)]) == 0
+    assert model_worker.worker_main([str(made.bf16), str(b), "--workload", str(wj)]) == 0
+    argv = [str(made.fp8), str(q), "--workload", str(wj), "--quantization", "modelopt"]
+    assert model_worker.worker_main([*argv, "--reference", str(b)]) == 0
     bdoc, qdoc = json.loads(b.read_text()), json.loads(q.read_text())
     assert qdoc["throughput"]["requests"] == 2 and qdoc["throughput"]["output_tokens"] == 64
     res = modelstage.judge(bdoc, qdoc, modelcheck.load(wl))

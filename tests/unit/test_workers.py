@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from vllm_matrix import workers
+from vllm_matrix.infra import proc
+from vllm_matrix.stages.model import modelcheck, modelstage
+from vllm_matrix.workers import model_worker
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 WORKERS = sorted(p for p in workers.HERE.glob("*.py") if p.name != "__init__.py")
@@ -48,6 +51,7 @@ def test_there_are_workers() -> None:
         "smoke_worker.py",
         "import_worker.py",
         "partial_driver.py",
+        "model_worker.py",
     }
 
 
@@ -82,3 +86,25 @@ def test_no_module_imports_a_worker() -> None:
                 mods += [a.name for a in node.names] if isinstance(node, ast.Import) else []
                 found += [f"{path.name}: {m}" for m in mods if m.startswith("vllm_matrix.workers.")]
     assert found == []
+
+
+def test_the_model_worker_reads_the_workload_the_stage_writes(tmp_path: Path) -> None:
+    w = modelcheck.load()
+    got = model_worker._load_workload(modelstage.write_workload(w, tmp_path / "w.json"))
+    assert (got.prompts, got.max_tokens, got.throughput_requests) == (
+        w.prompts,
+        w.max_tokens,
+        w.throughput_requests,
+    )
+    assert model_worker.RUN_SCHEMA == modelstage.RUN_SCHEMA
+    assert model_worker.EXIT_NO_VLLM == modelstage.EXIT_NO_VLLM
+
+
+def test_the_model_worker_runs_by_path_and_says_what_is_missing(tmp_path: Path) -> None:
+    """Run as the stage runs it, by path, in an interpreter whose torch and vllm cannot
+    import: this one without its site-packages (-S), where the standard library is all."""
+    wl = modelstage.write_workload(modelcheck.load(), tmp_path / "w.json")
+    argv = [sys.executable, "-S", workers.MODEL_WORKER, tmp_path, tmp_path / "o", "--workload", wl]
+    done = proc.run(argv, check=False, env={"PYTHONPATH": ""}, timeout=120)
+    assert done.returncode == model_worker.EXIT_NO_VLLM
+    assert "missing module: " in done.output and "vllm_matrix" not in done.output

@@ -19,5 +19,6 @@ GPU_WORKER = HERE / "gpu_worker.py"  # the gpu stage: FP8 ops on this machine's 
 SMOKE_WORKER = HERE / "smoke_worker.py"  # the smoke stage: the extensions load
 IMPORT_WORKER = HERE / "import_worker.py"  # the smoke stage: import vllm, its requirements
 PARTIAL_DRIVER = HERE / "partial_driver.py"  # the build stage: setup.py cut to --targets
+MODEL_WORKER = HERE / "model_worker.py"  # the model stage: one model through vLLM
 
-__all__ = ["GPU_WORKER", "HERE", "IMPORT_WORKER", "PARTIAL_DRIVER", "SMOKE_WORKER"]
+__all__ = ["GPU_WORKER", "HERE", "IMPORT_WORKER", "MODEL_WORKER", "PARTIAL_DRIVER", "SMOKE_WORKER"]
