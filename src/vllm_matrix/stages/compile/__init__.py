@@ -1,4 +1,5 @@
-"""The build stage: a vLLM wheel built against the cell's existing torch.
+"""The build stage (PLAN's ``build``; a package named ``build`` hides from tools that skip
+build/ dirs): a vLLM wheel built against the cell's existing torch.
 
 What vLLM's docs describe for "build with an existing PyTorch installation", done so a
 machine can run it unattended and a stopped run resumes:
@@ -31,7 +32,11 @@ the progress messages) can lag; .ninja_log, which the "all targets" count reads,
 Modules: ``stage`` (``build_wheel``, the steps above), ``workcopy`` (step 1), ``pins`` (the
 torch pins it removes), ``plan`` (MAX_JOBS / NVCC_THREADS), ``ccache``, ``ninja`` (progress
 and how far a build got), ``wheel`` (step 3), ``partial`` (``--targets`` builds: the
-setup.py driver, FetchContent stand-ins, their audit and smoke test), ``errors``.
+setup.py driver's arguments (the driver is vllm_matrix/workers/partial_driver.py), FetchContent
+stand-ins, their audit and smoke test), ``schedule`` (longest edges first; also loaded by path
+by the driver), ``cost`` (the build-cost model), ``installable``, ``errors``.
+May import: sources, gpu, cmake, knowledge, infra, workers (for its paths), and other stages'
+public names.
 """
 
 from vllm_matrix.stages.compile.ccache import remote_setting

@@ -9,6 +9,11 @@ Variants (what a stage needs, measured in the integration tests):
 
 Venvs are not relocatable, so one is built in place under a lock and marked complete
 last; a directory without the marker is a leftover of an interrupted run and is rebuilt.
+
+The package also holds ``fixups`` (the environment a build needs, computed from the toolkit
+and the env: the env stage makes both) and ``envprefix`` (a Pixi/conda prefix or a venv read
+from its files, for ``--env PATH``). May import: sources, knowledge, infra, and other stages'
+public names (toolkit).
 """
 
 from __future__ import annotations

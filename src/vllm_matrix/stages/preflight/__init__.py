@@ -3,6 +3,11 @@
 Every rule returns Findings with a message, a fix naming the nearest working
 alternative, and the evidence (file:line in the vLLM tree, or the data-file
 source) it rests on. Nothing is compiled here; this takes milliseconds.
+
+The package holds what feeds the rules: ``apiscan`` (torch C++ API symbols the cell's torch
+lacks), ``gates`` (arch-gated kernel families), ``modelopt`` and ``fp8gemm`` (the ModelOpt
+FP8 column: the release's parser, the FP8 GEMM it dispatches per arch). May import:
+sources, cmake, gpu, knowledge, infra, and other stages' public names (facts).
 """
 
 from __future__ import annotations

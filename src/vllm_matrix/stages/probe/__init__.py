@@ -25,6 +25,11 @@ per-file arches, and ``define_gpu_extension_target`` the per-target flags, of th
 build. Units whose include closure needs a FetchContent dependency that is not here
 (CUTLASS) are reported "not probed", unless PyPI's ``nvidia-cutlass`` at the tree's pin
 (or ``VLLM_CUTLASS_SRC_DIR``) supplies the headers.
+
+Modules: configure (the CMake model of the tree), units (which units), includes, explain,
+dryrun, runner (runs the steps), resources, torchflags, frontcache (front-end results cached
+by content), stage (``run_probe``). May import: sources, cmake, gpu, knowledge, infra, and
+other stages' public names.
 """
 
 from vllm_matrix.stages.probe.configure import build_model

@@ -27,6 +27,8 @@ Modules: base (the Toolkit record, nvcc parsing, nvcc.profile, the cache), dispa
 (provide, current_toolkit), one per provider (debian, pypi, system, conda), files (moves
 and wheel unpacking shared by the providers), stub (the driver stub the wheels lack).
 Debian's private apt state is vllm_matrix.infra.apt.
+
+May import: knowledge, infra.
 """
 
 from vllm_matrix.stages.toolkit.base import Toolkit
