@@ -88,7 +88,9 @@ def test_units_of_one_target_and_arch_share_one_translation_unit(tmp_path: Path)
         "-O2",
         "-DX=1",
     ]
-    assert group.name() == unity.Group([a, b, c]).name() != unity.Group([a, b]).name()
+    tree = tmp_path / "tree"
+    assert group.name(tree) == unity.Group([a, b, c]).name(tree) != unity.Group([a, b]).name(tree)
+    assert str(tree) not in group.name(tree) and group.name(tree).startswith("unity-3-")
 
 
 def test_what_is_not_a_units_own_flag_separates(tmp_path: Path) -> None:

@@ -87,10 +87,10 @@ class Group:
             out += [f"#undef {n}" for n in dict.fromkeys([*(n for n, _ in mine), *p.macros])]
         return "\n".join(out) + "\n"
 
-    def name(self) -> str:
-        """A name from the file's text: the same units with the same flags, the same name
-        (the front-end cache keys on the file's path too)."""
-        text = self.source() + "\0".join(self.plans[0].base)
+    def name(self, tree: Path) -> str:
+        """A name from the file's text, the tree's path left out: the same units with the
+        same macros, the same name in every cell (the front-end cache keys on it too)."""
+        text = self.source().replace(str(tree), "<tree>")
         return f"unity-{len(self.plans)}-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -295,7 +295,7 @@ def run_group(job: Job, plans: dict[int, Plan]) -> list[Job] | None:
     g = job.group
     assert g is not None
     rep = job.items[0][0]
-    name = g.name()
+    name = g.name(rep.tree)
     path = rep.work / "unity" / f"{name}.cu"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(g.source())
@@ -373,8 +373,9 @@ def _unfinished(job: Job, res: UnitResult, alone: list[Job]) -> list[Job] | None
         for _, m in job.items:
             m.status, m.note = res.status, res.note
         return None
+    how = "timed out" if res.status == "timeout" else "failed"
     for _, m in job.items:
-        m.note = f"front end checked alone: one translation unit with {len(job.items)} units failed"
+        m.note = f"front end checked alone: one translation unit with {len(job.items)} units {how}"
     return alone
 
 
