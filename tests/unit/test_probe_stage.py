@@ -65,6 +65,8 @@ def expand(m):
     return f'# 1 "{m.group(1)}"\\n' + open(m.group(1)).read()
 if "-E" in args:
     text = re.sub(r'^#include "(/[^"]+)"$', expand, open(src).read(), flags=re.M)
+    if text.count("#define CLASH") > 1:
+        print('h.h:1: warning: "CLASH" redefined', file=sys.stderr)
     open(out, "w").write(f'# 1 "{src}"\\n' + text)
 else:
     open(out, "w").write("obj")
@@ -535,3 +537,23 @@ def test_a_unit_predicted_to_fail_runs_first_and_alone(
     assert units[GM]["api_torch"] == ["2.7.0"] and units[GM]["note"] == ""
     # the rows keep the selection's order, whatever order they ran in
     assert list(units)[:2] == ["csrc/torch_bindings.cpp", GM]
+
+
+def test_a_macro_two_units_define_makes_each_unit_run_alone(
+    stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gcc -E of the shared file warns that a macro is redefined (two units' headers define
+    # it): no cudafe++ on the shared file, each unit alone
+    monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
+    monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls"))
+    tree = stage["tree"]
+    assert isinstance(tree, Path)
+    for u in ("csrc/layernorm_kernels.cu", "csrc/quantization/cutlass_w8a8/scaled_mm_c3x_sm90.cu"):
+        with (tree / u).open("a") as f:
+            f.write("#define CLASH 1\n")
+    r = run(cell_torch(stage, "2.7.0"), tmp_path / "w", depth="front-end")
+    assert r.status == "pass" and "shared" not in r.summary
+    calls = (tmp_path / "calls").read_text().split()
+    assert len(calls) == 3 and not any(c.startswith("unity-") for c in calls)
+    (log,) = (tmp_path / "w" / "logs").glob("unity__*.log")
+    assert "# unsound as one translation unit: CLASH redefined" in log.read_text()

@@ -12,11 +12,13 @@ That is sound only where no unit changes what another one sees, and headers are 
 units, or that a unit's own file defines, is looked for in every file the translation unit
 read other than the units' own; where one is found, the group splits by that macro's values
 (a differing flag) or the unit runs alone (its file's macro) before cudafe++ runs.
-A pass of the file is a pass of each unit's front end. A failure (or a clash only the
+A macro that gcc -E finds redefined (two units' headers define it) makes every unit run
+alone. A pass of the file is a pass of each unit's front end. A failure (or a clash only the
 shared file has: two units defining the same function) hands the units back to run one by
 one, as without grouping, so a failing unit's verdict, label and first error are its own.
 
-Not checked: a unit that compiles only because an earlier unit of the file included a
+Not checked: a macro one unit's header defines that another unit's header only tests
+(#ifndef) without defining; a unit that compiles only because an earlier unit of the file included a
 header it needs but does not include itself (its real compile would fail on the missing
 declaration). Released units compile alone with their pinned torch; the probe's question is
 a different torch, whose headers are shared by every unit of the file either way.
@@ -200,6 +202,7 @@ def groups(plans: Sequence[Plan], split: Iterable[str] = ()) -> list[list[Plan]]
         split_set |= more
 
 
+_REDEFINED = re.compile(r'warning: "(\w+)" redefined')
 _MARKER = re.compile(rb'^# \d+ "([^"]+)"', re.M)
 
 
@@ -340,6 +343,13 @@ def run_group(job: Job, plans: dict[int, Plan]) -> list[Job] | None:
         return [Job([it]) for it in job.items if it not in rest] + jobs_for(
             rest, plans, g.split | bad
         )
+    # two units' headers defining one macro differently: what the later unit sees is no
+    # longer what it sees alone
+    redefined = sorted(set(_REDEFINED.findall(read_text(r.log))))
+    if redefined:
+        with r.log.open("a") as f:
+            f.write(f"# unsound as one translation unit: {', '.join(redefined)} redefined\n")
+        return alone
     key = None
     if r.fe_cache is not None:
         key = r.fe_cache.key(fe[1].argv, r.roots())
