@@ -40,11 +40,11 @@ SETUP = """
 import json, sys
 from pathlib import Path
 from vllm_matrix.infra import host  # noqa: E402
-from vllm_matrix.stages import build
+from vllm_matrix.stages import compile as build
 from vllm_matrix.stages import env
-from vllm_matrix.stages import fixups
+from vllm_matrix.stages.env import fixups
 from vllm_matrix.stages import patches
-from vllm_matrix.stages import source
+from vllm_matrix.sources import sdist as source
 from vllm_matrix.stages import toolkit
 from vllm_matrix.infra.config import Cell
 cell = Cell("0.4.2", "2.3.0", "12.4", "debian", "3.11", ("8.0",))

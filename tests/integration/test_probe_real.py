@@ -133,6 +133,54 @@ def test_float8_unit_passes_against_torch_2_7_1(tmp_path: Path) -> None:
     assert u["status"] == "pass" and u["depth"] == "front-end"
 
 
+# ---------------------------------------------------------------- front ends in one TU
+
+ACTIVATION = "csrc/quantization/activation_kernels.cu"
+MOE_ALIGN = "csrc/moe/moe_align_sum_kernels.cu"
+
+
+def test_units_share_one_front_end_against_torch_2_7_1(tmp_path: Path) -> None:
+    # two targets (_C, _moe_C: TORCH_EXTENSION_NAME differs, #defined per unit) and two
+    # families, one cudafe++ run; its pass is each unit's
+    only = [GPTQ_MARLIN, ACTIVATION, MOE_ALIGN]
+    c = inputs("0.10.1", "2.7.1")
+    r = probe_cell(c, tmp_path, depth="front-end", only=only, front_end_cache=False)
+    assert r.status == "pass", r.summary
+    assert r.summary.endswith("front ends of 3 units checked in 1 shared translation unit")
+    units = r.details["units"]
+    assert sorted(u["path"] for u in units) == sorted(only)
+    for u in units:
+        assert u["status"] == "pass" and u["depth"] == "front-end"
+        assert u["front_end_group"]["units"] == 3, u
+    lines = Path(units[0]["front_end_group"]["log"]).read_text().splitlines()
+    (i,) = [i for i, ln in enumerate(lines) if ln.startswith("$ cudafe++")]  # one run
+    assert lines[-1].startswith("# exit 0") and not [ln for ln in lines[i + 1 :] if "error" in ln]
+
+
+def test_a_failing_shared_front_end_falls_back_to_each_unit(tmp_path: Path) -> None:
+    # no API hits, so nothing predicts the failure: the shared file fails on
+    # Float8_e8m0fnu, then each unit runs alone and gets its own verdict and first error
+    c = inputs("0.10.1", "2.6.0")
+    r = probe_cell(
+        c,
+        tmp_path,
+        depth="front-end",
+        only=[GPTQ_MARLIN, ACTIVATION],
+        api_hits=[],
+        front_end_cache=False,
+    )
+    assert r.status == "fail"
+    assert r.summary == "2 units, front-end, 1 failed: gptq_marlin.cu (Float8_e8m0fnu)"
+    units = {u["path"]: u for u in r.details["units"]}
+    gm, act = units[GPTQ_MARLIN], units[ACTIVATION]
+    assert gm["first_error"].endswith(FLOAT8_LINE) and gm["front_end_group"] is None
+    assert [s["phase"] for s in gm["steps"]] == ["host-preprocess", "front-end"]
+    assert act["status"] == "pass" and act["front_end_group"] is None
+    assert all("one translation unit with 2 units failed" in u["note"] for u in units.values())
+    (f,) = [f for f in r.findings if f.level == "fail"]
+    assert f.rule == "signature:torch_lacks_float8_e8m0fnu" and FLOAT8_LINE in f.message
+
+
 # ---------------------------------------------------------------- whole cells (heavy)
 
 

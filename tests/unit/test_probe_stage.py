@@ -51,20 +51,32 @@ for g in gens:
 print(f"#$ {tools}/gcc -c -x c++ {keep}/{base}.cudafe1.cpp -o {obj}")
 """
 
-# gcc: -E copies the source; -c writes the object. cudafe++: an EDG-style error for
-# Float8_e8m0fnu unless the (fake) torch has it. cicc: logs its -gencode.
+# gcc: -E copies the source, an #include of an absolute path replaced by the file (a
+# generated file of several units), with gcc's line markers; -c writes the object.
+# cudafe++: an EDG-style error for Float8_e8m0fnu unless the (fake) torch has it; its
+# input's name appended to $FAKE_CALLS. cicc: logs its -gencode.
 FAKE_GCC = """\
 #!PYTHON
-import shutil, sys
+import re, sys
 args = sys.argv[1:]
 out = args[args.index("-o") + 1]
 src = [a for a in args if a.endswith((".cu", ".cpp", ".ii"))][0]
-shutil.copy(src, out) if "-E" in args else open(out, "w").write("obj")
+def expand(m):
+    return f'# 1 "{m.group(1)}"\\n' + open(m.group(1)).read()
+if "-E" in args:
+    text = re.sub(r'^#include "(/[^"]+)"$', expand, open(src).read(), flags=re.M)
+    if text.count("#define CLASH") > 1:
+        print('h.h:1: warning: "CLASH" redefined', file=sys.stderr)
+    open(out, "w").write(f'# 1 "{src}"\\n' + text)
+else:
+    open(out, "w").write("obj")
 """
 FAKE_CUDAFE = """\
 #!PYTHON
 import os, sys
 ii = sys.argv[-1]
+if os.environ.get("FAKE_CALLS"):
+    open(os.environ["FAKE_CALLS"], "a").write(os.path.basename(ii) + "\\n")
 for n, line in enumerate(open(ii), 1):
     if "Float8_e8m0fnu" in line and not os.environ.get("FAKE_TORCH_HAS_F8"):
         print(f'{ii}({n}): error: namespace "at" has no member "Float8_e8m0fnu"')
@@ -157,7 +169,7 @@ def test_front_end_passes_with_a_torch_that_has_the_symbol(
 ) -> None:
     monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
     r = run(stage, tmp_path / "work", depth="front-end")
-    assert r.status == "pass" and r.summary.endswith("front-end, all passed")
+    assert r.status == "pass" and "front-end, all passed" in r.summary
     assert all(u["depth"] == "front-end" for u in r.details["units"])
     assert not (tmp_path / "work" / "obj").exists() or not any(
         (tmp_path / "work" / "obj").iterdir()
@@ -434,3 +446,114 @@ def test_a_sigint_the_kernel_gives_a_worker_thread_still_stops_run_all() -> None
     )
     assert done.stdout.startswith("interrupted after"), done.stdout + done.stderr
     assert float(done.stdout.split()[2].rstrip("s")) < 5, done.stdout
+
+
+# ------------------------------------------------------------------ one translation unit
+
+GM = "csrc/quantization/gptq_marlin/gptq_marlin.cu"
+
+
+def cell_torch(stage: dict[str, object], torch: str) -> dict[str, object]:
+    return stage | {"cell": dataclasses.replace(stage["cell"], torch=torch)}  # type: ignore[type-var]
+
+
+def test_front_ends_that_can_share_one_translation_unit_run_once(
+    stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch 2.7.0 has Float8_e8m0fnu: nothing is predicted to fail, the three CUDA units
+    # (same target, same host front end) run through cudafe++ once
+    monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
+    monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls"))
+    r = run(cell_torch(stage, "2.7.0"), tmp_path / "w", depth="front-end")
+    assert r.status == "pass"
+    assert r.summary.endswith(
+        "all passed; front ends of 3 units checked in 1 shared translation unit"
+    )
+    (called,) = (tmp_path / "calls").read_text().split()
+    assert called.startswith("unity-3-")
+    cuda = [u for u in r.details["units"] if u["kind"] == "cuda"]
+    assert len(cuda) == 3
+    for u in cuda:
+        assert u["status"] == "pass" and u["depth"] == "front-end"
+        assert u["note"] == "front end checked in one translation unit with 3 units"
+        grp = u["front_end_group"]
+        assert grp["units"] == 3 and Path(grp["log"]).is_file()
+        assert [s["phase"] for s in u["steps"]] == ["host-preprocess", "front-end"]
+        assert all(s["units"] == 3 for s in u["steps"])
+        assert u["front_end_s"] >= u["seconds"]  # the whole front end; its share is seconds
+        assert grp["log"] in Path(u["log"]).read_text()
+    (unity_file,) = (tmp_path / "w" / "unity").glob("*.cu")
+    text = unity_file.read_text()
+    assert all(f'#include "{stage["tree"]}/{u["path"]}"' in text for u in cuda)
+    # the shared front end's pass is cached like a unit's
+    again = run(cell_torch(stage, "2.7.0"), tmp_path / "w2", depth="front-end")
+    assert [u["front_end_cache"] for u in again.details["units"] if u["kind"] == "cuda"] == [
+        "hit"
+    ] * 3
+
+
+def test_a_shared_front_end_that_fails_falls_back_to_each_unit_alone(
+    stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch 2.7.0 by its version, but (fake) headers without the symbol: not predicted,
+    # so the shared file runs, fails, and each unit runs alone: the failing unit's label,
+    # first error and steps are those of a probe without sharing
+    monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls"))
+    r = run(cell_torch(stage, "2.7.0"), tmp_path / "w", depth="front-end")
+    base = run(stage, tmp_path / "base", depth="front-end", only=[GM])
+    calls = (tmp_path / "calls").read_text().split()
+    assert calls[0].startswith("unity-3-") and len(calls) == 1 + 3 + 1
+    assert (
+        r.status == "fail"
+        and r.summary == "4 units, front-end, 1 failed: gptq_marlin.cu (Float8_e8m0fnu)"
+    )
+    units = {u["path"]: u for u in r.details["units"]}
+    gm, (b,) = units[GM], base.details["units"]
+    assert gm["status"] == "fail" and gm["front_end_group"] is None
+    assert gm["first_error"].replace("/w/", "/base/") == b["first_error"]
+    assert [s["phase"] for s in gm["steps"]] == ["host-preprocess", "front-end"]
+    assert [f.rule for f in r.findings if f.level == "fail"] == [
+        f.rule for f in base.findings if f.level == "fail"
+    ]
+    for u in units.values():
+        if u["kind"] == "cuda":
+            assert u["note"].startswith("front end checked alone: one translation unit with 3")
+            assert u["status"] == ("fail" if u["path"] == GM else "pass")
+
+
+def test_a_unit_predicted_to_fail_runs_first_and_alone(
+    stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch 2.6.0 predates Float8_e8m0fnu, which the API scan found in gptq_marlin.cu:
+    # with one job it is compiled first, alone; the others share a translation unit
+    monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls"))
+    r = run(stage, tmp_path / "w", depth="front-end", jobs=1)
+    assert (tmp_path / "calls").read_text().split()[0] == "gptq_marlin.cpp4.ii"
+    assert r.summary == (
+        "4 units, front-end, 1 failed: gptq_marlin.cu (Float8_e8m0fnu); "
+        "front ends of 2 units checked in 1 shared translation unit"
+    )
+    units = {u["path"]: u for u in r.details["units"]}
+    assert units[GM]["api_torch"] == ["2.7.0"] and units[GM]["note"] == ""
+    # the rows keep the selection's order, whatever order they ran in
+    assert list(units)[:2] == ["csrc/torch_bindings.cpp", GM]
+
+
+def test_a_macro_two_units_define_makes_each_unit_run_alone(
+    stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # gcc -E of the shared file warns that a macro is redefined (two units' headers define
+    # it): no cudafe++ on the shared file, each unit alone
+    monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
+    monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls"))
+    tree = stage["tree"]
+    assert isinstance(tree, Path)
+    for u in ("csrc/layernorm_kernels.cu", "csrc/quantization/cutlass_w8a8/scaled_mm_c3x_sm90.cu"):
+        with (tree / u).open("a") as f:
+            f.write("#define CLASH 1\n")
+    r = run(cell_torch(stage, "2.7.0"), tmp_path / "w", depth="front-end")
+    assert r.status == "pass" and "shared" not in r.summary
+    calls = (tmp_path / "calls").read_text().split()
+    assert len(calls) == 3 and not any(c.startswith("unity-") for c in calls)
+    (log,) = (tmp_path / "w" / "logs").glob("unity__*.log")
+    assert "# unsound as one translation unit: CLASH redefined" in log.read_text()

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vllm_matrix.infra import proc
 from vllm_matrix.infra.results import Finding
 from vllm_matrix.stages.probe import frontcache
-from vllm_matrix.stages.probe.dryrun import parse_dryrun
+from vllm_matrix.stages.probe.dryrun import Step, parse_dryrun
 from vllm_matrix.stages.probe.files import read_text
 from vllm_matrix.stages.probe.units import Unit
 from vllm_matrix.stages.toolkit import Toolkit
@@ -39,6 +39,10 @@ class UnitResult:
     finding: Finding | None = None
     # the front end's pass came from the content cache (frontcache.py): "hit" | "miss" | ""
     front_end_cache: str = ""
+    # the front end ran for several units at once (unity.py): {"units", "seconds", "log"};
+    # then ``seconds`` is this unit's share and ``front_end_s`` the whole front end's time
+    # (what one unit's front end costs at most: torch's headers are most of it)
+    front_end_group: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,11 +54,13 @@ class UnitResult:
             "target": self.unit.target,
             "archs": list(self.unit.archs),
             "needs": list(self.unit.needs),
+            "api_torch": list(self.unit.api_torch),
             "depth": self.depth,
             "status": self.status,
             "seconds": round(self.seconds, 1),
             "front_end_s": round(self.front_end_s, 1),
             "codegen_s": round(self.codegen_s, 1),
+            "front_end_group": self.front_end_group,
             "steps": self.steps,
             "first_error": self.first_error,
             "log": self.log,
@@ -92,8 +98,42 @@ class UnitRunner:
         self.keep = work / "tmp" / unit.name
         self.obj = work / "obj" / f"{unit.name}.o"
         self.fe_cache: frontcache.FrontEndCache | None = None
+        # the file nvcc compiles, where it is not the unit's own (a generated unity file)
+        self.source: Path | None = None
 
-    def _exec(self, phase: str, argv: Sequence[str], env: dict[str, str], res: UnitResult) -> bool:
+    def dryrun(
+        self, flags: Sequence[str], *, log: bool = True
+    ) -> tuple[list[Step], dict[str, str]]:
+        """nvcc's pipeline for this unit (no steps: nvcc refused the flags, e.g. an arch it
+        does not know), and the environment it gives its commands."""
+        src = str(self.source or self.tree / self.u.path)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.keep.mkdir(parents=True, exist_ok=True)
+        dry = proc.run(
+            [
+                str(self.tk.nvcc),
+                *flags,
+                "-c",
+                src,
+                "-o",
+                str(self.obj),
+                "--dryrun",
+                "--keep",
+                "--keep-dir",
+                str(self.keep),
+            ],
+            log=self.log if log else None,
+            env=self.env,
+            cwd=self.work,
+            check=False,
+            timeout=120,
+        )
+        steps, nvcc_env = parse_dryrun(dry.output)
+        return (steps if dry.returncode == 0 else []), nvcc_env
+
+    def exec_step(
+        self, phase: str, argv: Sequence[str], env: dict[str, str], res: UnitResult
+    ) -> bool:
         if phase == "rm":
             for p in argv[1:]:
                 with contextlib.suppress(OSError):
@@ -142,14 +182,14 @@ class UnitRunner:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.keep.mkdir(parents=True, exist_ok=True)
         self.obj.parent.mkdir(parents=True, exist_ok=True)
-        src = str(self.tree / self.u.path)
+        src = str(self.source or self.tree / self.u.path)
         flags_now = list(self.flags)
         if gencode is not None:
             flags_now = _replace_gencode(flags_now, gencode)
         if self.u.kind == "cxx":
             cxx = self.env.get("CXX") or shutil.which("c++") or "g++"
             mode = ["-fsyntax-only"] if depth == "front-end" else ["-c", "-o", str(self.obj)]
-            ok = self._exec(
+            ok = self.exec_step(
                 "front-end" if depth == "front-end" else "host-compile",
                 [cxx, *flags_now, *mode, src],
                 self.env,
@@ -159,27 +199,8 @@ class UnitRunner:
             if ok:
                 res.status = "pass"
             return
-        dry = proc.run(
-            [
-                str(self.tk.nvcc),
-                *flags_now,
-                "-c",
-                src,
-                "-o",
-                str(self.obj),
-                "--dryrun",
-                "--keep",
-                "--keep-dir",
-                str(self.keep),
-            ],
-            log=self.log,
-            env=self.env,
-            cwd=self.work,
-            check=False,
-            timeout=120,
-        )
-        steps, nvcc_env = parse_dryrun(dry.output)
-        if dry.returncode != 0 or not steps:
+        steps, nvcc_env = self.dryrun(flags_now)
+        if not steps:
             res.status, res.depth = "fail", "none"
             res.note = "nvcc --dryrun failed"
             return
@@ -194,7 +215,7 @@ class UnitRunner:
             res.depth = "front-end" if s.phase in ("host-preprocess", "front-end") else "codegen"
             # only when the front end is the last step: a codegen run needs its outputs
             if s.phase == "front-end" and depth == "front-end" and self.fe_cache is not None:
-                key = self.fe_cache.key(s.argv, self._roots())
+                key = self.fe_cache.key(s.argv, self.roots())
                 if key is not None and self.fe_cache.passed(key):
                     res.front_end_cache = "hit"
                     res.steps.append(
@@ -210,14 +231,14 @@ class UnitRunner:
                     continue
                 res.front_end_cache = "miss" if key is not None else ""
             t_fe = res.seconds
-            if not self._exec(s.phase, s.argv, env, res):
+            if not self.exec_step(s.phase, s.argv, env, res):
                 return
             if s.phase == "front-end" and key is not None and self.fe_cache is not None:
                 self.fe_cache.store(key, self.u.path, res.seconds - t_fe)
         res.depth = depth
         res.status = "pass"
 
-    def _roots(self) -> dict[str, str]:
+    def roots(self) -> dict[str, str]:
         """Paths that differ between cells but not in content: the release's tree and the
         probe's work dir (nvcc's --keep files)."""
         return {str(self.tree): "<tree>", str(self.work): "<work>"}
@@ -241,18 +262,20 @@ def _replace_gencode(unit_flags: list[str], gencode: list[str]) -> list[str]:
 # ==================================================================== resources
 
 
+T = TypeVar("T")
 _STOP = threading.Event()  # set on Ctrl-C: units not started yet must not start
 WAIT_SLICE_S = 0.5
 
 
 def run_all(
-    fn: Callable[[tuple[UnitRunner, UnitResult]], None],
-    items: Sequence[tuple[UnitRunner, UnitResult]],
+    fn: Callable[[T], Sequence[T] | None],
+    items: Sequence[T],
     jobs: int,
 ) -> None:
-    """``fn`` over ``items`` on ``jobs`` threads. Ctrl-C (or a SIGINT to this process
-    alone) cancels what has not started and ends the compilers running, so it stops in
-    seconds instead of waiting for every unit."""
+    """``fn`` over ``items`` on ``jobs`` threads, and over the items a call returns (a
+    front end of several units that failed hands back its units, each to run alone).
+    Ctrl-C (or a SIGINT to this process alone) cancels what has not started and ends the
+    compilers running, so it stops in seconds instead of waiting for every unit."""
     _STOP.clear()
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
@@ -263,7 +286,9 @@ def run_all(
             # Python again; an unbounded wait would hold it until the running unit ends.
             done, pending = wait(pending, timeout=WAIT_SLICE_S, return_when=FIRST_EXCEPTION)
             for f in done:
-                f.result()  # a unit's own exception, as pool.map raised it
+                more = f.result()  # a unit's own exception, as pool.map raised it
+                if more and not _STOP.is_set():
+                    pending |= {pool.submit(fn, item) for item in more}
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
         stop_all()

@@ -6,10 +6,12 @@ import json
 import re
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from packaging.version import InvalidVersion, Version
 
 from vllm_matrix.cmake.model import CUDA_SUFFIXES, BuildModel
 from vllm_matrix.infra import progress, tomlfile
@@ -25,7 +27,7 @@ from vllm_matrix.stages.env import TorchEnv
 from vllm_matrix.stages.env.fixups import Fixups
 from vllm_matrix.stages.facts import SourceFacts
 from vllm_matrix.stages.preflight.apiscan import ApiHit
-from vllm_matrix.stages.probe import frontcache
+from vllm_matrix.stages.probe import frontcache, unity
 from vllm_matrix.stages.probe.configure import build_model
 from vllm_matrix.stages.probe.explain import explain_flags, lowest_gencode
 from vllm_matrix.stages.probe.includes import GENERATED, include_closure
@@ -93,7 +95,16 @@ def run_probe(
     units = _units_to_run(sel, tree, model, know, only, units_mode)
     ctx = _Context(tree, facts, tk, tv, archs, know, model, ext_dirs, fetch_dirs)
     results, runners = _prepare_units(ctx, units, fx.env(), work, timeout_s, fe_cache)
-    n_jobs = _first_pass(cell, runners, depth, jobs, know)
+    n_jobs = _first_pass(
+        cell,
+        runners,
+        depth,
+        jobs,
+        know,
+        lambda src: [
+            tree / f for f in include_closure(tree, src, search_dirs(model, tree, src), know)[0]
+        ],
+    )
     codegen_jobs = 0
     # the sweep ("all") stops at the front end: what the selection is measured against
     if depth == "auto" and units_mode == "selected":
@@ -270,24 +281,95 @@ def _first_pass(
     depth: str,
     jobs: int | None,
     know: ProbeKnowledge,
+    closure: Callable[[str], Iterable[Path]] = lambda src: (),
 ) -> int:
     """Every unit to the front end (depth codegen: CUDA units through codegen for their
-    lowest arch); returns the number run at a time."""
+    lowest arch); returns the number run at a time. Front ends that can share a translation
+    unit run in one (unity.py); what a verdict depends on runs first."""
     first_depth = "codegen" if depth == "codegen" else "front-end"
     n_jobs = job_limit(know.codegen_gib if depth == "codegen" else know.front_end_gib, jobs)
+    work, plans = _jobs(cell, runners, first_depth, closure)
 
-    def phase1(item: tuple[UnitRunner, UnitResult]) -> None:
-        r, res = item
+    def phase1(job: unity.Job) -> list[unity.Job] | None:
+        if job.group is not None:
+            return unity.run_group(job, plans)
+        r, res = job.items[0]
         if depth == "codegen" and r.u.kind == "cuda":
             r.run("codegen", res, lowest_gencode(r.flags))
         else:
             r.run(first_depth, res)
+        return None
 
     with progress.Progress(
         f"probing vLLM {cell.vllm} ({first_depth}, {n_jobs} at a time)", len(runners), "units"
     ) as bar:
-        run_all(bar.each(phase1, unit_label), runners, n_jobs)
+
+        def each(job: unity.Job) -> list[unity.Job] | None:
+            label = job.label()
+            bar.start(label)
+            more = None
+            try:
+                more = phase1(job)
+                return more
+            finally:
+                bar.finish(label, advance=0 if more else len(job.items))
+
+        run_all(each, work, n_jobs)
     return n_jobs
+
+
+def _predicted_fail(cell: Cell, u: Unit) -> bool:
+    """The API scan found a torch symbol in the unit that the cell's torch predates."""
+    try:
+        have = Version(cell.torch.split("+")[0])
+        return any(have < Version(t) for t in u.api_torch)
+    except InvalidVersion:
+        return False
+
+
+def _jobs(
+    cell: Cell,
+    runners: Sequence[tuple[UnitRunner, UnitResult]],
+    first_depth: str,
+    closure: Callable[[str], Iterable[Path]],
+) -> tuple[list[unity.Job], dict[int, unity.Plan]]:
+    """The first pass's jobs, in the order the verdict depends on them: units predicted to
+    fail (the API scan's torch symbols the cell's torch lacks; nvcc refusing the unit's
+    arches) alone and first, then jobs holding a unit the API scan flagged, then the rest;
+    costly jobs (a shared front end, the bindings) before cheap ones."""
+    plans: dict[int, unity.Plan] = {}
+    first: set[int] = set()
+    for r, _ in runners:
+        if r.u.kind != "cuda" or first_depth != "front-end":
+            continue
+        if _predicted_fail(cell, r.u):
+            first.add(id(r))
+            continue
+        steps, nvcc_env = r.dryrun(r.flags, log=False)
+        if not steps:
+            first.add(id(r))
+            continue
+        p = unity.plan(r.tree / r.u.path, r.keep, r.flags, steps, nvcc_env, closure(r.u.path))
+        if p is not None:
+            plans[id(r)] = p
+
+    def rank(job: unity.Job) -> tuple[int, float]:
+        ids = [id(r) for r, _ in job.items]
+        if any(i in first for i in ids):
+            cls = 0
+        elif any("API scan" in r.u.why for r, _ in job.items):
+            cls = 1
+        else:
+            cls = 2
+        u = job.items[0][0].u
+        cost = (
+            1.0 + 0.1 * len(job.items)
+            if job.group is not None
+            else (1.0 if u.kind == "cuda" else 0.5 if u.why.startswith("bindings") else 0.1)
+        )
+        return cls, -cost
+
+    return sorted(unity.jobs_for(runners, plans), key=rank), plans
 
 
 def _codegen_pass(
@@ -450,6 +532,12 @@ def _summary(
     n_to = sum(1 for r in results if r.status == "timeout")
     if n_to:
         summary += f"; {n_to} timed out"
+    shared = [r.front_end_group["log"] for r in results if r.front_end_group]
+    if shared:
+        summary += (
+            f"; front ends of {len(shared)} units checked in "
+            f"{len(set(shared))} shared translation unit" + "s" * (len(set(shared)) > 1)
+        )
     status = FAIL if failed else (WARN if n_to else PASS)
     return summary, status, deepest
 

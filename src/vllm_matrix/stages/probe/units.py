@@ -28,6 +28,9 @@ class Unit:
     gated: bool = False  # the family's arches are an arch-gated intersection
     target: str = ""  # _C, _moe_C, ...
     archs: tuple[str, ...] = ()  # its arches for this cell, as vLLM writes them
+    # the torch releases the API scan's hits in it need (e.g. "2.7.0"): the torch below one
+    # of them is predicted to fail it
+    api_torch: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -74,18 +77,21 @@ def select(
     chosen: dict[str, list[str]] = {}
     order: list[str] = []
     closures: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {}
+    api_torch: dict[str, list[str]] = {}
 
     def closure(src: str) -> tuple[tuple[str, ...], dict[str, str]]:
         if src not in closures:
             closures[src] = include_closure(tree, src, search_dirs(model, tree, src), know)
         return closures[src]
 
-    def pick(src: str, why: str) -> None:
+    def pick(src: str, why: str, torch: str = "") -> None:
         if src not in chosen:
             chosen[src] = []
             order.append(src)
         if why not in chosen[src]:
             chosen[src].append(why)
+        if torch and torch not in api_torch.setdefault(src, []):
+            api_torch[src].append(torch)
 
     for cand in know.bindings:
         if cand in built:
@@ -103,17 +109,17 @@ def select(
         lines = ", ".join(str(h.line) for h in hits)
         why = f"API scan: {sym.name} (torch >= {sym.torch}) at {file}:{lines}"
         if file in built:
-            pick(file, why)
+            pick(file, why, sym.torch)
             continue
         # A header: a chosen unit that includes it, else the built unit that includes it
         # with the smallest include closure.
         users = [s for s in built if file in closure(s)[0]]
         done = [s for s in order if s in users]
         if done:
-            pick(done[0], why + f" (via {Path(file).name})")
+            pick(done[0], why + f" (via {Path(file).name})", sym.torch)
         elif users:
             best = min(users, key=lambda s: (bool(closure(s)[1]), len(closure(s)[0]), s))
-            pick(best, why + f" (via {Path(file).name})")
+            pick(best, why + f" (via {Path(file).name})", sym.torch)
         else:
             not_built.append(f"{file}:{lines} ({sym.name}): not compiled for this configuration")
 
@@ -184,6 +190,7 @@ def select(
                 home.gated if home else False,
                 t.name if t else "",
                 unit_archs(model, src),
+                tuple(api_torch.get(src, ())),
             )
         )
     return Selection(tuple(units), model, tuple(not_built), tuple(fam_info))
