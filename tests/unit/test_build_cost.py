@@ -225,3 +225,21 @@ def test_the_loo_table_and_a_record_from_a_result() -> None:
     rec = _record("gpu-run3-0.20.0-sm90a_sm120a-32cores")
     assert f"cpu_s = {rec.cpu_s}" in block and f"wall_s = {rec.wall_s}" in block
     assert "_C_stable_libtorch = { edges = 29" in block
+
+
+def test_shared_front_ends_count_once_and_alone_units_first() -> None:
+    from vllm_matrix.pipeline import estimate
+
+    group = {"units": 3, "seconds": 26.0, "log": "logs/unity-3.log"}
+    shared = [
+        {"kind": "cuda", "status": "pass", "front_end_s": 26.0, "front_end_group": group}
+        for _ in range(3)
+    ]
+    alone = [{"kind": "cuda", "status": "pass", "front_end_s": s} for s in (20.0, 22.0)]
+    # units that ran alone decide: the shared run holds other units' code too
+    fe = estimate.front_end_of(shared + alone, {"cpus": 2})
+    assert fe is not None and fe.seconds == 21.0 and "2 CUDA units" in fe.source
+    # all shared: each shared run once, said to be an upper bound
+    only = estimate.front_end_of(shared, {"cpus": 2})
+    assert only is not None and only.seconds == 26.0
+    assert "1 shared translation unit(s) of CUDA units, an upper bound" in only.source

@@ -220,6 +220,8 @@ class ProbeUnitDoc(TypedDict, total=False):
     seconds: float
     front_end_s: float
     front_end_cache: str  # "hit" | "miss" | ""
+    # a front end run in one translation unit with other units: {units, seconds, log}
+    front_end_group: dict[str, Any] | None
     note: str
 
 

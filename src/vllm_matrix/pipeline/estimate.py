@@ -52,14 +52,22 @@ def front_end_of(
     loaded machine (or beside another cell's probe) a compiler gets a share of a core, the
     probe's CPU-seconds over its units' wall seconds (an upper bound beside another cell,
     whose compilers count in the process's CPU too)."""
-    fe = [
-        float(u["front_end_s"])
+    ran = [
+        u
         for u in units
         if u.get("kind") == "cuda"
         and u.get("status") == "pass"
         and u.get("front_end_cache") != "hit"
         and float(u.get("front_end_s", 0)) > 0
     ]
+    # A unit whose front end ran in one translation unit with others (stages/probe/unity.py)
+    # holds that run's time: one unit's headers plus the others' own code, so more than its
+    # own front end. Units that ran alone decide where there are any; else the shared runs,
+    # once each, as an upper bound.
+    alone = [u for u in ran if (u.get("front_end_group") or {}).get("units", 1) <= 1]
+    shared = {str((u.get("front_end_group") or {}).get("log")): u for u in ran if u not in alone}
+    upper = not alone and bool(shared)
+    fe = [float(u["front_end_s"]) for u in (alone or list(shared.values()))]
     if not fe:
         return None
     walls = sum(float(u.get("seconds", 0)) for u in units)
@@ -68,7 +76,9 @@ def front_end_of(
         share = min(1.0, float(cpu_seconds) / walls)
     return FrontEnd(
         round(statistics.median(fe) * share, 1),
-        f"the cell's probe ({len(fe)} CUDA units, median {statistics.median(fe):.0f} s wall "
+        f"the cell's probe ({len(fe)} "
+        + ("shared translation unit(s) of CUDA units, an upper bound" if upper else "CUDA units")
+        + f", median {statistics.median(fe):.0f} s wall "
         f"x {share:.2f} of a core; {machine.get('cpus', '?')} cores)",
     )
 
