@@ -31,7 +31,7 @@ from vllm_matrix.commands.release import release_cell
 from vllm_matrix.infra import datafiles, index, tomlfile
 from vllm_matrix.infra.config import TORCH_INDEX_ENV, Cell
 from vllm_matrix.infra.errors import MatrixError
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import toolchains
 from vllm_matrix.pipeline.context import Workspace
 from vllm_matrix.sources import sdist as source_stage
 from vllm_matrix.stages import facts as facts_stage
@@ -387,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
     used = used_fixups(ws.results, cell)
     tree = source_stage.get_tree(cell.source_spec)
     f = facts_stage.read_facts(tree.root, tree.version)
-    nv = knowledge.load().nvcc_for(cell.cuda)
+    nv = toolchains.load().nvcc_for(cell.cuda)
     series = patch_series.select(patch_series.load_series(), tree.version)
     text = snippet(
         cell,

@@ -16,7 +16,7 @@ from packaging.version import Version
 from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.results import Finding, StageResult
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import toolchains
 from vllm_matrix.pipeline import advice
 from vllm_matrix.pipeline import target as target_mod
 
@@ -75,7 +75,7 @@ def preflight_lines(stages: list[StageResult], driver_cuda: str | None = None) -
 
 def elsewhere_lines(cell: Cell, root: Path) -> list[str]:
     """The same cell compiled on another machine (reports/device/, results/), named."""
-    know = knowledge.load()
+    know = toolchains.load()
     done = advice.compiled_results(advice.result_dirs(root), know)
     key = advice.compiled_key(cell.vllm, cell.torch, cell.cuda, cell.arch, know)
     c = done.get(key)
@@ -86,7 +86,7 @@ def driver_lines(cell: Cell, driver_cuda: str | None) -> list[str]:
     """What the target's driver cannot run of this cell (--driver-cuda)."""
     if not driver_cuda:
         return []
-    tf = knowledge.load().torch_facts(cell.torch)
+    tf = toolchains.load().torch_facts(cell.torch)
     out = []
     for msg, fix in gpuinfo.check(
         gpuinfo.GpuReport((), driver_cuda, "--driver-cuda"),

@@ -41,8 +41,8 @@ class Status(StrEnum):
 
 
 class Verdict(StrEnum):
-    """A cell's verdict (design.md), plus PREFLIGHT-OK: every rule passed, nothing compiled
-    yet."""
+    """A cell's verdict (docs/how-it-decides.md lists them), plus PREFLIGHT-OK: every rule
+    passed, nothing compiled yet."""
 
     PASS = "PASS"
     FAIL = "FAIL"
@@ -434,7 +434,7 @@ def _verdict_of(stages: list[StageResult]) -> CellVerdict:
                     Verdict.PASS, passed[-1], f"{s.stage} {stopped}: {cause}", fix, ev
                 )
             # Nothing compiled because this machine lacks the toolkit, torch or GPU: the
-            # answer is still every rule's (design.md: answers are about the asker's
+            # answer is still every rule's (answers are about the asker's
             # machine); what is missing here only limits the depth.
             pre = next((p for p in stages[: stages.index(s)] if p.stage == "preflight"), None)
             if s.status == SKIP and pre is not None and pre.status in (PASS, WARN):

@@ -17,8 +17,7 @@ from typing import Any
 from vllm_matrix.infra import results
 from vllm_matrix.infra.errors import MatrixError, NotAvailable
 from vllm_matrix.infra.results import FAIL, PASS, Finding, StageResult
-from vllm_matrix.knowledge import probe_units
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import probe_units, toolchains
 from vllm_matrix.pipeline import advice, estimate, reuse
 from vllm_matrix.pipeline.context import CellContext, Workspace, need
 from vllm_matrix.sources import externals, releases
@@ -72,7 +71,7 @@ def do_facts(ctx: CellContext) -> StageResult:
 
 def do_preflight(ctx: CellContext) -> StageResult:
     cell, f, root = ctx.cell, need(ctx.facts), need(ctx.tree).root
-    know = knowledge.load()
+    know = toolchains.load()
     found = preflight.check(
         cell, f, know, root, ctx.host or preflight.detect_host(), releases.pinned()
     )
