@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from vllm_matrix.infra import results
 from vllm_matrix.infra.errors import MatrixError
@@ -239,10 +239,11 @@ def do_build(ctx: CellContext) -> StageResult:
         extra_env=sources.env(),
         targets=opts.targets,
     )
-    if r.status in (PASS, results.WARN) and "wheel" in r.details:
-        ctx.wheel = Path(r.details["wheel"])
-    if r.status in (PASS, results.WARN) and "partial" in r.details:
-        ctx.extensions = [Path(p) for p in r.details["partial"]["extensions"]]
+    built = cast(results.BuildDetails, r.details)
+    if r.status in (PASS, results.WARN) and "wheel" in built:
+        ctx.wheel = Path(built["wheel"])
+    if r.status in (PASS, results.WARN) and "partial" in built:
+        ctx.extensions = [Path(p) for p in built["partial"]["extensions"]]
     return handoff.handed_on(r, sources, cost, tree.version, opts.targets, build.work_dir(cell))
 
 
@@ -277,9 +278,9 @@ def do_gpu(ctx: CellContext) -> StageResult:
 
 
 def do_model(ctx: CellContext) -> StageResult:
-    built = next((s for s in ctx.done if s.stage == "build"), None)
+    build = next((s for s in ctx.done if s.stage == "build"), None)
     return modelstage.serve_installable(
-        built.details.get("installable") if built is not None else None,
+        cast(results.BuildDetails, build.details).get("installable") if build else None,
         ctx.logs / "model",
         python=str(need(ctx.env).python_exe),
         echo=ctx.echo,

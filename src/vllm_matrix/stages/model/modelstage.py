@@ -424,7 +424,7 @@ def run(
 
 
 def serve_installable(
-    installable: Mapping[str, Any] | None,
+    installable: results.InstallableDoc | None,
     work: Path,
     *,
     python: str,
