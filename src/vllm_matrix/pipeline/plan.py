@@ -278,9 +278,9 @@ def do_gpu(ctx: CellContext) -> StageResult:
 
 
 def do_model(ctx: CellContext) -> StageResult:
-    build = next((s for s in ctx.done if s.stage == "build"), None)
+    built = next((s for s in ctx.done if s.stage == "build"), None)
     return modelstage.serve_installable(
-        cast(results.BuildDetails, build.details).get("installable") if build else None,
+        cast(results.BuildDetails, built.details).get("installable") if built else None,
         ctx.logs / "model",
         python=str(need(ctx.env).python_exe),
         echo=ctx.echo,
