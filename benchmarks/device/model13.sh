@@ -6,7 +6,7 @@
 # own (setsid) and outlives the command that started it; the wheel (hundreds of MB) never
 # leaves the machine, so install and model stage run in the same hold.
 #
-# Carried (prepared on the CPU machine, never committed; docs-model.md says how):
+# Carried (prepared on the CPU machine, never committed; docs/gpu-runs.md says how):
 #   carry/          the release sdist and its FetchContent sources, as issue 12's gpu12.sh
 #   .whl/core/      bash benchmarks/device/wheels_for_device.sh 0.20.0 core   (84 wheels, 44.5 MiB)
 # Run there, one call each:

@@ -11,18 +11,18 @@ import pytest
 from conftest import skip_or_fail
 from packaging.version import Version
 
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import toolchains
 from vllm_matrix.sources import torchwheel
 
 pytestmark = pytest.mark.integration
-K = knowledge.load()
+K = toolchains.load()
 
 
 # Measured entries of the configured index's default wheels; "documented" variants come
 # from indexes this machine cannot reach (tests/integration/test_torch_variant.py reads
 # them where one is configured).
 MEASURED = sorted(
-    (k for k, f in K.torch.items() if f.basis == knowledge.MEASURED and f.default), key=Version
+    (k for k, f in K.torch.items() if f.basis == toolchains.MEASURED and f.default), key=Version
 )
 
 
@@ -42,7 +42,9 @@ def test_torch_entry_matches_the_real_wheel(need_index: None, version: str) -> N
 
 
 @pytest.mark.parametrize("sym", K.api, ids=lambda s: s.name)
-def test_api_symbol_appears_in_the_stated_torch(need_index: None, sym: knowledge.ApiSymbol) -> None:
+def test_api_symbol_appears_in_the_stated_torch(
+    need_index: None, sym: toolchains.ApiSymbol
+) -> None:
     older = [v for v in MEASURED if Version(v) < Version(sym.torch)]
     assert older, "need an older torch entry to compare with"
     assert torchwheel.has_member(sym.torch, sym.header), f"{sym.header} missing in {sym.torch}"

@@ -19,8 +19,7 @@ from conftest import skip_or_fail
 
 from vllm_matrix.infra.config import load_matrix
 from vllm_matrix.infra.errors import MatrixError
-from vllm_matrix.knowledge import pins
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import pins, toolchains
 from vllm_matrix.pipeline import grid, mapping
 from vllm_matrix.report import browser
 from vllm_matrix.report import map as mapreport
@@ -60,7 +59,7 @@ def _browser() -> Path:
 @pytest.mark.usefixtures("need_index")
 @pytest.mark.parametrize("version", ["0.10.0", "0.10.1"])
 def test_cached_release_facts_are_the_trees_facts(version: str) -> None:
-    know = knowledge.load()
+    know = toolchains.load()
     rf = mapping.release_facts(version, know)  # read (or loaded) once
     again = mapping.release_facts(version, know)  # from the cache file
     assert again == rf

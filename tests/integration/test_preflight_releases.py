@@ -14,8 +14,7 @@ from vllm_matrix.commands import currency
 from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import results
 from vllm_matrix.infra.results import ERROR
-from vllm_matrix.knowledge import pins
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import pins, toolchains
 from vllm_matrix.pipeline.context import Workspace
 from vllm_matrix.stages import preflight
 
@@ -26,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_index")]
 def test_every_release_preflights_without_error(tmp_path: Path, arch: str) -> None:
     versions = pins.releases()
     assert len(versions) >= 76 and versions[0] == "0.4.1" and "0.34.0" in versions
-    know, ws = knowledge.load(), Workspace(tmp_path)
+    know, ws = toolchains.load(), Workspace(tmp_path)
     real = preflight.detect_host()
     host = preflight.Host(None, real.system_cuda, real.conda_prefix)
     mach = results.machine(gpuinfo.names())

@@ -22,8 +22,7 @@ import pytest
 
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.results import StageResult
-from vllm_matrix.knowledge import probe_units
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import probe_units, toolchains
 from vllm_matrix.sources import externals
 from vllm_matrix.sources import sdist as source
 from vllm_matrix.stages import env, facts, probe, toolkit
@@ -59,7 +58,7 @@ def probe_cell(c: dict[str, Any], work: Path, **kw: Any) -> StageResult:
 
 
 def test_unit_choice_on_real_trees() -> None:
-    api = knowledge.load().api
+    api = toolchains.load().api
     t = source.get_tree("0.10.1")
     f = facts.read_facts(t.root, "0.10.1")
     units = probe.select_units(t.root, f, ("9.0",), "12.4.131", apiscan.scan(t.root, api))

@@ -17,8 +17,7 @@ from conftest import index_reachable, skip_or_fail
 from vllm_matrix import cli
 from vllm_matrix.commands import doctor, newest
 from vllm_matrix.infra.config import Cell
-from vllm_matrix.knowledge import pins
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import pins, toolchains
 from vllm_matrix.pipeline import advice, context, mapping
 from vllm_matrix.stages import preflight
 
@@ -73,7 +72,7 @@ def test_the_same_question_gets_the_same_advice_everywhere(
     assert (first["vllm"], first["torch"], first["cuda"]) == ("0.8.5", "2.7.0+cu128", "12.8")
 
     # the Blackwell table: the option that keeps vLLM 0.8.5
-    know, pinned = knowledge.load(), pins.load()
+    know, pinned = toolchains.load(), pins.load()
     adv = advice.Adviser(know=know, pinned=pinned)
     c = newest.cheapest("0.8.5", "12.0", know=know, pinned=pinned, adviser=adv)
     assert c.cell is not None and (c.cell.torch, c.cell.cuda) == ("2.7.0+cu128", "12.8")

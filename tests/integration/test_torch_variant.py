@@ -14,13 +14,13 @@ from conftest import skip_or_fail
 
 from vllm_matrix.infra import config, index
 from vllm_matrix.infra.errors import MatrixError
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import toolchains
 from vllm_matrix.sources import torchwheel
 
 pytestmark = pytest.mark.integration
-K = knowledge.load()
+K = toolchains.load()
 DOCUMENTED = sorted(
-    (k for k, f in K.torch.items() if f.basis == knowledge.DOCUMENTED),
+    (k for k, f in K.torch.items() if f.basis == toolchains.DOCUMENTED),
     key=lambda k: (config.split_torch(k)[1] or "", k),
 )
 

@@ -16,12 +16,12 @@ from vllm_matrix.commands import doctor, newest
 from vllm_matrix.infra import results
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.results import StageResult
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import toolchains
 from vllm_matrix.pipeline import advice
 from vllm_matrix.pipeline.mapping import ReleaseFacts
 from vllm_matrix.stages.preflight import apiscan
 
-K = knowledge.load()
+K = toolchains.load()
 PINS = {"0.8.5": "2.6.0", "0.9.2": "2.7.0", "0.10.0": "2.7.1", "0.10.1": "2.7.1"}
 F8 = next(s for s in K.api if s.name == "Float8_e8m0fnu")
 

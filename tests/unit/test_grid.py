@@ -8,8 +8,7 @@ import pytest
 
 from vllm_matrix.infra.config import load_matrix
 from vllm_matrix.infra.errors import ConfigError
-from vllm_matrix.knowledge import pins
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import pins, toolchains
 from vllm_matrix.pipeline.grid import cells_of
 
 HEAD = """
@@ -91,7 +90,7 @@ def test_the_shipped_matrix_grid_covers_the_issue(tmp_path: Path) -> None:
     torch = {c.torch.partition("+")[0] for c in cells_of(m)}
     assert {"2.3.0", "2.11.0"} <= torch and not any(t.startswith("2.12") for t in torch)
     assert {c.arch for c in cells_of(m)} == {("8.0",), ("9.0",), ("12.0",)}
-    know = knowledge.load()
+    know = toolchains.load()
     for c in cells_of(m):  # every pair has the torch's CUDA major
         t = know.torch.get(c.torch)
         if t is not None:

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 
 from vllm_matrix.infra.errors import ConfigError
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import toolchains
 from vllm_matrix.knowledge.toolchains import TorchFacts
 from vllm_matrix.sources.torchwheel import parse_arch_flags
 
 
 def test_shipped_data_loads_and_has_sources() -> None:
-    k = knowledge.load()
+    k = toolchains.load()
     assert "12.4" in k.nvcc and "13.0" in k.nvcc
     assert {"2.3.0", "2.6.0", "2.7.1", "2.8.0", "2.11.0"} <= set(k.torch)
     assert all(f.source for f in k.nvcc.values()) and all(f.source for f in k.torch.values())
@@ -19,7 +19,7 @@ def test_shipped_data_loads_and_has_sources() -> None:
 
 
 def test_nvcc_12_4_ends_at_sm90_and_13_0_starts_at_sm75() -> None:
-    k = knowledge.load()
+    k = toolchains.load()
     assert k.nvcc["12.4"].archs[-1] == "9.0" and not k.nvcc["12.4"].can_target("12.0")
     assert k.nvcc["13.0"].archs[0] == "7.5" and k.nvcc["13.0"].can_target("12.0f")
     assert k.min_nvcc_for("12.0") == "12.8"
@@ -47,7 +47,7 @@ def test_torch_runs_on(sass: tuple[str, ...], ptx: tuple[str, ...], arch: str, o
 def test_min_torch_for_sm120_is_cu128() -> None:
     # with the per-CUDA variants known, the oldest torch with sm_120 code is 2.7.0+cu128
     # (documented), not PyPI's default 2.8.0 (measured)
-    t = knowledge.load().min_torch_for("12.0")
+    t = toolchains.load().min_torch_for("12.0")
     assert t is not None and t.label == "2.7.0+cu128" and t.basis == "documented"
 
 
@@ -72,7 +72,7 @@ def test_min_torch_for_sm120_is_cu128() -> None:
     ],
 )
 def test_torch_facts_lookup_by_variant(spec: str, label: str, basis: str) -> None:
-    f = knowledge.load().torch_facts(spec)
+    f = toolchains.load().torch_facts(spec)
     assert f is not None and f.label == label and f.basis == basis
     assert (
         f.cuda
@@ -90,12 +90,12 @@ def test_torch_facts_lookup_by_variant(spec: str, label: str, basis: str) -> Non
 
 
 def test_unknown_variant_has_no_facts() -> None:
-    k = knowledge.load()
+    k = toolchains.load()
     assert k.torch_facts("2.7.1+cu130") is None and k.torch_facts("9.9.9") is None
 
 
 def test_variant_arch_lists() -> None:
-    k = knowledge.load()
+    k = toolchains.load()
     cu128 = k.torch_facts("2.7.1+cu128")
     assert cu128 is not None and cu128.runs_on("12.0") and not cu128.runs_on("7.0")
     assert not k.torch_facts("2.7.1").runs_on("12.0")  # type: ignore[union-attr]
@@ -113,21 +113,21 @@ def test_variant_key_must_match_local(tmp_path: Path) -> None:
     p = tmp_path / "toolchains.toml"
     p.write_text('[torch."2.7.1+cu128"]\nlocal = "cu126"\ncuda = "12.8"\nsource = "x"\n')
     with pytest.raises(ConfigError, match="key says 'cu128'"):
-        knowledge.load_toolchains(p)
+        toolchains.load_toolchains(p)
 
 
 def test_provider_suites_and_min_major(tmp_path: Path) -> None:
-    k = knowledge.load()
+    k = toolchains.load()
     assert list(k.providers["debian"].suites.items()) == [("12.4", "trixie"), ("11.8", "bookworm")]
     assert k.providers["pypi"].min_major == 13 and k.providers["debian"].min_major == 0
     p = tmp_path / "toolchains.toml"
     p.write_text('[provider.debian]\nsuites = { "12.4" = 12 }\n')
     with pytest.raises(ConfigError, match=r"'suites' in \[provider.debian\] must be a str"):
-        knowledge.load_toolchains(p)
+        toolchains.load_toolchains(p)
 
 
 def test_provider_for_is_the_first_provider_listing_the_version(tmp_path: Path) -> None:
-    k = knowledge.load()
+    k = toolchains.load()
     assert [k.provider_for(v) for v in ("12.4", "11.8", "13.0", "13.5")] == [
         "debian",
         "debian",
@@ -142,8 +142,8 @@ def test_provider_for_is_the_first_provider_listing_the_version(tmp_path: Path) 
         '[provider.conda-prefix]\nversions = { "12.8" = "x", "12.4" = "y" }\n'
         '[provider.debian]\nversions = { "12.4" = "z" }\n'
     )
-    nvcc, torch, providers = knowledge.load_toolchains(p)
-    mine = knowledge.Knowledge(nvcc, torch, providers, ())
+    nvcc, torch, providers = toolchains.load_toolchains(p)
+    mine = toolchains.Knowledge(nvcc, torch, providers, ())
     assert [mine.provider_for(v) for v in ("12.8", "12.4", "13.0")] == [
         "conda-prefix",
         "conda-prefix",
@@ -152,7 +152,7 @@ def test_provider_for_is_the_first_provider_listing_the_version(tmp_path: Path) 
 
 
 def test_nvcc_family_and_arch_specific_targets() -> None:
-    k = knowledge.load()
+    k = toolchains.load()
     assert k.nvcc["12.8"].can_target("12.0a") and not k.nvcc["12.8"].can_target("12.0f")
     assert k.nvcc["12.9"].can_target("12.0f") and k.nvcc["12.9"].can_target("12.1")
     assert not k.nvcc["12.8"].can_target("12.1") and not k.nvcc["12.8"].can_target("10.3")
@@ -163,7 +163,7 @@ def test_nvcc_family_and_arch_specific_targets() -> None:
 
 
 def test_excluded_arch_names_the_side() -> None:
-    k = knowledge.load()
+    k = toolchains.load()
     assert k.nvcc["13.0"].excludes_side("7.0") == "its archs start at compute_75"
     assert k.nvcc["12.4"].excludes_side("12.0") == "its archs end at compute_90"
     assert "family (f)" in k.nvcc["12.8"].excludes_side("12.0f")
@@ -178,9 +178,9 @@ def test_unknown_key_in_data_file_is_named(tmp_path: Path) -> None:
     p = tmp_path / "toolchains.toml"
     p.write_text('[nvcc."12.4"]\narchs = ["9.0"]\nmax_gcc = 13\nsorce = "x"\n')
     with pytest.raises(ConfigError, match=r"toolchains.toml:4: unknown key 'sorce'.*"):
-        knowledge.load_toolchains(p)
+        toolchains.load_toolchains(p)
     with pytest.raises(ConfigError, match="did you mean 'source'"):
-        knowledge.load_toolchains(p)
+        toolchains.load_toolchains(p)
 
 
 def test_vllm_pins_data_is_generated_and_spot_on() -> None:

@@ -10,7 +10,7 @@ import pytest
 from vllm_matrix.infra import results
 from vllm_matrix.infra.config import Cell, Matrix
 from vllm_matrix.infra.results import FAIL, PASS, PREDICTED_FAIL, Finding, StageResult
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import toolchains
 from vllm_matrix.pipeline import mapping
 from vllm_matrix.pipeline.mapping import MapCell
 
@@ -166,7 +166,7 @@ def test_no_grid_is_a_clear_error(tmp_path: Path) -> None:
     ],
 )
 def test_toolchain_for(torch_cuda: str, provider: str | None, expect: tuple[str, str]) -> None:
-    assert mapping.toolchain_for(torch_cuda, knowledge.load(), provider) == expect
+    assert mapping.toolchain_for(torch_cuda, toolchains.load(), provider) == expect
 
 
 def test_the_map_names_no_path_of_the_machine() -> None:

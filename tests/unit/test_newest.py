@@ -9,10 +9,10 @@ from vllm_matrix.infra import results
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import ConfigError
 from vllm_matrix.infra.results import PASS, PREDICTED_FAIL, SKIP, WARN, StageResult
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import toolchains
 from vllm_matrix.stages import preflight
 
-K = knowledge.load()
+K = toolchains.load()
 HOST = preflight.Host(gcc_major=12, system_cuda={}, conda_prefix=None)
 PINS = {
     "0.8.5": "2.6.0",

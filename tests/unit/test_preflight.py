@@ -4,11 +4,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from vllm_matrix.infra.config import Cell
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import toolchains
 from vllm_matrix.stages import preflight
 from vllm_matrix.stages.facts import ArchRule, Gap, ModelOptFacts, SourceFacts
 
-K = knowledge.load()
+K = toolchains.load()
 HOST = preflight.Host(gcc_major=12, system_cuda={}, conda_prefix=None)
 
 

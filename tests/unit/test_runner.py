@@ -371,6 +371,7 @@ def build_fakes(
     """The plan's adapters (plan.do_env, do_probe, do_build, do_audit, do_smoke) on fakes of
     what they call, and a plan whose toolkit stage is a stand-in: what the runner hands
     from stage to stage, and what the adapters passed on (``seen``)."""
+    from vllm_matrix.sources import externals
     from vllm_matrix.sources.externals import ExternalDir
     from vllm_matrix.stages.env import TorchEnv
     from vllm_matrix.stages.env.fixups import Fixup, Fixups
@@ -422,7 +423,7 @@ def build_fakes(
         "run_probe",
         lambda *a, **kw: results.StageResult("probe", "pass", 1.0, "8 units"),
     )
-    monkeypatch.setattr(plan.externals, "resolve_all", lambda *a, **kw: dirs)
+    monkeypatch.setattr(externals, "resolve_all", lambda *a, **kw: dirs)
     monkeypatch.setattr(plan.build, "build_wheel", build_wheel)
     monkeypatch.setattr(plan.audit, "audit_wheel", audit_wheel)
     monkeypatch.setattr(plan.audit, "smoke", smoke)

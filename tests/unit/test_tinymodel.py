@@ -292,7 +292,7 @@ class _FakeVllm:
     .token_ids / .logprobs as {token: Logprob}, prompt_logprobs with None first), computed
     by the plain-torch forward: it exercises the model stage's worker (which positions it
     reads, how it scores the reference) on CPU. It is not vLLM: nothing here says vLLM
-    loads the checkpoint; that needs the GPU run (docs-model.md)."""
+    loads the checkpoint; that needs the GPU run (docs/gpu-runs.md, "The model stage")."""
 
     def __init__(self) -> None:
         from types import SimpleNamespace

@@ -17,7 +17,7 @@ mypy_api = need_module("mypy.api", "the dev extra: the test runs mypy --strict")
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 CHECKED = """
-from typing import assert_type
+from typing import Any, assert_type, cast
 
 from vllm_matrix.infra import results
 from vllm_matrix.infra.results import CellVerdict, Finding, StageResult, Status, Verdict
@@ -37,6 +37,16 @@ def typed(doc: results.Envelope, r: StageResult, v: CellVerdict) -> None:
         assert_type(est["wheel"]["line"], str)
     for unit in results.probe_details(doc["stages"][0]["details"]).get("units", []):
         assert_type(unit.get("front_end_s"), float | None)
+    built = cast(results.BuildDetails, r.details)
+    if "partial" in built:
+        assert_type(built["partial"]["extensions"], list[str])
+    assert_type(cast(results.EnvDetails, r.details)["fixups"]["set"][0]["name"], str)
+    assert_type(cast(results.ToolkitDetails, r.details)["max_gcc"], int | None)
+    assert_type(cast(results.AuditDetails, r.details).get("targets"), list[str] | None)
+    assert_type(cast(results.SmokeDetails, r.details).get("not_run"), list[str] | None)
+    assert_type(cast(results.PatchesDetails, r.details)["applied"][0]["status"], str)
+    assert_type(cast(results.GpuDetails, r.details).get("gpus"), dict[str, Any] | None)
+    assert_type(cast(results.ModelDetails, r.details).get("gpu_name"), str | None)
 
 
 def typos(doc: results.Envelope, r: StageResult, v: CellVerdict) -> None:
@@ -50,6 +60,15 @@ def typos(doc: results.Envelope, r: StageResult, v: CellVerdict) -> None:
     if pre is not None:
         print(pre["modelopt_fp9"])  # typo
     print(results.probe_details(doc["stages"][0]["details"])["unit"])  # typo
+    print(cast(results.BuildDetails, r.details)["partial"]["extension"])  # typo
+    print(cast(results.BuildDetails, r.details)["installable"]["paht"])  # typo
+    print(cast(results.EnvDetails, r.details)["fixups"]["sets"])  # typo
+    print(cast(results.ToolkitDetails, r.details)["full_verison"])  # typo
+    print(cast(results.PatchesDetails, r.details)["aplied"])  # typo
+    print(cast(results.AuditDetails, r.details)["fp8_gemm_object"])  # typo
+    print(cast(results.SmokeDetails, r.details)["not_ran"])  # typo
+    print(cast(results.GpuDetails, r.details)["gpu"])  # typo
+    print(cast(results.ModelDetails, r.details)["throughputs"])  # typo
 """
 
 
@@ -72,7 +91,7 @@ def test_mypy_rejects_each_typo_and_nothing_else(
     errors = [x for x in out.splitlines() if ": error:" in x]
     lines = {int(x.split(":")[1]) for x in errors}
     typos = {n for n, x in enumerate(CHECKED.splitlines(), 1) if x.endswith("# typo")}
-    assert len(typos) == 8 and lines == typos, out + err
+    assert len(typos) == 17 and lines == typos, out + err
 
 
 def test_members_are_their_values_in_json() -> None:

@@ -39,8 +39,7 @@ from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import MatrixError, SourceError, ToolError
 from vllm_matrix.infra.results import Verdict
-from vllm_matrix.knowledge import pins
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import pins, toolchains
 from vllm_matrix.pipeline import mapping, runner
 from vllm_matrix.pipeline.context import Workspace
 from vllm_matrix.sources import sdist as source
@@ -170,7 +169,7 @@ def patch_ranges(listed: tuple[str, ...], root: Path, scratch: Path) -> list[Ite
     return out
 
 
-def release_cell(version: str, arch: str, know: knowledge.Knowledge) -> Cell:
+def release_cell(version: str, arch: str, know: toolchains.Knowledge) -> Cell:
     """The cell `release X --arch A` makes: the release's pinned torch, a toolchain a
     provider supplies for that torch's CUDA, a Python both accept (3.12 where they do)."""
     tree = source.sdist_tree(version)
@@ -197,7 +196,7 @@ class KnowledgeGap(MatrixError):
 def preflight_release(
     version: str,
     arch: str,
-    know: knowledge.Knowledge,
+    know: toolchains.Knowledge,
     ws: Workspace,
     host: preflight.Host,
     mach: dict[str, Any],
@@ -250,7 +249,7 @@ def check(
         scratch = Path(tmp)
         rep.items += patch_ranges(listed.versions, root, scratch / "patches")
         if preflight_all:
-            know = knowledge.load()
+            know = toolchains.load()
             ws = Workspace(scratch / "ws")
             real = preflight.detect_host()
             host = preflight.Host(None, real.system_cuda, real.conda_prefix)

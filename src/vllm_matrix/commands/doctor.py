@@ -24,7 +24,7 @@ from vllm_matrix.infra import manifest, proc
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell
 from vllm_matrix.infra.errors import MatrixError
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import toolchains
 from vllm_matrix.pipeline import advice
 from vllm_matrix.pipeline import target as target_mod
 from vllm_matrix.sources import torchwheel
@@ -234,7 +234,7 @@ def _torch_arch_problems(r: Report, torch: str | None, archs: tuple[str, ...], f
     r.torch.pop("_sass", None)
     r.torch.pop("_ptx", None)
     if sass is None and torch:
-        tf = knowledge.load().torch_facts(torch)
+        tf = toolchains.load().torch_facts(torch)
         sass, ptx = (tf.sass, tf.ptx) if tf else (None, None)
     if sass is None:
         return
@@ -334,7 +334,7 @@ def for_prefix(pf: envprefix.PrefixFacts, tgt: target_mod.Target) -> Report:
     """An environment prefix read from its files (nothing in it is run), for the target."""
     r = Report(f"{pf.kind} env {pf.prefix} (read from its files, not run: {'; '.join(pf.read)})")
     r.target = tgt.line()
-    know = knowledge.load()
+    know = toolchains.load()
     nv = know.nvcc_for(pf.nvcc) if pf.nvcc else None
     r.toolkit = {
         "version": pf.nvcc or "none in the env",

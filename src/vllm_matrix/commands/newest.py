@@ -30,8 +30,7 @@ from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell, split_torch
 from vllm_matrix.infra.errors import ConfigError, MatrixError
 from vllm_matrix.infra.results import ERROR, PREDICTED_FAIL, Finding, Status
-from vllm_matrix.knowledge import pins
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import pins, toolchains
 from vllm_matrix.pipeline import advice as advice_mod
 from vllm_matrix.pipeline import grid, plan, runner
 from vllm_matrix.pipeline.context import Workspace
@@ -39,7 +38,7 @@ from vllm_matrix.sources import releases as releases_mod
 from vllm_matrix.stages import preflight
 from vllm_matrix.stages.preflight import modelopt
 
-DEPTHS = ("preflight", "probe")
+NEWEST_DEPTHS = ("preflight", "probe")  # the depths newest walks to
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,7 @@ def walk(
     python: str = "3.12",
     provider: str | None = None,
     *,
-    know: knowledge.Knowledge | None = None,
+    know: toolchains.Knowledge | None = None,
     host: preflight.Host | None = None,
     pinned: dict[str, str] | None = None,
     step: Callable[[Cell], Step] | None = None,
@@ -150,7 +149,7 @@ def walk(
     driver_cuda: str | None = None,
 ) -> Answer:
     """Preflight each release newest-down; stop at the first one not predicted to fail."""
-    know = know or knowledge.load()
+    know = know or toolchains.load()
     given, pinned = pinned, pinned if pinned is not None else releases_mod.pinned()
     try:
         version, _ = split_torch(torch)
@@ -422,7 +421,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ans.newest else 1
 
 
-__all__ = ["DEPTHS", "Answer", "Step", "explain", "probe_boundary", "render", "run", "walk"]
+__all__ = ["NEWEST_DEPTHS", "Answer", "Step", "explain", "probe_boundary", "render", "run", "walk"]
 
 
 # ---------------------------------------------------------------- Blackwell answers
@@ -469,7 +468,7 @@ def cheapest(
     arch: str = "12.0",
     python: str = "3.12",
     *,
-    know: knowledge.Knowledge | None = None,
+    know: toolchains.Knowledge | None = None,
     host: preflight.Host | None = None,
     pinned: dict[str, str] | None = None,
     adviser: advice_mod.Adviser | None = None,
@@ -480,7 +479,7 @@ def cheapest(
     Blackwell table and every other command agree. ``host`` is unused: the host
     compiler is this machine's matter, not the target's. ``ws``: where audits of the
     release's FP8 GEMM objects are looked for (default: the current directory's)."""
-    know = know or knowledge.load()
+    know = know or toolchains.load()
     pinned = pinned if pinned is not None else releases_mod.pinned()
     adv = adviser or advice_mod.Adviser(know=know, pinned=pinned)
     pin = pinned.get(vllm)
@@ -542,7 +541,7 @@ def _kernels(found: list[Finding]) -> tuple[str, ...]:
 def newest_serving(
     arch: str = "12.0",
     *,
-    know: knowledge.Knowledge | None = None,
+    know: toolchains.Knowledge | None = None,
     pinned: dict[str, str] | None = None,
     host: preflight.Host | None = None,
     adviser: advice_mod.Adviser | None = None,

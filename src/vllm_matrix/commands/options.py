@@ -163,7 +163,7 @@ PROBE_DEPTH = _opt(
     help="front-end (default: it decided every verdict the probe study saw), auto (then code "
     "generation of arch-gated units within 180 s) or codegen (every unit)",
     group=PROBE,
-    choices=probe.DEPTHS,
+    choices=probe.PROBE_DEPTHS,
 )
 CELLS_AT_ONCE = _opt(
     "--cells-at-once",
@@ -393,7 +393,7 @@ COMMANDS: tuple[Command, ...] = (
                 help="preflight (the default: every rule, seconds) | probe (also compile the "
                 "answer and the next newer release: minutes, GBs of downloads)",
                 default="preflight",
-                choices=newest_mod.DEPTHS,
+                choices=newest_mod.NEWEST_DEPTHS,
             ),
             *TARGET_OPTIONS,
             VERBOSE,

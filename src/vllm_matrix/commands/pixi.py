@@ -20,7 +20,7 @@ import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -28,10 +28,10 @@ from packaging.utils import canonicalize_name
 from vllm_matrix.commands import target as target_opts
 from vllm_matrix.commands.common import load_matrix, one_cell, say
 from vllm_matrix.commands.release import release_cell
-from vllm_matrix.infra import datafiles, index, tomlfile
+from vllm_matrix.infra import datafiles, index, results, tomlfile
 from vllm_matrix.infra.config import TORCH_INDEX_ENV, Cell
 from vllm_matrix.infra.errors import MatrixError
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import toolchains
 from vllm_matrix.pipeline.context import Workspace
 from vllm_matrix.sources import sdist as source_stage
 from vllm_matrix.stages import facts as facts_stage
@@ -89,8 +89,9 @@ def used_fixups(results_dir: Path, cell: Cell) -> list[dict[str, str]] | None:
     if path.exists():
         d = json.loads(path.read_text())
         for s in d.get("stages", []):
-            if s["stage"] == "env" and "fixups" in s.get("details", {}):
-                return list(s["details"]["fixups"]["set"])
+            env = cast(results.EnvDetails, s.get("details", {}))
+            if s["stage"] == "env" and "fixups" in env:
+                return cast(list[dict[str, str]], list(env["fixups"]["set"]))
     return None
 
 
@@ -387,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
     used = used_fixups(ws.results, cell)
     tree = source_stage.get_tree(cell.source_spec)
     f = facts_stage.read_facts(tree.root, tree.version)
-    nv = knowledge.load().nvcc_for(cell.cuda)
+    nv = toolchains.load().nvcc_for(cell.cuda)
     series = patch_series.select(patch_series.load_series(), tree.version)
     text = snippet(
         cell,

@@ -11,8 +11,7 @@ from vllm_matrix.commands.common import exit_for, say
 from vllm_matrix.commands.run import build_options
 from vllm_matrix.infra import config, results, tomlfile
 from vllm_matrix.infra.errors import MatrixError
-from vllm_matrix.knowledge import pins
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import pins, toolchains
 from vllm_matrix.pipeline import context, grid, mapping, plan, runner
 from vllm_matrix.sources import sdist as source
 from vllm_matrix.stages import facts
@@ -36,7 +35,7 @@ def release_cell(args: argparse.Namespace) -> config.Cell:
     torch = args.torch or f.torch or pins.load().get(v)
     if not torch:
         raise MatrixError(f"vLLM {v} pins no torch that could be read", fix="pass --torch X")
-    know = knowledge.load()
+    know = toolchains.load()
     tf = know.torch.get(torch.partition("+")[0])
     cuda, provider = args.cuda, args.provider
     if cuda is None:

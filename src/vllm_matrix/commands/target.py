@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 from packaging.version import Version
 
 from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra.config import Cell
-from vllm_matrix.infra.results import Finding, StageResult
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.infra.results import Finding, PreflightDetails, StageResult
+from vllm_matrix.knowledge import toolchains
 from vllm_matrix.pipeline import advice
 from vllm_matrix.pipeline import target as target_mod
 
@@ -49,16 +49,17 @@ def preflight_lines(stages: list[StageResult], driver_cuda: str | None = None) -
         ev = ", ".join(e if len(e) <= 60 else e[:59] + "…" for e in f.evidence[:2] if e)
         ev = f" [{ev}]" if ev else ""
         out.append(f"  {mark.get(f.level, f.level):4} {f.rule:18} {f.message}{ev}")
-    fp8 = pre.details.get("modelopt_fp8")
+    stored = cast(PreflightDetails, pre.details)
+    fp8 = stored.get("modelopt_fp8")
     if fp8:  # quantization="modelopt" with an FP8 checkpoint, for the cell's arch
         out.append(f"ModelOpt FP8: {fp8}")
-        for ans in pre.details.get("modelopt_fp8_gemm") or []:
+        for ans in stored.get("modelopt_fp8_gemm") or []:
             rests = [e for e in ans.get("evidence", []) if "→" in e or e.startswith("audited")]
             out += [f"  {e}" for e in rests]  # the dispatch (file:line) and the audit, if any
     here = [f for f in pre.findings if f.rule == "toolkit-obtainable"]
     out += [f"{f.message} (to compile: {f.fix})" for f in here]
-    adv: dict[str, Any] = pre.details.get("advice") or {}
-    opts = adv.get("options") or []
+    adv = stored.get("advice")
+    opts = (adv.get("options") if adv else None) or []
     if driver_cuda:
         runs = [o for o in opts if Version(o["cuda"]) <= Version(driver_cuda)]
         if len(runs) < len(opts):
@@ -75,7 +76,7 @@ def preflight_lines(stages: list[StageResult], driver_cuda: str | None = None) -
 
 def elsewhere_lines(cell: Cell, root: Path) -> list[str]:
     """The same cell compiled on another machine (reports/device/, results/), named."""
-    know = knowledge.load()
+    know = toolchains.load()
     done = advice.compiled_results(advice.result_dirs(root), know)
     key = advice.compiled_key(cell.vllm, cell.torch, cell.cuda, cell.arch, know)
     c = done.get(key)
@@ -86,7 +87,7 @@ def driver_lines(cell: Cell, driver_cuda: str | None) -> list[str]:
     """What the target's driver cannot run of this cell (--driver-cuda)."""
     if not driver_cuda:
         return []
-    tf = knowledge.load().torch_facts(cell.torch)
+    tf = toolchains.load().torch_facts(cell.torch)
     out = []
     for msg, fix in gpuinfo.check(
         gpuinfo.GpuReport((), driver_cuda, "--driver-cuda"),

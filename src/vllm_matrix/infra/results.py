@@ -41,8 +41,8 @@ class Status(StrEnum):
 
 
 class Verdict(StrEnum):
-    """A cell's verdict (design.md), plus PREFLIGHT-OK: every rule passed, nothing compiled
-    yet."""
+    """A cell's verdict (docs/how-it-decides.md lists them), plus PREFLIGHT-OK: every rule
+    passed, nothing compiled yet."""
 
     PASS = "PASS"
     FAIL = "FAIL"
@@ -237,6 +237,164 @@ class ProbeDetails(TypedDict, total=False):
     estimate: EstimateDoc
 
 
+class ToolkitDetails(TypedDict):
+    """The toolkit stage's ``details`` (stages/toolkit: ``Toolkit.to_json()``)."""
+
+    provider: str
+    version: str
+    full_version: str
+    root: str
+    nvcc: str
+    archs: list[str]
+    max_gcc: int | None
+    notes: list[str]
+
+
+class TorchEnvDoc(TypedDict):
+    """stages/env: ``TorchEnv.to_json()``."""
+
+    python: str
+    torch: str
+    variant: str
+    root: str
+    python_exe: str
+    site: str
+    torch_version: str
+    torch_cuda: str | None
+
+
+class FixupDoc(TypedDict):
+    name: str
+    value: str
+    reason: str
+
+
+class FixupProblemDoc(TypedDict):
+    message: str
+    fix: str
+
+
+class FixupsDoc(TypedDict):
+    """stages/env/fixups.py: ``Fixups.to_json()`` (commands/pixi.py reads ``set``)."""
+
+    set: list[FixupDoc]
+    problems: list[FixupProblemDoc]
+
+
+class EnvDetails(TypedDict):
+    """The env stage's ``details``."""
+
+    env: TorchEnvDoc
+    fixups: FixupsDoc
+
+
+class AppliedPatchDoc(TypedDict):
+    """stages/patches.py: ``Applied.to_json()``."""
+
+    patch: str
+    file: str
+    status: str
+    upstream: str
+
+
+class PatchesDetails(TypedDict):
+    """The patches stage's ``details``."""
+
+    applied: list[AppliedPatchDoc]
+
+
+class PartialBuildDoc(TypedDict, total=False):
+    """A partial build's ``details["partial"]`` (stages/compile: the build's, the audit's)."""
+
+    targets: list[str]  # the CMake targets built
+    out: str
+    extensions: list[str]  # the built .so files (plan.do_build hands them on)
+    size_bytes: int
+
+
+class InstallableDoc(TypedDict, total=False):
+    """A partial build's ``details["installable"]`` (stages/compile/installable.py), what
+    the model stage serves from."""
+
+    path: str
+    extensions: list[str]  # relative to ``path``
+    standins: list[str]
+    attention: str
+
+
+class BuildSourceDoc(TypedDict):
+    pin: str | None
+    path: str
+    origin: str
+
+
+class BuildDetails(TypedDict, total=False):
+    """The build stage's ``details`` (stages/compile), as far as other modules read them:
+    the pipeline (the wheel, the extensions, the installable), the verdict (``partial``),
+    the build-cost study (``resources``, ``targets``)."""
+
+    work: str
+    log: str
+    wheel: str  # a full build's wheel
+    partial: PartialBuildDoc  # a partial build's (``--targets``)
+    jobs: dict[str, Any]  # the JobPlan: MAX_JOBS, NVCC_THREADS and why
+    steps: dict[str, Any]  # how far each step got (``resumed``: a rerun went on)
+    configure: dict[str, Any]
+    resources: dict[str, Any]
+    targets: dict[str, dict[str, Any]]  # per CMake target: its edges and times
+    progress: dict[str, Any]  # an interrupted build: how far it got
+    sources: dict[str, BuildSourceDoc]
+    estimate: EstimateDoc
+    installable: InstallableDoc
+    standins: dict[str, str]
+    not_run: bool
+
+
+class AuditDetails(TypedDict, total=False):
+    """The audit stage's ``details`` (stages/audit.py for a wheel, stages/compile/partial.py
+    for a partial build; studies/rejudge.py reads the FP8 GEMM objects again)."""
+
+    wheel: str
+    version: str
+    partial: PartialBuildDoc
+    targets: list[str]  # the cell's arches
+    cuobjdump: str
+    objects: list[dict[str, Any]]
+    coverage: dict[str, Any]
+    fp8_gemm_objects: list[dict[str, Any]]
+
+
+class SmokeDetails(TypedDict, total=False):
+    """The smoke stage's ``details`` (stages/audit.py ``smoke``)."""
+
+    site: str
+    driver: Any
+    torch: str | None
+    cuda_available: bool | None
+    extensions: Any
+    ops: Any
+    import_vllm: dict[str, Any]
+    not_run: list[str]  # checks that could not run here (results.ran reads it)
+
+
+class GpuDetails(TypedDict, total=False):
+    """The gpu stage's ``details`` (stages/gpu.py): the worker's JSON, plus ``gpus``."""
+
+    gpus: dict[str, Any]
+
+
+class ModelDetails(TypedDict, total=False):
+    """The model stage's ``details`` (stages/model/modelstage.py ``judge``, plus the GPU)."""
+
+    fp8_vs_bf16: dict[str, Any]
+    tolerance: dict[str, Any]
+    vllm: Any
+    gpu: Any
+    load_seconds: dict[str, Any]
+    throughput: dict[str, Any]
+    gpu_name: str
+
+
 def probe_details(details: Mapping[str, Any]) -> ProbeDetails:
     """A probe stage's details, typed (a stage result's details are plain JSON)."""
     return cast(ProbeDetails, details)
@@ -347,7 +505,11 @@ def verdict_of(stages: list[StageResult]) -> CellVerdict:
     v = _verdict_of(stages)
     # A partial build (--targets) is never shown as a wheel: its depth says so.
     cut = next(
-        (s.details["partial"] for s in stages if s.stage == "build" and "partial" in s.details),
+        (
+            cast(BuildDetails, s.details)["partial"]
+            for s in stages
+            if s.stage == "build" and "partial" in s.details
+        ),
         None,
     )
     if cut is not None and v.depth in ("build", "audit", "smoke", "gpu", "model"):
@@ -412,8 +574,9 @@ def _verdict_of(stages: list[StageResult]) -> CellVerdict:
             fix = "; ".join(dict.fromkeys(f.fix for f in bad if f.fix))
             # One advice (pipeline/advice.py) where the stage stored it: it replaces the
             # rules' own fixes, which each see one rule.
-            if s.status == PREDICTED_FAIL and s.details.get("advice", {}).get("text"):
-                fix = str(s.details["advice"]["text"])
+            stored = cast(PreflightDetails, s.details)
+            if s.status == PREDICTED_FAIL and "advice" in stored and stored["advice"].get("text"):
+                fix = str(stored["advice"]["text"])
             ev = tuple(e for f in bad for e in f.evidence)
             name = {
                 FAIL: Verdict.FAIL,
@@ -436,7 +599,7 @@ def _verdict_of(stages: list[StageResult]) -> CellVerdict:
                     Verdict.PASS, passed[-1], f"{s.stage} {stopped}: {cause}", fix, ev
                 )
             # Nothing compiled because this machine lacks the toolkit, torch or GPU: the
-            # answer is still every rule's (design.md: answers are about the asker's
+            # answer is still every rule's (answers are about the asker's
             # machine); what is missing here only limits the depth.
             pre = next((p for p in stages[: stages.index(s)] if p.stage == "preflight"), None)
             if s.status == SKIP and pre is not None and pre.status in (PASS, WARN):

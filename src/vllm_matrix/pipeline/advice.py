@@ -36,7 +36,7 @@ from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.config import Cell, split_torch
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import ERROR, PREDICTED_FAIL, Finding, Status
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import toolchains
 from vllm_matrix.knowledge.toolchains import Knowledge, TorchFacts
 from vllm_matrix.sources import releases as releases_mod
 from vllm_matrix.stages import preflight
@@ -178,7 +178,7 @@ def result_dirs(root: Path) -> tuple[Path, ...]:
 class Adviser:
     """Caches preflight verdicts and walks, so many questions (a map) cost little."""
 
-    know: Knowledge = field(default_factory=knowledge.load)
+    know: Knowledge = field(default_factory=toolchains.load)
     pinned: dict[str, str] = field(default_factory=releases_mod.pinned)
     compiled: dict[str, Compiled] = field(default_factory=dict)
     # vLLM version -> (SourceFacts, tree, scan, gates); default: the map's facts cache
@@ -357,7 +357,7 @@ class Adviser:
         if pin and Version(pin) != Version(split_torch(torch)[0]):
             notes.append(f"off vLLM {vllm}'s pin torch {pin}")
         tf = self.know.torch_facts(torch)
-        if tf and tf.basis != knowledge.MEASURED:
+        if tf and tf.basis != toolchains.MEASURED:
             notes.append(f"torch {tf.label} facts documented, not measured here")
         return Option(
             vllm,
@@ -441,7 +441,7 @@ class Adviser:
 
 def adviser_for(root: Path | None = None, **kw: Any) -> Adviser:
     """An adviser that counts the compiles recorded under ``root`` (results/, reports/device/)."""
-    know = kw.pop("know", None) or knowledge.load()
+    know = kw.pop("know", None) or toolchains.load()
     compiled = compiled_results(result_dirs(root), know) if root is not None else {}
     return Adviser(know=know, compiled=compiled, **kw)
 

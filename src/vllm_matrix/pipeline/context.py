@@ -38,7 +38,7 @@ class BuildOptions:
     probe_units: str = "selected"  # probe.UNITS_MODES: "all" sweeps every unit
     # False: --no-front-end-cache (every front end runs: a cold cost, for measurements)
     probe_front_end_cache: bool = True
-    # probe.DEPTHS. "front-end" (default): the front end decided every verdict of the probe
+    # probe.PROBE_DEPTHS. "front-end" (default): the front end decided every verdict of the probe
     # study (reports/bench/probe-study.md) and is 20-40 % of the old 180 s per cell spent
     # filling the budget with code generation; "auto" adds that code generation back.
     probe_depth: str = "front-end"

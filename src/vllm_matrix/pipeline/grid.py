@@ -38,8 +38,7 @@ from vllm_matrix.infra.config import (
 )
 from vllm_matrix.infra.errors import ConfigError, MatrixError
 from vllm_matrix.infra.tomlfile import TomlDoc
-from vllm_matrix.knowledge import pins
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import pins, toolchains
 from vllm_matrix.knowledge.toolchains import Knowledge
 
 GRID_KEYS = ("vllm", "torch", "toolchains", "arch", "python", "note")
@@ -307,7 +306,7 @@ def check_version(value: str, what: str, where: str = "") -> None:
     known = (
         known_releases()
         if what == "vllm"
-        else _ordered([t.partition("+")[0] for t in knowledge.load().torch])
+        else _ordered([t.partition("+")[0] for t in toolchains.load().torch])
     )
     if not known or public in known:
         return
@@ -342,6 +341,6 @@ def cells_of(m: Matrix) -> tuple[Cell, ...]:
     it has none. Walked only by `map`: `run` and the report use the [[cell]] tables."""
     if m.grid_input is None:
         return ()
-    know = knowledge.load()
+    know = toolchains.load()
     g = parse(m.grid_input.doc, m.grid_input.table, m.grid_input.defaults, know)
     return merge(m.cells, g.cells(know))

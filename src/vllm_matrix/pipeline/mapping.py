@@ -33,7 +33,7 @@ from vllm_matrix.infra.cache import atomic_write_text, cache_root
 from vllm_matrix.infra.config import Cell, Matrix
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import StageResult, Verdict
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import toolchains
 from vllm_matrix.knowledge.toolchains import Knowledge
 from vllm_matrix.pipeline import advice
 from vllm_matrix.pipeline import grid as grid_mod
@@ -71,7 +71,7 @@ class ReleaseFacts:
     hits: tuple[apiscan.ApiHit, ...]  # every use of every known torch API symbol
     gates: tuple[gates.Gate, ...]
 
-    def scan(self, _tree: Path, symbols: tuple[knowledge.ApiSymbol, ...]) -> list[apiscan.ApiHit]:
+    def scan(self, _tree: Path, symbols: tuple[toolchains.ApiSymbol, ...]) -> list[apiscan.ApiHit]:
         names = {s.name for s in symbols}
         return [h for h in self.hits if h.symbol.name in names]
 
@@ -276,7 +276,7 @@ def preflight_all(
     echo: Callable[[str], None] | None = None,
 ) -> list[MapCell]:
     """Every cell at preflight depth; each release's facts read (or loaded) once."""
-    know = know or knowledge.load()
+    know = know or toolchains.load()
     real = preflight.detect_host()
     host = preflight.Host(None, real.system_cuda, real.conda_prefix)
     pin = releases.pinned()

@@ -7,27 +7,25 @@ belongs to D (``LAST_STAGE``); a verdict's depth is the last stage whose result 
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from vllm_matrix.infra import results
-from vllm_matrix.infra.errors import MatrixError, NotAvailable
+from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import FAIL, PASS, Finding, StageResult
-from vllm_matrix.knowledge import probe_units
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import toolchains
 from vllm_matrix.pipeline import advice, estimate, reuse
 from vllm_matrix.pipeline.context import CellContext, Workspace, need
-from vllm_matrix.sources import externals, releases
+from vllm_matrix.sources import releases
 from vllm_matrix.sources import sdist as source
 from vllm_matrix.stages import audit, gpu, patches, preflight, probe, toolkit
 from vllm_matrix.stages import compile as build
 from vllm_matrix.stages import env as env_mod
 from vllm_matrix.stages import facts as facts_mod
-from vllm_matrix.stages.compile import installable, partial
+from vllm_matrix.stages.compile import handoff, partial
 from vllm_matrix.stages.env import fixups
 from vllm_matrix.stages.model import modelstage
 from vllm_matrix.stages.preflight import modelopt
@@ -72,7 +70,7 @@ def do_facts(ctx: CellContext) -> StageResult:
 
 def do_preflight(ctx: CellContext) -> StageResult:
     cell, f, root = ctx.cell, need(ctx.facts), need(ctx.tree).root
-    know = knowledge.load()
+    know = toolchains.load()
     found = preflight.check(
         cell, f, know, root, ctx.host or preflight.detect_host(), releases.pinned()
     )
@@ -166,12 +164,9 @@ def do_probe(ctx: CellContext) -> StageResult:
     if not ctx.opts.probe and ctx.runs("build"):
         return partial.probe_skipped()
     inputs = reuse.probe_inputs(ctx)
-    if ctx.runs("build"):
-        # A build reruns after a stop; the probe that passed for the same inputs
-        # (source, toolkit, torch, patches) minutes or hours ago still holds.
-        again = reuse.passed_probe(ctx, inputs)
-        if again is not None:
-            return again
+    again = reuse.probe_to_reuse(ctx, inputs)
+    if again is not None:
+        return again
     r = probe.run_probe(
         ctx.cell,
         need(ctx.work_tree),
@@ -225,15 +220,7 @@ def do_build(ctx: CellContext) -> StageResult:
     kind = "partial" if opts.targets and "partial" in cost else "wheel"
     if ctx.echo is not None and kind in cost:
         ctx.echo(estimate.say(cost, kind))
-    # The FetchContent sources come from the cache (inv prefetch) or PyPI; a missing
-    # one stops the build here, before anything compiles, saying how to bring it.
-    know = probe_units.load_knowledge()
-    dirs, standins = partial.externals_for(
-        need(ctx.facts), know, tree.root, opts.targets, build.work_dir(cell)
-    )
-    missing = externals.missing_error(tree.version, dirs)
-    if missing is not None:
-        raise NotAvailable(missing.message, fix=missing.fix)
+    sources = handoff.sources_for(need(ctx.facts), tree, opts.targets, build.work_dir(cell))
     r = build.build_wheel(
         cell,
         tree,
@@ -249,27 +236,15 @@ def do_build(ctx: CellContext) -> StageResult:
         clean=opts.clean,
         ccache=opts.ccache,
         ccache_remote=opts.ccache_remote,
-        extra_env=externals.build_env(dirs) | {v: str(p) for p, v in standins.values()},
+        extra_env=sources.env(),
         targets=opts.targets,
     )
-    if r.status in (PASS, results.WARN) and "wheel" in r.details:
-        ctx.wheel = Path(r.details["wheel"])
-    if r.status in (PASS, results.WARN) and "partial" in r.details:
-        ctx.extensions = [Path(p) for p in r.details["partial"]["extensions"]]
-    sources = {k: {"pin": d.pin, "path": str(d.path), "origin": d.origin} for k, d in dirs.items()}
-    details = r.details | {"sources": sources, "estimate": cost}
-    if ctx.extensions is not None:
-        # Installable: vLLM's Python package + the built extensions + a dist-info (never a
-        # wheel), what the model stage serves from.
-        work = build.work_dir(cell)
-        dest = work / installable.name_of(tree.version, opts.targets)
-        doc = installable.assemble(
-            work / "src", work / partial.PARTIAL_DIR, dest, tree.version, opts.targets
-        )
-        details["installable"] = doc | {"path": str(dest)}
-    if standins:
-        details["standins"] = {k: str(p) for k, (p, _) in standins.items()}
-    return StageResult(r.stage, r.status, r.seconds, r.summary, r.findings, details, r.log)
+    built = cast(results.BuildDetails, r.details)
+    if r.status in (PASS, results.WARN) and "wheel" in built:
+        ctx.wheel = Path(built["wheel"])
+    if r.status in (PASS, results.WARN) and "partial" in built:
+        ctx.extensions = [Path(p) for p in built["partial"]["extensions"]]
+    return handoff.handed_on(r, sources, cost, tree.version, opts.targets, build.work_dir(cell))
 
 
 def build_progress(ctx: CellContext) -> dict[str, Any]:
@@ -304,36 +279,11 @@ def do_gpu(ctx: CellContext) -> StageResult:
 
 def do_model(ctx: CellContext) -> StageResult:
     built = next((s for s in ctx.done if s.stage == "build"), None)
-    inst = built.details.get("installable") if built is not None else None
-    if not inst:
-        return modelstage.not_run(
-            "no installable partial build to serve (run with --targets; for a wheel, "
-            "install it and run `vllm-matrix model`)"
-        )
-    try:
-        from vllm_matrix.stages.model import tinymodel
-    except ImportError as exc:
-        raise NotAvailable(
-            f"the model stage makes its checkpoint with torch, safetensors and tokenizers ({exc})",
-            fix="pip install -e '.[model]' in the tool's interpreter",
-        ) from exc
-    work = ctx.logs / "model"
-    tiny = work / "tiny"
-    tinymodel.make(tiny)
-    dest = Path(inst["path"])
-    libs = [dest / e for e in inst["extensions"] if Path(e).name.startswith("_C")]
-    path = os.pathsep.join(p for p in (str(dest), os.environ.get("PYTHONPATH", "")) if p)
-    return modelstage.run(
-        tiny / "bf16",
-        tiny / "fp8",
-        work,
+    return modelstage.serve_installable(
+        cast(results.BuildDetails, built.details).get("installable") if built else None,
+        ctx.logs / "model",
         python=str(need(ctx.env).python_exe),
         echo=ctx.echo,
-        libs=libs,
-        env={"PYTHONPATH": path},
-        attention_backend="TRITON_ATTN" if inst.get("standins") else None,
-        attention=str(inst.get("attention") or ""),
-        timeout=600,
     )
 
 

@@ -34,6 +34,15 @@ def probe_inputs(ctx: CellContext) -> dict[str, Any]:
     }
 
 
+def probe_to_reuse(ctx: CellContext, inputs: dict[str, Any]) -> StageResult | None:
+    """The probe stage's result without probing, or None (probe). A build reruns after a
+    stop; the probe that passed for the same inputs (source, toolkit, torch, patches)
+    minutes or hours ago still holds. A run that stops at the probe probes again."""
+    if not ctx.runs("build"):
+        return None
+    return passed_probe(ctx, inputs)
+
+
 def passed_probe(ctx: CellContext, inputs: dict[str, Any]) -> StageResult | None:
     """The earlier run's passing probe of this cell, if it ran on the same ``inputs``.
 

@@ -17,8 +17,7 @@ from typing import Any
 from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra.arch import Arch, parse_arch_list
 from vllm_matrix.infra.errors import ConfigError
-from vllm_matrix.knowledge import gpus
-from vllm_matrix.knowledge import toolchains as knowledge
+from vllm_matrix.knowledge import gpus, toolchains
 from vllm_matrix.stages.env import envprefix
 
 
@@ -51,7 +50,7 @@ class Target:
 
 def arch_choices() -> str:
     """The arches the knowledge has an nvcc for, for the error's fix."""
-    know = knowledge.load()
+    know = toolchains.load()
     seen = sorted(
         {
             Arch.parse(a).base

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from vllm_matrix.infra import results
 from vllm_matrix.knowledge import builds
 from vllm_matrix.stages.compile import cost
 
@@ -132,7 +133,10 @@ def record(path: Path) -> str:
     """A builds.toml [[build]] block from a cell result holding a build stage (its probe,
     when it ran, gives the front end; else fill front_end_s in by hand)."""
     result = json.loads(path.read_text())
-    build = next(stage for stage in result["stages"] if stage["stage"] == "build")["details"]
+    build = cast(
+        results.BuildDetails,
+        next(stage for stage in result["stages"] if stage["stage"] == "build")["details"],
+    )
     probe = next((stage for stage in result["stages"] if stage["stage"] == "probe"), None)
     front_ends = [
         unit["front_end_s"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from vllm_matrix.infra import results
 from vllm_matrix.infra.results import Finding, StageResult
@@ -33,8 +33,9 @@ NOTE = (
 
 
 def rejudge_audit(recorded: StageResult) -> StageResult:
-    objects = recorded.details.get("fp8_gemm_objects", [])
-    archs = tuple(recorded.details.get("targets", ()))
+    audited = cast(results.AuditDetails, recorded.details)
+    objects = audited.get("fp8_gemm_objects", [])
+    archs = tuple(audited.get("targets", ()))
     kept = tuple(finding for finding in recorded.findings if finding.rule != "sm90a")
     fresh: list[Finding] = []
     for obj in objects:
@@ -56,7 +57,8 @@ def rejudge(doc: Mapping[str, Any], worker: dict[str, Any] | None) -> dict[str, 
     stages = [StageResult.from_json(stage) for stage in doc["stages"]]
     stages = [rejudge_audit(stage) if stage.stage == "audit" else stage for stage in stages]
     build = next((stage for stage in stages if stage.stage == "build"), None)
-    targets = tuple((build.details.get("partial") or {}).get("targets", ())) if build else ()
+    built = cast(results.BuildDetails, build.details) if build else results.BuildDetails()
+    targets = tuple(built.get("partial", results.PartialBuildDoc()).get("targets", ()))
     if worker is not None and not any(stage.stage == "gpu" for stage in stages):
         judged = gpu.judge(worker, targets)
         note = f"{NOTE}; the worker ran by hand on this run's extensions"

@@ -21,6 +21,7 @@ built libraries served (ops, trace kernels per library, the CUTLASS log line). F
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -31,7 +32,7 @@ from typing import Any
 from vllm_matrix import workers
 from vllm_matrix.gpu import info as gpuinfo
 from vllm_matrix.infra import proc, results
-from vllm_matrix.infra.errors import CommandError
+from vllm_matrix.infra.errors import CommandError, NotAvailable
 from vllm_matrix.infra.results import ERROR, FAIL, PASS, SKIP, Finding, StageResult
 from vllm_matrix.stages.model import modelcheck
 
@@ -419,6 +420,47 @@ def run(
         res.findings,
         res.details | {"gpu_name": gpu},
         str(log),
+    )
+
+
+def serve_installable(
+    installable: results.InstallableDoc | None,
+    work: Path,
+    *,
+    python: str,
+    echo: Callable[[str], None] | None = None,
+) -> StageResult:
+    """The stage in the pipeline: the tiny checkpoint made in ``work``, served by the
+    build's ``installable`` (its details; None or empty: nothing to serve) in ``python``,
+    the env's interpreter, with the installable first on PYTHONPATH."""
+    if not installable:
+        return not_run(
+            "no installable partial build to serve (run with --targets; for a wheel, "
+            "install it and run `vllm-matrix model`)"
+        )
+    try:
+        from vllm_matrix.stages.model import tinymodel
+    except ImportError as exc:
+        raise NotAvailable(
+            f"the model stage makes its checkpoint with torch, safetensors and tokenizers ({exc})",
+            fix="pip install -e '.[model]' in the tool's interpreter",
+        ) from exc
+    tiny = work / "tiny"
+    tinymodel.make(tiny)
+    dest = Path(installable["path"])
+    libs = [dest / e for e in installable["extensions"] if Path(e).name.startswith("_C")]
+    path = os.pathsep.join(p for p in (str(dest), os.environ.get("PYTHONPATH", "")) if p)
+    return run(
+        tiny / "bf16",
+        tiny / "fp8",
+        work,
+        python=python,
+        echo=echo,
+        libs=libs,
+        env={"PYTHONPATH": path},
+        attention_backend="TRITON_ATTN" if installable.get("standins") else None,
+        attention=str(installable.get("attention") or ""),
+        timeout=600,
     )
 
 

@@ -405,7 +405,7 @@ def check(
             )
 
     # --- obtainability: how deep the evidence can go here, never the verdict --------
-    # (design.md "Answers are about the asker's machine": every rule above is judged
+    # (answers are about the asker's machine: every rule above is judged
     # whatever this machine has; a later stage that needs the toolkit says SKIPPED.)
     reason = toolkit_unavailable(cell, know, host)
     if reason:

@@ -37,7 +37,7 @@ from vllm_matrix.stages.probe.torchflags import torch_flags
 from vllm_matrix.stages.probe.units import Selection, Unit, search_dirs, select, unit_archs
 from vllm_matrix.stages.toolkit import Toolkit
 
-DEPTHS = ("auto", "front-end", "codegen")
+PROBE_DEPTHS = ("auto", "front-end", "codegen")
 UNIT_TIMEOUT_S = 20 * 60
 
 
@@ -150,9 +150,9 @@ def run_probe(
 
 
 def _check_modes(depth: str, units_mode: str) -> None:
-    if depth not in DEPTHS:
+    if depth not in PROBE_DEPTHS:
         raise MatrixError(
-            f"unknown probe depth '{depth}'", fix=tomlfile.did_you_mean(depth, DEPTHS)
+            f"unknown probe depth '{depth}'", fix=tomlfile.did_you_mean(depth, PROBE_DEPTHS)
         )
     if units_mode not in UNITS_MODES:
         raise MatrixError(
@@ -162,10 +162,10 @@ def _check_modes(depth: str, units_mode: str) -> None:
 
 
 def _scan_api(tree: Path) -> list[ApiHit]:
-    from vllm_matrix.knowledge import toolchains as knowledge
+    from vllm_matrix.knowledge import toolchains
     from vllm_matrix.stages.preflight import apiscan
 
-    return apiscan.scan(tree, knowledge.load().api)
+    return apiscan.scan(tree, toolchains.load().api)
 
 
 def _externals(facts: SourceFacts, know: ProbeKnowledge) -> dict[str, ExternalDir]:
