@@ -1,0 +1,254 @@
+"""The background prefetcher (pipeline/prefetch.py) with stand-in providers: what it fetches
+for which cell, that its failures are nobody's answer, and that it stops when told."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vllm_matrix.infra import progress
+from vllm_matrix.infra.config import Cell, Options, load_matrix
+from vllm_matrix.infra.errors import NotAvailable
+from vllm_matrix.infra.results import Finding
+from vllm_matrix.pipeline import context, plan, prefetch, runner
+from vllm_matrix.sources.sdist import SourceTree
+from vllm_matrix.stages.preflight import Host
+
+HOST = Host(gcc_major=12, system_cuda={}, conda_prefix=None)
+PROBE = tuple(s.name for s in plan.cut("probe"))
+
+
+def cell(vllm: str, torch: str = "2.6.0", cuda: str = "12.4", **kw: Any) -> Cell:
+    provider, arch = kw.pop("provider", "debian"), kw.pop("arch", ("9.0",))
+    return Cell(vllm, torch, cuda, provider, "3.12", arch, **kw)
+
+
+class Fakes:
+    """Stand-in providers: each call is logged; ``fail`` names what raises; ``doomed`` the
+    vLLM versions preflight predicts to fail."""
+
+    def __init__(
+        self, mp: pytest.MonkeyPatch, fail: tuple[str, ...] = (), doomed: tuple[str, ...] = ()
+    ):
+        self.calls: list[str] = []
+        self.fail, self.doomed = fail, doomed
+        self.gate: threading.Event | None = None  # set: fetches wait on it
+        mp.setattr(prefetch.source, "get_tree", self.tree)
+        mp.setattr(prefetch.toolkit, "provide", self.toolkit)
+        mp.setattr(prefetch.env_mod, "provide", self.env)
+        mp.setattr(prefetch.facts_mod, "read_facts", lambda root, version: version)
+        mp.setattr(prefetch.preflight, "check", self.check)
+        mp.setattr(prefetch.advice, "adviser_for", lambda root: self)
+
+    def _log(self, what: str) -> None:
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.calls.append(what)
+        if what in self.fail:
+            raise NotAvailable(f"no {what}", fix="none")
+
+    def tree(self, spec: str) -> SourceTree:
+        self._log(f"source {spec}")
+        return SourceTree(spec, Path("/nonexistent"), "test")
+
+    def toolkit(self, provider: str, cuda: str) -> object:
+        self._log(f"toolkit {provider}-{cuda}")
+        return object()
+
+    def env(self, python: str, torch: str, variant: str, torch_index: str | None) -> object:
+        self._log(f"env {torch} {variant}")
+        return object()
+
+    def check(self, c: Cell, *args: Any) -> list[Finding]:
+        return [Finding("torch-api", "fail", "no", "fix")] if c.vllm in self.doomed else []
+
+    def advise(self, have: Any) -> object:
+        self._log(f"advice {have.vllm}")
+        return object()
+
+
+def walk(cells: list[Cell], **kw: Any) -> tuple[prefetch.Prefetcher, list[str]]:
+    said: list[str] = []
+    p = prefetch.Prefetcher(
+        cells, Path("/nonexistent"), kw.pop("stages", PROBE), host=HOST, echo=said.append, **kw
+    )
+    return p, said
+
+
+def test_it_fetches_for_the_cells_after_the_running_one_once_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    f = Fakes(monkeypatch)
+    cells = [
+        cell("0.8.5"),
+        cell("0.8.5", arch=("12.0",)),
+        cell("0.10.1", "2.7.1"),
+        cell("0.20.0", "2.11.0", "13.0", provider="pypi"),
+    ]
+    p, said = walk(cells)
+    p._run()  # the foreground is on cell 1: it fetches its own
+    assert f.calls == [
+        "source 0.8.5",
+        "toolkit debian-12.4",
+        "env 2.6.0 headers",
+        "source 0.10.1",
+        "env 2.7.1 headers",
+        "source 0.20.0",
+        "toolkit pypi-13.0",
+        "env 2.11.0 headers",
+    ]
+    assert "prefetching toolkit debian-12.4 for cell 2/4" in said
+    assert p.failed == []
+
+
+def test_a_failure_is_dropped_and_what_needs_it_is_not_fetched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    f = Fakes(monkeypatch, fail=("toolkit system-12.8", "source 0.9.0"))
+    cells = [
+        cell("0.8.5"),
+        cell("0.10.2", "2.8.0", "12.8", provider="system"),
+        cell("0.9.0"),
+        cell("0.10.1", "2.7.1"),
+    ]
+    p, said = walk(cells)
+    p._run()  # no exception: the stages do it again and report as always
+    assert f.calls == [
+        "source 0.10.2",
+        "toolkit system-12.8",  # a local install: no env without it
+        "source 0.9.0",
+        "source 0.10.1",
+        "toolkit debian-12.4",
+        "env 2.7.1 headers",
+    ]
+    assert p.failed == ["source 0.9.0"]
+    assert any("source 0.9.0 for cell 3/4: not had (no source 0.9.0)" in s for s in said)
+
+
+def test_a_predicted_failure_reads_the_advice_and_stops_there_unless_forced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    f = Fakes(monkeypatch, doomed=("0.10.1",))
+    forced = cell("0.10.1", options=Options(force=True))
+    cells = [cell("0.8.5"), cell("0.10.1", "2.7.1"), forced]
+    p, _ = walk(cells)
+    p._run()
+    assert f.calls == [
+        "source 0.10.1",
+        "advice 0.10.1",  # not forced: preflight ends the cell
+        "advice 0.10.1",
+        "toolkit debian-12.4",
+        "env 2.6.0 headers",  # forced: it goes on
+    ]
+
+
+def test_only_the_stages_of_the_depth(monkeypatch: pytest.MonkeyPatch) -> None:
+    f = Fakes(monkeypatch)
+    cells = [cell("0.8.5"), cell("0.10.1", "2.7.1")]
+    p, _ = walk(cells, stages=tuple(s.name for s in plan.cut("preflight")))
+    p._run()
+    assert f.calls == ["source 0.10.1"]
+    p, _ = walk(cells, stages=tuple(s.name for s in plan.cut("build")))
+    p._run()
+    assert f.calls[1:] == ["source 0.10.1", "toolkit debian-12.4", "env 2.7.1 full"]
+
+
+def test_it_skips_a_cell_the_foreground_has_reached(monkeypatch: pytest.MonkeyPatch) -> None:
+    f = Fakes(monkeypatch)
+    p, _ = walk([cell("0.8.5"), cell("0.9.0"), cell("0.10.1")])
+    p.at(2)
+    p._run()
+    assert f.calls[0] == "source 0.10.1"
+
+
+def test_stop_ends_it_at_its_next_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    f = Fakes(monkeypatch)
+    f.gate = threading.Event()
+    p, _ = walk([cell("0.8.5"), cell("0.9.0"), cell("0.10.1")])
+    p.start()
+    time.sleep(0.1)
+    p.stop()
+    f.gate.set()
+    p.join(5)
+    assert p._thread is not None and not p._thread.is_alive()
+    assert f.calls == ["source 0.9.0"]  # the item it was in, then nothing
+
+
+def test_its_progress_bars_are_muted_on_its_thread_only() -> None:
+    seen: list[bool] = []
+
+    def bar() -> None:
+        with progress.muted():
+            seen.append(isinstance(progress.Progress("x").stream, progress._Discard))
+
+    t = threading.Thread(target=bar)
+    t.start()
+    t.join()
+    assert seen == [True]
+    assert not isinstance(progress.Progress("x").stream, progress._Discard)
+
+
+def test_ctrl_c_in_a_matrix_run_stops_the_prefetcher(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    started: list[prefetch.Prefetcher] = []
+
+    def start(self: prefetch.Prefetcher) -> prefetch.Prefetcher:
+        started.append(self)
+        return self  # not started: only its stop is looked at
+
+    monkeypatch.setattr(prefetch.Prefetcher, "start", start)
+
+    def interrupted(*a: Any, **kw: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_cell", interrupted)
+    m = tmp_path / "matrix.toml"
+    m.write_text(
+        "".join(
+            f'[[cell]]\nvllm = "{v}"\ntorch = "2.6.0"\ncuda = "12.4"\nprovider = "debian"\n'
+            f'python = "3.12"\narch = ["9.0"]\n'
+            for v in ("0.8.5", "0.9.0")
+        )
+    )
+    ws = context.Workspace(tmp_path)
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_matrix(
+            load_matrix(m), ws, "probe", echo=lambda s: None, host=HOST, mach={}, prefetch=True
+        )
+    assert time.monotonic() - t0 < 5
+    assert len(started) == 1 and started[0].stopped
+
+
+def test_without_prefetch_no_thread_starts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(prefetch.Prefetcher, "start", lambda self: pytest.fail("started"))
+    monkeypatch.setattr(runner, "run_cell", lambda *a, **kw: [])
+    monkeypatch.setattr(runner.results, "verdict_of", lambda stages: _Verdict())
+    m = tmp_path / "matrix.toml"
+    m.write_text(
+        "".join(
+            f'[[cell]]\nvllm = "{v}"\ntorch = "2.6.0"\ncuda = "12.4"\nprovider = "debian"\n'
+            f'python = "3.12"\narch = ["9.0"]\n'
+            for v in ("0.8.5", "0.9.0")
+        )
+    )
+    done = runner.run_matrix(
+        load_matrix(m), context.Workspace(tmp_path), "probe", echo=lambda s: None, mach={}
+    )
+    assert len(done) == 2
+
+
+class _Verdict:
+    label, depth = "PASS", "probe"
+
+
+def test_the_flag_reaches_the_runner() -> None:
+    from vllm_matrix import cli
+
+    assert cli.parser().parse_args(["run", "--no-prefetch"]).no_prefetch is True
+    assert cli.parser().parse_args(["run"]).no_prefetch is False
