@@ -183,13 +183,13 @@ def test_its_progress_bars_are_muted_on_its_thread_only() -> None:
 
     def bar() -> None:
         with progress.muted():
-            seen.append(isinstance(progress.Progress("x").stream, progress._Discard))
+            seen.append(isinstance(progress.Progress("x", heartbeat=False).stream, progress._Discard))
 
     t = threading.Thread(target=bar)
     t.start()
     t.join()
     assert seen == [True]
-    assert not isinstance(progress.Progress("x").stream, progress._Discard)
+    assert not isinstance(progress.Progress("x", heartbeat=False).stream, progress._Discard)
 
 
 def test_ctrl_c_in_a_matrix_run_stops_the_prefetcher(
@@ -252,3 +252,41 @@ def test_the_flag_reaches_the_runner() -> None:
 
     assert cli.parser().parse_args(["run", "--no-prefetch"]).no_prefetch is True
     assert cli.parser().parse_args(["run"]).no_prefetch is False
+
+
+def test_two_readers_of_a_release_read_its_tree_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The prefetched advice and the stage's: the second waits for the first's facts."""
+    from packaging.version import Version
+
+    from vllm_matrix.infra.index import IndexFile
+    from vllm_matrix.knowledge import toolchains
+    from vllm_matrix.pipeline import mapping
+
+    root = tmp_path / "vllm"
+    (root / "csrc").mkdir(parents=True)
+    (root / "CMakeLists.txt").write_text('set(TORCH_SUPPORTED_VERSION_CUDA "2.6.0")\n')
+    (root / "PKG-INFO").write_text("Version: 0.8.5\n")
+    sd = IndexFile("vllm-0.8.5.tar.gz", "u", "ab" * 32, Version("0.8.5"), "sdist", False)
+    read: list[str] = []
+
+    def sdist_tree(version: str, cache: Path) -> SourceTree:
+        read.append(version)
+        time.sleep(0.3)  # the other reader arrives meanwhile
+        return SourceTree(version, root, "test")
+
+    monkeypatch.setattr(mapping.source, "resolve_sdist", lambda v, r: sd)
+    monkeypatch.setattr(mapping.source, "sdist_tree", sdist_tree)
+    know = toolchains.load()
+    got: list[mapping.ReleaseFacts] = []
+    readers = [
+        threading.Thread(target=lambda: got.append(mapping.release_facts("0.8.5", know, tmp_path)))
+        for _ in range(2)
+    ]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join(10)
+    assert read == ["0.8.5"]
+    assert len(got) == 2 and got[0].facts == got[1].facts and got[0].gates == got[1].gates
