@@ -183,7 +183,9 @@ def test_its_progress_bars_are_muted_on_its_thread_only() -> None:
 
     def bar() -> None:
         with progress.muted():
-            seen.append(isinstance(progress.Progress("x", heartbeat=False).stream, progress._Discard))
+            seen.append(
+                isinstance(progress.Progress("x", heartbeat=False).stream, progress._Discard)
+            )
 
     t = threading.Thread(target=bar)
     t.start()
@@ -290,3 +292,80 @@ def test_two_readers_of_a_release_read_its_tree_once(
         t.join(10)
     assert read == ["0.8.5"]
     assert len(got) == 2 and got[0].facts == got[1].facts and got[0].gates == got[1].gates
+
+
+def test_ctrl_c_stops_a_run_with_a_prefetch_under_way_in_seconds(tmp_path: Path) -> None:
+    """A SIGINT to the running process alone while the foreground runs a stage and the
+    prefetcher waits on a command: the process ends in seconds, the command with it. It runs
+    in a process of its own (as test_probe_stage's Ctrl-C test does, and for its reasons)."""
+    import signal
+    import subprocess
+    import sys
+
+    from vllm_matrix.infra import proc
+
+    m = tmp_path / "matrix.toml"
+    m.write_text(
+        "".join(
+            f'[[cell]]\nvllm = "{v}"\ntorch = "2.6.0"\ncuda = "12.4"\nprovider = "debian"\n'
+            f'python = "3.12"\narch = ["9.0"]\n'
+            for v in ("0.8.5", "0.9.0")
+        )
+    )
+    script = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "from pathlib import Path\n"
+        "from vllm_matrix.infra import proc\n"
+        "from vllm_matrix.infra.config import load_matrix\n"
+        "from vllm_matrix.pipeline import context, prefetch, runner\n"
+        "from vllm_matrix.stages.preflight import Host\n"
+        "prefetch.source.get_tree = lambda s: prefetch.source.SourceTree(s, Path('/'), 't')\n"
+        "prefetch.preflight.check = lambda *a: []\n"
+        "prefetch.facts_mod.read_facts = lambda *a: None\n"
+        "prefetch.toolkit.provide = lambda p, c: proc.run(['sleep', '120'])\n"
+        "def stage(*a, **kw):\n"
+        "    while True:\n"
+        "        time.sleep(0.1)\n"
+        "runner.run_cell = stage\n"
+        "host = Host(gcc_major=12, system_cuda={}, conda_prefix=None)\n"
+        "runner.run_matrix(load_matrix(Path(sys.argv[1])), context.Workspace(Path(sys.argv[2])),\n"
+        "                  'probe', echo=print, host=host, mach={}, prefetch=True)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(m), str(tmp_path)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+
+    def sleeps() -> list[int]:
+        return [
+            p
+            for p in proc.descendants(child.pid)
+            if Path(f"/proc/{p}/cmdline").exists()
+            and Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep\0")
+        ]
+
+    deadline = time.monotonic() + 60
+    while not sleeps() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    running = sleeps()
+    assert running, f"the prefetch never started: {child.stderr.read() if child.stderr else ''}"
+    t = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert time.monotonic() - t < 10, "Ctrl-C took longer than 10 s to stop the run"
+    assert "KeyboardInterrupt" in err
+    time.sleep(0.5)
+    assert not [p for p in running if alive(p)]
+
+
+def alive(pid: int) -> bool:
+    """Running: a process killed after its parent ended may stay a zombie a while, until
+    whatever adopted it reaps it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
