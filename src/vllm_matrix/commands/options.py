@@ -171,6 +171,12 @@ CELLS_AT_ONCE = _opt(
     "cores a probe's last unit leaves idle (not for builds: they take every core)",
     type=int,
 )
+NO_PREFETCH = _opt(
+    "--no-prefetch",
+    help="fetch each cell's source, toolkit and env only when it runs (default: those of the "
+    "cells ahead are fetched in the background while a cell probes)",
+    **FLAG,
+)
 
 PROBE_BUDGET = _opt(
     "--probe-budget",
@@ -272,6 +278,7 @@ COMMANDS: tuple[Command, ...] = (
             UNITS,
             NO_FRONT_END_CACHE,
             CELLS_AT_ONCE,
+            NO_PREFETCH,
             PROBE_DEPTH,
             *BUILD_OPTIONS,
             TARGETS,

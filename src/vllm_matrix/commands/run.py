@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         force=getattr(args, "force", False),
         opts=opts,
         at_once=at_once,
+        prefetch=not getattr(args, "no_prefetch", False),
     )
     # `preflight` is a query: it prints; only `run` (nox -s matrix) renders reports/
     md: Path | None = None

@@ -15,6 +15,7 @@ line comes at once, then one every ``interval`` seconds, and a last one when it 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import sys
@@ -78,7 +79,9 @@ class Progress:
         heartbeat: bool | None = None,
     ) -> None:
         self.what, self.total, self.unit = what, total, unit
-        self.stream = stream if stream is not None else sys.stderr
+        if stream is None:
+            stream = _Discard() if getattr(_MUTED, "on", False) else sys.stderr
+        self.stream = stream
         self.tty = _isatty(self.stream) if tty is None else tty
         self.clock = clock
         self.interval = INTERVAL_S if interval is None else interval
@@ -264,6 +267,27 @@ def every(fn: Callable[[], object], seconds: float) -> Iterator[None]:
         t.join()
 
 
+class _Discard(io.StringIO):
+    """Where a muted thread's progress goes."""
+
+    def write(self, s: str) -> int:
+        return len(s)
+
+
+_MUTED = threading.local()
+
+
+@contextlib.contextmanager
+def muted() -> Iterator[None]:
+    """No progress from this thread (a background prefetch: its bars would garble the
+    foreground's; it says in one line of its own what it does)."""
+    _MUTED.on = True
+    try:
+        yield
+    finally:
+        _MUTED.on = False
+
+
 def _isatty(stream: IO[str]) -> bool:
     try:
         return stream.isatty() and os.environ.get("TERM") != "dumb"
@@ -350,6 +374,7 @@ __all__ = [
     "duration",
     "every",
     "iterate",
+    "muted",
     "watch_dir",
     "watching",
 ]

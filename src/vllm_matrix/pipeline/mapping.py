@@ -29,7 +29,7 @@ from packaging.version import Version
 from vllm_matrix import cmake as cmake_pkg
 from vllm_matrix.infra import results
 from vllm_matrix.infra.arch import Arch
-from vllm_matrix.infra.cache import atomic_write_text, cache_root
+from vllm_matrix.infra.cache import atomic_write_text, cache_root, locked
 from vllm_matrix.infra.config import Cell, Matrix
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import StageResult, Verdict
@@ -116,33 +116,52 @@ def release_facts(version: str, know: Knowledge, root: Path | None = None) -> Re
     digest = _code_digest(know)
     path = root / "facts" / f"vllm-{version}-{sd.sha256[:16]}.json"
     symbols = {s.name: s for s in know.api}
-    if path.is_file():
-        try:
-            d = json.loads(path.read_text())
-            if d["schema"] == FACTS_SCHEMA and d["code"] == digest and d["sha256"] == sd.sha256:
-                return ReleaseFacts(
-                    version,
-                    sd.sha256,
-                    Path(d["tree"]),
-                    _facts_from_json(d["facts"]),
-                    tuple(
-                        apiscan.ApiHit(symbols[h["symbol"]], h["file"], h["line"], h["text"])
-                        for h in d["hits"]
-                    ),
-                    tuple(
-                        gates.Gate(
-                            g["var"],
-                            tuple(g["archs"]),
-                            g["op"],
-                            g["nvcc"],
-                            tuple(g["sources"]),
-                            g["line"],
-                        )
-                        for g in d["gates"]
-                    ),
-                )
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # stale or damaged: read the tree again
+
+    def cached() -> ReleaseFacts | None:
+        if path.is_file():
+            try:
+                d = json.loads(path.read_text())
+                if d["schema"] == FACTS_SCHEMA and d["code"] == digest and d["sha256"] == sd.sha256:
+                    return ReleaseFacts(
+                        version,
+                        sd.sha256,
+                        Path(d["tree"]),
+                        _facts_from_json(d["facts"]),
+                        tuple(
+                            apiscan.ApiHit(symbols[h["symbol"]], h["file"], h["line"], h["text"])
+                            for h in d["hits"]
+                        ),
+                        tuple(
+                            gates.Gate(
+                                g["var"],
+                                tuple(g["archs"]),
+                                g["op"],
+                                g["nvcc"],
+                                tuple(g["sources"]),
+                                g["line"],
+                            )
+                            for g in d["gates"]
+                        ),
+                    )
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # stale or damaged: read the tree again
+        return None
+
+    got = cached()
+    if got is not None:
+        return got
+    # One reader per release at a time (a background prefetch and the stage, or two runs):
+    # the second waits, then reads what the first wrote.
+    with locked(path):
+        got = cached()
+        if got is not None:
+            return got
+        return _read_release(version, know, root, path, sd.sha256, digest)
+
+
+def _read_release(
+    version: str, know: Knowledge, root: Path, path: Path, sha256: str, digest: str
+) -> ReleaseFacts:
     tree = source.sdist_tree(version, root)
     f = facts_mod.read_facts(tree.root, tree.version)
     hits = tuple(apiscan.scan(tree.root, know.api))
@@ -150,7 +169,7 @@ def release_facts(version: str, know: Knowledge, root: Path | None = None) -> Re
     d = {
         "schema": FACTS_SCHEMA,
         "code": digest,
-        "sha256": sd.sha256,
+        "sha256": sha256,
         "tree": str(tree.root),
         "facts": dataclasses.asdict(f),
         "hits": [
@@ -159,7 +178,7 @@ def release_facts(version: str, know: Knowledge, root: Path | None = None) -> Re
         "gates": [dataclasses.asdict(g) for g in gs],
     }
     atomic_write_text(path, json.dumps(d))
-    return ReleaseFacts(version, sd.sha256, tree.root, f, hits, gs)
+    return ReleaseFacts(version, sha256, tree.root, f, hits, gs)
 
 
 # ------------------------------------------------------------------------ map cells

@@ -36,6 +36,7 @@ from vllm_matrix.infra.results import (
 from vllm_matrix.knowledge import classify
 from vllm_matrix.pipeline import plan, reuse
 from vllm_matrix.pipeline.context import BuildOptions, CellContext, Workspace
+from vllm_matrix.pipeline.prefetch import Prefetcher
 from vllm_matrix.stages import probe
 from vllm_matrix.stages.preflight import Host
 
@@ -205,10 +206,13 @@ def run_matrix(
     host: Host | None = None,
     mach: dict[str, Any] | None = None,
     at_once: int = 1,
+    prefetch: bool = False,
 ) -> list[tuple[Cell, results.CellVerdict]]:
     """Every selected cell; ``at_once`` of them side by side (the next cell's toolkit and
     env are fetched, and its units compiled, while a cell's last units finish: a probe's
-    tail and a download leave cores idle). Verdicts come back in matrix order."""
+    tail and a download leave cores idle). Verdicts come back in matrix order.
+    ``prefetch`` (one at a time): the cells after the running one have their sources,
+    toolkits, envs and advice facts fetched in the background (pipeline/prefetch.py)."""
     plan.check_depth(depth)
     say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
     cells = matrix.select(select)
@@ -225,7 +229,20 @@ def run_matrix(
         return v
 
     if at_once <= 1 or len(cells) <= 1:
-        return [(cell, one(n, cell)) for n, cell in enumerate(cells, 1)]
+        ahead = None
+        if prefetch and len(cells) > 1:
+            walk = tuple(s.name for s in plan.cut(depth))
+            ahead = Prefetcher(cells, ws.root, walk, force, host, say).start()
+        try:
+            verdicts = []
+            for n, cell in enumerate(cells, 1):
+                if ahead is not None:
+                    ahead.at(n)
+                verdicts.append((cell, one(n, cell)))
+            return verdicts
+        finally:
+            if ahead is not None:  # Ctrl-C too: it ends at its next item (a daemon thread)
+                ahead.stop()
     pool = ThreadPoolExecutor(max_workers=at_once)
     try:
         futures = [pool.submit(one, n, cell) for n, cell in enumerate(cells, 1)]
