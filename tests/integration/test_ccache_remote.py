@@ -27,10 +27,9 @@ from pathlib import Path
 import pytest
 from conftest import skip_or_fail
 
-from vllm_matrix.infra import debpkg, proc
+from vllm_matrix.infra import cache, debpkg, proc
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import Finding
-from vllm_matrix.stages.compile import wheel
 from vllm_matrix.stages.compile.ccache import ccache_env, ccache_remote_checked, ccache_stats
 
 pytestmark = pytest.mark.integration
@@ -116,7 +115,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pidfile = d / "redis.pid"
         if pidfile.exists():  # still running after shutdown: end it by its own pid
             pid = int(pidfile.read_text().strip() or 0)
-            if pid and wheel._pid_alive(pid):
+            if pid and cache.pid_alive(pid):
                 proc.kill_tree(pid)
 
 

@@ -92,7 +92,8 @@ def blob_path(root: Path, sha256: str) -> Path:
     return root / "blobs" / "sha256" / sha256[:2] / sha256
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of that id runs (one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -115,7 +116,7 @@ def leftovers(parent: Path, name: str, suffix: str, *, all_of_them: bool = False
         m = pat.fullmatch(p.name)
         if m is None or p.is_symlink() or not p.is_dir():
             continue
-        if all_of_them or (m.group(1) is not None and not _alive(int(m.group(1)))):
+        if all_of_them or (m.group(1) is not None and not pid_alive(int(m.group(1)))):
             out.append(p)
     return out
 

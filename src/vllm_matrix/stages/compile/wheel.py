@@ -16,6 +16,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
+from vllm_matrix.infra import cache
 from vllm_matrix.stages.compile.errors import BuildError
 
 
@@ -138,18 +139,8 @@ def _clear_partials(dist: Path) -> list[str]:
     removed = []
     for p in dist.glob(".*.partial"):
         m = re.search(r"\.(\d+)\.partial$", p.name)
-        if m and _pid_alive(int(m.group(1))):
+        if m and cache.pid_alive(int(m.group(1))):
             continue
         p.unlink(missing_ok=True)
         removed.append(p.name)
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
