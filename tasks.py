@@ -75,5 +75,6 @@ map = _task("map", "The map: the [grid] at preflight, probes at boundaries, repo
 currency = _task("currency", "Is the knowledge current with the index? (exit 1 when stale)")
 derive_torch = _task("derive-torch", "Torch wheel facts as TOML, read from the real wheels.")
 derive_pins = _task("derive-pins", "vLLM release -> torch pin for every sdist on the index.")
+derive_facts = _task("derive-facts", "Every release's facts (the advice's) read from its sdist.")
 tiny_model = _task("tiny-model", "A tiny Llama checkpoint, bf16 and ModelOpt FP8 ('.[model]').")
 model = _task("model", "The model stage: vLLM serves the FP8 and bf16 checkpoints, compared.")

@@ -17,6 +17,7 @@ from vllm_matrix.commands import (
     cells,
     cimatrix,
     currency,
+    derive_facts,
     derive_pins,
     derive_torch,
     doctor,
@@ -66,6 +67,7 @@ RUN: dict[str, Callable[[argparse.Namespace], int]] = {
     "blackwell": blackwell.run,
     "derive-torch": derive_torch.run,
     "derive-pins": derive_pins.run,
+    "derive-facts": derive_facts.run,
 }
 
 

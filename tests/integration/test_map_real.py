@@ -10,6 +10,7 @@ With CI=true a browser that cannot be had fails the test instead of skipping it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -70,6 +71,10 @@ def test_cached_release_facts_are_the_trees_facts(version: str) -> None:
         (h.symbol.name, h.file, h.line) for h in direct
     ]
     assert rf.gates == gates.gates(tree)
+    # the committed snapshot (what a fresh machine's advice reads) is this sdist's read
+    fresh = mapping.read_release(version, know)
+    snap = mapping.snapshot_entry(version, fresh.sha256, mapping._code_digest(know))
+    assert snap == json.loads(json.dumps(mapping._entry(fresh))), "run " + mapping.DERIVE
     # the map's preflight on cached facts == preflight reading the tree
     m = load_matrix(_write(Path(os.environ.get("TMPDIR", "/tmp")) / f"m-{version}.toml"))
     host = preflight.Host(None, {}, None)

@@ -203,6 +203,7 @@ EXIT_CASES: dict[str, tuple[list[str], str]] = {
     "blackwell": (["blackwell", "M"], "vllm_matrix.commands.newest:cheapest"),
     "derive-torch": (["derive-torch", "2.6.0"], "vllm_matrix.sources.torchwheel:read_facts"),
     "derive-pins": (["derive-pins"], "vllm_matrix.knowledge.pins:release_list"),
+    "derive-facts": (["derive-facts"], "vllm_matrix.knowledge.pins:release_list"),
     "currency": (["currency", "M"], "vllm_matrix.commands.currency:check"),
     "estimate": (["estimate", "M", "--cell", "ID"], "vllm_matrix.sources.sdist:get_tree"),
 }

@@ -432,6 +432,11 @@ COMMANDS: tuple[Command, ...] = (
             WRITE,
         ),
     ),
+    Command(
+        "derive-facts",
+        "regenerate knowledge/data/release_facts.json (every release's facts) from real sdists",
+        (WRITE.but(help="write knowledge/data/release_facts.json instead of printing"),),
+    ),
 )
 BY_NAME = {c.name: c for c in COMMANDS}
 

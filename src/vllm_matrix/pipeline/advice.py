@@ -181,7 +181,8 @@ class Adviser:
     know: Knowledge = field(default_factory=toolchains.load)
     pinned: dict[str, str] = field(default_factory=releases_mod.pinned)
     compiled: dict[str, Compiled] = field(default_factory=dict)
-    # vLLM version -> (SourceFacts, tree, scan, gates); default: the map's facts cache
+    # vLLM version -> (SourceFacts, tree, scan, gates); default: the map's release facts
+    # (this machine's cache, the committed snapshot, else the sdist)
     facts: Callable[[str], Any] | None = None
     _status: dict[
         tuple[str, str, str, tuple[str, ...], str], tuple[Status, tuple[Finding, ...]]
@@ -226,7 +227,7 @@ class Adviser:
                 cell,
                 rf.facts,
                 self.know,
-                rf.tree,
+                None,  # scan and gates are the release's facts: no sdist needed
                 NEUTRAL_HOST,
                 self.pinned,
                 scan=rf.scan,

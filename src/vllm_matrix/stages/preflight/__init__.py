@@ -135,14 +135,22 @@ def check(
     cell: Cell,
     facts: SourceFacts,
     know: Knowledge,
-    tree: Path,
+    tree: Path | None,
     host: Host,
     pins: dict[str, str] | None = None,
-    scan: Callable[[Path, tuple[ApiSymbol, ...]], list[apiscan.ApiHit]] = apiscan.scan,
+    scan: Callable[[tuple[ApiSymbol, ...]], list[apiscan.ApiHit]] | None = None,
     kernel_gates: tuple[gates.Gate, ...] | None = None,
 ) -> list[Finding]:
     """``scan``/``kernel_gates``: the tree's API hits and gates when already known (the map
-    reads them once per release, from its facts cache)."""
+    reads them once per release, from its facts cache or the committed snapshot); with both
+    given the tree is not read, and may be None (its sdist need not be here)."""
+
+    def need_tree() -> Path:
+        if tree is None:
+            raise ValueError("preflight.check without a tree needs scan and kernel_gates")
+        return tree
+
+    find = scan or (lambda symbols: apiscan.scan(need_tree(), symbols))
     pins = pins or {}
     out: list[Finding] = []
     add = out.append
@@ -351,7 +359,7 @@ def check(
     # --- API scan ---------------------------------------------------------------
     newer = tuple(s for s in know.api if Version(s.torch) > Version(torch_v))
     for sym in newer:
-        hits = [h for h in scan(tree, (sym,))]
+        hits = find((sym,))
         if hits:
             first = hits[0]
             add(
@@ -388,7 +396,7 @@ def check(
         )
 
     # --- arch-gated kernel families (information: what this nvcc builds for the arch) ---
-    all_gates = gates.gates(tree) if kernel_gates is None else kernel_gates
+    all_gates = gates.gates(need_tree()) if kernel_gates is None else kernel_gates
     for arch in cell.arch:
         for g in gates.for_arch(all_gates, arch):
             built = g.built_with(cell.cuda)
