@@ -6,7 +6,8 @@ the example workflow's ``currency`` job). It asks the index for the releases (fr
 the cached list) and says exactly what to update:
 
 - releases on the index that knowledge/data/vllm_pins.toml lacks (``inv derive-pins
-  --write``), and pins-file releases the index no longer lists;
+  --write``, then ``inv derive-facts --write``), and pins-file releases the index no
+  longer lists;
 - patch ranges: a release newer than every release in a patch's ``applies`` range is
   patched for real (a private copy of its sdist): extend the range, or cap / vary it;
 - every release preflighted as `release X --depth preflight` does it (its pinned torch, a
@@ -46,7 +47,10 @@ from vllm_matrix.sources import sdist as source
 from vllm_matrix.stages import facts as facts_mod
 from vllm_matrix.stages import patches, preflight
 
-DERIVE = "run `inv derive-pins --write` and commit knowledge/data/vllm_pins.toml"
+DERIVE = (
+    "run `inv derive-pins --write`, then `inv derive-facts --write`, and commit "
+    "knowledge/data/vllm_pins.toml and release_facts.json"
+)
 
 
 @dataclass(frozen=True)
