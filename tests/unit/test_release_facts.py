@@ -66,10 +66,11 @@ class Index:
         monkeypatch.setattr(mapping.source, "sdist_tree", self.sdist_tree)
 
         def no_download(*a: object, **k: object) -> None:
-            raise AssertionError("downloaded an sdist")
+            raise AssertionError("asked the index")
 
         monkeypatch.setattr(mapping.source, "fetch_sdist", no_download)
         monkeypatch.setattr(mapping.source.index, "download", no_download)
+        monkeypatch.setattr(mapping.source.index, "project_files", no_download)
 
     def resolve(self, version: str, root: Path | None = None) -> IndexFile:
         sha = self.shas[version]
@@ -165,3 +166,17 @@ def test_this_machines_cache_first_then_the_snapshot(
     mine.write_text(json.dumps({"schema": mapping.FACTS_SCHEMA, "code": digest} | d))
     assert mapping.release_facts("0.8.5", KNOW).facts.torch == "2.98.0"
     assert idx.trees == []
+
+
+def test_preflight_without_a_tree_needs_the_release_facts() -> None:
+    from vllm_matrix.infra.config import Cell
+    from vllm_matrix.stages import preflight
+
+    rf = mapping._from_entry("0.10.1", SNAP["releases"]["0.10.1"], KNOW, Path("/nowhere"))
+    cell = Cell("0.10.1", "2.6.0", "12.4", "debian", "3.12", ("9.0",))
+    host = preflight.Host(None, {}, None)
+    with pytest.raises(ValueError, match="needs scan and kernel_gates"):
+        preflight.check(cell, rf.facts, KNOW, None, host)
+    found = preflight.check(cell, rf.facts, KNOW, None, host, scan=rf.scan, kernel_gates=rf.gates)
+    assert "api-Float8_e8m0fnu" in {f.rule for f in found}
+    assert rf.unpacked is None  # nothing asked for the tree
