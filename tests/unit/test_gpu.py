@@ -427,9 +427,16 @@ def test_a_gemm_case_without_torchs_figure_is_a_warning() -> None:
     assert gpu.judge(_res(gemm=[c])).status == WARN
 
 
-def _fake_cuobjdump(tmp_path: Path, body: str) -> str:
+def _fake_cuobjdump(tmp_path: Path, body: str, text: str = "") -> str:
+    """--dump-sass prints ``body``, --list-text ``text``."""
     tool = tmp_path / "cuobjdump"
-    tool.write_text("#!/bin/sh\ncat <<'END'\n" + body + "\nEND\n")
+    tool.write_text(
+        "#!/bin/sh\nif [ \"$1\" = --list-text ]; then\ncat <<'END'\n"
+        + text
+        + "\nEND\nelse\ncat <<'END'\n"
+        + body
+        + "\nEND\nfi\n"
+    )
     tool.chmod(0o755)
     return str(tool)
 
@@ -438,14 +445,28 @@ def test_sass_census_refuses_a_dump_without_instructions(tmp_path: Path) -> None
     """cuobjdump without nvdisasm beside it prints the sections' headers and no SASS, and
     exits 0: a count of zero MMA there is no evidence of "no MMA"."""
     headers_only = "\n\tcode for sm_120a\n\t\tFunction : _Z6kernelv\n\t.headerflags @EF_CUDA_SM120"
+    kernel = "SASS text section 1 : x-_Z6kernelv.sm_120a.elf.bin"
     with pytest.raises(ToolError, match="nvdisasm"):
-        audit.sass_census(tmp_path / "x.cu.o", _fake_cuobjdump(tmp_path, headers_only))
+        audit.sass_census(tmp_path / "x.cu.o", _fake_cuobjdump(tmp_path, headers_only, kernel))
     disassembled = headers_only + (
         "\n        /*0000*/                   QMMA.16832.F32.E4M3.E4M3 R4, R8, R12, R4 ;"
         "\n        /*0010*/                   EXIT ;"
     )
-    census = audit.sass_census(tmp_path / "x.cu.o", _fake_cuobjdump(tmp_path, disassembled))
+    census = audit.sass_census(tmp_path / "x.cu.o", _fake_cuobjdump(tmp_path, disassembled, kernel))
     assert census == {"12.0a": {"QMMA": 1}}
+
+
+def test_sass_census_takes_a_cubin_without_kernels(tmp_path: Path) -> None:
+    """Issue 24's H100 hold: vLLM 0.20.0's nvfp4_scaled_mm_entry.cu.o has an sm_90a cubin
+    with no kernel (host code only): its dump is a bare header, and --list-text lists no
+    text section. That is no MMA, not a failed disassembly."""
+    bare = "\nFatbin elf code:\n================\narch = sm_90a\n\n\tcode for sm_90a\n"
+    census = audit.sass_census(tmp_path / "x.cu.o", _fake_cuobjdump(tmp_path, bare, ""))
+    assert census == {"9.0a": {}}
+    two = bare + "\n\tcode for sm_120a\n"  # one arch empty, the other undisassembled
+    kernel = "SASS text section 1 : x-_Z6kernelv.sm_120a.elf.bin"
+    with pytest.raises(ToolError, match=r"for 12\.0a in"):
+        audit.sass_census(tmp_path / "x.cu.o", _fake_cuobjdump(tmp_path, two, kernel))
 
 
 def test_the_h100_run_compares_with_torch_fast_accum_too() -> None:

@@ -377,6 +377,8 @@ def sass_census(path: Path, cuobjdump: str) -> dict[str, dict[str, int]]:
     c = MmaCensus()
     proc.run([cuobjdump, "--dump-sass", path], check=False, capture=False, on_line=c.feed)
     blank = c.undisassembled()
+    if blank:  # an object may hold an arch's cubin with no kernel in it (host code only)
+        blank = sorted(set(blank) & text_section_arches(path, cuobjdump))
     if blank:
         raise ToolError(
             f"cuobjdump --dump-sass printed no instructions for {', '.join(blank)} in "
@@ -386,6 +388,23 @@ def sass_census(path: Path, cuobjdump: str) -> dict[str, dict[str, int]]:
             "(PyPI: nvidia-cuda-cuobjdump and nvidia-nvdisasm of one CUDA release)",
         )
     return c.counts
+
+
+_TEXT_SECTION = re.compile(r"^SASS text section \d+ : .*\.sm_(\d+)([af]?)\.elf\.bin\s*$")
+
+
+def text_section_arches(path: Path, cuobjdump: str) -> set[str]:
+    """The arches of ``path`` whose cubins hold at least one kernel: ``cuobjdump
+    --list-text`` names every SASS text section "x-<kernel>.sm_<NN>[af].elf.bin" and, unlike
+    --dump-sass, needs no nvdisasm. A cubin without one (vLLM 0.20.0's
+    nvfp4_scaled_mm_entry.cu for 9.0a: host code only) dumps as a bare "code for sm_90a"
+    header, as a dump without nvdisasm does (measured with cuobjdump 12.4 and 13.0)."""
+    out = proc.run([cuobjdump, "--list-text", path], check=False).output
+    return {
+        _arch_of(m.group(1), m.group(2))
+        for line in out.splitlines()
+        if (m := _TEXT_SECTION.match(line.strip()))
+    }
 
 
 def sm90a_findings(name: str, archs: tuple[str, ...], sass: tuple[str, ...]) -> list[Finding]:
