@@ -274,3 +274,17 @@ def test_configure_clock_reads_cmake_and_the_first_step() -> None:
     for line in ["-- Configuring done (23.1s)", "-- Generating done (0.1s)", "x", "[1/29] CXX"]:
         c.feed(line)
     assert c.to_json() == {"configuring_s": 23.1, "generating_s": 0.1, "until_first_step_s": 42.5}
+
+
+def test_configure_clock_takes_the_first_steps_own_time_off() -> None:
+    """Piped, ninja prints "[1/N]" as the first step ends: issue 24's H100 hold (longest
+    edges first) saw it 193.3 s in, 164.9 s of which was that edge; ninja began at 28.4 s."""
+    t = iter([0.0, 193.3])
+    c = ninja.ConfigureClock(clock=lambda: next(t))
+    for line in ["-- Configuring done (21.9s)", "[1/82] Building CUDA object x.cu.o"]:
+        c.feed(line)
+    assert c.to_json(164.9) == {
+        "configuring_s": 21.9,
+        "until_first_step_s": 28.4,
+        "first_step_line_s": 193.3,
+    }

@@ -328,7 +328,11 @@ def build_wheel(
         total_edges = sum(ninja_work_edges(d / "build.ninja", targets) for d in dirs)
         details["targets"] = {k: v for d in dirs for k, v in target_figures(d).items()}
         # each edge's times: the cost model's calibration data (stages/compile/cost.py)
-        details["edge_log"] = [e for d in dirs for e in edge_log(d)]
+        logs = [edge_log(d) for d in dirs]
+        details["edge_log"] = [e for log_ in logs for e in log_]
+        first = next((log_ for log_ in logs if log_), [])  # the build ninja printed first
+        if first:
+            details["configure"] = setup.to_json(min(e["end_s"] for e in first))
         if targets:
             details["schedule"] = schedule.outcome(dirs)
         whole = OverallProgress(src, targets)()  # ninja has exited: .ninja_log is complete
