@@ -98,7 +98,7 @@ def render(table: list[dict[str, Any]]) -> str:
         "",
         "## Where it misses, and why",
         "",
-        "- Five builds of two releases: every 0.20.0 build is predicted from the other "
+        "- Six builds of two releases: every 0.20.0 build is predicted from the other "
         "0.20.0 builds plus the canary, the canary from 0.20.0 builds only. The canary's "
         "peak RSS (3.0 GB, vLLM 0.4.2, sm_80) is predicted from 0.20.0's 11.8 GB (CUTLASS 3.x "
         "kernels for two arches): with one recorded build per release the per-job memory of "
@@ -113,9 +113,14 @@ def render(table: list[dict[str, Any]]) -> str:
         "- The 16-core host ran the same edges 1.12x slower than the 32-core one; the "
         "model's scale is the front end a probe measured on the 16-core kind, used for both.",
         "- The 9.0a-only build on an H100 (issue 24) is 1.09 gencode outputs per unit against "
-        "the two-arch builds' 1.67: its CPU comes out 27 % low, the code generation of a "
+        "the two-arch builds' 1.67: its CPU comes out 16 % low, the code generation of a "
         "unit's first arch (which the front end does not cover) weighing more than one per-arch "
-        "factor says; its wall, which the longest edge decides, within 8 %.",
+        "factor says; its wall, which the longest edge decides, 6 % high.",
+        "- Two H100 hosts of one machine kind ran the same 80 edges of that build 1.27x "
+        "apart (7,833 and 9,985 edge-seconds; scaled_mm_c2x.cu 761 and 1,001 s): the model "
+        "has no term for the host's speed (one front end, measured on an H200, scales both), "
+        "so the slower host's CPU comes out 39 % low and its wall 24 % low. A probe on the "
+        "build's own machine gives its own front end; the device runs build with --no-probe.",
         "- Per-edge .ninja_log times were not kept by the recorded builds (only per-target "
         "sums, longest edge and span): the schedule spreads the edges at their mean around "
         "the longest. Builds the tool runs from now keep every edge (`edge_log` in the "
