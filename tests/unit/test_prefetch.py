@@ -91,18 +91,29 @@ def test_it_fetches_for_the_cells_after_the_running_one_once_each(
     ]
     p, said = walk(cells)
     p._run()  # the foreground is on cell 1: it fetches its own
+    # cell 1's toolkit and env are left to it (the same for cell 2, and cell 3's toolkit):
+    # the prefetcher goes on to what it would otherwise wait for
     assert f.calls == [
         "source 0.8.5",
-        "toolkit debian-12.4",
-        "env 2.6.0 headers",
         "source 0.10.1",
         "env 2.7.1 headers",
         "source 0.20.0",
         "toolkit pypi-13.0",
         "env 2.11.0 headers",
     ]
-    assert "prefetching toolkit debian-12.4 for cell 2/4" in said
+    assert not any("debian-12.4" in line for line in said)
     assert p.failed == []
+    p2, _ = walk(cells)
+    p2.at(2)  # cell 2 (the foreground now) makes debian 12.4 for cell 3 too
+    f.calls.clear()
+    p2._run()
+    assert f.calls == [
+        "source 0.10.1",
+        "env 2.7.1 headers",
+        "source 0.20.0",
+        "toolkit pypi-13.0",
+        "env 2.11.0 headers",
+    ]
 
 
 def test_a_failure_is_dropped_and_what_needs_it_is_not_fetched(
@@ -122,8 +133,7 @@ def test_a_failure_is_dropped_and_what_needs_it_is_not_fetched(
         "toolkit system-12.8",  # a local install: no env without it
         "source 0.9.0",
         "source 0.10.1",
-        "toolkit debian-12.4",
-        "env 2.7.1 headers",
+        "env 2.7.1 headers",  # debian 12.4: cell 1's, made by the foreground
     ]
     assert p.failed == ["source 0.9.0"]
     assert any("source 0.9.0 for cell 3/4: not had (no source 0.9.0)" in s for s in said)
@@ -133,16 +143,14 @@ def test_a_predicted_failure_reads_the_advice_and_stops_there_unless_forced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     f = Fakes(monkeypatch, doomed=("0.10.1",))
-    forced = cell("0.10.1", options=Options(force=True))
+    forced = cell("0.10.1", "2.7.1", options=Options(force=True))
     cells = [cell("0.8.5"), cell("0.10.1", "2.7.1"), forced]
     p, _ = walk(cells)
     p._run()
     assert f.calls == [
         "source 0.10.1",
-        "advice 0.10.1",  # not forced: preflight ends the cell
-        "advice 0.10.1",
-        "toolkit debian-12.4",
-        "env 2.6.0 headers",  # forced: it goes on
+        "advice 0.10.1",  # not forced: preflight ends the cell (the same advice for cell 3)
+        "env 2.7.1 headers",  # forced: it goes on (debian 12.4 is cell 1's)
     ]
 
 
@@ -154,7 +162,7 @@ def test_only_the_stages_of_the_depth(monkeypatch: pytest.MonkeyPatch) -> None:
     assert f.calls == ["source 0.10.1"]
     p, _ = walk(cells, stages=tuple(s.name for s in plan.cut("build")))
     p._run()
-    assert f.calls[1:] == ["source 0.10.1", "toolkit debian-12.4", "env 2.7.1 full"]
+    assert f.calls[1:] == ["source 0.10.1", "env 2.7.1 full"]
 
 
 def test_it_skips_a_cell_the_foreground_has_reached(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,9 +220,10 @@ def test_ctrl_c_in_a_matrix_run_stops_the_prefetcher(
     m = tmp_path / "matrix.toml"
     m.write_text(
         "".join(
-            f'[[cell]]\nvllm = "{v}"\ntorch = "2.6.0"\ncuda = "12.4"\nprovider = "debian"\n'
+            f'[[cell]]\nvllm = "{v}"\ntorch = "2.6.0"\ncuda = "{cuda}"\nprovider = "debian"\n'
             f'python = "3.12"\narch = ["9.0"]\n'
-            for v in ("0.8.5", "0.9.0")
+            # another toolkit for cell 2: the running cell's own the prefetcher leaves to it
+            for v, cuda in (("0.8.5", "12.4"), ("0.9.0", "12.8"))
         )
     )
     ws = context.Workspace(tmp_path)
@@ -234,9 +243,10 @@ def test_without_prefetch_no_thread_starts(monkeypatch: pytest.MonkeyPatch, tmp_
     m = tmp_path / "matrix.toml"
     m.write_text(
         "".join(
-            f'[[cell]]\nvllm = "{v}"\ntorch = "2.6.0"\ncuda = "12.4"\nprovider = "debian"\n'
+            f'[[cell]]\nvllm = "{v}"\ntorch = "2.6.0"\ncuda = "{cuda}"\nprovider = "debian"\n'
             f'python = "3.12"\narch = ["9.0"]\n'
-            for v in ("0.8.5", "0.9.0")
+            # another toolkit for cell 2: the running cell's own the prefetcher leaves to it
+            for v, cuda in (("0.8.5", "12.4"), ("0.9.0", "12.8"))
         )
     )
     done = runner.run_matrix(
@@ -307,9 +317,10 @@ def test_ctrl_c_stops_a_run_with_a_prefetch_under_way_in_seconds(tmp_path: Path)
     m = tmp_path / "matrix.toml"
     m.write_text(
         "".join(
-            f'[[cell]]\nvllm = "{v}"\ntorch = "2.6.0"\ncuda = "12.4"\nprovider = "debian"\n'
+            f'[[cell]]\nvllm = "{v}"\ntorch = "2.6.0"\ncuda = "{cuda}"\nprovider = "debian"\n'
             f'python = "3.12"\narch = ["9.0"]\n'
-            for v in ("0.8.5", "0.9.0")
+            # another toolkit for cell 2: the running cell's own the prefetcher leaves to it
+            for v, cuda in (("0.8.5", "12.4"), ("0.9.0", "12.8"))
         )
     )
     script = (

@@ -34,6 +34,7 @@ from vllm_matrix.stages.preflight import Host
 
 # The providers that download or unpack (system and conda-prefix only look at a local install).
 FETCHED = ("debian", "pypi")
+FOREGROUND = "made by the running cell"
 
 
 @dataclass
@@ -82,11 +83,30 @@ class Prefetcher:
                     continue
                 self._cell(n, cell)
 
+    def _foreground(self) -> set[str]:
+        """The toolkit and env of the cell the foreground is on: it makes them itself, and a
+        prefetch of the same item would only wait on its lock. Skipped, the prefetcher goes
+        on to the next item while the foreground unpacks (one core: xz), so the other
+        core fetches what later cells need before the probe wants both."""
+        if not 1 <= self._current <= len(self.cells):
+            return set()
+        c = self.cells[self._current - 1]
+        keys = {f"toolkit {c.provider}-{c.cuda}"}
+        try:
+            spec_, _ = env_mod.torch_source(c)
+        except Exception:
+            return keys
+        variant = "full" if "build" in self.stages else "headers"
+        return keys | {f"env torch {spec_} py{c.python} ({variant})"}
+
     def _step(self, n: int, what: str, key: str, fetch: Callable[[], object]) -> object | None:
         """Fetch one item; None when it failed or the prefetcher is stopped (the stage then
-        does it itself and says why, as it always does)."""
+        does it itself and says why, as it always does); ``FOREGROUND`` when the running
+        cell makes it (what follows it is still fetched)."""
         if self._stop.is_set() or n <= self._current:
             return None
+        if key in self._foreground():
+            return FOREGROUND
         if key in self._got:
             return self._got[key]
         self._got[key] = None
