@@ -48,6 +48,7 @@ class Prefetcher:
     force: bool = False
     host: Host | None = None
     echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
+    width: int = 1  # cells the foreground runs side by side (run_matrix's at_once)
     _stop: threading.Event = field(default_factory=threading.Event)
     _current: int = 1
     _got: dict[str, object | None] = field(default_factory=dict)  # by key: fetched once
@@ -61,7 +62,7 @@ class Prefetcher:
         return self
 
     def at(self, n: int) -> None:
-        self._current = n
+        self._current = max(self._current, n)  # cells side by side may start in any order
 
     def stop(self) -> None:
         self._stop.set()
@@ -84,20 +85,20 @@ class Prefetcher:
                 self._cell(n, cell)
 
     def _foreground(self) -> set[str]:
-        """The toolkit and env of the cell the foreground is on: it makes them itself, and a
+        """The toolkits and envs of the cells the foreground is on: it makes them itself, and a
         prefetch of the same item would only wait on its lock. Skipped, the prefetcher goes
         on to the next item while the foreground unpacks (one core: xz), so the other
         core fetches what later cells need before the probe wants both."""
-        if not 1 <= self._current <= len(self.cells):
-            return set()
-        c = self.cells[self._current - 1]
-        keys = {f"toolkit {c.provider}-{c.cuda}"}
-        try:
-            spec_, _ = env_mod.torch_source(c)
-        except Exception:
-            return keys
+        keys = set()
         variant = "full" if "build" in self.stages else "headers"
-        return keys | {f"env torch {spec_} py{c.python} ({variant})"}
+        for c in self.cells[max(0, self._current - self.width) : self._current]:
+            keys.add(f"toolkit {c.provider}-{c.cuda}")
+            try:
+                spec_, _ = env_mod.torch_source(c)
+            except Exception:
+                continue
+            keys.add(f"env torch {spec_} py{c.python} ({variant})")
+        return keys
 
     def _step(self, n: int, what: str, key: str, fetch: Callable[[], object]) -> object | None:
         """Fetch one item; None when it failed or the prefetcher is stopped (the stage then

@@ -210,9 +210,10 @@ def run_matrix(
 ) -> list[tuple[Cell, results.CellVerdict]]:
     """Every selected cell; ``at_once`` of them side by side (the next cell's toolkit and
     env are fetched, and its units compiled, while a cell's last units finish: a probe's
-    tail and a download leave cores idle). Verdicts come back in matrix order.
-    ``prefetch`` (one at a time): the cells after the running one have their sources,
-    toolkits, envs and advice facts fetched in the background (pipeline/prefetch.py)."""
+    tail and a download leave cores idle; the probes share the process's compile slots,
+    the earlier cell first). Verdicts come back in matrix order. ``prefetch``: the cells
+    after the running ones have their sources, toolkits, envs and advice facts fetched in
+    the background (pipeline/prefetch.py)."""
     plan.check_depth(depth)
     say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
     cells = matrix.select(select)
@@ -220,6 +221,9 @@ def run_matrix(
 
     def one(n: int, cell: Cell) -> results.CellVerdict:
         t0 = time.monotonic()
+        probe.PRIORITY.set(n)  # side by side, the earlier cell's units get the cores first
+        if ahead is not None:
+            ahead.at(n)
         stages = run_cell(
             cell, ws, depth=depth, mach=mach, force=force, echo=say, opts=opts, host=host
         )
@@ -228,18 +232,14 @@ def run_matrix(
         say(f"[{n}/{len(cells)}] {cell.id}: {v.label} at {v.depth} ({took:.1f}s)")
         return v
 
+    ahead = None
+    if prefetch and len(cells) > 1:
+        walk = tuple(s.name for s in plan.cut(depth))
+        ahead = Prefetcher(cells, ws.root, walk, force, host, say, width=max(1, at_once))
+        ahead.start()
     if at_once <= 1 or len(cells) <= 1:
-        ahead = None
-        if prefetch and len(cells) > 1:
-            walk = tuple(s.name for s in plan.cut(depth))
-            ahead = Prefetcher(cells, ws.root, walk, force, host, say).start()
         try:
-            verdicts = []
-            for n, cell in enumerate(cells, 1):
-                if ahead is not None:
-                    ahead.at(n)
-                verdicts.append((cell, one(n, cell)))
-            return verdicts
+            return [(cell, one(n, cell)) for n, cell in enumerate(cells, 1)]
         finally:
             if ahead is not None:  # Ctrl-C too: it ends at its next item (a daemon thread)
                 ahead.stop()
@@ -259,6 +259,8 @@ def run_matrix(
         probe.stop_all()  # the compilers of every cell, not only this thread's
         raise
     finally:
+        if ahead is not None:
+            ahead.stop()
         pool.shutdown(wait=True)
         _CANCEL.clear()
 

@@ -36,11 +36,12 @@ from vllm_matrix.stages.probe.configure import build_model
 from vllm_matrix.stages.probe.dryrun import parse_dryrun
 from vllm_matrix.stages.probe.explain import explain_flags, flags
 from vllm_matrix.stages.probe.resources import job_limit
-from vllm_matrix.stages.probe.runner import stop_all
+from vllm_matrix.stages.probe.runner import PRIORITY, stop_all
 from vllm_matrix.stages.probe.stage import PROBE_DEPTHS, UNITS_MODES, run_probe
 from vllm_matrix.stages.probe.units import Unit, select_units
 
 __all__ = [
+    "PRIORITY",
     "PROBE_DEPTHS",
     "UNITS_MODES",
     "Unit",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import re
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,19 +268,69 @@ _STOP = threading.Event()  # set on Ctrl-C: units not started yet must not start
 WAIT_SLICE_S = 0.5
 
 
+class Slots:
+    """The process's compile slots, shared by the probes of cells that run side by side
+    (run_matrix's ``at_once``): each job holds one while it runs, so two cells' probes
+    together run no more compilers than one cell's would (a probe's tail, its last unit
+    alone on one core, is where the next cell's first units run). The earlier cell comes
+    first: a slot that frees goes to the waiter with the lowest ``priority`` (the cell's
+    place in the run), then the longest waiting."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._waiting: list[tuple[int, int]] = []  # (priority, ticket)
+        self._tickets = 0
+
+    @contextlib.contextmanager
+    def hold(self, size: int, priority: int) -> Iterator[None]:
+        with self._cond:
+            self._tickets += 1
+            me = (priority, self._tickets)
+            self._waiting.append(me)
+            try:
+                while self._busy >= size or min(self._waiting) != me:
+                    if _STOP.is_set():
+                        raise KeyboardInterrupt
+                    self._cond.wait(WAIT_SLICE_S)
+            finally:
+                self._waiting.remove(me)
+                self._cond.notify_all()
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy -= 1
+                self._cond.notify_all()
+
+
+SLOTS = Slots()
+# The running cell's place in the run (run_matrix sets it on the cell's thread): the
+# priority of its probe's jobs for SLOTS.
+PRIORITY: contextvars.ContextVar[int] = contextvars.ContextVar("probe_priority", default=0)
+
+
 def run_all(
     fn: Callable[[T], Sequence[T] | None],
     items: Sequence[T],
     jobs: int,
 ) -> None:
     """``fn`` over ``items`` on ``jobs`` threads, and over the items a call returns (a
-    front end of several units that failed hands back its units, each to run alone).
-    Ctrl-C (or a SIGINT to this process alone) cancels what has not started and ends the
-    compilers running, so it stops in seconds instead of waiting for every unit."""
+    front end of several units that failed hands back its units, each to run alone); each
+    call holds one of the process's ``jobs`` compile slots (``SLOTS``). Ctrl-C (or a
+    SIGINT to this process alone) cancels what has not started and ends the compilers
+    running, so it stops in seconds instead of waiting for every unit."""
     _STOP.clear()
+    priority = PRIORITY.get()
+
+    def slotted(item: T) -> Sequence[T] | None:
+        with SLOTS.hold(jobs, priority):
+            return fn(item)
+
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        pending = {pool.submit(fn, item) for item in items}
+        pending = {pool.submit(slotted, item) for item in items}
         while pending:
             # Waits in short slices: a SIGINT the kernel hands to a worker thread (it may
             # pick any thread of the process) is only acted on when the main thread runs
@@ -288,7 +339,7 @@ def run_all(
             for f in done:
                 more = f.result()  # a unit's own exception, as pool.map raised it
                 if more and not _STOP.is_set():
-                    pending |= {pool.submit(fn, item) for item in more}
+                    pending |= {pool.submit(slotted, item) for item in more}
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
         stop_all()
