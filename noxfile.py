@@ -3,7 +3,8 @@
 The user's sessions come first. `bench-*` and `device-*` sessions are the project's own
 measurements and GPU-machine runs, for developers (nox has no groups: the prefix and the
 first word of the description say it). Sessions run in the current environment
-(`pip install -e '.[dev]'` once); the cells' toolkits and torch envs live in the cache.
+(`pip install -e '.[tasks]'` once; '.[dev]' for the tests); the cells' toolkits and
+torch envs live in the cache.
 """
 
 from __future__ import annotations
