@@ -557,3 +557,28 @@ def test_a_macro_two_units_define_makes_each_unit_run_alone(
     assert len(calls) == 3 and not any(c.startswith("unity-") for c in calls)
     (log,) = (tmp_path / "w" / "logs").glob("unity__*.log")
     assert "# unsound as one translation unit: CLASH redefined" in log.read_text()
+
+
+def test_units_that_conflict_share_translation_units_apart(
+    stage: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a header of one unit #defines a name another unit declares (vLLM 0.4.2's WARP_SIZE):
+    # found from the include closures before any gcc -E, the two go to different
+    # translation units and the third joins one of them
+    monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
+    monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls"))
+    tree = stage["tree"]
+    assert isinstance(tree, Path)
+    (tree / "csrc" / "compat_x.h").write_text("#pragma once\n#define WARP_SIZE 32\n")
+    with (tree / "csrc/layernorm_kernels.cu").open("a") as f:
+        f.write('#include "compat_x.h"\n')
+    with (tree / "csrc/quantization/cutlass_w8a8/scaled_mm_c3x_sm90.cu").open("a") as f:
+        f.write("static constexpr int WARP_SIZE = 32;\n")
+    r = run(cell_torch(stage, "2.7.0"), tmp_path / "w", depth="front-end")
+    assert r.status == "pass"
+    calls = (tmp_path / "calls").read_text().split()
+    assert len(calls) == 2 and sum(c.startswith("unity-2-") for c in calls) == 1
+    (unity_file,) = (tmp_path / "w" / "unity").glob("*.cu")
+    text = unity_file.read_text()
+    assert not ("layernorm_kernels.cu" in text and "scaled_mm_c3x_sm90.cu" in text)
+    assert r.summary.endswith("front ends of 2 units checked in 1 shared translation unit")

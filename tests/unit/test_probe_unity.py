@@ -134,16 +134,16 @@ def test_headers_decide_whether_sharing_is_sound(tmp_path: Path) -> None:
     torch_h = tmp_path / "torch.h"
     torch_h.write_text("// TORCH_EXTENSION_NAMES is another word\n")
     # NS is a's own macro, in a header only a includes: sound
-    assert unity.clashes(g, [a.path, b.path, hdr, torch_h]) == (set(), set())
-    # b reaches the header too: it would see a's NS (the header is read once)
+    assert unity.clashes(g, [a.path, b.path, hdr, torch_h]) == (set(), set(), set())
+    # b reaches the header too: it would see a's NS (the header is read once): a and b apart
     b.closure = frozenset({hdr})
-    assert unity.clashes(g, [hdr]) == (set(), {a.path})
+    assert unity.clashes(g, [hdr]) == (set(), set(), {frozenset({a.path, b.path})})
     # a header outside the tree that mentions a unit's macro: that unit alone
     torch_h.write_text("#ifdef LOCAL\n#endif\n")
-    assert unity.clashes(g, [torch_h]) == (set(), {b.path})
+    assert unity.clashes(g, [torch_h]) == (set(), {b.path}, set())
     # a differing flag that a header reads: split by its value
     torch_h.write_text("PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)\n")
-    assert unity.clashes(g, [torch_h]) == ({"TORCH_EXTENSION_NAME"}, set())
+    assert unity.clashes(g, [torch_h]) == ({"TORCH_EXTENSION_NAME"}, set(), set())
 
 
 def test_files_read_are_the_line_markers(tmp_path: Path) -> None:
@@ -156,3 +156,75 @@ def test_files_read_are_the_line_markers(tmp_path: Path) -> None:
         '# 1 "gone.h"\n'
     )
     assert unity.files_read(ii, tmp_path) == [h]
+
+
+def test_a_header_macro_against_another_units_own_name_conflicts(tmp_path: Path) -> None:
+    # vLLM 0.4.2: cache_kernels.cu includes cuda_compat.h (#define WARP_SIZE 32);
+    # topk_softmax_kernels.cu does not, and declares its own WARP_SIZE: in one translation
+    # unit cudafe++ would read "static constexpr int 32 = 32;"
+    tree = tmp_path / "tree"
+    (tree / "csrc").mkdir(parents=True)
+    compat = tree / "csrc" / "cuda_compat.h"
+    compat.write_text("#pragma once\n#define WARP_SIZE 32\n")
+    cache = plan_of(
+        tmp_path,
+        "csrc/cache_kernels.cu",
+        ["-DX=1"],
+        '#include "cuda_compat.h"\n',
+        closure=("csrc/cache_kernels.cu", "csrc/cuda_compat.h"),
+    )
+    topk = plan_of(
+        tmp_path,
+        "csrc/moe/topk.cu",
+        ["-DX=1"],
+        "static constexpr int WARP_SIZE = 32;\n",
+        closure=("csrc/moe/topk.cu",),
+    )
+    other = plan_of(tmp_path, "csrc/other.cu", ["-DX=1"], "int f();\n", closure=("csrc/other.cu",))
+    assert unity.closure_conflicts([cache, topk, other]) == {frozenset({cache.path, topk.path})}
+    # a unit that includes the header itself sees the macro alone too: no conflict
+    both = plan_of(
+        tmp_path,
+        "csrc/both.cu",
+        ["-DX=1"],
+        '#include "cuda_compat.h"\nint w = WARP_SIZE;\n',
+        closure=("csrc/both.cu", "csrc/cuda_compat.h"),
+    )
+    assert unity.closure_conflicts([cache, both]) == set()
+    # a unit's own file's macros are #undef'd after it: left to clashes()
+    own = plan_of(tmp_path, "csrc/own.cu", ["-DX=1"], "#define f g\n", closure=("csrc/own.cu",))
+    assert unity.closure_conflicts([own, other]) == set()
+    # the jobs: the conflicting two in different translation units, the third with one
+    items = [(object(), object()) for _ in range(3)]
+    plans = {id(items[0][0]): cache, id(items[1][0]): topk, id(items[2][0]): other}
+    jobs = unity.jobs_for(items, plans)  # type: ignore[arg-type]
+    assert [len(j.items) for j in jobs] == [2, 1]
+    assert jobs[0].group is not None and jobs[0].group.plans == [cache, other]
+    assert jobs[1].group is None and jobs[1].items == [items[1]]
+
+
+def test_colouring_keeps_conflicting_units_apart(tmp_path: Path) -> None:
+    # vLLM 0.10.1: marlin_moe_wna16/ops.cu and gptq_marlin.cu each #define
+    # MARLIN_NAMESPACE_NAME, read by headers both reach: not together, but each with others
+    ps = [plan_of(tmp_path, f"u{i}.cu", ["-DX=1"]) for i in range(5)]
+    ops, gptq = ps[1], ps[3]
+    pair = frozenset({ops.path, gptq.path})
+    classes = unity.colour(ps, {pair})
+    assert len(classes) == 2 and sorted(map(len, classes)) == [2, 3]
+    for c in classes:
+        assert not (ops in c and gptq in c)
+    assert sorted(p.path for c in classes for p in c) == sorted(p.path for p in ps)
+    # no conflicts: one class, in order; a triangle: three classes
+    assert unity.colour(ps, set()) == [ps]
+    tri = {frozenset({ps[a].path, ps[b].path}) for a, b in ((0, 1), (1, 2), (0, 2))}
+    got = unity.colour(ps, tri)
+    assert len(got) == 3
+    for c in got:
+        assert not any(frozenset({p.path, q.path}) in tri for p in c for q in c)
+    # the pairs clashes() finds after gcc -E feed the next split
+    items = [(object(), object()) for _ in ps]
+    plans = {id(it[0]): p for it, p in zip(items, ps, strict=True)}
+    jobs = unity.jobs_for(items, plans, (), {pair})  # type: ignore[arg-type]
+    assert sorted(len(j.items) for j in jobs) == [2, 3]
+    for j in jobs:
+        assert j.group is not None and not (ops in j.group.plans and gptq in j.group.plans)

@@ -8,24 +8,35 @@ differ (``TORCH_EXTENSION_NAME``, ``<target>_EXPORTS``): each unit's are ``#defi
 before its ``#include`` and ``#undef``ed after it.
 
 That is sound only where no unit changes what another one sees, and headers are read once
-(include guards): so, after the file's ``gcc -E``, every macro that differs between the
-units, or that a unit's own file defines, is looked for in every file the translation unit
-read other than the units' own; where one is found, the group splits by that macro's values
-(a differing flag) or the unit runs alone (its file's macro) before cudafe++ runs.
-A macro that gcc -E finds redefined (two units' headers define it) makes every unit run
-alone. A pass of the file is a pass of each unit's front end. A failure (or a clash only the
-shared file has: two units defining the same function) hands the units back to run one by
-one, as without grouping, so a failing unit's verdict, label and first error are its own.
+(include guards). Before the file is made, from the units' in-tree include closures
+(includes.py): a macro that a file of one unit's closure #defines (or #undefs), and that
+the other unit's closure does not hold, named in a file of another unit's closure that the
+first does not reach (``cuda_compat.h``'s ``WARP_SIZE`` against a kernel's own
+``constexpr int WARP_SIZE``), makes those two units conflict. After the file's ``gcc -E``,
+every macro that differs between the units, or that a unit's own file defines, is looked
+for in every file the translation unit read other than the units' own; where one is found,
+the group splits by that macro's values (a differing flag); a unit's own macro named in a
+header of another member's closure makes those two conflict, and in a file of no member's
+closure (torch's headers, a tree file no closure holds) the unit runs alone. Conflicting
+units go to different translation units (a greedy colouring, the fewest members first), each
+checked again. A macro that gcc -E finds redefined (two units' headers define it) makes
+every unit run alone. A pass of the file is a pass of each unit's front end. A failure (or
+a clash only the shared file has: two units defining the same function) hands the units
+back to run one by one, as without grouping, so a failing unit's verdict, label and first
+error are its own.
 
-Not checked: a macro one unit's header defines that another unit's header only tests
-(#ifndef) without defining; a unit that compiles only because an earlier unit of the file included a
-header it needs but does not include itself (its real compile would fail on the missing
-declaration). Released units compile alone with their pinned torch; the probe's question is
-a different torch, whose headers are shared by every unit of the file either way.
+Not checked: macros of headers outside the tree (torch's, CUTLASS's) that a unit's own
+files name; the order within one unit (a unit whose file names a macro before it includes
+the header that defines it, which an earlier unit of the file has already read); a unit
+that compiles only because an earlier unit of the file included a header it needs but does
+not include itself (its real compile would fail on the missing declaration). Released units
+compile alone with their pinned torch; the probe's question is a different torch, whose
+headers are shared by every unit of the file either way.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -216,10 +227,15 @@ def files_read(ii: Path, cwd: Path) -> list[Path]:
     return [p for p in paths if p.is_file()]
 
 
-def clashes(g: Group, files: Sequence[Path]) -> tuple[set[str], set[Path]]:
+Pair = frozenset[Path]  # two units' sources that may not share a translation unit
+
+
+def clashes(g: Group, files: Sequence[Path]) -> tuple[set[str], set[Path], set[Pair]]:
     """What makes the shared file unsound: the differing flag macros that a file other than
-    the units' own mentions, and the units whose own file's macros a header mentions that
-    is not the unit's alone (outside the tree, or in another unit's include closure)."""
+    the units' own mentions; the units whose own file's macros a header in no member's
+    include closure mentions (outside the tree, or a tree file no closure holds); and the
+    pairs of units where a unit's own macro is mentioned by a header in the other's
+    closure."""
     own_files = {p.path for p in g.plans}
     vary = set(g.varying())
     by_macro: dict[str, list[Plan]] = {}
@@ -229,8 +245,9 @@ def clashes(g: Group, files: Sequence[Path]) -> tuple[set[str], set[Path]]:
     names = vary | set(by_macro)
     bad: set[str] = set()
     lone: set[Path] = set()
+    pairs: set[Pair] = set()
     if not names:
-        return bad, lone
+        return bad, lone, pairs
     pattern = re.compile(
         rb"\b(" + b"|".join(re.escape(n.encode()) for n in sorted(names)) + rb")\b"
     )
@@ -245,10 +262,77 @@ def clashes(g: Group, files: Sequence[Path]) -> tuple[set[str], set[Path]]:
             if name in vary:
                 bad.add(name)
             for p in by_macro.get(name, ()):
-                shared = any(f in q.closure for q in g.plans if q is not p)
-                if f not in p.closure or shared:
+                others = [q.path for q in g.plans if q is not p and f in q.closure]
+                if f not in p.closure and not others:
                     lone.add(p.path)
-    return bad, lone
+                pairs |= {frozenset((p.path, q)) for q in others}
+    return bad, lone, pairs
+
+
+_IDENT = re.compile(r"[A-Za-z_]\w*")
+
+
+def _stamp(path: Path) -> tuple[Path, int, int]:
+    """The path with its mtime and size: a tree patched in place is read again."""
+    try:
+        st = path.stat()
+    except OSError:
+        return path, 0, -1
+    return path, st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=8192)
+def _words(stamp: tuple[Path, int, int]) -> tuple[frozenset[str], frozenset[str]]:
+    """(the macros the file #defines or #undefs, every identifier-like word it holds)."""
+    text = read_text(stamp[0])
+    return frozenset(file_macros(text)), frozenset(_IDENT.findall(text))
+
+
+def _defined_in(path: Path) -> frozenset[str]:
+    return _words(_stamp(path))[0]
+
+
+def _named_in(path: Path) -> frozenset[str]:
+    return _words(_stamp(path))[1]
+
+
+def closure_conflicts(plans: Sequence[Plan]) -> set[Pair]:
+    """Pairs of units where a header of one's include closure that the other's does not hold
+    #defines (or #undefs) a macro that a file of the other's closure, one the first does
+    not reach, names: in one translation unit the macro would reach the other unit's code
+    (``#define WARP_SIZE 32`` against ``static constexpr int WARP_SIZE = 32;``). In-tree
+    files only, by regex: comments count, conditionals are not evaluated (more splits, never
+    fewer)."""
+    out: set[Pair] = set()
+    for p in plans:
+        for q in plans:
+            pair = frozenset((p.path, q.path))
+            if p is q or pair in out:
+                continue
+            # the unit's own file's macros are #undef'd after it (Group.source): clashes()
+            mine = frozenset().union(*(_defined_in(f) for f in p.closure - q.closure - {p.path}))
+            if mine and any(mine & _named_in(f) for f in q.closure - p.closure):
+                out.add(pair)
+    return out
+
+
+def colour(plans: Sequence[Plan], conflicts: set[Pair]) -> list[list[Plan]]:
+    """``plans`` in classes that hold no conflicting pair: greedily, the units with the most
+    conflicts first, each into the smallest class it fits (classes of like size for the
+    workers), a new class only where none fits. Input order kept within and between
+    classes; no conflicts: one class."""
+    pos = {id(p): i for i, p in enumerate(plans)}
+    degree = {id(p): sum(p.path in c for c in conflicts) for p in plans}
+    classes: list[list[Plan]] = []
+    for p in sorted(plans, key=lambda p: -degree[id(p)]):
+        fits = [c for c in classes if all(frozenset((p.path, q.path)) not in conflicts for q in c)]
+        if fits:
+            min(fits, key=len).append(p)
+        else:
+            classes.append([p])
+    for c in classes:
+        c.sort(key=lambda p: pos[id(p)])
+    return sorted(classes, key=lambda c: pos[id(c[0])])
 
 
 # ==================================================================== running
@@ -269,17 +353,27 @@ class Job:
         return first if self.group is None else f"{first} +{len(self.items) - 1} in one TU"
 
 
-def jobs_for(items: Sequence[Item], plans: dict[int, Plan], split: Iterable[str] = ()) -> list[Job]:
+def jobs_for(
+    items: Sequence[Item],
+    plans: dict[int, Plan],
+    split: Iterable[str] = (),
+    conflicts: Iterable[Pair] = (),
+) -> list[Job]:
     """Jobs for ``items`` (in their order): a group for units whose ``plans`` share a
-    front end, the rest alone."""
+    front end, apart where they conflict (``conflicts``, closure_conflicts), the rest
+    alone."""
     by_path = {id(p): it for it in items if (p := plans.get(id(it[0]))) is not None}
     planned = [plans[id(it[0])] for it in items if id(it[0]) in plans]
     grouped: dict[Path, Job] = {}
-    for ps in groups(planned, split):
-        if len(ps) > 1:
-            g = Job([by_path[id(p)] for p in ps], Group(ps, frozenset(split)))
-            for p in ps:
-                grouped[p.path] = g
+    known = set(conflicts)
+    for bucket in groups(planned, split):
+        if len(bucket) < 2:
+            continue
+        for ps in colour(bucket, known | closure_conflicts(bucket)):
+            if len(ps) > 1:
+                g = Job([by_path[id(p)] for p in ps], Group(ps, frozenset(split)))
+                for p in ps:
+                    grouped[p.path] = g
     out: list[Job] = []
     for it in items:
         p = plans.get(id(it[0]))
@@ -327,8 +421,8 @@ def run_group(job: Job, plans: dict[int, Plan]) -> list[Job] | None:
     ii = frontcache.preprocessed_input(fe[1].argv)
     if ii is None:
         return alone
-    bad, lone = clashes(g, [f for f in files_read(ii, r.work) if f != path])
-    if bad or lone:
+    bad, lone, pairs = clashes(g, [f for f in files_read(ii, r.work) if f != path])
+    if bad or lone or pairs:
         with r.log.open("a") as f:
             f.write(
                 "# unsound as one translation unit: "
@@ -336,12 +430,17 @@ def run_group(job: Job, plans: dict[int, Plan]) -> list[Job] | None:
                     [f"{', '.join(sorted(bad))} differ and headers use them"] * bool(bad)
                     + [f"{', '.join(p.name for p in sorted(lone))} define macros headers use"]
                     * bool(lone)
+                    + [
+                        f"{' and '.join(sorted(str(p.name) for p in pair))} apart: one's macro "
+                        "is used by a header of the other"
+                        for pair in sorted(pairs, key=sorted)
+                    ]
                 )
                 + "\n"
             )
         rest = [it for it in job.items if plans[id(it[0])].path not in lone]
         return [Job([it]) for it in job.items if it not in rest] + jobs_for(
-            rest, plans, g.split | bad
+            rest, plans, g.split | bad, pairs
         )
     # two units' headers defining one macro differently: what the later unit sees is no
     # longer what it sees alone
