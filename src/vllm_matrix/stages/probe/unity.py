@@ -9,21 +9,20 @@ before its ``#include`` and ``#undef``ed after it.
 
 That is sound only where no unit changes what another one sees, and headers are read once
 (include guards). Before the file is made, from the units' in-tree include closures
-(includes.py): a macro that a file of one unit's closure #defines (or #undefs), and that
-the other unit's closure does not hold, named in a file of another unit's closure that the
-first does not reach (``cuda_compat.h``'s ``WARP_SIZE`` against a kernel's own
-``constexpr int WARP_SIZE``), makes those two units conflict. After the file's ``gcc -E``,
-every macro that differs between the units, or that a unit's own file defines, is looked
-for in every file the translation unit read other than the units' own; where one is found,
-the group splits by that macro's values (a differing flag); a unit's own macro named in a
-header of another member's closure makes those two conflict, and in a file of no member's
-closure (torch's headers, a tree file no closure holds) the unit runs alone. Conflicting
-units go to different translation units (a greedy colouring, the fewest members first), each
-checked again. A macro that gcc -E finds redefined (two units' headers define it) makes
-every unit run alone. A pass of the file is a pass of each unit's front end. A failure (or
-a clash only the shared file has: two units defining the same function) hands the units
-back to run one by one, as without grouping, so a failing unit's verdict, label and first
-error are its own.
+(includes.py): a macro that a file of one unit's closure #defines (or #undefs), and that the
+other unit's closure does not hold, named in a file of another unit's closure that the first
+does not reach (``cuda_compat.h``'s ``WARP_SIZE`` against a kernel's own ``constexpr int
+WARP_SIZE``), makes those two units conflict. After the file's ``gcc -E``, every macro that
+differs between the units, or that a unit's own file defines, is looked for in every file
+the translation unit read other than the units' own; where one is found, the group splits by
+that macro's values (a differing flag); a unit's own macro named in a header outside its own
+closure, or in one another member's closure holds too, makes the unit run alone. Conflicting
+units (the closures' check) go to different translation units (a greedy colouring, the
+fewest members first), each checked again. A macro that gcc -E finds redefined (two units'
+headers define it) makes every unit run alone. A pass of the file is a pass of each unit's
+front end. A failure (or a clash only the shared file has: two units defining the same
+function) hands the units back to run one by one, as without grouping, so a failing unit's
+verdict, label and first error are its own.
 
 Not checked: macros of headers outside the tree (torch's, CUTLASS's) that a unit's own
 files name; the order within one unit (a unit whose file names a macro before it includes
@@ -262,10 +261,14 @@ def clashes(g: Group, files: Sequence[Path]) -> tuple[set[str], set[Path], set[P
             if name in vary:
                 bad.add(name)
             for p in by_macro.get(name, ()):
+                # Alone, not merely apart from those others: the closures are static and
+                # may miss a header a unit really reaches. Coloured into another group,
+                # 0.20.0's nvfp4_kv_cache_kernels.cu (its own NVFP4_ENABLE_ELTS16 before
+                # nvfp4_utils.cuh) failed beside layernorm_quant_kernels.cu, which no
+                # closure showed reaching that header (fresh run, 2026-12-07).
                 others = [q.path for q in g.plans if q is not p and f in q.closure]
-                if f not in p.closure and not others:
+                if f not in p.closure or others:
                     lone.add(p.path)
-                pairs |= {frozenset((p.path, q)) for q in others}
     return bad, lone, pairs
 
 
