@@ -167,8 +167,9 @@ PROBE_DEPTH = _opt(
 )
 CELLS_AT_ONCE = _opt(
     "--cells-at-once",
-    help="cells run side by side (default 1): the next cell's downloads and units fill the "
-    "cores a probe's last unit leaves idle (not for builds: they take every core)",
+    help="cells run side by side (default 2 up to --depth probe, else 1): the next cell's "
+    "downloads and units fill the cores a probe's last unit leaves idle; their compilers "
+    "share the process's slots (builds take every core: one at a time)",
     type=int,
 )
 NO_PREFETCH = _opt(

@@ -77,10 +77,13 @@ def run(args: argparse.Namespace) -> int:
         if only:
             raise MatrixError("--vllm and --cell both pick cells", fix="pass one of them")
         only = f"vllm{args.vllm}-"
-    # Side by side is asked for, not the default: on a loaded 2-core machine it gained
-    # nothing (the main job: 2316 s and 996 CPU-s against 2290 s and 934 one at a time,
-    # load 11), and a probe's CPU share can then not be told from the other cell's.
-    at_once = getattr(args, "cells_at_once", None) or 1
+    # Two cells side by side up to the probe (their compilers share the process's slots,
+    # the earlier cell first): the next cell's first units run on the core a probe's last
+    # unit leaves idle. README command 1 on a fresh idle 2-core machine: 297 s (373 s one
+    # at a time, on the commit before a85c2b3's probe fix). A build takes every core.
+    at_once = getattr(args, "cells_at_once", None) or (
+        2 if plan.DEPTHS.index(args.depth) <= plan.DEPTHS.index("probe") else 1
+    )
     done = runner.run_matrix(
         m,
         ws,
