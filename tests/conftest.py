@@ -5,6 +5,7 @@ import importlib.util
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -97,3 +98,26 @@ def offline_advice(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
         return adv
 
     monkeypatch.setattr(advice, "adviser_for", offline)
+
+
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def tracked_reports_untouched() -> Iterator[None]:
+    """No test writes the checkout's reports/ (a query never writes a tracked file; a test
+    that runs `run` on the shipped matrix.toml rendered them once): their mtimes and sizes
+    after the session are what they were before it."""
+
+    def stamps() -> dict[str, tuple[int, int]]:
+        out = {}
+        for p in sorted((_CHECKOUT / "reports").rglob("*")):
+            if p.is_file() and "logs" not in p.parts:
+                st = p.stat()
+                out[str(p.relative_to(_CHECKOUT))] = (st.st_mtime_ns, st.st_size)
+        return out
+
+    before = stamps()
+    yield
+    changed = sorted(k for k, v in stamps().items() if before.get(k) not in (None, v))
+    assert not changed, f"tests rewrote tracked reports: {changed[:5]}"

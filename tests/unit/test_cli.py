@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+import shutil
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -103,7 +104,7 @@ def test_one_rule_for_the_default_arch() -> None:
 
 
 def test_run_vllm_without_env_current_picks_that_releases_cells(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     asked: list[str | None] = []
 
@@ -112,8 +113,10 @@ def test_run_vllm_without_env_current_picks_that_releases_cells(
         return []
 
     monkeypatch.setattr(runner, "run_matrix", run_matrix)
-    m = str(ROOT / "matrix.toml")
-    ids = [c.id for c in load_matrix(ROOT / "matrix.toml").cells]
+    # a copy: `run` renders reports/ beside its matrix, and the checkout's are tracked
+    shutil.copy(ROOT / "matrix.toml", tmp_path / "matrix.toml")
+    m = str(tmp_path / "matrix.toml")
+    ids = [c.id for c in load_matrix(tmp_path / "matrix.toml").cells]
     assert cli.main(["preflight", "--matrix", m]) == 0
     assert cli.main(["run", "--matrix", m, "--vllm", "0.8.5", "--json"]) == 0
     assert asked == [None, "vllm0.8.5-"] and any(i.startswith("vllm0.8.5-") for i in ids)
