@@ -79,6 +79,20 @@ def walk(cells: list[Cell], **kw: Any) -> tuple[prefetch.Prefetcher, list[str]]:
     return p, said
 
 
+def two_cells(where: Path) -> Path:
+    """A matrix.toml of two cells, each with a toolkit of its own (the running cell's own
+    the prefetcher leaves to it: with one toolkit it would have nothing to fetch)."""
+    m = where / "matrix.toml"
+    m.write_text(
+        "".join(
+            f'[[cell]]\nvllm = "{v}"\ntorch = "2.6.0"\ncuda = "{cuda}"\nprovider = "debian"\n'
+            f'python = "3.12"\narch = ["9.0"]\n'
+            for v, cuda in (("0.8.5", "12.4"), ("0.9.0", "12.8"))
+        )
+    )
+    return m
+
+
 def test_it_fetches_for_the_cells_after_the_running_one_once_each(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -217,15 +231,7 @@ def test_ctrl_c_in_a_matrix_run_stops_the_prefetcher(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "run_cell", interrupted)
-    m = tmp_path / "matrix.toml"
-    m.write_text(
-        "".join(
-            f'[[cell]]\nvllm = "{v}"\ntorch = "2.6.0"\ncuda = "{cuda}"\nprovider = "debian"\n'
-            f'python = "3.12"\narch = ["9.0"]\n'
-            # another toolkit for cell 2: the running cell's own the prefetcher leaves to it
-            for v, cuda in (("0.8.5", "12.4"), ("0.9.0", "12.8"))
-        )
-    )
+    m = two_cells(tmp_path)
     ws = context.Workspace(tmp_path)
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
@@ -240,15 +246,7 @@ def test_without_prefetch_no_thread_starts(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setattr(prefetch.Prefetcher, "start", lambda self: pytest.fail("started"))
     monkeypatch.setattr(runner, "run_cell", lambda *a, **kw: [])
     monkeypatch.setattr(runner.results, "verdict_of", lambda stages: _Verdict())
-    m = tmp_path / "matrix.toml"
-    m.write_text(
-        "".join(
-            f'[[cell]]\nvllm = "{v}"\ntorch = "2.6.0"\ncuda = "{cuda}"\nprovider = "debian"\n'
-            f'python = "3.12"\narch = ["9.0"]\n'
-            # another toolkit for cell 2: the running cell's own the prefetcher leaves to it
-            for v, cuda in (("0.8.5", "12.4"), ("0.9.0", "12.8"))
-        )
-    )
+    m = two_cells(tmp_path)
     done = runner.run_matrix(
         load_matrix(m), context.Workspace(tmp_path), "probe", echo=lambda s: None, mach={}
     )
@@ -314,15 +312,7 @@ def test_ctrl_c_stops_a_run_with_a_prefetch_under_way_in_seconds(tmp_path: Path)
 
     from vllm_matrix.infra import proc
 
-    m = tmp_path / "matrix.toml"
-    m.write_text(
-        "".join(
-            f'[[cell]]\nvllm = "{v}"\ntorch = "2.6.0"\ncuda = "{cuda}"\nprovider = "debian"\n'
-            f'python = "3.12"\narch = ["9.0"]\n'
-            # another toolkit for cell 2: the running cell's own the prefetcher leaves to it
-            for v, cuda in (("0.8.5", "12.4"), ("0.9.0", "12.8"))
-        )
-    )
+    m = two_cells(tmp_path)
     script = (
         "import signal, sys, time\n"
         "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
