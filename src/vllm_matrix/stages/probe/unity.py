@@ -229,12 +229,10 @@ def files_read(ii: Path, cwd: Path) -> list[Path]:
 Pair = frozenset[Path]  # two units' sources that may not share a translation unit
 
 
-def clashes(g: Group, files: Sequence[Path]) -> tuple[set[str], set[Path], set[Pair]]:
+def clashes(g: Group, files: Sequence[Path]) -> tuple[set[str], set[Path]]:
     """What makes the shared file unsound: the differing flag macros that a file other than
-    the units' own mentions; the units whose own file's macros a header in no member's
-    include closure mentions (outside the tree, or a tree file no closure holds); and the
-    pairs of units where a unit's own macro is mentioned by a header in the other's
-    closure."""
+    the units' own mentions; the units whose own file's macros a header outside their own
+    include closure, or in another member's closure too, mentions."""
     own_files = {p.path for p in g.plans}
     vary = set(g.varying())
     by_macro: dict[str, list[Plan]] = {}
@@ -244,9 +242,8 @@ def clashes(g: Group, files: Sequence[Path]) -> tuple[set[str], set[Path], set[P
     names = vary | set(by_macro)
     bad: set[str] = set()
     lone: set[Path] = set()
-    pairs: set[Pair] = set()
     if not names:
-        return bad, lone, pairs
+        return bad, lone
     pattern = re.compile(
         rb"\b(" + b"|".join(re.escape(n.encode()) for n in sorted(names)) + rb")\b"
     )
@@ -269,7 +266,7 @@ def clashes(g: Group, files: Sequence[Path]) -> tuple[set[str], set[Path], set[P
                 others = [q.path for q in g.plans if q is not p and f in q.closure]
                 if f not in p.closure or others:
                     lone.add(p.path)
-    return bad, lone, pairs
+    return bad, lone
 
 
 _IDENT = re.compile(r"[A-Za-z_]\w*")
@@ -360,19 +357,16 @@ def jobs_for(
     items: Sequence[Item],
     plans: dict[int, Plan],
     split: Iterable[str] = (),
-    conflicts: Iterable[Pair] = (),
 ) -> list[Job]:
     """Jobs for ``items`` (in their order): a group for units whose ``plans`` share a
-    front end, apart where they conflict (``conflicts``, closure_conflicts), the rest
-    alone."""
+    front end, apart where they conflict (closure_conflicts), the rest alone."""
     by_path = {id(p): it for it in items if (p := plans.get(id(it[0]))) is not None}
     planned = [plans[id(it[0])] for it in items if id(it[0]) in plans]
     grouped: dict[Path, Job] = {}
-    known = set(conflicts)
     for bucket in groups(planned, split):
         if len(bucket) < 2:
             continue
-        for ps in colour(bucket, known | closure_conflicts(bucket)):
+        for ps in colour(bucket, closure_conflicts(bucket)):
             if len(ps) > 1:
                 g = Job([by_path[id(p)] for p in ps], Group(ps, frozenset(split)))
                 for p in ps:
@@ -424,8 +418,8 @@ def run_group(job: Job, plans: dict[int, Plan]) -> list[Job] | None:
     ii = frontcache.preprocessed_input(fe[1].argv)
     if ii is None:
         return alone
-    bad, lone, pairs = clashes(g, [f for f in files_read(ii, r.work) if f != path])
-    if bad or lone or pairs:
+    bad, lone = clashes(g, [f for f in files_read(ii, r.work) if f != path])
+    if bad or lone:
         with r.log.open("a") as f:
             f.write(
                 "# unsound as one translation unit: "
@@ -433,17 +427,12 @@ def run_group(job: Job, plans: dict[int, Plan]) -> list[Job] | None:
                     [f"{', '.join(sorted(bad))} differ and headers use them"] * bool(bad)
                     + [f"{', '.join(p.name for p in sorted(lone))} define macros headers use"]
                     * bool(lone)
-                    + [
-                        f"{' and '.join(sorted(str(p.name) for p in pair))} apart: one's macro "
-                        "is used by a header of the other"
-                        for pair in sorted(pairs, key=sorted)
-                    ]
                 )
                 + "\n"
             )
         rest = [it for it in job.items if plans[id(it[0])].path not in lone]
         return [Job([it]) for it in job.items if it not in rest] + jobs_for(
-            rest, plans, g.split | bad, pairs
+            rest, plans, g.split | bad
         )
     # two units' headers defining one macro differently: what the later unit sees is no
     # longer what it sees alone
