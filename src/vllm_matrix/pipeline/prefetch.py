@@ -52,6 +52,7 @@ class Prefetcher:
     _stop: threading.Event = field(default_factory=threading.Event)
     _current: int = 1
     _got: dict[str, object | None] = field(default_factory=dict)  # by key: fetched once
+    _envs: dict[str, tuple[str, str | None, str] | None] = field(default_factory=dict)
     _thread: threading.Thread | None = None
     failed: list[str] = field(default_factory=list)  # what failed (the stage redoes it)
     fetched: list[str] = field(default_factory=list)  # what it did, in order
@@ -90,15 +91,26 @@ class Prefetcher:
         on to the next item while the foreground unpacks (one core: xz), so the other
         core fetches what later cells need before the probe wants both."""
         keys = set()
-        variant = "full" if "build" in self.stages else "headers"
         for c in self.cells[max(0, self._current - self.width) : self._current]:
-            keys.add(f"toolkit {c.provider}-{c.cuda}")
-            try:
-                spec_, _ = env_mod.torch_source(c)
-            except Exception:
-                continue
-            keys.add(f"env torch {spec_} py{c.python} ({variant})")
+            keys.add(_toolkit_key(c))
+            env = self._env_of(c)
+            if env is not None:
+                keys.add(env[2])
         return keys
+
+    def _env_of(self, cell: Cell) -> tuple[str, str | None, str] | None:
+        """The cell's torch env: (what to install, its index, the item's key); None where the
+        env stage will say SKIPPED (no index for the variant). Asked once per cell: a
+        variant's index is read over the network."""
+        if cell.id not in self._envs:
+            variant = "full" if "build" in self.stages else "headers"
+            try:
+                spec, url = env_mod.torch_source(cell)
+            except Exception:
+                self._envs[cell.id] = None
+            else:
+                self._envs[cell.id] = (spec, url, f"env torch {spec} py{cell.python} ({variant})")
+        return self._envs[cell.id]
 
     def _step(self, n: int, what: str, key: str, fetch: Callable[[], object]) -> object | None:
         """Fetch one item; None when it failed or the prefetcher is stopped (the stage then
@@ -137,19 +149,18 @@ class Prefetcher:
             return
         if cell.env == "current" or "toolkit" not in self.stages:
             return
-        what = f"toolkit {cell.provider}-{cell.cuda}"
+        what = _toolkit_key(cell)
         if cell.provider in FETCHED:
             fetch = self._step(n, what, what, lambda: toolkit.provide(cell.provider, cell.cuda))
         else:  # a local install: its check is quick; without it the cell needs no env
             fetch = self._quiet(lambda: toolkit.provide(cell.provider, cell.cuda))
         if fetch is None or "env" not in self.stages:
             return
-        variant = "full" if "build" in self.stages else "headers"
-        try:
-            spec_, url = env_mod.torch_source(cell)
-        except Exception:  # SKIPPED at the env stage (no index for the variant): nothing to do
+        env = self._env_of(cell)
+        if env is None:  # SKIPPED at the env stage (no index for the variant): nothing to do
             return
-        what = f"env torch {spec_} py{cell.python} ({variant})"
+        spec_, url, what = env
+        variant = "full" if "build" in self.stages else "headers"
         self._step(
             n,
             what,
@@ -187,6 +198,10 @@ class Prefetcher:
             )
         force = self.force or bool(cell.options.force)
         return status in (PASS, WARN) or (force and status == PREDICTED_FAIL)
+
+
+def _toolkit_key(cell: Cell) -> str:
+    return f"toolkit {cell.provider}-{cell.cuda}"
 
 
 __all__ = ["FETCHED", "Prefetcher"]
