@@ -38,7 +38,7 @@ from vllm_matrix.stages.toolkit import Toolkit
 
 _ELF_LINE = re.compile(r"^ELF file\s+\d+:\s+(\S+)", re.M)
 _PTX_LINE = re.compile(r"^PTX file\s+\d+:\s+(\S+)", re.M)
-_SM = re.compile(r"\.sm_(\d+)([af]?)\.(?:cubin|ptx)$")
+_SM = re.compile(r"\.sm_(\d+)([af]?)\.(?:cubin|ptx|elf\.bin)$")
 _NEEDED = re.compile(r"\(NEEDED\)\s+Shared library:\s+\[([^\]]+)\]")
 _RPATH = re.compile(r"\((RUNPATH|RPATH)\)\s+Library r(?:un)?path:\s+\[([^\]]*)\]")
 NO_DEVICE_CODE = "does not contain device code"
@@ -390,7 +390,7 @@ def sass_census(path: Path, cuobjdump: str) -> dict[str, dict[str, int]]:
     return c.counts
 
 
-_TEXT_SECTION = re.compile(r"^SASS text section \d+ : .*\.sm_(\d+)([af]?)\.elf\.bin\s*$")
+_TEXT_LINE = re.compile(r"^SASS text section\s+\d+\s*:\s+(\S+)", re.M)
 
 
 def text_section_arches(path: Path, cuobjdump: str) -> set[str]:
@@ -399,12 +399,9 @@ def text_section_arches(path: Path, cuobjdump: str) -> set[str]:
     --dump-sass, needs no nvdisasm. A cubin without one (vLLM 0.20.0's
     nvfp4_scaled_mm_entry.cu for 9.0a: host code only) dumps as a bare "code for sm_90a"
     header, as a dump without nvdisasm does (measured with cuobjdump 12.4 and 13.0)."""
-    out = proc.run([cuobjdump, "--list-text", path], check=False).output
-    return {
-        _arch_of(m.group(1), m.group(2))
-        for line in out.splitlines()
-        if (m := _TEXT_SECTION.match(line.strip()))
-    }
+    return set(
+        _listed_arches(_TEXT_LINE, proc.run([cuobjdump, "--list-text", path], check=False).output)
+    )
 
 
 def sm90a_findings(name: str, archs: tuple[str, ...], sass: tuple[str, ...]) -> list[Finding]:
