@@ -81,9 +81,8 @@ def run(args: argparse.Namespace) -> int:
     # the earlier cell first): the next cell's first units run on the core a probe's last
     # unit leaves idle. README command 1 on a fresh idle 2-core machine: 297 s (373 s one
     # at a time, on the commit before a85c2b3's probe fix). A build takes every core.
-    at_once = getattr(args, "cells_at_once", None) or (
-        2 if plan.DEPTHS.index(args.depth) <= plan.DEPTHS.index("probe") else 1
-    )
+    builds = any(s.name == "build" for s in plan.cut(args.depth))
+    at_once = getattr(args, "cells_at_once", None) or (1 if builds else 2)
     done = runner.run_matrix(
         m,
         ws,
