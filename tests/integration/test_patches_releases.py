@@ -307,6 +307,74 @@ def test_release_macro_finds_the_interpreter_from_the_environment(
         )
 
 
+C2X = "cmake-scaled-mm-c2x-not-for-hopper-only-lists"
+C2X_SKIPPED = "Not building scaled_mm_c2x as all archs are already built for and covered by"
+C2X_BUILT = "Building scaled_mm_c2x for archs: "
+
+
+def c2x_block(cmakelists: Path) -> str:
+    """From ``set(SCALED_MM_3X_ARCHS)`` through the c2x block: the c3x families that fill
+    SCALED_MM_3X_ARCHS, then the c2x choice the patch changes."""
+    lines = cmakelists.read_text().splitlines(keepends=True)
+    start = lines.index("  set(SCALED_MM_3X_ARCHS)\n")
+    built = next(i for i in range(start, len(lines)) if C2X_BUILT in lines[i])
+    end = lines.index("  endif()\n", built)
+    return "".join(lines[start : end + 1])
+
+
+def c2x_choice(exe: str, d: Path, release: Path, block: str, archs: str) -> str:
+    """What real cmake says about scaled_mm_c2x for ``archs`` (nvcc 13.0), running the
+    release's own cuda_archs_loose_intersection; gencode flags are not this test's."""
+    d.mkdir(parents=True, exist_ok=True)
+    script = d / f"c2x-{archs.replace(';', '_').replace('+', 'p')}.cmake"
+    script.write_text(
+        "cmake_minimum_required(VERSION 3.25)\n"
+        f'include("{release / "cmake" / "utils.cmake"}")\n'
+        "macro(set_gencode_flags_for_srcs)\nendmacro()\n"
+        f'set(CMAKE_CUDA_COMPILER_VERSION "13.0")\nset(CUDA_ARCHS "{archs}")\n' + block
+    )
+    out = proc.run([exe, "-P", script], check=False).output
+    said = [line for line in out.splitlines() if "scaled_mm_c2x" in line]
+    assert len(said) == 1, out
+    return said[0]
+
+
+# arch list -> does the patched release still build c2x?
+C2X_CASES = {
+    "9.0a": False,
+    "9.0": False,
+    "9.0;9.0a": False,
+    "8.0;9.0a": True,  # 8.0 SASS runs on sm_89, where c2x's 8.9 PTX is the FP8 GEMM
+    "8.9;9.0a": True,
+    "9.0a;12.0a": True,  # c2x's PTX serves int8 and azp on Blackwell
+    "12.0a": True,
+    "10.0a": True,
+}
+
+
+def test_c2x_is_left_out_only_for_hopper_only_lists(rows: list[Row], tmp_path: Path) -> None:
+    exe, version = cmake_exe()
+    checked = 0
+    for r in rows:
+        if C2X not in {a.patch.name for a in r.first}:
+            continue
+        d = tmp_path / r.version
+        # Without the patch a 9.0a build compiles c2x for 8.9+PTX: what the patch is for.
+        old = c2x_choice(exe, d / "old", r.cached, c2x_block(r.cached / "CMakeLists.txt"), "9.0a")
+        assert old.endswith(C2X_BUILT + "8.9+PTX"), (r.version, old)
+        block = c2x_block(r.work / "CMakeLists.txt")
+        for archs, builds in C2X_CASES.items():
+            said = c2x_choice(exe, d / "new", r.work, block, archs)
+            assert (C2X_BUILT in said) is builds and (C2X_SKIPPED in said) is not builds, (
+                r.version,
+                archs,
+                said,
+            )
+        checked += 1
+    assert checked >= 20, checked  # 0.20.0 ... 0.34.0
+    print(f"\nc2x choice, cmake {version}: {checked} releases x {len(C2X_CASES)} arch lists")
+
+
 # ---------------------------------------------------------------------------
 # Outside the range
 

@@ -25,7 +25,7 @@ from vllm_matrix.infra.results import StageResult
 from vllm_matrix.knowledge import probe_units, toolchains
 from vllm_matrix.sources import externals
 from vllm_matrix.sources import sdist as source
-from vllm_matrix.stages import env, facts, probe, toolkit
+from vllm_matrix.stages import env, facts, patches, probe, toolkit
 from vllm_matrix.stages.env import fixups
 from vllm_matrix.stages.preflight import apiscan
 
@@ -55,6 +55,25 @@ def probe_cell(c: dict[str, Any], work: Path, **kw: Any) -> StageResult:
 
 
 # ---------------------------------------------------------------- no compiler
+
+
+def test_probe_reads_the_patched_tree_as_cmake_does(tmp_path: Path) -> None:
+    """The c2x patch (patches/series.toml), seen through the probe's CMake model: a 9.0a
+    list selects no scaled_mm_c2x unit on the patched tree, as real cmake says
+    (test_patches_releases); 9.0a;12.0a still does, and the unpatched tree does for 9.0a."""
+    t = source.get_tree("0.20.0")
+    f = facts.read_facts(t.root, "0.20.0")
+    chosen = patches.select(patches.load_series(), "0.20.0")
+    work = patches.copy_tree(t.root, tmp_path / "w", private=patches.touched(chosen))
+    patches.apply_all(work, chosen, version="0.20.0")
+
+    def c2x(root: Path, archs: tuple[str, ...]) -> list[tuple[str, ...]]:
+        units = probe.select_units(root, f, archs, "13.0.88", [])
+        return [u.archs for u in units if u.path.endswith("/scaled_mm_c2x.cu")]
+
+    assert c2x(t.root, ("9.0a",)) == [("sm_89", "compute_89")]
+    assert c2x(work, ("9.0a",)) == []
+    assert c2x(work, ("9.0a", "12.0a")) == [("sm_89", "compute_89")]
 
 
 def test_unit_choice_on_real_trees() -> None:
