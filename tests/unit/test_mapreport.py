@@ -185,3 +185,12 @@ def test_html_texts_split_at_semicolons_and_commas_and_join_back_whole() -> None
     assert "; ".join(", ".join(t) for t in texts_of) == fix + "; or another, with a comma"
     assert "CUDA 12.4 → 12.8)" in data["texts"]
     assert "D.parts[p].map(i => D.texts[i]).join(', ')).join('; ')" in page
+
+
+def test_every_compiling_stage_of_plan_shows_its_depth() -> None:
+    """A verdict a compile reached carries its depth; which stages compile is PLAN's
+    (results.COMPILED), so a gpu or model depth counts as a build does."""
+    assert mapreport.cell_text(cell("0.20.0", "2.11.0", "sm90", "PASS", "model")) == "✅mo"
+    assert mapreport.cell_text(cell("0.20.0", "2.11.0", "sm90", "FAIL", "gpu")) == "❌gp"
+    assert mapreport.cell_text(cell("0.20.0", "2.11.0", "sm90", "PASS", "build")) == "✅bd"
+    assert mapreport.cell_text(cell("0.20.0", "2.11.0", "sm90", "PREFLIGHT-OK")) == "🟢"

@@ -95,3 +95,17 @@ def test_the_readme_is_read_in_five_minutes_and_its_links_resolve() -> None:
             if "://" in target:
                 continue
             assert (doc.parent / target).exists(), f"{doc.name}: {target}"
+
+
+def test_the_deepest_passing_cell_is_recommended_in_plan_order() -> None:
+    """Deeper first by PLAN's order, whatever the depth's qualifier says."""
+    cells = [
+        row("p-sm120", "12.0", "PASS", "probe"),
+        row("m-sm120", "12.0", "PASS", "model (partial: targets _C, _C_stable_libtorch)"),
+        row("b-sm120", "12.0", "PASS", "build (partial: targets _C)"),
+        row("n-sm120", "12.0", "PASS", "none"),
+    ]
+    text = readme.blackwell({"generated": "T", "cells": cells})
+    assert "`m-sm120`, PASS at model (partial" in text
+    ranked = sorted(cells, key=lambda c: readme._deeper_first(str(c["depth"])))
+    assert [c["id"] for c in ranked] == ["m-sm120", "b-sm120", "p-sm120", "n-sm120"]

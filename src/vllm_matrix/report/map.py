@@ -16,6 +16,7 @@ from typing import Any
 
 from packaging.version import Version
 
+from vllm_matrix.infra import results
 from vllm_matrix.infra.arch import Arch
 from vllm_matrix.infra.cache import atomic_write_text
 from vllm_matrix.infra.results import Verdict
@@ -50,7 +51,6 @@ MARKS: dict[tuple[str, bool], tuple[str, str, str]] = {
     (Verdict.SKIPPED, True): ("⬜", "skip", "SKIPPED"),
 }
 UNKNOWN = ("❔", "unknown", "UNKNOWN: not run, or interrupted")
-COMPILED_DEPTHS = ("probe", "build", "audit", "smoke", "gpu")
 DEPTH = {
     "preflight": "pf",
     "probe": "pr",
@@ -215,7 +215,7 @@ def cell_text(c: dict[str, Any]) -> str:
     """The mark a markdown cell shows: the verdict's, plus the depth where the mark alone
     does not say it (a build, or a predicted verdict that a compile reached)."""
     m = mark(c)[0]
-    compiled = str(c["depth"]).partition(" ")[0] in COMPILED_DEPTHS
+    compiled = results.depth_stage(str(c["depth"])) in results.COMPILED
     if compiled and (c["verdict"] not in (Verdict.PASS, Verdict.FAIL) or depth_code(c) != "pr"):
         return m + depth_code(c)
     return m
@@ -493,7 +493,7 @@ def render_html(d: dict[str, Any]) -> str:
                         tds.append('<td class="none"></td>')
                         continue
                     _, cls, _ = mark(c)
-                    compiled = str(c["depth"]).partition(" ")[0] in COMPILED_DEPTHS
+                    compiled = results.depth_stage(str(c["depth"])) in results.COMPILED
                     attrs = f' data-w="{c["why"]}"' if c.get("why") else ""
                     if c["depth"] != "preflight":
                         attrs += f' data-d="{esc(c["depth"])}"'

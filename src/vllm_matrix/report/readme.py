@@ -17,7 +17,13 @@ RANK = {
     Verdict.PREDICTED_FAIL: 4,
     Verdict.FAIL: 5,
 }
-DEPTH_RANK = ("build", "probe", "env", "toolkit", "preflight", "facts", "source", "none")
+
+
+def _deeper_first(depth: str) -> int:
+    """PLAN's order reversed (a model run before a build, a build before a probe); a depth
+    that names no stage ("none") last."""
+    stage = results.depth_stage(depth)
+    return -results.STAGE_ORDER.index(stage) if stage in results.STAGE_ORDER else 1
 
 
 def _has_arch(row: dict[str, Any], arch: str) -> bool:
@@ -52,7 +58,7 @@ def blackwell(doc: dict[str, Any]) -> str:
         (r for r in rows if r["verdict"] in (Verdict.PASS, Verdict.PREFLIGHT_OK)),
         key=lambda r: (
             RANK[r["verdict"]],
-            DEPTH_RANK.index(r["depth"]) if r["depth"] in DEPTH_RANK else 99,
+            _deeper_first(r["depth"]),
         ),
     )
     blocked = [r for r in rows if r["verdict"] == Verdict.SKIPPED]
