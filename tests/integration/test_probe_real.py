@@ -149,6 +149,8 @@ def test_float8_unit_passes_against_torch_2_7_1(tmp_path: Path) -> None:
     assert r.status == "pass", r.summary
     (u,) = r.details["units"]
     assert u["status"] == "pass" and u["depth"] == "front-end"
+    # every step that ran records its compiler's CPU (wait4); a cached one ran nothing
+    assert all(s["cpu_seconds"] > 0 or s.get("cached") for s in u["steps"]), u["steps"]
 
 
 # ---------------------------------------------------------------- front ends in one TU
@@ -170,6 +172,12 @@ def test_units_share_one_front_end_against_torch_2_7_1(tmp_path: Path) -> None:
     for u in units:
         assert u["status"] == "pass" and u["depth"] == "front-end"
         assert u["front_end_group"]["units"] == 3, u
+        # the shared run's own CPU (wait4 of gcc -E and cudafe++, one core each): at most its
+        # wall, whatever else runs; each unit holds all of it (as front_end_s) and a third
+        # of it in cpu_s, which add up to the probe's units_cpu_seconds
+        assert 5.0 < u["front_end_cpu_s"] <= u["front_end_s"] + 1.0, u
+    assert r.details["units_cpu_seconds"] == pytest.approx(sum(u["cpu_s"] for u in units), abs=0.2)
+    assert r.details["units_cpu_seconds"] == pytest.approx(units[0]["front_end_cpu_s"], abs=0.2)
     lines = Path(units[0]["front_end_group"]["log"]).read_text().splitlines()
     (i,) = [i for i, ln in enumerate(lines) if ln.startswith("$ cudafe++")]  # one run
     assert lines[-1].startswith("# exit 0") and not [ln for ln in lines[i + 1 :] if "error" in ln]

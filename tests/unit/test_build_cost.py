@@ -243,3 +243,21 @@ def test_shared_front_ends_count_once_and_alone_units_first() -> None:
     only = estimate.front_end_of(shared, {"cpus": 2})
     assert only is not None and only.seconds == 26.0
     assert "1 shared translation unit(s) of CUDA units, an upper bound" in only.source
+
+
+def test_the_front_end_is_each_units_own_cpu_where_the_probe_recorded_it() -> None:
+    """Units with their compilers' CPU (wait4): that median, not wall x the process's share,
+    which beside another cell's probe holds that probe's compilers too."""
+    from vllm_matrix.pipeline import estimate
+
+    units = [
+        {"kind": "cuda", "status": "pass", "seconds": w, "front_end_s": w, "front_end_cpu_s": c}
+        for w, c in ((60.0, 28.0), (40.0, 21.0), (50.0, 25.0))
+    ]
+    fe = estimate.front_end_of(units, {"cpus": 2}, cpu_seconds=150.0)
+    assert fe is not None and fe.seconds == 25.0
+    assert "median 25 CPU-s of its compilers, 50 s wall" in fe.source
+    # one unit without it (an older result mixed in): the old way for all
+    mixed = [*units[:2], {k: v for k, v in units[2].items() if k != "front_end_cpu_s"}]
+    old = estimate.front_end_of(mixed, {"cpus": 2}, cpu_seconds=75.0)
+    assert old is not None and old.seconds == 25.0 and "0.50 of a core" in old.source

@@ -56,3 +56,42 @@ def test_working_in_finds_what_runs_in_a_directory(tmp_path: Path) -> None:
         assert p.wait(timeout=10) == -9
     finally:
         p.kill()
+
+
+BUSY = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
+
+
+def test_cpu_seconds_are_the_commands_own_and_its_waited_childrens() -> None:
+    # a command that burns CPU, one that sleeps, and one whose CPU is a grandchild's it waits
+    # for (as nvcc waits for cicc and ptxas)
+    busy = proc.run([sys.executable, "-c", BUSY.format(s=0.6)])
+    assert 0.5 <= busy.cpu_seconds <= busy.seconds + 0.2
+    idle = proc.run([sys.executable, "-c", "import time; time.sleep(0.6)"])
+    assert idle.cpu_seconds < 0.3 <= idle.seconds
+    nested = proc.run(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys; "
+            f"subprocess.run([sys.executable, '-c', {BUSY.format(s=0.6)!r}], check=True)",
+        ]
+    )
+    assert nested.cpu_seconds >= 0.5
+    # return codes as Popen gives them: an exit status, and -N for a signal
+    assert proc.run([sys.executable, "-c", "raise SystemExit(3)"], check=False).returncode == 3
+    killed = proc.run(["sh", "-c", "kill -TERM $$"], check=False)
+    assert killed.returncode == -15
+
+
+def test_cpu_seconds_beside_another_busy_thread_are_only_the_commands() -> None:
+    # another command running at the same time in this process (a second cell's probe):
+    # its CPU is not this one's
+    import threading
+
+    other = threading.Thread(target=proc.run, args=([sys.executable, "-c", BUSY.format(s=1.5)],))
+    other.start()
+    try:
+        mine = proc.run([sys.executable, "-c", "import time; time.sleep(0.8)"])
+    finally:
+        other.join()
+    assert mine.cpu_seconds < 0.3

@@ -50,6 +50,9 @@ class Completed:
     returncode: int
     output: str
     seconds: float
+    # user + system CPU of the command and the descendants it waited for (nvcc's cicc,
+    # ptxas, ...), from wait4: this command's own, whatever else the process runs beside it
+    cpu_seconds: float = 0.0
 
 
 def _ppid_pgrp(pid: int) -> tuple[int, int] | None:
@@ -101,6 +104,14 @@ def working_in(path: Path) -> list[int]:
         if cwd == root or cwd.startswith(root + os.sep):
             found.append(int(d.name))
     return found
+
+
+def _reap(proc: subprocess.Popen[str]) -> tuple[int, float]:
+    """Wait for ``proc`` with wait4: its return code (as Popen gives it: -N for signal N)
+    and the CPU seconds it and its waited-for descendants used."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def run(
@@ -174,7 +185,7 @@ def run(
                         logf.write(line)
                     if on_line is not None:
                         on_line(line)
-                rc = proc.wait()
+                rc, cpu = _reap(proc)
             finally:
                 if timer is not None:
                     timer.cancel()
@@ -191,7 +202,7 @@ def run(
     if logf is not None and log is not None:
         with log.open("a", encoding="utf-8") as fh:
             fh.write(f"# exit {rc} after {seconds:.1f}s\n")
-    done = Completed(args, rc, "".join(kept), seconds)
+    done = Completed(args, rc, "".join(kept), seconds, cpu)
     if check and rc != 0:
         where = f" (log: {log})" if log else ""
         raise CommandError(

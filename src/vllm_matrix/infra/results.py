@@ -219,6 +219,9 @@ class ProbeUnitDoc(TypedDict, total=False):
     status: str  # the unit's: "pass" | "fail" | "timeout" | "not-probed" | "not-run"
     seconds: float
     front_end_s: float
+    # CPU seconds of its compilers, all steps / the front end's (wait4); absent before
+    cpu_s: float
+    front_end_cpu_s: float
     front_end_cache: str  # "hit" | "miss" | ""
     # a front end run in one translation unit with other units: {units, seconds, log}
     front_end_group: dict[str, Any] | None
@@ -231,7 +234,10 @@ class ProbeDetails(TypedDict, total=False):
 
     units: list[ProbeUnitDoc]
     cpus: int | None
+    # the process's children's CPU over the probe: beside another cell's probe it holds
+    # that probe's compilers too (an upper bound); units_cpu_seconds: its units' own
     cpu_seconds: float
+    units_cpu_seconds: float
     inputs: dict[str, Any]  # pipeline/reuse.py: what the probe ran on
     reused_from: str  # when the probe that passed on the same inputs was written
     estimate: EstimateDoc

@@ -48,10 +48,11 @@ def front_end_of(
     cpu_seconds: float | None = None,
 ) -> FrontEnd | None:
     """The median front end per CUDA unit of a probe's units (those whose front end ran:
-    not cache hits, which skip cudafe++), in CPU-seconds: a unit's times are wall, and on a
-    loaded machine (or beside another cell's probe) a compiler gets a share of a core, the
-    probe's CPU-seconds over its units' wall seconds (an upper bound beside another cell,
-    whose compilers count in the process's CPU too)."""
+    not cache hits, which skip cudafe++), in CPU-seconds: each unit's own front-end CPU
+    where the probe recorded it (``front_end_cpu_s``, wait4 of its steps). Older results
+    hold wall times only: on a loaded machine (or beside another cell's probe) a compiler
+    gets a share of a core, taken as the probe's CPU-seconds over its units' wall seconds
+    (an upper bound beside another cell, whose compilers count in the process's CPU too)."""
     ran = [
         u
         for u in units
@@ -67,19 +68,29 @@ def front_end_of(
     alone = [u for u in ran if (u.get("front_end_group") or {}).get("units", 1) <= 1]
     shared = {str((u.get("front_end_group") or {}).get("log")): u for u in ran if u not in alone}
     upper = not alone and bool(shared)
-    fe = [float(u["front_end_s"]) for u in (alone or list(shared.values()))]
+    picked = alone or list(shared.values())
+    fe = [float(u["front_end_s"]) for u in picked]
     if not fe:
         return None
+    what = f"the cell's probe ({len(fe)} " + (
+        "shared translation unit(s) of CUDA units, an upper bound" if upper else "CUDA units"
+    )
+    cpus = machine.get("cpus", "?")
+    # Each step's own CPU (wait4), where the probe recorded it: exact beside another cell.
+    own = [float(u.get("front_end_cpu_s") or 0) for u in picked]
+    if all(c > 0 for c in own):
+        return FrontEnd(
+            round(statistics.median(own), 1),
+            f"{what}, median {statistics.median(own):.0f} CPU-s of its compilers, "
+            f"{statistics.median(fe):.0f} s wall; {cpus} cores)",
+        )
     walls = sum(float(u.get("seconds", 0)) for u in units)
     share = 1.0
     if cpu_seconds and walls > 0:
         share = min(1.0, float(cpu_seconds) / walls)
     return FrontEnd(
         round(statistics.median(fe) * share, 1),
-        f"the cell's probe ({len(fe)} "
-        + ("shared translation unit(s) of CUDA units, an upper bound" if upper else "CUDA units")
-        + f", median {statistics.median(fe):.0f} s wall "
-        f"x {share:.2f} of a core; {machine.get('cpus', '?')} cores)",
+        f"{what}, median {statistics.median(fe):.0f} s wall x {share:.2f} of a core; {cpus} cores)",
     )
 
 

@@ -33,6 +33,10 @@ class UnitResult:
     seconds: float = 0.0
     front_end_s: float = 0.0
     codegen_s: float = 0.0
+    # CPU seconds of the compilers it ran (wait4 of each step: this unit's alone, also
+    # beside another cell's probe); front_end_cpu_s: of its front-end steps
+    cpu_s: float = 0.0
+    front_end_cpu_s: float = 0.0
     steps: list[dict[str, Any]] = field(default_factory=list)
     first_error: str | None = None
     log: str = ""
@@ -61,6 +65,8 @@ class UnitResult:
             "seconds": round(self.seconds, 1),
             "front_end_s": round(self.front_end_s, 1),
             "codegen_s": round(self.codegen_s, 1),
+            "cpu_s": round(self.cpu_s, 1),
+            "front_end_cpu_s": round(self.front_end_cpu_s, 1),
             "front_end_group": self.front_end_group,
             "steps": self.steps,
             "first_error": self.first_error,
@@ -151,10 +157,12 @@ class UnitRunner:
         done = proc.run(argv, log=self.log, env=env, cwd=self.work, check=False, timeout=left)
         dt = time.monotonic() - t0
         res.seconds += dt
+        res.cpu_s += done.cpu_seconds
         # A second, codegen-only pass (depth auto) redoes the front end for one arch: its
         # whole pipeline is the codegen cost.
         if phase in ("host-preprocess", "front-end") and self.pass_ != "codegen-pass":
             res.front_end_s += dt
+            res.front_end_cpu_s += done.cpu_seconds
         else:
             res.codegen_s += dt
         res.steps.append(
@@ -163,6 +171,7 @@ class UnitRunner:
                 "phase": phase,
                 "tool": Path(argv[0]).name,
                 "seconds": round(dt, 1),
+                "cpu_seconds": round(done.cpu_seconds, 1),
                 "rc": done.returncode,
             }
         )
@@ -225,6 +234,7 @@ class UnitRunner:
                             "phase": s.phase,
                             "tool": Path(s.argv[0]).name,
                             "seconds": 0.0,
+                            "cpu_seconds": 0.0,
                             "rc": 0,
                             "cached": True,
                         }

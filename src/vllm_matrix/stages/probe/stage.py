@@ -117,6 +117,7 @@ def run_probe(
         "jobs": n_jobs,
         "codegen_jobs": codegen_jobs,
         **_measurements(t_start, cpu0, budget_s),
+        "units_cpu_seconds": round(sum(r.cpu_s for r in results), 1),
         "front_end_cache": {
             "enabled": fe_cache is not None,
             "hits": sum(1 for r in results if r.front_end_cache == "hit"),

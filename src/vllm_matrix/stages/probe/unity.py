@@ -487,9 +487,19 @@ def _passed(job: Job, r: UnitRunner, res: UnitResult) -> None:
         m.status, m.depth = "pass", "front-end"
         m.seconds += res.seconds / n
         m.front_end_s += res.front_end_s
+        m.cpu_s += res.cpu_s / n
+        m.front_end_cpu_s += res.front_end_cpu_s
         m.front_end_cache = res.front_end_cache
         m.front_end_group = {"units": n, "seconds": round(res.seconds, 1), "log": str(r.log)}
-        m.steps += [{**s, "seconds": round(s["seconds"] / n, 1), "units": n} for s in res.steps]
+        m.steps += [
+            {
+                **s,
+                "seconds": round(s["seconds"] / n, 1),
+                "cpu_seconds": round(s.get("cpu_seconds", 0.0) / n, 1),
+                "units": n,
+            }
+            for s in res.steps
+        ]
         m.note = words if not m.note else f"{m.note}; {words}"
         with mr.log.open("a") as f:
             f.write(f"# {words}: {r.log}\n")
