@@ -203,6 +203,8 @@ def test_a_failing_shared_front_end_falls_back_to_each_unit(tmp_path: Path) -> N
     assert [s["phase"] for s in gm["steps"]] == ["host-preprocess", "front-end"]
     assert act["status"] == "pass" and act["front_end_group"] is None
     assert all("one translation unit with 2 units failed" in u["note"] for u in units.values())
+    # the failed shared attempt's CPU is shared out: more than each unit's own front end
+    assert all(u["cpu_s"] > u["front_end_cpu_s"] + 1.0 > 1.0 for u in units.values()), units
     (f,) = [f for f in r.findings if f.level == "fail"]
     assert f.rule == "signature:torch_lacks_float8_e8m0fnu" and FLOAT8_LINE in f.message
 

@@ -34,7 +34,8 @@ class UnitResult:
     front_end_s: float = 0.0
     codegen_s: float = 0.0
     # CPU seconds of the compilers it ran (wait4 of each step: this unit's alone, also
-    # beside another cell's probe); front_end_cpu_s: of its front-end steps
+    # beside another cell's probe; with its share of a shared front end, passed or not);
+    # front_end_cpu_s: of the front-end steps its verdict rests on
     cpu_s: float = 0.0
     front_end_cpu_s: float = 0.0
     steps: list[dict[str, Any]] = field(default_factory=list)

@@ -477,6 +477,7 @@ def _unfinished(job: Job, res: UnitResult, alone: list[Job]) -> list[Job] | None
     how = "timed out" if res.status == "timeout" else "failed"
     for _, m in job.items:
         m.note = f"front end checked alone: one translation unit with {len(job.items)} units {how}"
+        m.cpu_s += res.cpu_s / len(job.items)  # the shared attempt's CPU, shared out
     return alone
 
 
