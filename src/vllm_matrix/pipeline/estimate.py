@@ -75,23 +75,18 @@ def front_end_of(
     what = f"the cell's probe ({len(fe)} " + (
         "shared translation unit(s) of CUDA units, an upper bound" if upper else "CUDA units"
     )
-    cpus = machine.get("cpus", "?")
+    wall = statistics.median(fe)
     # Each step's own CPU (wait4), where the probe recorded it: exact beside another cell.
     own = [float(u.get("front_end_cpu_s") or 0) for u in picked]
     if all(c > 0 for c in own):
-        return FrontEnd(
-            round(statistics.median(own), 1),
-            f"{what}, median {statistics.median(own):.0f} CPU-s of its compilers, "
-            f"{statistics.median(fe):.0f} s wall; {cpus} cores)",
-        )
-    walls = sum(float(u.get("seconds", 0)) for u in units)
-    share = 1.0
-    if cpu_seconds and walls > 0:
-        share = min(1.0, float(cpu_seconds) / walls)
-    return FrontEnd(
-        round(statistics.median(fe) * share, 1),
-        f"{what}, median {statistics.median(fe):.0f} s wall x {share:.2f} of a core; {cpus} cores)",
-    )
+        seconds = statistics.median(own)
+        how = f"median {seconds:.0f} CPU-s of its compilers, {wall:.0f} s wall"
+    else:
+        walls = sum(float(u.get("seconds", 0)) for u in units)
+        share = min(1.0, float(cpu_seconds) / walls) if cpu_seconds and walls > 0 else 1.0
+        seconds = wall * share
+        how = f"median {wall:.0f} s wall x {share:.2f} of a core"
+    return FrontEnd(round(seconds, 1), f"{what}, {how}; {machine.get('cpus', '?')} cores)")
 
 
 def recorded_front_end(cell: Cell, data: BuildData) -> FrontEnd:
