@@ -25,6 +25,19 @@ from vllm_matrix.stages.probe.units import Unit
 from vllm_matrix.stages.toolkit import Toolkit
 
 
+def cached_step(pass_: str, phase: str, tool: str) -> dict[str, Any]:
+    """A step the front-end cache answered: recorded, nothing run."""
+    return {
+        "pass": pass_,
+        "phase": phase,
+        "tool": tool,
+        "seconds": 0.0,
+        "cpu_seconds": 0.0,
+        "rc": 0,
+        "cached": True,
+    }
+
+
 @dataclass
 class UnitResult:
     unit: Unit
@@ -229,17 +242,7 @@ class UnitRunner:
                 key = self.fe_cache.key(s.argv, self.roots())
                 if key is not None and self.fe_cache.passed(key):
                     res.front_end_cache = "hit"
-                    res.steps.append(
-                        {
-                            "pass": pass_,
-                            "phase": s.phase,
-                            "tool": Path(s.argv[0]).name,
-                            "seconds": 0.0,
-                            "cpu_seconds": 0.0,
-                            "rc": 0,
-                            "cached": True,
-                        }
-                    )
+                    res.steps.append(cached_step(pass_, s.phase, Path(s.argv[0]).name))
                     continue
                 res.front_end_cache = "miss" if key is not None else ""
             t_fe = res.seconds

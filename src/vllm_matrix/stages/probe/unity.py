@@ -46,7 +46,7 @@ from pathlib import Path
 from vllm_matrix.stages.probe import frontcache
 from vllm_matrix.stages.probe.dryrun import Step
 from vllm_matrix.stages.probe.files import read_text
-from vllm_matrix.stages.probe.runner import UnitResult, UnitRunner
+from vllm_matrix.stages.probe.runner import UnitResult, UnitRunner, cached_step
 from vllm_matrix.stages.probe.units import Unit
 
 FRONT_END_PHASES = ("host-preprocess", "front-end")
@@ -446,16 +446,7 @@ def run_group(job: Job, plans: dict[int, Plan]) -> list[Job] | None:
         key = r.fe_cache.key(fe[1].argv, r.roots())
         if key is not None and r.fe_cache.passed(key):
             res.front_end_cache = "hit"
-            res.steps.append(
-                {
-                    "pass": "main",
-                    "phase": "front-end",
-                    "tool": "cudafe++",
-                    "seconds": 0.0,
-                    "rc": 0,
-                    "cached": True,
-                }
-            )
+            res.steps.append(cached_step("main", "front-end", "cudafe++"))
         else:
             res.front_end_cache = "miss" if key is not None else ""
     if res.front_end_cache != "hit":
@@ -496,7 +487,7 @@ def _passed(job: Job, r: UnitRunner, res: UnitResult) -> None:
             {
                 **s,
                 "seconds": round(s["seconds"] / n, 1),
-                "cpu_seconds": round(s.get("cpu_seconds", 0.0) / n, 1),
+                "cpu_seconds": round(s["cpu_seconds"] / n, 1),
                 "units": n,
             }
             for s in res.steps
