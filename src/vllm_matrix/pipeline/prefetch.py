@@ -103,14 +103,19 @@ class Prefetcher:
         env stage will say SKIPPED (no index for the variant). Asked once per cell: a
         variant's index is read over the network."""
         if cell.id not in self._envs:
-            variant = "full" if "build" in self.stages else "headers"
             try:
                 spec, url = env_mod.torch_source(cell)
             except Exception:
                 self._envs[cell.id] = None
             else:
-                self._envs[cell.id] = (spec, url, f"env torch {spec} py{cell.python} ({variant})")
+                key = f"env torch {spec} py{cell.python} ({self._variant})"
+                self._envs[cell.id] = (spec, url, key)
         return self._envs[cell.id]
+
+    @property
+    def _variant(self) -> str:
+        """The torch env the walk's stages need: a build's full one, else headers."""
+        return "full" if "build" in self.stages else "headers"
 
     def _step(self, n: int, what: str, key: str, fetch: Callable[[], object]) -> object | None:
         """Fetch one item; None when it failed or the prefetcher is stopped (the stage then
@@ -160,12 +165,11 @@ class Prefetcher:
         if env is None:  # SKIPPED at the env stage (no index for the variant): nothing to do
             return
         spec_, url, what = env
-        variant = "full" if "build" in self.stages else "headers"
         self._step(
             n,
             what,
             what,
-            lambda: env_mod.provide(cell.python, spec_, variant, torch_index=url),
+            lambda: env_mod.provide(cell.python, spec_, self._variant, torch_index=url),
         )
 
     def _quiet(self, fn: Callable[[], object]) -> object | None:
