@@ -237,12 +237,19 @@ def run_matrix(
         walk = tuple(s.name for s in plan.cut(depth))
         ahead = Prefetcher(cells, ws.root, walk, force, host, say, width=max(1, at_once))
         ahead.start()
-    if at_once <= 1 or len(cells) <= 1:
-        try:
+    try:
+        if at_once <= 1 or len(cells) <= 1:
             return [(cell, one(n, cell)) for n, cell in enumerate(cells, 1)]
-        finally:
-            if ahead is not None:  # Ctrl-C too: it ends at its next item (a daemon thread)
-                ahead.stop()
+        return _side_by_side(cells, one, at_once)
+    finally:
+        if ahead is not None:  # Ctrl-C too: it ends at its next item (a daemon thread)
+            ahead.stop()
+
+
+def _side_by_side(
+    cells: Sequence[Cell], one: Callable[[int, Cell], results.CellVerdict], at_once: int
+) -> list[tuple[Cell, results.CellVerdict]]:
+    """``one`` over ``cells``, ``at_once`` at a time; Ctrl-C stops every cell."""
     pool = ThreadPoolExecutor(max_workers=at_once)
     try:
         futures = [pool.submit(one, n, cell) for n, cell in enumerate(cells, 1)]
@@ -259,8 +266,6 @@ def run_matrix(
         probe.stop_all()  # the compilers of every cell, not only this thread's
         raise
     finally:
-        if ahead is not None:
-            ahead.stop()
         pool.shutdown(wait=True)
         _CANCEL.clear()
 
