@@ -5,23 +5,30 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from vllm_matrix.stages.probe import runner
 
 
-def test_no_more_than_size_at_once_across_two_run_alls() -> None:
+def counting_job(seconds: float) -> tuple[Callable[[int], None], list[int]]:
+    """A job that sleeps ``seconds``, and the most of its calls that ran at once."""
     held, peak, lock = [0], [0], threading.Lock()
 
     def job(_: int) -> None:
         with lock:
             held[0] += 1
             peak[0] = max(peak[0], held[0])
-        time.sleep(0.05)
+        time.sleep(seconds)
         with lock:
             held[0] -= 1
 
+    return job, peak
+
+
+def test_no_more_than_size_at_once_across_two_run_alls() -> None:
+    job, peak = counting_job(0.05)
     cells = [threading.Thread(target=runner.run_all, args=(job, range(6), 2)) for _ in range(2)]
     for t in cells:
         t.start()
@@ -90,15 +97,6 @@ def test_ctrl_c_wakes_the_waiters() -> None:
 
 @pytest.mark.parametrize("jobs", [1, 3])
 def test_one_run_all_uses_its_jobs(jobs: int) -> None:
-    held, peak, lock = [0], [0], threading.Lock()
-
-    def job(_: int) -> None:
-        with lock:
-            held[0] += 1
-            peak[0] = max(peak[0], held[0])
-        time.sleep(0.03)
-        with lock:
-            held[0] -= 1
-
+    job, peak = counting_job(0.03)
     runner.run_all(job, range(8), jobs)
     assert peak[0] == jobs

@@ -453,6 +453,14 @@ def test_a_sigint_the_kernel_gives_a_worker_thread_still_stops_run_all() -> None
 GM = "csrc/quantization/gptq_marlin/gptq_marlin.cu"
 
 
+def append(stage: dict[str, object], rel: str, text: str) -> None:
+    """Add ``text`` to a file of the stage's tree (made where it is not there)."""
+    tree = stage["tree"]
+    assert isinstance(tree, Path)
+    with (tree / rel).open("a") as f:
+        f.write(text)
+
+
 def cell_torch(stage: dict[str, object], torch: str) -> dict[str, object]:
     return stage | {"cell": dataclasses.replace(stage["cell"], torch=torch)}  # type: ignore[type-var]
 
@@ -546,11 +554,8 @@ def test_a_macro_two_units_define_makes_each_unit_run_alone(
     # it): no cudafe++ on the shared file, each unit alone
     monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
     monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls"))
-    tree = stage["tree"]
-    assert isinstance(tree, Path)
     for u in ("csrc/layernorm_kernels.cu", "csrc/quantization/cutlass_w8a8/scaled_mm_c3x_sm90.cu"):
-        with (tree / u).open("a") as f:
-            f.write("#define CLASH 1\n")
+        append(stage, u, "#define CLASH 1\n")
     r = run(cell_torch(stage, "2.7.0"), tmp_path / "w", depth="front-end")
     assert r.status == "pass" and "shared" not in r.summary
     calls = (tmp_path / "calls").read_text().split()
@@ -567,13 +572,13 @@ def test_units_that_conflict_share_translation_units_apart(
     # translation units and the third joins one of them
     monkeypatch.setenv("FAKE_TORCH_HAS_F8", "1")
     monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls"))
-    tree = stage["tree"]
-    assert isinstance(tree, Path)
-    (tree / "csrc" / "compat_x.h").write_text("#pragma once\n#define WARP_SIZE 32\n")
-    with (tree / "csrc/layernorm_kernels.cu").open("a") as f:
-        f.write('#include "compat_x.h"\n')
-    with (tree / "csrc/quantization/cutlass_w8a8/scaled_mm_c3x_sm90.cu").open("a") as f:
-        f.write("static constexpr int WARP_SIZE = 32;\n")
+    append(stage, "csrc/compat_x.h", "#pragma once\n#define WARP_SIZE 32\n")
+    append(stage, "csrc/layernorm_kernels.cu", '#include "compat_x.h"\n')
+    append(
+        stage,
+        "csrc/quantization/cutlass_w8a8/scaled_mm_c3x_sm90.cu",
+        "static constexpr int WARP_SIZE = 32;\n",
+    )
     r = run(cell_torch(stage, "2.7.0"), tmp_path / "w", depth="front-end")
     assert r.status == "pass"
     calls = (tmp_path / "calls").read_text().split()
