@@ -18,6 +18,13 @@
 # every call, the running tool imports from it).
 #   MODE=start OUT=dir bash benchmarks/device/model24.sh        # returns at once; the run goes on
 #   MODE=poll WAIT=560 OUT=dir bash benchmarks/device/model24.sh  # back to back until rc=...
+#
+# A build compiled on the CPU machine instead (no compile in the hold: cold start + serve):
+#   there: vllm-matrix export-build --matrix M --cell C --out D --strip-debug, then
+#          tar -C D -cf - <dir> | xz -T0 | split -b 40m - .carry24/built.tar.xz.   (ignored)
+#   MODE=part  carrying one .carry24/built.tar.xz.NN (or a .whl group) per call: stashed
+#   BUILT=1 MODE=start carrying "carry" once every part came: joins the parts, then
+#          run --built DIR (the build stage takes it; audit, smoke, gpu and model run here)
 set -x
 cd "$(dirname "$0")/../.."
 R=$PWD
@@ -43,7 +50,14 @@ collect() {
   gzip -c $(ls $VLLM_MATRIX_CACHE/builds/*/build.log | head -1) > /tmp/bundle/build.log.gz 2>/dev/null
   tar -czf $OUT/bundle.tgz -C /tmp bundle 2>/dev/null; ls -la $OUT
 }
+stash_parts() {
+  mkdir -p /tmp/parts
+  for f in $R/.carry24/built.tar.xz.*; do [ -f "$f" ] && cp -n "$f" /tmp/parts/; done
+  ls -la /tmp/parts
+}
 case ${MODE:-poll} in
+part)
+  stash_parts; install_wheels; exit 0 ;;
 start)
   grep -q "def do_model" src/vllm_matrix/pipeline/plan.py || { echo "error: not the h-gpu tree"; exit 2; }
   mkdir -p $VLLM_MATRIX_CACHE && cp -rn carry/vm/* $VLLM_MATRIX_CACHE/
@@ -54,9 +68,14 @@ start)
   nproc; free -g | head -2; uptime; ninja --version; which c++filt cuobjdump
   nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader
   rm -f /tmp/run.done
+  HOW="--targets _C,_C_stable_libtorch --no-probe --max-jobs 16 --nvcc-threads 1"
+  if [ -n "$BUILT" ]; then
+    stash_parts; install_wheels; mkdir -p /tmp/built
+    cat /tmp/parts/built.tar.xz.* | xz -d | tar -x -C /tmp/built || { echo "error: parts"; exit 2; }
+    HOW="--built $(ls -d /tmp/built/vllm-*-partial-*)"; du -sh /tmp/built/*
+  fi
   cd $W && setsid nohup bash -c 't0=$(date +%s); "$@" > /tmp/run.out 2>&1; echo "rc=$? wall=$(( $(date +%s) - t0 ))s" > /tmp/run.done' \
-    run python3 -m vllm_matrix run --env current --vllm 0.20.0 --arch 9.0a --depth model \
-      --targets _C,_C_stable_libtorch --no-probe --max-jobs 16 --nvcc-threads 1 \
+    run python3 -m vllm_matrix run --env current --vllm 0.20.0 --arch 9.0a --depth model $HOW \
       < /dev/null > /dev/null 2>&1 &
   sleep 20; cat /tmp/run.out; exit 0 ;;
 poll)

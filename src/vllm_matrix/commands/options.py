@@ -144,6 +144,13 @@ TARGETS = _opt(
 NO_PROBE = _opt(
     "--no-probe", help="skip the probe (the build compiles its units)", group=BUILD, **FLAG
 )
+BUILT = _opt(
+    "--built",
+    help="a partial build compiled on another machine (the directory export-build wrote): "
+    "the build stage takes it, checked against the cell, instead of compiling",
+    group=BUILD,
+    metavar="DIR",
+)
 BUILD_OPTIONS = (MAX_JOBS, NVCC_THREADS, CLEAN, NO_CCACHE)
 
 UNITS = _opt(
@@ -241,6 +248,11 @@ WORK = _opt("--work", help="worker outputs and the log", default="results/model"
 SINCE = _opt("--since", help="only releases from this one on (default: all)")
 NO_PREFLIGHT = _opt("--no-preflight", help="releases and patches only", **FLAG)
 VERBOSE = _opt("--verbose", help="also list every release of the walk", **FLAG)
+STRIP_DEBUG = _opt(
+    "--strip-debug",
+    help="drop the extensions' host debug info (objcopy --strip-debug; symbols stay)",
+    **FLAG,
+)
 WRITE = _opt("--write", help="write knowledge/data/vllm_pins.toml instead of printing", **FLAG)
 
 
@@ -284,6 +296,7 @@ COMMANDS: tuple[Command, ...] = (
             *BUILD_OPTIONS,
             TARGETS,
             NO_PROBE,
+            BUILT,
         ),
         {"render": True},
     ),
@@ -373,6 +386,17 @@ COMMANDS: tuple[Command, ...] = (
             WORK,
             PYTHON.but(help="the Python that has vLLM (default: this one)", default=sys.executable),
             JSON,
+        ),
+    ),
+    Command(
+        "export-build",
+        "a cell's installable partial build, with its build record, for another machine "
+        "(`run --built DIR` there)",
+        (
+            MATRIX,
+            ONE_CELL,
+            OUT.but(help="directory to write it into (OUT/vllm-<V>-partial-<targets>)"),
+            STRIP_DEBUG,
         ),
     ),
     Command(

@@ -17,6 +17,7 @@ from vllm_matrix.report import compat as report
 from vllm_matrix.stages import compile as build
 from vllm_matrix.stages import env as env_mod
 from vllm_matrix.stages import toolkit
+from vllm_matrix.stages.compile import carried
 
 
 def current_cell(vllm: str, arch: str | None) -> config.Cell:
@@ -40,6 +41,10 @@ def current_cell(vllm: str, arch: str | None) -> config.Cell:
 def build_options(
     args: argparse.Namespace, matrix: config.Matrix | None = None
 ) -> context.BuildOptions:
+    targets = build.parse_targets(getattr(args, "targets", None))
+    built = Path(args.built) if getattr(args, "built", None) else None
+    if built is not None and not targets:  # the carried build's own targets
+        targets = tuple(carried.read(built)[0]["targets"])
     return context.BuildOptions(
         max_jobs=getattr(args, "max_jobs", None),
         nvcc_threads=getattr(args, "nvcc_threads", None),
@@ -47,8 +52,10 @@ def build_options(
         ccache=not getattr(args, "no_ccache", False),
         debug=getattr(args, "debug", False),
         ccache_remote=build.remote_setting(matrix.ccache.remote if matrix else None),
-        targets=build.parse_targets(getattr(args, "targets", None)),
-        probe=not getattr(args, "no_probe", False),
+        targets=targets,
+        # a carried build was compiled: its units need no probe here
+        probe=not getattr(args, "no_probe", False) and built is None,
+        built=built,
         probe_units=getattr(args, "units", None) or "selected",
         probe_front_end_cache=not getattr(args, "no_front_end_cache", False),
         probe_depth=getattr(args, "probe_depth", None) or "front-end",

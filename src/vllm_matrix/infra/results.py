@@ -518,8 +518,16 @@ def verdict_of(stages: list[StageResult]) -> CellVerdict:
         ),
         None,
     )
-    if cut is not None and v.depth in ("build", "audit", "smoke", "gpu", "model"):
+    built_on = tuple(STAGE_ORDER[STAGE_ORDER.index("build") :])  # the build and what uses it
+    if cut is not None and v.depth in built_on:
         v = replace(v, depth=f"{v.depth} (partial: targets {', '.join(cut['targets'])})")
+    # A build compiled on another machine and carried here (stages/compile/carried.py).
+    carried = next(
+        (s.details["carried"] for s in stages if s.stage == "build" and "carried" in s.details),
+        None,
+    )
+    if carried is not None and depth_stage(v.depth) in built_on:
+        v = replace(v, rests_on=f"built on {machine_label(carried.get('machine'))}; carried here")
     if v.verdict == Verdict.PASS and depth_stage(v.depth) == "probe":
         probe = next((s for s in stages if s.stage == "probe"), None)
         v = replace(v, rests_on=probe_coverage(probe.details) if probe else "")

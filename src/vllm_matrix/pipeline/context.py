@@ -35,6 +35,8 @@ class BuildOptions:
     ccache_remote: str | None = None
     targets: tuple[str, ...] = ()  # CMake targets: a partial build (no wheel); () = all
     probe: bool = True  # False: --no-probe (the build compiles the probe's units anyway)
+    # --built DIR: a partial build compiled elsewhere stands in for the build (carried.py)
+    built: Path | None = None
     probe_units: str = "selected"  # probe.UNITS_MODES: "all" sweeps every unit
     # False: --no-front-end-cache (every front end runs: a cold cost, for measurements)
     probe_front_end_cache: bool = True

@@ -25,7 +25,7 @@ from vllm_matrix.stages import audit, gpu, patches, preflight, probe, toolkit
 from vllm_matrix.stages import compile as build
 from vllm_matrix.stages import env as env_mod
 from vllm_matrix.stages import facts as facts_mod
-from vllm_matrix.stages.compile import handoff, partial
+from vllm_matrix.stages.compile import carried, handoff, partial
 from vllm_matrix.stages.env import fixups
 from vllm_matrix.stages.model import modelstage
 from vllm_matrix.stages.preflight import modelopt
@@ -215,6 +215,9 @@ def _estimate(ctx: CellContext, fe: estimate.FrontEnd | None) -> dict[str, Any]:
 
 def do_build(ctx: CellContext) -> StageResult:
     cell, opts, tree = ctx.cell, ctx.opts, need(ctx.tree)
+    if opts.built is not None:  # compiled on another machine (export-build), checked here
+        r, ctx.extensions = carried.take(opts.built, cell, opts.targets)
+        return r
     # Before anything compiles: what it will cost here, the MAX_JOBS and why.
     cost = _estimate(ctx, None)
     kind = "partial" if opts.targets and "partial" in cost else "wheel"
