@@ -288,3 +288,49 @@ def test_configure_clock_takes_the_first_steps_own_time_off() -> None:
         "until_first_step_s": 28.4,
         "first_step_line_s": 193.3,
     }
+
+
+def test_eta_weighs_edges_by_their_expected_times(tmp_path: Path) -> None:
+    """A longest-first build: its first edges are its longest, so the count of edges says
+    far too much time is left; the schedule's expected times, scaled by how the finished
+    edges ran against theirs, say how much is."""
+    import json
+
+    bt = tmp_path / "build" / "temp.linux-x86_64-cpython-312"
+    bt.mkdir(parents=True)
+    (bt / "build.ninja").write_text(BUILD_NINJA)
+    overall = ninja.OverallProgress(tmp_path)
+    assert overall.eta(2) is None  # no schedule
+    expected = {"CMakeFiles/_C.dir/long1.cu.o": 300.0, "CMakeFiles/_C.dir/long2.cu.o": 280.0}
+    expected |= {f"CMakeFiles/_C.dir/short{i}.cu.o": 10.0 for i in range(20)}
+    (bt / "vllm-matrix-schedule.json").write_text(json.dumps({"expected": expected}))
+    log = "# ninja log v7\n0\t450000\t0\tCMakeFiles/_C.dir/long1.cu.o\tab\n"
+    (bt / ".ninja_log").write_text(log)
+    assert overall.eta(2) is None  # one scheduled edge finished: no scale yet
+    log += "0\t420000\t0\tCMakeFiles/_C.dir/long2.cu.o\tcd\n"
+    (bt / ".ninja_log").write_text(log)
+    # they ran 1.5x their expected times; 20 x 10 s left on 2 jobs: 150 s
+    assert overall.eta(2) == pytest.approx(1.5 * 200 / 2)
+    # the longest edge left is the floor
+    (bt / "vllm-matrix-schedule.json").write_text(
+        json.dumps({"expected": expected | {"CMakeFiles/_C.dir/late.cu.o": 190.0}})
+    )
+    assert overall.eta(2) == pytest.approx(1.5 * 390 / 2)
+    assert overall.eta(16) == pytest.approx(1.5 * 190)
+
+    # In the progress message of the run that covers the whole build, it replaces the
+    # count's ETA: 2 of 22 edges in 450 s by count is 75 min; by time 2m25s.
+    (bt / "vllm-matrix-schedule.json").write_text(json.dumps({"expected": expected}))
+    clock = Clock()
+    p = NinjaProgress(
+        clock=clock, overall=lambda: (2, 22), jobs=2, label="targets _C", timed_eta=overall.eta
+    )
+    p.feed("-- Configuring done")
+    clock.t = 450.0
+    msg = p.feed("[2/22] Building CUDA object CMakeFiles/_C.dir/long2.cu.o")
+    assert msg is not None and msg.endswith("ETA 2m30s"), msg
+    # a run that is not the whole build keeps the count's ETA
+    q = NinjaProgress(clock=clock, overall=lambda: (12, 22), jobs=2, timed_eta=overall.eta)
+    q.feed("-- Configuring done")
+    msg = q.feed("[2/12] Building CUDA object CMakeFiles/_C.dir/short1.cu.o")
+    assert msg is not None and "ETA 2m30s" not in msg

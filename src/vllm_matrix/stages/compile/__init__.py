@@ -34,8 +34,9 @@ torch pins it removes), ``plan`` (MAX_JOBS / NVCC_THREADS), ``ccache``, ``ninja`
 and how far a build got), ``wheel`` (step 3), ``partial`` (``--targets`` builds: the
 setup.py driver's arguments (the driver is vllm_matrix/workers/partial_driver.py), FetchContent
 stand-ins, their audit and smoke test), ``schedule`` (longest edges first; also loaded by path
-by the driver), ``cost`` (the build-cost model), ``installable``, ``carried`` (a partial build exported to and taken on another machine), ``handoff`` (the sources a
-build is handed, checked before it compiles, and what its result hands on), ``errors``.
+by the driver), ``cost`` (the build-cost model), ``installable``, ``carried`` (a partial
+build exported to another machine and taken there), ``handoff`` (the sources a build is
+handed, checked before it compiles, and what its result hands on), ``errors``.
 May import: sources, gpu, cmake, knowledge, infra, workers (for its paths), and other stages'
 public names.
 """

@@ -276,10 +276,17 @@ def plan_for(
 
     new, info = reorder(text, cost, max_threads=max_threads)
     before, after = info.pop("_durations", ([], []))
+    # Every compile edge of the targets with the seconds it is expected to take: what the
+    # build's progress weighs its ETA with (ninja.OverallProgress.eta).
+    dirs = tuple(f"CMakeFiles/{t}.dir/" for t in targets)
+    info["expected"] = {
+        o["edge"]: o["seconds"]
+        for o in info.get("order", [])
+        if not dirs or o["edge"].startswith(dirs)
+    }
     if targets:
         # Predict over the edges that will be built: build.ninja also holds every other
         # target's edges (stand-ins among them), which ninja never starts.
-        dirs = tuple(f"CMakeFiles/{t}.dir/" for t in targets)
         mine = [o["edge"].startswith(dirs) for o in info.get("order", [])]
         before_names = [o for o in info.get("_before_names", [])]
         keep = {o["edge"] for o, m in zip(info.get("order", []), mine, strict=True) if m}

@@ -262,6 +262,7 @@ def build_wheel(
             jobs=plan.jobs,
             label=f"targets {', '.join(targets)}" if targets else None,
             left=overall.left,
+            timed_eta=overall.eta,
         )
         partial_out = work / PARTIAL_DIR
         if targets:
