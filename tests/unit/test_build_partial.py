@@ -233,3 +233,47 @@ def test_a_probe_not_run_is_no_evidence() -> None:
 def test_a_machine_with_several_gpus_is_one_label() -> None:
     m = {"arch": "x86_64", "cpus": 32, "mem_gib": 251, "gpu": "NVIDIA H200\nNVIDIA H200"}
     assert results.machine_label(m) == "x86_64 32 cores 251 GiB, 2 x NVIDIA H200"
+
+
+def test_smoke_without_a_driver_loads_against_the_toolkits_libcuda_stub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM 0.20's extensions link libcuda.so.1 (CUTLASS's direct driver calls): on a
+    machine with no driver they cannot load at all, which is the machine's lack, not the
+    build's. The partial smoke loads them against the toolkit's stub, as the wheel's does,
+    and says so; with a driver it leaves the library path alone."""
+    from vllm_matrix.stages import audit, gpu
+    from vllm_matrix.stages.compile import partial
+    from vllm_matrix.stages.env import TorchEnv
+    from vllm_matrix.stages.toolkit import Toolkit
+
+    root = tmp_path / "cuda"
+    (root / "lib64" / "stubs").mkdir(parents=True)
+    (root / "lib64" / "stubs" / "libcuda.so").write_bytes(b"\x7fELF")
+    tk = Toolkit("pypi", "13.0", "13.0.88", root, root / "bin/nvcc", ("9.0",), 15, ())
+    tv = TorchEnv(
+        "3.12", "2.11.0", "full", tmp_path, tmp_path / "python", tmp_path, "2.11.0", "13.0"
+    )
+    seen: dict[str, object] = {}
+
+    def worker(
+        libs: object,
+        python: object,
+        out: Path,
+        log: Path,
+        load_only: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> dict[str, object]:
+        seen["env"] = env
+        return {"libs": {"x/_C.abi3.so": "loaded"}, "ops": {"cutlass_scaled_mm": True}}
+
+    monkeypatch.setattr(gpu, "run_worker", worker)
+    monkeypatch.setattr(audit, "real_driver", lambda: False)
+    r = partial.smoke_partial([Path("x/_C.abi3.so")], tv, tk, ["_C"], tmp_path / "logs")
+    path = (seen["env"] or {})["LD_LIBRARY_PATH"].split(":")[0]  # type: ignore[index]
+    assert (Path(path) / "libcuda.so.1").resolve() == root / "lib64/stubs/libcuda.so"
+    assert r.status == results.PASS and [f.rule for f in r.findings] == ["smoke-no-driver"]
+    assert "libcuda stub" in r.findings[0].message
+    monkeypatch.setattr(audit, "real_driver", lambda: True)
+    r = partial.smoke_partial([Path("x/_C.abi3.so")], tv, tk, ["_C"], tmp_path / "logs")
+    assert seen["env"] == {} and r.findings == ()

@@ -268,7 +268,7 @@ def do_audit(ctx: CellContext) -> StageResult:
 def do_smoke(ctx: CellContext) -> StageResult:
     if ctx.extensions is not None:  # no wheel to install: load the extensions instead
         return partial.smoke_partial(
-            ctx.extensions, need(ctx.env), ctx.opts.targets, ctx.logs / "smoke"
+            ctx.extensions, need(ctx.env), need(ctx.toolkit), ctx.opts.targets, ctx.logs / "smoke"
         )
     return audit.smoke(need(ctx.wheel), need(ctx.env), need(ctx.toolkit), build.work_dir(ctx.cell))
 

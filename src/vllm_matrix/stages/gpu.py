@@ -287,7 +287,12 @@ def wheel_extensions(wheel: Path, dest: Path) -> list[Path]:
 
 
 def run_worker(
-    libs: Iterable[Path], python: str | Path, out_json: Path, log: Path, load_only: bool = False
+    libs: Iterable[Path],
+    python: str | Path,
+    out_json: Path,
+    log: Path,
+    load_only: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     out_json.parent.mkdir(parents=True, exist_ok=True)
     argv: list[str] = [str(python), str(WORKER), "--json", str(out_json)]
@@ -295,7 +300,7 @@ def run_worker(
         argv += ["--lib", str(lib)]
     if load_only:
         argv.append("--load-only")
-    done = proc.run(argv, log=log, check=False, timeout=1800)
+    done = proc.run(argv, log=log, check=False, timeout=1800, env=env)
     try:
         res: dict[str, Any] = json.loads(out_json.read_text())
     except (OSError, ValueError) as exc:

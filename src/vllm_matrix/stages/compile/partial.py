@@ -257,14 +257,32 @@ def audit_partial(
 
 
 def smoke_partial(
-    exts: Sequence[Path], tv: TorchEnv, targets: Sequence[str], logdir: Path
+    exts: Sequence[Path], tv: TorchEnv, tk: Toolkit, targets: Sequence[str], logdir: Path
 ) -> StageResult:
-    """Load each extension into the env's torch and list the FP8 ops it registers."""
+    """Load each extension into the env's torch and list the FP8 ops it registers. Without
+    an NVIDIA driver here they load against the toolkit's libcuda stub, as the wheel's
+    smoke does (vLLM 0.20's extensions link libcuda.so.1: CUTLASS's direct driver calls)."""
     from vllm_matrix.stages import gpu
 
     label = f"partial: targets {', '.join(targets)}"
+    env: dict[str, str] = {}
+    notes: list[Finding] = []
+    if not audit.real_driver():
+        stub = audit.driver_stub_dir(tk, logdir / "driver-stub")
+        if stub is not None:
+            old = os.environ.get("LD_LIBRARY_PATH")
+            env["LD_LIBRARY_PATH"] = str(stub) + (f":{old}" if old else "")
+        notes.append(
+            Finding(
+                "smoke-no-driver",
+                "info",
+                "no GPU driver on this machine: the extensions were loaded against "
+                + ("the toolkit's libcuda stub" if stub is not None else "no libcuda at all")
+                + "; no kernel ran",
+            )
+        )
     res = gpu.run_worker(
-        exts, tv.python_exe, logdir / "smoke.json", logdir / "smoke.log", load_only=True
+        exts, tv.python_exe, logdir / "smoke.json", logdir / "smoke.log", load_only=True, env=env
     )
     bad = {k: v for k, v in res.get("libs", {}).items() if v != "loaded"}
     if res.get("error") or bad:
@@ -274,7 +292,7 @@ def smoke_partial(
             FAIL,
             0.0,
             f"{label}: an extension does not load",
-            (Finding("smoke", "fail", f"{label}: {str(why)[-400:]}", "read the smoke log"),),
+            (Finding("smoke", "fail", f"{label}: {str(why)[-400:]}", "read the smoke log"), *notes),
             res,
         )
     ops = [k for k, v in res.get("ops", {}).items() if v]
@@ -283,7 +301,7 @@ def smoke_partial(
         PASS,
         0.0,
         f"{label}: {len(exts)} extensions load; FP8 ops registered: {', '.join(ops) or 'none'}",
-        (),
+        tuple(notes),
         res,
     )
 
