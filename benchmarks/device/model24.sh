@@ -21,10 +21,11 @@
 #
 # A build compiled on the CPU machine instead (no compile in the hold: cold start + serve):
 #   there: vllm-matrix export-build --matrix M --cell C --out D --strip-debug, then
-#          tar -C D -cf - <dir> | xz -T0 | split -b 40m - .carry24/built.tar.xz.   (ignored)
-#   MODE=part  carrying one .carry24/built.tar.xz.NN (or a .whl group) per call: stashed
-#   BUILT=1 MODE=start carrying "carry" once every part came: joins the parts, then
-#          run --built DIR (the build stage takes it; audit, smoke, gpu and model run here)
+#          tar -C D -cf - <dir> | xz -T0 | split -b 40m - .carry24/built.tar.xz.   (ignored;
+#          the 0.20.0 9.0a build: 20.2 MiB, one part) and cp -r carry/vm .carry24/ (32 MiB)
+#   MODE=part carrying .whl/core, then MODE=part carrying .whl/xg: wheels installed
+#   BUILT=1 MODE=start carrying .carry24: joins the parts, then run --built DIR (the build
+#          stage takes it; audit, smoke, gpu and model run here); then MODE=poll as below
 set -x
 cd "$(dirname "$0")/../.."
 R=$PWD
@@ -60,19 +61,22 @@ part)
   stash_parts; install_wheels; exit 0 ;;
 start)
   grep -q "def do_model" src/vllm_matrix/pipeline/plan.py || { echo "error: not the h-gpu tree"; exit 2; }
-  mkdir -p $VLLM_MATRIX_CACHE && cp -rn carry/vm/* $VLLM_MATRIX_CACHE/
-  python3 -c "import setuptools_scm" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target /tmp/site carry/whl/*.whl
-  [ -d /tmp/cutlass ] || tar -xzf carry/cutlass.tgz -C /tmp
-  [ -d /tmp/qutlass ] || tar -xzf carry/qutlass.tgz -C /tmp
-  export VLLM_CUTLASS_SRC_DIR=/tmp/cutlass QUTLASS_SRC_DIR=/tmp/qutlass
   nproc; free -g | head -2; uptime; ninja --version; which c++filt cuobjdump
   nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader
   rm -f /tmp/run.done
-  HOW="--targets _C,_C_stable_libtorch --no-probe --max-jobs 16 --nvcc-threads 1"
-  if [ -n "$BUILT" ]; then
+  mkdir -p $VLLM_MATRIX_CACHE
+  if [ -n "$BUILT" ]; then  # the release sdist and the carried build: nothing compiles here
+    cp -rn .carry24/vm/* $VLLM_MATRIX_CACHE/
     stash_parts; install_wheels; mkdir -p /tmp/built
-    cat /tmp/parts/built.tar.xz.* | xz -d | tar -x -C /tmp/built || { echo "error: parts"; exit 2; }
+    cat /tmp/parts/built.tar.xz.* | python3 -c "import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode='r|xz').extractall('/tmp/built')" || { echo "error: parts"; exit 2; }
     HOW="--built $(ls -d /tmp/built/vllm-*-partial-*)"; du -sh /tmp/built/*
+  else
+    cp -rn carry/vm/* $VLLM_MATRIX_CACHE/
+    python3 -c "import setuptools_scm" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target /tmp/site carry/whl/*.whl
+    [ -d /tmp/cutlass ] || tar -xzf carry/cutlass.tgz -C /tmp
+    [ -d /tmp/qutlass ] || tar -xzf carry/qutlass.tgz -C /tmp
+    export VLLM_CUTLASS_SRC_DIR=/tmp/cutlass QUTLASS_SRC_DIR=/tmp/qutlass
+    HOW="--targets _C,_C_stable_libtorch --no-probe --max-jobs 16 --nvcc-threads 1"
   fi
   cd $W && setsid nohup bash -c 't0=$(date +%s); "$@" > /tmp/run.out 2>&1; echo "rc=$? wall=$(( $(date +%s) - t0 ))s" > /tmp/run.done' \
     run python3 -m vllm_matrix run --env current --vllm 0.20.0 --arch 9.0a --depth model $HOW \
