@@ -190,6 +190,8 @@ def test_run_built_takes_its_targets_skips_the_probe_and_stands_in_for_the_build
     assert run_cmd.build_options(argparse.Namespace()).built is None
     ctx = context.CellContext(_cell(), context.Workspace(tmp_path / "ws"), opts, ("build",))
     ctx.tree = object()  # type: ignore[assignment]  # do_build reads no source when carried
+    probe = plan.do_probe(ctx)
+    assert probe.summary == "not run (--built): the build was compiled on another machine"
     stage = plan.do_build(ctx)
     assert stage.summary.startswith("carried:") and ctx.extensions == [
         dest.resolve() / "vllm/_C.abi3.so",

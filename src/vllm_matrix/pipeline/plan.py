@@ -162,7 +162,7 @@ def do_patches(ctx: CellContext) -> StageResult:
 
 def do_probe(ctx: CellContext) -> StageResult:
     if not ctx.opts.probe and ctx.runs("build"):
-        return partial.probe_skipped()
+        return partial.probe_skipped(carried=ctx.opts.built is not None)
     inputs = reuse.probe_inputs(ctx)
     again = reuse.probe_to_reuse(ctx, inputs)
     if again is not None:

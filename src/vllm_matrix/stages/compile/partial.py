@@ -169,13 +169,18 @@ def externals_for(
     return dirs, stand
 
 
-def probe_skipped() -> StageResult:
+def probe_skipped(carried: bool = False) -> StageResult:
+    why = (
+        ("--built", "the build was compiled on another machine")
+        if carried
+        else ("--no-probe", "the build compiles the units the probe would")
+    )
     return StageResult(
         "probe",
         WARN,
         0.0,
-        "not run (--no-probe): the build compiles the units the probe would",
-        (Finding("probe", "info", "probe not run (--no-probe)"),),
+        f"not run ({why[0]}): {why[1]}",
+        (Finding("probe", "info", f"probe not run ({why[0]})"),),
         {"not_run": True},
     )
 
