@@ -206,6 +206,10 @@ EXIT_CASES: dict[str, tuple[list[str], str]] = {
     "derive-facts": (["derive-facts"], "vllm_matrix.knowledge.pins:release_list"),
     "currency": (["currency", "M"], "vllm_matrix.commands.currency:check"),
     "estimate": (["estimate", "M", "--cell", "ID"], "vllm_matrix.sources.sdist:get_tree"),
+    "export-build": (
+        ["export-build", "M", "--cell", "ID", "--out", "OUT"],
+        "vllm_matrix.infra.results:read",
+    ),
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vllm_matrix.commands.common import load_matrix, one_cell, say
 from vllm_matrix.infra import results
-from vllm_matrix.infra.errors import MatrixError
+from vllm_matrix.infra.errors import MatrixError, ToolError
 from vllm_matrix.stages import compile as build
 from vllm_matrix.stages.compile import carried
 
@@ -19,10 +19,15 @@ def run(args: argparse.Namespace) -> int:
     path = ws.results / f"{cell.id}.json"
     try:
         envelope = results.read(path)
-    except (OSError, ValueError, KeyError) as exc:
+    except FileNotFoundError as exc:
         raise MatrixError(
-            f"{cell.id}: no readable result file ({exc})",
+            f"{cell.id}: no result file yet ({path.name})",
             fix=f"build it first: vllm-matrix run --cell {cell.id} --depth build --targets ...",
+        ) from exc
+    except (ValueError, KeyError) as exc:
+        raise ToolError(
+            f"{cell.id}: its result file is unreadable ({exc})",
+            fix=f"rerun the build (it resumes): vllm-matrix run --cell {cell.id} --depth build",
         ) from exc
     dest = carried.export(envelope, build.work_dir(cell), Path(args.out), strip=args.strip_debug)
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
