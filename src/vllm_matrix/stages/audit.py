@@ -492,6 +492,17 @@ def driver_stub_dir(tk: Toolkit, where: Path) -> Path | None:
     return where
 
 
+def stub_driver_env(tk: Toolkit, where: Path) -> tuple[dict[str, str], Path | None]:
+    """On a machine without an NVIDIA driver: the environment that lets extensions linking
+    ``libcuda.so.1`` load (``LD_LIBRARY_PATH`` led by a dir holding the toolkit's stub;
+    empty where the toolkit has none) and that dir. Callers ask ``real_driver()`` first."""
+    stub = driver_stub_dir(tk, where)
+    if stub is None:
+        return {}, None
+    old = os.environ.get("LD_LIBRARY_PATH")
+    return {"LD_LIBRARY_PATH": str(stub) + (f":{old}" if old else "")}, stub
+
+
 def smoke(wheel: Path, tv_full: TorchEnv, tk: Toolkit, work: Path) -> StageResult:
     """Install ``wheel`` beside ``tv_full`` (``--no-deps --target``) and load it."""
     findings: list[Finding] = []
@@ -524,11 +535,9 @@ def smoke(wheel: Path, tv_full: TorchEnv, tk: Toolkit, work: Path) -> StageResul
     if real_driver():
         driver = "real NVIDIA driver"
     else:
-        stub = driver_stub_dir(tk, base / "driver-stub")
+        stub_env, stub = stub_driver_env(tk, base / "driver-stub")
         driver = f"stub libcuda.so.1 -> {tk.root / 'lib64/stubs/libcuda.so'}" if stub else "none"
-        if stub is not None:
-            old = os.environ.get("LD_LIBRARY_PATH")
-            env["LD_LIBRARY_PATH"] = str(stub) + (f":{old}" if old else "")
+        env |= stub_env
         not_run.append(
             "no GPU driver on this machine: extensions were loaded against the toolkit's "
             "libcuda stub; no kernel was run (the stub fails every driver call)"

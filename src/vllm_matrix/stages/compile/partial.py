@@ -273,10 +273,7 @@ def smoke_partial(
     env: dict[str, str] = {}
     notes: list[Finding] = []
     if not audit.real_driver():
-        stub = audit.driver_stub_dir(tk, logdir / "driver-stub")
-        if stub is not None:
-            old = os.environ.get("LD_LIBRARY_PATH")
-            env["LD_LIBRARY_PATH"] = str(stub) + (f":{old}" if old else "")
+        env, stub = audit.stub_driver_env(tk, logdir / "driver-stub")
         notes.append(
             Finding(
                 "smoke-no-driver",
