@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vllm_matrix.infra import proc, programs, results
-from vllm_matrix.infra.config import Cell
+from vllm_matrix.infra.config import Cell, split_torch
 from vllm_matrix.infra.errors import MatrixError
 from vllm_matrix.infra.results import PASS, WARN, Finding, StageResult
 from vllm_matrix.stages.compile import installable
@@ -95,10 +95,6 @@ def export(envelope: Mapping[str, Any], work: Path, out: Path, *, strip: bool = 
     return dest
 
 
-def _base(version: str) -> str:
-    return version.partition("+")[0]
-
-
 def _mismatches(record: Mapping[str, Any], cell: Cell, targets: Sequence[str]) -> list[str]:
     was = record["cell"]
     built_targets = list(record["build"]["details"]["installable"]["targets"])
@@ -109,7 +105,7 @@ def _mismatches(record: Mapping[str, Any], cell: Cell, targets: Sequence[str]) -
         out.append(f"targets {','.join(built_targets)}, asked {','.join(targets)}")
     if list(was["arch"]) != list(cell.arch):
         out.append(f"arches {';'.join(was['arch'])}, this cell {';'.join(cell.arch) or 'none'}")
-    if _base(str(was["torch"])) != _base(cell.torch):
+    if split_torch(str(was["torch"]))[0] != cell.torch_version:
         out.append(f"torch {was['torch']}, this env {cell.torch}")
     if str(was["cuda"]).split(".")[0] != str(cell.cuda).split(".")[0]:
         out.append(f"CUDA {was['cuda']}, this env {cell.cuda}")
